@@ -1,0 +1,1 @@
+"""spinnray: an actor-based, distributed emulator of the SpiNNaker2 chip."""

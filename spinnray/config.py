@@ -1,0 +1,165 @@
+"""Typed configuration: what Hydra composes reaches library code as these objects.
+
+Each section is a frozen dataclass whose fields carry a one-line ``help``,
+and optionally ``choices``, ``min`` and ``max``.  :func:`from_dict` builds a
+section from a plain mapping (an OmegaConf container), refusing unknown keys,
+wrong types and out-of-range values with a :class:`ConfigError` that names the
+dotted key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["MachineConfig", "ParallelConfig", "ClusterConfig", "from_dict", "opt", "describe"]
+
+
+def opt(default, help: str, *, choices=None, min=None, max=None, factory=None):
+    """A dataclass field with validation metadata."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value, tp, key: str):
+    """Check ``value`` against the annotation ``tp``; ints pass as floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(value, arm, key)
+            except ConfigError as e:
+                errors.append(e)
+        allowed = " or ".join(_type_name(a) for a in typing.get_args(tp))
+        raise ConfigError(f"{key} = {value!r}: expected {allowed}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key} = {value!r}: expected null")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} = {value!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} = {value!r}: expected an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise ConfigError(f"{key} = {value!r}: expected a finite number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} = {value!r}: expected a string")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} = {value!r}: expected a list")
+        (arm, *_) = typing.get_args(tp) or (Any,)
+        return tuple(_coerce(v, arm, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} = {value!r}: expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")  # a programming error, named
+
+
+def from_dict(cls, data, prefix: str = ""):
+    """Build dataclass ``cls`` from a mapping, validating every field."""
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or cls.__name__} = {data!r}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key; "
+                          f"allowed keys are {names}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = _coerce(data[f.name], hints[f.name], key)
+        meta = f.metadata
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise ConfigError(f"{key} = {value!r}: expected one of {list(meta['choices'])}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if meta.get("min") is not None and value < meta["min"]:
+                raise ConfigError(f"{key} = {value!r}: expected >= {meta['min']}")
+            if meta.get("max") is not None and value > meta["max"]:
+                raise ConfigError(f"{key} = {value!r}: expected <= {meta['max']}")
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}: {e}" if prefix else str(e)) from None
+
+
+def describe(cls) -> list[tuple[str, Any, str]]:
+    """(name, default, help) of every field: used to document the options."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        out.append((f.name, default, f.metadata.get("help", "")))
+    return out
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """The emulated SpiNNaker2 machine."""
+
+    name: str = opt("spinnaker2", "a label for reports")
+    pes_per_chip: int = opt(152, "processing elements (ARM cores) per chip", min=1)
+    sram_per_pe_bytes: int = opt(131072, "local SRAM of one PE in bytes (128 KB on SpiNNaker2)", min=1)
+    neurons_per_core: int = opt(256, "most neurons one PE may hold", min=1)
+    routing_entries_per_chip: int = opt(1024, "routing-table entries per chip router", min=1)
+    chips: int = opt(64, "chips available to place slices on", min=1)
+    dtype: str = opt("float32", "arithmetic of weights and state on the cores",
+                     choices=("float32", "float64"))
+    strict: bool = opt(True, "raise on any dropped or rejected packet (they are always counted)")
+
+    @property
+    def total_pes(self) -> int:
+        return self.pes_per_chip * self.chips
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How the network is spread over emulated cores and replicas."""
+
+    cores_per_population: int | None = opt(
+        None, "cores per non-source population; null = as few as the cap and budget allow", min=1)
+    replicas: int = opt(1, "data-parallel copies of the network (EventProp)", min=1)
+    exchange_interval: int = opt(1, "K: steps between spike exchanges; must be <= the minimum delay", min=1)
+    batch_size: int = opt(1, "samples run in lockstep on every core, one packet per round carries all", min=1)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where Ray runs."""
+
+    address: str | None = opt(None, "null = start an embedded local Ray; 'auto' or 'ray://host:port' = join a cluster")
+    num_cpus: int | None = opt(None, "CPUs for the embedded local Ray instance (null = all)", min=1)
+    round_timeout_s: float = opt(120.0, "seconds a core or router waits for one exchange round before failing", min=0.001)

@@ -1,0 +1,290 @@
+"""One emulated processing element (PE): a plain class, no Ray import.
+
+A :class:`Core` owns a slice of one population: the neurons' state, the
+incoming weights of those neurons (stored at the target, as on SpiNNaker),
+their delays, and a ring of recent pre-synaptic spikes per source population.
+It runs in rounds of K steps (the tick phases of one round):
+
+1. ``run_block(t0, K)``: for each step, *synapse* (sum the rows of the spikes
+   that arrive now, in canonical order), *neuron* (step the model), *record*;
+   then *send*: one spike packet with every event of the K steps.
+2. ``deliver(frames, t0, K)``: *receive* the packets the router multicast to
+   this core for the same round, into the spike history.
+
+Delays are at least K steps, so a spike emitted in a round is never needed
+before the next round begins (NEST's min-delay rule); that makes the results
+identical for every K <= min delay.  Synaptic input is summed strictly in the
+order (projection, delay, sample, pre-synaptic neuron) by
+:func:`~spinnray.neuron.accumulate_events`, so they are identical for every
+partitioning of the populations as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import packet
+from .errors import BudgetError, PacketError, SpinnrayError
+from .metrics import CoreCounters
+from .neuron import NeuronModel, SpikeSource, accumulate_events, decays, init_state, step
+
+__all__ = ["IncomingSpec", "CoreSpec", "Core", "specs_from_mapping"]
+
+_MAX_REASONS = 20
+
+
+@dataclass(frozen=True, eq=False)
+class IncomingSpec:
+    """One projection into this core's slice: rows of all pre neurons."""
+
+    name: str
+    pre: str
+    pre_size: int
+    weights: np.ndarray                # (pre_size, n_local)
+    delays: int | np.ndarray           # int, or (pre_size, n_local) uint8
+    mask: np.ndarray | None            # (pre_size, n_local) bool or None
+    delay_values: tuple[int, ...]      # distinct delays, ascending
+
+
+@dataclass(frozen=True, eq=False)
+class CoreSpec:
+    """Everything needed to build one core (picklable: sent to a Ray actor)."""
+
+    core_id: int
+    chip: int
+    pe: int
+    population: str
+    model: NeuronModel
+    lo: int
+    hi: int
+    key_base: int | None
+    key_bits: int
+    dt_ms: float
+    dtype: str
+    batch: int
+    budget_bytes: int
+    incoming: tuple[IncomingSpec, ...] = ()
+    history: dict = field(default_factory=dict)          # pre population -> (depth, pre_size)
+    sources: tuple[tuple[int, str, int, int], ...] = ()  # (key prefix, pre population, lo, hi)
+
+    @property
+    def n(self) -> int:
+        return self.hi - self.lo
+
+
+def specs_from_mapping(mapping, batch: int = 1) -> list[CoreSpec]:
+    """Cut the network's arrays into the per-core specs of ``mapping``."""
+    from .mapping import history_depth   # mapping imports router, which imports metrics only
+
+    net, machine = mapping.network, mapping.machine
+    specs = []
+    for pl in mapping.placements:
+        pop = net[pl.slice.population]
+        lo, hi = pl.slice.lo, pl.slice.hi
+        incoming = []
+        for proj in net.incoming(pop):
+            incoming.append(IncomingSpec(
+                name=proj.name, pre=proj.pre.name, pre_size=proj.pre.size,
+                weights=np.ascontiguousarray(proj.weights[:, lo:hi], dtype=machine.dtype),
+                delays=proj.delays if np.isscalar(proj.delays) else np.ascontiguousarray(proj.delays[:, lo:hi]),
+                mask=None if proj.mask is None else np.ascontiguousarray(proj.mask[:, lo:hi]),
+                delay_values=tuple(int(d) for d in proj.delay_values()),
+            ))
+        depth = history_depth(net, pop)
+        sources = tuple((q.core_id, q.slice.population, q.slice.lo, q.slice.hi)
+                        for q in mapping.placements if q.slice.population in depth)
+        specs.append(CoreSpec(
+            core_id=pl.core_id, chip=pl.chip, pe=pl.pe, population=pop.name, model=pop.model,
+            lo=lo, hi=hi, key_base=pl.key_base, key_bits=mapping.key_bits, dt_ms=net.dt_ms,
+            dtype=machine.dtype, batch=batch, budget_bytes=machine.sram_per_pe_bytes,
+            incoming=tuple(incoming),
+            history={name: (d, net.populations[name].size) for name, d in depth.items()},
+            sources=sources,
+        ))
+    return specs
+
+
+class Core:
+    """The behaviour of one PE; see the module docstring for the phases."""
+
+    def __init__(self, spec: CoreSpec):
+        self.spec = spec
+        self.id = spec.core_id
+        self.dtype = np.dtype(spec.dtype)
+        self.model = spec.model
+        self.consts = decays(spec.model, spec.dt_ms)
+        self.weights = [inc.weights for inc in spec.incoming]
+        self.delays = [None if np.isscalar(inc.delays) else inc.delays for inc in spec.incoming]
+        self.masks = [inc.mask for inc in spec.incoming]
+        self.hist = {name: np.zeros((d, spec.batch, size), bool) for name, (d, size) in spec.history.items()}
+        pre_names = list(spec.history)
+        src = sorted(spec.sources)
+        self._src_prefix = np.array([s[0] for s in src], np.int64)
+        self._src_pre = np.array([pre_names.index(s[1]) for s in src], np.int64)
+        self._src_lo = np.array([s[2] for s in src], np.int64)
+        self._pre_names = pre_names
+        self._src_n = np.array([s[3] - s[2] for s in src], np.int64)
+        self.state = init_state(spec.model, spec.batch, spec.n, self.dtype)
+        self.inputs: np.ndarray | None = None   # (steps, batch, n) bool for a SpikeSource
+        self.batch = spec.batch
+        self.counters = CoreCounters()
+        self.reasons: list[str] = []
+        self.record_vars: tuple[str, ...] = ("spikes",)
+        self.recorded: dict[str, np.ndarray] = {}
+        self._out: list[tuple[int, np.ndarray]] = []
+        used = sum(self.memory().values())
+        if used > spec.budget_bytes:
+            raise BudgetError(f"core {self.id} ({spec.population}[{spec.lo}, {spec.hi})) holds {used} bytes; "
+                              f"the budget is {spec.budget_bytes} bytes")
+
+    # ------------------------------------------------------------------ memory
+    def memory(self) -> dict[str, int]:
+        """Bytes by category of the arrays this core holds now."""
+        state = sum(a.nbytes for a in self.state)
+        return {
+            "weights": sum(w.nbytes for w in self.weights),
+            "delays": sum(d.nbytes for d in self.delays if d is not None),
+            "masks": sum(m.nbytes for m in self.masks if m is not None),
+            "neuron_state": state,
+            "spike_history": sum(h.nbytes for h in self.hist.values()),
+            "key_table": sum(a.nbytes for a in (self._src_prefix, self._src_pre, self._src_lo, self._src_n)),
+            **({"input_spikes": self.inputs.nbytes} if self.inputs is not None else {}),
+        }
+
+    # ------------------------------------------------------------------- setup
+    def reset(self, steps: int, batch: int | None = None, inputs: np.ndarray | None = None,
+              record: tuple[str, ...] = ("spikes",)) -> None:
+        """Zero state and history for a new run of ``steps`` steps of ``batch`` samples."""
+        batch = self.spec.batch if batch is None else batch
+        if not 1 <= batch <= self.spec.batch:
+            raise SpinnrayError(f"core {self.id}: batch {batch} outside [1, {self.spec.batch}] (the mapped batch)")
+        self.batch = batch
+        self.state = init_state(self.model, batch, self.spec.n, self.dtype)
+        for h in self.hist.values():
+            h[:] = False
+        if isinstance(self.model, SpikeSource):
+            want = (steps, batch, self.spec.n)
+            if inputs is None or inputs.shape != want:
+                got = None if inputs is None else inputs.shape
+                raise SpinnrayError(f"core {self.id} ({self.spec.population}[{self.spec.lo}, {self.spec.hi})): "
+                                    f"input spikes of shape {got}; expected {want} (steps, batch, neurons)")
+            self.inputs = np.ascontiguousarray(inputs, bool)
+            used = sum(self.memory().values())
+            if used > self.spec.budget_bytes:
+                raise BudgetError(f"core {self.id} ({self.spec.population}): input spikes of {steps} steps make "
+                                  f"{used} bytes; the budget is {self.spec.budget_bytes} bytes")
+        self.record_vars = tuple(record)
+        self.recorded = {}
+        if "spikes" in record and self.model.spiking:
+            self.recorded["spikes"] = np.zeros((steps, batch, self.spec.n), bool)
+        if "v" in record and not isinstance(self.model, SpikeSource):
+            self.recorded["v"] = np.zeros((steps, batch, self.spec.n), self.dtype)
+
+    # -------------------------------------------------------------------- tick
+    def synaptic_input(self, t: int) -> np.ndarray:
+        """Input arriving at step ``t``: sum of the rows of spikes emitted at t - d."""
+        bs, rows = [], []
+        for inc, w, dmat in zip(self.spec.incoming, self.weights, self.delays):
+            ring = self.hist[inc.pre]
+            for d in inc.delay_values:
+                b, i = np.nonzero(ring[(t - d) % len(ring), :self.batch])
+                if len(b):
+                    bs.append(b)
+                    rows.append(w[i] if dmat is None else w[i] * (dmat[i] == d))
+        if not bs:
+            return np.zeros((self.batch, self.spec.n), self.dtype)
+        return accumulate_events(self.batch, np.concatenate(bs), np.concatenate(rows))
+
+    def run_block(self, t0: int, k: int) -> list[bytes]:
+        """Steps ``t0 .. t0+k-1``; returns this round's outgoing frames."""
+        sends = self.spec.key_base is not None
+        out_t, out_b, out_i = [], [], []
+        for t in range(t0, t0 + k):
+            if isinstance(self.model, SpikeSource):
+                s = self.inputs[t]
+            else:
+                s, self.state = step(self.model, self.synaptic_input(t), self.state, self.consts)
+                if "v" in self.recorded:
+                    self.recorded["v"][t] = self.state.v_pre if hasattr(self.state, "v_pre") else self.state.v
+            if s is None:
+                continue
+            if "spikes" in self.recorded:
+                self.recorded["spikes"][t] = s
+            if sends:
+                b, i = np.nonzero(s)
+                if len(b):
+                    out_t.append(np.full(len(b), t - t0, np.uint16))
+                    out_b.append(b)
+                    out_i.append(i)
+                    self.counters.max_events_per_step = max(self.counters.max_events_per_step, len(b))
+        self.counters.steps += k
+        if not out_i:
+            return []
+        i = np.concatenate(out_i)
+        frame = packet.encode(
+            packet.Kind.SPIKE, self.id, t0,
+            keys=(self.spec.key_base + i).astype(np.uint32),
+            offsets=np.concatenate(out_t),
+            batch=np.concatenate(out_b).astype(np.uint16) if self.spec.batch > 1 else None,
+        )
+        self.counters.packets_sent += 1
+        self.counters.spike_events_sent += len(i)
+        self.counters.bytes_sent += len(frame)
+        return [frame]
+
+    def deliver(self, frames: list[bytes], t0: int, k: int) -> None:
+        """Receive the frames of the round that covered steps ``t0 .. t0+k-1``."""
+        for ring in self.hist.values():
+            depth = len(ring)
+            if k >= depth:
+                ring[:] = False
+            else:
+                ring[[(t0 + j) % depth for j in range(k)]] = False
+        c = self.counters
+        mask = (1 << self.spec.key_bits) - 1
+        for frame in frames:
+            c.packets_received += 1
+            c.bytes_received += len(frame)
+            try:
+                p = packet.decode(frame, max_offset=k - 1, n_batch=self.batch)
+                if p.step != t0:
+                    raise PacketError(f"packet of step {p.step} arrived in the round of step {t0}")
+                if p.kind != packet.Kind.SPIKE:
+                    raise PacketError(f"core {self.id} takes no error events (kind {int(p.kind)})")
+            except PacketError as e:
+                c.rejected += 1
+                self._note(f"core {self.id}: rejected frame: {e.reason}")
+                continue
+            c.spike_events_received += p.n
+            keys = p.keys.astype(np.int64)
+            prefix, local = keys >> self.spec.key_bits, keys & mask
+            if len(self._src_prefix):
+                j = np.minimum(np.searchsorted(self._src_prefix, prefix), len(self._src_prefix) - 1)
+                ok = (self._src_prefix[j] == prefix) & (local < self._src_n[j])
+            else:
+                j, ok = np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+            if not ok.all():
+                c.dropped += int((~ok).sum())
+                self._note(f"core {self.id}: {int((~ok).sum())} event(s) with unknown key, "
+                           f"first {int(keys[~ok][0]):#010x}")
+            b = p.batch[ok] if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
+            steps = (t0 + p.offsets[ok].astype(np.int64))
+            pre = self._src_lo[j[ok]] + local[ok]
+            which = self._src_pre[j[ok]]
+            for w in np.unique(which):
+                ring = self.hist[self._pre_names[w]]
+                sel = which == w
+                ring[steps[sel] % len(ring), b[sel], pre[sel]] = True
+
+    def _note(self, reason: str) -> None:
+        if len(self.reasons) < _MAX_REASONS:
+            self.reasons.append(reason)
+
+    # ----------------------------------------------------------------- readout
+    def report(self) -> dict:
+        """Counters, memory and notes of this core (plain data)."""
+        return {"core_id": self.id, "chip": self.spec.chip, "pe": self.spec.pe,
+                "population": self.spec.population, "slice": [self.spec.lo, self.spec.hi],
+                "counters": self.counters.as_dict(), "memory": self.memory(), "reasons": list(self.reasons)}

@@ -1,0 +1,152 @@
+"""The user-facing facade: map a network, run it on a backend, read results.
+
+    sim = Simulator(net, backend="local", cores_per_population=2, exchange_interval=1)
+    res = sim.run(100, inputs={"input": spikes})     # spikes (steps, n) or (steps, batch, n)
+    res.spikes["hidden"]                              # (steps, batch, n) bool
+    sim.metrics()                                     # traffic and memory, as in metrics.json
+    sim.close()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import ensure_ray, make_backend
+from .config import MachineConfig
+from .core import specs_from_mapping
+from .errors import ConfigError, SpinnrayError
+from .mapping import map_network
+from .metrics import memory_summary, traffic_summary
+from .network import Network
+from .neuron import SpikeSource
+
+__all__ = ["Simulator", "RunResult", "poisson_spikes"]
+
+
+@dataclass
+class RunResult:
+    """What one run recorded, assembled per population: ``(steps, batch, n)``."""
+
+    steps: int
+    batch: int
+    spikes: dict[str, np.ndarray] = field(default_factory=dict)
+    v: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def rates_hz(self, dt_ms: float) -> dict[str, float]:
+        """Mean firing rate of each spiking population."""
+        return {k: float(s.mean() * 1000.0 / dt_ms) for k, s in self.spikes.items()}
+
+
+def poisson_spikes(rate_hz: float, steps: int, batch: int, n: int, dt_ms: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Bernoulli approximation of Poisson spike trains: (steps, batch, n) bool."""
+    return rng.random((steps, batch, n)) < rate_hz * dt_ms / 1000.0
+
+
+class Simulator:
+    """A network mapped onto emulated cores, run on the ``local`` or ``ray`` backend."""
+
+    def __init__(self, network: Network, machine: MachineConfig | None = None, *,
+                 cores_per_population: int | dict[str, int] | None = None,
+                 exchange_interval: int = 1, batch_size: int = 1, backend: str = "local",
+                 timeout_s: float = 120.0):
+        self.network = network
+        self.machine = machine or MachineConfig()
+        if not isinstance(exchange_interval, int) or exchange_interval < 1:
+            raise ConfigError(f"parallel.exchange_interval = {exchange_interval!r}: expected an int >= 1")
+        if exchange_interval > network.min_delay:
+            raise ConfigError(
+                f"parallel.exchange_interval = {exchange_interval} exceeds the minimum synaptic delay of "
+                f"{network.min_delay} steps; expected K <= {network.min_delay} (a spike must never be "
+                "needed before the round that carries it ends)")
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"backend = {backend!r}: expected 'local' or 'ray'")
+        self.k = exchange_interval
+        self.batch_size = batch_size
+        self.mapping = map_network(network, self.machine, cores_per_population, batch_size)
+        specs = specs_from_mapping(self.mapping, batch_size)
+        if backend == "ray":
+            ensure_ray()
+        self.backend = make_backend(backend, specs, self.mapping.table, self.machine.strict, timeout_s)
+        self.dense_equivalent_events = 0
+        self.steps_run = 0
+        self.samples_run = 0
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def run(self, steps: int, inputs: dict[str, np.ndarray] | None = None,
+            record: tuple[str, ...] = ("spikes",)) -> RunResult:
+        """Run ``steps`` steps from rest; ``inputs`` gives every SpikeSource's spikes."""
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"network.steps = {steps!r}: expected an int >= 1")
+        unknown = set(record) - {"spikes", "v"}
+        if unknown:
+            raise ConfigError(f"record = {sorted(unknown)}: expected some of ['spikes', 'v']")
+        inputs = dict(inputs or {})
+        batch = None
+        per_core: dict[int, np.ndarray] = {}
+        for pop in self.network.populations.values():
+            if not isinstance(pop.model, SpikeSource):
+                continue
+            if pop.name not in inputs:
+                raise SpinnrayError(f"population {pop.name!r} is a SpikeSource: give its spikes in "
+                                    f"inputs[{pop.name!r}] as (steps, n) or (steps, batch, n) bools")
+            x = np.asarray(inputs.pop(pop.name))
+            if x.ndim == 2:
+                x = x[:, None, :]
+            if x.ndim != 3 or x.shape[0] != steps or x.shape[2] != pop.size:
+                raise SpinnrayError(f"inputs[{pop.name!r}] has shape {x.shape}; expected "
+                                    f"({steps}, {pop.size}) or ({steps}, batch, {pop.size})")
+            if batch is not None and x.shape[1] != batch:
+                raise SpinnrayError(f"inputs[{pop.name!r}] has batch {x.shape[1]}; others have {batch}")
+            batch = x.shape[1]
+            for pl in self.mapping.cores_of(pop.name):
+                per_core[pl.core_id] = np.ascontiguousarray(x[:, :, pl.slice.lo:pl.slice.hi], bool)
+        if inputs:
+            raise SpinnrayError(f"inputs for {sorted(inputs)}: no such SpikeSource population")
+        batch = batch or 1
+        if batch > self.batch_size:
+            raise SpinnrayError(f"batch {batch} exceeds parallel.batch_size = {self.batch_size} "
+                                "the cores were mapped for")
+        recorded = self.backend.run(steps, self.k, batch, per_core, tuple(record))
+        self.steps_run += steps
+        self.samples_run += batch
+        senders = {p.pre.name for p in self.network.projections}
+        self.dense_equivalent_events += steps * batch * sum(
+            self.network.populations[name].size for name in senders)
+        result = RunResult(steps, batch)
+        for name in self.network.populations:
+            cores = self.mapping.cores_of(name)
+            for var, target in (("spikes", result.spikes), ("v", result.v)):
+                parts = [recorded[pl.core_id][var] for pl in cores if var in recorded[pl.core_id]]
+                if parts:
+                    target[name] = np.concatenate(parts, axis=2)
+        return result
+
+    def reports(self) -> tuple[list[dict], list[dict]]:
+        """Per-core and per-router reports: counters, memory, notes."""
+        return self.backend.reports()
+
+    def metrics(self) -> dict:
+        """The ``cores``, ``traffic`` and ``memory`` blocks of ``metrics.json``."""
+        cores, routers = self.reports()
+        return {
+            "cores": self.mapping.n_cores,
+            "traffic": traffic_summary([r["counters"] for r in routers], [c["counters"] for c in cores],
+                                       self.dense_equivalent_events),
+            "memory": memory_summary([c["memory"] for c in cores], self.machine.sram_per_pe_bytes),
+            "mapping": self.mapping.summary(),
+        }
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
