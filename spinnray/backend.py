@@ -140,11 +140,14 @@ def _actor_classes():
             return self.server.address
 
         def configure(self, k: int, batch: int) -> None:
-            with self.server._lock:
+            with self.server.lock:
                 self.router.configure(max_offset=k - 1, n_batch=batch)
 
+        def abort(self, reason: str) -> None:
+            self.server.close(f"aborted: {reason}")
+
         def report(self) -> dict:
-            with self.server._lock:
+            with self.server.lock:
                 return {"router_id": 0, "node": ray.get_runtime_context().get_node_id(),
                         "counters": self.router.counters.as_dict(),
                         "reasons": list(self.router.reasons), "error": self.server.error}
@@ -167,6 +170,7 @@ class RayBackend:
         self._ray = ray
         CoreActor, RouterActor = _actor_classes()
         self.strict = strict
+        self.failed: str | None = None
         self.core_ids = [s.core_id for s in specs]
         self.router = RouterActor.remote(table, self.core_ids, timeout_s)
         self.actors = {s.core_id: CoreActor.remote(s) for s in specs}
@@ -180,15 +184,23 @@ class RayBackend:
     def run(self, steps: int, k: int, batch: int, inputs: dict[int, np.ndarray],
             record: tuple[str, ...]) -> dict[int, dict[str, np.ndarray]]:
         ray = self._ray
+        if self.failed:
+            raise TransportError(f"the ray backend failed earlier and cannot run again: {self.failed}")
         ray.get(self.router.configure.remote(k, batch))
-        refs = {cid: a.run.remote(steps, k, batch, inputs.get(cid), tuple(record))
+        refs = {a.run.remote(steps, k, batch, inputs.get(cid), tuple(record)): cid
                 for cid, a in self.actors.items()}
-        try:
-            out = dict(zip(refs, ray.get(list(refs.values()))))
-        except ray.exceptions.RayTaskError as e:
-            err = ray.get(self.router.report.remote()).get("error")
-            cause = _unwrap(e)
-            raise TransportError(f"{cause}" + (f"; router says: {err}" if err else "")) from None
+        out, pending = {}, list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                out[refs[done[0]]] = ray.get(done[0])
+            except ray.exceptions.RayError as e:
+                # One core failed: the others would wait for its round until the
+                # timeout.  Close the router's streams so they stop at once.
+                cause = _unwrap(e)
+                self.failed = f"core {refs[done[0]]}: {cause}"
+                ray.get(self.router.abort.remote(self.failed))
+                raise (cause if isinstance(cause, SpinnrayError) else TransportError(self.failed)) from None
         if self.strict:
             _check_strict(*self.reports())
         return out

@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["MachineConfig", "ParallelConfig", "ClusterConfig", "from_dict", "opt", "describe"]
+__all__ = ["MachineConfig", "ParallelConfig", "ClusterConfig", "RunConfig", "from_dict", "opt", "describe"]
 
 
 def opt(default, help: str, *, choices=None, min=None, max=None, factory=None):
@@ -29,8 +29,11 @@ def opt(default, help: str, *, choices=None, min=None, max=None, factory=None):
     return field(default=default, metadata=meta)
 
 
+_NAMES = {type(None): "null", str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
 def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+    return _NAMES.get(tp, getattr(tp, "__name__", str(tp).replace("typing.", "")))
 
 
 def _coerce(value, tp, key: str):
@@ -163,3 +166,25 @@ class ClusterConfig:
     address: str | None = opt(None, "null = start an embedded local Ray; 'auto' or 'ray://host:port' = join a cluster")
     num_cpus: int | None = opt(None, "CPUs for the embedded local Ray instance (null = all)", min=1)
     round_timeout_s: float = opt(120.0, "seconds a core or router waits for one exchange round before failing", min=0.001)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run of ``run.py``: the composed Hydra config, typed.
+
+    ``network``, ``data`` and ``learning`` depend on the scenario ``kind`` and
+    are validated by that kind's runner (:mod:`spinnray.runner`).
+    """
+
+    kind: str = opt("forward", "what the scenario does", choices=("forward",))
+    seed: int = opt(0, "master seed: weights, data order, input spikes", min=0)
+    backend: str = opt("ray", "run cores in-process or as Ray actors", choices=("local", "ray"))
+    machine: MachineConfig = opt(None, "the emulated machine", factory=MachineConfig)
+    parallel: ParallelConfig = opt(None, "cores, replicas, exchange interval, batch", factory=ParallelConfig)
+    cluster: ClusterConfig = opt(None, "where Ray runs", factory=ClusterConfig)
+    network: dict = opt(None, "the network (scenario kind specific)", factory=dict)
+    data: dict = opt(None, "the data (scenario kind specific)", factory=dict)
+    learning: dict = opt(None, "the learning rule (scenario kind specific)", factory=dict)
+    record: tuple[str, ...] = opt(("spikes",), "variables recorded on the cores: spikes, v",
+                                  factory=lambda: ("spikes",))
+    progress: bool = opt(True, "show a progress bar on long work")

@@ -42,9 +42,8 @@ class IncomingSpec:
     name: str
     pre: str
     pre_size: int
-    weights: np.ndarray                # (pre_size, n_local)
+    weights: np.ndarray                # (pre_size, n_local); absent synapses hold 0
     delays: int | np.ndarray           # int, or (pre_size, n_local) uint8
-    mask: np.ndarray | None            # (pre_size, n_local) bool or None
     delay_values: tuple[int, ...]      # distinct delays, ascending
 
 
@@ -89,7 +88,6 @@ def specs_from_mapping(mapping, batch: int = 1) -> list[CoreSpec]:
                 name=proj.name, pre=proj.pre.name, pre_size=proj.pre.size,
                 weights=np.ascontiguousarray(proj.weights[:, lo:hi], dtype=machine.dtype),
                 delays=proj.delays if np.isscalar(proj.delays) else np.ascontiguousarray(proj.delays[:, lo:hi]),
-                mask=None if proj.mask is None else np.ascontiguousarray(proj.mask[:, lo:hi]),
                 delay_values=tuple(int(d) for d in proj.delay_values()),
             ))
         depth = history_depth(net, pop)
@@ -117,7 +115,6 @@ class Core:
         self.consts = decays(spec.model, spec.dt_ms)
         self.weights = [inc.weights for inc in spec.incoming]
         self.delays = [None if np.isscalar(inc.delays) else inc.delays for inc in spec.incoming]
-        self.masks = [inc.mask for inc in spec.incoming]
         self.hist = {name: np.zeros((d, spec.batch, size), bool) for name, (d, size) in spec.history.items()}
         pre_names = list(spec.history)
         src = sorted(spec.sources)
@@ -146,7 +143,6 @@ class Core:
         return {
             "weights": sum(w.nbytes for w in self.weights),
             "delays": sum(d.nbytes for d in self.delays if d is not None),
-            "masks": sum(m.nbytes for m in self.masks if m is not None),
             "neuron_state": state,
             "spike_history": sum(h.nbytes for h in self.hist.values()),
             "key_table": sum(a.nbytes for a in (self._src_prefix, self._src_pre, self._src_lo, self._src_n)),

@@ -2,8 +2,8 @@
 
 * **Partition**: every population is cut into contiguous :class:`Slice`\\ s so
   that a slice holds at most ``machine.neurons_per_core`` neurons and the
-  bytes its core will really hold (incoming weights, delays, masks, neuron
-  state, spike history, key table) fit ``machine.sram_per_pe_bytes``.
+  bytes its core will really hold (incoming weights, delays, neuron state,
+  spike history, key table) fit ``machine.sram_per_pe_bytes``.
 * **Place**: slices go onto (chip, PE) in order, filling a chip before the
   next.
 * **Keys**: slice ``s`` owns keys ``s << key_bits | local_index``; its routing
@@ -124,20 +124,17 @@ def estimate_core_memory(network: Network, pop: Population, lo: int, hi: int, dt
     """
     n = hi - lo
     item = np.dtype(dtype).itemsize
-    weights = delays = masks = 0
+    weights = delays = 0
     for proj in network.incoming(pop):
         weights += proj.pre.size * n * item
         if not np.isscalar(proj.delays):
             delays += proj.pre.size * n
-        if proj.mask is not None:
-            masks += proj.pre.size * n
     n_float, n_int = _state_arrays(pop.model)
     history = sum(d * batch * network.populations[name].size
                   for name, d in history_depth(network, pop).items())
     return {
         "weights": weights,
         "delays": delays,
-        "masks": masks,
         "neuron_state": batch * n * (n_float * item + n_int * 4),
         "spike_history": history,
         "key_table": n_source_slices * 4 * 8,   # prefix, population, lo, size (int64)

@@ -54,13 +54,7 @@ class Simulator:
                  timeout_s: float = 120.0):
         self.network = network
         self.machine = machine or MachineConfig()
-        if not isinstance(exchange_interval, int) or exchange_interval < 1:
-            raise ConfigError(f"parallel.exchange_interval = {exchange_interval!r}: expected an int >= 1")
-        if exchange_interval > network.min_delay:
-            raise ConfigError(
-                f"parallel.exchange_interval = {exchange_interval} exceeds the minimum synaptic delay of "
-                f"{network.min_delay} steps; expected K <= {network.min_delay} (a spike must never be "
-                "needed before the round that carries it ends)")
+        self._check_k(exchange_interval)
         if backend not in ("local", "ray"):
             raise ConfigError(f"backend = {backend!r}: expected 'local' or 'ray'")
         self.k = exchange_interval
@@ -74,13 +68,27 @@ class Simulator:
         self.steps_run = 0
         self.samples_run = 0
 
+    def _check_k(self, k) -> None:
+        min_delay = self.network.min_delay
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConfigError(f"parallel.exchange_interval = {k!r}: expected an int >= 1")
+        if k > min_delay:
+            raise ConfigError(
+                f"parallel.exchange_interval = {k} exceeds the minimum synaptic delay of {min_delay} steps; "
+                f"expected K <= {min_delay} (a spike must never be needed before the round that carries it ends)")
+
     @property
     def backend_name(self) -> str:
         return self.backend.name
 
     def run(self, steps: int, inputs: dict[str, np.ndarray] | None = None,
-            record: tuple[str, ...] = ("spikes",)) -> RunResult:
-        """Run ``steps`` steps from rest; ``inputs`` gives every SpikeSource's spikes."""
+            record: tuple[str, ...] = ("spikes",), exchange_interval: int | None = None) -> RunResult:
+        """Run ``steps`` steps from rest; ``inputs`` gives every SpikeSource's spikes.
+
+        ``exchange_interval`` overrides K for this run (same rule: K <= min delay).
+        """
+        k = self.k if exchange_interval is None else exchange_interval
+        self._check_k(k)
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"network.steps = {steps!r}: expected an int >= 1")
         unknown = set(record) - {"spikes", "v"}
@@ -112,7 +120,7 @@ class Simulator:
         if batch > self.batch_size:
             raise SpinnrayError(f"batch {batch} exceeds parallel.batch_size = {self.batch_size} "
                                 "the cores were mapped for")
-        recorded = self.backend.run(steps, self.k, batch, per_core, tuple(record))
+        recorded = self.backend.run(steps, k, batch, per_core, tuple(record))
         self.steps_run += steps
         self.samples_run += batch
         senders = {p.pre.name for p in self.network.projections}

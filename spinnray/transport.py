@@ -135,7 +135,7 @@ class RouterServer:
         self.timeout_s = timeout_s
         self.error: str | None = None
         self.rounds = 0
-        self._lock = threading.Lock()   # held while a round is routed
+        self.lock = threading.Lock()   # held while a round is routed (readers of the counters take it)
         self.listener = socket.create_server((host, 0))
         self.address = (host, self.listener.getsockname()[1])
         self.conns: dict[int, socket.socket] = {}
@@ -187,7 +187,7 @@ class RouterServer:
                                f"expected round {self.rounds}")
                     return
                 inbox[core] = frames
-            with self._lock:
+            with self.lock:
                 out = self.route(inbox)
             try:
                 for core in self.cores:
@@ -197,6 +197,7 @@ class RouterServer:
                 return
             self.rounds += 1
 
-    def close(self) -> None:
-        self._fail(self.error or "router closed")
+    def close(self, reason: str = "router closed") -> None:
+        """Close every stream: cores waiting on a round fail at once."""
+        self._fail(self.error or reason)
         self.listener.close()

@@ -1,0 +1,42 @@
+"""Run a spinnray scenario: ``python run.py scenario=NAME key=value ...``.
+
+``python run.py -m ...`` sweeps (Hydra multirun).  Every run writes
+``metrics.json`` into its Hydra output directory.
+"""
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("spinnray")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig):
+    from spinnray.backend import ensure_ray
+    from spinnray.config import RunConfig, from_dict
+    from spinnray.errors import SpinnrayError
+    from spinnray.runner import run
+
+    hc = HydraConfig.get()
+    scenario = hc.runtime.choices.get("scenario", "?")
+    try:
+        typed = from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
+        if typed.backend == "ray":
+            ensure_ray(typed.cluster.address, typed.cluster.num_cpus)   # once per process
+        metrics = run(typed, hc.runtime.output_dir, scenario)
+    except SpinnrayError as e:
+        log.error("%s: %s", type(e).__name__, e)
+        sys.exit(2)
+    log.info("scenario %s on %s: %d cores, %.2f s wall, %d spike events (%.4f of dense), "
+             "max %.1f KB per core", scenario, metrics["backend"], metrics["cores"], metrics["wall_s"],
+             metrics["traffic"]["spike_events"], metrics["traffic"]["sparsity"],
+             metrics["memory"]["per_core_max_bytes"] / 1024)
+    return metrics.get("test_accuracy", metrics["wall_s"])
+
+
+if __name__ == "__main__":
+    main()
