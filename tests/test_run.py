@@ -1,0 +1,122 @@
+"""run.py, the Hydra configs and metrics.json."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from spinnray.config import RunConfig, describe, from_dict, MachineConfig, ParallelConfig, ClusterConfig
+from spinnray.errors import ConfigError
+from spinnray.runner import run
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = {
+    "scenario", "backend", "cores", "steps", "wall_s", "traffic", "memory",
+}
+TRAFFIC = {"spike_events", "error_events", "packets", "bytes", "dense_equivalent_events", "dropped", "rejected"}
+MEMORY = {"per_core_max_bytes", "total_bytes", "budget_bytes_per_core"}
+
+
+def composed(*overrides) -> RunConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    return from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_every_scenario_composes_and_validates():
+    names = sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
+    assert "forward" in names
+    for name in names:
+        cfg = composed(f"scenario={name}")
+        assert cfg.kind
+        assert cfg.machine.pes_per_chip == 152 and cfg.machine.sram_per_pe_bytes == 128 * 1024
+
+
+def test_overrides_reach_the_typed_config():
+    cfg = composed("backend=local", "seed=5", "network.steps=17", "data.limit=3",
+                   "parallel.cores_per_population=2", "parallel.exchange_interval=1", "learning.epochs=2",
+                   "machine.neurons_per_core=64")
+    assert (cfg.backend, cfg.seed, cfg.network["steps"], cfg.data["limit"]) == ("local", 5, 17, 3)
+    assert cfg.parallel.cores_per_population == 2 and cfg.learning["epochs"] == 2
+    assert cfg.machine.neurons_per_core == 64
+
+
+@pytest.mark.parametrize("override, message", [
+    ("backend=gpu", "backend = 'gpu': expected one of ['local', 'ray']"),
+    ("machine.pes_per_chip=0", "machine.pes_per_chip = 0: expected >= 1"),
+    ("machine.dtype=float16", "machine.dtype = 'float16'"),
+    ("parallel.exchange_interval=two", "parallel.exchange_interval = 'two': expected an integer"),
+    ("+machine.cache=1", "machine.cache: unknown key"),
+])
+def test_bad_values_name_key_value_and_allowed(override, message):
+    with pytest.raises(ConfigError) as e:
+        composed(override)
+    assert message in str(e.value)
+
+
+def test_every_config_option_is_documented_in_conf():
+    """Each field of the typed sections appears, with a comment, in conf/."""
+    text = (ROOT / "conf" / "config.yaml").read_text() + (ROOT / "conf" / "machine" / "spinnaker2.yaml").read_text()
+    for cls in (MachineConfig, ParallelConfig, ClusterConfig):
+        for name, _, help_text in describe(cls):
+            assert help_text, f"{cls.__name__}.{name} has no help"
+            lines = [ln for ln in text.splitlines() if ln.strip().startswith(f"{name}:")]
+            assert lines and "#" in lines[0], f"{name} is not documented in conf/"
+
+
+def test_forward_run_writes_metrics(tmp_path):
+    cfg = composed("backend=local", "network.steps=40", "data.limit=2", "progress=false")
+    m = run(cfg, tmp_path, "forward")
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(m))
+    assert REQUIRED <= set(m) and TRAFFIC <= set(m["traffic"]) and MEMORY <= set(m["memory"])
+    assert m["cores"] == 12 and m["steps"] == 40 and m["samples"] == 2
+    routers = json.loads((tmp_path / "routers.json").read_text())
+    cores = json.loads((tmp_path / "cores.json").read_text())
+    assert len(cores) == 12
+    assert m["traffic"]["spike_events"] == sum(r["counters"]["spike_events_out"] for r in routers) > 0
+    assert m["traffic"]["dense_equivalent_events"] == 2 * 40 * (100 + 200)   # senders: input, hidden
+    assert m["memory"]["per_core_max_bytes"] == max(sum(c["memory"].values()) for c in cores)
+    assert m["memory"]["per_core_max_bytes"] <= m["memory"]["budget_bytes_per_core"]
+
+
+def _run_py(tmp_path, *args, timeout=240):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_py_local(tmp_path):
+    out = tmp_path / "out"
+    p = _run_py(tmp_path, "backend=local", "network.steps=20", "data.limit=1", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["backend"] == "local" and m["steps"] == 20
+
+
+def test_run_py_bad_value_exits_2_with_message(tmp_path):
+    p = _run_py(tmp_path, "backend=local", "parallel.exchange_interval=5", f"hydra.run.dir={tmp_path / 'o'}")
+    assert p.returncode == 2
+    assert "exchange_interval = 5 exceeds the minimum synaptic delay of 1" in p.stdout + p.stderr
+
+
+def test_run_py_sweep(tmp_path):
+    p = _run_py(tmp_path, "-m", "backend=local", "network.steps=10", "data.limit=1",
+                "parallel.cores_per_population=3,4", f"hydra.sweep.dir={tmp_path / 'm'}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    cores = sorted(json.loads(f.read_text())["cores"] for f in (tmp_path / "m").glob("*/metrics.json"))
+    assert cores == [9, 12]
+
+
+@pytest.mark.ray
+def test_run_py_default_backend_is_embedded_ray(tmp_path):
+    out = tmp_path / "out"
+    p = _run_py(tmp_path, "network.steps=20", "data.limit=1", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["backend"] == "ray" and m["cores"] == 12 and m["traffic"]["spike_events"] > 0
