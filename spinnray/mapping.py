@@ -63,6 +63,8 @@ class Placement:
     pe: int
     slice: Slice
     key_base: int | None
+    replica: int = 0
+    error_key_base: int | None = None   # keys of error events *about* this slice's neurons
 
 
 @dataclass
@@ -77,12 +79,14 @@ class Mapping:
     memory: list[dict[str, int]]                   # per core, bytes by category (estimate)
     chip_entries: dict[int, int] = field(default_factory=dict)  # routing-table occupancy per chip
 
+    replicas: int = 1
+
     @property
     def n_cores(self) -> int:
         return len(self.placements)
 
-    def cores_of(self, population: str) -> list[Placement]:
-        return [p for p in self.placements if p.slice.population == population]
+    def cores_of(self, population: str, replica: int = 0) -> list[Placement]:
+        return [p for p in self.placements if p.slice.population == population and p.replica == replica]
 
     def summary(self) -> dict:
         return {
@@ -91,6 +95,7 @@ class Mapping:
             "key_bits": self.key_bits,
             "routing_entries": len(self.table.entries),
             "routing_entries_per_chip": {str(k): v for k, v in sorted(self.chip_entries.items())},
+            "replicas": self.replicas,
             "slices": {name: [[p.slice.lo, p.slice.hi] for p in self.cores_of(name)]
                        for name in self.network.populations},
         }
@@ -151,12 +156,19 @@ def _edges(size: int, k: int) -> list[int]:
 
 def map_network(network: Network, machine: MachineConfig | None = None,
                 cores_per_population: int | dict[str, int] | None = None,
-                batch: int = 1) -> Mapping:
+                batch: int = 1, replicas: int = 1, error_populations=(),
+                learning_bytes=None) -> Mapping:
     """Partition, place, allocate keys and build the routing table.
 
     ``cores_per_population``: None (as few cores as cap and budget allow), an
     int for every population (clamped to the population size: a core holds at
-    least one neuron) or a dict population -> cores.
+    least one neuron) or a dict population -> cores.  ``replicas`` copies of
+    the whole network are placed one after the other, each with its own keys
+    and routes (data parallelism).  Slices of ``error_populations`` get a
+    second key block, ``(n_cores + core_id) << key_bits``, for the error
+    events sent about their neurons, routed to the core that owns them.
+    ``learning_bytes(pop, n) -> dict`` adds a learning rule's per-core state
+    to the budget.
     Raises :class:`BudgetError` (population, bytes needed, budget) or
     :class:`MappingError` (cap, machine size, routing-table capacity).
     """
@@ -189,21 +201,30 @@ def map_network(network: Network, machine: MachineConfig | None = None,
         e = _edges(pop.size, k)
         slices.extend(Slice(pop.name, a, b) for a, b in zip(e[:-1], e[1:]))
 
-    if len(slices) > machine.total_pes:
-        raise MappingError(f"the network needs {len(slices)} cores; the machine has "
-                           f"{machine.chips} chips x {machine.pes_per_chip} PEs = {machine.total_pes}")
+    if not isinstance(replicas, int) or replicas < 1:
+        raise MappingError(f"parallel.replicas = {replicas!r}: expected an int >= 1")
+    n_cores = len(slices) * replicas
+    if n_cores > machine.total_pes:
+        raise MappingError(f"the network needs {n_cores} cores ({len(slices)} x {replicas} replicas); the machine "
+                           f"has {machine.chips} chips x {machine.pes_per_chip} PEs = {machine.total_pes}")
 
-    # Keys: one block of 2**key_bits per slice that sends.
+    # Keys: one block of 2**key_bits per slice that sends (and one per slice
+    # that receives error events).
     senders = {p.pre.name for p in network.projections}
+    error_populations = set(error_populations)
     key_bits = max(1, math.ceil(math.log2(max(s.n for s in slices))))
-    if (len(slices) << key_bits) > 2 ** KEY_SPACE_BITS:
-        raise MappingError(f"{len(slices)} slices x 2**{key_bits} keys exceed the 32-bit key space")
+    blocks = 2 * n_cores if error_populations else n_cores
+    if (blocks << key_bits) > 2 ** KEY_SPACE_BITS:
+        raise MappingError(f"{blocks} key blocks x 2**{key_bits} keys exceed the 32-bit key space")
 
-    placements = [
-        Placement(i, i // machine.pes_per_chip, i % machine.pes_per_chip, s,
-                  (i << key_bits) if s.population in senders else None)
-        for i, s in enumerate(slices)
-    ]
+    placements = []
+    for r in range(replicas):
+        for j, s in enumerate(slices):
+            i = r * len(slices) + j
+            placements.append(Placement(
+                i, i // machine.pes_per_chip, i % machine.pes_per_chip, s,
+                (i << key_bits) if s.population in senders else None, r,
+                ((n_cores + i) << key_bits) if s.population in error_populations else None))
 
     # Routes.
     mask = (~((1 << key_bits) - 1)) & 0xFFFFFFFF
@@ -214,15 +235,19 @@ def map_network(network: Network, machine: MachineConfig | None = None,
         dests = sorted({dst.core_id
                         for proj in network.outgoing(network[src.slice.population])
                         for dst in placements
-                        if dst.slice.population == proj.post.name and _connected(proj, src.slice, dst.slice)})
+                        if dst.replica == src.replica and dst.slice.population == proj.post.name
+                        and _connected(proj, src.slice, dst.slice)})
         if dests:
             entries.append(RoutingEntry(src.key_base, mask, tuple(dests)))
+    for dst in placements:
+        if dst.error_key_base is not None:
+            entries.append(RoutingEntry(dst.error_key_base, mask, (dst.core_id,)))
     table = RoutingTable(entries)
 
     chip_entries: dict[int, int] = {}
     chip_of = {p.core_id: p.chip for p in placements}
     for entry in entries:
-        src_chip = chip_of[entry.key >> key_bits]
+        src_chip = chip_of[(entry.key >> key_bits) % n_cores]
         for chip in {src_chip} | {chip_of[d] for d in entry.destinations}:
             chip_entries[chip] = chip_entries.get(chip, 0) + 1
     for chip, used in sorted(chip_entries.items()):
@@ -235,8 +260,10 @@ def map_network(network: Network, machine: MachineConfig | None = None,
     for p in placements:
         pop = network[p.slice.population]
         n_src = sum(1 for q in placements
-                    if q.slice.population in history_depth(network, pop))
+                    if q.replica == p.replica and q.slice.population in history_depth(network, pop))
         mem = estimate_core_memory(network, pop, p.slice.lo, p.slice.hi, machine.dtype, batch, n_src)
+        if learning_bytes is not None:
+            mem.update(learning_bytes(pop, p.slice.n))
         if not _fits(mem, budget):
             raise BudgetError(
                 f"population {pop.name!r} slice [{p.slice.lo}, {p.slice.hi}) needs {sum(mem.values())} bytes "
@@ -244,7 +271,7 @@ def map_network(network: Network, machine: MachineConfig | None = None,
                 f"machine.sram_per_pe_bytes = {budget} bytes per core")
         memory.append(mem)
 
-    return Mapping(network, machine, placements, key_bits, table, memory, chip_entries)
+    return Mapping(network, machine, placements, key_bits, table, memory, chip_entries, replicas)
 
 
 def _connected(proj: Projection, pre: Slice, post: Slice) -> bool:
@@ -270,7 +297,8 @@ def check_routes(mapping: Mapping) -> None:
         want = {dst.core_id
                 for proj in net.outgoing(net[src.slice.population])
                 for dst in mapping.placements
-                if dst.slice.population == proj.post.name and _connected(proj, src.slice, dst.slice)}
+                if dst.replica == src.replica and dst.slice.population == proj.post.name
+                and _connected(proj, src.slice, dst.slice)}
         for key in keys:
             hits = [e for e in table.entries if (int(key) & e.mask) == e.key]
             if len(hits) > 1:
@@ -280,6 +308,13 @@ def check_routes(mapping: Mapping) -> None:
                 raise RoutingError(f"key {int(key):#010x} of core {src.core_id} ({src.slice.population}"
                                    f"[{src.slice.lo + int(key) - src.key_base}]) reaches cores {sorted(got)}; "
                                    f"expected {sorted(want)}")
+    # Error keys about a slice's neurons reach exactly the core that owns it.
+    for p in mapping.placements:
+        if p.error_key_base is not None:
+            keys = p.error_key_base + np.arange(p.slice.n, dtype=np.int64)
+            hit = table.lookup(keys.astype(np.uint32))
+            if (hit < 0).any() or any(table.entries[h].destinations != (p.core_id,) for h in set(hit.tolist())):
+                raise RoutingError(f"error keys of core {p.core_id} do not all reach exactly core {p.core_id}")
     # A block that belongs to a slice that sends nothing is routed nowhere.
     for p in mapping.placements:
         if p.key_base is None:

@@ -1,0 +1,168 @@
+"""EventProp on one core's slice: losses and the adjoint step (numpy only).
+
+Wunderlich & Pehle 2021 (exact event-based gradients), discretized as Béna et
+al. 2024 did for SpiNNaker2 (dt one step, ``a = exp(-dt/tau_syn)``,
+``b = exp(-dt/tau_mem)``, threshold 1, reset to 0, synaptic delay 1 step).
+Forward (the LIF of :mod:`spinnray.neuron`)::
+
+    I[i] = a I[i-1] + W x[i-1];  V[i] = b V[i-1] + (1-b) I[i];  s[i] = V[i] > 1 (V_pre kept), V <- 0
+
+Backward, for i = T-1 .. 0 with lambda[T] = 0::
+
+    err_below[i] = W^T (lamV[i+1] - lamI[i+1])       sent only where the pre neuron spiked at i
+    lamI[i] = a lamI[i+1] + (1-a) lamV[i+1]
+    lamV[i] = b lamV[i+1] + s[i+1] (lamV[i+1] + err[i+1]) / max(I[i+1] - V_pre[i+1], guard)
+    dL/dW  -= tau_syn lamI[i] (outer) x[i]
+
+``err[i+1]`` is dL/dt of a spike at step i+1, in 1/ms: for an output neuron
+the loss derivative at its first spike, for a hidden neuron the sum of the
+``err_below`` events the cores above sent for it.  ``I - V_pre`` equals
+``tau_mem dV/dt`` at the crossing; for a crossing from below it is
+``b (I[i] - V[i-1]) > 0`` but can be arbitrarily small for a grazing spike, so
+the division is guarded explicitly by ``guard`` (counted, never NaN-scrubbed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = ["TTFSLoss", "spike_times", "ttfs_loss", "predict", "adjoint_step", "Adam"]
+
+
+@dataclass(frozen=True)
+class TTFSLoss:
+    """Time-to-first-spike cross-entropy.
+
+    ``kind="wunderlich"`` (Wunderlich & Pehle)::
+
+        L = -log softmax(-t / tau0)[label] + alpha (exp(t_label / tau1) - 1)      (t in ms)
+
+    ``kind="bena"`` (Béna et al.'s SpikeCELoss, times in steps)::
+
+        L = -log softmax(-t / xi)[label] + alpha_b (exp(t_label / beta) - 1)
+
+    An output neuron that never fires counts as firing at the end of the window
+    (t = steps * dt) and receives no gradient (it has no spike to move).
+    """
+
+    kind: str = "wunderlich"
+    tau0_ms: float = 0.5
+    tau1_ms: float = 6.4
+    alpha: float = 3e-3
+    xi_steps: float = 1.5
+    alpha_b: float = 1e-2
+    beta_steps: float = 100.0
+
+    def __post_init__(self):
+        if self.kind not in ("wunderlich", "bena"):
+            raise ConfigError(f"learning.loss.kind = {self.kind!r}: expected 'wunderlich' or 'bena'")
+        for name in ("tau0_ms", "tau1_ms", "xi_steps", "beta_steps"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ConfigError(f"learning.loss.{name} = {v!r}: expected a number > 0")
+
+
+def spike_times(first_step: np.ndarray, v_before: np.ndarray, v_pre: np.ndarray, steps: int,
+                dt_ms: float, interpolate: bool = True) -> np.ndarray:
+    """First-spike times in ms, ``(batch, n)``.
+
+    ``first_step`` is the step of the first spike (-1: none); ``v_before`` the
+    voltage after the previous step and ``v_pre`` the pre-reset voltage at the
+    spike.  With ``interpolate`` the crossing of threshold 1 is placed linearly
+    inside the step, ``t = dt (i - 1 + (1 - V[i-1]) / (V_pre[i] - V[i-1]))``,
+    which makes the loss continuous in the weights; otherwise ``t = i dt``.
+    A neuron that did not fire gets ``steps * dt``.
+    """
+    t = first_step.astype(np.float64)
+    fired = first_step >= 0
+    if interpolate:
+        rise = np.where(fired, v_pre - v_before, 1.0)
+        frac = np.where(fired, (1.0 - v_before) / np.where(rise > 0, rise, 1.0), 1.0)
+        t = t - 1.0 + np.clip(frac, 0.0, 1.0)
+    return np.where(fired, t * dt_ms, steps * dt_ms)
+
+
+def ttfs_loss(t_ms: np.ndarray, fired: np.ndarray, labels: np.ndarray, loss: TTFSLoss,
+              dt_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample loss ``(batch,)`` and ``dL/dt`` in 1/ms ``(batch, n)``.
+
+    ``dL/dt`` is zero for neurons that did not fire.  The caller scales by
+    1 / (global batch size) for the gradient of the mean.
+    """
+    t_ms = np.asarray(t_ms, np.float64)
+    batch = np.arange(len(labels))
+    if loss.kind == "wunderlich":      # softmax temperature and regulariser time constant in ms
+        temp, amp, tau = loss.tau0_ms, loss.alpha, loss.tau1_ms
+    else:                              # Béna's constants are in steps
+        temp, amp, tau = loss.xi_steps * dt_ms, loss.alpha_b, loss.beta_steps * dt_ms
+    scale, z = 1.0 / temp, -t_ms / temp
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    onehot = np.zeros_like(p)
+    onehot[batch, labels] = 1.0
+    reg_arg = t_ms[batch, labels] / tau
+    value = -np.log(p[batch, labels]) + amp * (np.exp(reg_arg) - 1.0)
+    grad = scale * (onehot - p)
+    grad[batch, labels] += amp / tau * np.exp(reg_arg)
+    return value, np.where(fired, grad, 0.0)
+
+
+def predict(t_ms: np.ndarray, fired: np.ndarray) -> np.ndarray:
+    """Class of the earliest first spike; -1 when nothing fired or the earliest is tied."""
+    t = np.where(fired, t_ms, np.inf)
+    best = t.min(axis=1, keepdims=True)
+    winners = (t == best) & np.isfinite(best)
+    return np.where(winners.sum(axis=1) == 1, winners.argmax(axis=1), -1)
+
+
+def adjoint_step(lam_v: np.ndarray, lam_i: np.ndarray, spiked: np.ndarray, denom: np.ndarray,
+                 err: np.ndarray, a: float, b: float, guard: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """One reverse step: ``(lamV[i], lamI[i], guarded)`` from the values at i+1.
+
+    ``spiked``/``denom``/``err`` are ``s[i+1]``, ``I[i+1] - V_pre[i+1]`` and
+    ``err[i+1]``.  ``guarded`` counts spikes whose denominator was raised to
+    ``guard``.
+    """
+    lam_i_new = a * lam_i + (1.0 - a) * lam_v
+    low = spiked & (denom < guard)
+    den = np.where(spiked, np.where(low, guard, denom), 1.0)
+    jump = np.where(spiked, (lam_v + err) / den, 0.0)
+    lam_v_new = b * lam_v + jump
+    return lam_v_new.astype(lam_v.dtype, copy=False), lam_i_new.astype(lam_i.dtype, copy=False), int(low.sum())
+
+
+class Adam:
+    """Adam on one array, as torch.optim.Adam (bias-corrected, eps outside the sqrt)."""
+
+    def __init__(self, shape, dtype, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.lr, self.b1, self.b2, self.eps = lr, betas[0], betas[1], eps
+        self.m = np.zeros(shape, dtype)
+        self.v = np.zeros(shape, dtype)
+        self.t = 0
+
+    def step(self, param: np.ndarray, grad: np.ndarray) -> None:
+        """Update ``param`` in place."""
+        self.t += 1
+        self.m *= self.b1
+        self.m += (1 - self.b1) * grad
+        self.v *= self.b2
+        self.v += (1 - self.b2) * grad * grad
+        m_hat = self.m / (1 - self.b1 ** self.t)
+        v_hat = self.v / (1 - self.b2 ** self.t)
+        param -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(param.dtype, copy=False)
+
+    def state(self) -> dict:
+        return {"m": self.m.copy(), "v": self.v.copy(), "t": self.t, "lr": self.lr}
+
+    def load(self, state: dict) -> None:
+        self.m[...] = state["m"]
+        self.v[...] = state["v"]
+        self.t = int(state["t"])
+        self.lr = float(state["lr"])
+
