@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from .core import Core, CoreSpec
+from .core import CoreSpec, make_core
 from .errors import PacketError, RoutingError, SpinnrayError, TransportError
 from .router import Router, RoutingTable
 from .transport import CoreLink, RouterServer
@@ -53,23 +53,45 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, specs: list[CoreSpec], table: RoutingTable, strict: bool = True):
-        self.cores = [Core(s) for s in specs]
+        self.cores = [make_core(s) for s in specs]
         self.router = Router(table, [c.id for c in self.cores], max_offset=0, n_batch=1)
         self.strict = strict
 
-    def run(self, steps: int, k: int, batch: int, inputs: dict[int, np.ndarray],
+    def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
             record: tuple[str, ...]) -> dict[int, dict[str, np.ndarray]]:
+        """One forward run; ``batch`` gives each core's number of samples."""
         for c in self.cores:
-            c.reset(steps, batch, inputs.get(c.id), record)
-        self.router.configure(max_offset=k - 1, n_batch=batch)
+            c.reset(steps, batch[c.id], inputs.get(c.id), record)
+        self.router.configure(max_offset=k - 1, n_batch=max(batch.values()))
         for t0, kk in rounds(steps, k):
             inbox = {c.id: c.run_block(t0, kk) for c in self.cores}
             out = self.router.route(inbox)
             for c in self.cores:
                 c.deliver(out[c.id], t0, kk)
+        for c in self.cores:
+            c.finish()
         if self.strict:
             _check_strict(*self.reports())
         return {c.id: c.recorded for c in self.cores}
+
+    def run_backward(self, steps: int, batch: int, scale: float) -> None:
+        """Reverse rounds i = steps-1 .. 0 carrying error events (EventProp)."""
+        for c in self.cores:
+            c.begin_backward(steps, scale)
+        self.router.configure(max_offset=0, n_batch=batch)
+        for i in reversed(range(steps)):
+            inbox = {c.id: c.backward_block(i) for c in self.cores}
+            out = self.router.route(inbox)
+            for c in self.cores:
+                c.deliver_errors(out[c.id], i)
+        if self.strict:
+            _check_strict(*self.reports())
+
+    def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
+        """``method(*args[core])`` on each core (all, or ``cores``); results by core id."""
+        ids = [c.id for c in self.cores] if cores is None else list(cores)
+        by_id = {c.id: c for c in self.cores}
+        return {cid: getattr(by_id[cid], method)(*(args or {}).get(cid, ())) for cid in ids}
 
     def reports(self) -> tuple[list[dict], list[dict]]:
         cores = [c.report() for c in self.cores]
@@ -107,7 +129,7 @@ def _actor_classes():
         """One emulated PE in its own process."""
 
         def __init__(self, spec: CoreSpec):
-            self.core = Core(spec)
+            self.core = make_core(spec)
             self.link: CoreLink | None = None
 
         def connect(self, address, timeout_s: float) -> None:
@@ -119,7 +141,18 @@ def _actor_classes():
             for t0, kk in rounds(steps, k):
                 frames = core.run_block(t0, kk)
                 core.deliver(self.link.exchange(frames, t0), t0, kk)
-            return core.recorded
+            core.finish()
+            return core.recorded, core.problems()
+
+        def backward(self, steps, scale):
+            core = self.core
+            core.begin_backward(steps, scale)
+            for i in reversed(range(steps)):
+                core.deliver_errors(self.link.exchange(core.backward_block(i), i), i)
+            return core.problems()
+
+        def call(self, method, args):
+            return getattr(self.core, method)(*args)
 
         def report(self) -> dict:
             return self.core.report()
@@ -145,6 +178,10 @@ def _actor_classes():
 
         def abort(self, reason: str) -> None:
             self.server.close(f"aborted: {reason}")
+
+        def problems(self) -> int:
+            c = self.router.counters
+            return c.dropped + c.rejected + (1 if self.server.error else 0)
 
         def report(self) -> dict:
             with self.server.lock:
@@ -181,14 +218,40 @@ class RayBackend:
             self.close()
             raise _unwrap(e) from None
 
-    def run(self, steps: int, k: int, batch: int, inputs: dict[int, np.ndarray],
+    def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
             record: tuple[str, ...]) -> dict[int, dict[str, np.ndarray]]:
         ray = self._ray
+        self._check_alive()
+        ray.get(self.router.configure.remote(k, max(batch.values())))
+        refs = {a.run.remote(steps, k, batch[cid], inputs.get(cid), tuple(record)): cid
+                for cid, a in self.actors.items()}
+        out = self._gather(refs)
+        self._strict(sum(p for _, p in out.values()))
+        return {cid: rec for cid, (rec, _) in out.items()}
+
+    def run_backward(self, steps: int, batch: int, scale: float) -> None:
+        ray = self._ray
+        self._check_alive()
+        ray.get(self.router.configure.remote(1, batch))
+        out = self._gather({a.backward.remote(steps, scale): cid for cid, a in self.actors.items()})
+        self._strict(sum(out.values()))
+
+    def _strict(self, core_problems: int) -> None:
+        """Fetch the full reports only when a core or the router saw a problem."""
+        if self.strict and core_problems + self._ray.get(self.router.problems.remote()):
+            _check_strict(*self.reports())
+
+    def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
+        ids = self.core_ids if cores is None else list(cores)
+        return self._gather({self.actors[cid].call.remote(method, (args or {}).get(cid, ())): cid for cid in ids})
+
+    def _check_alive(self) -> None:
         if self.failed:
             raise TransportError(f"the ray backend failed earlier and cannot run again: {self.failed}")
-        ray.get(self.router.configure.remote(k, batch))
-        refs = {a.run.remote(steps, k, batch, inputs.get(cid), tuple(record)): cid
-                for cid, a in self.actors.items()}
+
+    def _gather(self, refs: dict) -> dict:
+        """Results by core id; the first failure aborts the router and is raised."""
+        ray = self._ray
         out, pending = {}, list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -201,8 +264,6 @@ class RayBackend:
                 self.failed = f"core {refs[done[0]]}: {cause}"
                 ray.get(self.router.abort.remote(self.failed))
                 raise (cause if isinstance(cause, SpinnrayError) else TransportError(self.failed)) from None
-        if self.strict:
-            _check_strict(*self.reports())
         return out
 
     def reports(self) -> tuple[list[dict], list[dict]]:

@@ -45,6 +45,8 @@ class IncomingSpec:
     weights: np.ndarray                # (pre_size, n_local); absent synapses hold 0
     delays: int | np.ndarray           # int, or (pre_size, n_local) uint8
     delay_values: tuple[int, ...]      # distinct delays, ascending
+    mask: np.ndarray | None = None     # (pre_size, n_local) bool, kept only by learning cores
+    error_keys: np.ndarray | None = None  # (pre_size,) uint32 error key of each pre neuron, or None
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,14 +69,23 @@ class CoreSpec:
     incoming: tuple[IncomingSpec, ...] = ()
     history: dict = field(default_factory=dict)          # pre population -> (depth, pre_size)
     sources: tuple[tuple[int, str, int, int], ...] = ()  # (key prefix, pre population, lo, hi)
+    replica: int = 0
+    error_key_base: int | None = None                    # error events about this slice's neurons
+    learning: dict | None = None                         # rule and its constants (see make_core)
 
     @property
     def n(self) -> int:
         return self.hi - self.lo
 
 
-def specs_from_mapping(mapping, batch: int = 1) -> list[CoreSpec]:
-    """Cut the network's arrays into the per-core specs of ``mapping``."""
+def specs_from_mapping(mapping, batch: int = 1, learning: dict | None = None) -> list[CoreSpec]:
+    """Cut the network's arrays into the per-core specs of ``mapping``.
+
+    ``learning``: ``{population: constants}`` for the populations that learn
+    (see :func:`make_core`); their cores keep masks and the error keys of
+    their pre-synaptic neurons.
+    """
+    learning = learning or {}
     from .mapping import history_depth   # mapping imports router, which imports metrics only
 
     net, machine = mapping.network, mapping.machine
@@ -82,26 +93,48 @@ def specs_from_mapping(mapping, batch: int = 1) -> list[CoreSpec]:
     for pl in mapping.placements:
         pop = net[pl.slice.population]
         lo, hi = pl.slice.lo, pl.slice.hi
+        learns = pop.name in learning
         incoming = []
         for proj in net.incoming(pop):
+            err_keys = None
+            pre_cores = mapping.cores_of(proj.pre.name, pl.replica)
+            if learns and all(q.error_key_base is not None for q in pre_cores):
+                err_keys = np.zeros(proj.pre.size, np.uint32)
+                for q in pre_cores:
+                    err_keys[q.slice.lo:q.slice.hi] = q.error_key_base + np.arange(q.slice.n)
             incoming.append(IncomingSpec(
                 name=proj.name, pre=proj.pre.name, pre_size=proj.pre.size,
                 weights=np.ascontiguousarray(proj.weights[:, lo:hi], dtype=machine.dtype),
                 delays=proj.delays if np.isscalar(proj.delays) else np.ascontiguousarray(proj.delays[:, lo:hi]),
                 delay_values=tuple(int(d) for d in proj.delay_values()),
+                mask=np.ascontiguousarray(proj.mask[:, lo:hi]) if learns and proj.mask is not None else None,
+                error_keys=err_keys,
             ))
         depth = history_depth(net, pop)
         sources = tuple((q.core_id, q.slice.population, q.slice.lo, q.slice.hi)
-                        for q in mapping.placements if q.slice.population in depth)
+                        for q in mapping.placements if q.replica == pl.replica and q.slice.population in depth)
         specs.append(CoreSpec(
             core_id=pl.core_id, chip=pl.chip, pe=pl.pe, population=pop.name, model=pop.model,
             lo=lo, hi=hi, key_base=pl.key_base, key_bits=mapping.key_bits, dt_ms=net.dt_ms,
             dtype=machine.dtype, batch=batch, budget_bytes=machine.sram_per_pe_bytes,
             incoming=tuple(incoming),
             history={name: (d, net.populations[name].size) for name, d in depth.items()},
-            sources=sources,
+            sources=sources, replica=pl.replica, error_key_base=pl.error_key_base,
+            learning=learning.get(pop.name),
         ))
     return specs
+
+
+def make_core(spec: CoreSpec) -> "Core":
+    """The core class for ``spec``: a learning core where ``spec.learning`` says so."""
+    if spec.learning is None:
+        return Core(spec)
+    rule = spec.learning.get("rule")
+    if rule == "eventprop":
+        from .eventprop_core import EventPropCore
+
+        return EventPropCore(spec)
+    raise SpinnrayError(f"core {spec.core_id}: unknown learning rule {rule!r}")
 
 
 class Core:
@@ -130,11 +163,40 @@ class Core:
         self.reasons: list[str] = []
         self.record_vars: tuple[str, ...] = ("spikes",)
         self.recorded: dict[str, np.ndarray] = {}
-        self._out: list[tuple[int, np.ndarray]] = []
+        self._init_learning()
         used = sum(self.memory().values())
         if used > spec.budget_bytes:
             raise BudgetError(f"core {self.id} ({spec.population}[{spec.lo}, {spec.hi})) holds {used} bytes; "
                               f"the budget is {spec.budget_bytes} bytes")
+
+    # ------------------------------------------------------------------- hooks
+    # A learning core overrides these; the base core does nothing in them.
+    def _init_learning(self) -> None:
+        """Allocate learning state (before the budget check)."""
+
+    def _after_step(self, t: int, spikes: np.ndarray, before: tuple) -> None:
+        """Called after step ``t`` with the spikes and the state before the step."""
+
+    def _on_delivered(self, pre: str, steps: np.ndarray, b: np.ndarray, idx: np.ndarray) -> None:
+        """Called with the pre-synaptic spikes a round delivered."""
+
+    def finish(self) -> None:
+        """Called by the backend after the last round of a forward run."""
+
+    def begin_backward(self, steps: int, scale: float) -> None:
+        """Prepare a reverse pass over ``steps`` steps (learning cores)."""
+
+    def backward_block(self, i: int) -> list[bytes]:
+        """Reverse step ``i``: the error frames to send (none for a plain core)."""
+        return []
+
+    def deliver_errors(self, frames: list[bytes], i: int) -> None:
+        """A plain core takes no error events: count and note them."""
+        for frame in frames:
+            self.counters.packets_received += 1
+            self.counters.bytes_received += len(frame)
+            self.counters.rejected += 1
+            self._note(f"core {self.id}: error frame at reverse step {i} for a core that does not learn")
 
     # ------------------------------------------------------------------ memory
     def memory(self) -> dict[str, int]:
@@ -154,8 +216,8 @@ class Core:
               record: tuple[str, ...] = ("spikes",)) -> None:
         """Zero state and history for a new run of ``steps`` steps of ``batch`` samples."""
         batch = self.spec.batch if batch is None else batch
-        if not 1 <= batch <= self.spec.batch:
-            raise SpinnrayError(f"core {self.id}: batch {batch} outside [1, {self.spec.batch}] (the mapped batch)")
+        if not 0 <= batch <= self.spec.batch:
+            raise SpinnrayError(f"core {self.id}: batch {batch} outside [0, {self.spec.batch}] (the mapped batch)")
         self.batch = batch
         self.state = init_state(self.model, batch, self.spec.n, self.dtype)
         for h in self.hist.values():
@@ -201,7 +263,9 @@ class Core:
             if isinstance(self.model, SpikeSource):
                 s = self.inputs[t]
             else:
+                before = self.state
                 s, self.state = step(self.model, self.synaptic_input(t), self.state, self.consts)
+                self._after_step(t, s, before)
                 if "v" in self.recorded:
                     self.recorded["v"][t] = self.state.v_pre if hasattr(self.state, "v_pre") else self.state.v
             if s is None:
@@ -273,6 +337,11 @@ class Core:
                 ring = self.hist[self._pre_names[w]]
                 sel = which == w
                 ring[steps[sel] % len(ring), b[sel], pre[sel]] = True
+                self._on_delivered(self._pre_names[w], steps[sel], b[sel], pre[sel])
+
+    def problems(self) -> int:
+        """Frames rejected and events dropped at this core so far."""
+        return self.counters.rejected + self.counters.dropped
 
     def _note(self, reason: str) -> None:
         if len(self.reasons) < _MAX_REASONS:

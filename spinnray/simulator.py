@@ -33,6 +33,7 @@ class RunResult:
     batch: int
     spikes: dict[str, np.ndarray] = field(default_factory=dict)
     v: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)   # per sample: loss, pred, t_first_ms
 
     def rates_hz(self, dt_ms: float) -> dict[str, float]:
         """Mean firing rate of each spiking population."""
@@ -51,7 +52,13 @@ class Simulator:
     def __init__(self, network: Network, machine: MachineConfig | None = None, *,
                  cores_per_population: int | dict[str, int] | None = None,
                  exchange_interval: int = 1, batch_size: int = 1, backend: str = "local",
-                 timeout_s: float = 120.0):
+                 timeout_s: float = 120.0, replicas: int = 1, learning: dict | None = None,
+                 error_populations=(), learning_bytes=None):
+        """``replicas`` copies of the network share each run's samples (data
+        parallelism); ``learning`` maps population -> learning-rule constants
+        (see :func:`spinnray.core.make_core`); ``error_populations`` receive
+        error events; ``learning_bytes(pop, n)`` adds learning state to the
+        memory budget."""
         self.network = network
         self.machine = machine or MachineConfig()
         self._check_k(exchange_interval)
@@ -59,12 +66,15 @@ class Simulator:
             raise ConfigError(f"backend = {backend!r}: expected 'local' or 'ray'")
         self.k = exchange_interval
         self.batch_size = batch_size
-        self.mapping = map_network(network, self.machine, cores_per_population, batch_size)
-        specs = specs_from_mapping(self.mapping, batch_size)
+        self.replicas = replicas
+        self.mapping = map_network(network, self.machine, cores_per_population, batch_size, replicas,
+                                   error_populations, learning_bytes)
+        specs = specs_from_mapping(self.mapping, batch_size, learning)
         if backend == "ray":
             ensure_ray()
         self.backend = make_backend(backend, specs, self.mapping.table, self.machine.strict, timeout_s)
         self.dense_equivalent_events = 0
+        self.last_run = None
         self.steps_run = 0
         self.samples_run = 0
 
@@ -82,10 +92,15 @@ class Simulator:
         return self.backend.name
 
     def run(self, steps: int, inputs: dict[str, np.ndarray] | None = None,
-            record: tuple[str, ...] = ("spikes",), exchange_interval: int | None = None) -> RunResult:
+            record: tuple[str, ...] = ("spikes",), exchange_interval: int | None = None,
+            targets: dict[str, np.ndarray] | None = None) -> RunResult:
         """Run ``steps`` steps from rest; ``inputs`` gives every SpikeSource's spikes.
 
-        ``exchange_interval`` overrides K for this run (same rule: K <= min delay).
+        ``inputs[name]``: ``(steps, n)`` or ``(steps, batch, n)`` bools; the
+        batch is shared out to the replicas in contiguous, near-equal shards.
+        ``targets[name]``: per-sample labels ``(batch,)`` for the cores of a
+        population that computes a loss.  ``exchange_interval`` overrides K
+        for this run (same rule: K <= min delay).
         """
         k = self.k if exchange_interval is None else exchange_interval
         self._check_k(k)
@@ -96,7 +111,7 @@ class Simulator:
             raise ConfigError(f"record = {sorted(unknown)}: expected some of ['spikes', 'v']")
         inputs = dict(inputs or {})
         batch = None
-        per_core: dict[int, np.ndarray] = {}
+        arrays = {}
         for pop in self.network.populations.values():
             if not isinstance(pop.model, SpikeSource):
                 continue
@@ -112,15 +127,29 @@ class Simulator:
             if batch is not None and x.shape[1] != batch:
                 raise SpinnrayError(f"inputs[{pop.name!r}] has batch {x.shape[1]}; others have {batch}")
             batch = x.shape[1]
-            for pl in self.mapping.cores_of(pop.name):
-                per_core[pl.core_id] = np.ascontiguousarray(x[:, :, pl.slice.lo:pl.slice.hi], bool)
+            arrays[pop.name] = x
         if inputs:
             raise SpinnrayError(f"inputs for {sorted(inputs)}: no such SpikeSource population")
         batch = batch or 1
-        if batch > self.batch_size:
-            raise SpinnrayError(f"batch {batch} exceeds parallel.batch_size = {self.batch_size} "
-                                "the cores were mapped for")
-        recorded = self.backend.run(steps, k, batch, per_core, tuple(record))
+        capacity = self.batch_size * self.replicas
+        if batch > capacity:
+            raise SpinnrayError(f"batch {batch} exceeds parallel.batch_size x replicas = {self.batch_size} x "
+                                f"{self.replicas} that the cores were mapped for")
+        shards = np.array_split(np.arange(batch), self.replicas)
+        per_core: dict[int, np.ndarray] = {}
+        for r, idx in enumerate(shards):
+            for name, x in arrays.items():
+                for pl in self.mapping.cores_of(name, r):
+                    per_core[pl.core_id] = np.ascontiguousarray(x[:, idx, pl.slice.lo:pl.slice.hi], bool)
+            for name, y in (targets or {}).items():
+                y = np.asarray(y)
+                if y.shape != (batch,):
+                    raise SpinnrayError(f"targets[{name!r}] has shape {y.shape}; expected ({batch},)")
+                for pl in self.mapping.cores_of(name, r):
+                    per_core[pl.core_id] = y[idx]
+        batches = {pl.core_id: len(shards[pl.replica]) for pl in self.mapping.placements}
+        recorded = self.backend.run(steps, k, batches, per_core, tuple(record))
+        self.last_run = (steps, max(batches.values()))
         self.steps_run += steps
         self.samples_run += batch
         senders = {p.pre.name for p in self.network.projections}
@@ -128,12 +157,29 @@ class Simulator:
             self.network.populations[name].size for name in senders)
         result = RunResult(steps, batch)
         for name in self.network.populations:
-            cores = self.mapping.cores_of(name)
             for var, target in (("spikes", result.spikes), ("v", result.v)):
-                parts = [recorded[pl.core_id][var] for pl in cores if var in recorded[pl.core_id]]
-                if parts:
-                    target[name] = np.concatenate(parts, axis=2)
+                per_replica = []
+                for r in range(self.replicas):
+                    parts = [recorded[pl.core_id][var] for pl in self.mapping.cores_of(name, r)
+                             if var in recorded[pl.core_id]]
+                    if parts:
+                        per_replica.append(np.concatenate(parts, axis=2))
+                if per_replica:
+                    target[name] = np.concatenate(per_replica, axis=1)
+        for var in ("loss", "pred", "t_first_ms"):
+            parts = [recorded[pl.core_id][var] for pl in self.mapping.placements if var in recorded[pl.core_id]]
+            if parts:
+                result.outputs[var] = np.concatenate(parts, axis=0)
         return result
+
+    def backward(self, scale: float) -> None:
+        """The reverse pass of the last run (learning cores; error events through the routers)."""
+        steps, batch = self.last_run
+        self.backend.run_backward(steps, batch, scale)
+
+    def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
+        """Call ``method`` on cores (all, or the ids in ``cores``): results by core id."""
+        return self.backend.call(method, args, cores)
 
     def reports(self) -> tuple[list[dict], list[dict]]:
         """Per-core and per-router reports: counters, memory, notes."""

@@ -84,7 +84,7 @@ def test_ray_core_failure_stops_the_run_with_its_own_error(ray_session):
         source_core = sim.mapping.cores_of("inp")[0].core_id
         bad = {source_core: np.zeros((30, 1, 3), bool)}       # wrong width for the slice
         with pytest.raises(SpinnrayError, match=r"input spikes of shape \(30, 1, 3\)"):
-            sim.backend.run(30, 1, 1, bad, ("spikes",))
+            sim.backend.run(30, 1, {c: 1 for c in sim.backend.core_ids}, bad, ("spikes",))
         report = ray_session.get(sim.backend.router.report.remote())
         assert "aborted" in report["error"]
         with pytest.raises(SpinnrayError, match="failed earlier"):

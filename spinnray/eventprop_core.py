@@ -1,0 +1,296 @@
+"""A core that learns with EventProp (see :mod:`spinnray.eventprop` for the equations).
+
+Forward, the core records what its reverse pass will need, sparsely, as
+events: its own spikes with ``I - V_pre`` at each, and the pre-synaptic spikes
+it received.  An output core (``learning["loss"]`` set) also records its
+neurons' first spikes and, at the end of the forward run, computes the loss
+from them and the labels it was given.
+
+Reverse, round ``i`` (from T-1 down to 0) on every learning core:
+
+1. *send*: for each pre-synaptic spike at step i, the partial sum
+   ``W[pre, local] . (lamV[i+1] - lamI[i+1])`` over this core's neurons, as an
+   error event keyed by the pre neuron's error key (zero sums are not sent);
+2. *adjoint*: ``lamV[i], lamI[i]`` from the values at i+1, the core's spikes at
+   i+1 and the errors that arrived for them;
+3. *gradient*: ``dW[pre] -= tau_syn lamI[i][sample]`` for each pre spike at i;
+4. *receive*: error events about this core's neurons at step i, summed in
+   arrival order (ascending source core), for use in round i-1.
+
+Weights never leave the core; gradients are read out, reduced across
+replicas by the trainer, and applied by each core's own Adam.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from . import packet
+from .core import Core, CoreSpec
+from .errors import BudgetError, NetworkError, PacketError, SpinnrayError
+from .eventprop import Adam, TTFSLoss, adjoint_step, predict, spike_times, ttfs_loss
+from .neuron import LIF
+
+__all__ = ["EventPropCore", "learning_bytes"]
+
+def learning_bytes(network, pop, n: int, batch: int, dtype: str) -> dict[str, int]:
+    """The fixed learning state of a core holding ``n`` neurons of ``pop`` (for the budget)."""
+    item = np.dtype(dtype).itemsize
+    w = sum(p.pre.size * n for p in network.incoming(pop))
+    masks = sum(p.pre.size * n for p in network.incoming(pop) if p.mask is not None)
+    keys = sum(p.pre.size * 4 for p in network.incoming(pop))
+    return {"gradients": w * item, "optimizer": 2 * w * item, "masks": masks,
+            "error_keys": keys, "adjoint": 3 * batch * n * item}
+
+
+class EventPropCore(Core):
+    """A LIF slice trained with EventProp.
+
+    ``spec.learning`` keys: ``tau_syn_ms``, ``guard``, ``lr``, ``betas``,
+    ``eps``, and for the output core ``loss`` (a dict of :class:`TTFSLoss`
+    fields) and ``interpolate`` (spike-time interpolation).
+    """
+
+    def __init__(self, spec: CoreSpec):
+        m = spec.model
+        if not (isinstance(m, LIF) and m.v_th == 1.0 and m.v_reset == 0.0 and m.reset == "zero"):
+            raise NetworkError(f"EventProp needs LIF neurons with v_th 1, v_reset 0 and reset 'zero'; "
+                               f"population {spec.population!r} has {m!r}")
+        for inc in spec.incoming:
+            if inc.delay_values != (1,):
+                raise NetworkError(f"EventProp needs every delay to be 1 step; projection {inc.name!r} has "
+                                   f"{list(inc.delay_values)}")
+        super().__init__(spec)
+
+    # ------------------------------------------------------------------ state
+    def _init_learning(self) -> None:
+        L, spec = self.spec.learning, self.spec
+        self.tau_syn_ms = float(L["tau_syn_ms"])
+        self.guard = float(L["guard"])
+        self.loss = TTFSLoss(**L["loss"]) if L.get("loss") is not None else None
+        self.interpolate = bool(L.get("interpolate", True))
+        self.grads = [np.zeros_like(w) for w in self.weights]
+        self.opts = [Adam(w.shape, w.dtype, float(L["lr"]), tuple(L.get("betas", (0.9, 0.999))),
+                          float(L.get("eps", 1e-8))) for w in self.weights]
+        self.masks = [inc.mask for inc in spec.incoming]
+        self.error_keys = [inc.error_keys for inc in spec.incoming]
+        n = spec.n
+        self.lam_v = np.zeros((spec.batch, n), self.dtype)
+        self.lam_i = np.zeros((spec.batch, n), self.dtype)
+        self.err_in = np.zeros((spec.batch, n), self.dtype)
+        self.guarded = 0
+        self._clear_records()
+
+    def _clear_records(self) -> None:
+        self._own = []                                   # chunks of (t, b, i, I - V_pre)
+        self._pre = {name: [] for name in self.hist}     # chunks of (t, b, pre)
+        self.own_events = None
+        self.pre_events = {}
+        self.first_step = self.v_before = self.v_at = None
+        self.labels = None
+        self.loss_grad = None
+
+    def memory(self) -> dict[str, int]:
+        mem = super().memory()
+        mem.update({
+            "gradients": sum(g.nbytes for g in self.grads),
+            "optimizer": sum(o.m.nbytes + o.v.nbytes for o in self.opts),
+            "masks": sum(m.nbytes for m in self.masks if m is not None),
+            "error_keys": sum(k.nbytes for k in self.error_keys if k is not None),
+            "adjoint": self.lam_v.nbytes + self.lam_i.nbytes + self.err_in.nbytes,
+        })
+        records = 0
+        if self.own_events is not None:
+            records += sum(a.nbytes for a in self.own_events)
+            records += sum(a.nbytes for ev in self.pre_events.values() for a in ev)
+        if self.first_step is not None:
+            records += self.first_step.nbytes + self.v_before.nbytes + self.v_at.nbytes
+        mem["spike_records"] = records
+        return mem
+
+    # ---------------------------------------------------------------- forward
+    def reset(self, steps, batch=None, inputs=None, record=("spikes",)) -> None:
+        """``inputs`` of an output core are the labels ``(batch,)`` of the run (or None)."""
+        super().reset(steps, batch, None, record)
+        self._clear_records()
+        self.steps = steps
+        if self.loss is not None:
+            shape = (self.batch, self.spec.n)
+            self.first_step = np.full(shape, -1, np.int32)
+            self.v_before = np.zeros(shape, self.dtype)
+            self.v_at = np.zeros(shape, self.dtype)
+            if inputs is not None:
+                labels = np.asarray(inputs)
+                if labels.shape != (self.batch,) or not np.issubdtype(labels.dtype, np.integer) \
+                        or (labels.size and (labels.min() < 0 or labels.max() >= self.spec.n)):
+                    raise SpinnrayError(f"core {self.id}: labels of shape {labels.shape}; expected ({self.batch},) "
+                                        f"ints in [0, {self.spec.n})")
+                self.labels = labels.astype(np.int64)
+
+    def _after_step(self, t, s, before) -> None:
+        if s.any():
+            b, i = np.nonzero(s)
+            d = (self.state.i - self.state.v_pre)[b, i]
+            self._own.append((np.full(len(b), t, np.int16), b.astype(np.int16), i.astype(np.int16), d))
+            if self.loss is not None:
+                new = s & (self.first_step < 0)
+                self.first_step[new] = t
+                self.v_before[new] = before.v[new]
+                self.v_at[new] = self.state.v_pre[new]
+
+    def _on_delivered(self, pre, steps, b, idx) -> None:
+        self._pre[pre].append((steps.astype(np.int16), b.astype(np.int16), idx.astype(np.int16)))
+
+    def finish(self) -> None:
+        """Index the records by step; an output core computes loss and predictions."""
+        def stack(chunks, dtypes):
+            """Concatenate (t, ...) chunks and sort them by step t (stable)."""
+            if not chunks:
+                return tuple(np.zeros(0, dt) for dt in dtypes)
+            cols = [np.concatenate(c) for c in zip(*chunks)]
+            order = np.argsort(cols[0], kind="stable")
+            return tuple(c[order].astype(dt, copy=False) for c, dt in zip(cols, dtypes))
+
+        self.own_events = stack(self._own, (np.int16, np.int16, np.int16, self.dtype))
+        self.pre_events = {name: stack(chunks, (np.int16,) * 3) for name, chunks in self._pre.items()}
+        self._own, self._pre = [], {name: [] for name in self.hist}
+        used = sum(self.memory().values())
+        if used > self.spec.budget_bytes:
+            raise BudgetError(f"core {self.id} ({self.spec.population}): spike records of {self.steps} steps x "
+                              f"{self.batch} samples make {used} bytes; the budget is {self.spec.budget_bytes}")
+        if self.loss is not None:
+            fired = self.first_step >= 0
+            t_ms = spike_times(self.first_step, self.v_before.astype(np.float64), self.v_at.astype(np.float64),
+                               self.steps, self.spec.dt_ms, self.interpolate)
+            self.recorded["t_first_ms"] = t_ms
+            self.recorded["pred"] = predict(t_ms, fired)
+            if self.labels is not None:
+                value, grad = ttfs_loss(t_ms, fired, self.labels, self.loss, self.spec.dt_ms)
+                self.recorded["loss"] = value
+                self.loss_grad = grad
+
+    @staticmethod
+    def _at(events, t: int) -> slice:
+        steps = events[0]
+        return slice(int(np.searchsorted(steps, t, "left")), int(np.searchsorted(steps, t, "right")))
+
+    # ---------------------------------------------------------------- reverse
+    def begin_backward(self, steps: int, scale: float) -> None:
+        if self.own_events is None:
+            raise SpinnrayError(f"core {self.id}: backward before a forward run")
+        self.lam_v[:] = 0
+        self.lam_i[:] = 0
+        self.err_in[:] = 0
+        for g in self.grads:
+            g[:] = 0
+        self.guarded = 0
+        self.loss_scale = scale
+
+    def backward_block(self, i: int) -> list[bytes]:
+        B = self.batch
+        lam_v, lam_i = self.lam_v[:B], self.lam_i[:B]
+        diff = lam_v - lam_i                               # at i+1
+        keys, payload, batch_idx = [], [], []
+        if diff.any():
+            for w, inc, ekeys in zip(self.weights, self.spec.incoming, self.error_keys):
+                if ekeys is None:
+                    continue
+                _, b, pre = (a[self._at(self.pre_events[inc.pre], i)] for a in self.pre_events[inc.pre])
+                if len(b):
+                    e = np.einsum("ej,ej->e", w[pre], diff[b])
+                    nz = e != 0
+                    keys.append(ekeys[pre[nz]])
+                    payload.append(e[nz])
+                    batch_idx.append(b[nz])
+        # Adjoint step with this core's spikes at i+1 and their errors.
+        t, b, idx, d = (a[self._at(self.own_events, i + 1)] for a in self.own_events)
+        spiked = np.zeros((B, self.spec.n), bool)
+        denom = np.ones((B, self.spec.n), self.dtype)
+        spiked[b, idx] = True
+        denom[b, idx] = d
+        err = self.err_in[:B]
+        if self.loss_grad is not None:
+            err = err + np.where(self.first_step == i + 1, self.loss_grad * self.loss_scale, 0).astype(self.dtype)
+        c = self.consts
+        new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard)
+        self.guarded += low
+        self.lam_v[:B], self.lam_i[:B] = new_v, new_i
+        self.err_in[:B] = 0
+        # Gradient at the pre spikes of step i.
+        for g, m, inc in zip(self.grads, self.masks, self.spec.incoming):
+            _, b, pre = (a[self._at(self.pre_events[inc.pre], i)] for a in self.pre_events[inc.pre])
+            if len(b):
+                np.add.at(g, pre, -self.tau_syn_ms * new_i[b])
+        if not keys:
+            return []
+        k = np.concatenate(keys)
+        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=np.zeros(len(k), np.uint16),
+                              batch=np.concatenate(batch_idx).astype(np.uint16) if self.spec.batch > 1 else None,
+                              payload=np.concatenate(payload).astype(np.float32))
+        self.counters.packets_sent += 1
+        self.counters.error_events_sent += len(k)
+        self.counters.bytes_sent += len(frame)
+        self.counters.max_events_per_step = max(self.counters.max_events_per_step, len(k))
+        return [frame]
+
+    def deliver_errors(self, frames: list[bytes], i: int) -> None:
+        c = self.counters
+        base = self.spec.error_key_base
+        for frame in frames:
+            c.packets_received += 1
+            c.bytes_received += len(frame)
+            try:
+                p = packet.decode(frame, max_offset=0, n_batch=self.batch)
+                if p.kind != packet.Kind.ERROR or p.step != i:
+                    raise PacketError(f"expected error events of reverse step {i}, got kind {int(p.kind)} "
+                                      f"step {p.step}")
+            except PacketError as e:
+                c.rejected += 1
+                self._note(f"core {self.id}: rejected frame: {e.reason}")
+                continue
+            c.error_events_received += p.n
+            local = p.keys.astype(np.int64) - (base if base is not None else 0)
+            ok = (base is not None) & (local >= 0) & (local < self.spec.n)
+            if not np.all(ok):
+                c.dropped += int((~ok).sum())
+                self._note(f"core {self.id}: {int((~ok).sum())} error event(s) with foreign keys")
+            b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
+            np.add.at(self.err_in, (b, local[ok]), p.payload[ok].astype(self.dtype))
+
+    # ------------------------------------------------------------ parameters
+    def gradients(self) -> list[np.ndarray]:
+        """dL/dW of each incoming projection, (pre_size, n_local), masked."""
+        return [g if m is None else g * m for g, m in zip(self.grads, self.masks)]
+
+    def apply(self, grads: list[np.ndarray], lr: float | None = None) -> None:
+        """One Adam step on every incoming projection with the (reduced) gradients."""
+        for w, g, m, opt in zip(self.weights, grads, self.masks, self.opts):
+            if lr is not None:
+                opt.lr = lr
+            opt.step(w, np.asarray(g, w.dtype))
+            if m is not None:
+                w *= m
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        for w, new in zip(self.weights, weights):
+            w[...] = new
+
+    def checksum(self) -> int:
+        """CRC32 of the weights' bytes: equal on every replica or they diverged."""
+        crc = 0
+        for w in self.weights:
+            crc = zlib.crc32(np.ascontiguousarray(w).tobytes(), crc)
+        return crc
+
+    def learning_state(self) -> dict:
+        return {"weights": self.get_weights(), "opts": [o.state() for o in self.opts]}
+
+    def load_learning_state(self, state: dict) -> None:
+        self.set_weights(state["weights"])
+        for o, s in zip(self.opts, state["opts"]):
+            o.load(s)

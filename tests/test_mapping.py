@@ -1,0 +1,424 @@
+"""Tests of partitioning, placement, key allocation and routing (spinnray.mapping), without Ray.
+
+Routes are checked against destination sets computed independently from the
+synapses (which pre neuron reaches which post neuron); memory estimates
+against what a real :class:`~spinnray.core.Core` holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from spinnray.config import MachineConfig
+from spinnray.core import Core, specs_from_mapping
+from spinnray.errors import BudgetError, MappingError, RoutingError
+from spinnray.mapping import check_routes, estimate_core_memory, map_network
+from spinnray.network import Network
+from spinnray.neuron import ALIF, LI, LIF, SpikeSource
+from spinnray.router import RoutingEntry, RoutingTable
+
+MODELS = [LIF(), LIF(tau_syn_ms=0.0, reset="subtract"), ALIF(refractory_steps=2), LI()]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def random_network(rng, max_size=24) -> Network:
+    """Sources, LIF/ALIF/LI populations, projections incl. recurrent ones,
+    masks with empty blocks, and scalar or per-synapse delays."""
+    net = Network(dt_ms=1.0)
+    for i in range(int(rng.integers(1, 3))):
+        net.population(f"in{i}", int(rng.integers(1, max_size)), SpikeSource())
+    for i in range(int(rng.integers(1, 4))):
+        net.population(f"p{i}", int(rng.integers(1, max_size)), MODELS[int(rng.integers(len(MODELS)))])
+    pops = list(net.populations.values())
+    pres = [p for p in pops if not isinstance(p.model, LI)]
+    posts = [p for p in pops if not isinstance(p.model, SpikeSource)]
+    for _ in range(int(rng.integers(1, 6))):
+        post = posts[int(rng.integers(len(posts)))]
+        if post.model.spiking and rng.random() < 0.3:
+            pre = post                                   # recurrent
+        else:
+            pre = pres[int(rng.integers(len(pres)))]
+        shape = (pre.size, post.size)
+        kind = int(rng.integers(4))
+        if kind == 0:
+            mask = None
+        elif kind == 1:                                  # dense random
+            mask = rng.random(shape) < 0.5
+        elif kind == 2:                                  # very sparse
+            mask = rng.random(shape) < 0.03
+        else:                                            # empty row and column bands
+            mask = rng.random(shape) < 0.6
+            r0, r1 = sorted(rng.integers(0, pre.size + 1, 2))
+            c0, c1 = sorted(rng.integers(0, post.size + 1, 2))
+            mask[r0:r1, :] = False
+            mask[:, c0:c1] = False
+        w = rng.standard_normal(shape)
+        delays = int(rng.integers(1, 4)) if rng.random() < 0.5 else rng.integers(1, 6, shape)
+        net.connect(pre, post, w, delays, mask=mask)
+    return net
+
+
+def random_parallel(rng, net):
+    """(machine, cores_per_population) with a cap small enough to cut populations."""
+    cap = int(rng.integers(3, 12))
+    machine = MachineConfig(neurons_per_core=cap, pes_per_chip=int(rng.integers(2, 10)))
+    mode = int(rng.integers(3))
+    if mode == 0:
+        return machine, None
+    need = max(math.ceil(p.size / cap) for p in net.populations.values())
+    if mode == 1:
+        return machine, need + int(rng.integers(0, 4))
+    cores = {}
+    for p in net.populations.values():
+        if rng.random() < 0.6:
+            cores[p.name] = math.ceil(p.size / cap) + int(rng.integers(0, 4))
+    return machine, cores
+
+
+def ref_lookup(table: RoutingTable, key: int):
+    for e in table.entries:
+        if (key & e.mask) == e.key:
+            return e
+    return None
+
+
+def expected_destinations(mapping):
+    """core id -> set of core ids its spikes must reach, from the synapses themselves."""
+    net = mapping.network
+    where = {}                                   # (replica, population, neuron) -> core id
+    for pl in mapping.placements:
+        for i in range(pl.slice.lo, pl.slice.hi):
+            where[pl.replica, pl.slice.population, i] = pl.core_id
+    want = {pl.core_id: set() for pl in mapping.placements}
+    for r in range(mapping.replicas):
+        for proj in net.projections:
+            mask = np.ones((proj.pre.size, proj.post.size), bool) if proj.mask is None else proj.mask
+            for i, j in zip(*np.nonzero(mask)):
+                want[where[r, proj.pre.name, int(i)]].add(where[r, proj.post.name, int(j)])
+    return want
+
+
+def assert_partition(mapping, name, size, k):
+    """``k`` contiguous slices covering [0, size), sizes within 1 of each other."""
+    sl = [p.slice for p in mapping.cores_of(name)]
+    assert len(sl) == k, (name, [(s.lo, s.hi) for s in sl])
+    assert sl[0].lo == 0 and sl[-1].hi == size
+    assert all(a.hi == b.lo for a, b in zip(sl, sl[1:]))
+    sizes = [s.n for s in sl]
+    assert sum(sizes) == size and min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+# --------------------------------------------------------------- partition
+
+
+def chain(sizes, models=None, delays=1):
+    """in -> p0 -> p1 ... with dense weights."""
+    net = Network()
+    pops = [net.population("inp", sizes[0], SpikeSource())]
+    for i, n in enumerate(sizes[1:]):
+        pops.append(net.population(f"p{i}", n, (models or {}).get(i, LIF())))
+        net.connect(pops[-2], pops[-1], np.full((pops[-2].size, n), 0.1), delays)
+    return net
+
+
+@pytest.mark.parametrize("size, cap", [(1, 1), (10, 4), (12, 4), (13, 4), (100, 7), (256, 256), (257, 256)])
+def test_auto_partition_obeys_cap(size, cap):
+    net = chain([5, size])
+    m = map_network(net, MachineConfig(neurons_per_core=cap))
+    assert_partition(m, "p0", size, math.ceil(size / cap))
+    assert all(p.slice.n <= cap for p in m.placements)
+
+
+def test_forced_cores_int_is_clamped_to_population_size():
+    net = chain([2, 10, 3])
+    m = map_network(net, cores_per_population=4)
+    assert_partition(m, "inp", 2, 2)
+    assert_partition(m, "p0", 10, 4)
+    assert_partition(m, "p1", 3, 3)
+    assert [p.slice.n for p in m.cores_of("p0")] == [2, 3, 2, 3]
+
+
+def test_forced_cores_dict_leaves_others_automatic():
+    net = chain([9, 10, 20])
+    m = map_network(net, MachineConfig(neurons_per_core=8), cores_per_population={"p0": 5, "p1": 50})
+    assert_partition(m, "inp", 9, 2)         # automatic: ceil(9 / 8)
+    assert_partition(m, "p0", 10, 5)
+    assert_partition(m, "p1", 20, 20)        # clamped
+    assert m.n_cores == 27
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "2"])
+def test_forced_cores_must_be_positive_int(bad):
+    with pytest.raises(MappingError) as info:
+        map_network(chain([3, 4]), cores_per_population={"p0": bad})
+    assert "'p0'" in str(info.value) and repr(bad) in str(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a cores_per_population dict key that names no population "
+                                       "(a typo) is silently ignored and that population is mapped automatically")
+def test_forced_cores_dict_with_unknown_population_is_refused():
+    with pytest.raises(MappingError) as info:
+        map_network(chain([3, 4]), cores_per_population={"p0": 2, "hiden": 2})
+    assert "'hiden'" in str(info.value)
+
+
+def test_forced_cores_over_cap_names_the_numbers():
+    with pytest.raises(MappingError) as info:
+        map_network(chain([3, 10]), MachineConfig(neurons_per_core=4), cores_per_population={"p0": 2})
+    msg = str(info.value)
+    assert "'p0'" in msg and "10 neurons on 2 cores" in msg and "5 neurons per core" in msg and "= 4" in msg
+
+
+def test_empty_network_is_refused():
+    with pytest.raises(MappingError):
+        map_network(Network())
+
+
+# ------------------------------------------------------------------ budget
+
+
+def test_auto_partition_splits_to_fit_the_budget():
+    # 40 inputs -> 12 LIF: one neuron costs 40 * 4 (weights) + 12 (state); 40 bytes of history, one key row.
+    net = chain([40, 12])
+    per_neuron, fixed = 40 * 4 + 3 * 4, 40 + 32
+    budget = 4 * per_neuron + fixed          # four neurons fit, five do not
+    m = map_network(net, MachineConfig(sram_per_pe_bytes=budget))
+    assert_partition(m, "p0", 12, 3)
+    for pl, mem in zip(m.placements, m.memory):
+        assert sum(mem.values()) <= budget
+        if pl.slice.population == "p0":
+            assert sum(mem.values()) == pl.slice.n * per_neuron + fixed
+
+
+def test_budget_error_auto_even_one_neuron_does_not_fit():
+    # One neuron of 'hidden': 100 * 4 weights + 3 * 4 state + 100 history + 1 source slice * 32 = 544.
+    net = Network()
+    inp = net.population("inp", 100, SpikeSource())
+    hid = net.population("hidden", 4, LIF())
+    net.connect(inp, hid, np.ones((100, 4)))
+    with pytest.raises(BudgetError) as info:
+        map_network(net, MachineConfig(sram_per_pe_bytes=300))
+    msg = str(info.value)
+    assert "'hidden'" in msg and "544 bytes" in msg and "300" in msg, msg
+    assert isinstance(info.value, MappingError)
+
+
+def test_budget_error_forced_cores():
+    # Two neurons of 'hidden': 100 * 2 * 4 + 2 * 3 * 4 + 100 + 32 = 956 bytes.
+    net = Network()
+    inp = net.population("inp", 100, SpikeSource())
+    hid = net.population("hidden", 4, LIF())
+    net.connect(inp, hid, np.ones((100, 4)))
+    map_network(net, MachineConfig(sram_per_pe_bytes=956), cores_per_population={"hidden": 2})
+    with pytest.raises(BudgetError) as info:
+        map_network(net, MachineConfig(sram_per_pe_bytes=955), cores_per_population={"hidden": 2})
+    msg = str(info.value)
+    assert "'hidden'" in msg and "956 bytes" in msg and "955" in msg, msg
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: auto partition ignores the key table, so it stops at a core "
+                                       "count that then fails the full budget check although more cores fit")
+def test_auto_partition_accounts_for_the_key_table():
+    # in (1) -> h (4).  Per core of n neurons of h: 4n weights + 12n state + 1 history + 32 key table.
+    # 1 core: 16 + 48 + 1 + 32 = 97 > 80; 2 cores: 8 + 24 + 1 + 32 = 65 <= 80.
+    net = Network()
+    inp = net.population("inp", 1, SpikeSource())
+    h = net.population("h", 4, LIF())
+    net.connect(inp, h, np.ones((1, 4)))
+    machine = MachineConfig(sram_per_pe_bytes=80)
+    forced = map_network(net, machine, cores_per_population={"h": 2})   # a 2-core mapping fits
+    assert max(sum(m.values()) for m in forced.memory) == 65
+    auto = map_network(net, machine)        # raises BudgetError: "h [0, 4) needs 97 bytes"
+    assert len(auto.cores_of("h")) == 2
+
+
+# ---------------------------------------------------------- machine limits
+
+
+def test_too_many_cores_names_the_numbers():
+    net = chain([3, 4])
+    map_network(net, MachineConfig(chips=2, pes_per_chip=4), cores_per_population=4)   # 4 + 4 = 8 fit
+    with pytest.raises(MappingError) as info:
+        map_network(net, MachineConfig(chips=2, pes_per_chip=3), cores_per_population=4)
+    msg = str(info.value)
+    assert "7 cores" in msg and "2 chips x 3 PEs = 6" in msg, msg
+
+
+def test_routing_table_capacity_names_the_chip():
+    # x (2 slices, chip 0) -> z, y (2 slices, chip 1) -> z (chip 2): chip 2 holds all four entries.
+    net = Network()
+    x = net.population("x", 2, SpikeSource())
+    y = net.population("y", 4, LIF())
+    z = net.population("z", 1, LIF())
+    net.connect(x, z, np.ones((2, 1)))
+    net.connect(y, z, np.ones((4, 1)))
+    cores = {"x": 2, "y": 2, "z": 1}
+    ok = map_network(net, MachineConfig(pes_per_chip=2, routing_entries_per_chip=4), cores_per_population=cores)
+    assert ok.chip_entries == {0: 2, 1: 2, 2: 4}
+    assert len(ok.table) == 4
+    with pytest.raises(MappingError) as info:
+        map_network(net, MachineConfig(pes_per_chip=2, routing_entries_per_chip=3), cores_per_population=cores)
+    msg = str(info.value)
+    assert "chip 2 needs 4 routing entries" in msg and "= 3" in msg, msg
+
+
+def test_placement_fills_a_chip_before_the_next():
+    net = chain([5, 7, 3])
+    m = map_network(net, MachineConfig(pes_per_chip=3, chips=3), cores_per_population={"inp": 2, "p0": 4, "p1": 2})
+    got = [(p.core_id, p.chip, p.pe, p.slice.population, p.slice.lo) for p in m.placements]
+    want = [(0, 0, 0, "inp", 0), (1, 0, 1, "inp", 2), (2, 0, 2, "p0", 0), (3, 1, 0, "p0", 1),
+            (4, 1, 1, "p0", 3), (5, 1, 2, "p0", 5), (6, 2, 0, "p1", 0), (7, 2, 1, "p1", 1)]
+    assert got == want
+    assert m.summary()["chips_used"] == 3
+
+
+# ------------------------------------------------------------------ routes
+
+
+def test_routes_of_random_networks_match_the_synapses():
+    pruned = recurrent = per_synapse = multi_slice = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        net = random_network(rng)
+        machine, cores = random_parallel(rng, net)
+        replicas = 1 + seed % 2
+        m = map_network(net, machine, cores, replicas=replicas)
+        check_routes(m)
+        per_replica = sum(len(m.cores_of(name)) for name in net.populations)
+        assert m.n_cores == replicas * per_replica
+        assert sorted({p.replica for p in m.placements}) == list(range(replicas))
+
+        senders = {p.pre.name for p in net.projections}
+        want = expected_destinations(m)
+        kb = m.key_bits
+        assert all(p.slice.n <= 2 ** kb for p in m.placements)
+        for pl in m.placements:
+            if pl.slice.population not in senders:
+                assert pl.key_base is None
+                assert ref_lookup(m.table, pl.core_id << kb) is None
+                continue
+            assert pl.key_base == pl.core_id << kb
+            for i in range(pl.slice.n):
+                e = ref_lookup(m.table, pl.key_base + i)
+                got = set() if e is None else set(e.destinations)
+                assert got == want[pl.core_id], (seed, pl, i)
+        # Bookkeeping so the loop is known to cover what it claims.
+        for proj in net.projections:
+            recurrent += proj.pre is proj.post
+            per_synapse += not np.isscalar(proj.delays)
+            if proj.mask is not None:
+                for a in m.cores_of(proj.pre.name):
+                    for b in m.cores_of(proj.post.name):
+                        pruned += not proj.mask[a.slice.lo:a.slice.hi, b.slice.lo:b.slice.hi].any()
+        multi_slice += any(len(m.cores_of(n)) > 1 for n in net.populations)
+    assert pruned > 10 and recurrent > 3 and per_synapse > 10 and multi_slice > 20
+
+
+@pytest.fixture
+def small_mapping():
+    """inp (6, 2 cores: 0, 1) -> h (6, 3 cores: 2, 3, 4), h -> out (2, core 5); out sends nothing."""
+    net = Network()
+    inp = net.population("inp", 6, SpikeSource())
+    h = net.population("h", 6, LIF())
+    out = net.population("out", 2, LI())
+    net.connect(inp, h, np.ones((6, 6)))
+    net.connect(h, out, np.ones((6, 2)))
+    m = map_network(net, cores_per_population={"inp": 2, "h": 3, "out": 1})
+    check_routes(m)
+    assert [(e.key >> m.key_bits, e.destinations) for e in m.table.entries] == \
+        [(0, (2, 3, 4)), (1, (2, 3, 4)), (2, (5,)), (3, (5,)), (4, (5,))]
+    return m
+
+
+def _with(m, entries):
+    return dataclasses.replace(m, table=RoutingTable(entries))
+
+
+def test_check_routes_catches_a_missing_destination(small_mapping):
+    m = small_mapping
+    e = m.table.entries
+    with pytest.raises(RoutingError) as info:
+        check_routes(_with(m, [RoutingEntry(e[0].key, e[0].mask, (2, 4))] + e[1:]))
+    assert "core 0" in str(info.value) and "[2, 4]" in str(info.value) and "[2, 3, 4]" in str(info.value)
+
+
+def test_check_routes_catches_an_extra_destination(small_mapping):
+    m = small_mapping
+    e = m.table.entries
+    with pytest.raises(RoutingError) as info:
+        check_routes(_with(m, e[:3] + [RoutingEntry(e[3].key, e[3].mask, (1, 5))] + e[4:]))
+    assert "core 3" in str(info.value) and "[1, 5]" in str(info.value)
+
+
+def test_check_routes_catches_a_missing_entry(small_mapping):
+    m = small_mapping
+    with pytest.raises(RoutingError) as info:
+        check_routes(_with(m, m.table.entries[:-1]))
+    assert "core 4" in str(info.value) and "reaches cores []" in str(info.value)
+
+
+def test_check_routes_catches_a_routed_non_sender(small_mapping):
+    m = small_mapping
+    key = 5 << m.key_bits
+    with pytest.raises(RoutingError) as info:
+        check_routes(_with(m, m.table.entries + [RoutingEntry(key, m.table.entries[0].mask, (0,))]))
+    assert "non-sending core 5" in str(info.value)
+
+
+def test_check_routes_catches_a_key_matching_two_entries(small_mapping):
+    m = small_mapping
+    e = m.table.entries
+    broad = RoutingEntry(0, (e[0].mask << 1) & 0xFFFFFFFF, (2, 3, 4))   # covers cores 0 and 1
+    with pytest.raises(RoutingError) as info:
+        check_routes(_with(m, [broad] + e))
+    assert "matches 2 entries" in str(info.value)
+
+
+# ------------------------------------------------------------------ memory
+
+
+def test_memory_by_hand():
+    # in (10) -> h (ALIF 6 on 2 cores) with a mask and per-synapse delays up to 3; h -> h delay 2.
+    rng = np.random.default_rng(0)
+    net = Network()
+    inp = net.population("inp", 10, SpikeSource())
+    h = net.population("h", 6, ALIF())
+    d = rng.integers(1, 3, (10, 6))
+    d[0, 0] = 3
+    mask = np.ones((10, 6), bool)
+    mask[5:, 3:] = False                                 # masked synapses cost no extra bytes
+    net.connect(inp, h, rng.standard_normal((10, 6)), d, mask=mask)
+    net.connect(h, h, rng.standard_normal((6, 6)), 2)
+    m = map_network(net, MachineConfig(dtype="float64"), cores_per_population={"h": 2}, batch=2)
+    want_h = {"weights": (10 * 3 + 6 * 3) * 8, "delays": 10 * 3,
+              "neuron_state": 2 * 3 * (3 * 8 + 4), "spike_history": 3 * 2 * 10 + 2 * 2 * 6,
+              "key_table": 3 * 32}
+    want_in = {"weights": 0, "delays": 0, "neuron_state": 0, "spike_history": 0, "key_table": 0}
+    assert m.memory == [want_in, want_h, want_h]
+    for spec, mem in zip(specs_from_mapping(m, 2), m.memory):
+        assert Core(spec).memory() == mem
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("seed", range(6))
+def test_memory_estimate_equals_the_core(seed, batch, dtype):
+    rng = np.random.default_rng(1000 + seed)
+    net = random_network(rng)
+    machine, cores = random_parallel(rng, net)
+    machine = dataclasses.replace(machine, dtype=dtype)
+    m = map_network(net, machine, cores, batch=batch)
+    specs = specs_from_mapping(m, batch)
+    assert [s.core_id for s in specs] == list(range(m.n_cores))
+    for spec, pl, mem in zip(specs, m.placements, m.memory):
+        core_mem = Core(spec).memory()
+        assert core_mem == mem, (pl, core_mem, mem)
+        pop = net[pl.slice.population]
+        n_src = sum(len(m.cores_of(name)) for name in {q.pre.name for q in net.incoming(pop)})
+        assert estimate_core_memory(net, pop, pl.slice.lo, pl.slice.hi, dtype, batch, n_src) == mem
