@@ -154,6 +154,12 @@ def _edges(size: int, k: int) -> list[int]:
     return [(i * size) // k for i in range(k + 1)]
 
 
+class _OverBudget(Exception):
+    def __init__(self, population: str, cores: int, message: str):
+        super().__init__(message)
+        self.population, self.cores, self.message = population, cores, message
+
+
 def map_network(network: Network, machine: MachineConfig | None = None,
                 cores_per_population: int | dict[str, int] | None = None,
                 batch: int = 1, replicas: int = 1, error_populations=(),
@@ -175,6 +181,29 @@ def map_network(network: Network, machine: MachineConfig | None = None,
     machine = machine or MachineConfig()
     if not network.populations:
         raise MappingError("the network has no populations")
+    if isinstance(cores_per_population, dict):
+        unknown = sorted(set(cores_per_population) - set(network.populations))
+        if unknown:
+            raise MappingError(f"cores_per_population names {unknown[0]!r}; the network has populations "
+                               f"{sorted(network.populations)}")
+    # Slicing estimates each slice without its key table (its size depends on
+    # how the other populations are sliced); the full check below can then
+    # refuse a slice, and an automatically sliced population gets one more core.
+    more: dict[str, int] = {}
+    while True:
+        try:
+            return _map_once(network, machine, cores_per_population, batch, replicas, error_populations,
+                             learning_bytes, more)
+        except _OverBudget as e:
+            forced = cores_per_population.get(e.population) if isinstance(cores_per_population, dict) \
+                else cores_per_population
+            if forced is not None or e.cores >= network[e.population].size:
+                raise BudgetError(e.message) from None
+            more[e.population] = e.cores + 1
+
+
+def _map_once(network, machine, cores_per_population, batch, replicas, error_populations, learning_bytes,
+              more) -> Mapping:
     budget = machine.sram_per_pe_bytes
     cap = machine.neurons_per_core
 
@@ -193,7 +222,7 @@ def map_network(network: Network, machine: MachineConfig | None = None,
                     f"population {pop.name!r}: {pop.size} neurons on {k} cores is "
                     f"{-(-pop.size // k)} neurons per core, over the cap machine.neurons_per_core = {cap}")
         else:
-            k = -(-pop.size // cap)
+            k = max(-(-pop.size // cap), more.get(pop.name, 0))
             while k < pop.size and not all(
                     _fits(estimate_core_memory(network, pop, a, b, machine.dtype, batch), budget)
                     for a, b in zip(_edges(pop.size, k)[:-1], _edges(pop.size, k)[1:])):
@@ -265,7 +294,8 @@ def map_network(network: Network, machine: MachineConfig | None = None,
         if learning_bytes is not None:
             mem.update(learning_bytes(pop, p.slice.n))
         if not _fits(mem, budget):
-            raise BudgetError(
+            cores_now = sum(1 for q in placements if q.replica == 0 and q.slice.population == pop.name)
+            raise _OverBudget(pop.name, cores_now,
                 f"population {pop.name!r} slice [{p.slice.lo}, {p.slice.hi}) needs {sum(mem.values())} bytes "
                 f"({', '.join(f'{k} {v}' for k, v in mem.items() if v)}); the budget is "
                 f"machine.sram_per_pe_bytes = {budget} bytes per core")

@@ -16,6 +16,7 @@ offending name and value in the message.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,7 @@ class Population:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise NetworkError(f"population name {self.name!r}: expected an identifier")
-        if not isinstance(self.size, (int, np.integer)) or self.size < 1:
+        if not isinstance(self.size, (int, np.integer)) or isinstance(self.size, bool) or self.size < 1:
             raise NetworkError(f"population {self.name!r}: size = {self.size!r}, expected an int >= 1")
 
 
@@ -86,8 +87,9 @@ class Network:
     projections: list[Projection] = field(default_factory=list)
 
     def __post_init__(self):
-        if not isinstance(self.dt_ms, (int, float)) or not self.dt_ms > 0:
-            raise NetworkError(f"dt_ms = {self.dt_ms!r}: expected a number > 0")
+        if not isinstance(self.dt_ms, (int, float)) or isinstance(self.dt_ms, bool) \
+                or not math.isfinite(self.dt_ms) or not self.dt_ms > 0:
+            raise NetworkError(f"dt_ms = {self.dt_ms!r}: expected a finite number > 0")
 
     def population(self, name: str, size: int, model: NeuronModel) -> Population:
         """Add a population and return it."""
@@ -118,8 +120,11 @@ class Network:
         if w.shape != shape or not np.issubdtype(w.dtype, np.floating) and not np.issubdtype(w.dtype, np.integer):
             raise NetworkError(f"projection {name!r}: weights of shape {w.shape} and dtype {w.dtype}; "
                                f"expected a numeric array of shape {shape} (n_pre, n_post)")
-        if not np.all(np.isfinite(w)):
-            raise NetworkError(f"projection {name!r}: weights contain non-finite values")
+        bad = np.argwhere(~np.isfinite(w))
+        if len(bad):
+            i, j = (int(v) for v in bad[0])
+            raise NetworkError(f"projection {name!r}: weight ({i}, {j}) = {float(w[i, j])}; expected finite weights "
+                               f"({len(bad)} non-finite)")
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != shape or mask.dtype != bool:

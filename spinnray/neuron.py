@@ -59,6 +59,12 @@ def _positive(obj, name: str, allow_zero: bool = False) -> None:
         raise NetworkError(f"{type(obj).__name__}.{name} = {value!r}: expected a finite number {need}")
 
 
+def _finite(obj, name: str) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise NetworkError(f"{type(obj).__name__}.{name} = {value!r}: expected a finite number")
+
+
 @dataclass(frozen=True)
 class LIF:
     """Current-based leaky integrate-and-fire neuron with exponential synapse."""
@@ -75,6 +81,8 @@ class LIF:
     def __post_init__(self):
         _positive(self, "tau_mem_ms")
         _positive(self, "tau_syn_ms", allow_zero=True)
+        _finite(self, "v_th")
+        _finite(self, "v_reset")
         if self.reset not in ("zero", "subtract"):
             raise NetworkError(f"LIF.reset = {self.reset!r}: expected 'zero' or 'subtract'")
 
@@ -97,7 +105,8 @@ class ALIF:
         _positive(self, "tau_adapt_ms")
         _positive(self, "v_th")
         _positive(self, "beta", allow_zero=True)
-        if not isinstance(self.refractory_steps, int) or self.refractory_steps < 0:
+        if not isinstance(self.refractory_steps, int) or isinstance(self.refractory_steps, bool) \
+                or self.refractory_steps < 0:
             raise NetworkError(f"ALIF.refractory_steps = {self.refractory_steps!r}: expected an int >= 0")
 
 

@@ -139,6 +139,8 @@ class RouterServer:
         self.listener = socket.create_server((host, 0))
         self.address = (host, self.listener.getsockname()[1])
         self.conns: dict[int, socket.socket] = {}
+        self.closing = False
+        self._wake_r, self._wake_w = socket.socketpair()   # close() wakes the idle thread through it
         self.thread = threading.Thread(target=self._serve, name="spinnray-router", daemon=True)
         self.thread.start()
 
@@ -170,10 +172,13 @@ class RouterServer:
             self._fail(f"router: {e}")
             return
         sel = selectors.DefaultSelector()
-        first = self.conns[self.cores[0]]
-        sel.register(first, selectors.EVENT_READ)
+        for sock in self.conns.values():
+            sel.register(sock, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
         while True:
-            sel.select()            # idle until a round begins (no limit)
+            sel.select()            # idle until any core starts a round (no limit), or close()
+            if self.closing:
+                return
             inbox = {}
             for core in self.cores:
                 try:
@@ -187,8 +192,12 @@ class RouterServer:
                                f"expected round {self.rounds}")
                     return
                 inbox[core] = frames
-            with self.lock:
-                out = self.route(inbox)
+            try:
+                with self.lock:
+                    out = self.route(inbox)
+            except Exception as e:   # a bug in routing must reach the driver, not die with the thread
+                self._fail(f"router: round {self.rounds}, phase route: {type(e).__name__}: {e}")
+                return
             try:
                 for core in self.cores:
                     self.conns[core].sendall(encode_envelope(self.rounds, ROUTER_ID, out.get(core, [])))
@@ -199,5 +208,10 @@ class RouterServer:
 
     def close(self, reason: str = "router closed") -> None:
         """Close every stream: cores waiting on a round fail at once."""
+        self.closing = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
         self._fail(self.error or reason)
         self.listener.close()

@@ -160,8 +160,6 @@ def test_forced_cores_must_be_positive_int(bad):
     assert "'p0'" in str(info.value) and repr(bad) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a cores_per_population dict key that names no population "
-                                       "(a typo) is silently ignored and that population is mapped automatically")
 def test_forced_cores_dict_with_unknown_population_is_refused():
     with pytest.raises(MappingError) as info:
         map_network(chain([3, 4]), cores_per_population={"p0": 2, "hiden": 2})
@@ -222,8 +220,6 @@ def test_budget_error_forced_cores():
     assert "'hidden'" in msg and "956 bytes" in msg and "955" in msg, msg
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: auto partition ignores the key table, so it stops at a core "
-                                       "count that then fails the full budget check although more cores fit")
 def test_auto_partition_accounts_for_the_key_table():
     # in (1) -> h (4).  Per core of n neurons of h: 4n weights + 12n state + 1 history + 32 key table.
     # 1 core: 16 + 48 + 1 + 32 = 97 > 80; 2 cores: 8 + 24 + 1 + 32 = 65 <= 80.

@@ -110,9 +110,6 @@ def test_network_dt_must_be_positive(bad):
         Network(dt_ms=bad)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bools pass as numbers: Population size=True, Network dt_ms=True and "
-                                       "ALIF refractory_steps=True are accepted (bool is an int subclass), while "
-                                       "delays, packet fields and config ints reject bools")
 @pytest.mark.parametrize("build", [
     lambda: Network().population("p", True, LIF()),
     lambda: Network(dt_ms=True),
@@ -123,8 +120,6 @@ def test_bools_are_not_numbers(build):
         build()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: non-finite values accepted: LIF(v_th=nan), LIF(v_reset=inf) (LIF "
-                                       "never checks v_th or v_reset) and Network(dt_ms=inf)")
 @pytest.mark.parametrize("build", [
     lambda: LIF(v_th=float("nan")),
     lambda: LIF(v_reset=float("inf")),
@@ -161,8 +156,6 @@ def test_non_finite_weights_are_refused(bad):
         net.connect(a, b, w)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the non-finite weights error names neither the value nor its "
-                                       "position (errors.py: every error names the offending value)")
 def test_non_finite_weights_error_names_the_value():
     net, a, b = two_pops()
     w = np.ones((3, 4))

@@ -247,9 +247,6 @@ def test_waiting_core_fails_within_the_timeout(server_factory):
     assert "core 1" in msg and "round 0" in msg and "phase receive" in msg and f"timeout {TIMEOUT}" in msg
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RouterServer waits without limit for the lowest core's envelope "
-                                       "even after other cores began the round, so a late lowest core is "
-                                       "never reported in router.error")
 def test_router_names_a_late_lowest_core(server_factory):
     cores = [0, 1, 2]
     server, links = server_factory(cross, cores)
@@ -265,9 +262,6 @@ def test_router_names_a_late_lowest_core(server_factory):
     assert server.error is not None and "core 0" in server.error
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an exception raised by the route function ends the router thread "
-                                       "without setting RouterServer.error: the cores only see a timeout and "
-                                       "the cause is lost")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_route_exception_is_reported(server_factory):
     def broken(inbox):
