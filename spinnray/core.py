@@ -146,7 +146,9 @@ class Core:
         self.dtype = np.dtype(spec.dtype)
         self.model = spec.model
         self.consts = decays(spec.model, spec.dt_ms)
-        self.weights = [inc.weights for inc in spec.incoming]
+        # The core owns its weights: a copy, never the network's array nor another
+        # replica's (and writable even when the spec came read-only from Ray).
+        self.weights = [np.array(inc.weights, order="C", copy=True) for inc in spec.incoming]
         self.delays = [None if np.isscalar(inc.delays) else inc.delays for inc in spec.incoming]
         self.hist = {name: np.zeros((d, spec.batch, size), bool) for name, (d, size) in spec.history.items()}
         pre_names = list(spec.history)

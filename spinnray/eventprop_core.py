@@ -81,6 +81,7 @@ class EventPropCore(Core):
         self.lam_i = np.zeros((spec.batch, n), self.dtype)
         self.err_in = np.zeros((spec.batch, n), self.dtype)
         self.guarded = 0
+        self.guarded_total = 0
         self._clear_records()
 
     def _clear_records(self) -> None:
@@ -216,6 +217,7 @@ class EventPropCore(Core):
         c = self.consts
         new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard)
         self.guarded += low
+        self.guarded_total += low
         self.lam_v[:B], self.lam_i[:B] = new_v, new_i
         self.err_in[:B] = 0
         # Gradient at the pre spikes of step i.
@@ -258,6 +260,11 @@ class EventPropCore(Core):
                 self._note(f"core {self.id}: {int((~ok).sum())} error event(s) with foreign keys")
             b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
             np.add.at(self.err_in, (b, local[ok]), p.payload[ok].astype(self.dtype))
+
+    def report(self) -> dict:
+        rep = super().report()
+        rep["guarded_spikes"] = self.guarded_total
+        return rep
 
     # ------------------------------------------------------------ parameters
     def gradients(self) -> list[np.ndarray]:

@@ -201,14 +201,17 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
     return metrics
 
 
-RUNNERS = {"forward": run_forward}
+def _runners():
+    from .train import run_eventprop
+
+    return {"forward": run_forward, "eventprop": run_eventprop}
 
 
 def run(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
     """Run ``cfg`` and write ``metrics.json`` (and the reports) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = RUNNERS[cfg.kind](cfg, out_dir, scenario)
+    metrics = _runners()[cfg.kind](cfg, out_dir, scenario)
     write_json(out_dir / "metrics.json", metrics)
     log.info("wrote %s", out_dir / "metrics.json")
     return metrics

@@ -1,0 +1,297 @@
+"""Data-parallel EventProp training of a feed-forward LIF network on Yin-Yang.
+
+R replicas of the network each take a contiguous shard of every mini-batch
+(B samples in lockstep on each of their cores).  Per mini-batch:
+
+1. *forward*: input spikes flow up as spike events; each replica's output
+   core computes the time-to-first-spike loss of its samples;
+2. *backward*: error events flow down through the routers (EventProp);
+3. *reduce*: the driver sums every slice's gradient over the replicas, in
+   replica order (deterministic);
+4. *update*: every replica's cores apply the same Adam step to the same sum,
+   so the replicas never diverge -- a CRC32 of each core's weights is
+   compared across replicas after every epoch (and the run stops if they
+   differ).
+
+The learning rate decays by ``lr_decay`` per epoch, as Wunderlich & Pehle did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .config import RunConfig, from_dict, opt
+from .data.yinyang import CANONICAL, encode_yin_yang, load_yin_yang_arrays, yin_yang
+from .errors import ConfigError, SpinnrayError
+from .eventprop_core import learning_bytes
+from .network import Network
+from .neuron import LIF, SpikeSource
+from .simulator import Simulator
+
+__all__ = ["EventPropNetworkConfig", "YinYangDataConfig", "EventPropLearningConfig", "EventPropTrainer",
+           "run_eventprop"]
+
+log = logging.getLogger("spinnray")
+
+
+@dataclass(frozen=True)
+class EventPropNetworkConfig:
+    steps: int = opt(50, "steps per sample (network.steps = T)", min=2)
+    dt_ms: float = opt(1.0, "milliseconds per step", min=1e-6)
+    hidden: int = opt(200, "hidden LIF neurons", min=1)
+    tau_mem_ms: float = opt(20.0, "membrane time constant", min=1e-6)
+    tau_syn_ms: float = opt(5.0, "synaptic time constant", min=1e-6)
+    w_in_mean: float = opt(1.5, "initial input->hidden weights: mean (Wunderlich & Pehle)")
+    w_in_std: float = opt(0.78, "initial input->hidden weights: standard deviation", min=0.0)
+    w_out_mean: float = opt(0.93, "initial hidden->output weights: mean")
+    w_out_std: float = opt(0.1, "initial hidden->output weights: standard deviation", min=0.0)
+
+
+@dataclass(frozen=True)
+class YinYangDataConfig:
+    name: str = opt("yinyang", "data set", choices=("yinyang",))
+    root: str | None = opt(None, "directory with the published .npy arrays; null = generate them")
+    train_size: int = opt(5000, "training samples (generated)", min=1)
+    train_seed: int = opt(42, "generator seed of the training set (canonical 42)", min=0)
+    test_size: int = opt(1000, "test samples (generated)", min=1)
+    test_seed: int = opt(40, "generator seed of the test set (canonical 40)", min=0)
+    limit: int | None = opt(None, "use only the first N training and test samples", min=1)
+    encoding: str = opt("wunderlich", "spike-time encoding: wunderlich (t = x * t_max) or bena (latency)",
+                        choices=("wunderlich", "bena"))
+    t_max_ms: float = opt(30.0, "latest input spike time (wunderlich encoding)", min=1e-6)
+
+
+@dataclass(frozen=True)
+class EventPropLearningConfig:
+    rule: str = opt("eventprop", "learning rule", choices=("eventprop",))
+    epochs: int = opt(40, "passes over the training set", min=1)
+    batch_size: int = opt(32, "mini-batch (all replicas together)", min=1)
+    lr: float = opt(5e-3, "Adam learning rate", min=0.0)
+    lr_decay: float = opt(0.95, "learning-rate factor per epoch", min=0.0, max=1.0)
+    beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
+    beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
+    eps: float = opt(1e-8, "Adam epsilon", min=0.0)
+    loss: str = opt("wunderlich", "TTFS loss: wunderlich (tau0, tau1, alpha) or bena (xi, alpha, beta in steps)",
+                    choices=("wunderlich", "bena"))
+    tau0_ms: float = opt(0.5, "wunderlich loss: softmax temperature", min=1e-9)
+    tau1_ms: float = opt(6.4, "wunderlich loss: regulariser time constant", min=1e-9)
+    alpha: float = opt(3e-3, "wunderlich loss: regulariser weight", min=0.0)
+    guard: float = opt(1e-3, "lower bound of I - V at a spike in the adjoint jump (counted when used)", min=1e-12)
+    interpolate: bool = opt(True, "interpolate output spike times inside the step")
+
+
+def load_yinyang(cfg: YinYangDataConfig):
+    """(train x, train y, test x, test y), canonical or from ``cfg.root``."""
+    if cfg.root is not None:
+        xtr, ytr = load_yin_yang_arrays(cfg.root, "train")
+        xte, yte = load_yin_yang_arrays(cfg.root, "test")
+    else:
+        xtr, ytr = yin_yang(cfg.train_size, cfg.train_seed)
+        xte, yte = yin_yang(cfg.test_size, cfg.test_seed)
+    if cfg.limit is not None:
+        xtr, ytr, xte, yte = xtr[:cfg.limit], ytr[:cfg.limit], xte[:cfg.limit], yte[:cfg.limit]
+    return xtr, ytr, xte, yte
+
+
+def build_network(cfg: EventPropNetworkConfig, seed: int) -> Network:
+    rng = np.random.default_rng([seed, 7])
+    net = Network(dt_ms=cfg.dt_ms)
+    net.population("input", 5, SpikeSource())
+    net.population("hidden", cfg.hidden, LIF(tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms))
+    net.population("output", 3, LIF(tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms))
+    net.connect("input", "hidden", rng.normal(cfg.w_in_mean, cfg.w_in_std, (5, cfg.hidden)), delays=1)
+    net.connect("hidden", "output", rng.normal(cfg.w_out_mean, cfg.w_out_std, (cfg.hidden, 3)), delays=1)
+    return net
+
+
+class EventPropTrainer:
+    """Owns the simulator; one :meth:`train_batch` per mini-batch."""
+
+    def __init__(self, net: Network, learn: EventPropLearningConfig, *, machine, cores_per_population,
+                 replicas: int, backend: str, timeout_s: float = 120.0):
+        if isinstance(cores_per_population, int):
+            cores_per_population = {"input": cores_per_population, "hidden": cores_per_population, "output": 1}
+        cores_per_population = dict(cores_per_population or {})
+        cores_per_population["output"] = 1          # the loss needs every output neuron on one core
+        self.learn = learn
+        self.replicas = replicas
+        self.per_replica = -(-learn.batch_size // replicas)
+        common = {"rule": "eventprop", "tau_syn_ms": net["hidden"].model.tau_syn_ms, "guard": learn.guard,
+                  "lr": learn.lr, "betas": (learn.beta1, learn.beta2), "eps": learn.eps,
+                  "interpolate": learn.interpolate}
+        loss = ({"kind": "wunderlich", "tau0_ms": learn.tau0_ms, "tau1_ms": learn.tau1_ms, "alpha": learn.alpha}
+                if learn.loss == "wunderlich" else {"kind": "bena"})
+        learning = {"hidden": dict(common), "output": dict(common, loss=loss)}
+        dtype = machine.dtype
+        self.sim = Simulator(
+            net, machine, cores_per_population=cores_per_population, batch_size=self.per_replica,
+            backend=backend, timeout_s=timeout_s, replicas=replicas, learning=learning,
+            error_populations=("hidden",),
+            learning_bytes=lambda pop, n: (learning_bytes(net, pop, n, self.per_replica, dtype)
+                                           if pop.name in learning else {}))
+        m = self.sim.mapping
+        self.learners = [pl for pl in m.placements if pl.slice.population in learning]
+        self.slices = sorted({(pl.slice.population, pl.slice.lo, pl.slice.hi) for pl in self.learners})
+        self.lr = learn.lr
+
+    def close(self) -> None:
+        self.sim.close()
+
+    def forward(self, x_spikes: np.ndarray, labels: np.ndarray | None):
+        return self.sim.run(x_spikes.shape[0], {"input": x_spikes},
+                            targets=None if labels is None else {"output": labels}, record=("spikes",))
+
+    def train_batch(self, x_spikes: np.ndarray, labels: np.ndarray):
+        """Forward, backward, reduce and update; returns the forward result."""
+        res = self.forward(x_spikes, labels)
+        self.sim.backward(scale=1.0 / len(labels))
+        ids = [pl.core_id for pl in self.learners]
+        grads = self.sim.call("gradients", cores=ids)
+        total: dict[tuple, list[np.ndarray]] = {}
+        for pl in sorted(self.learners, key=lambda p: p.replica):        # replica order: deterministic sums
+            key = (pl.slice.population, pl.slice.lo, pl.slice.hi)
+            if key not in total:
+                total[key] = [g.copy() for g in grads[pl.core_id]]
+            else:
+                for acc, g in zip(total[key], grads[pl.core_id]):
+                    acc += g
+        args = {pl.core_id: (total[(pl.slice.population, pl.slice.lo, pl.slice.hi)], self.lr)
+                for pl in self.learners}
+        self.sim.call("apply", args, cores=ids)
+        return res
+
+    def checksums(self) -> dict[tuple, list[int]]:
+        """CRC32 of every slice's weights on each replica."""
+        sums = self.sim.call("checksum", cores=[pl.core_id for pl in self.learners])
+        out: dict[tuple, list[int]] = {}
+        for pl in sorted(self.learners, key=lambda p: p.replica):
+            out.setdefault((pl.slice.population, pl.slice.lo, pl.slice.hi), []).append(sums[pl.core_id])
+        return out
+
+    def check_replicas(self) -> None:
+        for key, crcs in self.checksums().items():
+            if len(set(crcs)) != 1:
+                raise SpinnrayError(f"replicas diverged: slice {key} has weight checksums {crcs}")
+
+    def weights(self, replica: int = 0) -> dict[str, np.ndarray]:
+        """The full weight matrices, assembled from replica ``replica``'s cores."""
+        net = self.sim.network
+        cores = [pl for pl in self.learners if pl.replica == replica]
+        got = self.sim.call("get_weights", cores=[pl.core_id for pl in cores])
+        out = {p.name: np.zeros(p.weights.shape) for p in net.projections}
+        for pl in cores:
+            for proj, w in zip(net.incoming(net[pl.slice.population]), got[pl.core_id]):
+                out[proj.name][:, pl.slice.lo:pl.slice.hi] = w
+        return out
+
+
+def _batches(n: int, size: int, order: np.ndarray):
+    for first in range(0, n, size):
+        yield order[first:first + size]
+
+
+def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int) -> tuple[float, float]:
+    """(accuracy, mean loss) over a data set (x already encoded as spikes)."""
+    correct, loss = 0, 0.0
+    for idx in _batches(len(y), batch, np.arange(len(y))):
+        res = trainer.forward(x[:, idx], y[idx])
+        correct += int((res.outputs["pred"] == y[idx]).sum())
+        loss += float(res.outputs["loss"].sum())
+    return correct / len(y), loss / len(y)
+
+
+def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
+    from .metrics import SCHEMA_VERSION
+    from .runner import _progress, write_json
+
+    net_cfg = from_dict(EventPropNetworkConfig, cfg.network, "network")
+    data = from_dict(YinYangDataConfig, cfg.data, "data")
+    learn = from_dict(EventPropLearningConfig, cfg.learning, "learning")
+    if cfg.parallel.exchange_interval != 1:
+        raise ConfigError(f"parallel.exchange_interval = {cfg.parallel.exchange_interval}: EventProp uses "
+                          "delays of 1 step, so K must be 1")
+    xtr, ytr, xte, yte = load_yinyang(data)
+    enc = dict(scheme=data.encoding, steps=net_cfg.steps, dt_ms=net_cfg.dt_ms, t_max_ms=data.t_max_ms)
+    str_, ste = encode_yin_yang(xtr, **enc), encode_yin_yang(xte, **enc)
+    net = build_network(net_cfg, cfg.seed)
+    t_start = time.perf_counter()
+    trainer = EventPropTrainer(net, learn, machine=cfg.machine,
+                               cores_per_population=cfg.parallel.cores_per_population,
+                               replicas=cfg.parallel.replicas, backend=cfg.backend,
+                               timeout_s=cfg.cluster.round_timeout_s)
+    setup_s = time.perf_counter() - t_start
+    log.info("EventProp on %d cores (%d replica(s) x %d), backend %s; %d train / %d test samples",
+             trainer.sim.mapping.n_cores, cfg.parallel.replicas, trainer.sim.mapping.n_cores // cfg.parallel.replicas,
+             cfg.backend, len(ytr), len(yte))
+    history, train_s, samples = [], 0.0, 0
+    rng = np.random.default_rng([cfg.seed, 11])
+    try:
+        for epoch in range(learn.epochs):
+            order = rng.permutation(len(ytr))
+            t0 = time.perf_counter()
+            losses, correct = [], 0
+            with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
+                for idx in _batches(len(ytr), learn.batch_size, order):
+                    res = trainer.train_batch(str_[:, idx], ytr[idx])
+                    losses.append(float(res.outputs["loss"].mean()))
+                    correct += int((res.outputs["pred"] == ytr[idx]).sum())
+                    bar.update(len(idx))
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            train_s += time.perf_counter() - t0
+            samples += len(ytr)
+            trainer.check_replicas()
+            test_acc, test_loss = evaluate(trainer, ste, yte, learn.batch_size)
+            history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                            "train_accuracy": correct / len(ytr), "test_accuracy": test_acc,
+                            "test_loss": test_loss, "lr": trainer.lr})
+            log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f", epoch + 1,
+                     history[-1]["train_loss"], history[-1]["train_accuracy"], test_loss, test_acc)
+            trainer.lr *= learn.lr_decay
+        m = trainer.sim.metrics()
+        cores, routers = trainer.sim.reports()
+    finally:
+        trainer.close()
+    per_layer = layer_traffic(cores, samples + len(yte) * learn.epochs, samples, net_cfg.steps, net)
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "scenario": scenario, "kind": cfg.kind, "backend": cfg.backend, "seed": cfg.seed,
+        "cores": m["cores"], "replicas": cfg.parallel.replicas, "steps": net_cfg.steps,
+        "epochs": learn.epochs, "batch_size": learn.batch_size,
+        "wall_s": round(time.perf_counter() - t_start, 3), "setup_s": round(setup_s, 3),
+        "train_s": round(train_s, 3),
+        "train_samples_per_s": samples / train_s if train_s else 0.0,
+        "test_accuracy": history[-1]["test_accuracy"], "test_loss": history[-1]["test_loss"],
+        "best_test_accuracy": max(h["test_accuracy"] for h in history),
+        "history": history,
+        "guarded_spikes": sum(c.get("guarded_spikes", 0) for c in cores),
+        "traffic": m["traffic"], "layers": per_layer, "memory": m["memory"], "mapping": m["mapping"],
+        "machine": asdict(cfg.machine),
+    }
+    write_json(out_dir / "cores.json", cores)
+    write_json(out_dir / "routers.json", routers)
+    return metrics
+
+
+def layer_traffic(cores: list[dict], samples: int, train_samples: int, steps: int, net: Network) -> dict:
+    """Per population: spike events per forward sample (training and test) against
+    dense (T x neurons), and error events per training sample.
+
+    ``error_events_about_per_sample`` counts the error events sent about a
+    population's spikes by the cores above it: at most one per spike per core.
+    """
+    out = {}
+    for name, pop in net.populations.items():
+        rows = [c["counters"] for c in cores if c["population"] == name]
+        spikes = sum(r["spike_events_sent"] for r in rows)
+        out[name] = {"spike_events_per_sample": spikes / samples,
+                     "dense_per_sample": steps * pop.size,
+                     "spike_sparsity": spikes / (samples * steps * pop.size),
+                     "error_events_sent_per_sample": sum(r["error_events_sent"] for r in rows) / train_samples}
+    for proj in net.projections:
+        if proj.pre.name in out:
+            out[proj.pre.name]["error_events_about_per_sample"] = out[proj.post.name]["error_events_sent_per_sample"]
+    return out
