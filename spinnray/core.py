@@ -302,8 +302,10 @@ class Core:
             depth = len(ring)
             if k >= depth:
                 ring[:] = False
+            elif k == 1:
+                ring[t0 % depth] = False
             else:
-                ring[[(t0 + j) % depth for j in range(k)]] = False
+                ring[(t0 + np.arange(k)) % depth] = False
         c = self.counters
         mask = (1 << self.spec.key_bits) - 1
         for frame in frames:
@@ -322,7 +324,12 @@ class Core:
             c.spike_events_received += p.n
             keys = p.keys.astype(np.int64)
             prefix, local = keys >> self.spec.key_bits, keys & mask
-            if len(self._src_prefix):
+            if len(self._src_prefix) and len(prefix) and prefix[0] == prefix[-1] and (prefix == prefix[0]).all():
+                # The usual frame: every key from one source slice (one lookup).
+                j0 = min(int(np.searchsorted(self._src_prefix, prefix[0])), len(self._src_prefix) - 1)
+                j = np.full(len(prefix), j0, np.int64)
+                ok = (self._src_prefix[j0] == prefix[0]) & (local < self._src_n[j0])
+            elif len(self._src_prefix):
                 j = np.minimum(np.searchsorted(self._src_prefix, prefix), len(self._src_prefix) - 1)
                 ok = (self._src_prefix[j] == prefix) & (local < self._src_n[j])
             else:

@@ -242,11 +242,19 @@ def accumulate_events(n_batch: int, b: np.ndarray, rows: np.ndarray) -> np.ndarr
     out_dtype = rows.dtype
     if len(b) == 0:
         return np.zeros((n_batch, n), out_dtype)
+    # With two or more contiguous columns, numpy reduces a non-last axis row by
+    # row (the inner loop runs over columns), i.e. strictly in event order, and
+    # about 10x faster than cumsum.  With one column the reduced axis becomes
+    # the inner loop and numpy sums pairwise, so cumsum (sequential by
+    # definition) is kept there.  tests/test_network.py pins both paths
+    # against a plain sequential loop.
+    sequential_reduce = n >= 2
     if n_batch == 1:
-        return np.cumsum(rows, axis=0)[-1:]   # accumulate is sequential by definition
+        rows = np.ascontiguousarray(rows)
+        return np.add.reduce(rows, axis=0, keepdims=True) if sequential_reduce else np.cumsum(rows, axis=0)[-1:]
     order = np.argsort(b, kind="stable")
     bs = b[order]
     rank = np.arange(len(bs)) - np.searchsorted(bs, bs, side="left")
     padded = np.zeros((n_batch, int(rank.max()) + 1, n), out_dtype)
     padded[bs, rank] = rows[order]            # zeros after a sample's last event add exactly nothing
-    return np.cumsum(padded, axis=1)[:, -1]
+    return np.add.reduce(padded, axis=1) if sequential_reduce else np.cumsum(padded, axis=1)[:, -1]

@@ -145,7 +145,8 @@ class RouterServer:
         self.thread.start()
 
     def _fail(self, message: str) -> None:
-        self.error = message
+        if self.error is None:            # the first cause is the one worth reporting
+            self.error = message
         for s in self.conns.values():
             try:
                 s.shutdown(socket.SHUT_RDWR)

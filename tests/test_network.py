@@ -545,3 +545,13 @@ def test_accumulate_partition_invariance(n_batch, dtype):
         assert np.array_equal(sub[[0, 2]], full[[0, 2]]) and not sub[1].any()
         only = accumulate_events(1, np.zeros(int((b == 2).sum()), int), rows[b == 2])
         assert np.array_equal(only[0], full[2])
+
+
+@pytest.mark.parametrize("n_batch, n_events, n", [(1, 800, 100), (1, 1000, 256), (1, 50, 2), (32, 700, 120),
+                                                  (32, 900, 2), (2, 300, 257), (7, 200, 1)])
+def test_accumulate_sequential_on_core_sized_shapes(n_batch, n_events, n):
+    """The fast reduce path stays strictly sequential on the shapes cores really use."""
+    rng = np.random.default_rng(n_events + n)
+    for dtype in (np.float32, np.float64):
+        b, rows = random_events(rng, n_batch, n_events, n, dtype)
+        assert np.array_equal(accumulate_events(n_batch, b, rows), ref_accumulate(n_batch, b, rows))
