@@ -156,6 +156,9 @@ class EventPropCore(Core):
 
         self.own_events = stack(self._own, (np.int16, np.int16, np.int16, self.dtype))
         self.pre_events = {name: stack(chunks, (np.int16,) * 3) for name, chunks in self._pre.items()}
+        fired = np.zeros((self.batch, self.spec.n), bool)
+        fired[self.own_events[1].astype(np.int64), self.own_events[2].astype(np.int64)] = True
+        self.recorded["silent"] = (~fired).sum(axis=1)          # (batch,) neurons of this core that never fired
         self._own, self._pre = [], {name: [] for name in self.hist}
         used = sum(self.memory().values())
         if used > self.spec.budget_bytes:
@@ -279,6 +282,12 @@ class EventPropCore(Core):
             opt.step(w, np.asarray(g, w.dtype))
             if m is not None:
                 w *= m
+
+    def bump(self, amount: float) -> None:
+        """Add ``amount`` to every incoming weight (the silent-neuron heuristic of
+        Wunderlich & Pehle's training code; masked synapses stay absent)."""
+        for w, m in zip(self.weights, self.masks):
+            w += amount if m is None else amount * m
 
     def get_weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.weights]

@@ -34,6 +34,7 @@ class RunResult:
     spikes: dict[str, np.ndarray] = field(default_factory=dict)
     v: dict[str, np.ndarray] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)   # per sample: loss, pred, t_first_ms
+    silent: dict[str, np.ndarray] = field(default_factory=dict)    # per sample: neurons that never fired (learning cores)
 
     def rates_hz(self, dt_ms: float) -> dict[str, float]:
         """Mean firing rate of each spiking population."""
@@ -166,6 +167,15 @@ class Simulator:
                         per_replica.append(np.concatenate(parts, axis=2))
                 if per_replica:
                     target[name] = np.concatenate(per_replica, axis=1)
+        for name in self.network.populations:
+            per_replica = []
+            for r in range(self.replicas):
+                parts = [recorded[pl.core_id]["silent"] for pl in self.mapping.cores_of(name, r)
+                         if "silent" in recorded[pl.core_id]]
+                if parts:
+                    per_replica.append(np.sum(parts, axis=0))
+            if per_replica:
+                result.silent[name] = np.concatenate(per_replica)
         for var in ("loss", "pred", "t_first_ms"):
             parts = [recorded[pl.core_id][var] for pl in self.mapping.placements if var in recorded[pl.core_id]]
             if parts:

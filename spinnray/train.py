@@ -81,6 +81,12 @@ class EventPropLearningConfig:
     tau1_ms: float = opt(6.4, "wunderlich loss: regulariser time constant", min=1e-9)
     alpha: float = opt(3e-3, "wunderlich loss: regulariser weight", min=0.0)
     guard: float = opt(1e-3, "lower bound of I - V at a spike in the adjoint jump (counted when used)", min=1e-12)
+    bump: float = opt(5e-3, "silent-neuron heuristic (Wunderlich & Pehle's code): added to a layer's weights "
+                            "after a mini-batch with too many silent neurons; 0 = off", min=0.0)
+    quiet_hidden: float = opt(0.3, "bump the hidden weights when more than this fraction of hidden neurons "
+                                   "stayed silent (mean over the mini-batch)", min=0.0, max=1.0)
+    quiet_output: float = opt(0.0, "else bump the output weights when more than this fraction of output "
+                                   "neurons stayed silent", min=0.0, max=1.0)
     interpolate: bool = opt(True, "interpolate output spike times inside the step")
 
 
@@ -137,13 +143,14 @@ class EventPropTrainer:
         self.learners = [pl for pl in m.placements if pl.slice.population in learning]
         self.slices = sorted({(pl.slice.population, pl.slice.lo, pl.slice.hi) for pl in self.learners})
         self.lr = learn.lr
+        self.bumps = {"hidden": 0, "output": 0}
 
     def close(self) -> None:
         self.sim.close()
 
-    def forward(self, x_spikes: np.ndarray, labels: np.ndarray | None):
+    def forward(self, x_spikes: np.ndarray, labels: np.ndarray | None, record=()):
         return self.sim.run(x_spikes.shape[0], {"input": x_spikes},
-                            targets=None if labels is None else {"output": labels}, record=("spikes",))
+                            targets=None if labels is None else {"output": labels}, record=record)
 
     def train_batch(self, x_spikes: np.ndarray, labels: np.ndarray):
         """Forward, backward, reduce and update; returns the forward result."""
@@ -162,7 +169,24 @@ class EventPropTrainer:
         args = {pl.core_id: (total[(pl.slice.population, pl.slice.lo, pl.slice.hi)], self.lr)
                 for pl in self.learners}
         self.sim.call("apply", args, cores=ids)
+        self._bump(res)
         return res
+
+    def _bump(self, res) -> None:
+        """Wunderlich & Pehle's remedy for silent neurons (they get no gradient):
+        raise the hidden weights when too many hidden neurons were silent, else
+        the output weights when output neurons were, by ``learning.bump``."""
+        learn, net = self.learn, self.sim.network
+        if learn.bump == 0:
+            return
+        quiet_hidden = float(np.mean(res.silent["hidden"])) / net["hidden"].size
+        quiet_output = float(np.mean(res.silent["output"])) / net["output"].size
+        target = "hidden" if quiet_hidden > learn.quiet_hidden else (
+            "output" if quiet_output > learn.quiet_output else None)
+        if target is not None:
+            self.bumps[target] += 1
+            self.sim.call("bump", {pl.core_id: (learn.bump,) for pl in self.learners},
+                          cores=[pl.core_id for pl in self.learners if pl.slice.population == target])
 
     def checksums(self) -> dict[tuple, list[int]]:
         """CRC32 of every slice's weights on each replica."""
@@ -268,12 +292,22 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "best_test_accuracy": max(h["test_accuracy"] for h in history),
         "history": history,
         "guarded_spikes": sum(c.get("guarded_spikes", 0) for c in cores),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "weight_bumps": dict(trainer.bumps),
         "traffic": m["traffic"], "layers": per_layer, "memory": m["memory"], "mapping": m["mapping"],
         "machine": asdict(cfg.machine),
     }
     write_json(out_dir / "cores.json", cores)
     write_json(out_dir / "routers.json", routers)
     return metrics
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this (driver) process; with backend=ray the cores'
+    own processes are not included (their SRAM-model bytes are in ``memory``)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def layer_traffic(cores: list[dict], samples: int, train_samples: int, steps: int, net: Network) -> dict:

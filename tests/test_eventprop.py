@@ -151,3 +151,28 @@ def test_gradient_approaches_finite_differences_as_dt_shrinks():
     # Measured here: 0.29, 0.14, 0.041, 0.025.
     assert errors[0.5] < errors[1.0] and errors[0.25] < errors[0.5]
     assert errors[0.05] < 0.25 * errors[1.0] and errors[0.05] < 0.06, errors
+
+
+@pytest.mark.parametrize("kind", ["wunderlich", "bena"])
+def test_ttfs_loss_derivative_matches_finite_differences(kind):
+    from spinnray.eventprop import TTFSLoss, predict, ttfs_loss
+
+    rng = np.random.default_rng(5)
+    t = rng.uniform(2.0, 20.0, (6, 3))
+    labels = rng.integers(0, 3, 6)
+    fired = np.ones((6, 3), bool)
+    loss = TTFSLoss(kind=kind)
+    value, grad = ttfs_loss(t, fired, labels, loss, dt_ms=0.5)
+    h = 1e-6
+    for k in range(3):
+        tp, tm = t.copy(), t.copy()
+        tp[:, k] += h
+        tm[:, k] -= h
+        fd = (ttfs_loss(tp, fired, labels, loss, 0.5)[0] - ttfs_loss(tm, fired, labels, loss, 0.5)[0]) / (2 * h)
+        np.testing.assert_allclose(grad[:, k], fd, rtol=1e-5, atol=1e-8)
+    assert np.all(value > 0)
+    # A neuron that did not fire gets no gradient; the earliest spike wins, ties and silence give -1.
+    fired[0, 1] = False
+    assert ttfs_loss(t, fired, labels, loss, 0.5)[1][0, 1] == 0.0
+    assert predict(np.array([[3.0, 1.0, 2.0], [1.0, 1.0, 5.0], [9.0, 9.0, 9.0]]),
+                   np.array([[True] * 3, [True] * 3, [False] * 3])).tolist() == [1, -1, -1]
