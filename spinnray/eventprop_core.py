@@ -92,6 +92,7 @@ class EventPropCore(Core):
         self.first_step = self.v_before = self.v_at = None
         self.labels = None
         self.loss_grad = None
+        self.silent_labels = np.zeros(0, np.int64)
 
     def memory(self) -> dict[str, int]:
         mem = super().memory()
@@ -173,7 +174,9 @@ class EventPropCore(Core):
             if self.labels is not None:
                 value, grad = ttfs_loss(t_ms, fired, self.labels, self.loss, self.spec.dt_ms)
                 self.recorded["loss"] = value
+                self.recorded["label_silent"] = ~fired[np.arange(self.batch), self.labels]
                 self.loss_grad = grad
+                self.silent_labels = np.unique(self.labels[self.recorded["label_silent"]])
 
     @staticmethod
     def _at(events, t: int) -> slice:
@@ -283,11 +286,19 @@ class EventPropCore(Core):
             if m is not None:
                 w *= m
 
-    def bump(self, amount: float) -> None:
-        """Add ``amount`` to every incoming weight (the silent-neuron heuristic of
-        Wunderlich & Pehle's training code; masked synapses stay absent)."""
+    def bump(self, amount: float, silent_labels_only: bool = False) -> None:
+        """Add ``amount`` to incoming weights (the silent-neuron remedy of
+        Wunderlich & Pehle's training code; masked synapses stay absent).
+
+        ``silent_labels_only``: only the neurons that were the label of a sample
+        in the last run and did not fire for it (an output core)."""
+        cols = slice(None)
+        if silent_labels_only:
+            cols = getattr(self, "silent_labels", np.zeros(0, np.int64))
+            if len(cols) == 0:
+                return
         for w, m in zip(self.weights, self.masks):
-            w += amount if m is None else amount * m
+            w[:, cols] += amount if m is None else amount * m[:, cols]
 
     def get_weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.weights]

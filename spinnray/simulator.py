@@ -176,7 +176,7 @@ class Simulator:
                     per_replica.append(np.sum(parts, axis=0))
             if per_replica:
                 result.silent[name] = np.concatenate(per_replica)
-        for var in ("loss", "pred", "t_first_ms"):
+        for var in ("loss", "pred", "t_first_ms", "label_silent"):
             parts = [recorded[pl.core_id][var] for pl in self.mapping.placements if var in recorded[pl.core_id]]
             if parts:
                 result.outputs[var] = np.concatenate(parts, axis=0)
