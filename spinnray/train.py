@@ -180,9 +180,11 @@ class EventPropTrainer:
         more than ``quiet_hidden`` of the hidden neurons were silent; else raise
         the incoming weights of the output neurons that stayed silent as a
         sample's label -- the case that leaves the loss without a gradient.  (Their
-        code raises every output weight whenever any output is silent; in our
-        runs neither output rule fired.  Their hidden threshold of 0.3 fired a
-        few times per epoch and held Yin-Yang near 91 %, so it is off by default.)"""
+        code raises every output weight whenever any output is silent.  With
+        their hidden threshold of 0.3 the hidden rule fired ~200 times in 40
+        epochs, no output rule ever fired, and Yin-Yang stayed near 91 %; with
+        the hidden rule off the label rule fired ~270 times and seeds reached
+        93-96 %.  The hidden rule is therefore off by default.)"""
         learn, net = self.learn, self.sim.network
         if learn.bump == 0:
             return
