@@ -35,14 +35,22 @@ from .neuron import LIF
 
 __all__ = ["EventPropCore", "learning_bytes"]
 
-def learning_bytes(network, pop, n: int, batch: int, dtype: str) -> dict[str, int]:
-    """The fixed learning state of a core holding ``n`` neurons of ``pop`` (for the budget)."""
+def learning_bytes(network, pop, n: int, batch: int, dtype: str, spikes_per_neuron: float = 2.0) -> dict[str, int]:
+    """The learning state of a core holding ``n`` neurons of ``pop`` (for the budget).
+
+    The spike records depend on the data: they are estimated at
+    ``spikes_per_neuron`` spikes per neuron and sample (own spikes 10 bytes
+    each: step, sample, neuron as int16 and I - V_pre; pre-synaptic spikes 6
+    bytes); the real size is checked against the budget after every forward run.
+    """
     item = np.dtype(dtype).itemsize
     w = sum(p.pre.size * n for p in network.incoming(pop))
     masks = sum(p.pre.size * n for p in network.incoming(pop) if p.mask is not None)
     keys = sum(p.pre.size * 4 for p in network.incoming(pop))
+    pre_neurons = sum(size for size in {p.pre.name: p.pre.size for p in network.incoming(pop)}.values())
+    records = int(batch * spikes_per_neuron * (10 * n + 6 * pre_neurons))
     return {"gradients": w * item, "optimizer": 2 * w * item, "masks": masks,
-            "error_keys": keys, "adjoint": 3 * batch * n * item}
+            "error_keys": keys, "adjoint": 3 * batch * n * item, "spike_records": records}
 
 
 class EventPropCore(Core):
