@@ -202,7 +202,7 @@ def markdown(results: list[dict], verdicts: list[dict], command: str, meta: dict
             out.append(f"| {topology} | {n} | {r['events_received_per_core_step']} | {m['local']:.3f} | "
                        f"{m['ray']:.3f} | {r['ratio_ray_over_local']:.2f} | "
                        f"{r['exchange_overhead_ms_per_step']:.3f} | {tgt} | {PROTOTYPE_MS[n]} |")
-    out += ["", f"In-process floor measured for the prototype (DESIGN.md 4): "
+    out += ["", "In-process floor measured for the prototype (DESIGN.md 4): "
             + ", ".join(f"N={n}: {v} ms" for n, v in DESIGN_FLOOR_MS.items()) + ".", ""]
     out += ["#### Exchange interval K (ring): ms per step", "",
             "| N | K | local ms/step | ray ms/step | ray/local | ray - local | local speedup vs K=1 "

@@ -24,7 +24,6 @@ the division is guarded explicitly by ``guard`` (counted, never NaN-scrubbed).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

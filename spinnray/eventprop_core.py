@@ -235,7 +235,7 @@ class EventPropCore(Core):
         self.lam_v[:B], self.lam_i[:B] = new_v, new_i
         self.err_in[:B] = 0
         # Gradient at the pre spikes of step i.
-        for g, m, inc in zip(self.grads, self.masks, self.spec.incoming):
+        for g, inc in zip(self.grads, self.spec.incoming):
             _, b, pre = (a[self._at(self.pre_events[inc.pre], i)] for a in self.pre_events[inc.pre])
             if len(b):
                 np.add.at(g, pre, -self.tau_syn_ms * new_i[b])

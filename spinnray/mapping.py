@@ -28,7 +28,7 @@ import numpy as np
 from .config import MachineConfig
 from .errors import BudgetError, MappingError, RoutingError
 from .network import Network, Population, Projection
-from .neuron import ALIF, LI, LIF, SpikeSource
+from .neuron import ALIF, LI, LIF
 from .router import RoutingEntry, RoutingTable
 
 __all__ = ["Slice", "Placement", "Mapping", "map_network", "estimate_core_memory", "check_routes"]

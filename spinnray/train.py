@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import RunConfig, from_dict, opt
-from .data.yinyang import CANONICAL, encode_yin_yang, load_yin_yang_arrays, yin_yang
+from .data.yinyang import encode_yin_yang, load_yin_yang_arrays, yin_yang
 from .errors import ConfigError, SpinnrayError
 from .eventprop_core import learning_bytes
 from .network import Network
