@@ -141,11 +141,11 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
     learning = from_dict(ForwardLearningConfig, cfg.learning, "learning")
     net, rates = build_forward_network(net_cfg, cfg.seed)
     trials = min(data.trials, data.limit or data.trials)
-    batch = cfg.parallel.batch_size
+    batch = cfg.parallel.batch_size * cfg.parallel.replicas      # trials per run, shared by the replicas
     t_start = time.perf_counter()
     sim = Simulator(net, cfg.machine, cores_per_population=cfg.parallel.cores_per_population,
-                    exchange_interval=cfg.parallel.exchange_interval, batch_size=batch,
-                    backend=cfg.backend, timeout_s=cfg.cluster.round_timeout_s)
+                    exchange_interval=cfg.parallel.exchange_interval, batch_size=cfg.parallel.batch_size,
+                    backend=cfg.backend, timeout_s=cfg.cluster.round_timeout_s, replicas=cfg.parallel.replicas)
     setup_s = time.perf_counter() - t_start
     log.info("mapped %d populations onto %d cores on %d chip(s); backend %s",
              len(net.populations), sim.mapping.n_cores, sim.mapping.summary()["chips_used"], cfg.backend)
@@ -156,8 +156,10 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
             for epoch in range(learning.epochs):
                 for first in range(0, trials, batch):
                     b = min(batch, trials - first)
-                    rng = np.random.default_rng([cfg.seed, 2, epoch, first])
-                    inputs = {name: poisson_spikes(rate, net_cfg.steps, b, net[name].size, net.dt_ms, rng)
+                    # One generator per trial: the trials do not depend on how they are batched.
+                    gens = [np.random.default_rng([cfg.seed, 2, epoch, first + j]) for j in range(b)]
+                    inputs = {name: np.concatenate([poisson_spikes(rate, net_cfg.steps, 1, net[name].size,
+                                                                   net.dt_ms, g) for g in gens], axis=1)
                               for name, rate in rates.items()}
                     t0 = time.perf_counter()
                     res = sim.run(net_cfg.steps, inputs, record=cfg.record)
@@ -183,7 +185,8 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
         "samples": samples,
         "epochs": learning.epochs,
         "exchange_interval": cfg.parallel.exchange_interval,
-        "batch_size": batch,
+        "batch_size": cfg.parallel.batch_size,
+        "replicas": cfg.parallel.replicas,
         "wall_s": round(time.perf_counter() - t_start, 4),
         "setup_s": round(setup_s, 4),
         "run_s": round(run_s, 4),

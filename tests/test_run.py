@@ -85,6 +85,15 @@ def test_forward_run_writes_metrics(tmp_path):
     assert m["memory"]["per_core_max_bytes"] <= m["memory"]["budget_bytes_per_core"]
 
 
+def test_forward_replicas_share_the_trials(tmp_path):
+    one = run(composed("backend=local", "network.steps=30", "data.limit=4", "progress=false"), tmp_path / "a", "f")
+    two = run(composed("backend=local", "network.steps=30", "data.limit=4", "progress=false",
+                       "parallel.replicas=2", "parallel.batch_size=2"), tmp_path / "b", "f")
+    assert two["cores"] == 2 * one["cores"] and two["replicas"] == 2
+    assert two["rates_hz"] == one["rates_hz"]               # the same trials, the same spikes
+    assert two["traffic"]["spike_events"] == one["traffic"]["spike_events"]
+
+
 def _run_py(tmp_path, *args, timeout=240):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env,
