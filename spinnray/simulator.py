@@ -184,6 +184,8 @@ class Simulator:
 
     def backward(self, scale: float) -> None:
         """The reverse pass of the last run (learning cores; error events through the routers)."""
+        if self.last_run is None:
+            raise SpinnrayError("Simulator.backward() needs a forward run() first")
         steps, batch = self.last_run
         self.backend.run_backward(steps, batch, scale)
 

@@ -92,3 +92,8 @@ def test_ray_core_failure_stops_the_run_with_its_own_error(ray_session):
     finally:
         sim.close()
     assert isinstance(sim.backend, RayBackend)
+
+
+def test_backward_before_forward_is_a_clear_error():
+    with Simulator(small_net()) as sim, pytest.raises(SpinnrayError, match="needs a forward run"):
+        sim.backward(1.0)
