@@ -1,0 +1,291 @@
+"""The cue-accumulation ("evidence accumulation") task of Bellec et al. 2020.
+
+Bellec et al., "A solution to the learning dilemma for recurrent networks of
+spiking neurons", Nat. Commun. 11:3625 (2020), Fig. 3; the reference generator
+is ``generate_click_task_data`` in IGITUGraz/eligibility_propagation.  This is
+an independent reimplementation with ``numpy.random.default_rng``.
+
+A trial (all times in ms, defaults in brackets) on ``4 * channels_per_group``
+input channels [40], in four groups of ``channels_per_group`` [10]:
+
+====================  ==========  ==================================================
+group                 channels    fires (Bernoulli per step, p = rate * dt / 1000)
+====================  ==========  ==================================================
+left cues  (side 0)   0 .. 9      at ``rate_hz`` [40 Hz] during each left cue
+right cues (side 1)   10 .. 19    at ``rate_hz`` during each right cue
+recall                20 .. 29    at ``rate_hz`` during the recall period
+background noise      30 .. 39    at ``background_hz`` [10 Hz] during the whole trial
+====================  ==========  ==================================================
+
+Time line (as in the reference: each cue is preceded by a gap)::
+
+    gap | cue 0 | gap | cue 1 | ... | gap | cue n-1 | delay ... | recall
+    cue k occupies [gap + k (cue + gap), gap + k (cue + gap) + cue)
+    recall occupies the last ``recall_ms`` [150] of ``total_ms`` [2250]
+
+With 7 cues of 100 ms spaced 150 ms the last cue ends at 1050 ms; the delay is
+1050 ms and recall is 2100-2250 ms (2250 = 7 * 150 + 1200, the reference's
+sequence length).  Each cue goes left or right with probability 1/2,
+independently (``p_group=None``, the default); the reference code instead picks
+a favoured side per trial and draws every cue on it with probability
+``1 - p_group`` (``p_group=0.3``), which ``p_group`` reproduces.  The label is
+the side that received more cues (0 = left, 1 = right); ``n_cues`` is odd so
+there is no tie.  A trainer should put the loss only on the recall steps:
+:meth:`CueLayout.decision_mask` / :func:`cue_decision_window`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from spinnray.errors import ConfigError
+
+__all__ = [
+    "LEFT",
+    "RIGHT",
+    "N_GROUPS",
+    "CueLayout",
+    "cue_layout",
+    "cue_decision_window",
+    "cue_accumulation",
+]
+
+#: Labels (and cue sides): the left cue group is 0, the right cue group is 1.
+LEFT = 0
+RIGHT = 1
+#: Channel groups, in channel order: left cues, right cues, recall, background.
+N_GROUPS = 4
+
+
+def _check_int(name: str, value, minimum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name}={value!r}: expected an integer, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={value}: expected an integer >= {minimum}")
+    return value
+
+
+def _check_real(name: str, value, *, positive: bool) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}={value!r}: expected a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0.0 or (positive and value == 0.0):
+        raise ConfigError(f"{name}={value!r}: expected a finite number {'>' if positive else '>='} 0")
+    return value
+
+
+def _steps(name: str, ms: float, dt_ms: float) -> int:
+    """``ms / dt_ms`` as an int; ConfigError unless it is a whole number of steps."""
+    ratio = ms / dt_ms
+    steps = int(round(ratio))
+    if abs(ratio - steps) > 1e-9 * max(1.0, abs(ratio)):
+        raise ConfigError(f"{name}={ms!r} ms: expected a whole multiple of dt_ms={dt_ms!r} ms")
+    return steps
+
+
+@dataclass(frozen=True)
+class CueLayout:
+    """Where things happen in a cue-accumulation trial, in steps of ``dt_ms``.
+
+    Attributes:
+        n_cues: cues per trial (odd).
+        steps: T, steps per trial (``total_ms / dt_ms``).
+        cue_starts: first step of each cue, ``gap + k (cue + gap)`` in steps.
+        cue_steps: steps of one cue.
+        recall_start: first step of the recall period; it lasts to ``steps``.
+        channels_per_group: channels of each of the four groups.
+        dt_ms: ms per step.
+    """
+
+    n_cues: int
+    steps: int
+    cue_starts: tuple[int, ...]
+    cue_steps: int
+    recall_start: int
+    channels_per_group: int
+    dt_ms: float
+
+    @property
+    def n_channels(self) -> int:
+        """Input channels, ``4 * channels_per_group``."""
+        return N_GROUPS * self.channels_per_group
+
+    def group(self, index: int) -> slice:
+        """Channels of group ``index`` (0 left, 1 right, 2 recall, 3 background)."""
+        if not 0 <= index < N_GROUPS:
+            raise ConfigError(f"group index={index!r}: expected 0..{N_GROUPS - 1}")
+        c = self.channels_per_group
+        return slice(index * c, (index + 1) * c)
+
+    def cue_window(self, k: int) -> slice:
+        """Steps of cue ``k`` (0-based)."""
+        if not 0 <= k < self.n_cues:
+            raise ConfigError(f"cue k={k!r}: expected 0..{self.n_cues - 1}")
+        return slice(self.cue_starts[k], self.cue_starts[k] + self.cue_steps)
+
+    @property
+    def decision_window(self) -> slice:
+        """Steps of the recall period, ``slice(recall_start, steps)``: where the loss goes."""
+        return slice(self.recall_start, self.steps)
+
+    def decision_mask(self) -> np.ndarray:
+        """Bool (steps,) mask, True on the recall steps."""
+        mask = np.zeros(self.steps, dtype=bool)
+        mask[self.decision_window] = True
+        return mask
+
+
+def cue_layout(
+    *,
+    n_cues: int = 7,
+    dt_ms: float = 1.0,
+    cue_ms: float = 100.0,
+    gap_ms: float = 50.0,
+    recall_ms: float = 150.0,
+    total_ms: float = 2250.0,
+    channels_per_group: int = 10,
+) -> CueLayout:
+    """Validate the timing parameters and return the :class:`CueLayout`.
+
+    Every duration must be a whole number of steps of ``dt_ms``; ``cue_ms`` and
+    ``recall_ms`` > 0, ``gap_ms`` >= 0; ``n_cues`` odd and >= 1; the cues must end
+    no later than the recall period starts:
+    ``gap + n_cues (cue + gap) - gap <= total - recall``.
+
+    Raises:
+        ConfigError: naming the parameter, its value and what is allowed.
+    """
+    n_cues = _check_int("n_cues", n_cues, minimum=1)
+    if n_cues % 2 == 0:
+        raise ConfigError(f"n_cues={n_cues}: expected an odd number, so that one side always has more cues")
+    dt_ms = _check_real("dt_ms", dt_ms, positive=True)
+    cue = _steps("cue_ms", _check_real("cue_ms", cue_ms, positive=True), dt_ms)
+    gap = _steps("gap_ms", _check_real("gap_ms", gap_ms, positive=False), dt_ms)
+    recall = _steps("recall_ms", _check_real("recall_ms", recall_ms, positive=True), dt_ms)
+    steps = _steps("total_ms", _check_real("total_ms", total_ms, positive=True), dt_ms)
+    channels_per_group = _check_int("channels_per_group", channels_per_group, minimum=1)
+    if cue < 1 or recall < 1:
+        raise ConfigError(f"cue_ms={cue_ms!r}, recall_ms={recall_ms!r}: expected at least one step of dt_ms={dt_ms!r}")
+    cue_starts = tuple(gap + k * (cue + gap) for k in range(n_cues))
+    cues_end = cue_starts[-1] + cue
+    recall_start = steps - recall
+    if cues_end > recall_start:
+        raise ConfigError(
+            f"total_ms={total_ms!r}: too short; {n_cues} cues of {cue_ms!r} ms with gaps of {gap_ms!r} ms end at "
+            f"{cues_end * dt_ms:g} ms and recall_ms={recall_ms!r} needs the last {recall * dt_ms:g} ms; "
+            f"expected total_ms >= {(cues_end + recall) * dt_ms:g}"
+        )
+    return CueLayout(n_cues, steps, cue_starts, cue, recall_start, channels_per_group, dt_ms)
+
+
+def cue_decision_window(**layout_kwargs) -> slice:
+    """Steps on which the answer is read out (the recall period).
+
+    Takes the keyword arguments of :func:`cue_layout` (the same defaults as
+    :func:`cue_accumulation`) and returns ``slice(recall_start, T)``; with the
+    defaults ``slice(2100, 2250)``.
+    """
+    return cue_layout(**layout_kwargs).decision_window
+
+
+def cue_accumulation(
+    size: int,
+    seed: int,
+    *,
+    n_cues: int = 7,
+    dt_ms: float = 1.0,
+    cue_ms: float = 100.0,
+    gap_ms: float = 50.0,
+    recall_ms: float = 150.0,
+    total_ms: float = 2250.0,
+    rate_hz: float = 40.0,
+    background_hz: float = 10.0,
+    channels_per_group: int = 10,
+    p_group: float | None = None,
+    return_sides: bool = False,
+):
+    """Generate ``size`` cue-accumulation trials.
+
+    Random stream (``rng = numpy.random.default_rng(seed)``), trial by trial, so
+    that the first ``n`` trials do not depend on ``size``:
+
+    1. if ``p_group`` is None: ``sides = rng.random(n_cues) < 0.5`` (True =
+       right); else ``favoured = rng.random() < 0.5`` (True = right) and
+       ``sides = (rng.random(n_cues) < 1 - p_group) == favoured``;
+    2. ``u = rng.random((T, 4 * channels_per_group))``; channel ``c`` spikes at
+       step ``t`` iff ``u[t, c] < rate[t, c] * dt_ms / 1000`` (Bernoulli steps,
+       the discrete Poisson process), with ``rate`` as in the module docstring.
+
+    Args:
+        size: trials, >= 1.
+        seed: seed of ``numpy.random.default_rng`` (any integer >= 0).
+        n_cues, dt_ms, cue_ms, gap_ms, recall_ms, total_ms, channels_per_group:
+            timing and size, checked by :func:`cue_layout`.
+        rate_hz: rate of cue and recall channels when active (>= 0).
+        background_hz: rate of the background channels (>= 0).  Both rates
+            times ``dt_ms / 1000`` must be <= 1.
+        p_group: None (each cue independently left/right with p = 1/2), or a
+            number in [0, 1]: the reference's per-trial bias (see step 1).
+        return_sides: also return the cue sides.
+
+    Returns:
+        ``(x, labels)``: ``x`` float32 (size, T, 4 * channels_per_group) of 0/1
+        spikes, ``labels`` int64 (size,) with 1 (RIGHT) iff more than half of
+        the cues were right.  With ``return_sides``, a third array: int64
+        (size, n_cues), the side of each cue.
+
+    Raises:
+        ConfigError: an argument has the wrong type or is out of range.
+    """
+    size = _check_int("size", size, minimum=1)
+    seed = _check_int("seed", seed, minimum=0)
+    layout = cue_layout(
+        n_cues=n_cues,
+        dt_ms=dt_ms,
+        cue_ms=cue_ms,
+        gap_ms=gap_ms,
+        recall_ms=recall_ms,
+        total_ms=total_ms,
+        channels_per_group=channels_per_group,
+    )
+    p_active = _check_real("rate_hz", rate_hz, positive=False) * layout.dt_ms / 1000.0
+    p_background = _check_real("background_hz", background_hz, positive=False) * layout.dt_ms / 1000.0
+    for name, value, p in (("rate_hz", rate_hz, p_active), ("background_hz", background_hz, p_background)):
+        if p > 1.0:
+            raise ConfigError(
+                f"{name}={value!r} Hz at dt_ms={layout.dt_ms!r}: spike probability per step {p:g} > 1; "
+                f"expected {name} <= {1000.0 / layout.dt_ms:g}"
+            )
+    if p_group is not None:
+        p_group = _check_real("p_group", p_group, positive=False)
+        if p_group > 1.0:
+            raise ConfigError(f"p_group={p_group!r}: expected a probability in [0, 1] or None")
+
+    steps, n_ch = layout.steps, layout.n_channels
+    left, right, recall, background = (layout.group(g) for g in range(N_GROUPS))
+    rng = np.random.default_rng(seed)
+    x = np.empty((size, steps, n_ch), dtype=np.float32)
+    sides = np.empty((size, layout.n_cues), dtype=np.int64)
+    prob = np.empty((steps, n_ch), dtype=np.float64)  # spike probability per step of this trial
+    for i in range(size):
+        if p_group is None:
+            side = rng.random(layout.n_cues) < 0.5
+        else:
+            favoured = rng.random() < 0.5
+            side = (rng.random(layout.n_cues) < 1.0 - p_group) == favoured
+        sides[i] = side
+        prob.fill(0.0)
+        for k in range(layout.n_cues):
+            prob[layout.cue_window(k), right if side[k] else left] = p_active
+        prob[layout.decision_window, recall] = p_active
+        prob[:, background] = p_background
+        x[i] = rng.random((steps, n_ch)) < prob
+    labels = (2 * sides.sum(axis=1) > layout.n_cues).astype(np.int64)
+    if return_sides:
+        return x, labels, sides
+    return x, labels
