@@ -9,11 +9,11 @@ from .config import MachineConfig
 from .errors import (BudgetError, ConfigError, DataError, MappingError, NetworkError, PacketError,
                      RoutingError, SpinnrayError, TransportError)
 from .network import Network, Population, Projection
-from .neuron import ALIF, LI, LIF, SpikeSource
+from .neuron import ALIF, LI, LIF, AnalogSource, SpikeSource
 from .simulator import RunResult, Simulator, poisson_spikes
 
 __all__ = [
-    "Network", "Population", "Projection", "LIF", "ALIF", "LI", "SpikeSource", "MachineConfig",
+    "Network", "Population", "Projection", "LIF", "ALIF", "LI", "SpikeSource", "AnalogSource", "MachineConfig",
     "Simulator", "RunResult", "poisson_spikes",
     "SpinnrayError", "ConfigError", "NetworkError", "MappingError", "BudgetError", "RoutingError",
     "PacketError", "TransportError", "DataError",

@@ -28,7 +28,7 @@ import numpy as np
 from . import packet
 from .errors import BudgetError, PacketError, SpinnrayError
 from .metrics import CoreCounters
-from .neuron import NeuronModel, SpikeSource, accumulate_events, decays, init_state, step
+from .neuron import AnalogSource, NeuronModel, SpikeSource, accumulate_events, decays, init_state, step
 
 __all__ = ["IncomingSpec", "CoreSpec", "Core", "specs_from_mapping"]
 
@@ -47,6 +47,7 @@ class IncomingSpec:
     delay_values: tuple[int, ...]      # distinct delays, ascending
     mask: np.ndarray | None = None     # (pre_size, n_local) bool, kept only by learning cores
     error_keys: np.ndarray | None = None  # (pre_size,) uint32 error key of each pre neuron, or None
+    analog: bool = False               # pre is an AnalogSource: host-written x[t], no events
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +99,7 @@ def specs_from_mapping(mapping, batch: int = 1, learning: dict | None = None) ->
         for proj in net.incoming(pop):
             err_keys = None
             pre_cores = mapping.cores_of(proj.pre.name, pl.replica)
-            if learns and all(q.error_key_base is not None for q in pre_cores):
+            if learns and pre_cores and all(q.error_key_base is not None for q in pre_cores):
                 err_keys = np.zeros(proj.pre.size, np.uint32)
                 for q in pre_cores:
                     err_keys[q.slice.lo:q.slice.hi] = q.error_key_base + np.arange(q.slice.n)
@@ -109,6 +110,7 @@ def specs_from_mapping(mapping, batch: int = 1, learning: dict | None = None) ->
                 delay_values=tuple(int(d) for d in proj.delay_values()),
                 mask=np.ascontiguousarray(proj.mask[:, lo:hi]) if learns and proj.mask is not None else None,
                 error_keys=err_keys,
+                analog=isinstance(proj.pre.model, AnalogSource),
             ))
         depth = history_depth(net, pop)
         sources = tuple((q.core_id, q.slice.population, q.slice.lo, q.slice.hi)
@@ -125,6 +127,19 @@ def specs_from_mapping(mapping, batch: int = 1, learning: dict | None = None) ->
     return specs
 
 
+def analog_input(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` for x (batch, n_in) and w (n_in, n), summed strictly in input order.
+
+    Like :func:`~spinnray.neuron.accumulate_events`, a column's value never
+    depends on how many other columns sit beside it (BLAS matmul does), so the
+    result is bit-identical for any split of the post population over cores.
+    """
+    prod = x[:, :, None] * w[None, :, :]          # (batch, n_in, n)
+    if w.shape[1] >= 2:
+        return np.add.reduce(prod, axis=1)       # row by row over inputs: sequential
+    return np.cumsum(prod, axis=1)[:, -1]
+
+
 def make_core(spec: CoreSpec) -> "Core":
     """The core class for ``spec``: a learning core where ``spec.learning`` says so."""
     if spec.learning is None:
@@ -134,6 +149,10 @@ def make_core(spec: CoreSpec) -> "Core":
         from .eventprop_core import EventPropCore
 
         return EventPropCore(spec)
+    if rule == "eprop":
+        from .eprop_core import EPropCore
+
+        return EPropCore(spec)
     raise SpinnrayError(f"core {spec.core_id}: unknown learning rule {rule!r}")
 
 
@@ -160,6 +179,8 @@ class Core:
         self._src_n = np.array([s[3] - s[2] for s in src], np.int64)
         self.state = init_state(spec.model, spec.batch, spec.n, self.dtype)
         self.inputs: np.ndarray | None = None   # (steps, batch, n) bool for a SpikeSource
+        self.analog_pres = tuple(inc.pre for inc in spec.incoming if inc.analog)
+        self.analog: dict[str, np.ndarray] = {}  # pre -> (steps, batch, pre_size) host-written input
         self.batch = spec.batch
         self.counters = CoreCounters()
         self.reasons: list[str] = []
@@ -211,6 +232,10 @@ class Core:
             "spike_history": sum(h.nbytes for h in self.hist.values()),
             "key_table": sum(a.nbytes for a in (self._src_prefix, self._src_pre, self._src_lo, self._src_n)),
             **({"input_spikes": self.inputs.nbytes} if self.inputs is not None else {}),
+            # The host streams analog input in step by step: one step double-buffered
+            # is what the PE holds (the emulator keeps the whole run outside the model).
+            **({"input_buffer": 2 * self.spec.batch * self.dtype.itemsize *
+                sum(inc.pre_size for inc in self.spec.incoming if inc.analog)} if self.analog_pres else {}),
         }
 
     # ------------------------------------------------------------------- setup
@@ -235,6 +260,19 @@ class Core:
             if used > self.spec.budget_bytes:
                 raise BudgetError(f"core {self.id} ({self.spec.population}): input spikes of {steps} steps make "
                                   f"{used} bytes; the budget is {self.spec.budget_bytes} bytes")
+        self.analog = {}
+        if self.analog_pres:
+            got = inputs if isinstance(inputs, dict) else {}
+            for inc in self.spec.incoming:
+                if not inc.analog:
+                    continue
+                x = got.get(inc.pre)
+                want = (steps, batch, inc.pre_size)
+                if x is None or np.shape(x) != want:
+                    raise SpinnrayError(f"core {self.id} ({self.spec.population}[{self.spec.lo}, {self.spec.hi})): "
+                                        f"analog input {inc.pre!r} of shape {None if x is None else np.shape(x)}; "
+                                        f"expected {want} (steps, batch, inputs)")
+                self.analog[inc.pre] = np.ascontiguousarray(x, self.dtype)
         self.record_vars = tuple(record)
         self.recorded = {}
         if "spikes" in record and self.model.spiking:
@@ -244,9 +282,15 @@ class Core:
 
     # -------------------------------------------------------------------- tick
     def synaptic_input(self, t: int) -> np.ndarray:
-        """Input arriving at step ``t``: sum of the rows of spikes emitted at t - d."""
+        """Input arriving at step ``t``: sum of the rows of spikes emitted at t - d,
+        plus ``x[t] @ W`` of every analog input (summed in input order)."""
         bs, rows = [], []
+        analog = None
         for inc, w, dmat in zip(self.spec.incoming, self.weights, self.delays):
+            if inc.analog:
+                part = analog_input(self.analog[inc.pre][t], w)
+                analog = part if analog is None else analog + part
+                continue
             ring = self.hist[inc.pre]
             for d in inc.delay_values:
                 b, i = np.nonzero(ring[(t - d) % len(ring), :self.batch])
@@ -254,8 +298,10 @@ class Core:
                     bs.append(b)
                     rows.append(w[i] if dmat is None else w[i] * (dmat[i] == d))
         if not bs:
-            return np.zeros((self.batch, self.spec.n), self.dtype)
-        return accumulate_events(self.batch, np.concatenate(bs), np.concatenate(rows))
+            out = np.zeros((self.batch, self.spec.n), self.dtype)
+        else:
+            out = accumulate_events(self.batch, np.concatenate(bs), np.concatenate(rows))
+        return out if analog is None else out + analog
 
     def run_block(self, t0: int, k: int) -> list[bytes]:
         """Steps ``t0 .. t0+k-1``; returns this round's outgoing frames."""

@@ -28,7 +28,7 @@ import numpy as np
 from .config import MachineConfig
 from .errors import BudgetError, MappingError, RoutingError
 from .network import Network, Population, Projection
-from .neuron import ALIF, LI, LIF
+from .neuron import ALIF, LI, LIF, AnalogSource
 from .router import RoutingEntry, RoutingTable
 
 __all__ = ["Slice", "Placement", "Mapping", "map_network", "estimate_core_memory", "check_routes"]
@@ -97,7 +97,8 @@ class Mapping:
             "routing_entries_per_chip": {str(k): v for k, v in sorted(self.chip_entries.items())},
             "replicas": self.replicas,
             "slices": {name: [[p.slice.lo, p.slice.hi] for p in self.cores_of(name)]
-                       for name in self.network.populations},
+                       for name, pop in self.network.populations.items()
+                       if not isinstance(pop.model, AnalogSource)},
         }
 
 
@@ -116,6 +117,8 @@ def history_depth(network: Network, post: Population) -> dict[str, int]:
     """Steps of spike history the cores of ``post`` keep per pre population."""
     depth: dict[str, int] = {}
     for proj in network.incoming(post):
+        if isinstance(proj.pre.model, AnalogSource):
+            continue              # host-written input: no spike history
         depth[proj.pre.name] = max(depth.get(proj.pre.name, 0), proj.max_delay)
     return depth
 
@@ -137,7 +140,10 @@ def estimate_core_memory(network: Network, pop: Population, lo: int, hi: int, dt
     n_float, n_int = _state_arrays(pop.model)
     history = sum(d * batch * network.populations[name].size
                   for name, d in history_depth(network, pop).items())
+    analog = sum(p.pre.size for p in network.incoming(pop) if isinstance(p.pre.model, AnalogSource))
     return {
+        # host-written analog input, double-buffered per step (the host streams it in)
+        **({"input_buffer": 2 * batch * analog * item} if analog else {}),
         "weights": weights,
         "delays": delays,
         "neuron_state": batch * n * (n_float * item + n_int * 4),
@@ -211,6 +217,8 @@ def _map_once(network, machine, cores_per_population, batch, replicas, error_pop
     # so slicing uses a first estimate without them and is checked again below.
     slices: list[Slice] = []
     for pop in network.populations.values():
+        if isinstance(pop.model, AnalogSource):
+            continue              # written by the host into its targets' memory: no core of its own
         want = cores_per_population.get(pop.name) if isinstance(cores_per_population, dict) \
             else cores_per_population
         if want is not None:
@@ -239,8 +247,10 @@ def _map_once(network, machine, cores_per_population, batch, replicas, error_pop
 
     # Keys: one block of 2**key_bits per slice that sends (and one per slice
     # that receives error events).
-    senders = {p.pre.name for p in network.projections}
+    senders = {p.pre.name for p in network.projections if not isinstance(p.pre.model, AnalogSource)}
     error_populations = set(error_populations)
+    if not slices:
+        raise MappingError("the network has only AnalogSource populations: nothing to place on cores")
     key_bits = max(1, math.ceil(math.log2(max(s.n for s in slices))))
     blocks = 2 * n_cores if error_populations else n_cores
     if (blocks << key_bits) > 2 ** KEY_SPACE_BITS:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import NetworkError
-from .neuron import LI, NeuronModel, SpikeSource
+from .neuron import LI, AnalogSource, NeuronModel, SpikeSource
 
 __all__ = ["Population", "Projection", "Network", "MAX_DELAY_STEPS"]
 
@@ -112,6 +112,12 @@ class Network:
         if isinstance(post.model, SpikeSource):
             raise NetworkError(f"projection {name!r}: post population {post.name!r} is a "
                                "SpikeSource and takes no input")
+        if isinstance(post.model, AnalogSource):
+            raise NetworkError(f"projection {name!r}: post population {post.name!r} is an "
+                               "AnalogSource and takes no input")
+        if isinstance(pre.model, AnalogSource) and not (np.isscalar(delays) and delays == 1):
+            raise NetworkError(f"projection {name!r}: delays = {delays!r} from the AnalogSource {pre.name!r}; "
+                               "analog input carries no events (x[t] enters at step t): leave delays = 1")
         if isinstance(pre.model, LI):
             raise NetworkError(f"projection {name!r}: pre population {pre.name!r} is a "
                                "non-spiking LI readout and cannot send spikes")
@@ -167,5 +173,9 @@ class Network:
 
     @property
     def min_delay(self) -> int:
-        """The smallest synaptic delay in steps (bounds the exchange interval K)."""
-        return min((p.min_delay for p in self.projections), default=MAX_DELAY_STEPS)
+        """The smallest delay of the spike projections in steps (bounds the exchange interval K).
+
+        Projections from an :class:`AnalogSource` carry no events and do not count.
+        """
+        return min((p.min_delay for p in self.projections if not isinstance(p.pre.model, AnalogSource)),
+                   default=MAX_DELAY_STEPS)

@@ -33,6 +33,9 @@ Discretization (dt = one step, decays ``a = exp(-dt/tau_syn)``,
 
 * LI, the leaky-integrator readout: the LIF equations without a threshold.
 * SpikeSource: replays given spikes; it has no state.
+* AnalogSource: real-valued input (e.g. audio features) that the host writes
+  into the memory of every core it projects to; ``x[t]`` enters the target's
+  synaptic input at step ``t``.  It has no core, no keys and no state.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import numpy as np
 from .errors import NetworkError
 
 __all__ = [
-    "LIF", "ALIF", "LI", "SpikeSource", "NeuronModel", "model_from_dict",
+    "LIF", "ALIF", "LI", "SpikeSource", "AnalogSource", "NeuronModel", "model_from_dict",
     "LIFState", "ALIFState", "LIState", "init_state", "step", "decays",
 ]
 
@@ -133,8 +136,16 @@ class SpikeSource:
     spiking = True
 
 
-NeuronModel = LIF | ALIF | LI | SpikeSource
-_MODELS = {cls.kind: cls for cls in (LIF, ALIF, LI, SpikeSource)}
+@dataclass(frozen=True)
+class AnalogSource:
+    """Real-valued input written by the host into the cores it projects to."""
+
+    kind = "analog"
+    spiking = False
+
+
+NeuronModel = LIF | ALIF | LI | SpikeSource | AnalogSource
+_MODELS = {cls.kind: cls for cls in (LIF, ALIF, LI, SpikeSource, AnalogSource)}
 
 
 def model_from_dict(d: dict, where: str = "model") -> NeuronModel:

@@ -20,7 +20,7 @@ from .errors import ConfigError, SpinnrayError
 from .mapping import map_network
 from .metrics import memory_summary, traffic_summary
 from .network import Network
-from .neuron import SpikeSource
+from .neuron import AnalogSource, SpikeSource
 
 __all__ = ["Simulator", "RunResult", "poisson_spikes"]
 
@@ -113,12 +113,16 @@ class Simulator:
         inputs = dict(inputs or {})
         batch = None
         arrays = {}
+        analog = {}
         for pop in self.network.populations.values():
-            if not isinstance(pop.model, SpikeSource):
+            if not isinstance(pop.model, (SpikeSource, AnalogSource)):
                 continue
+            kind = "SpikeSource" if isinstance(pop.model, SpikeSource) else "AnalogSource"
             if pop.name not in inputs:
-                raise SpinnrayError(f"population {pop.name!r} is a SpikeSource: give its spikes in "
-                                    f"inputs[{pop.name!r}] as (steps, n) or (steps, batch, n) bools")
+                what = "spikes" if kind == "SpikeSource" else "values"
+                raise SpinnrayError(f"population {pop.name!r} is a {kind}: give its {what} in "
+                                    f"inputs[{pop.name!r}] as (steps, n) or (steps, batch, n) "
+                                    f"{'bools' if kind == 'SpikeSource' else 'floats'}")
             x = np.asarray(inputs.pop(pop.name))
             if x.ndim == 2:
                 x = x[:, None, :]
@@ -128,9 +132,14 @@ class Simulator:
             if batch is not None and x.shape[1] != batch:
                 raise SpinnrayError(f"inputs[{pop.name!r}] has batch {x.shape[1]}; others have {batch}")
             batch = x.shape[1]
-            arrays[pop.name] = x
+            if kind == "AnalogSource":
+                if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+                    raise SpinnrayError(f"inputs[{pop.name!r}]: expected finite numbers (dtype {x.dtype})")
+                analog[pop.name] = x
+            else:
+                arrays[pop.name] = x
         if inputs:
-            raise SpinnrayError(f"inputs for {sorted(inputs)}: no such SpikeSource population")
+            raise SpinnrayError(f"inputs for {sorted(inputs)}: no such SpikeSource or AnalogSource population")
         batch = batch or 1
         capacity = self.batch_size * self.replicas
         if batch > capacity:
@@ -142,18 +151,25 @@ class Simulator:
             for name, x in arrays.items():
                 for pl in self.mapping.cores_of(name, r):
                     per_core[pl.core_id] = np.ascontiguousarray(x[:, idx, pl.slice.lo:pl.slice.hi], bool)
+            for name, x in analog.items():
+                for proj in self.network.outgoing(self.network[name]):
+                    for pl in self.mapping.cores_of(proj.post.name, r):
+                        per_core.setdefault(pl.core_id, {})[name] = np.ascontiguousarray(x[:, idx])
             for name, y in (targets or {}).items():
                 y = np.asarray(y)
                 if y.shape != (batch,):
                     raise SpinnrayError(f"targets[{name!r}] has shape {y.shape}; expected ({batch},)")
                 for pl in self.mapping.cores_of(name, r):
-                    per_core[pl.core_id] = y[idx]
+                    if isinstance(per_core.get(pl.core_id), dict):
+                        per_core[pl.core_id]["targets"] = y[idx]
+                    else:
+                        per_core[pl.core_id] = y[idx]
         batches = {pl.core_id: len(shards[pl.replica]) for pl in self.mapping.placements}
         recorded = self.backend.run(steps, k, batches, per_core, tuple(record))
         self.last_run = (steps, max(batches.values()))
         self.steps_run += steps
         self.samples_run += batch
-        senders = {p.pre.name for p in self.network.projections}
+        senders = {p.pre.name for p in self.network.projections if not isinstance(p.pre.model, AnalogSource)}
         self.dense_equivalent_events += steps * batch * sum(
             self.network.populations[name].size for name in senders)
         result = RunResult(steps, batch)
@@ -176,18 +192,22 @@ class Simulator:
                     per_replica.append(np.sum(parts, axis=0))
             if per_replica:
                 result.silent[name] = np.concatenate(per_replica)
-        for var in ("loss", "pred", "t_first_ms", "label_silent"):
+        for var in ("loss", "pred", "logits", "t_first_ms", "label_silent"):
             parts = [recorded[pl.core_id][var] for pl in self.mapping.placements if var in recorded[pl.core_id]]
             if parts:
                 result.outputs[var] = np.concatenate(parts, axis=0)
         return result
 
-    def backward(self, scale: float) -> None:
-        """The reverse pass of the last run (learning cores; error events through the routers)."""
+    def backward(self, scale: float, rounds: int | None = None) -> None:
+        """The reverse pass of the last run (learning cores; error events through the routers).
+
+        ``rounds``: reverse rounds to run, by default one per step of the run
+        (EventProp); e-prop's learning signals need one.
+        """
         if self.last_run is None:
             raise SpinnrayError("Simulator.backward() needs a forward run() first")
         steps, batch = self.last_run
-        self.backend.run_backward(steps, batch, scale)
+        self.backend.run_backward(steps if rounds is None else rounds, batch, scale)
 
     def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
         """Call ``method`` on cores (all, or the ids in ``cores``): results by core id."""

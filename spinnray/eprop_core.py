@@ -1,0 +1,345 @@
+"""Cores that learn with e-prop (model parallel: every core keeps its slice).
+
+A hidden core holds an ALIF slice: its neurons' incoming weight columns (input
+and recurrent), their gradients, Adam moments and the e-prop traces, and
+nothing else.  The readout core holds the LI readout, its weights and the
+feedback matrix.  Per step, hidden cores exchange spikes through the router
+as any core does; at the end of a sample the readout core sends the learning
+signals ``L_j`` as error events (float payload), one per hidden neuron and
+sample, through the router to the cores that own those neurons.  Weights never
+leave their core: each applies Adam to its own slice.
+
+The equations are in :mod:`spinnray.eprop`.  ``spec.learning`` keys (all
+cores): ``rule = "eprop"``, ``lr``, ``betas``, ``eps``, ``weight_decay``,
+``window_steps`` (None = every step), ``tau_out_ms`` (the readout's time
+constant; the hidden cores filter their traces with it); hidden cores:
+``surrogate``, ``gamma``, ``lens``, ``scale``, ``height``; the readout core:
+``feedback`` (``symmetric`` | ``random``), ``feedback_seed``.
+
+Memory (per core, from the arrays held): for a hidden slice of ``n`` neurons
+with ``P`` pre neurons over all incoming projections and batch ``B``:
+weights, gradients, two Adam moments (``4 P n``), ``eps_v`` (``B P``) and
+three per-synapse traces ``eps_a``, ``ebar``, ``acc`` (``3 B P n``).  None of
+it grows with the number of steps.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from . import packet
+from .core import Core, CoreSpec
+from .errors import NetworkError, PacketError, SpinnrayError
+from .eprop import check_learning, pseudo_derivative, softmax_cross_entropy
+from .eventprop import Adam
+from .neuron import ALIF, LI
+
+__all__ = ["EPropCore", "learning_bytes"]
+
+
+def learning_bytes(network, pop, n: int, batch: int, dtype: str) -> dict[str, int]:
+    """The e-prop state a core of ``pop`` with ``n`` neurons will hold (for the mapper's budget)."""
+    item = np.dtype(dtype).itemsize
+    pre = sum(p.pre.size for p in network.incoming(pop))
+    if isinstance(pop.model, ALIF):
+        return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
+                "traces": (batch * pre + 3 * batch * pre * n + batch * n) * item,
+                "learning_signal": batch * n * item}
+    if isinstance(pop.model, LI):
+        return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
+                "traces": (2 * batch * pre + batch * n) * item,
+                "feedback": pre * n * item}
+    return {}
+
+
+class EPropCore(Core):
+    """An ALIF hidden slice or the LI readout, trained with e-prop."""
+
+    def __init__(self, spec: CoreSpec):
+        m = spec.model
+        if not isinstance(m, (ALIF, LI)):
+            raise NetworkError(f"e-prop trains ALIF hidden neurons and an LI readout; population "
+                               f"{spec.population!r} is {type(m).__name__}")
+        if isinstance(m, ALIF) and m.refractory_steps:
+            raise NetworkError(f"e-prop: population {spec.population!r} has refractory_steps = "
+                               f"{m.refractory_steps}; the eligibility traces assume 0")
+        if isinstance(m, LI) and m.tau_syn_ms != 0:
+            raise NetworkError(f"e-prop: readout {spec.population!r} has tau_syn_ms = {m.tau_syn_ms}; "
+                               "expected 0 (y = kappa y + (1 - kappa) input)")
+        for inc in spec.incoming:
+            if not np.isscalar(inc.delays):
+                raise NetworkError(f"e-prop needs one delay per projection; {inc.name!r} has per-synapse delays")
+        check_learning(spec.learning)
+        super().__init__(spec)
+
+    # ------------------------------------------------------------------ state
+    def _init_learning(self) -> None:
+        L, spec = self.spec.learning, self.spec
+        self.hidden = isinstance(spec.model, ALIF)
+        B, n = spec.batch, spec.n
+        self.pre_total = sum(inc.pre_size for inc in spec.incoming)
+        self.offsets = np.cumsum([0] + [inc.pre_size for inc in spec.incoming])
+        self.window_steps = L.get("window_steps")
+        self.weight_decay = float(L.get("weight_decay", 0.0))
+        self.grads = [np.zeros_like(w) for w in self.weights]
+        self.opts = [Adam(w.shape, w.dtype, float(L["lr"]), tuple(L.get("betas", (0.9, 0.999))),
+                          float(L.get("eps", 1e-5))) for w in self.weights]
+        self.masks = [inc.mask for inc in spec.incoming]
+        P = self.pre_total
+        dt = self.dtype
+        if self.hidden:
+            self.kappa = float(np.exp(-spec.dt_ms / float(L["tau_out_ms"])))
+            self.surrogate = dict(kind=L.get("surrogate", "triangle"), gamma=float(L.get("gamma", 0.3)),
+                                  v_th=float(spec.model.v_th), lens=float(L.get("lens", 0.5)),
+                                  scale=float(L.get("scale", 6.0)), height=float(L.get("height", 0.15)))
+            self.eps_v = np.zeros((B, P), dt)        # (batch, pre) shared by all post neurons
+            self.eps_a = np.zeros((B, P, n), dt)     # (batch, pre, post)
+            self.ebar = np.zeros((B, P, n), dt)
+            self.acc = np.zeros((B, P, n), dt)       # sum over the loss window of ebar
+            self.psi = np.zeros((B, n), dt)          # psi of the last step
+            self.signal = np.zeros((B, n), dt)       # learning signals received
+        else:
+            self.zbar = np.zeros((B, P), dt)         # kappa-filtered input of the readout
+            self.acc_z = np.zeros((B, P), dt)
+            self.ysum = np.zeros((B, n), dt)
+            fb = L.get("feedback", "symmetric")
+            self.feedback_kind = fb
+            if fb == "random":
+                rng = np.random.default_rng(int(L.get("feedback_seed", 0)))
+                self.feedback = [rng.normal(0.0, 1.0 / np.sqrt(inc.pre_size), (inc.pre_size, n)).astype(dt)
+                                 for inc in spec.incoming]
+            else:
+                self.feedback = None
+            self.err = None
+        self.labels = None
+        self.outputs: dict[str, np.ndarray] = {}
+        self.has_grads = False
+
+    def memory(self) -> dict[str, int]:
+        mem = super().memory()
+        mem["gradients"] = sum(g.nbytes for g in self.grads)
+        mem["optimizer"] = sum(o.m.nbytes + o.v.nbytes for o in self.opts)
+        if any(m is not None for m in self.masks):
+            mem["masks"] = sum(m.nbytes for m in self.masks if m is not None)
+        keys = [inc.error_keys for inc in self.spec.incoming if inc.error_keys is not None]
+        if keys:
+            mem["error_keys"] = sum(k.nbytes for k in keys)
+        if self.hidden:
+            mem["traces"] = sum(a.nbytes for a in (self.eps_v, self.eps_a, self.ebar, self.acc, self.psi))
+            mem["learning_signal"] = self.signal.nbytes
+        else:
+            mem["traces"] = self.zbar.nbytes + self.acc_z.nbytes + self.ysum.nbytes
+            if self.feedback is not None:
+                mem["feedback"] = sum(f.nbytes for f in self.feedback)
+        return mem
+
+    # ---------------------------------------------------------------- forward
+    def reset(self, steps, batch=None, inputs=None, record=("spikes",)) -> None:
+        """``inputs``: the analog input dict (hidden), the labels ``(batch,)``
+        (readout), or a dict holding both (``"targets"``)."""
+        labels = inputs.get("targets") if isinstance(inputs, dict) else inputs
+        super().reset(steps, batch, inputs if isinstance(inputs, dict) else None, record)
+        self.steps = steps
+        w = self.window_steps or steps
+        if w > steps:
+            raise SpinnrayError(f"learning.window_steps = {w} exceeds the run's {steps} steps")
+        self.window_start = steps - w
+        self.window = w
+        B = self.batch
+        if self.hidden:
+            for a in (self.eps_v, self.eps_a, self.ebar, self.acc, self.psi, self.signal):
+                a[:B] = 0
+        else:
+            for a in (self.zbar, self.acc_z, self.ysum):
+                a[:B] = 0
+            self.err = None
+            self.labels = None
+            if labels is not None:
+                y = np.asarray(labels)
+                if y.shape != (B,) or not np.issubdtype(y.dtype, np.integer) \
+                        or (y.size and (y.min() < 0 or y.max() >= self.spec.n)):
+                    raise SpinnrayError(f"core {self.id}: labels of shape {y.shape}; expected ({B},) "
+                                        f"ints in [0, {self.spec.n})")
+                self.labels = y.astype(np.int64)
+        self.has_grads = False
+
+    def _pre_activity(self, t: int) -> np.ndarray:
+        """What each pre neuron put into this core at step ``t``: (batch, pre_total)."""
+        B = self.batch
+        parts = []
+        for inc in self.spec.incoming:
+            if inc.analog:
+                parts.append(self.analog[inc.pre][t])
+            else:
+                ring = self.hist[inc.pre]
+                parts.append(ring[(t - int(inc.delays)) % len(ring), :B])
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return x.astype(self.dtype, copy=False)
+
+    def _after_step(self, t, s, before) -> None:
+        B = self.batch
+        pre = self._pre_activity(t)
+        if self.hidden:
+            c, m = self.consts, self.model
+            beta = m.beta
+            eps_v, eps_a, ebar = self.eps_v[:B], self.eps_a[:B], self.ebar[:B]
+            # e[t-1] from the traces of step t-1, then the traces of step t.
+            e_prev = self.psi[:B, None, :] * (eps_v[:, :, None] - beta * eps_a)   # (B, P, n)
+            eps_a *= c["rho"]
+            eps_a += (1.0 - c["rho"]) * e_prev
+            ebar *= self.kappa
+            ebar += (1.0 - self.kappa) * e_prev
+            if t >= self.window_start:
+                self.acc[:B] += ebar
+            eps_v *= c["alpha"]
+            eps_v += (1.0 - c["alpha"]) * pre
+            st = self.state
+            thr = m.v_th + beta * st.a
+            self.psi[:B] = pseudo_derivative((st.v - thr) / m.v_th, **self.surrogate)
+        else:
+            b = self.consts["b"]
+            zbar = self.zbar[:B]
+            zbar *= b
+            zbar += (1.0 - b) * pre
+            if t >= self.window_start:
+                self.acc_z[:B] += zbar
+                self.ysum[:B] += self.state.v
+
+    def finish(self) -> None:
+        """Readout: logits, loss, prediction and the per-sample output error."""
+        if self.hidden:
+            return
+        B = self.batch
+        logits = self.ysum[:B] / self.window
+        pred = np.argmax(logits, axis=1)
+        self.outputs = {"pred": pred, "logits": logits.copy()}
+        if self.labels is not None:
+            loss, p = softmax_cross_entropy(logits.astype(np.float64), self.labels)
+            err = p
+            err[np.arange(B), self.labels] -= 1.0
+            self.err = (err / self.window).astype(self.dtype)   # (B, n_out), x 1/batch in begin_backward
+            self.outputs["loss"] = loss
+        self.recorded.update(self.outputs)
+
+    # --------------------------------------------------------------- learning
+    def begin_backward(self, steps: int, scale: float) -> None:
+        """Readout: its own gradient and the learning signals; ``scale`` = 1 / total batch."""
+        self.loss_scale = float(scale)
+        for g in self.grads:
+            g[:] = 0
+        if self.hidden:
+            self.signal[:] = 0
+            return
+        if self.err is None:
+            raise SpinnrayError(f"core {self.id}: e-prop backward needs a forward run with labels")
+        err = self.err * self.dtype.type(self.loss_scale)
+        B = self.batch
+        for g, inc, (a, b) in zip(self.grads, self.spec.incoming, zip(self.offsets[:-1], self.offsets[1:])):
+            for s in range(B):                   # summed over samples in order (any batch split agrees)
+                g += self.acc_z[s, a:b, None] * err[s][None, :]
+        self.err_scaled = err
+        self.has_grads = True
+
+    def backward_block(self, i: int) -> list[bytes]:
+        """Readout: the learning signals of every hidden neuron, one error event per (sample, neuron)."""
+        if self.hidden:
+            return []
+        err = self.err_scaled
+        B = self.batch
+        keys, payload, bidx = [], [], []
+        for j, inc in enumerate(self.spec.incoming):
+            if inc.error_keys is None:
+                continue
+            fb = self.weights[j] if self.feedback is None else self.feedback[j]   # (pre, n_out)
+            sig = err @ fb.T                                                     # (B, pre)
+            b, pre = np.nonzero(sig)
+            keys.append(inc.error_keys[pre])
+            payload.append(sig[b, pre])
+            bidx.append(b)
+        if not keys or not sum(len(k) for k in keys):
+            return []
+        k = np.concatenate(keys)
+        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=np.zeros(len(k), np.uint16),
+                              batch=np.concatenate(bidx).astype(np.uint16) if self.spec.batch > 1 else None,
+                              payload=np.concatenate(payload).astype(np.float32))
+        c = self.counters
+        c.packets_sent += 1
+        c.error_events_sent += len(k)
+        c.bytes_sent += len(frame)
+        c.max_events_per_step = max(c.max_events_per_step, len(k))
+        return [frame]
+
+    def deliver_errors(self, frames: list[bytes], i: int) -> None:
+        """Hidden: take the learning signals, then form the gradient from the accumulated traces."""
+        c = self.counters
+        base = self.spec.error_key_base
+        for frame in frames:
+            c.packets_received += 1
+            c.bytes_received += len(frame)
+            try:
+                p = packet.decode(frame, max_offset=0, n_batch=self.batch)
+                if p.kind != packet.Kind.ERROR or p.step != i:
+                    raise PacketError(f"expected learning signals (error events) of round {i}, "
+                                      f"got kind {int(p.kind)} step {p.step}")
+                if not self.hidden:
+                    raise PacketError(f"core {self.id} is a readout and takes no learning signals")
+            except PacketError as e:
+                c.rejected += 1
+                self._note(f"core {self.id}: rejected frame: {e.reason}")
+                continue
+            c.error_events_received += p.n
+            local = p.keys.astype(np.int64) - (base if base is not None else 0)
+            ok = (base is not None) & (local >= 0) & (local < self.spec.n)
+            if not np.all(ok):
+                c.dropped += int((~ok).sum())
+                self._note(f"core {self.id}: {int((~ok).sum())} learning signal(s) with foreign keys")
+            b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
+            self.signal[b, local[ok]] += p.payload[ok].astype(self.dtype)
+        if self.hidden:
+            B = self.batch
+            for g, (a, b) in zip(self.grads, zip(self.offsets[:-1], self.offsets[1:])):
+                for s in range(B):
+                    g += self.signal[s][None, :] * self.acc[s, a:b]
+            self.has_grads = True
+
+    def gradients(self) -> list[np.ndarray]:
+        """dL/dW of each incoming projection (pre_size, n_local), masked."""
+        return [g if m is None else g * m for g, m in zip(self.grads, self.masks)]
+
+    def apply(self, lr: float | None = None) -> None:
+        """One Adam step of this core's own weights with its own gradients (plus L2)."""
+        if not self.has_grads:
+            raise SpinnrayError(f"core {self.id}: apply before a backward round")
+        for w, g, m, opt in zip(self.weights, self.gradients(), self.masks, self.opts):
+            if lr is not None:
+                opt.lr = lr
+            if self.weight_decay:
+                g = g + self.weight_decay * w
+            opt.step(w, g)
+            if m is not None:
+                w *= m
+        self.has_grads = False
+
+    # ------------------------------------------------------------ parameters
+    def get_weights(self) -> list[np.ndarray]:
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        for w, new in zip(self.weights, weights):
+            w[...] = new
+
+    def checksum(self) -> int:
+        crc = 0
+        for w in self.weights:
+            crc = zlib.crc32(np.ascontiguousarray(w).tobytes(), crc)
+        return crc
+
+    def learning_state(self) -> dict:
+        return {"weights": self.get_weights(), "opts": [o.state() for o in self.opts]}
+
+    def load_learning_state(self, state: dict) -> None:
+        self.set_weights(state["weights"])
+        for o, s in zip(self.opts, state["opts"]):
+            o.load(s)
