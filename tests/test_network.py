@@ -299,7 +299,7 @@ def test_model_from_dict():
 
 
 @pytest.mark.parametrize("d, texts", [
-    ({"model": "izhikevich"}, ["net.hidden.model = 'izhikevich'", "['alif', 'li', 'lif', 'source']"]),
+    ({"model": "izhikevich"}, ["net.hidden.model = 'izhikevich'", "['alif', 'analog', 'li', 'lif', 'source']"]),
     ({"tau_mem_ms": 3}, ["net.hidden.model = None"]),
     ({"model": "lif", "tau": 3, "beta": 1}, ["net.hidden", "['beta', 'tau']", "'lif'", "tau_mem_ms"]),
     ({"model": "source", "v_th": 1}, ["['v_th']", "'source'"]),
