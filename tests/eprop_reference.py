@@ -1,0 +1,168 @@
+"""A plain, independent e-prop of the recurrent ALIF network, for tests.
+
+Written from the equations of the e-prop brief (Bellec et al. 2020 with the
+(1 - alpha), (1 - rho) factors) with explicit Python loops over time, pre and
+post neurons, in float64, and no spinnray numerics: it is the second
+implementation that :mod:`spinnray.bptt` (and the distributed e-prop) are
+checked against.  Slow on purpose; use tiny networks.
+
+Parameters come as a plain mapping ``p`` with the keys of the network
+config: tau_m_ms, tau_a_ms, tau_out_ms, dt_ms, beta, v_th, surrogate, gamma
+(None = default), mg_lens, mg_scale, mg_height, steepness, loss_window.
+Weights are (pre, post) float64 arrays; ``x`` is (T, B, n_in).
+"""
+
+import math
+
+import numpy as np
+
+
+def _consts(p):
+    return (math.exp(-p["dt_ms"] / p["tau_m_ms"]), math.exp(-p["dt_ms"] / p["tau_a_ms"]),
+            math.exp(-p["dt_ms"] / p["tau_out_ms"]))
+
+
+def _normal_pdf(h, mu, sigma):
+    return math.exp(-((h - mu) ** 2) / (2.0 * sigma * sigma)) / (sigma * math.sqrt(2.0 * math.pi))
+
+
+def spike_and_psi(p, v, thr):
+    """One neuron: (z, psi) for membrane ``v`` and threshold ``thr`` (python floats)."""
+    v_th = p["v_th"]
+    h = (v - thr) / v_th
+    kind = p["surrogate"]
+    if kind == "sigmoid":
+        k = p["steepness"]
+        z = 1.0 / (1.0 + math.exp(-k * h))
+        return z, k / v_th * z * (1.0 - z)
+    z = 1.0 if v > thr else 0.0
+    if kind == "triangle":
+        gamma = 0.3 if p.get("gamma") is None else p["gamma"]
+        return z, gamma / v_th * max(0.0, 1.0 - abs(h))
+    if kind == "multi_gaussian":
+        gamma = 0.5 if p.get("gamma") is None else p["gamma"]
+        lens, scale, height = p["mg_lens"], p["mg_scale"], p["mg_height"]
+        psi = ((1.0 + height) * _normal_pdf(h, 0.0, lens) - height * _normal_pdf(h, lens, scale * lens)
+               - height * _normal_pdf(h, -lens, scale * lens))
+        return z, gamma / v_th * psi
+    raise ValueError(kind)
+
+
+def forward_sample(p, w_in, w_rec, w_out, x, reset=None):
+    """One sample ``x`` (T, n_in): dict of v, a, z, psi (T, n_h), y (T, n_out), logits (n_out,).
+
+    ``reset`` (T, n_h), if given, replaces the reset term z[t-1] A[t].
+    """
+    alpha, rho, kappa = _consts(p)
+    T, n_in = x.shape
+    n_h, n_out = w_out.shape
+    t_w = T if p.get("loss_window") is None else p["loss_window"]
+    out = {k: np.zeros((T, n_h)) for k in ("v", "a", "z", "psi")}
+    out["y"] = np.zeros((T, n_out))
+    v, a, z, y = [0.0] * n_h, [0.0] * n_h, [0.0] * n_h, [0.0] * n_out
+    for t in range(T):
+        z_prev = list(z)
+        for j in range(n_h):
+            a[j] = rho * a[j] + (1.0 - rho) * z_prev[j]
+            thr = p["v_th"] + p["beta"] * a[j]
+            drive = 0.0
+            for i in range(n_in):
+                drive += x[t, i] * w_in[i, j]
+            for i in range(n_h):
+                if i != j:                       # no self-connection
+                    drive += z_prev[i] * w_rec[i, j]
+            r = z_prev[j] * thr if reset is None else reset[t, j]
+            v[j] = alpha * v[j] + (1.0 - alpha) * drive - r
+            z[j], psi = spike_and_psi(p, v[j], thr)
+            out["v"][t, j], out["a"][t, j], out["z"][t, j], out["psi"][t, j] = v[j], a[j], z[j], psi
+        for k in range(n_out):
+            s = 0.0
+            for j in range(n_h):
+                s += z_prev[j] * w_out[j, k]
+            y[k] = kappa * y[k] + (1.0 - kappa) * s
+            out["y"][t, k] = y[k]
+    out["logits"] = out["y"][T - t_w:].mean(axis=0)
+    return out
+
+
+def _traces(p, pre, psi, kappa, skip_diagonal):
+    """e-prop traces of one weight matrix for one sample.
+
+    ``pre`` (T, n_pre): pre_i[t]; ``psi`` (T, n_h).  Returns eps_v (T, n_pre),
+    eps_a, e, ebar (T, n_pre, n_h).
+    """
+    alpha, rho, _ = _consts(p)
+    beta = p["beta"]
+    T, n_pre = pre.shape
+    n_h = psi.shape[1]
+    eps_v = np.zeros((T, n_pre))
+    eps_a = np.zeros((T, n_pre, n_h))
+    e = np.zeros((T, n_pre, n_h))
+    ebar = np.zeros((T, n_pre, n_h))
+    for t in range(T):
+        for i in range(n_pre):
+            ev_prev = eps_v[t - 1, i] if t > 0 else 0.0
+            eps_v[t, i] = alpha * ev_prev + (1.0 - alpha) * pre[t, i]
+            for j in range(n_h):
+                if skip_diagonal and i == j:
+                    continue
+                if t > 0:
+                    ea_prev, psi_prev = eps_a[t - 1, i, j], psi[t - 1, j]
+                    eps_a[t, i, j] = rho * ea_prev + (1.0 - rho) * psi_prev * (ev_prev - beta * ea_prev)
+                    ebar[t, i, j] = kappa * ebar[t - 1, i, j] + (1.0 - kappa) * e[t - 1, i, j]
+                e[t, i, j] = psi[t, j] * (eps_v[t, i] - beta * eps_a[t, i, j])
+    return {"eps_v": eps_v, "eps_a": eps_a, "e": e, "ebar": ebar}
+
+
+def eprop(p, w_in, w_rec, w_out, x, labels, feedback=None):
+    """e-prop gradients of the mean cross-entropy over the batch.
+
+    ``feedback`` (n_h, n_out): B; None = symmetric (B = W_out).  Returns
+    ``(grads, traces, outs)``: grads a dict ``w_in, w_rec, w_out`` of
+    (pre, post) arrays (the W_rec diagonal is 0), traces the dict
+    ``{"in": ..., "rec": ...}`` of :func:`_traces` for sample 0, and the
+    per-sample forward dicts.
+    """
+    alpha, rho, kappa = _consts(p)
+    T, B, n_in = x.shape
+    n_h, n_out = w_out.shape
+    t_w = T if p.get("loss_window") is None else p["loss_window"]
+    fb = w_out if feedback is None else feedback
+    g_in, g_rec, g_out = np.zeros((n_in, n_h)), np.zeros((n_h, n_h)), np.zeros((n_h, n_out))
+    traces0, outs = None, []
+    for b in range(B):
+        out = forward_sample(p, w_in, w_rec, w_out, x[:, b])
+        outs.append(out)
+        logits = out["logits"]
+        m = max(logits)
+        ex = [math.exp(u - m) for u in logits]
+        err = [ex[k] / sum(ex) - (1.0 if k == labels[b] else 0.0) for k in range(n_out)]
+        err = [e_k / (t_w * B) for e_k in err]
+        learn = [sum(fb[j, k] * err[k] for k in range(n_out)) for j in range(n_h)]
+        z_prev = np.vstack([np.zeros((1, n_h)), out["z"][:-1]])      # z[t-1]
+        tr_in = _traces(p, x[:, b], out["psi"], kappa, skip_diagonal=False)
+        tr_rec = _traces(p, z_prev, out["psi"], kappa, skip_diagonal=True)
+        if b == 0:
+            traces0 = {"in": tr_in, "rec": tr_rec}
+        for g, tr in ((g_in, tr_in), (g_rec, tr_rec)):
+            n_pre = g.shape[0]
+            for i in range(n_pre):
+                for j in range(n_h):
+                    s = 0.0
+                    for t in range(T - t_w, T):
+                        s += tr["ebar"][t, i, j]
+                    g[i, j] += learn[j] * s
+        # readout: zbar_j[t] = kappa zbar_j[t-1] + (1 - kappa) z_j[t-1]
+        zbar = [0.0] * n_h
+        zsum = [0.0] * n_h
+        for t in range(T):
+            for j in range(n_h):
+                zbar[j] = kappa * zbar[j] + (1.0 - kappa) * z_prev[t, j]
+                if t >= T - t_w:
+                    zsum[j] += zbar[j]
+        for j in range(n_h):
+            for k in range(n_out):
+                g_out[j, k] += err[k] * zsum[j]
+    for j in range(n_h):
+        g_rec[j, j] = 0.0
+    return {"w_in": g_in, "w_rec": g_rec, "w_out": g_out}, traces0, outs
