@@ -1,0 +1,691 @@
+"""Low-precision weight storage and a phase-change-memory (PCM) synapse model (numpy only).
+
+Three stores for one projection's weights (shape ``(n_pre, n_post)`` or any shape). A learning
+core uses them all through the same calls:
+
+    w = store.read(t_s)          # effective weights, float32, shape ``store.shape``
+    store.apply(delta, t_s)      # add a weight update (an e-prop / EventProp step)
+    store.stored_bytes, store.accumulator_bytes
+
+``t_s`` is emulated time in seconds (steps so far x dt). Only the PCM store uses it (drift); the
+digital stores ignore it.
+
+Quantization grid (:class:`Quantizer`)
+--------------------------------------
+For ``bits = b`` in {16, 8, 4, 2}: ``L = 2**(b-1) - 1`` levels per sign, step ``D = w_max / L``.
+The representable weights are ``k D`` for the integers ``k`` in ``[-L, L]``. That makes
+``2L + 1`` values: 65535, 255, 15 and 3 (ternary). The grid is symmetric and 0 is exact. The
+code ``k`` is stored as a b-bit two's-complement integer; the code ``-2**(b-1)`` is never used.
+Weights saturate at ``+-w_max``. ``bits = 32`` means float32 passthrough: no grid and no
+saturation, so it is the unquantized baseline.
+
+* nearest:    ``k = rint(clip(w / D, -L, L))`` (ties to even); ``|w_q - w| <= D / 2`` inside the range.
+* stochastic: ``k = floor(clip(w / D, -L, L) + u)`` with ``u ~ U[0, 1)``, so that
+  ``E[k D] = clip(w, -w_max, w_max)`` exactly (unbiased).
+
+Mixed precision (:class:`MixedPrecisionWeights`)
+------------------------------------------------
+This is the accumulate-then-apply scheme of Nandakumar et al. 2020 ("Mixed-precision deep learning
+based on computational memory", Front. Neurosci. 14:406). It is also the scheme that let Demirag et
+al. 2021 (arXiv 2108.01804) train spiking RNNs with e-prop on PCM. A float32 accumulator ``chi``
+holds the pending updates. Only whole levels move to the stored low-precision weights::
+
+    chi <- chi + delta;  n = trunc(chi / D);  k <- clip(k + n, -L, L);  chi <- chi - n D
+
+So ``sum(delta) = D (k_T - k_0) + chi_T + dropped``. Here ``dropped`` is what saturation refused,
+and it is counted. An update smaller than one level is never lost: it waits in ``chi``.
+
+PCM synapses (:class:`PCMParams`, :class:`PCMWeights`)
+------------------------------------------------------
+Each weight is a differential pair of devices, ``w = (G+ - G-) w_max / g_max``. Each conductance
+lies in ``[0, g_max]``. Every device has its own conductance ``G`` (uS), the time ``t_p`` of its
+last programming (s), and its own drift exponent ``nu ~ max(N(nu_mean, nu_std), 0)``, drawn once
+when the store is built.
+
+* Drift: ``G(t) = G(t_p) ((t - t_p + t0) / t0)^(-nu)``. A device drifts from its last
+  programming. Programming it again first materializes the drift up to now, then restarts the
+  clock.
+* Read noise: each read returns ``G(t) + (read_noise_rel G(t) + read_noise_abs_us) z`` with
+  ``z ~ N(0, 1)``, drawn fresh on every read, after Nandakumar et al. 2018. The read value is
+  not clipped: the absolute term is the measurement floor, and a clip at 0 would bias weights
+  near 0.
+* Incremental programming: ``apply(delta)`` runs the mixed-precision rule above with granularity
+  ``eps = dg_pulse_us w_max / g_max``. ``n > 0`` sends n SET pulses to ``G+`` and ``n < 0``
+  sends ``|n|`` pulses to ``G-`` (PCM can only be potentiated gradually). n pulses change G by
+  ``n dg_pulse_us + sigma_prog z``, with the programming noise as a function of the nominal
+  change ``dG = n dg_pulse_us``::
+
+      sigma_prog(dG) = prog_noise_pulse_us sqrt(dG / dg_pulse_us)      (independent noise per pulse)
+
+  The result is clipped to ``[0, g_max]``; each clip at ``g_max`` is counted in
+  ``counters["saturated"]``.
+* Refresh (``params.refresh``): a pair whose larger device has reached
+  ``refresh_threshold g_max`` gets refreshed, provided the weight still leaves one pulse of
+  headroom below that threshold (``|G+ - G-| <= refresh_threshold g_max - dg_pulse_us``). The
+  refresh reads the weight back (noise-free), RESETs both devices, and writes
+  ``rint(|G+ - G-| / dg_pulse_us)`` pulses onto one device. The remainder goes into the
+  accumulator, so the weight is kept. (After Demirag et al.'s code; the noise-free read-back is
+  a simplification.)
+* Full programming: ``program(w)`` RESETs both devices and writes ``|w|`` onto one of them by
+  iterative program-and-verify. The error is ``N(0, sigma_pv(g_T))`` with
+  ``sigma_pv(g_T) = prog_noise_scale max(c0 + c1 x + c2 x^2, 0) g_max / 25 uS`` and
+  ``x = g_T / g_max`` (Nandakumar et al. ICECS 2019; Joshi et al. Nat. Commun. 2020; the fit
+  used by IBM's aihwkit ``PCMLikeNoiseModel``).
+
+Not modeled: the fall of the mean pulse increment as G grows (Nandakumar 2018: -0.084 uS per uS)
+and the growth of its spread (+0.091 uS per uS), the dependence of nu on the target conductance,
+the slow rise of 1/f read noise with time since programming, and drift compensation.
+
+Determinism: the drift exponents, the programming noise and the read noise come from three
+independent streams spawned from ``seed``. The same seed and the same sequence of calls give the
+same weights bit for bit. Reading never changes the programmed state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import opt
+from .errors import ConfigError, DataError
+
+__all__ = ["BITS", "ROUNDINGS", "SYNAPSES", "Quantizer", "MixedPrecisionWeights", "PCMParams",
+           "PCMWeights", "make_weight_store"]
+
+BITS = (32, 16, 8, 4, 2)
+ROUNDINGS = ("nearest", "stochastic")
+SYNAPSES = ("ideal", "pcm")
+
+# g_max (uS) at which the program-and-verify polynomial was fitted (Joshi et al. 2020; aihwkit)
+_PV_G_REF_US = 25.0
+
+
+def _seed_sequence(seed, name: str = "seed") -> np.random.SeedSequence:
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
+        return np.random.SeedSequence(int(seed))
+    raise ConfigError(f"{name} = {seed!r}: expected an integer >= 0 or a numpy SeedSequence")
+
+
+def _finite_array(x, name: str, shape=None, dtype=np.float64) -> np.ndarray:
+    a = np.asarray(x, dtype=dtype)
+    if shape is not None and a.shape != tuple(shape):
+        raise DataError(f"{name} has shape {a.shape}: expected {tuple(shape)}")
+    if not np.isfinite(a).all():
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise DataError(f"{name} holds {bad} NaN or infinite values: expected finite numbers")
+    return a
+
+
+def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"{name} = {value!r}: expected a finite number {'>= 0' if allow_zero else '> 0'}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Uniform symmetric quantization
+# ---------------------------------------------------------------------------------------------
+
+class Quantizer:
+    """Symmetric uniform quantizer onto ``k w_max / L`` for ``k`` in ``[-L, L]``, ``L = 2**(bits-1) - 1``.
+
+    Args:
+        bits: 32 (float32 passthrough), 16, 8, 4 or 2.
+        w_max: saturation limit in weight units, finite and > 0 (not used when ``bits = 32``).
+        rounding: ``"nearest"`` (ties to even) or ``"stochastic"`` (unbiased).
+        seed: seeds the generator that stochastic rounding uses when no ``rng`` is passed.
+
+    Raises:
+        ConfigError: naming ``bits``, ``w_max``, ``rounding`` or ``seed`` when one is invalid.
+    """
+
+    def __init__(self, bits: int = 32, w_max: float = 1.0, rounding: str = "nearest", seed=0):
+        if bits not in BITS or isinstance(bits, bool):
+            raise ConfigError(f"bits = {bits!r}: expected one of {list(BITS)}")
+        if rounding not in ROUNDINGS:
+            raise ConfigError(f"rounding = {rounding!r}: expected one of {list(ROUNDINGS)}")
+        self.bits = int(bits)
+        self.w_max = _check_positive("w_max", w_max)
+        self.rounding = rounding
+        self.rng = np.random.default_rng(_seed_sequence(seed))
+        self.passthrough = self.bits == 32
+        #: levels per sign L (None for the float32 passthrough)
+        self.levels = None if self.passthrough else 2 ** (self.bits - 1) - 1
+        #: grid step D = w_max / L in weight units (None for the passthrough)
+        self.step = None if self.passthrough else self.w_max / self.levels
+        #: dtype of the integer codes (float32 for the passthrough)
+        self.code_dtype = np.dtype(np.float32 if self.passthrough else
+                                   (np.int8 if self.bits <= 8 else np.int16))
+
+    def __repr__(self) -> str:
+        return f"Quantizer(bits={self.bits}, w_max={self.w_max}, rounding={self.rounding!r})"
+
+    def grid(self) -> np.ndarray:
+        """All representable values, ascending, float32, ``(2L + 1,)``. Raises ConfigError for bits=32."""
+        if self.passthrough:
+            raise ConfigError("bits = 32 is a float32 passthrough and has no grid")
+        return self.decode(np.arange(-self.levels, self.levels + 1))
+
+    def encode(self, w, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Codes of ``w``: int8 (bits <= 8) or int16 (bits = 16) in ``[-L, L]``, same shape as ``w``.
+
+        ``rng`` (stochastic rounding only) overrides the quantizer's own generator. For bits = 32
+        the "codes" are ``w`` as float32. Raises DataError on NaN or infinite weights.
+        """
+        w = _finite_array(w, "w")
+        if self.passthrough:
+            return w.astype(np.float32)
+        x = np.clip(w / self.step, -self.levels, self.levels)
+        if self.rounding == "nearest":
+            k = np.rint(x)
+        else:
+            u = (rng if rng is not None else self.rng).random(x.shape)
+            k = np.floor(x + u)  # x <= L and u < 1, so k <= L
+        return k.astype(self.code_dtype)
+
+    def decode(self, codes) -> np.ndarray:
+        """Weights ``codes x D`` as float32 (computed in float64, rounded once)."""
+        c = np.asarray(codes)
+        if self.passthrough:
+            return c.astype(np.float32)
+        return (c.astype(np.float64) * self.step).astype(np.float32)
+
+    def quantize(self, w, rng: np.random.Generator | None = None) -> np.ndarray:
+        """``decode(encode(w, rng))``: ``w`` on the grid, saturated at ``+-w_max``, float32."""
+        return self.decode(self.encode(w, rng))
+
+    def stored_bytes(self, shape) -> int:
+        """Bytes to store an array of ``shape`` at ``bits`` per weight, packed (two 4-bit codes
+        per byte, four 2-bit codes per byte), rounded up to a whole byte."""
+        n = int(np.prod(shape, dtype=np.int64))
+        return -(-n * self.bits // 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accumulate-then-apply digital store
+# ---------------------------------------------------------------------------------------------
+
+class MixedPrecisionWeights:
+    """Low-precision stored weights plus a float32 accumulator of pending updates.
+
+    With ``accumulate=True`` (the default), ``apply`` adds each update to the accumulator ``chi``
+    and moves only whole levels into the stored codes. After every apply ``|chi| < D``, and
+    ``sum(delta) = D (k_now - k_0) + chi + dropped``. ``dropped`` is signed, in weight units:
+    the levels saturation refused. ``counters["dropped_abs"]`` sums their magnitudes.
+
+    With ``accumulate=False`` there is no accumulator: each update is rounded to whole levels by
+    the quantizer's rounding. Nearest rounding then loses every update below D / 2; stochastic
+    rounding keeps them in expectation. With ``bits = 32`` the weights are float32 and updates
+    are added in float32.
+
+    Args:
+        w_init: initial weights, any shape, quantized with the quantizer's rounding.
+        quantizer: the grid, range and rounding.
+        accumulate: keep the accumulator (mixed precision) or round every update directly.
+
+    Raises:
+        DataError: ``w_init`` or a ``delta`` is not finite, or a ``delta`` has the wrong shape.
+    """
+
+    def __init__(self, w_init, quantizer: Quantizer, accumulate: bool = True):
+        if not isinstance(quantizer, Quantizer):
+            raise ConfigError(f"quantizer = {quantizer!r}: expected a Quantizer")
+        if not isinstance(accumulate, bool):
+            raise ConfigError(f"accumulate = {accumulate!r}: expected true or false")
+        self.q = quantizer
+        w = _finite_array(w_init, "w_init")
+        self.shape = w.shape
+        self.accumulate = accumulate and not quantizer.passthrough
+        self._codes = quantizer.encode(w)  # int codes, or float32 weights for the passthrough
+        self._acc = np.zeros(self.shape, np.float32) if self.accumulate else None
+        self._cache = None
+        self.counters = {"updates": 0, "levels_moved": 0, "dropped": 0.0, "dropped_abs": 0.0}
+
+    @property
+    def granularity(self) -> float:
+        """One level D in weight units (0.0 for the float32 passthrough)."""
+        return 0.0 if self.q.passthrough else self.q.step
+
+    @property
+    def codes(self) -> np.ndarray:
+        """A copy of the stored codes (int8/int16; float32 weights for bits = 32)."""
+        return self._codes.copy()
+
+    @property
+    def accumulator(self) -> np.ndarray:
+        """A copy of the pending updates chi (float32, weight units); zeros when there is none."""
+        return self._acc.copy() if self._acc is not None else np.zeros(self.shape, np.float32)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Packed bytes of the stored weights (``Quantizer.stored_bytes``)."""
+        return self.q.stored_bytes(self.shape)
+
+    @property
+    def accumulator_bytes(self) -> int:
+        """Bytes of the float32 accumulator (0 without one)."""
+        return 0 if self._acc is None else int(self._acc.nbytes)
+
+    def read(self, t_s: float | None = None) -> np.ndarray:
+        """The stored weights as float32, read-only (copy before modifying). ``t_s`` is ignored."""
+        if self._cache is None:
+            self._cache = self.q.decode(self._codes)
+            self._cache.flags.writeable = False
+        return self._cache
+
+    def apply(self, delta, t_s: float | None = None) -> None:
+        """Add the update ``delta`` (weight units, shape ``self.shape``); ``t_s`` is ignored."""
+        d = _finite_array(delta, "delta", self.shape)
+        self._cache = None
+        self.counters["updates"] += 1
+        q = self.q
+        if q.passthrough:
+            self._codes = (self._codes + d.astype(np.float32)).astype(np.float32)
+            return
+        if self.accumulate:
+            acc = self._acc + d.astype(np.float32)                  # float32 accumulation
+            n = np.trunc(acc.astype(np.float64) / q.step)           # whole levels reached
+            self._acc = (acc - n * q.step).astype(np.float32)       # the remainder, |chi| < D
+        else:
+            x = np.clip(d / q.step, -2 * q.levels, 2 * q.levels)          # no update moves more than 2L
+            if q.rounding == "nearest":
+                n = np.rint(x)
+            else:
+                n = np.floor(x + q.rng.random(x.shape))
+        n = n.astype(np.int64)
+        new = np.clip(self._codes.astype(np.int64) + n, -q.levels, q.levels)
+        moved = new - self._codes
+        refused = n - moved
+        if refused.any():
+            self.counters["dropped"] += float(refused.sum()) * q.step
+            self.counters["dropped_abs"] += float(np.abs(refused).sum()) * q.step
+        self.counters["levels_moved"] += int(np.abs(moved).sum())
+        self._codes = new.astype(q.code_dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# PCM devices
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PCMParams:
+    """Parameters of the PCM synapse model. Every default is sourced in its ``help``.
+
+    Sources: [N18] Nandakumar et al., "A phase-change memory model for neuromorphic computing",
+    J. Appl. Phys. 124, 152135 (2018), with constants as coded in Demirag et al.'s SRNN-PCM
+    (github YigitDemirag/srnn-pcm, xbar.py). [D21] Demirag, Frenkel, Payvand, Indiveri 2021
+    (arXiv 2108.01804), same code. [J20] Nandakumar et al. ICECS 2019 and Joshi et al.,
+    Nat. Commun. 11:2473 (2020), the fits in IBM aihwkit's ``PCMLikeNoiseModel``.
+
+    Raises:
+        ConfigError: naming the field (``PCMParams.<field>``), its value and what is allowed.
+    """
+
+    g_max_us: float = opt(25.0, "largest conductance of one device, uS [J20: g_max = 25 uS]")
+    g_reset_us: float = opt(0.1, "conductance after a RESET pulse (amorphous state), uS [N18/D21: G0 = 0.1 uS]",
+                            min=0.0)
+    g_reset_std_us: float = opt(0.01, "std of the RESET conductance, uS [N18/D21: 10 % of G0]", min=0.0)
+    dg_pulse_us: float = opt(0.75, "mean conductance step of one SET pulse = device granularity, uS "
+                             "[D21: 0.75 uS, 'minimum achievable conductance jump'; N18: 0.88 uS at low G]")
+    prog_noise_pulse_us: float = opt(0.26, "std of one SET pulse's step, uS; n pulses: 0.26 sqrt(n) "
+                                     "[N18: 0.26 uS at low G, the growth 0.091 uS/uS is not modeled]", min=0.0)
+    prog_verify_coeffs: tuple[float, ...] = opt(
+        None, "program-and-verify error std polynomial c0 + c1 x + c2 x^2 in x = g_T/g_max, uS at g_max = 25 uS "
+        "(scaled by g_max/25) [J20: 0.26348, 1.9650, -1.1731]",
+        factory=lambda: (0.26348, 1.9650, -1.1731))
+    prog_noise_scale: float = opt(1.0, "factor on the program-and-verify error (0 = exact writes) [J20]", min=0.0)
+    read_noise_rel: float = opt(0.03, "read noise std relative to G(t), per read [N18: 0.03]", min=0.0)
+    read_noise_abs_us: float = opt(0.13, "read noise std floor, uS, per read [N18: 0.13 uS]", min=0.0)
+    nu_mean: float = opt(0.05, "mean drift exponent [J20 fit: 0.049 at g_T >= 0.6 g_max, 0.06 at 0.1 g_max]",
+                         min=0.0)
+    nu_std: float = opt(0.01, "per-device spread of the drift exponent (nu clipped at 0) "
+                        "[J20 fit: 0.008 to 0.023 over g_T in 0.1-1 g_max]", min=0.0)
+    t0_s: float = opt(20.0, "drift reference time t0, s: G(t) = G(t_p) ((t - t_p + t0)/t0)^-nu "
+                      "[J20: t0 = 20 s; N18 used 38.6 s]")
+    refresh: bool = opt(True, "refresh a pair whose larger device has reached refresh_threshold g_max [D21]")
+    refresh_threshold: float = opt(0.75, "refresh level as a fraction of g_max [D21: 9 uS of G_max 12 uS]",
+                                   min=0.0, max=1.0)
+
+    def __post_init__(self):
+        f = lambda n: f"PCMParams.{n}"  # noqa: E731
+        _check_positive(f("g_max_us"), self.g_max_us)
+        _check_positive(f("t0_s"), self.t0_s)
+        _check_positive(f("dg_pulse_us"), self.dg_pulse_us)
+        for name in ("g_reset_us", "g_reset_std_us", "prog_noise_pulse_us", "prog_noise_scale",
+                     "read_noise_rel", "read_noise_abs_us", "nu_mean", "nu_std"):
+            _check_positive(f(name), getattr(self, name), allow_zero=True)
+        if self.dg_pulse_us > self.g_max_us:
+            raise ConfigError(f"{f('dg_pulse_us')} = {self.dg_pulse_us!r}: expected <= g_max_us = {self.g_max_us}")
+        if self.g_reset_us >= self.g_max_us:
+            raise ConfigError(f"{f('g_reset_us')} = {self.g_reset_us!r}: expected < g_max_us = {self.g_max_us}")
+        if not isinstance(self.refresh, bool):
+            raise ConfigError(f"{f('refresh')} = {self.refresh!r}: expected true or false")
+        thr = self.refresh_threshold
+        _check_positive(f("refresh_threshold"), thr)
+        if thr > 1.0:
+            raise ConfigError(f"{f('refresh_threshold')} = {thr!r}: expected a fraction of g_max in (0, 1]")
+        if self.refresh and thr * self.g_max_us - self.dg_pulse_us <= self.g_reset_us:
+            raise ConfigError(f"{f('refresh_threshold')} = {thr!r}: refresh_threshold * g_max_us - dg_pulse_us "
+                              f"= {thr * self.g_max_us - self.dg_pulse_us:g} uS must exceed g_reset_us = "
+                              f"{self.g_reset_us} uS, or a refresh frees no headroom")
+        c = self.prog_verify_coeffs
+        if not isinstance(c, (tuple, list)) or len(c) == 0 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in c):
+            raise ConfigError(f"{f('prog_verify_coeffs')} = {c!r}: expected a non-empty list of finite numbers")
+        object.__setattr__(self, "prog_verify_coeffs", tuple(float(v) for v in c))
+
+    @classmethod
+    def noise_free(cls, **overrides) -> PCMParams:
+        """All stochastic effects off (programming, RESET spread, read noise, nu spread); drift with
+        ``nu = nu_mean`` kept. Keyword overrides apply on top."""
+        base = dict(g_reset_std_us=0.0, prog_noise_pulse_us=0.0, prog_noise_scale=0.0, read_noise_rel=0.0,
+                    read_noise_abs_us=0.0, nu_std=0.0)
+        base.update(overrides)
+        return cls(**base)
+
+    def replace(self, **changes) -> PCMParams:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def prog_verify_std_us(self, g_target_us) -> np.ndarray:
+        """Program-and-verify error std (uS) for target conductances ``g_target_us`` (uS)."""
+        x = np.asarray(g_target_us, np.float64) / self.g_max_us
+        poly = np.zeros_like(x)
+        for i, c in enumerate(self.prog_verify_coeffs):
+            poly = poly + c * x ** i
+        return self.prog_noise_scale * np.maximum(poly, 0.0) * (self.g_max_us / _PV_G_REF_US)
+
+    def pulse_noise_std_us(self, dg_us) -> np.ndarray:
+        """Programming noise std (uS) of a pulsed change of nominal size ``dg_us = n dg_pulse_us``:
+        ``prog_noise_pulse_us sqrt(|dg_us| / dg_pulse_us)``."""
+        return self.prog_noise_pulse_us * np.sqrt(np.abs(np.asarray(dg_us, np.float64)) / self.dg_pulse_us)
+
+
+class PCMWeights:
+    """Weights stored on differential PCM pairs: drift, read noise, pulsed programming, refresh.
+
+    State (see the module docstring for the equations):
+
+    * ``G``: (2, *shape) float32, uS, the conductance after the last programming of each device
+      (index 0 = G+, 1 = G-);
+    * ``t_p``: (2, *shape) float64, s, the time of that programming;
+    * ``nu``: (2, *shape) float32, drift exponents, fixed per device;
+    * ``chi``: (*shape) float32, weight units, updates not yet worth a pulse.
+
+    Args:
+        shape: weight array shape.
+        params: device parameters (default ``PCMParams()``).
+        seed: int >= 0 or SeedSequence.
+        w_max: the weight that maps to a full device, ``w = (G+ - G-) w_max / g_max`` (> 0).
+        w_init: if given, ``program(w_init, t_s)`` runs at construction; otherwise every device
+            starts RESET.
+        t_s: construction time, s.
+
+    Time must not run backwards: programming at, or reading at, a time before the last
+    programming raises DataError. Wrong shapes and non-finite arrays also raise DataError.
+    """
+
+    def __init__(self, shape, params: PCMParams | None = None, seed=0, *, w_max: float = 1.0,
+                 w_init=None, t_s: float = 0.0):
+        self.params = PCMParams() if params is None else params
+        if not isinstance(self.params, PCMParams):
+            raise ConfigError(f"params = {params!r}: expected a PCMParams")
+        try:
+            self.shape = tuple(int(s) for s in np.atleast_1d(np.asarray(shape, dtype=np.int64)))
+        except (TypeError, ValueError):
+            raise ConfigError(f"shape = {shape!r}: expected a tuple of integers >= 0") from None
+        if any(s < 0 for s in self.shape) or np.ndim(shape) > 1:
+            raise ConfigError(f"shape = {shape!r}: expected a tuple of integers >= 0")
+        self.w_max = _check_positive("w_max", w_max)
+        p = self.params
+        self._scale = self.w_max / p.g_max_us            # weight units per uS
+        #: one pulse in weight units: the granularity of apply()
+        self.granularity = p.dg_pulse_us * self._scale
+        nu_ss, prog_ss, read_ss = _seed_sequence(seed).spawn(3)
+        dev_shape = (2,) + self.shape
+        self.nu = np.maximum(np.random.default_rng(nu_ss).normal(p.nu_mean, p.nu_std, dev_shape), 0.0
+                             ).astype(np.float32)
+        self._prog_rng = np.random.default_rng(prog_ss)
+        self._read_rng = np.random.default_rng(read_ss)
+        t_s = self._time(t_s)
+        self._g = np.empty(dev_shape, np.float32)
+        self._t = np.full(dev_shape, t_s, np.float64)
+        self._acc = np.zeros(self.shape, np.float32)
+        self._t_last = t_s
+        self._version = 0
+        self._cache = None  # (t_s, version, conductances)
+        self.counters = {"set_pulses": 0, "resets": 0, "refreshes": 0, "verify_writes": 0, "saturated": 0,
+                         "reads": 0}
+        self._reset(np.ones(self.shape, bool), t_s)
+        if w_init is not None:
+            self.program(w_init, t_s)
+
+    # -- accounting ---------------------------------------------------------------------------
+    @property
+    def devices(self) -> int:
+        """Number of PCM devices (two per weight)."""
+        return int(self._g.size)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the per-device state this model holds (G float32, t_p float64, nu float32:
+        16 bytes per device, 32 per weight). On hardware the conductances sit in the crossbar,
+        not in SRAM; this is what the emulator holds."""
+        return int(self._g.nbytes + self._t.nbytes + self.nu.nbytes)
+
+    @property
+    def accumulator_bytes(self) -> int:
+        """Bytes of the float32 accumulator of pending updates (digital memory on hardware too)."""
+        return int(self._acc.nbytes)
+
+    @property
+    def accumulator(self) -> np.ndarray:
+        """A copy of the pending updates chi (float32, weight units)."""
+        return self._acc.copy()
+
+    # -- checks -------------------------------------------------------------------------------
+    @staticmethod
+    def _time(t_s) -> float:
+        if isinstance(t_s, bool) or not isinstance(t_s, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(t_s):
+            raise DataError(f"t_s = {t_s!r}: expected a finite time in seconds")
+        return float(t_s)
+
+    def _check_time(self, t_s) -> float:
+        t = self._time(t_s)
+        if t < self._t_last:
+            raise DataError(f"t_s = {t!r} s precedes the last programming at {self._t_last!r} s; "
+                            f"expected t_s >= {self._t_last!r}")
+        return t
+
+    # -- device physics -----------------------------------------------------------------------
+    def _drift(self, g, t_p, nu, t):
+        """G(t) = G(t_p) ((t - t_p + t0)/t0)^-nu, float64."""
+        t0 = self.params.t0_s
+        return g.astype(np.float64) * ((t - t_p + t0) / t0) ** (-nu.astype(np.float64))
+
+    def conductances(self, t_s: float) -> np.ndarray:
+        """Noise-free drifted conductances at ``t_s``, (2, *shape) float64 uS, read-only."""
+        t = self._time(t_s)
+        if t < self._t_last:
+            raise DataError(f"t_s = {t!r} s precedes the last programming at {self._t_last!r} s; "
+                            f"expected t_s >= {self._t_last!r}")
+        if self._cache is not None and self._cache[0] == t and self._cache[1] == self._version:
+            return self._cache[2]
+        g = self._drift(self._g, self._t, self.nu, t)
+        g.flags.writeable = False
+        self._cache = (t, self._version, g)
+        return g
+
+    def _reset(self, mask, t: float) -> None:
+        """RESET both devices of the pairs in ``mask``: G = g_reset + N(0, g_reset_std), clipped."""
+        p = self.params
+        k = int(mask.sum())
+        if k == 0:
+            return
+        for d in (0, 1):
+            g = np.full(k, p.g_reset_us)
+            if p.g_reset_std_us > 0:
+                g = g + p.g_reset_std_us * self._prog_rng.standard_normal(k)
+            self._g[d][mask] = np.clip(g, 0.0, p.g_max_us)
+            self._t[d][mask] = t
+        self.counters["resets"] += 2 * k
+        self._version += 1
+
+    def _pulse(self, d: int, n: np.ndarray, t: float) -> None:
+        """``n`` (>= 0, per weight) SET pulses on device ``d`` of each pair at time ``t``."""
+        m = n > 0
+        k = int(m.sum())
+        if k == 0:
+            return
+        p = self.params
+        cnt = n[m].astype(np.float64)
+        g_now = self._drift(self._g[d][m], self._t[d][m], self.nu[d][m], t)   # drift up to now
+        dg = cnt * p.dg_pulse_us
+        g_new = g_now + dg
+        if p.prog_noise_pulse_us > 0:
+            g_new = g_new + p.pulse_noise_std_us(dg) * self._prog_rng.standard_normal(k)
+        self.counters["saturated"] += int((g_new > p.g_max_us).sum())
+        self._g[d][m] = np.clip(g_new, 0.0, p.g_max_us)
+        self._t[d][m] = t
+        self.counters["set_pulses"] += int(cnt.sum())
+        self._version += 1
+
+    # -- public operations --------------------------------------------------------------------
+    def program(self, w_target, t_s: float) -> None:
+        """Write ``w_target`` (weight units, shape ``self.shape``) from scratch at ``t_s``.
+
+        Both devices of every pair are RESET. The device of the weight's sign is then written by
+        program-and-verify to ``g_T = min(|w| g_max / w_max + g_reset, g_max)``. The ``+ g_reset``
+        balances the RESET partner, so that ``G+ - G-`` hits the target. The write error is
+        ``N(0, sigma_pv(g_T))``, clipped to ``[0, g_max]``. Weights with ``|w| > w_max`` saturate
+        and are counted in ``counters["saturated"]``. The accumulator is cleared.
+        """
+        w = _finite_array(w_target, "w_target", self.shape)
+        t = self._check_time(t_s)
+        p = self.params
+        self._reset(np.ones(self.shape, bool), t)
+        self.counters["saturated"] += int((np.abs(w) > self.w_max).sum())
+        g_t = np.minimum(np.abs(w) / self._scale + p.g_reset_us, p.g_max_us)
+        for d, m in ((0, w > 0), (1, w < 0)):
+            k = int(m.sum())
+            if k == 0:
+                continue
+            g = g_t[m]
+            if p.prog_noise_scale > 0:
+                g = g + p.prog_verify_std_us(g) * self._prog_rng.standard_normal(k)
+            self._g[d][m] = np.clip(g, 0.0, p.g_max_us)
+            self.counters["verify_writes"] += k
+        self._acc[...] = 0.0
+        self._t_last = t
+        self._version += 1
+
+    def refresh(self, t_s: float) -> int:
+        """Refresh the saturated pairs (rule in the module docstring). Returns how many pairs."""
+        t = self._check_time(t_s)
+        p = self.params
+        g = self.conductances(t)
+        thr = p.refresh_threshold * p.g_max_us
+        diff = g[0] - g[1]                                                     # uS
+        m = (np.maximum(g[0], g[1]) >= thr) & (np.abs(diff) <= thr - p.dg_pulse_us)
+        k = int(m.sum())
+        if k == 0:
+            return 0
+        n = np.rint(np.abs(diff) / p.dg_pulse_us)                              # pulses to rewrite |diff|
+        rest = np.where(m, diff - np.sign(diff) * n * p.dg_pulse_us, 0.0)      # uS left over
+        self._reset(m, t)
+        self._pulse(0, np.where(m & (diff > 0), n, 0), t)
+        self._pulse(1, np.where(m & (diff < 0), n, 0), t)
+        self._acc = (self._acc + rest * self._scale).astype(np.float32)
+        self.counters["refreshes"] += k
+        self._t_last = t
+        return k
+
+    def apply(self, delta, t_s: float) -> None:
+        """Add ``delta`` (weight units, shape ``self.shape``) by accumulate-then-apply SET pulses at ``t_s``.
+
+        If ``params.refresh`` is on, saturated pairs are refreshed first. Then
+        ``chi <- chi + delta``, ``n = trunc(chi / eps)``, and ``chi <- chi - n eps``. Each weight
+        gets ``n`` pulses on G+ (n > 0) or ``-n`` pulses on G- (n < 0).
+        """
+        d = _finite_array(delta, "delta", self.shape)
+        t = self._check_time(t_s)
+        if self.params.refresh:
+            self.refresh(t)
+        acc = self._acc + d.astype(np.float32)                                 # float32 accumulator
+        n = np.trunc(acc.astype(np.float64) / self.granularity)
+        self._acc = (acc - n * self.granularity).astype(np.float32)
+        self._pulse(0, np.maximum(n, 0.0), t)
+        self._pulse(1, np.maximum(-n, 0.0), t)
+        self._t_last = t
+
+    def read(self, t_s: float, noise: bool = True) -> np.ndarray:
+        """Effective weights ``(G+ - G-) w_max / g_max`` at ``t_s``, float32, shape ``self.shape``.
+
+        With ``noise`` each device gets fresh read noise ``(read_noise_rel G + read_noise_abs_us) z``
+        from the read stream. ``noise=False`` is the noise-free drifted weight and draws nothing.
+        """
+        g = self.conductances(t_s)
+        p = self.params
+        self.counters["reads"] += 1
+        if noise and (p.read_noise_rel > 0 or p.read_noise_abs_us > 0):
+            g = g + (p.read_noise_rel * g + p.read_noise_abs_us) * self._read_rng.standard_normal(g.shape)
+        return ((g[0] - g[1]) * self._scale).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory for the cores
+# ---------------------------------------------------------------------------------------------
+
+def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest", synapse: str = "ideal",
+                      w_max: float | None = None, headroom: float = 2.0, accumulate: bool = True,
+                      pcm: PCMParams | None = None, seed=0, t_s: float = 0.0):
+    """Build a projection's weight store from the machine options.
+
+    Args:
+        w_init: initial weights (any shape).
+        weight_bits, rounding: ``machine.weight_bits`` and ``machine.rounding`` (synapse ideal).
+        synapse: ``"ideal"`` gives a :class:`MixedPrecisionWeights`; ``"pcm"`` gives a
+            :class:`PCMWeights` (which needs ``weight_bits = 32``: the device granularity sets
+            the resolution).
+        w_max: weight range; None = ``headroom x max|w_init|`` (1.0 if w_init is all 0).
+        accumulate: mixed-precision accumulator (ideal synapse with bits < 32).
+        pcm: device parameters (default ``PCMParams()``).
+        seed: stochastic rounding / device noise seed.
+        t_s: time of the initial programming (PCM).
+
+    Returns an object with ``read(t_s)``, ``apply(delta, t_s)``, ``stored_bytes``,
+    ``accumulator_bytes``, ``granularity``, ``counters`` and ``shape``.
+
+    Raises:
+        ConfigError: naming the ``machine.*`` option that is wrong.
+    """
+    if synapse not in SYNAPSES:
+        raise ConfigError(f"machine.synapse = {synapse!r}: expected one of {list(SYNAPSES)}")
+    if weight_bits not in BITS or isinstance(weight_bits, bool):
+        raise ConfigError(f"machine.weight_bits = {weight_bits!r}: expected one of {list(BITS)}")
+    if rounding not in ROUNDINGS:
+        raise ConfigError(f"machine.rounding = {rounding!r}: expected one of {list(ROUNDINGS)}")
+    w = _finite_array(w_init, "w_init")
+    if w_max is None:
+        _check_positive("headroom", headroom)
+        peak = float(np.abs(w).max()) if w.size else 0.0
+        w_max = headroom * peak if peak > 0 else 1.0
+    else:
+        try:
+            _check_positive("w_max", w_max)
+        except ConfigError:
+            raise ConfigError(f"machine.weight_max = {w_max!r}: expected a finite number > 0 or null") from None
+    if synapse == "pcm":
+        if weight_bits != 32:
+            raise ConfigError(f"machine.weight_bits = {weight_bits!r} has no meaning with machine.synapse = pcm "
+                              "(the device granularity machine.pcm.dg_pulse_us sets the resolution); expected 32")
+        return PCMWeights(w.shape, pcm, seed, w_max=w_max, w_init=w, t_s=t_s)
+    return MixedPrecisionWeights(w, Quantizer(weight_bits, w_max, rounding, seed), accumulate=accumulate)
