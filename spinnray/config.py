@@ -188,3 +188,4 @@ class RunConfig:
     record: tuple[str, ...] = opt(("spikes",), "variables recorded on the cores: spikes, v",
                                   factory=lambda: ("spikes",))
     progress: bool = opt(True, "show a progress bar on long work")
+    report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report)")

@@ -3,13 +3,97 @@
 Counters live on the cores and routers that do the work; the summary is
 built from them, never re-derived.  ``SCHEMA_VERSION`` changes whenever a
 key of ``metrics.json`` changes meaning.
+
+The files of a run directory (schema version 1)
+===============================================
+
+``metrics.json`` -- one JSON object.  Units are in the key names or below;
+"per sample" means per forward sample unless said otherwise.
+
+Every run:
+
+=====================================  =====================================================
+``schema_version``                      int, this layout (``SCHEMA_VERSION``)
+``scenario``, ``kind``, ``backend``     str: scenario name, ``forward`` | ``eventprop`` | ...,
+                                        ``local`` | ``ray``
+``seed``, ``cores``, ``replicas``       int: master seed, emulated cores (PEs), data-parallel copies
+``steps``, ``epochs``, ``batch_size``   int: steps per sample, passes, samples per lockstep run
+``wall_s``, ``setup_s``                 float s: whole run; mapping and actor start
+``traffic.spike_events``                int: spike events delivered by the routers (per destination core)
+``traffic.error_events``                int: error events delivered (EventProp errors, e-prop learning signals)
+``traffic.spike_events_sent``           int: spike events the cores emitted (once per event)
+``traffic.error_events_sent``           int: error events the cores emitted
+``traffic.packets``, ``traffic.bytes``  int: packets / bytes leaving the routers
+``traffic.dense_equivalent_events``     int: steps x samples x neurons of every sending population
+``traffic.sparsity``                    float: ``spike_events_sent / dense_equivalent_events``
+``traffic.dropped``, ``rejected``       int: unroutable events; frames failing strict decode
+``traffic.max_events_per_step``         int: most events one core emitted in one step
+``memory.per_core_bytes``               list[int]: bytes each core holds, in core order
+``memory.per_core_max_bytes``           int: the largest of them; ``memory.total_bytes`` their sum
+``memory.budget_bytes_per_core``        int: ``machine.sram_per_pe_bytes``
+``memory.max_utilisation``              float: ``per_core_max_bytes / budget_bytes_per_core``
+``memory.by_category_bytes``            {category: int}: bytes summed over cores (weights, delays,
+                                        neuron_state, spike_history, key_table, input_spikes, and a
+                                        learning rule's own: gradients, optimizer, adjoint, ...)
+``mapping.cores``, ``chips_used``       int
+``mapping.key_bits``                    int: neuron-index bits of a key
+``mapping.routing_entries``             int: entries of the whole routing table
+``mapping.routing_entries_per_chip``    {chip id as str: int}: entries each chip's router holds
+                                        (capacity: ``machine.routing_entries_per_chip``)
+``mapping.replicas``, ``mapping.slices``  int; {population: [[lo, hi], ...]} of replica 0
+``machine``                             the :class:`~spinnray.config.MachineConfig` as a mapping
+=====================================  =====================================================
+
+Forward runs add ``samples`` (int), ``exchange_interval`` (int K), ``run_s``
+(float s inside ``Simulator.run``), ``ms_per_step`` (ms per lockstep step),
+``realtime_factor`` (emulated time / ``run_s``) and ``rates_hz``
+({population: mean Hz}).
+
+Training runs add ``test_accuracy``, ``best_test_accuracy`` (fractions),
+``test_loss``, ``train_s``, ``train_samples_per_s``, ``peak_rss_bytes``, the
+rule's own counters (EventProp: ``guarded_spikes``, ``weight_bumps``),
+``history`` (a list, one mapping per epoch: ``epoch``, ``train_loss``,
+``train_accuracy``, ``test_loss``, ``test_accuracy``, ``lr``) and ``layers``:
+{population: {...}} with, per population,
+
+* ``dense_per_sample`` -- T x neurons: what a dense exchange of one value per
+  neuron and step would send for one sample;
+* ``spike_events_per_sample`` -- forward spike events *sent* per sample;
+  ``spike_sparsity`` = ``spike_events_per_sample / dense_per_sample``;
+* ``error_events_sent_per_sample`` -- error events this population's cores
+  sent, per training sample;
+* ``error_events_about_per_sample`` -- backward phase: error events sent
+  *about* this population's neurons (by the cores above it), per training sample;
+* ``learning_signals_per_sample`` -- e-prop: learning-signal error events
+  this population's cores received, per training sample.
+
+A report (:mod:`spinnray.report`) shows each phase present as events per
+sample against ``dense_per_sample``.
+
+``cores.json`` -- a list, one object per core: ``core_id``, ``chip``, ``pe``,
+``population``, ``slice`` [lo, hi], optionally ``node`` (absent: the one node
+of today's runs), ``counters`` (:class:`CoreCounters`), ``memory`` ({category:
+bytes} of the arrays the core holds) and ``reasons`` (first notes of dropped or
+rejected traffic).
+
+``routers.json`` -- a list, one object per router: ``router_id``, ``node``,
+``counters`` (:class:`RouterCounters`; ``links`` maps ``"src->dst"`` core ids
+to ``[events, bytes]`` the router sent from core src's packets to core dst)
+and ``reasons``.  :func:`bytes_by_link_class` groups the links by
+:data:`LINK_CLASSES`.
+
+``raster.npz`` (optional) -- the spikes of one sample, written with
+:func:`spinnray.report.save_raster`; the format is documented there.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["CoreCounters", "RouterCounters", "SCHEMA_VERSION", "traffic_summary", "memory_summary"]
+from .errors import DataError
+
+__all__ = ["CoreCounters", "RouterCounters", "SCHEMA_VERSION", "traffic_summary", "memory_summary",
+           "LINK_CLASSES", "link_class", "bytes_by_link_class"]
 
 SCHEMA_VERSION = 1
 
@@ -109,3 +193,53 @@ def memory_summary(per_core: list[dict[str, int]], budget: int) -> dict:
         "by_category_bytes": by_category,
         "per_core_bytes": totals,
     }
+
+
+LINK_CLASSES = ("same_core", "same_chip", "same_node", "across_nodes")
+"""How far an event travels from its source core to a destination core:
+``same_core`` (a core's events routed back to itself, e.g. recurrent
+synapses), ``same_chip``, ``same_node`` (same node, another chip) and
+``across_nodes``."""
+
+
+def link_class(src: dict, dst: dict) -> str:
+    """The :data:`LINK_CLASSES` entry of the link from core report ``src`` to
+    core report ``dst`` (entries of ``cores.json``).
+
+    Cores are compared by ``core_id``, then by ``node`` (a report without a
+    ``node`` key, or with ``node`` null, is on the one node every current run
+    uses, so two such cores share a node), then by ``chip``.
+    """
+    if src["core_id"] == dst["core_id"]:
+        return "same_core"
+    if src.get("node") != dst.get("node"):
+        return "across_nodes"
+    return "same_chip" if src["chip"] == dst["chip"] else "same_node"
+
+
+def bytes_by_link_class(routers: list[dict], cores: list[dict]) -> dict[str, dict[str, int]]:
+    """``{class: {"events": int, "bytes": int}}`` for every class of
+    :data:`LINK_CLASSES` (zeros included): the ``links`` counters of every
+    router report summed by :func:`link_class` of their two cores.
+
+    ``routers`` and ``cores`` are the lists of ``routers.json`` and
+    ``cores.json``.  With several routers on one path a packet is counted by
+    each router it leaves.  Raises :class:`DataError` when a link names a core
+    that is not in ``cores`` or is not written ``"src->dst"``.
+    """
+    by_id = {c["core_id"]: c for c in cores}
+    out = {k: {"events": 0, "bytes": 0} for k in LINK_CLASSES}
+    for r in routers:
+        for name, (events, nbytes) in r["counters"].get("links", {}).items():
+            try:
+                src, dst = (int(x) for x in name.split("->"))
+            except ValueError:
+                raise DataError(f"router {r.get('router_id')} link {name!r}: expected 'src->dst' core ids") from None
+            for cid in (src, dst):
+                if cid not in by_id:
+                    raise DataError(f"router {r.get('router_id')} link {name!r}: core {cid} is not in the core "
+                                    f"reports (core ids {min(by_id, default=None)}..{max(by_id, default=None)})")
+            cell = out[link_class(by_id[src], by_id[dst])]
+            cell["events"] += int(events)
+            cell["bytes"] += int(nbytes)
+    return out

@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .metrics import SCHEMA_VERSION
 from .network import Network
 from .neuron import model_from_dict
+from .report import report_after_run, save_raster
 from .simulator import Simulator, poisson_spikes
 
 __all__ = ["ForwardNetworkConfig", "ForwardDataConfig", "ForwardLearningConfig",
@@ -164,6 +165,8 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
                     t0 = time.perf_counter()
                     res = sim.run(net_cfg.steps, inputs, record=cfg.record)
                     run_s += time.perf_counter() - t0
+                    if epoch == 0 and first == 0 and res.spikes:       # the report's raster: sample 0
+                        save_raster(out_dir, res.spikes, net.dt_ms)
                     for name, s in res.spikes.items():
                         spike_counts[name] += int(s.sum())
                     bar.update(b)
@@ -217,4 +220,6 @@ def run(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
     metrics = _runners()[cfg.kind](cfg, out_dir, scenario)
     write_json(out_dir / "metrics.json", metrics)
     log.info("wrote %s", out_dir / "metrics.json")
+    if cfg.report:
+        report_after_run(out_dir)           # report.md, report.html, PNGs; a failure is logged, not raised
     return metrics
