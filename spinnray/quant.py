@@ -354,7 +354,9 @@ class PCMParams:
                                    min=0.0, max=1.0)
 
     def __post_init__(self):
-        f = lambda n: f"PCMParams.{n}"  # noqa: E731
+        def f(name):
+            return f"PCMParams.{name}"
+
         _check_positive(f("g_max_us"), self.g_max_us)
         _check_positive(f("t0_s"), self.t0_s)
         _check_positive(f("dg_pulse_us"), self.dg_pulse_us)
