@@ -187,7 +187,8 @@ class Quantizer:
             k = np.rint(x)
         else:
             u = (rng if rng is not None else self.rng).random(x.shape)
-            k = np.floor(x + u)  # x <= L and u < 1, so k <= L
+            # x <= L and u < 1, but L + u can round up to L + 1 in float64 when u is within ~2^-46 of 1
+            k = np.minimum(np.floor(x + u), self.levels)
         return k.astype(self.code_dtype)
 
     def decode(self, codes) -> np.ndarray:
@@ -299,6 +300,8 @@ class MixedPrecisionWeights:
                 n = np.rint(x)
             else:
                 n = np.floor(x + q.rng.random(x.shape))
+        if not n.any():                                             # the usual case for small updates
+            return
         n = n.astype(np.int64)
         new = np.clip(self._codes.astype(np.int64) + n, -q.levels, q.levels)
         moved = new - self._codes
