@@ -87,6 +87,10 @@ COMPARE_COLUMNS = (
     ("memory.max_utilisation", "memory.max_utilisation", "fraction of budget"),
 )
 
+_COLUMN_NAMES = {c[0] for c in COMPARE_COLUMNS}
+# Plotted against each swept parameter unless --metric says otherwise (those that some run has).
+DEFAULT_PLOTS = ("test_accuracy", "ms_per_step", "train_samples_per_s", "traffic.bytes", "memory.per_core_max_bytes")
+
 _DERIVED_NOTE = {
     "spike_events_per_sample": "forward runs: `traffic.spike_events_sent / samples`; training runs: the sum over "
                                "populations of `layers.P.spike_events_per_sample`",
@@ -433,12 +437,11 @@ def _plot_learning(run: RunData, path: Path) -> Path:
     ep = [h.get("epoch", i + 1) for i, h in enumerate(hist)]
     fig = _figure(9, 4)
     ax1, ax2 = fig.subplots(1, 2)
-    for key, style in (("train_loss", "o-"), ("test_loss", "s--")):
-        if all(key in h for h in hist):
-            ax1.plot(ep, [h[key] for h in hist], style, label=key.replace("_", " "))
-    for key, style in (("train_accuracy", "o-"), ("test_accuracy", "s--")):
-        if all(key in h for h in hist):
-            ax2.plot(ep, [100.0 * h[key] for h in hist], style, label=key.replace("_", " "))
+    for ax, keys, scale in ((ax1, ("train_loss", "test_loss"), 1.0), (ax2, ("train_accuracy", "test_accuracy"), 100.0)):
+        for key, style in zip(keys, ("o-", "s--")):
+            pts = [(e, scale * h[key]) for e, h in zip(ep, hist) if h.get(key) is not None]   # epochs that have it
+            if pts:
+                ax.plot(*zip(*pts), style, label=key.replace("_", " "))
     ax1.set(xlabel="epoch", ylabel="loss (mean per sample, nats)", title="loss")
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax1, ax2):
@@ -635,10 +638,12 @@ def build_report(run_dir, *, html_file: bool = True) -> dict[str, Path]:
 
     if isinstance(m.get("history"), list) and m["history"]:
         doc.h(2, "Learning")
-        cols = [k for k in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
-                if all(k in h for h in m["history"])]
-        doc.p("Per epoch, from `metrics.json` `history` (accuracies are fractions; the plot shows %).")
-        doc.table(cols, [[h[k] for k in cols] for h in m["history"]])
+        cols = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr"]
+        cols = [k for k in cols if any(k in h for h in m["history"])] + sorted(
+            {k for h in m["history"] for k in h if k not in cols and not isinstance(h[k], (dict, list))})
+        doc.p("Per epoch, from `metrics.json` `history` (accuracies are fractions; the plot shows %; "
+              "empty = not measured in that epoch).")
+        doc.table(cols, [[h[k] if k in h else "" for k in cols] for h in m["history"]])
         written["learning_curves.png"] = _plot_learning(run, out / "learning_curves.png")
         doc.img("learning_curves.png", "loss and accuracy per epoch")
 
@@ -885,8 +890,8 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
     has, and ``status`` (``ok``, or why the run has no usable ``metrics.json``;
     such a run is also logged as a warning).  A parameter is *swept* when its
     column takes more than one value; each ``plot_metrics`` entry (a column
-    name or a dotted metrics.json key; default ``test_accuracy`` if any run has
-    it, else ``ms_per_step``) is plotted against each swept parameter.
+    name or a dotted metrics.json key; default: those of :data:`DEFAULT_PLOTS`
+    that some run has) is plotted against each swept parameter.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -903,14 +908,14 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
             continue
         metrics_by_job[d.name] = m
         scenarios.append(str(m.get("scenario", "?")))
-        row.update(_row_metrics(m))
+        row.update({k: v for k, v in _row_metrics(m).items() if v is not None})
         row["status"] = "ok"
         rows.append(row)
     if not metrics_by_job:
         raise DataError(f"{out_dir}: none of the {len(rows)} runs has a usable metrics.json: "
                         + "; ".join(r["status"] for r in rows))
     metric_cols = [c[0] for c in COMPARE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-    plot_metrics = list(plot_metrics or (["test_accuracy"] if "test_accuracy" in metric_cols else ["ms_per_step"]))
+    plot_metrics = list(plot_metrics or [c for c in DEFAULT_PLOTS if c in metric_cols])
     for pm in plot_metrics:                      # a dotted key not among the columns becomes one
         if pm not in metric_cols:
             for r in rows:
@@ -923,7 +928,7 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
     override_cols = []
     for r in rows:
         override_cols += [k for k in r if k not in override_cols and k not in metric_cols
-                          and k not in ("job", "status")]
+                          and k not in _COLUMN_NAMES and k not in ("job", "status")]
     cols = ["job"] + override_cols + metric_cols + ["status"]
     swept = [k for k in override_cols if len({fmt(r.get(k)) for r in rows}) > 1]
     written = {}
@@ -931,8 +936,8 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
         w = csv.writer(f)
         w.writerow(cols)
         for r in rows:
-            w.writerow(["" if r.get(c) is None else (json.dumps(r[c]) if isinstance(r[c], (list, dict))
-                                                     else r[c]) for c in cols])
+            w.writerow(["" if r.get(c) is None else fmt(r[c]) if isinstance(r[c], (bool, list, dict)) else r[c]
+                        for c in cols])
     written["comparison.csv"] = out_dir / "comparison.csv"
     title = title or f"{'/'.join(dict.fromkeys(scenarios))} | {run_label(out_dir)}"
     doc = _Doc()
@@ -968,7 +973,7 @@ def main(argv=None) -> int:
     ap.add_argument("paths", nargs="+", type=Path, help="run directories and/or Hydra multirun directories")
     ap.add_argument("--metric", action="append", default=None,
                     help="column or dotted metrics.json key to plot against each swept parameter (repeatable; "
-                         "default test_accuracy, else ms_per_step)")
+                         "default: accuracy, time per step or samples per second, bytes, peak memory per core)")
     ap.add_argument("--compare", type=Path, default=None, metavar="OUT",
                     help="also compare all given run directories, writing into OUT")
     ap.add_argument("--job-reports", action="store_true", help="also (re)build the report of every multirun job")

@@ -172,6 +172,7 @@ def test_learning_and_layer_tables_are_the_numbers_of_metrics_json(ep):
     header, *rows = tables["Learning"]
     assert len(rows) == len(m["history"]) == 2
     for row, h in zip(rows, m["history"]):
+        assert set(header) == set(h)
         for col, cell in zip(header, row):
             assert same(cell, h[col]), (col, cell, h[col])
     header, *rows = tables["Events per sample against the dense equivalent"]
@@ -296,6 +297,8 @@ def test_a_sweep_of_two_jobs(tmp_path):
     with open(sweep / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
+    assert "test_accuracy" not in rows[0] and "status" in rows[0]       # no empty metric columns
+    assert [r["progress"] for r in rows] == ["false", "false"]           # an unswept override is a column too
     assert [r["parallel.cores_per_population"] for r in rows] == ["4", "5"]
     for job, r in enumerate(rows):
         m = json.loads((sweep / str(job) / "metrics.json").read_text())
@@ -337,3 +340,22 @@ def test_missing_or_corrupt_metrics_name_the_path(tmp_path, caplog):
     empty.mkdir()
     with pytest.raises(DataError, match="no such file"):
         report.build_report(empty)
+
+
+def test_epochs_without_a_test_score_leave_blank_cells(ep, tmp_path):
+    """e-prop evaluates every few epochs: history rows may lack test_* keys."""
+    import shutil
+
+    for name in ("metrics.json", "cores.json", "routers.json"):
+        shutil.copy(ep / name, tmp_path / name)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss"):
+        del m["history"][0][key]
+    m["history"][1]["spikes_per_s"] = 12.5                   # an extra per-epoch key becomes a column
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    files = report.build_report(tmp_path, html_file=False)
+    check_png(files["learning_curves.png"])
+    header, *rows = md_tables((tmp_path / "report.md").read_text())["Learning"]
+    first, second = (dict(zip(header, r)) for r in rows)
+    assert first["test_accuracy"] == first["test_loss"] == first["spikes_per_s"] == ""
+    assert same(second["test_accuracy"], m["history"][1]["test_accuracy"]) and second["spikes_per_s"] == "12.5"
