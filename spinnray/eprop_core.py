@@ -19,8 +19,14 @@ constant; the hidden cores filter their traces with it); hidden cores:
 Memory (per core, from the arrays held): for a hidden slice of ``n`` neurons
 with ``P`` pre neurons over all incoming projections and batch ``B``:
 weights, gradients, two Adam moments (``4 P n``), ``eps_v`` (``B P``) and
-three per-synapse traces ``eps_a``, ``ebar``, ``acc`` (``3 B P n``).  None of
-it grows with the number of steps.
+two per-synapse traces ``eps_a`` and ``acc`` (``2 B P n``; ``eps_a`` only for
+ALIF, beta > 0).  The readout-filtered trace ``ebar`` of the equations is not
+kept: since the loss window is known in advance, the sum over the window of
+``ebar[s]`` equals ``sum_t c_t e[t]`` with per-step constants ``c_t``, so
+``acc`` takes ``c_t e[t]`` directly (exact, one trace and two passes fewer).
+Two scratch arrays of the same size hold numpy temporaries (``scratch``:
+counted against the budget, not as training state).  None of it grows with
+the number of steps.
 """
 
 from __future__ import annotations
@@ -39,18 +45,19 @@ from .neuron import ALIF, LI
 __all__ = ["EPropCore", "learning_bytes"]
 
 
-def learning_bytes(network, pop, n: int, batch: int, dtype: str) -> dict[str, int]:
+def learning_bytes(network, pop, n: int, batch: int, dtype: str, feedback: str = "symmetric") -> dict[str, int]:
     """The e-prop state a core of ``pop`` with ``n`` neurons will hold (for the mapper's budget)."""
     item = np.dtype(dtype).itemsize
     pre = sum(p.pre.size for p in network.incoming(pop))
     if isinstance(pop.model, ALIF):
+        per_syn = batch * pre * n
         return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
-                "traces": (batch * pre + 3 * batch * pre * n + batch * n) * item,
-                "learning_signal": batch * n * item}
+                "traces": (batch * pre + (2 if pop.model.beta else 1) * per_syn + batch * n) * item,
+                "learning_signal": batch * n * item, "scratch": 2 * per_syn * item}
     if isinstance(pop.model, LI):
         return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
                 "traces": (2 * batch * pre + batch * n) * item,
-                "feedback": pre * n * item}
+                **({"feedback": pre * n * item} if feedback == "random" else {})}
     return {}
 
 
@@ -95,9 +102,10 @@ class EPropCore(Core):
                                   v_th=float(spec.model.v_th), lens=float(L.get("lens", 0.5)),
                                   scale=float(L.get("scale", 6.0)), height=float(L.get("height", 0.15)))
             self.eps_v = np.zeros((B, P), dt)        # (batch, pre) shared by all post neurons
-            self.eps_a = np.zeros((B, P, n), dt)     # (batch, pre, post)
-            self.ebar = np.zeros((B, P, n), dt)
-            self.acc = np.zeros((B, P, n), dt)       # sum over the loss window of ebar
+            self.eps_a = np.zeros((B, P, n) if spec.model.beta else (B, 0, n), dt)   # (batch, pre, post)
+            self.acc = np.zeros((B, P, n), dt)       # sum over the loss window of ebar, as sum_t c_t e[t]
+            self._tmp = np.zeros((B, P, n), dt)      # scratch (not state: counted apart)
+            self._tmp2 = np.zeros((B, P, n), dt)
             self.psi = np.zeros((B, n), dt)          # psi of the last step
             self.signal = np.zeros((B, n), dt)       # learning signals received
         else:
@@ -127,8 +135,11 @@ class EPropCore(Core):
         if keys:
             mem["error_keys"] = sum(k.nbytes for k in keys)
         if self.hidden:
-            mem["traces"] = sum(a.nbytes for a in (self.eps_v, self.eps_a, self.ebar, self.acc, self.psi))
+            mem["traces"] = sum(a.nbytes for a in (self.eps_v, self.eps_a, self.acc, self.psi))
             mem["learning_signal"] = self.signal.nbytes
+            # numpy temporaries of the trace update; a PE loops synapse by synapse
+            # without them.  Counted against the budget, not as training state.
+            mem["scratch"] = self._tmp.nbytes + self._tmp2.nbytes
         else:
             mem["traces"] = self.zbar.nbytes + self.acc_z.nbytes + self.ysum.nbytes
             if self.feedback is not None:
@@ -149,8 +160,14 @@ class EPropCore(Core):
         self.window = w
         B = self.batch
         if self.hidden:
-            for a in (self.eps_v, self.eps_a, self.ebar, self.acc, self.psi, self.signal):
+            for a in (self.eps_v, self.eps_a, self.acc, self.psi, self.signal):
                 a[:B] = 0
+            # sum_{s in window} ebar[s] = sum_t c_t e[t]: c_{T-1} = 0,
+            # c_t = kappa c_{t+1} + (1 - kappa) [t + 1 in window]  (ebar lags e by one step)
+            c = np.zeros(steps)
+            for t in range(steps - 2, -1, -1):
+                c[t] = self.kappa * c[t + 1] + (1.0 - self.kappa) * (t + 1 >= self.window_start)
+            self.c_read = c.astype(self.dtype)
         else:
             for a in (self.zbar, self.acc_z, self.ysum):
                 a[:B] = 0
@@ -184,15 +201,22 @@ class EPropCore(Core):
         if self.hidden:
             c, m = self.consts, self.model
             beta = m.beta
-            eps_v, eps_a, ebar = self.eps_v[:B], self.eps_a[:B], self.ebar[:B]
-            # e[t-1] from the traces of step t-1, then the traces of step t.
-            e_prev = self.psi[:B, None, :] * (eps_v[:, :, None] - beta * eps_a)   # (B, P, n)
-            eps_a *= c["rho"]
-            eps_a += (1.0 - c["rho"]) * e_prev
-            ebar *= self.kappa
-            ebar += (1.0 - self.kappa) * e_prev
-            if t >= self.window_start:
-                self.acc[:B] += ebar
+            eps_v, eps_a = self.eps_v[:B], self.eps_a[:B]
+            if t > 0:
+                # e[t-1] from the traces of step t-1, then the traces of step t.
+                if beta:
+                    e = np.multiply(eps_a, -beta, out=self._tmp[:B])                # (B, P, n)
+                    e += eps_v[:, :, None]
+                    e *= self.psi[:B, None, :]
+                else:                                                              # LIF: no eps_a
+                    e = np.multiply(eps_v[:, :, None], self.psi[:B, None, :], out=self._tmp[:B])
+                w = self.c_read[t - 1]
+                if w:
+                    self.acc[:B] += np.multiply(e, w, out=self._tmp2[:B])
+                if beta:
+                    e *= 1.0 - c["rho"]
+                    eps_a *= c["rho"]
+                    eps_a += e
             eps_v *= c["alpha"]
             eps_v += (1.0 - c["alpha"]) * pre
             st = self.state

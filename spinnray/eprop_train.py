@@ -1,0 +1,300 @@
+"""Model-parallel e-prop scenarios: keyword spotting and cue accumulation.
+
+The network (Rostami et al. 2022 on SpiNNaker2): ``input`` (an
+:class:`~spinnray.neuron.AnalogSource`, written by the host into the hidden
+cores) -> ``hidden`` (recurrent ALIF, no self-connections, split over
+``parallel.cores_per_population`` cores) -> ``output`` (LI readout on one
+core).  Every core keeps its slice's weights, gradients, Adam moments and
+traces; per step the hidden cores exchange spikes through the router; at the
+end of a sample the readout core sends the learning signals as error events.
+``learning.batch_size = 1`` is online learning as on the chip (one Adam step
+per sample); ``B > 1`` runs B samples in lockstep (one packet per step carries
+all B) and takes one step per mini-batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .config import RunConfig, from_dict, opt
+from .errors import ConfigError, DataError
+from .eprop import SURROGATES
+from .eprop_core import learning_bytes
+from .network import Network
+from .neuron import ALIF, LI, AnalogSource
+from .simulator import Simulator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EPropNetworkConfig", "EPropDataConfig", "EPropLearningConfig", "build_eprop_network",
+           "EPropTrainer", "load_eprop_data", "run_eprop", "TRAINING_STATE"]
+
+#: memory categories that make up the training state (the paper's 680 KB)
+TRAINING_STATE = ("weights", "gradients", "optimizer", "traces", "learning_signal", "feedback")
+
+
+@dataclass(frozen=True)
+class EPropNetworkConfig:
+    hidden: int = opt(120, "recurrent ALIF neurons (Rostami et al.: 120)", min=1)
+    dt_ms: float = opt(1.0, "ms per step", min=1e-6)
+    tau_mem_ms: float = opt(5.0, "hidden membrane time constant (ms)", min=1e-6)
+    tau_adapt_ms: float = opt(150.0, "threshold-adaptation time constant (ms)", min=1e-6)
+    beta: float = opt(0.184, "threshold-adaptation strength (0 = LIF)", min=0.0)
+    v_th: float = opt(1.6, "baseline threshold", min=1e-9)
+    tau_out_ms: float = opt(10.0, "readout time constant (ms)", min=1e-6)
+    w_in_scale: float = opt(1.0, "input weights ~ N(0, scale / sqrt(inputs))", min=0.0)
+    w_rec_scale: float = opt(1.0, "recurrent weights ~ N(0, scale / sqrt(hidden)), no self-connections", min=0.0)
+    w_out_scale: float = opt(1.0, "readout weights ~ N(0, scale / sqrt(hidden))", min=0.0)
+    recurrent: bool = opt(True, "recurrent hidden weights (false: feed-forward hidden layer)")
+
+
+@dataclass(frozen=True)
+class EPropDataConfig:
+    name: str = opt("keywords", "keywords (offline espeak-ng set) | speech_commands (real GSC v1 at root) | cue",
+                    choices=("keywords", "speech_commands", "cue"))
+    root: str | None = opt(None, "data directory: the GSC v1 root, or where the offline keyword set is "
+                                 "written (null = ~/.cache/spinnray/keywords)")
+    cache_dir: str | None = opt(None, "feature cache directory (null = inside root)")
+    per_word: int = opt(300, "offline keyword set: clips per word", min=1)
+    data_seed: int = opt(0, "offline keyword set / cue task generator seed", min=0)
+    limit: int | None = opt(None, "use only the first N training and N test samples", min=1)
+    train_size: int = opt(2000, "cue task: training trials", min=1)
+    test_size: int = opt(500, "cue task: test trials", min=1)
+    test_seed: int = opt(1, "cue task: test-set seed", min=0)
+    n_cues: int = opt(7, "cue task: cues per trial (odd)", min=1)
+    total_ms: float = opt(2250.0, "cue task: trial length (ms)", min=1.0)
+
+
+@dataclass(frozen=True)
+class EPropLearningConfig:
+    rule: str = opt("eprop", "learning rule", choices=("eprop",))
+    epochs: int = opt(10, "passes over the training set", min=1)
+    batch_size: int = opt(1, "samples per update: 1 = online, as on the chip; B = lockstep mini-batch", min=1)
+    lr: float = opt(0.01, "Adam learning rate (Rostami et al.: 0.01)", min=0.0)
+    lr_decay: float = opt(0.3, "learning-rate factor every lr_decay_every epochs", min=0.0, max=1.0)
+    lr_decay_every: int = opt(6, "epochs between learning-rate decays", min=1)
+    beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
+    beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
+    eps: float = opt(1e-5, "Adam epsilon (Rostami et al.: 1e-5)", min=0.0)
+    weight_decay: float = opt(0.0, "L2 coefficient added to every gradient", min=0.0)
+    surrogate: str = opt("multi_gaussian", "pseudo-derivative", choices=SURROGATES)
+    gamma: float = opt(0.5, "pseudo-derivative scale (triangle: 0.3, multi_gaussian: 0.5)", min=1e-9)
+    feedback: str = opt("symmetric", "learning-signal weights: symmetric (W_out) or random (fixed)",
+                        choices=("symmetric", "random"))
+    window_steps: int | None = opt(None, "loss on the mean readout of the last N steps (null = all; "
+                                         "cue: the recall period)", min=1)
+    eval_every: int = opt(1, "evaluate on the test set every N epochs (and after the last)", min=1)
+
+
+def build_eprop_network(cfg: EPropNetworkConfig, n_in: int, n_out: int, seed: int) -> Network:
+    """The 3-population network with seeded initial weights."""
+    rng = np.random.default_rng([seed, 5])
+    h = cfg.hidden
+    net = Network(dt_ms=cfg.dt_ms)
+    net.population("input", n_in, AnalogSource())
+    net.population("hidden", h, ALIF(tau_mem_ms=cfg.tau_mem_ms, tau_adapt_ms=cfg.tau_adapt_ms,
+                                     beta=cfg.beta, v_th=cfg.v_th))
+    net.population("output", n_out, LI(tau_mem_ms=cfg.tau_out_ms, tau_syn_ms=0.0))
+    net.connect("input", "hidden", rng.normal(0, cfg.w_in_scale / np.sqrt(n_in), (n_in, h)))
+    if cfg.recurrent:
+        mask = ~np.eye(h, dtype=bool)
+        net.connect("hidden", "hidden", rng.normal(0, cfg.w_rec_scale / np.sqrt(h), (h, h)), delays=1, mask=mask)
+    net.connect("hidden", "output", rng.normal(0, cfg.w_out_scale / np.sqrt(h), (h, n_out)), delays=1)
+    return net
+
+
+class EPropTrainer:
+    """Owns the simulator; :meth:`train_batch` is forward, learning signals, Adam on every core."""
+
+    def __init__(self, net: Network, learn: EPropLearningConfig, *, machine, hidden_cores,
+                 backend: str, timeout_s: float = 120.0, batch_size: int | None = None):
+        if learn.window_steps is not None and not isinstance(learn.window_steps, int):
+            raise ConfigError(f"learning.window_steps = {learn.window_steps!r}: expected null or an int")
+        common = {"rule": "eprop", "lr": learn.lr, "betas": (learn.beta1, learn.beta2), "eps": learn.eps,
+                  "weight_decay": learn.weight_decay, "window_steps": learn.window_steps,
+                  "tau_out_ms": net["output"].model.tau_mem_ms}
+        hidden = dict(common, surrogate=learn.surrogate, gamma=learn.gamma)
+        output = dict(common, feedback=learn.feedback, feedback_seed=0)
+        self.learning = {"hidden": hidden, "output": output}
+        self.learn = learn
+        self.batch = batch_size or learn.batch_size
+        dtype = machine.dtype
+        self.sim = Simulator(
+            net, machine, cores_per_population={"hidden": hidden_cores, "output": 1},
+            batch_size=self.batch, backend=backend, timeout_s=timeout_s, learning=self.learning,
+            error_populations=("hidden",),
+            learning_bytes=lambda pop, n: learning_bytes(net, pop, n, self.batch, dtype, learn.feedback))
+        self.learners = [pl.core_id for pl in self.sim.mapping.placements]
+        self.lr = learn.lr
+
+    def close(self) -> None:
+        self.sim.close()
+
+    def forward(self, x: np.ndarray, labels: np.ndarray | None, record=()):
+        """``x`` (steps, batch, inputs) floats."""
+        return self.sim.run(x.shape[0], {"input": x}, targets=None if labels is None else {"output": labels},
+                            record=record)
+
+    def train_batch(self, x: np.ndarray, labels: np.ndarray):
+        res = self.forward(x, labels)
+        self.sim.backward(scale=1.0 / len(labels), rounds=1)
+        self.sim.call("apply", {cid: (self.lr,) for cid in self.learners})
+        return res
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """(accuracy, mean loss); ``x`` (samples, steps, inputs)."""
+        correct, loss = 0, 0.0
+        for first in range(0, len(y), self.batch):
+            xb = np.ascontiguousarray(x[first:first + self.batch].transpose(1, 0, 2))
+            res = self.forward(xb, y[first:first + self.batch])
+            correct += int((res.outputs["pred"] == y[first:first + self.batch]).sum())
+            loss += float(res.outputs["loss"].sum())
+        return correct / len(y), loss / len(y)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        net = self.sim.network
+        got = self.sim.call("get_weights")
+        out = {p.name: np.zeros(p.weights.shape) for p in net.projections}
+        for pl in self.sim.mapping.placements:
+            for proj, w in zip(net.incoming(net[pl.slice.population]), got[pl.core_id]):
+                out[proj.name][:, pl.slice.lo:pl.slice.hi] = w
+        return out
+
+
+def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
+    """``(x_train (N, T, C) float32, y_train, x_test, y_test, class names, window_steps or None)``."""
+    if cfg.name == "cue":
+        from .data.cue import cue_accumulation, cue_decision_window
+
+        kw = dict(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=steps_hint)
+        xtr, ytr = cue_accumulation(cfg.train_size, cfg.data_seed, **kw)
+        xte, yte = cue_accumulation(cfg.test_size, cfg.test_seed + 10_000, **kw)
+        win = cue_decision_window(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=steps_hint)
+        names = ["left", "right"]
+        window = win.stop - win.start
+    else:
+        from pathlib import Path
+
+        from .data import speech
+
+        if cfg.name == "speech_commands":
+            if cfg.root is None:
+                raise ConfigError("data.root = null: data.name=speech_commands needs the path of the "
+                                  "speech_commands_v0.01 directory")
+            root = Path(cfg.root).expanduser()
+        else:
+            from .data.keywords import ensure_keyword_dataset
+
+            root = Path(cfg.root or "~/.cache/spinnray/keywords").expanduser()
+            root = ensure_keyword_dataset(root, per_word=cfg.per_word, seed=cfg.data_seed)
+        xtr, ytr, names = speech.load_speech_commands(root, "train", cache_dir=cfg.cache_dir)
+        xte, yte, _ = speech.load_speech_commands(root, "test", cache_dir=cfg.cache_dir)
+        window = None
+    if cfg.limit is not None:
+        xtr, ytr, xte, yte = xtr[:cfg.limit], ytr[:cfg.limit], xte[:cfg.limit], yte[:cfg.limit]
+    if len(ytr) == 0 or len(yte) == 0:
+        raise DataError(f"data.name = {cfg.name!r}: empty training or test split")
+    return (np.asarray(xtr, np.float32), np.asarray(ytr, np.int64), np.asarray(xte, np.float32),
+            np.asarray(yte, np.int64), list(names), window)
+
+
+def training_state_bytes(memory_per_core: list[dict]) -> int:
+    """Sum of the training-state categories over the cores (weights, gradients, Adam, traces)."""
+    return sum(v for mem in memory_per_core for k, v in mem.items() if k in TRAINING_STATE)
+
+
+def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
+    from .metrics import SCHEMA_VERSION
+    from .runner import _progress, write_json
+    from .train import peak_rss_bytes
+
+    net_cfg = from_dict(EPropNetworkConfig, cfg.network, "network")
+    data = from_dict(EPropDataConfig, cfg.data, "data")
+    learn = from_dict(EPropLearningConfig, cfg.learning, "learning")
+    if cfg.parallel.exchange_interval != 1:
+        raise ConfigError(f"parallel.exchange_interval = {cfg.parallel.exchange_interval}: the recurrent "
+                          "spikes have a delay of 1 step, so K must be 1")
+    if cfg.parallel.replicas != 1:
+        raise ConfigError(f"parallel.replicas = {cfg.parallel.replicas}: e-prop here is model-parallel; "
+                          "expected 1")
+    xtr, ytr, xte, yte, names, window = load_eprop_data(data, net_cfg.dt_ms)
+    if learn.window_steps is None and window is not None:
+        from dataclasses import replace
+
+        learn = replace(learn, window_steps=window)
+    steps, n_in = xtr.shape[1], xtr.shape[2]
+    net = build_eprop_network(net_cfg, n_in, len(names), cfg.seed)
+    hidden_cores = cfg.parallel.cores_per_population
+    if isinstance(hidden_cores, dict):
+        hidden_cores = hidden_cores.get("hidden")
+    t_start = time.perf_counter()
+    trainer = EPropTrainer(net, learn, machine=cfg.machine, hidden_cores=hidden_cores, backend=cfg.backend,
+                           timeout_s=cfg.cluster.round_timeout_s)
+    setup_s = time.perf_counter() - t_start
+    m0 = trainer.sim.mapping
+    log.info("e-prop on %d cores (%d hidden), backend %s; %d train / %d test samples of %d steps x %d inputs",
+             m0.n_cores, len(m0.cores_of("hidden")), cfg.backend, len(ytr), len(yte), steps, n_in)
+    history, train_s, samples = [], 0.0, 0
+    rng = np.random.default_rng([cfg.seed, 13])
+    B = learn.batch_size
+    try:
+        for epoch in range(learn.epochs):
+            order = rng.permutation(len(ytr))
+            t0 = time.perf_counter()
+            losses, correct = [], 0
+            with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
+                for first in range(0, len(ytr), B):
+                    idx = order[first:first + B]
+                    xb = np.ascontiguousarray(xtr[idx].transpose(1, 0, 2))
+                    res = trainer.train_batch(xb, ytr[idx])
+                    losses.append(float(res.outputs["loss"].mean()))
+                    correct += int((res.outputs["pred"] == ytr[idx]).sum())
+                    bar.update(len(idx))
+                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}",
+                                    acc=f"{correct / min(first + B, len(ytr)):.3f}")
+            train_s += time.perf_counter() - t0
+            samples += len(ytr)
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                   "train_accuracy": correct / len(ytr), "lr": trainer.lr}
+            if (epoch + 1) % learn.eval_every == 0 or epoch + 1 == learn.epochs:
+                row["test_accuracy"], row["test_loss"] = trainer.evaluate(xte, yte)
+            history.append(row)
+            log.info("epoch %d: train loss %.4f acc %.4f | test acc %s", epoch + 1, row["train_loss"],
+                     row["train_accuracy"], f"{row['test_accuracy']:.4f}" if "test_accuracy" in row else "-")
+            if (epoch + 1) % learn.lr_decay_every == 0:
+                trainer.lr *= learn.lr_decay
+        m = trainer.sim.metrics()
+        cores, routers = trainer.sim.reports()
+    finally:
+        trainer.close()
+    tested = [h for h in history if "test_accuracy" in h]
+    emulated_ms = samples * steps * net_cfg.dt_ms
+    hidden_reports = [c for c in cores if c["population"] == "hidden"]
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "scenario": scenario, "kind": cfg.kind, "backend": cfg.backend, "seed": cfg.seed,
+        "data": data.name, "classes": names, "cores": m["cores"], "hidden_cores": len(hidden_reports),
+        "steps": steps, "inputs": n_in, "epochs": learn.epochs, "batch_size": B,
+        "wall_s": round(time.perf_counter() - t_start, 3), "setup_s": round(setup_s, 3),
+        "train_s": round(train_s, 3),
+        "train_samples_per_s": samples / train_s if train_s else 0.0,
+        "real_time_factor": emulated_ms / (train_s * 1000) if train_s else 0.0,
+        "test_accuracy": tested[-1]["test_accuracy"], "test_loss": tested[-1]["test_loss"],
+        "best_test_accuracy": max(h["test_accuracy"] for h in tested),
+        "history": history,
+        "training_state_bytes": training_state_bytes([c["memory"] for c in cores]),
+        "max_core_bytes": max(sum(c["memory"].values()) for c in cores),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "learning_signal_events_per_sample": sum(c["counters"]["error_events_sent"] for c in cores) / samples,
+        "hidden_spike_events_per_sample": sum(c["counters"]["spike_events_sent"] for c in hidden_reports)
+        / (samples + len(yte) * len(tested)),
+        "traffic": m["traffic"], "memory": m["memory"], "mapping": m["mapping"],
+        "machine": asdict(cfg.machine),
+    }
+    write_json(out_dir / "cores.json", cores)
+    write_json(out_dir / "routers.json", routers)
+    return metrics
