@@ -176,7 +176,7 @@ class RunConfig:
     are validated by that kind's runner (:mod:`spinnray.runner`).
     """
 
-    kind: str = opt("forward", "what the scenario does", choices=("forward", "eventprop"))
+    kind: str = opt("forward", "what the scenario does", choices=("forward", "eventprop", "eprop"))
     seed: int = opt(0, "master seed: weights, data order, input spikes", min=0)
     backend: str = opt("ray", "run cores in-process or as Ray actors", choices=("local", "ray"))
     machine: MachineConfig = opt(None, "the emulated machine", factory=MachineConfig)

@@ -208,9 +208,10 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
 
 
 def _runners():
+    from .eprop_train import run_eprop
     from .train import run_eventprop
 
-    return {"forward": run_forward, "eventprop": run_eventprop}
+    return {"forward": run_forward, "eventprop": run_eventprop, "eprop": run_eprop}
 
 
 def run(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
