@@ -52,7 +52,8 @@ from .errors import DataError, SpinnrayError
 from .metrics import SCHEMA_VERSION, bytes_by_link_class, link_class
 
 __all__ = ["RASTER_FILE", "RASTER_VERSION", "Raster", "RunData", "COMPARE_COLUMNS", "save_raster",
-           "load_raster", "load_run", "build_report", "report_after_run", "find_jobs", "compare_runs", "main"]
+           "load_raster", "load_run", "build_report", "report_after_run", "find_jobs", "compare_runs",
+           "sweep_callback", "main"]
 
 log = logging.getLogger("spinnray")
 
@@ -424,7 +425,7 @@ def _figure(width: float = 8.0, height: float = 4.5):
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.canvas.print_png(path)          # the Agg canvas directly: half the time of savefig here
     return path
 
 
@@ -962,6 +963,34 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
     (out_dir / "comparison.md").write_text(doc.markdown())
     written["comparison.md"] = out_dir / "comparison.md"
     return written
+
+
+def sweep_callback(metric=None):
+    """A Hydra callback that compares the jobs when a multirun ends (if the
+    composed config's ``report`` is true), as ``python -m spinnray.report
+    SWEEP_DIR`` would.  Enable it in ``conf/config.yaml``::
+
+        hydra:
+          callbacks:
+            report:
+              _target_: spinnray.report.sweep_callback
+
+    (or ``+hydra.callbacks.report._target_=spinnray.report.sweep_callback`` on the
+    command line).  ``metric``: a list of columns to plot, as ``--metric``."""
+    from hydra.experimental.callback import Callback
+
+    class SweepReport(Callback):
+        def on_multirun_end(self, config, **kwargs) -> None:
+            if not config.get("report", True):
+                return
+            sweep = Path(config.hydra.sweep.dir)
+            try:
+                files = compare_runs(find_jobs(sweep), sweep, list(metric) if metric else None)
+                log.info("compared the jobs of %s: %s", sweep, ", ".join(sorted(files)))
+            except SpinnrayError as e:
+                log.error("comparison of %s failed: %s", sweep, e)
+
+    return SweepReport()
 
 
 # --------------------------------------------------------------------------- command line

@@ -315,6 +315,11 @@ def test_a_sweep_of_two_jobs(tmp_path):
     plot = sweep / "comparison_traffic_bytes_vs_parallel_cores_per_population.png"
     check_png(plot)
     assert f"]({plot.name})" in md
+    # The Hydra callback does the same when a multirun ends.
+    (sweep / "comparison.csv").unlink()
+    report.sweep_callback().on_multirun_end(OmegaConf.create({"report": True, "hydra": {"sweep": {"dir": str(sweep)}}}))
+    with open(sweep / "comparison.csv") as f:
+        assert [r["cores"] for r in csv.DictReader(f)] == ["12", "15"]
 
 
 # --------------------------------------------------------------------------- errors
