@@ -334,6 +334,7 @@ def unit_of(key: str) -> str:
     if key.startswith("rates_hz."):
         return "Hz"
     table = {"ms_per_step": "ms per lockstep step", "realtime_factor": "emulated time / run time",
+             "real_time_factor": "emulated time / training time", "hidden_cores": "cores", "inputs": "channels",
              "train_samples_per_s": "samples/s", "sparsity": "sent / dense", "max_utilisation": "fraction of budget",
              "test_accuracy": "fraction", "best_test_accuracy": "fraction", "test_loss": "mean per sample",
              "steps": "steps per sample", "samples": "samples", "epochs": "passes", "cores": "cores",
@@ -391,6 +392,7 @@ class _Doc:
         def inline(s: str) -> str:
             s = html.escape(s)
             s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+            s = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
             return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", s)
 
         out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
