@@ -353,7 +353,7 @@ class Core:
             else:
                 ring[(t0 + np.arange(k)) % depth] = False
         c = self.counters
-        mask = (1 << self.spec.key_bits) - 1
+        keys_l, offs_l, b_l = [], [], []
         for frame in frames:
             c.packets_received += 1
             c.bytes_received += len(frame)
@@ -368,31 +368,45 @@ class Core:
                 self._note(f"core {self.id}: rejected frame: {e.reason}")
                 continue
             c.spike_events_received += p.n
-            keys = p.keys.astype(np.int64)
-            prefix, local = keys >> self.spec.key_bits, keys & mask
-            if len(self._src_prefix) and len(prefix) and prefix[0] == prefix[-1] and (prefix == prefix[0]).all():
-                # The usual frame: every key from one source slice (one lookup).
-                j0 = min(int(np.searchsorted(self._src_prefix, prefix[0])), len(self._src_prefix) - 1)
-                j = np.full(len(prefix), j0, np.int64)
-                ok = (self._src_prefix[j0] == prefix[0]) & (local < self._src_n[j0])
-            elif len(self._src_prefix):
-                j = np.minimum(np.searchsorted(self._src_prefix, prefix), len(self._src_prefix) - 1)
-                ok = (self._src_prefix[j] == prefix) & (local < self._src_n[j])
-            else:
-                j, ok = np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
-            if not ok.all():
-                c.dropped += int((~ok).sum())
-                self._note(f"core {self.id}: {int((~ok).sum())} event(s) with unknown key, "
-                           f"first {int(keys[~ok][0]):#010x}")
-            b = p.batch[ok] if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
-            steps = (t0 + p.offsets[ok].astype(np.int64))
-            pre = self._src_lo[j[ok]] + local[ok]
-            which = self._src_pre[j[ok]]
-            for w in np.unique(which):
-                ring = self.hist[self._pre_names[w]]
-                sel = which == w
-                ring[steps[sel] % len(ring), b[sel], pre[sel]] = True
-                self._on_delivered(self._pre_names[w], steps[sel], b[sel], pre[sel])
+            keys_l.append(p.keys)
+            offs_l.append(p.offsets)
+            b_l.append(p.batch if p.batch is not None else np.zeros(p.n, np.uint16))
+        if not keys_l:
+            return
+        # All frames of the round at once: one key lookup and one ring write per
+        # pre population (frames are kept in arrival order, as before).
+        one = len(keys_l) == 1
+        keys = (keys_l[0] if one else np.concatenate(keys_l)).astype(np.int64)
+        offsets = offs_l[0] if one else np.concatenate(offs_l)
+        bat = b_l[0] if one else np.concatenate(b_l)
+        mask = (1 << self.spec.key_bits) - 1
+        prefix, local = keys >> self.spec.key_bits, keys & mask
+        if len(self._src_prefix) and len(prefix):
+            j = np.minimum(np.searchsorted(self._src_prefix, prefix), len(self._src_prefix) - 1)
+            ok = (self._src_prefix[j] == prefix) & (local < self._src_n[j])
+        else:
+            j, ok = np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+        if not ok.all():
+            c.dropped += int((~ok).sum())
+            self._note(f"core {self.id}: {int((~ok).sum())} event(s) with unknown key, "
+                       f"first {int(keys[~ok][0]):#010x}")
+            j, local, offsets, bat = j[ok], local[ok], offsets[ok], bat[ok]
+        if not len(j):
+            return
+        steps = t0 + offsets.astype(np.int64)
+        b = bat.astype(np.int64)
+        pre = self._src_lo[j] + local
+        which = self._src_pre[j]
+        if len(self._pre_names) == 1:
+            ring = self.hist[self._pre_names[0]]
+            ring[steps % len(ring), b, pre] = True
+            self._on_delivered(self._pre_names[0], steps, b, pre)
+            return
+        for w in np.unique(which):
+            ring = self.hist[self._pre_names[w]]
+            sel = which == w
+            ring[steps[sel] % len(ring), b[sel], pre[sel]] = True
+            self._on_delivered(self._pre_names[w], steps[sel], b[sel], pre[sel])
 
     def problems(self) -> int:
         """Frames rejected and events dropped at this core so far."""

@@ -59,7 +59,7 @@ class EPropDataConfig:
     root: str | None = opt(None, "data directory: the GSC v1 root, or where the offline keyword set is "
                                  "written (null = ~/.cache/spinnray/keywords)")
     cache_dir: str | None = opt(None, "feature cache directory (null = inside root)")
-    per_word: int = opt(300, "offline keyword set: clips per word", min=1)
+    per_word: int = opt(500, "offline keyword set: clips per word", min=1)
     data_seed: int = opt(0, "offline keyword set / cue task generator seed", min=0)
     limit: int | None = opt(None, "use only the first N training and N test samples", min=1)
     train_size: int = opt(2000, "cue task: training trials", min=1)
@@ -191,8 +191,8 @@ def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
 
             root = Path(cfg.root or "~/.cache/spinnray/keywords").expanduser()
             root = ensure_keyword_dataset(root, per_word=cfg.per_word, seed=cfg.data_seed)
-        xtr, ytr, names = speech.load_speech_commands(root, "train", cache_dir=cfg.cache_dir)
-        xte, yte, _ = speech.load_speech_commands(root, "test", cache_dir=cfg.cache_dir)
+        xtr, ytr, names = speech.load_speech_commands(root, "training", cache_dir=cfg.cache_dir, progress=True)
+        xte, yte, _ = speech.load_speech_commands(root, "testing", cache_dir=cfg.cache_dir, progress=True)
         window = None
     if cfg.limit is not None:
         xtr, ytr, xte, yte = xtr[:cfg.limit], ytr[:cfg.limit], xte[:cfg.limit], yte[:cfg.limit]
