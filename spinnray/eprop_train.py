@@ -282,7 +282,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "wall_s": round(time.perf_counter() - t_start, 3), "setup_s": round(setup_s, 3),
         "train_s": round(train_s, 3),
         "train_samples_per_s": samples / train_s if train_s else 0.0,
-        "real_time_factor": emulated_ms / (train_s * 1000) if train_s else 0.0,
+        "realtime_factor": emulated_ms / (train_s * 1000) if train_s else 0.0,
         "test_accuracy": tested[-1]["test_accuracy"], "test_loss": tested[-1]["test_loss"],
         "best_test_accuracy": max(h["test_accuracy"] for h in tested),
         "history": history,
