@@ -307,7 +307,8 @@ def test_errors_name_the_path(dataset, tmp_path):
 
     bad = root / "yes" / "ffffffff_nohash_0.wav"
     write(bad, np.zeros(8000, np.int16), rate=8000)
-    with pytest.raises(DataError, match=r"ffffffff_nohash_0\.wav: 1 channel\(s\), 16-bit, 8000 Hz; expected .*16000 Hz"):
+    expected = r"ffffffff_nohash_0\.wav: 1 channel\(s\), 16-bit, 8000 Hz; expected .*16000 Hz"
+    with pytest.raises(DataError, match=expected):
         load_speech_commands(root, "training", cache=False)
     write(bad, np.zeros(2 * SR, np.int16), channels=2)
     with pytest.raises(DataError, match="2 channel"):

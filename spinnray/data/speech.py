@@ -32,9 +32,11 @@ Rescaling (Rostami et al. divide the features by their largest magnitude):
 with ``rescale="train"`` (the default of :func:`load_speech_commands`) every
 split is divided by the largest ``|value|`` over the *training* split, taken
 separately for the 40 log-mel channels and for the 40 delta channels (one
-scalar for both groups would shrink the deltas, whose range is several times
-smaller; see :func:`feature_scale`), so training features lie in [-1, 1] and
-validation/test features use the same scale.  ``rescale="clip"`` divides each
+scalar for both groups would shrink the deltas, whose largest magnitude was
+2.7 times smaller on the espeak-ng keyword set; see :func:`feature_scale`), so
+training features lie in [-1, 1] and validation/test features use the same
+scale.  The log-mel maximum is usually the floor ``-log(log_eps)`` = 13.8 of
+silent or very quiet bands (so the log-mel channels end in about [-1, 0.55]).  ``rescale="clip"`` divides each
 clip by its own maxima (per group), ``None`` leaves the raw values.
 
 Data set layout (as downloaded; ``root`` holds):
@@ -456,7 +458,9 @@ def speech_commands_index(
     validation, testing = set(listed[VALIDATION_LIST]), set(listed[TESTING_LIST])
     both = validation & testing
     if both:
-        raise DataError(f"{len(both)} path(s) are in both {VALIDATION_LIST} and {TESTING_LIST}, e.g. {sorted(both)[:3]}")
+        raise DataError(
+            f"{len(both)} path(s) are in both {VALIDATION_LIST} and {TESTING_LIST}, e.g. {sorted(both)[:3]}"
+        )
 
     def in_split(path: str) -> bool:
         if split == "validation":
@@ -491,7 +495,7 @@ def speech_commands_index(
                 f"{n_silence} silence clips are cropped (or silence_fraction=0)"
             )
         lengths = [_wav_length(f) for f in noise]
-        for f, n in zip(noise, lengths):
+        for f, n in zip(noise, lengths, strict=True):
             if n < clip_samples:
                 raise DataError(f"{f}: {n} samples; expected at least {clip_samples} to crop silence clips from")
         for _ in range(n_silence):
