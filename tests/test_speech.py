@@ -286,6 +286,10 @@ def test_selection_is_seeded_and_capped(dataset):
     b = speech_commands_index(root, "training", seed=1)
     c = speech_commands_index(root, "training", seed=2)
     assert a == b and a != c
+    # a seeded shuffle: the classes are mixed from the start, and the order is part of the seed's contract
+    labels = [x.label for x in a]
+    assert labels != sorted(labels) and len(set(labels[:8])) >= 3
+    assert sorted(a) != a
     capped = speech_commands_index(root, "training", max_per_class=2)
     counts = np.bincount([x.label for x in capped], minlength=12)
     assert counts[:3].tolist() == [2, 2, 2] and counts[10] == 1 and counts[11] == 1  # ceil(0.1 * 6) = 1

@@ -415,7 +415,7 @@ def speech_commands_index(
     max_per_class: int | None = None,
     clip_samples: int = SAMPLE_RATE,
 ) -> list[Clip]:
-    """The clips of one split, sorted by (path, label, offset).
+    """The clips of one split, in a seeded random order (so that any prefix mixes the classes).
 
     Random draws, in order, from ``numpy.random.default_rng([seed, split_index])``:
 
@@ -428,7 +428,8 @@ def speech_commands_index(
        (``integers(n_files)``, files sorted by name) and a start sample
        (``integers(n_samples - clip_samples + 1)``);
     4. if ``max_per_class``, silence and unknown are then cut to their first
-       ``max_per_class`` clips in draw order.
+       ``max_per_class`` clips in draw order;
+    5. the clips, sorted by (path, label, offset), are reordered by a permutation.
 
     Raises:
         DataError: the root, a list file, a listed WAV or the noise folder (when
@@ -504,7 +505,8 @@ def speech_commands_index(
             silence.append(Clip(f"{BACKGROUND_DIR}/{noise[i].name}", CLASS_NAMES.index(SILENCE), offset))
     if max_per_class is not None:
         unknown, silence = unknown[:max_per_class], silence[:max_per_class]
-    return sorted(clips + unknown + silence)
+    ordered = sorted(clips + unknown + silence)
+    return [ordered[i] for i in rng.permutation(len(ordered))]
 
 
 # --------------------------------------------------------------------------- #
@@ -691,7 +693,8 @@ def load_speech_commands(
 
     Returns:
         :class:`SpeechData`; ``x, labels, class_names = load_speech_commands(...)``.
-        Memory: 32 KB per clip at the default parameters.
+        Rows are in the seeded, class-mixed order of :func:`speech_commands_index`,
+        so ``x[:n]`` is a fair subset.  Memory: 32 KB per clip at the default parameters.
 
     Raises:
         DataError: missing root, list file, noise folder or WAV; a WAV that is
