@@ -30,7 +30,8 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["TTFSLoss", "spike_times", "ttfs_loss", "predict", "adjoint_step", "Adam"]
+__all__ = ["TTFSLoss", "spike_times", "silent_times", "silent_injection_factor", "ttfs_loss", "predict",
+           "adjoint_step", "Adam"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class TTFSLoss:
         L = -log softmax(-t / xi)[label] + alpha_b (exp(t_label / beta) - 1)
 
     An output neuron that never fires counts as firing at the end of the window
-    (t = steps * dt) and receives no gradient (it has no spike to move).
+    (t = steps * dt) and receives no gradient (it has no spike to move), unless
+    the silent-neuron surrogate of :func:`silent_times` is on.
     """
 
     kind: str = "wunderlich"
@@ -84,6 +86,42 @@ def spike_times(first_step: np.ndarray, v_before: np.ndarray, v_pre: np.ndarray,
         frac = np.where(fired, (1.0 - v_before) / np.where(rise > 0, rise, 1.0), 1.0)
         t = t - 1.0 + np.clip(frac, 0.0, 1.0)
     return np.where(fired, t * dt_ms, steps * dt_ms)
+
+
+def silent_times(t_ms: np.ndarray, fired: np.ndarray, v_max: np.ndarray, steps: int, dt_ms: float,
+                 silent_ms: float) -> np.ndarray:
+    """Times the loss uses, ``(batch, n)`` in ms: the first-spike time where a
+    neuron fired, and for a silent neuron the surrogate
+
+        t~ = steps * dt + silent_ms * max(1 - V_max, 0)
+
+    where ``V_max`` is the highest membrane potential it reached in the window
+    (threshold 1).  A silent neuron thus sits later the further it stayed below
+    threshold, and ``dt~/dV_max = -silent_ms``: the loss derivative at t~ becomes a
+    gradient that raises (for the label) the neuron's peak voltage, where
+    EventProp alone has no spike to move.  ``silent_ms = 0`` gives the plain
+    ``steps * dt`` of :func:`spike_times`.  ConfigError if ``silent_ms < 0``.
+    """
+    if not silent_ms >= 0:
+        raise ConfigError(f"learning.silent_ms = {silent_ms!r}: expected a number >= 0")
+    late = steps * dt_ms + silent_ms * np.maximum(1.0 - np.asarray(v_max, np.float64), 0.0)
+    return np.where(fired, t_ms, late)
+
+
+def silent_injection_factor(silent_ms: float, tau_syn_ms: float, a: float, b: float) -> float:
+    """``c`` with ``lamV[m] += c * dL/dt~`` at the step ``m`` of ``V_max`` (see
+    :func:`silent_times`), in the reverse recurrence of this module.
+
+    With ``V[m] = sum_i x[i] W k[m - i]`` (``k`` the discrete kernel of a silent
+    neuron, ``(1-b) sum_{j=i+1..m} a^(j-i-1) b^(m-j)``), the recurrence gives
+    ``dL/dW = -tau_syn (1-a) c sum_j a^(j-i-1) b^(m-j) x[i]`` for the same ``j``, so
+    ``c = silent_ms (1-b) / (tau_syn (1-a))`` makes the output weights' gradient
+    the exact derivative of the discrete ``L(t~(V[m]))`` (for a fixed ``m``).  As
+    dt -> 0, ``c`` tends to ``silent_ms / tau_mem``: the continuous adjoint
+    ``lamV = -(1/tau_mem) dL/dV`` of the same term, so the error the hidden layer
+    receives keeps the usual EventProp form.
+    """
+    return silent_ms * (1.0 - b) / (tau_syn_ms * (1.0 - a))
 
 
 def ttfs_loss(t_ms: np.ndarray, fired: np.ndarray, labels: np.ndarray, loss: TTFSLoss,

@@ -30,7 +30,8 @@ import numpy as np
 from . import packet
 from .core import Core, CoreSpec
 from .errors import BudgetError, NetworkError, PacketError, SpinnrayError
-from .eventprop import Adam, TTFSLoss, adjoint_step, predict, spike_times, ttfs_loss
+from .eventprop import (Adam, TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times, spike_times,
+                        ttfs_loss)
 from .neuron import LIF
 
 __all__ = ["EventPropCore", "learning_bytes"]
@@ -58,7 +59,12 @@ class EventPropCore(Core):
 
     ``spec.learning`` keys: ``tau_syn_ms``, ``guard``, ``lr``, ``betas``,
     ``eps``, and for the output core ``loss`` (a dict of :class:`TTFSLoss`
-    fields) and ``interpolate`` (spike-time interpolation).
+    fields), ``interpolate`` (spike-time interpolation) and ``silent_ms`` (the
+    silent-neuron surrogate of :func:`spinnray.eventprop.silent_times`; 0 = off).
+    With ``silent_ms > 0`` the output core also tracks each neuron's highest
+    pre-reset voltage and its step, and in the reverse round of that step adds
+    ``c * dL/dt~`` (:func:`spinnray.eventprop.silent_injection_factor`) to
+    ``lamV`` of every neuron that stayed silent.
     """
 
     def __init__(self, spec: CoreSpec):
@@ -79,6 +85,9 @@ class EventPropCore(Core):
         self.guard = float(L["guard"])
         self.loss = TTFSLoss(**L["loss"]) if L.get("loss") is not None else None
         self.interpolate = bool(L.get("interpolate", True))
+        self.silent_ms = float(L.get("silent_ms", 0.0))
+        if not self.silent_ms >= 0:
+            raise SpinnrayError(f"core {self.id}: silent_ms = {self.silent_ms!r}; expected >= 0")
         self.grads = [np.zeros_like(w) for w in self.weights]
         self.opts = [Adam(w.shape, w.dtype, float(L["lr"]), tuple(L.get("betas", (0.9, 0.999))),
                           float(L.get("eps", 1e-8))) for w in self.weights]
@@ -98,8 +107,10 @@ class EventPropCore(Core):
         self.own_events = None
         self.pre_events = {}
         self.first_step = self.v_before = self.v_at = None
+        self.v_max = self.v_max_step = None
         self.labels = None
         self.loss_grad = None
+        self.silent_grad = None
         self.silent_labels = np.zeros(0, np.int64)
 
     def memory(self) -> dict[str, int]:
@@ -117,6 +128,7 @@ class EventPropCore(Core):
             records += sum(a.nbytes for ev in self.pre_events.values() for a in ev)
         if self.first_step is not None:
             records += self.first_step.nbytes + self.v_before.nbytes + self.v_at.nbytes
+            records += self.v_max.nbytes + self.v_max_step.nbytes
         mem["spike_records"] = records
         return mem
 
@@ -131,6 +143,8 @@ class EventPropCore(Core):
             self.first_step = np.full(shape, -1, np.int32)
             self.v_before = np.zeros(shape, self.dtype)
             self.v_at = np.zeros(shape, self.dtype)
+            self.v_max = np.full(shape, -np.inf, self.dtype)
+            self.v_max_step = np.full(shape, -1, np.int32)
             if inputs is not None:
                 labels = np.asarray(inputs)
                 if labels.shape != (self.batch,) or not np.issubdtype(labels.dtype, np.integer) \
@@ -140,6 +154,10 @@ class EventPropCore(Core):
                 self.labels = labels.astype(np.int64)
 
     def _after_step(self, t, s, before) -> None:
+        if self.loss is not None:
+            higher = self.state.v_pre > self.v_max
+            self.v_max[higher] = self.state.v_pre[higher]
+            self.v_max_step[higher] = t
         if s.any():
             b, i = np.nonzero(s)
             d = (self.state.i - self.state.v_pre)[b, i]
@@ -180,10 +198,15 @@ class EventPropCore(Core):
             self.recorded["t_first_ms"] = t_ms
             self.recorded["pred"] = predict(t_ms, fired)
             if self.labels is not None:
-                value, grad = ttfs_loss(t_ms, fired, self.labels, self.loss, self.spec.dt_ms)
+                if self.silent_ms > 0:
+                    t_loss = silent_times(t_ms, fired, self.v_max, self.steps, self.spec.dt_ms, self.silent_ms)
+                    value, grad = ttfs_loss(t_loss, np.ones_like(fired), self.labels, self.loss, self.spec.dt_ms)
+                    self.loss_grad = np.where(fired, grad, 0.0)
+                    self.silent_grad = np.where(fired, 0.0, grad)
+                else:
+                    value, self.loss_grad = ttfs_loss(t_ms, fired, self.labels, self.loss, self.spec.dt_ms)
                 self.recorded["loss"] = value
                 self.recorded["label_silent"] = ~fired[np.arange(self.batch), self.labels]
-                self.loss_grad = grad
                 self.silent_labels = np.unique(self.labels[self.recorded["label_silent"]])
 
     @staticmethod
@@ -230,6 +253,11 @@ class EventPropCore(Core):
             err = err + np.where(self.first_step == i + 1, self.loss_grad * self.loss_scale, 0).astype(self.dtype)
         c = self.consts
         new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard)
+        if self.silent_grad is not None:            # the surrogate's term at the silent neurons' V_max step
+            here = self.v_max_step == i
+            if here.any():
+                fac = silent_injection_factor(self.silent_ms, self.tau_syn_ms, c["a"], c["b"]) * self.loss_scale
+                new_v = new_v + np.where(here, fac * self.silent_grad, 0.0).astype(self.dtype)
         self.guarded += low
         self.guarded_total += low
         self.lam_v[:B], self.lam_i[:B] = new_v, new_i

@@ -90,6 +90,9 @@ class EventPropLearningConfig:
                                    "as the label, when more than this fraction of samples had a silent label",
                               min=0.0, max=1.0)
     interpolate: bool = opt(True, "interpolate output spike times inside the step")
+    silent_ms: float = opt(0.0, "silent-output surrogate: an output neuron that never fired counts as firing at "
+                                "T + silent_ms * (1 - its peak voltage), which gives it a gradient; 0 = off "
+                                "(silent outputs sit at T with no gradient)", min=0.0)
 
 
 def load_yinyang(cfg: YinYangDataConfig):
@@ -133,7 +136,7 @@ class EventPropTrainer:
                   "interpolate": learn.interpolate}
         loss = ({"kind": "wunderlich", "tau0_ms": learn.tau0_ms, "tau1_ms": learn.tau1_ms, "alpha": learn.alpha}
                 if learn.loss == "wunderlich" else {"kind": "bena"})
-        learning = {"hidden": dict(common), "output": dict(common, loss=loss)}
+        learning = {"hidden": dict(common), "output": dict(common, loss=loss, silent_ms=learn.silent_ms)}
         dtype = machine.dtype
         self.sim = Simulator(
             net, machine, cores_per_population=cores_per_population, batch_size=self.per_replica,

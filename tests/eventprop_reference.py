@@ -59,8 +59,51 @@ def ttfs(out, labels, T, dt, tau0, tau1, alpha):
     return t, fired, first, loss, g
 
 
-def backward(weights, x, layers, first, dldt, tau_mem, tau_syn, dt, guard, scale):
-    """Gradients dL/dW per layer for the mean over the batch times ``scale``."""
+def ttfs_silent(out, labels, T, dt, tau0, tau1, alpha, silent_ms):
+    """The same loss with the silent-output surrogate: a neuron that never fired
+    counts as firing at T dt + silent_ms (1 - Vmax), Vmax its highest pre-reset
+    voltage (first step of the maximum).  Returns (t_loss, fired, first, loss,
+    dL/dt at the spikes, dL/dt at the silent neurons, step of Vmax)."""
+    B, n = out["s"].shape[1:]
+    t, fired, first, _, _ = ttfs(out, labels, T, dt, tau0, tau1, alpha)
+    peak = np.zeros((B, n), int)
+    for bb in range(B):
+        for k in range(n):
+            best = -math.inf
+            for i in range(T):
+                if out["vpre"][i, bb, k] > best:
+                    best, peak[bb, k] = out["vpre"][i, bb, k], i
+            if not fired[bb, k]:
+                t[bb, k] = T * dt + silent_ms * max(1.0 - best, 0.0)
+    loss = np.zeros(B)
+    g = np.zeros((B, n))
+    for bb in range(B):
+        lab = labels[bb]
+        denom = sum(math.exp(-(t[bb, k] - t[bb].min()) / tau0) for k in range(n))
+        p = [math.exp(-(t[bb, k] - t[bb].min()) / tau0) / denom for k in range(n)]
+        loss[bb] = -math.log(p[lab]) + alpha * (math.exp(t[bb, lab] / tau1) - 1)
+        for k in range(n):
+            g[bb, k] = ((k == lab) - p[k]) / tau0 + (alpha / tau1 * math.exp(t[bb, k] / tau1) if k == lab else 0.0)
+    return t, fired, first, loss, np.where(fired, g, 0.0), np.where(fired, 0.0, g), peak
+
+
+def silent_inject(g_silent, peak, T, silent_ms, tau_mem, tau_syn, dt, scale):
+    """lamV additions (T, B, n) of the surrogate: at the step m of Vmax,
+    silent_ms dL/dt~ (1-b) / (tau_syn (1-a)) -- with it, -tau_syn lamI summed over
+    the pre spikes is exactly d L / d W_out through V[m] (the kernel of a silent
+    neuron is (1-b) sum_j a^(j-i-1) b^(m-j), the reverse recurrence gives
+    (1-a) sum_j a^(j-i-1) b^(m-j) per unit of lamV[m])."""
+    a, b = math.exp(-dt / tau_syn), math.exp(-dt / tau_mem)
+    inj = np.zeros((T,) + g_silent.shape)
+    for bb, k in zip(*np.nonzero(g_silent)):
+        inj[peak[bb, k], bb, k] += silent_ms * g_silent[bb, k] * (1 - b) / (tau_syn * (1 - a)) * scale
+    return inj
+
+
+def backward(weights, x, layers, first, dldt, tau_mem, tau_syn, dt, guard, scale, inject=None):
+    """Gradients dL/dW per layer for the mean over the batch times ``scale``;
+    ``inject`` (T, B, n_out), if given, is added to the top layer's lamV[i] at
+    step i after the usual update."""
     a, b = math.exp(-dt / tau_syn), math.exp(-dt / tau_mem)
     T, B, _ = x.shape
     grads = [np.zeros_like(W) for W in weights]
@@ -85,6 +128,8 @@ def backward(weights, x, layers, first, dldt, tau_mem, tau_syn, dt, guard, scale
                 s1, d1, e1 = np.zeros((B, n), bool), np.ones((B, n)), np.zeros((B, n))
             new_i = a * lam_i + (1 - a) * lam_v
             new_v = b * lam_v + np.where(s1, (lam_v + e1) / np.maximum(d1, guard), 0.0)
+            if inject is not None and li == len(weights) - 1:
+                new_v = new_v + inject[i]
             lam_v, lam_i = new_v, new_i
             grads[li] -= tau_syn * pre[i].astype(float).T @ lam_i
         err = err_below

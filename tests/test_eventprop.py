@@ -26,7 +26,7 @@ def data(batch=6, seed=42):
     return encode_yin_yang(x, scheme="wunderlich", steps=T, dt_ms=DT), y
 
 
-def build_sim(W, cores, replicas, batch, backend="local", dtype="float64"):
+def build_sim(W, cores, replicas, batch, backend="local", dtype="float64", silent_ms=0.0):
     net = Network(dt_ms=DT)
     net.population("inp", W[0].shape[0], SpikeSource())
     net.population("hid", W[0].shape[1], LIF(tau_mem_ms=TAU_MEM, tau_syn_ms=TAU_SYN))
@@ -34,7 +34,7 @@ def build_sim(W, cores, replicas, batch, backend="local", dtype="float64"):
     net.connect("inp", "hid", W[0], delays=1)
     net.connect("hid", "out", W[1], delays=1)
     common = {"rule": "eventprop", "tau_syn_ms": TAU_SYN, "guard": GUARD, "lr": 1e-3}
-    learning = {"hid": dict(common), "out": dict(common, loss=LOSS)}
+    learning = {"hid": dict(common), "out": dict(common, loss=LOSS, silent_ms=silent_ms)}
     per_replica = -(-batch // replicas)
     return net, Simulator(
         net, MachineConfig(dtype=dtype), cores_per_population={"inp": 1, "hid": cores, "out": 1},
@@ -176,3 +176,63 @@ def test_ttfs_loss_derivative_matches_finite_differences(kind):
     assert ttfs_loss(t, fired, labels, loss, 0.5)[1][0, 1] == 0.0
     assert predict(np.array([[3.0, 1.0, 2.0], [1.0, 1.0, 5.0], [9.0, 9.0, 9.0]]),
                    np.array([[True] * 3, [True] * 3, [False] * 3])).tolist() == [1, -1, -1]
+
+
+SILENT_MS = 20.0
+
+
+def silent_setup():
+    """The reference network with output 2 too weak to fire: label-2 samples have a silent label."""
+    W = weights()
+    W[1][:, 2] = 0.02
+    x, y = data(batch=8, seed=42)
+    layers = ref.forward(W, x, TAU_MEM, TAU_SYN, DT)
+    assert not layers[1]["s"][:, :, 2].any() and (y == 2).sum() >= 2 and layers[1]["s"][:, :, :2].any()
+    return W, x, y, layers
+
+
+def reference_loss(W, x, y):
+    layers = ref.forward(W, x, TAU_MEM, TAU_SYN, DT)
+    return ref.ttfs_silent(layers[-1], y, T, DT, LOSS["tau0_ms"], LOSS["tau1_ms"], LOSS["alpha"], SILENT_MS)
+
+
+@pytest.mark.parametrize("replicas, cores", [(1, 1), (2, 3)])
+def test_silent_surrogate_gradient_equals_dense_reference(replicas, cores):
+    """With silent_ms > 0 the silent outputs count as firing at T + silent_ms (1 - Vmax) and
+    get a gradient through their voltage peak; the machine equals the dense reference."""
+    W, x, y, layers = silent_setup()
+    t, fired, first, loss, g, g_sil, peak = reference_loss(W, x, y)
+    assert np.all(t[:, 2] > T * DT) and np.abs(g_sil[:, 2]).max() > 0
+    inj = ref.silent_inject(g_sil, peak, T, SILENT_MS, TAU_MEM, TAU_SYN, DT, 1.0 / len(y))
+    grads = ref.backward(W, x, layers, first, g, TAU_MEM, TAU_SYN, DT, GUARD, 1.0 / len(y), inject=inj)
+    plain = ref.backward(W, x, layers, first, g, TAU_MEM, TAU_SYN, DT, GUARD, 1.0 / len(y))
+    assert np.all(plain[1][:, 2] == 0) and np.abs(grads[1][:, 2]).max() > 0     # nothing without the surrogate
+    net, sim = build_sim(W, cores, replicas, len(y), silent_ms=SILENT_MS)
+    with sim:
+        res = sim.run(T, {"inp": x}, targets={"out": y})
+        np.testing.assert_allclose(res.outputs["loss"], loss, rtol=1e-12)
+        assert res.outputs["label_silent"].tolist() == (y == 2).tolist()
+        sim.backward(scale=1.0 / len(y))
+        got = machine_gradients(sim, net)
+    for g_machine, g_ref in zip(got, grads):      # error events carry float32 payloads
+        assert np.abs(g_machine - g_ref).max() <= 1e-6 * np.abs(g_ref).max()
+
+
+def test_silent_label_gradient_is_the_derivative_of_the_surrogate():
+    """For a silent label neuron, Vmax is linear in its incoming weights (the hidden spikes do
+    not depend on them), so the machine's gradient of those weights must equal central
+    finite differences of the surrogate loss, and have the sign that raises the peak."""
+    W, x, y, layers = silent_setup()
+    net, sim = build_sim(W, 1, 1, len(y), silent_ms=SILENT_MS)
+    with sim:
+        sim.run(T, {"inp": x}, targets={"out": y})
+        sim.backward(scale=1.0 / len(y))
+        g_col = machine_gradients(sim, net)[1][:, 2]
+    eps, fd = 1e-5, np.zeros(W[1].shape[0])
+    for j in range(len(fd)):
+        plus, minus = [w.copy() for w in W], [w.copy() for w in W]
+        plus[1][j, 2] += eps
+        minus[1][j, 2] -= eps
+        fd[j] = (reference_loss(plus, x, y)[3].mean() - reference_loss(minus, x, y)[3].mean()) / (2 * eps)
+    np.testing.assert_allclose(g_col, fd, rtol=1e-5, atol=1e-9 * np.abs(fd).max())
+    assert np.all(g_col <= 0) and g_col.min() < 0      # descent raises the silent label's peak voltage
