@@ -145,12 +145,16 @@ class EPropTrainer:
         self.sim.call("apply", {cid: (self.lr,) for cid in self.learners})
         return res
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """(accuracy, mean loss); ``x`` (samples, steps, inputs)."""
+    def evaluate(self, x: np.ndarray, y: np.ndarray, keep_first: bool = False) -> tuple[float, float]:
+        """(accuracy, mean loss); ``x`` (samples, steps, inputs).  ``keep_first``:
+        record the spikes of the first batch into ``self.first_spikes``."""
         correct, loss = 0, 0.0
         for first in range(0, len(y), self.batch):
             xb = np.ascontiguousarray(x[first:first + self.batch].transpose(1, 0, 2))
-            res = self.forward(xb, y[first:first + self.batch])
+            rec = ("spikes",) if keep_first and first == 0 else ()
+            res = self.forward(xb, y[first:first + self.batch], record=rec)
+            if rec:
+                self.first_spikes = res.spikes
             correct += int((res.outputs["pred"] == y[first:first + self.batch]).sum())
             loss += float(res.outputs["loss"].sum())
         return correct / len(y), loss / len(y)
@@ -202,6 +206,28 @@ def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
             np.asarray(yte, np.int64), list(names), window)
 
 
+def eprop_layers(cores: list[dict], net: Network, steps: int, train_samples: int, test_samples: int) -> dict:
+    """Per population with cores: forward spike events per sample (training and
+    test) against dense (T x neurons); the readout's learning-signal error
+    events per training sample, and the hidden cores' received ones."""
+    out = {}
+    forward = train_samples + test_samples
+    for name, pop in net.populations.items():
+        rows = [c["counters"] for c in cores if c["population"] == name]
+        if not rows:
+            continue                 # the AnalogSource input: written by the host, no events
+        spikes = sum(r["spike_events_sent"] for r in rows)
+        out[name] = {"spike_events_per_sample": spikes / forward if forward else 0.0,
+                     "dense_per_sample": steps * pop.size,
+                     "spike_sparsity": spikes / (forward * steps * pop.size) if forward else 0.0,
+                     "error_events_sent_per_sample":
+                         sum(r["error_events_sent"] for r in rows) / train_samples if train_samples else 0.0}
+        if isinstance(pop.model, ALIF):
+            out[name]["learning_signals_per_sample"] = \
+                sum(r["error_events_received"] for r in rows) / train_samples if train_samples else 0.0
+    return out
+
+
 def training_state_bytes(memory_per_core: list[dict]) -> int:
     """Sum of the training-state categories over the cores (weights, gradients, Adam, traces)."""
     return sum(v for mem in memory_per_core for k, v in mem.items() if k in TRAINING_STATE)
@@ -238,7 +264,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     m0 = trainer.sim.mapping
     log.info("e-prop on %d cores (%d hidden), backend %s; %d train / %d test samples of %d steps x %d inputs",
              m0.n_cores, len(m0.cores_of("hidden")), cfg.backend, len(ytr), len(yte), steps, n_in)
-    history, train_s, samples = [], 0.0, 0
+    history, train_s, samples, tested_samples = [], 0.0, 0, 0
     rng = np.random.default_rng([cfg.seed, 13])
     B = learn.batch_size
     try:
@@ -261,7 +287,14 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                    "train_accuracy": correct / len(ytr), "lr": trainer.lr}
             if (epoch + 1) % learn.eval_every == 0 or epoch + 1 == learn.epochs:
-                row["test_accuracy"], row["test_loss"] = trainer.evaluate(xte, yte)
+                log.info("epoch %d: testing on %d samples", epoch + 1, len(yte))
+                last = epoch + 1 == learn.epochs
+                row["test_accuracy"], row["test_loss"] = trainer.evaluate(xte, yte, keep_first=last)
+                tested_samples += len(yte)
+                if last:
+                    from .report import save_raster
+
+                    save_raster(out_dir, trainer.first_spikes, net_cfg.dt_ms)
             history.append(row)
             log.info("epoch %d: train loss %.4f acc %.4f | test acc %s", epoch + 1, row["train_loss"],
                      row["train_accuracy"], f"{row['test_accuracy']:.4f}" if "test_accuracy" in row else "-")
@@ -289,9 +322,8 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "training_state_bytes": training_state_bytes([c["memory"] for c in cores]),
         "max_core_bytes": max(sum(c["memory"].values()) for c in cores),
         "peak_rss_bytes": peak_rss_bytes(),
-        "learning_signal_events_per_sample": sum(c["counters"]["error_events_sent"] for c in cores) / samples,
-        "hidden_spike_events_per_sample": sum(c["counters"]["spike_events_sent"] for c in hidden_reports)
-        / (samples + len(yte) * len(tested)),
+        "samples": samples + tested_samples,
+        "layers": eprop_layers(cores, net, steps, samples, tested_samples),
         "traffic": m["traffic"], "memory": m["memory"], "mapping": m["mapping"],
         "machine": asdict(cfg.machine),
     }
