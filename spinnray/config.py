@@ -169,6 +169,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """When training state is written (atomically) and how many files are kept."""
+
+    every: int = opt(0, "write a checkpoint every N mini-batches (0 = never)", min=0)
+    dir: str | None = opt(None, "where checkpoints go (null = RUN_DIR/checkpoints)")
+    keep: int = opt(2, "checkpoints kept (older ones are deleted)", min=1)
+    max_restarts: int = opt(3, "after a core or node failure, rebuild the cores and continue from the last "
+                               "checkpoint at most this many times (needs every > 0)", min=0)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One run of ``run.py``: the composed Hydra config, typed.
 
@@ -188,4 +199,6 @@ class RunConfig:
     record: tuple[str, ...] = opt(("spikes",), "variables recorded on the cores: spikes, v",
                                   factory=lambda: ("spikes",))
     progress: bool = opt(True, "show a progress bar on long work")
+    checkpoint: CheckpointConfig = opt(None, "training checkpoints", factory=CheckpointConfig)
+    resume: str | None = opt(None, "continue a training run from this checkpoint file or directory")
     report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report)")

@@ -361,9 +361,13 @@ class EPropCore(Core):
         return crc
 
     def learning_state(self) -> dict:
-        return {"weights": self.get_weights(), "opts": [o.state() for o in self.opts]}
+        """Weights, Adam moments and step counts, and the counters (for checkpoints)."""
+        return {"weights": self.get_weights(), "opts": [o.state() for o in self.opts],
+                "counters": self.counters.as_dict()}
 
     def load_learning_state(self, state: dict) -> None:
         self.set_weights(state["weights"])
         for o, s in zip(self.opts, state["opts"]):
             o.load(s)
+        for k, v in state.get("counters", {}).items():
+            setattr(self.counters, k, v)

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import RunConfig, from_dict, opt
-from .errors import ConfigError, DataError
+from .checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
+from .errors import ConfigError, DataError, SpinnrayError, TransportError
 from .eprop import SURROGATES
 from .eprop_core import learning_bytes
 from .network import Network
@@ -159,6 +160,21 @@ class EPropTrainer:
             loss += float(res.outputs["loss"].sum())
         return correct / len(y), loss / len(y)
 
+    def checksum(self) -> int:
+        """CRC32 over every core's weights, in core order."""
+        import zlib
+
+        crc = 0
+        for _cid, c in sorted(self.sim.call("checksum").items()):
+            crc = zlib.crc32(int(c).to_bytes(4, "little"), crc)
+        return crc
+
+    def state(self) -> dict:
+        return self.sim.call("learning_state")
+
+    def load_state(self, states: dict) -> None:
+        self.sim.call("load_learning_state", {cid: (st,) for cid, st in states.items()})
+
     def weights(self) -> dict[str, np.ndarray]:
         net = self.sim.network
         got = self.sim.call("get_weights")
@@ -204,6 +220,44 @@ def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
         raise DataError(f"data.name = {cfg.name!r}: empty training or test split")
     return (np.asarray(xtr, np.float32), np.asarray(ytr, np.int64), np.asarray(xte, np.float32),
             np.asarray(yte, np.int64), list(names), window)
+
+
+class Checkpointer:
+    """Writes the trainer's state every ``cfg.checkpoint.every`` mini-batches and reads it back."""
+
+    def __init__(self, cfg: RunConfig, out_dir, kind: str, fingerprint: str):
+        from pathlib import Path
+
+        c = cfg.checkpoint
+        self.every, self.keep, self.max_restarts = c.every, c.keep, c.max_restarts
+        self.enabled = c.every > 0
+        self.dir = Path(c.dir) if c.dir else Path(out_dir) / "checkpoints"
+        self.kind, self.fingerprint = kind, fingerprint
+        self.last: str | None = None
+        self.initial: dict | None = None
+
+    def due(self, batches: int) -> bool:
+        return self.enabled and batches % self.every == 0
+
+    def save(self, pos: dict, trainer, rng) -> None:
+        state = {"kind": self.kind, "fingerprint": self.fingerprint, "rng": rng.bit_generator.state,
+                 "cores": trainer.state(), **{k: v for k, v in pos.items() if k != "path"}}
+        path = save_checkpoint(self.dir / f"{self.kind}-{pos['batches']:09d}.ckpt", state)
+        self.last = str(path)
+        for old in sorted(self.dir.glob(f"{self.kind}-*.ckpt"))[:-self.keep]:
+            old.unlink()
+        log.info("checkpoint %s (epoch %d, sample %d)", path, pos["epoch"] + 1, pos["first"])
+
+    def restore(self, path, trainer, rng) -> dict:
+        """Load ``path`` (a file, or a directory: its newest) into the trainer and ``rng``."""
+        if path is None:
+            raise DataError("no checkpoint to continue from")
+        st = load_checkpoint(path, self.kind, self.fingerprint)
+        trainer.load_state(st["cores"])
+        rng.bit_generator.state = st["rng"]
+        self.last = st["path"]
+        return {k: st[k] for k in ("epoch", "first", "order", "lr", "history", "losses", "correct", "train_s",
+                                   "samples", "tested_samples", "batches", "path")}
 
 
 def eprop_layers(cores: list[dict], net: Network, steps: int, train_samples: int, test_samples: int) -> dict:
@@ -258,52 +312,92 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     if isinstance(hidden_cores, dict):
         hidden_cores = hidden_cores.get("hidden")
     t_start = time.perf_counter()
-    trainer = EPropTrainer(net, learn, machine=cfg.machine, hidden_cores=hidden_cores, backend=cfg.backend,
-                           timeout_s=cfg.cluster.round_timeout_s)
+
+    def make_trainer():
+        return EPropTrainer(net, learn, machine=cfg.machine, hidden_cores=hidden_cores, backend=cfg.backend,
+                            timeout_s=cfg.cluster.round_timeout_s)
+
+    trainer = make_trainer()
     setup_s = time.perf_counter() - t_start
     m0 = trainer.sim.mapping
     log.info("e-prop on %d cores (%d hidden), backend %s; %d train / %d test samples of %d steps x %d inputs",
              m0.n_cores, len(m0.cores_of("hidden")), cfg.backend, len(ytr), len(yte), steps, n_in)
-    history, train_s, samples, tested_samples = [], 0.0, 0, 0
-    rng = np.random.default_rng([cfg.seed, 13])
     B = learn.batch_size
+    ck = Checkpointer(cfg, out_dir, "eprop", config_fingerprint(asdict(net_cfg), asdict(data), asdict(learn),
+                                                                 cfg.seed, hidden_cores, asdict(cfg.machine)))
+    # Everything the loop needs to continue exactly where it was (checkpointed).
+    pos = {"epoch": 0, "first": 0, "order": None, "lr": learn.lr, "history": [], "losses": [],
+           "correct": 0, "train_s": 0.0, "samples": 0, "tested_samples": 0, "batches": 0}
+    rng = np.random.default_rng([cfg.seed, 13])
+    if cfg.resume:
+        pos = ck.restore(cfg.resume, trainer, rng)
+        log.info("resumed from %s at epoch %d, sample %d", pos["path"], pos["epoch"] + 1, pos["first"])
+    elif ck.enabled:
+        ck.save(pos, trainer, rng)          # the initial state: a failure before the first interval restarts here
+    restarts = 0
     try:
-        for epoch in range(learn.epochs):
-            order = rng.permutation(len(ytr))
+        while pos["epoch"] < learn.epochs:
+            epoch = pos["epoch"]
+            if pos["order"] is None:
+                pos["order"] = rng.permutation(len(ytr))
+                pos["losses"], pos["correct"] = [], 0
+            order = pos["order"]
+            trainer.lr = pos["lr"]
             t0 = time.perf_counter()
-            losses, correct = [], 0
-            with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
-                for first in range(0, len(ytr), B):
-                    idx = order[first:first + B]
-                    xb = np.ascontiguousarray(xtr[idx].transpose(1, 0, 2))
-                    res = trainer.train_batch(xb, ytr[idx])
-                    losses.append(float(res.outputs["loss"].mean()))
-                    correct += int((res.outputs["pred"] == ytr[idx]).sum())
-                    bar.update(len(idx))
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}",
-                                    acc=f"{correct / min(first + B, len(ytr)):.3f}")
-            train_s += time.perf_counter() - t0
-            samples += len(ytr)
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                   "train_accuracy": correct / len(ytr), "lr": trainer.lr}
+            try:
+                with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
+                    bar.update(pos["first"])
+                    while pos["first"] < len(ytr):
+                        first = pos["first"]
+                        idx = order[first:first + B]
+                        xb = np.ascontiguousarray(xtr[idx].transpose(1, 0, 2))
+                        res = trainer.train_batch(xb, ytr[idx])
+                        pos["losses"].append(float(res.outputs["loss"].mean()))
+                        pos["correct"] += int((res.outputs["pred"] == ytr[idx]).sum())
+                        pos["first"] = first + len(idx)
+                        pos["batches"] += 1
+                        bar.update(len(idx))
+                        bar.set_postfix(loss=f"{np.mean(pos['losses'][-50:]):.3f}",
+                                        acc=f"{pos['correct'] / pos['first']:.3f}")
+                        if ck.due(pos["batches"]):
+                            pos["train_s"] += time.perf_counter() - t0
+                            t0 = time.perf_counter()
+                            ck.save(pos, trainer, rng)
+            except (TransportError, SpinnrayError) as e:
+                if isinstance(e, (ConfigError, DataError)) or not ck.enabled or restarts >= ck.max_restarts:
+                    raise
+                restarts += 1
+                log.warning("training failed (%s); rebuilding the cores and continuing from the last checkpoint "
+                            "(restart %d of %d)", e, restarts, ck.max_restarts)
+                trainer.close()
+                trainer = make_trainer()
+                pos = ck.restore(ck.last, trainer, rng)
+                continue
+            pos["train_s"] += time.perf_counter() - t0
+            pos["samples"] += len(ytr)
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(pos["losses"])),
+                   "train_accuracy": pos["correct"] / len(ytr), "lr": trainer.lr}
             if (epoch + 1) % learn.eval_every == 0 or epoch + 1 == learn.epochs:
                 log.info("epoch %d: testing on %d samples", epoch + 1, len(yte))
                 last = epoch + 1 == learn.epochs
                 row["test_accuracy"], row["test_loss"] = trainer.evaluate(xte, yte, keep_first=last)
-                tested_samples += len(yte)
+                pos["tested_samples"] += len(yte)
                 if last:
                     from .report import save_raster
 
                     save_raster(out_dir, trainer.first_spikes, net_cfg.dt_ms)
-            history.append(row)
+            pos["history"].append(row)
             log.info("epoch %d: train loss %.4f acc %.4f | test acc %s", epoch + 1, row["train_loss"],
                      row["train_accuracy"], f"{row['test_accuracy']:.4f}" if "test_accuracy" in row else "-")
             if (epoch + 1) % learn.lr_decay_every == 0:
-                trainer.lr *= learn.lr_decay
+                pos["lr"] = trainer.lr * learn.lr_decay
+            pos["epoch"], pos["first"], pos["order"] = epoch + 1, 0, None
         m = trainer.sim.metrics()
         cores, routers = trainer.sim.reports()
+        crc = trainer.checksum()
     finally:
         trainer.close()
+    history, train_s, samples, tested_samples = pos["history"], pos["train_s"], pos["samples"], pos["tested_samples"]
     tested = [h for h in history if "test_accuracy" in h]
     emulated_ms = samples * steps * net_cfg.dt_ms
     hidden_reports = [c for c in cores if c["population"] == "hidden"]
@@ -323,6 +417,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "max_core_bytes": max(sum(c["memory"].values()) for c in cores),
         "peak_rss_bytes": peak_rss_bytes(),
         "samples": samples + tested_samples,
+        "weights_crc32": crc, "restarts": restarts,
         "layers": eprop_layers(cores, net, steps, samples, tested_samples),
         "traffic": m["traffic"], "memory": m["memory"], "mapping": m["mapping"],
         "machine": asdict(cfg.machine),

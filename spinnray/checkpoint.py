@@ -1,0 +1,92 @@
+"""Training checkpoints: written atomically, read back strictly.
+
+A checkpoint is one file holding everything a trainer needs to continue as if
+it had never stopped: the learning state of every core (weights, optimizer
+moments and step counts, counters), the position in the data (epoch, offset,
+the epoch's sample order), the random-generator state, the learning rate and
+the history so far.  It is written to ``NAME.tmp`` and renamed over ``NAME``
+(``os.replace`` is atomic on POSIX), so a crash while writing leaves the
+previous checkpoint intact.
+
+File layout: the 8-byte magic ``b"SPNRCKPT"``, a little-endian uint32 format
+version, then a pickle (protocol 5) of a plain dict of numpy arrays, numbers,
+strings, lists and dicts.  Only load checkpoints you wrote: pickle runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+
+from .errors import DataError
+
+__all__ = ["MAGIC", "VERSION", "save_checkpoint", "load_checkpoint", "config_fingerprint", "latest"]
+
+MAGIC = b"SPNRCKPT"
+VERSION = 1
+
+
+def config_fingerprint(*parts) -> str:
+    """A short hash of the configuration that must match between a run and its resume."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + struct.pack("<I", VERSION))
+        pickle.dump(state, f, protocol=5)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path, kind: str | None = None, fingerprint: str | None = None) -> dict:
+    """Read a checkpoint; ``kind`` and ``fingerprint``, when given, must match.
+
+    Raises :class:`DataError` naming the path for a missing, foreign, corrupt
+    or mismatching file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = latest(path)
+        if found is None:
+            raise DataError(f"resume = {str(path)!r}: no checkpoint (*.ckpt) in that directory")
+        path = found
+    if not path.is_file():
+        raise DataError(f"resume = {str(path)!r}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) != 12 or head[:8] != MAGIC:
+            raise DataError(f"{path}: not a spinnray checkpoint (bad magic)")
+        (version,) = struct.unpack("<I", head[8:])
+        if version != VERSION:
+            raise DataError(f"{path}: checkpoint format {version}; this spinnray reads {VERSION}")
+        try:
+            state = pickle.load(f)
+        except Exception as e:  # truncated or corrupt: say so, with the path
+            raise DataError(f"{path}: corrupt checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: corrupt checkpoint (expected a dict, got {type(state).__name__})")
+    if kind is not None and state.get("kind") != kind:
+        raise DataError(f"{path}: a checkpoint of a {state.get('kind')!r} run; this run is {kind!r}")
+    if fingerprint is not None and state.get("fingerprint") != fingerprint:
+        raise DataError(f"{path}: written by a run with a different network/data/learning configuration "
+                        f"(fingerprint {state.get('fingerprint')} != {fingerprint}); resume needs the same one")
+    state["path"] = str(path)
+    return state
+
+
+def latest(directory) -> Path | None:
+    """The newest ``*.ckpt`` in ``directory`` (by the step number in its name), or None."""
+    files = sorted(Path(directory).glob("*.ckpt"))
+    return files[-1] if files else None

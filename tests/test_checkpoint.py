@@ -1,0 +1,100 @@
+"""Checkpoints: atomic files read back strictly; a stopped run resumes to the
+same result as an uninterrupted one; a killed core actor is survived."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from spinnray import eprop_train
+from spinnray.checkpoint import MAGIC, load_checkpoint, save_checkpoint
+from spinnray.config import from_dict, RunConfig
+from spinnray.errors import DataError
+from spinnray.runner import run
+
+
+def test_roundtrip_atomic_and_strict(tmp_path):
+    state = {"kind": "eprop", "fingerprint": "abc", "w": np.arange(5.0), "epoch": 3}
+    p = save_checkpoint(tmp_path / "a.ckpt", state)
+    assert not list(tmp_path.glob("*.tmp"))
+    got = load_checkpoint(p, "eprop", "abc")
+    np.testing.assert_array_equal(got["w"], state["w"])
+    assert got["epoch"] == 3 and got["path"] == str(p)
+    save_checkpoint(tmp_path / "b.ckpt", dict(state, epoch=4))
+    assert load_checkpoint(tmp_path)["epoch"] == 4                      # a directory: the newest
+    with pytest.raises(DataError, match="a 'eprop' run; this run is 'eventprop'"):
+        load_checkpoint(p, "eventprop")
+    with pytest.raises(DataError, match="different network/data/learning"):
+        load_checkpoint(p, "eprop", "xyz")
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(MAGIC + (1).to_bytes(4, "little") + pickle.dumps(state)[:20])
+    with pytest.raises(DataError, match="bad.ckpt: corrupt checkpoint"):
+        load_checkpoint(bad)
+    (tmp_path / "x.ckpt").write_bytes(b"hello world!")
+    with pytest.raises(DataError, match="not a spinnray checkpoint"):
+        load_checkpoint(tmp_path / "x.ckpt")
+    with pytest.raises(DataError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def _cfg(backend="local", **over):
+    d = {"kind": "eprop", "seed": 3, "backend": backend, "progress": False, "report": False,
+         "parallel": {"cores_per_population": 2},
+         "network": {"hidden": 10, "tau_mem_ms": 20.0, "tau_adapt_ms": 500.0, "beta": 5.0, "v_th": 0.6,
+                     "tau_out_ms": 20.0, "w_in_scale": 20.0, "w_out_scale": 10.0},
+         "data": {"name": "cue", "train_size": 24, "test_size": 8, "n_cues": 3, "total_ms": 700.0},
+         "learning": {"epochs": 2, "batch_size": 4, "lr": 0.01, "surrogate": "triangle", "gamma": 0.3},
+         "checkpoint": {"every": 2}}
+    for k, v in over.items():
+        d[k] = v if not isinstance(v, dict) else {**d.get(k, {}), **v}
+    return from_dict(RunConfig, d)
+
+
+def _interrupt_after(monkeypatch, n, action):
+    calls = {"n": 0}
+    real = eprop_train.EPropTrainer.train_batch
+
+    def train_batch(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == n:
+            action(self)
+        return real(self, x, y)
+
+    monkeypatch.setattr(eprop_train.EPropTrainer, "train_batch", train_batch)
+    return calls
+
+
+def test_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    full = run(_cfg(), tmp_path / "full", "t")
+
+    def stop(_):
+        raise KeyboardInterrupt
+
+    _interrupt_after(monkeypatch, 9, stop)                # mid-way through epoch 2 (6 batches per epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(), tmp_path / "stopped", "t")
+    monkeypatch.undo()
+    ckpts = sorted((tmp_path / "stopped" / "checkpoints").glob("*.ckpt"))
+    assert [p.name for p in ckpts] == ["eprop-000000006.ckpt", "eprop-000000008.ckpt"]   # keep = 2
+    resumed = run(_cfg(resume=str(tmp_path / "stopped" / "checkpoints")), tmp_path / "resumed", "t")
+    assert resumed["weights_crc32"] == full["weights_crc32"]
+    assert resumed["history"] == full["history"]          # losses, accuracies, lr: every epoch
+    # a resume with another configuration is refused, naming why
+    with pytest.raises(DataError, match="different network/data/learning"):
+        run(_cfg(resume=str(ckpts[-1]), learning={"lr": 0.02}), tmp_path / "other", "t")
+
+
+def test_killed_core_actor_is_survived(tmp_path, monkeypatch, ray_session):
+    import ray
+
+    full = run(_cfg(), tmp_path / "full", "t")
+
+    def kill(trainer):
+        actor = trainer.sim.backend.actors[trainer.sim.mapping.cores_of("hidden")[0].core_id]
+        ray.kill(actor)
+
+    _interrupt_after(monkeypatch, 7, kill)
+    got = run(_cfg("ray", cluster={"round_timeout_s": 20.0}), tmp_path / "killed", "t")
+    assert got["restarts"] == 1
+    assert got["weights_crc32"] == full["weights_crc32"]
+    assert [h["test_accuracy"] for h in got["history"]] == [h["test_accuracy"] for h in full["history"]]
