@@ -6,9 +6,11 @@
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("spinnray")
@@ -30,6 +32,10 @@ def main(cfg: DictConfig):
         metrics = run(typed, hc.runtime.output_dir, scenario)
     except SpinnrayError as e:
         log.error("%s: %s", type(e).__name__, e)
+        if hc.mode == RunMode.MULTIRUN:
+            # One bad job must not end the sweep: the comparison lists it with this reason.
+            (Path(hc.runtime.output_dir) / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+            return None
         sys.exit(2)
     log.info("scenario %s on %s: %d cores, %.2f s wall, %d spike events (%.4f of dense), "
              "max %.1f KB per core", scenario, metrics["backend"], metrics["cores"], metrics["wall_s"],
