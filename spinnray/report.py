@@ -906,7 +906,8 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
             m = load_metrics(d / "metrics.json")
         except DataError as e:
             log.warning("comparison: %s", e)
-            row["status"] = str(e)
+            err = d / "error.txt"                  # written by run.py when a sweep job failed
+            row["status"] = ("failed: " + err.read_text().strip()) if err.is_file() else str(e)
             rows.append(row)
             continue
         metrics_by_job[d.name] = m
