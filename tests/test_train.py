@@ -123,3 +123,43 @@ def test_bump_raises_only_silent_label_neurons():
         assert np.allclose(diff[:, [c for c in range(3) if not silent[y == c].any()]], 0.0)
     finally:
         tr.close()
+
+
+def test_stagger_interleaves_the_rounding_grids():
+    """With stagger 0.5 the mirrored inputs round on a grid half a step off that of x, so the
+    joint spike steps pin x down to half a step of input time; plain rounding to a whole step."""
+    from spinnray.data.yinyang import spike_steps_yin_yang
+    from spinnray.errors import ConfigError
+    from spinnray.train import YinYangDataConfig, encode_inputs
+
+    xs = np.linspace(0.0, 1.0, 6001)
+    samples = np.stack([xs, xs, 1 - xs, 1 - xs], axis=1)
+    dt, t_max, steps = 0.5, 30.0, 100
+
+    def widest_cell(raster):
+        """Largest spread of x among samples that get identical spike steps."""
+        codes = [tuple(c) for c in raster.argmax(axis=0)]
+        cells = {}
+        for code, x in zip(codes, xs):
+            lo, hi = cells.get(code, (x, x))
+            cells[code] = (min(lo, x), max(hi, x))
+        return max(hi - lo for lo, hi in cells.values())
+
+    plain = encode_inputs(samples, YinYangDataConfig(), steps, dt)
+    assert np.array_equal(plain, encode_yin_yang(samples, scheme="wunderlich", steps=steps, dt_ms=dt))
+    staggered = encode_inputs(samples, YinYangDataConfig(stagger=0.5), steps, dt)
+    assert staggered.sum() == plain.sum() == 5 * len(xs)                 # still one spike per input
+    assert np.array_equal(staggered[:, :, [0, 1, 4]], plain[:, :, [0, 1, 4]])
+    # Mirrored columns by hand: rint((1 - x) * t_max / dt + 0.5).
+    hand = np.rint((1 - xs) * t_max / dt + 0.5).astype(int)
+    assert np.array_equal(staggered[:, :, 2].argmax(axis=0), hand)
+    cell = dt / t_max                                                    # 1/60 of the input range
+    assert widest_cell(plain) == pytest.approx(cell, abs=2e-4)
+    assert widest_cell(staggered) == pytest.approx(cell / 2, abs=2e-4)
+    assert np.array_equal(spike_steps_yin_yang(samples, scheme="wunderlich", steps=steps, dt_ms=dt)[:, 0],
+                          staggered[:, :, 0].argmax(axis=0))
+    with pytest.raises(ConfigError, match="stagger"):
+        encode_inputs(samples, YinYangDataConfig(stagger=0.5, encoding="bena"), steps, dt)
+    assert encode_inputs(samples, YinYangDataConfig(stagger=0.5), 61, dt).shape[0] == 61  # rint(60.5) = 60
+    with pytest.raises(ConfigError, match="network.steps"):
+        encode_inputs(samples, YinYangDataConfig(stagger=0.6), 61, dt)                # x = 0: step 61
