@@ -102,10 +102,12 @@ class EPropCore(Core):
                                   v_th=float(spec.model.v_th), lens=float(L.get("lens", 0.5)),
                                   scale=float(L.get("scale", 6.0)), height=float(L.get("height", 0.15)))
             self.eps_v = np.zeros((B, P), dt)        # (batch, pre) shared by all post neurons
-            self.eps_a = np.zeros((B, P, n) if spec.model.beta else (B, 0, n), dt)   # (batch, pre, post)
-            self.acc = np.zeros((B, P, n), dt)       # sum over the loss window of ebar, as sum_t c_t e[t]
-            self._tmp = np.zeros((B, P, n), dt)      # scratch (not state: counted apart)
-            self._tmp2 = np.zeros((B, P, n), dt)
+            # Per-synapse arrays are (batch, post, pre): the long pre axis innermost
+            # makes the broadcasting updates about 2x faster than (batch, pre, post).
+            self.eps_a = np.zeros((B, n, P) if spec.model.beta else (B, n, 0), dt)
+            self.acc = np.zeros((B, n, P), dt)       # sum over the loss window of ebar, as sum_t c_t e[t]
+            self._tmp = np.zeros((B, n, P), dt)      # scratch (not state: counted apart)
+            self._tmp2 = np.zeros((B, n, P), dt)
             self.psi = np.zeros((B, n), dt)          # psi of the last step
             self.signal = np.zeros((B, n), dt)       # learning signals received
         else:
@@ -205,11 +207,11 @@ class EPropCore(Core):
             if t > 0:
                 # e[t-1] from the traces of step t-1, then the traces of step t.
                 if beta:
-                    e = np.multiply(eps_a, -beta, out=self._tmp[:B])                # (B, P, n)
-                    e += eps_v[:, :, None]
-                    e *= self.psi[:B, None, :]
+                    e = np.multiply(eps_a, -beta, out=self._tmp[:B])                # (B, n, P)
+                    e += eps_v[:, None, :]
+                    e *= self.psi[:B, :, None]
                 else:                                                              # LIF: no eps_a
-                    e = np.multiply(eps_v[:, :, None], self.psi[:B, None, :], out=self._tmp[:B])
+                    e = np.multiply(eps_v[:, None, :], self.psi[:B, :, None], out=self._tmp[:B])
                 w = self.c_read[t - 1]
                 if w:
                     self.acc[:B] += np.multiply(e, w, out=self._tmp2[:B])
@@ -325,7 +327,7 @@ class EPropCore(Core):
             B = self.batch
             for g, (a, b) in zip(self.grads, zip(self.offsets[:-1], self.offsets[1:])):
                 for s in range(B):
-                    g += self.signal[s][None, :] * self.acc[s, a:b]
+                    g += self.signal[s][None, :] * self.acc[s, :, a:b].T
             self.has_grads = True
 
     def gradients(self) -> list[np.ndarray]:
