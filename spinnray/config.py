@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .quant import BITS, ROUNDINGS, SYNAPSES, PCMParams
 
 __all__ = ["MachineConfig", "ParallelConfig", "ClusterConfig", "RunConfig", "from_dict", "opt", "describe"]
 
@@ -142,6 +143,51 @@ class MachineConfig:
     dtype: str = opt("float32", "arithmetic of weights and state on the cores",
                      choices=("float32", "float64"))
     strict: bool = opt(True, "raise on any dropped or rejected packet (they are always counted)")
+    weight_bits: int = opt(32, "bits per stored weight of the learning cores (e-prop): 32 (float32, "
+                               "unquantized) | 16 | 8 | 4 | 2", choices=BITS)
+    rounding: str = opt("nearest", "rounding onto the weight grid: nearest | stochastic (unbiased)",
+                        choices=ROUNDINGS)
+    accumulate: bool = opt(True, "mixed precision: add updates to a float32 accumulator and move the stored "
+                                 "weight only by whole levels (false: round every update)")
+    weight_max: float | None = opt(None, "weight range +-weight_max of the grid / PCM pair; null = 2 x max "
+                                         "|initial weight| of each projection (> 0)")
+    synapse: str = opt("ideal", "ideal (digital store of weight_bits) | pcm (differential PCM pairs: programming "
+                                "and read noise, drift; needs weight_bits 32)", choices=SYNAPSES)
+    pcm: PCMParams = opt(None, "PCM device parameters (machine.synapse = pcm)", factory=PCMParams)
+    weight_seed: int = opt(0, "seed of stochastic rounding and PCM noise (per projection and neuron)", min=0)
+
+    def __post_init__(self):
+        # the weight-storage options, also when built directly (from_dict checks the rest)
+        if self.weight_bits not in BITS or isinstance(self.weight_bits, bool):
+            raise ConfigError(f"machine.weight_bits = {self.weight_bits!r}: expected one of {list(BITS)}")
+        if self.rounding not in ROUNDINGS:
+            raise ConfigError(f"machine.rounding = {self.rounding!r}: expected one of {list(ROUNDINGS)}")
+        if self.synapse not in SYNAPSES:
+            raise ConfigError(f"machine.synapse = {self.synapse!r}: expected one of {list(SYNAPSES)}")
+        if not isinstance(self.accumulate, bool):
+            raise ConfigError(f"machine.accumulate = {self.accumulate!r}: expected true or false")
+        wm = self.weight_max
+        if wm is not None and (isinstance(wm, bool) or not isinstance(wm, (int, float))
+                               or not math.isfinite(wm) or wm <= 0):
+            raise ConfigError(f"machine.weight_max = {wm!r}: expected a finite number > 0 or null")
+        if self.synapse == "pcm" and self.weight_bits != 32:
+            raise ConfigError(f"machine.weight_bits = {self.weight_bits} with machine.synapse = pcm: expected 32 "
+                              "(the PCM pulse granularity, machine.pcm.dg_pulse_us, sets the resolution)")
+        if isinstance(self.pcm, dict):
+            object.__setattr__(self, "pcm", from_dict(PCMParams, self.pcm, "machine.pcm"))
+        elif not isinstance(self.pcm, PCMParams):
+            raise ConfigError(f"machine.pcm = {self.pcm!r}: expected a mapping of PCM parameters")
+        if not isinstance(self.weight_seed, int) or isinstance(self.weight_seed, bool) or self.weight_seed < 0:
+            raise ConfigError(f"machine.weight_seed = {self.weight_seed!r}: expected an integer >= 0")
+
+    @property
+    def weight_store(self) -> dict | None:
+        """The weight-storage options as the learning cores take them (``learning["weight_store"]``);
+        None for the unquantized ideal store (weight_bits 32, synapse ideal)."""
+        if self.weight_bits == 32 and self.synapse == "ideal":
+            return None
+        return {"weight_bits": self.weight_bits, "rounding": self.rounding, "accumulate": self.accumulate,
+                "weight_max": self.weight_max, "synapse": self.synapse, "pcm": self.pcm, "seed": self.weight_seed}
 
     @property
     def total_pes(self) -> int:
@@ -187,7 +233,7 @@ class RunConfig:
     are validated by that kind's runner (:mod:`spinnray.runner`).
     """
 
-    kind: str = opt("forward", "what the scenario does", choices=("forward", "eventprop", "eprop"))
+    kind: str = opt("forward", "what the scenario does", choices=("forward", "eventprop", "eprop", "bptt"))
     seed: int = opt(0, "master seed: weights, data order, input spikes", min=0)
     backend: str = opt("ray", "run cores in-process or as Ray actors", choices=("local", "ray"))
     machine: MachineConfig = opt(None, "the emulated machine", factory=MachineConfig)

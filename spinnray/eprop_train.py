@@ -118,6 +118,11 @@ class EPropTrainer:
         common = {"rule": "eprop", "lr": learn.lr, "betas": (learn.beta1, learn.beta2), "eps": learn.eps,
                   "weight_decay": learn.weight_decay, "window_steps": learn.window_steps,
                   "tau_out_ms": net["output"].model.tau_mem_ms}
+        from .eprop_core import weight_store_options
+
+        ws = weight_store_options(machine, net)     # machine.weight_bits, synapse, ... (None: float32)
+        if ws is not None:
+            common["weight_store"] = ws
         hidden = dict(common, surrogate=learn.surrogate, gamma=learn.gamma)
         output = dict(common, feedback=learn.feedback, feedback_seed=0)
         self.learning = {"hidden": hidden, "output": output}
@@ -128,7 +133,7 @@ class EPropTrainer:
             net, machine, cores_per_population={"hidden": hidden_cores, "output": 1},
             batch_size=self.batch, backend=backend, timeout_s=timeout_s, learning=self.learning,
             error_populations=("hidden",),
-            learning_bytes=lambda pop, n: learning_bytes(net, pop, n, self.batch, dtype, learn.feedback))
+            learning_bytes=lambda pop, n: learning_bytes(net, pop, n, self.batch, dtype, learn.feedback, ws))
         self.learners = [pl.core_id for pl in self.sim.mapping.placements]
         self.lr = learn.lr
 

@@ -79,6 +79,15 @@ the slow rise of 1/f read noise with time since programming, and drift compensat
 Determinism: the drift exponents, the programming noise and the read noise come from three
 independent streams spawned from ``seed``. The same seed and the same sequence of calls give the
 same weights bit for bit. Reading never changes the programmed state.
+
+Per-column streams (``columns=``): a projection split over cores gives each core a slice of the
+columns (post-synaptic neurons) of the weight matrix. With ``columns`` = the global indices of the
+store's last axis, every random draw of a store (stochastic rounding, drift exponents, programming
+and read noise) is made column by column, column ``c`` from its own generator seeded by
+``SeedSequence(seed.entropy, spawn_key=seed.spawn_key + (c,))``. Every draw is over the whole
+array (entries that do not need a number still consume one), so column ``c`` sees the same numbers
+whatever other columns sit in the same store: a split into 1, 3 or 12 cores gives bit-identical
+weights. Without ``columns`` one generator fills each array in C order (faster for big stores).
 """
 
 from __future__ import annotations
@@ -89,10 +98,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import opt
 from .errors import ConfigError, DataError
 
-__all__ = ["BITS", "ROUNDINGS", "SYNAPSES", "Quantizer", "MixedPrecisionWeights", "PCMParams",
+__all__ = ["BITS", "ROUNDINGS", "SYNAPSES", "Noise", "Quantizer", "MixedPrecisionWeights", "PCMParams",
            "PCMWeights", "make_weight_store"]
 
 BITS = (32, 16, 8, 4, 2)
@@ -103,12 +111,75 @@ SYNAPSES = ("ideal", "pcm")
 _PV_G_REF_US = 25.0
 
 
+def _opt(default, help: str, *, choices=None, min=None, max=None, factory=None):
+    """A dataclass field with the validation metadata :func:`spinnray.config.from_dict` reads (the
+    same helper as ``spinnray.config.opt``; defined here so that ``config`` can import this module)."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 def _seed_sequence(seed, name: str = "seed") -> np.random.SeedSequence:
     if isinstance(seed, np.random.SeedSequence):
         return seed
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
         return np.random.SeedSequence(int(seed))
     raise ConfigError(f"{name} = {seed!r}: expected an integer >= 0 or a numpy SeedSequence")
+
+
+class Noise:
+    """Random numbers for arrays whose last axis holds columns: one stream, or one per column.
+
+    ``Noise(seed)`` wraps one ``np.random.Generator`` (draws fill an array in C order).
+    ``Noise(seed, columns=ids)`` keeps one generator per column, column ``ids[j]`` seeded by
+    ``SeedSequence(seed.entropy, spawn_key=seed.spawn_key + (ids[j],))``; a draw of shape
+    ``(..., len(ids))`` takes ``shape[:-1]`` numbers from each column's generator. So the numbers of
+    a column depend only on the seed, the column id and the shapes drawn before, never on the other
+    columns held with it.
+
+    Raises:
+        ConfigError: a bad seed or column ids that are not distinct integers >= 0.
+        DataError: a per-column draw whose last axis is not ``len(columns)``.
+    """
+
+    def __init__(self, seed=0, columns=None):
+        ss = _seed_sequence(seed)
+        if columns is None:
+            self.columns = None
+            self._gen = np.random.default_rng(ss)
+            return
+        cols = np.asarray(columns)
+        if cols.ndim != 1 or not np.issubdtype(cols.dtype, np.integer) or (cols.size and cols.min() < 0) \
+                or len(np.unique(cols)) != len(cols):
+            raise ConfigError(f"columns = {columns!r}: expected distinct integers >= 0 (global column ids)")
+        self.columns = tuple(int(c) for c in cols)
+        self._gens = [np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (c,)))
+                      for c in self.columns]
+
+    def _draw(self, method: str, shape, *args) -> np.ndarray:
+        shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+        if self.columns is None:
+            return getattr(self._gen, method)(*args, size=shape)
+        if not shape or shape[-1] != len(self.columns):
+            raise DataError(f"a per-column draw of shape {shape}: expected the last axis to hold the "
+                            f"{len(self.columns)} columns")
+        out = np.empty(shape, np.float64)
+        for j, g in enumerate(self._gens):
+            out[..., j] = getattr(g, method)(*args, size=shape[:-1])
+        return out
+
+    def random(self, shape) -> np.ndarray:
+        """U[0, 1) of ``shape`` (float64)."""
+        return self._draw("random", shape)
+
+    def standard_normal(self, shape) -> np.ndarray:
+        """N(0, 1) of ``shape`` (float64)."""
+        return self._draw("standard_normal", shape)
+
+    def normal(self, loc: float, scale: float, shape) -> np.ndarray:
+        """N(loc, scale^2) of ``shape`` (float64)."""
+        return self._draw("normal", shape, loc, scale)
 
 
 def _finite_array(x, name: str, shape=None, dtype=np.float64) -> np.ndarray:
@@ -141,12 +212,14 @@ class Quantizer:
         w_max: saturation limit in weight units, finite and > 0 (not used when ``bits = 32``).
         rounding: ``"nearest"`` (ties to even) or ``"stochastic"`` (unbiased).
         seed: seeds the generator that stochastic rounding uses when no ``rng`` is passed.
+        columns: global ids of the last axis of the arrays this quantizer rounds stochastically:
+            one random stream per column (:class:`Noise`); None = one stream.
 
     Raises:
-        ConfigError: naming ``bits``, ``w_max``, ``rounding`` or ``seed`` when one is invalid.
+        ConfigError: naming ``bits``, ``w_max``, ``rounding``, ``seed`` or ``columns`` when one is invalid.
     """
 
-    def __init__(self, bits: int = 32, w_max: float = 1.0, rounding: str = "nearest", seed=0):
+    def __init__(self, bits: int = 32, w_max: float = 1.0, rounding: str = "nearest", seed=0, columns=None):
         if bits not in BITS or isinstance(bits, bool):
             raise ConfigError(f"bits = {bits!r}: expected one of {list(BITS)}")
         if rounding not in ROUNDINGS:
@@ -154,7 +227,8 @@ class Quantizer:
         self.bits = int(bits)
         self.w_max = _check_positive("w_max", w_max)
         self.rounding = rounding
-        self.rng = np.random.default_rng(_seed_sequence(seed))
+        #: the random numbers of stochastic rounding (a :class:`Noise`)
+        self.rng = Noise(seed, columns)
         self.passthrough = self.bits == 32
         #: levels per sign L (None for the float32 passthrough)
         self.levels = None if self.passthrough else 2 ** (self.bits - 1) - 1
@@ -274,6 +348,15 @@ class MixedPrecisionWeights:
         """Bytes of the float32 accumulator (0 without one)."""
         return 0 if self._acc is None else int(self._acc.nbytes)
 
+    def program(self, w, t_s: float | None = None) -> None:
+        """Store ``w`` (shape ``self.shape``) afresh: encoded with the quantizer's rounding, the
+        accumulator cleared. ``t_s`` is ignored. Raises DataError on a wrong shape or NaN."""
+        w = _finite_array(w, "w", self.shape)
+        self._codes = self.q.encode(w)
+        if self._acc is not None:
+            self._acc[...] = 0.0
+        self._cache = None
+
     def read(self, t_s: float | None = None) -> np.ndarray:
         """The stored weights as float32, read-only (copy before modifying). ``t_s`` is ignored."""
         if self._cache is None:
@@ -331,29 +414,29 @@ class PCMParams:
         ConfigError: naming the field (``PCMParams.<field>``), its value and what is allowed.
     """
 
-    g_max_us: float = opt(25.0, "largest conductance of one device, uS [J20: g_max = 25 uS]")
-    g_reset_us: float = opt(0.1, "conductance after a RESET pulse (amorphous state), uS [N18/D21: G0 = 0.1 uS]",
+    g_max_us: float = _opt(25.0, "largest conductance of one device, uS [J20: g_max = 25 uS]")
+    g_reset_us: float = _opt(0.1, "conductance after a RESET pulse (amorphous state), uS [N18/D21: G0 = 0.1 uS]",
                             min=0.0)
-    g_reset_std_us: float = opt(0.01, "std of the RESET conductance, uS [N18/D21: 10 % of G0]", min=0.0)
-    dg_pulse_us: float = opt(0.75, "mean conductance step of one SET pulse = device granularity, uS "
+    g_reset_std_us: float = _opt(0.01, "std of the RESET conductance, uS [N18/D21: 10 % of G0]", min=0.0)
+    dg_pulse_us: float = _opt(0.75, "mean conductance step of one SET pulse = device granularity, uS "
                              "[D21: 0.75 uS, 'minimum achievable conductance jump'; N18: 0.88 uS at low G]")
-    prog_noise_pulse_us: float = opt(0.26, "std of one SET pulse's step, uS; n pulses: 0.26 sqrt(n) "
+    prog_noise_pulse_us: float = _opt(0.26, "std of one SET pulse's step, uS; n pulses: 0.26 sqrt(n) "
                                      "[N18: 0.26 uS at low G, the growth 0.091 uS/uS is not modeled]", min=0.0)
-    prog_verify_coeffs: tuple[float, ...] = opt(
+    prog_verify_coeffs: tuple[float, ...] = _opt(
         None, "program-and-verify error std polynomial c0 + c1 x + c2 x^2 in x = g_T/g_max, uS at g_max = 25 uS "
         "(scaled by g_max/25) [J20: 0.26348, 1.9650, -1.1731]",
         factory=lambda: (0.26348, 1.9650, -1.1731))
-    prog_noise_scale: float = opt(1.0, "factor on the program-and-verify error (0 = exact writes) [J20]", min=0.0)
-    read_noise_rel: float = opt(0.03, "read noise std relative to G(t), per read [N18: 0.03]", min=0.0)
-    read_noise_abs_us: float = opt(0.13, "read noise std floor, uS, per read [N18: 0.13 uS]", min=0.0)
-    nu_mean: float = opt(0.05, "mean drift exponent [J20 fit: 0.049 at g_T >= 0.6 g_max, 0.06 at 0.1 g_max]",
+    prog_noise_scale: float = _opt(1.0, "factor on the program-and-verify error (0 = exact writes) [J20]", min=0.0)
+    read_noise_rel: float = _opt(0.03, "read noise std relative to G(t), per read [N18: 0.03]", min=0.0)
+    read_noise_abs_us: float = _opt(0.13, "read noise std floor, uS, per read [N18: 0.13 uS]", min=0.0)
+    nu_mean: float = _opt(0.05, "mean drift exponent [J20 fit: 0.049 at g_T >= 0.6 g_max, 0.06 at 0.1 g_max]",
                          min=0.0)
-    nu_std: float = opt(0.01, "per-device spread of the drift exponent (nu clipped at 0) "
+    nu_std: float = _opt(0.01, "per-device spread of the drift exponent (nu clipped at 0) "
                         "[J20 fit: 0.008 to 0.023 over g_T in 0.1-1 g_max]", min=0.0)
-    t0_s: float = opt(20.0, "drift reference time t0, s: G(t) = G(t_p) ((t - t_p + t0)/t0)^-nu "
+    t0_s: float = _opt(20.0, "drift reference time t0, s: G(t) = G(t_p) ((t - t_p + t0)/t0)^-nu "
                       "[J20: t0 = 20 s; N18 used 38.6 s]")
-    refresh: bool = opt(True, "refresh a pair whose larger device has reached refresh_threshold g_max [D21]")
-    refresh_threshold: float = opt(0.75, "refresh level as a fraction of g_max [D21: 9 uS of G_max 12 uS]",
+    refresh: bool = _opt(True, "refresh a pair whose larger device has reached refresh_threshold g_max [D21]")
+    refresh_threshold: float = _opt(0.75, "refresh level as a fraction of g_max [D21: 9 uS of G_max 12 uS]",
                                    min=0.0, max=1.0)
 
     def __post_init__(self):
@@ -432,13 +515,19 @@ class PCMWeights:
         w_init: if given, ``program(w_init, t_s)`` runs at construction; otherwise every device
             starts RESET.
         t_s: construction time, s.
+        columns: global ids of the last axis (the post neurons): one random stream per column
+            (:class:`Noise`), so a split of the columns over stores draws the same numbers.
+
+    Every random draw covers the whole array, whether or not an entry needs it (a weight with no
+    pulse still consumes its programming-noise number), so the numbers a column gets never depend
+    on the values in other columns.
 
     Time must not run backwards: programming at, or reading at, a time before the last
     programming raises DataError. Wrong shapes and non-finite arrays also raise DataError.
     """
 
     def __init__(self, shape, params: PCMParams | None = None, seed=0, *, w_max: float = 1.0,
-                 w_init=None, t_s: float = 0.0):
+                 w_init=None, t_s: float = 0.0, columns=None):
         self.params = PCMParams() if params is None else params
         if not isinstance(self.params, PCMParams):
             raise ConfigError(f"params = {params!r}: expected a PCMParams")
@@ -455,10 +544,13 @@ class PCMWeights:
         self.granularity = p.dg_pulse_us * self._scale
         nu_ss, prog_ss, read_ss = _seed_sequence(seed).spawn(3)
         dev_shape = (2,) + self.shape
-        self.nu = np.maximum(np.random.default_rng(nu_ss).normal(p.nu_mean, p.nu_std, dev_shape), 0.0
+        if columns is not None and (not self.shape or len(np.atleast_1d(columns)) != self.shape[-1]):
+            raise ConfigError(f"columns: {len(np.atleast_1d(columns))} ids for a store of shape {self.shape}; "
+                              "expected one per entry of the last axis")
+        self.nu = np.maximum(Noise(nu_ss, columns).normal(p.nu_mean, p.nu_std, dev_shape), 0.0
                              ).astype(np.float32)
-        self._prog_rng = np.random.default_rng(prog_ss)
-        self._read_rng = np.random.default_rng(read_ss)
+        self._prog_rng = Noise(prog_ss, columns)
+        self._read_rng = Noise(read_ss, columns)
         t_s = self._time(t_s)
         self._g = np.empty(dev_shape, np.float32)
         self._t = np.full(dev_shape, t_s, np.float64)
@@ -533,30 +625,31 @@ class PCMWeights:
         """RESET both devices of the pairs in ``mask``: G = g_reset + N(0, g_reset_std), clipped."""
         p = self.params
         k = int(mask.sum())
-        if k == 0:
-            return
         for d in (0, 1):
-            g = np.full(k, p.g_reset_us)
-            if p.g_reset_std_us > 0:
-                g = g + p.g_reset_std_us * self._prog_rng.standard_normal(k)
-            self._g[d][mask] = np.clip(g, 0.0, p.g_max_us)
-            self._t[d][mask] = t
-        self.counters["resets"] += 2 * k
-        self._version += 1
+            g = np.full(self.shape, p.g_reset_us)
+            if p.g_reset_std_us > 0:                  # drawn for every pair (see the class docstring)
+                g = g + p.g_reset_std_us * self._prog_rng.standard_normal(self.shape)
+            if k:
+                self._g[d][mask] = np.clip(g[mask], 0.0, p.g_max_us)
+                self._t[d][mask] = t
+        if k:
+            self.counters["resets"] += 2 * k
+            self._version += 1
 
     def _pulse(self, d: int, n: np.ndarray, t: float) -> None:
         """``n`` (>= 0, per weight) SET pulses on device ``d`` of each pair at time ``t``."""
         m = n > 0
-        k = int(m.sum())
-        if k == 0:
-            return
         p = self.params
+        # one number per weight, drawn whether or not it gets a pulse (see the class docstring)
+        z = self._prog_rng.standard_normal(self.shape) if p.prog_noise_pulse_us > 0 else None
+        if not m.any():
+            return
         cnt = n[m].astype(np.float64)
         g_now = self._drift(self._g[d][m], self._t[d][m], self.nu[d][m], t)   # drift up to now
         dg = cnt * p.dg_pulse_us
         g_new = g_now + dg
-        if p.prog_noise_pulse_us > 0:
-            g_new = g_new + p.pulse_noise_std_us(dg) * self._prog_rng.standard_normal(k)
+        if z is not None:
+            g_new = g_new + p.pulse_noise_std_us(dg) * z[m]
         self.counters["saturated"] += int((g_new > p.g_max_us).sum())
         self._g[d][m] = np.clip(g_new, 0.0, p.g_max_us)
         self._t[d][m] = t
@@ -580,12 +673,13 @@ class PCMWeights:
         self.counters["saturated"] += int((np.abs(w) > self.w_max).sum())
         g_t = np.minimum(np.abs(w) / self._scale + p.g_reset_us, p.g_max_us)
         for d, m in ((0, w > 0), (1, w < 0)):
+            z = self._prog_rng.standard_normal(self.shape) if p.prog_noise_scale > 0 else None
             k = int(m.sum())
             if k == 0:
                 continue
             g = g_t[m]
-            if p.prog_noise_scale > 0:
-                g = g + p.prog_verify_std_us(g) * self._prog_rng.standard_normal(k)
+            if z is not None:
+                g = g + p.prog_verify_std_us(g) * z[m]
             self._g[d][m] = np.clip(g, 0.0, p.g_max_us)
             self.counters["verify_writes"] += k
         self._acc[...] = 0.0
@@ -601,16 +695,16 @@ class PCMWeights:
         diff = g[0] - g[1]                                                     # uS
         m = (np.maximum(g[0], g[1]) >= thr) & (np.abs(diff) <= thr - p.dg_pulse_us)
         k = int(m.sum())
-        if k == 0:
-            return 0
         n = np.rint(np.abs(diff) / p.dg_pulse_us)                              # pulses to rewrite |diff|
-        rest = np.where(m, diff - np.sign(diff) * n * p.dg_pulse_us, 0.0)      # uS left over
+        # RESET and pulses run (and draw their noise) even when no pair is due: see the class docstring
         self._reset(m, t)
         self._pulse(0, np.where(m & (diff > 0), n, 0), t)
         self._pulse(1, np.where(m & (diff < 0), n, 0), t)
-        self._acc = (self._acc + rest * self._scale).astype(np.float32)
-        self.counters["refreshes"] += k
-        self._t_last = t
+        if k:
+            rest = np.where(m, diff - np.sign(diff) * n * p.dg_pulse_us, 0.0)  # uS left over
+            self._acc = (self._acc + rest * self._scale).astype(np.float32)
+            self.counters["refreshes"] += k
+            self._t_last = t
         return k
 
     def apply(self, delta, t_s: float) -> None:
@@ -651,7 +745,7 @@ class PCMWeights:
 
 def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest", synapse: str = "ideal",
                       w_max: float | None = None, headroom: float = 2.0, accumulate: bool = True,
-                      pcm: PCMParams | None = None, seed=0, t_s: float = 0.0):
+                      pcm: PCMParams | None = None, seed=0, t_s: float = 0.0, columns=None):
     """Build a projection's weight store from the machine options.
 
     Args:
@@ -665,6 +759,8 @@ def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest
         pcm: device parameters (default ``PCMParams()``).
         seed: stochastic rounding / device noise seed.
         t_s: time of the initial programming (PCM).
+        columns: global ids of the last axis: one random stream per column (:class:`Noise`), so
+            that splitting a projection's columns over cores draws the same numbers per column.
 
     Returns an object with ``read(t_s)``, ``apply(delta, t_s)``, ``stored_bytes``,
     ``accumulator_bytes``, ``granularity``, ``counters`` and ``shape``.
@@ -692,5 +788,5 @@ def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest
         if weight_bits != 32:
             raise ConfigError(f"machine.weight_bits = {weight_bits!r} has no meaning with machine.synapse = pcm "
                               "(the device granularity machine.pcm.dg_pulse_us sets the resolution); expected 32")
-        return PCMWeights(w.shape, pcm, seed, w_max=w_max, w_init=w, t_s=t_s)
-    return MixedPrecisionWeights(w, Quantizer(weight_bits, w_max, rounding, seed), accumulate=accumulate)
+        return PCMWeights(w.shape, pcm, seed, w_max=w_max, w_init=w, t_s=t_s, columns=columns)
+    return MixedPrecisionWeights(w, Quantizer(weight_bits, w_max, rounding, seed, columns), accumulate=accumulate)
