@@ -208,10 +208,11 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
 
 
 def _runners():
+    from .dense_train import run_dense
     from .eprop_train import run_eprop
     from .train import run_eventprop
 
-    return {"forward": run_forward, "eventprop": run_eventprop, "eprop": run_eprop}
+    return {"forward": run_forward, "eventprop": run_eventprop, "eprop": run_eprop, "bptt": run_dense}
 
 
 def run(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:

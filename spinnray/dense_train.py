@@ -1,0 +1,592 @@
+"""Dense single-process training of deep recurrent ALIF networks: full BPTT and
+temporally-truncated local BPTT (Guo et al. 2023), the memory baselines of e-prop.
+
+The network (numpy only, no Ray; time-major ``(T, batch, n)``): ``L`` hidden layers of
+``n_h`` recurrent ALIF neurons, each with the dynamics of :mod:`spinnray.bptt` (the same
+pseudo-derivatives, the same stop-gradient reset)::
+
+    a_l[t] = rho a_l[t-1] + (1 - rho) z_l[t-1]
+    A_l[t] = v_th + beta a_l[t]
+    v_l[t] = alpha v_l[t-1] + (1 - alpha) (u_l[t] @ F_l + z_l[t-1] @ R_l) - z_l[t-1] A_l[t]
+    z_l[t] = H(v_l[t] - A_l[t])
+    u_0[t] = x[t],  u_l[t] = z_{l-1}[t]       (a layer hears the layer below in the same step)
+
+``F_l`` (pre, n_h) are the feed-forward weights (``F_0`` is ``W_in``), ``R_l`` (n_h, n_h)
+the recurrent weights (zero diagonal).  With one layer this is exactly the network of
+:mod:`spinnray.bptt`.
+
+Local blocks.  The layers are grouped into blocks of ``block_size`` consecutive layers
+(the last block may be smaller).  Every block ``b`` has its own leaky readout on its top
+layer ``h(b)``, ``y_b[t] = kappa y_b[t-1] + (1 - kappa) z_h(b)[t-1] @ O_b``, logits = the mean
+of ``y_b`` over the loss window (the last ``T_w`` steps) and the loss
+``L_b = CE(softmax(logits_b), label)``.  The last block's readout is the network's output;
+the others are the auxiliary classifiers of Guo et al.  Block ``b``'s weights (its ``F``,
+``R`` and ``O_b``) get the gradient of ``L_b`` only: the input a block receives from the
+block below is a constant (no gradient crosses a block boundary).  One block = end-to-end.
+
+Temporal truncation.  The sequence is cut into windows ``[0, K), [K, 2K), ...`` of
+``window = K`` steps.  The forward state flows across window boundaries; no adjoint does
+(the state entering a window is a constant).  This is the truncation of
+:func:`spinnray.bptt.loss_and_grads` (``truncation=K``), whose backward recursions
+(``gz``, ``dv``, ``da``, ``dy``) are used block by block here, extended to the layer below
+within a block: ``gz_l[t] += (1 - alpha) dv_{l+1}[t] @ F_{l+1}^T``.  ``K >= T`` and one block
+is full BPTT.
+
+What is kept (the memory).  The logits average the loss window, so the output error
+``err_b = (softmax - onehot) / (T_w B)`` is known only after the last step.  If more than one
+window overlaps the loss window, a first forward pass (no per-step storage) computes the
+errors; a second pass then runs window by window, and inside a window block by block:
+forward the block over the window *storing its activations*, then its truncated backward,
+then hand its top layer's spikes of the window to the next block.  Windows that end before
+the loss window starts carry no error (their adjoints are exactly 0) and are only run
+forward.  So at any time the arrays held are (:class:`Workspace`, by category):
+
+* ``activations``: ``z`` (K + 1 steps: the spikes entering the window too) and ``psi`` (K
+  steps) of the layers of *one* block: ``2 block_size K B n_h`` numbers;
+* ``inputs``: the window of the input ``x`` (K B n_in) and, with more than one block, the
+  block input buffer (K B n_h); the input is read again from the data in the second pass;
+* ``state``: ``v, a, z`` of every layer, ``y`` and its sum of every readout;
+* ``backward_state``: the adjoints ``dv, da`` of one block, ``dy``, and the errors;
+
+plus ``weights``, ``gradients`` and ``optimizer`` (two Adam moments) of every matrix.  The
+activations scale with ``block_size x window`` instead of ``L x T``.  The cost: up to two
+forward passes instead of one.  Numpy temporaries of one step are not counted.
+
+:class:`DenseTrainer` adds Adam (one update per mini-batch) and :func:`run_dense` is the
+``kind: bptt`` scenario runner (``learning.rule = bptt | tlbptt``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .bptt import ALIFNetConfig, softmax_cross_entropy, spike_and_pseudo_derivative
+from .config import RunConfig, from_dict, opt
+from .errors import ConfigError, DataError
+from .eventprop import Adam
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RULES", "DeepWeights", "init_deep_weights", "block_ranges", "Workspace", "DeepALIF",
+           "training_memory_bytes", "DenseTrainer", "DenseNetworkConfig", "DenseLearningConfig", "run_dense"]
+
+RULES = ("bptt", "tlbptt")
+
+
+def _check_int(name: str, value, lo: int) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
+        raise ConfigError(f"{name} = {value!r}: expected an integer >= {lo}")
+    return int(value)
+
+
+def block_ranges(layers: int, block_size: int | None) -> list[tuple[int, int]]:
+    """Layer ranges ``[lo, hi)`` of the blocks: ``block_size`` layers each, the last one
+    possibly smaller; None = one block of all layers.  Raises ConfigError on bad values."""
+    _check_int("layers", layers, 1)
+    bs = layers if block_size is None else _check_int("block_size", block_size, 1)
+    return [(lo, min(lo + bs, layers)) for lo in range(0, layers, bs)]
+
+
+class DeepWeights:
+    """The trainable matrices, ``(pre, post)``.
+
+    ``ff[l]``: (n_in or n_h, n_h) into layer ``l``; ``rec[l]``: (n_h, n_h), zero diagonal;
+    ``out[b]``: (n_h, n_out), the readout of block ``b`` (the last one is the network's).
+    Gradients use the same type.
+    """
+
+    def __init__(self, ff, rec, out):
+        self.ff, self.rec, self.out = list(ff), list(rec), list(out)
+
+    def arrays(self) -> list[np.ndarray]:
+        """Every matrix: ``ff``, then ``rec``, then ``out``."""
+        return [*self.ff, *self.rec, *self.out]
+
+    def copy(self) -> "DeepWeights":
+        return DeepWeights([w.copy() for w in self.ff], [w.copy() for w in self.rec], [w.copy() for w in self.out])
+
+    def zeros_like(self) -> "DeepWeights":
+        return DeepWeights([np.zeros_like(w) for w in self.ff], [np.zeros_like(w) for w in self.rec],
+                           [np.zeros_like(w) for w in self.out])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(w.nbytes for w in self.arrays())
+
+
+def init_deep_weights(cfg: ALIFNetConfig, layers: int, block_size: int | None, rng: np.random.Generator, *,
+                      in_scale: float = 1.0, rec_scale: float = 1.0, out_scale: float = 1.0,
+                      ff_scale: float = 1.0, recurrent: bool = True) -> DeepWeights:
+    """Initial weights ``N(0, (scale / sqrt(pre))^2)`` in ``cfg.dtype``, drawn in this order:
+    ``F_0`` (in_scale), ``R_0`` (rec_scale; zeros without ``recurrent``, diagonal 0), the output
+    readout ``O_last`` (out_scale), then for ``l >= 1``: ``F_l`` (ff_scale), ``R_l``; then the
+    auxiliary readouts ``O_0 ..`` (out_scale).  With one layer and ``rng = default_rng(seed)``
+    this equals :func:`spinnray.bptt.init_weights`; with ``rng = default_rng([seed, 5])`` the
+    initial weights of :func:`spinnray.eprop_train.build_eprop_network`.
+    """
+    nb = len(block_ranges(layers, block_size))
+    n_in, n_h, n_out = cfg.n_in, cfg.n_h, cfg.n_out
+    dt = cfg.np_dtype
+
+    def rec():
+        w = rng.normal(0.0, rec_scale / math.sqrt(n_h), (n_h, n_h))
+        np.fill_diagonal(w, 0.0)
+        return w if recurrent else np.zeros_like(w)
+
+    ff = [rng.normal(0.0, in_scale / math.sqrt(n_in), (n_in, n_h))]
+    recs = [rec()]
+    out_last = rng.normal(0.0, out_scale / math.sqrt(n_h), (n_h, n_out))
+    for _ in range(1, layers):
+        ff.append(rng.normal(0.0, ff_scale / math.sqrt(n_h), (n_h, n_h)))
+        recs.append(rec())
+    aux = [rng.normal(0.0, out_scale / math.sqrt(n_h), (n_h, n_out)) for _ in range(nb - 1)]
+    return DeepWeights([w.astype(dt) for w in ff], [w.astype(dt) for w in recs],
+                       [w.astype(dt) for w in aux + [out_last]])
+
+
+class Workspace:
+    """Every array one update holds besides the weights (module docstring: what is kept).
+
+    ``K`` = window steps, ``B`` = batch, ``bs`` = layers of the largest block.  Built with
+    ``np.empty``/``np.zeros``; :meth:`nbytes_by_category` is the accounting.
+    """
+
+    def __init__(self, cfg: ALIFNetConfig, layers: int, n_blocks: int, bs: int, K: int, B: int):
+        dt = cfg.np_dtype
+        n_h, n_out = cfg.n_h, cfg.n_out
+        self.x = np.zeros((K, B, cfg.n_in), dt)                       # the input window
+        self.u = np.zeros((K, B, n_h), dt) if n_blocks > 1 else None  # the block input buffer
+        self.z = [np.zeros((K + 1, B, n_h), dt) for _ in range(bs)]   # z[t0 - 1 .. t1 - 1] of one block
+        self.psi = [np.zeros((K, B, n_h), dt) for _ in range(bs)]
+        self.v = np.zeros((layers, B, n_h), dt)
+        self.a = np.zeros((layers, B, n_h), dt)
+        self.zp = np.zeros((layers, B, n_h), dt)                      # z of the previous step
+        self.y = np.zeros((n_blocks, B, n_out), dt)
+        self.ysum = np.zeros((n_blocks, B, n_out), dt)
+        self.dv = np.zeros((bs, B, n_h), dt)
+        self.da = np.zeros((bs, B, n_h), dt)
+        self.dy = np.zeros((B, n_out), dt)
+        self.err = np.zeros((n_blocks, B, n_out), dt)
+
+    def reset_state(self) -> None:
+        for arr in (self.v, self.a, self.zp, self.y, self.ysum):
+            arr[...] = 0
+
+    def nbytes_by_category(self) -> dict[str, int]:
+        return {
+            "activations": sum(a.nbytes for a in self.z) + sum(a.nbytes for a in self.psi),
+            "inputs": self.x.nbytes + (self.u.nbytes if self.u is not None else 0),
+            "state": sum(a.nbytes for a in (self.v, self.a, self.zp, self.y, self.ysum)),
+            "backward_state": sum(a.nbytes for a in (self.dv, self.da, self.dy, self.err)),
+        }
+
+
+class DeepALIF:
+    """The network of the module docstring and its (truncated, local) gradient.
+
+    Args:
+        cfg: neuron constants, sizes (``n_h`` = width of every layer), surrogate, loss window
+            and dtype (:class:`spinnray.bptt.ALIFNetConfig`).
+        layers: hidden layers L >= 1.
+        block_size: layers per local block (None = one block: end-to-end).
+        window: truncation window K in steps (None = the whole sequence: no truncation).
+        recurrent: train the recurrent weights (False: they stay 0).
+
+    Raises ConfigError on a bad value.
+    """
+
+    def __init__(self, cfg: ALIFNetConfig, layers: int = 1, *, block_size: int | None = None,
+                 window: int | None = None, recurrent: bool = True):
+        if not isinstance(cfg, ALIFNetConfig):
+            raise ConfigError(f"cfg = {cfg!r}: expected an ALIFNetConfig")
+        self.cfg = cfg
+        self.layers = _check_int("layers", layers, 1)
+        self.blocks = block_ranges(layers, block_size)
+        self.block_size = max(hi - lo for lo, hi in self.blocks)
+        self.window = None if window is None else _check_int("window", window, 1)
+        self.recurrent = bool(recurrent)
+        self.alpha, self.rho, self.kappa = cfg.decays()
+        #: bytes by category of the workspace of the last :meth:`loss_and_grads`
+        self.last_memory: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- checks
+    def _check(self, w: DeepWeights, x) -> tuple[np.ndarray, int, int]:
+        cfg = self.cfg
+        x = np.asarray(x)
+        if x.ndim != 3 or x.shape[2] != cfg.n_in or x.shape[0] < 1 or x.shape[1] < 1:
+            raise DataError(f"x has shape {x.shape}: expected (T, batch, n_in={cfg.n_in}) with T, batch >= 1")
+        nb = len(self.blocks)
+        if not isinstance(w, DeepWeights) or len(w.ff) != self.layers or len(w.rec) != self.layers \
+                or len(w.out) != nb:
+            raise DataError(f"weights: expected DeepWeights with {self.layers} ff, {self.layers} rec and {nb} out "
+                            "matrices")
+        for l, (f, r) in enumerate(zip(w.ff, w.rec)):
+            want = (cfg.n_in if l == 0 else cfg.n_h, cfg.n_h)
+            if f.shape != want or r.shape != (cfg.n_h, cfg.n_h):
+                raise DataError(f"weights of layer {l}: ff {f.shape}, rec {r.shape}; expected {want} and "
+                                f"{(cfg.n_h, cfg.n_h)}")
+        for b, o in enumerate(w.out):
+            if o.shape != (cfg.n_h, cfg.n_out):
+                raise DataError(f"readout {b} has shape {o.shape}: expected {(cfg.n_h, cfg.n_out)}")
+        return np.asarray(x, cfg.np_dtype), x.shape[0], x.shape[1]
+
+    def _labels(self, labels, batch: int) -> np.ndarray:
+        y = np.asarray(labels)
+        if y.shape != (batch,) or not np.issubdtype(y.dtype, np.integer) \
+                or (batch and (y.min() < 0 or y.max() >= self.cfg.n_out)):
+            raise DataError(f"labels (shape {y.shape}, dtype {y.dtype}): expected {batch} integers in "
+                            f"[0, {self.cfg.n_out})")
+        return y
+
+    def workspace(self, steps: int, batch: int) -> Workspace:
+        """The arrays an update on ``batch`` sequences of ``steps`` steps holds."""
+        K = steps if self.window is None else min(self.window, steps)
+        return Workspace(self.cfg, self.layers, len(self.blocks), self.block_size, K, batch)
+
+    # --------------------------------------------------------------- forward
+    def _layer_step(self, l: int, inp: np.ndarray, w: DeepWeights, ws: Workspace):
+        """One step of layer ``l`` (state in ``ws``); returns ``(z, psi)``. Same op order as bptt.forward."""
+        cfg, alpha, rho = self.cfg, self.alpha, self.rho
+        zp = ws.zp[l]
+        ws.a[l] = rho * ws.a[l] + (1.0 - rho) * zp
+        thr = cfg.v_th + cfg.beta * ws.a[l]
+        ws.v[l] = alpha * ws.v[l] + (1.0 - alpha) * (inp @ w.ff[l] + zp @ w.rec[l]) - zp * thr
+        return spike_and_pseudo_derivative(cfg, (ws.v[l] - thr) / cfg.v_th)
+
+    def _readout_step(self, b: int, t: int, w: DeepWeights, ws: Workspace, z_top_prev, steps: int, t_w: int):
+        k = self.kappa
+        ws.y[b] = k * ws.y[b] + (1.0 - k) * (z_top_prev @ w.out[b])
+        if t >= steps - t_w:
+            ws.ysum[b] += ws.y[b]
+
+    def _forward_all(self, w: DeepWeights, x: np.ndarray, ws: Workspace, steps: int, t_w: int,
+                     spikes: list | None = None) -> np.ndarray:
+        """All layers, all steps, nothing stored per step; returns the logits (blocks, B, n_out).
+        ``spikes``: a list to which the spike count of every layer is added."""
+        ws.reset_state()
+        for t in range(steps):
+            for b, (_, hi) in enumerate(self.blocks):
+                self._readout_step(b, t, w, ws, ws.zp[hi - 1], steps, t_w)
+            inp = x[t]
+            for l in range(self.layers):
+                z, _ = self._layer_step(l, inp, w, ws)
+                ws.zp[l] = z
+                inp = ws.zp[l]
+            if spikes is not None:
+                spikes.append(ws.zp.sum(axis=(1, 2)))
+        return ws.ysum / t_w
+
+    def forward(self, w: DeepWeights, x, spikes: list | None = None) -> np.ndarray:
+        """Logits of every block, (blocks, B, n_out); the last block's are the network output."""
+        x, steps, batch = self._check(w, x)
+        t_w = self.cfg.window(steps)
+        ws = Workspace(self.cfg, self.layers, len(self.blocks), self.block_size, 0, batch)
+        return self._forward_all(w, x, ws, steps, t_w, spikes).copy()
+
+    def _block_window(self, w: DeepWeights, ws: Workspace, b: int, t0: int, t1: int, steps: int, t_w: int) -> None:
+        """Block ``b`` forward over ``[t0, t1)``, storing z (with z[t0-1]) and psi in ``ws``."""
+        lo, hi = self.blocks[b]
+        for j, l in enumerate(range(lo, hi)):
+            ws.z[j][0] = ws.zp[l]
+        src = ws.x if lo == 0 else ws.u
+        top = hi - lo - 1
+        for i in range(t1 - t0):
+            self._readout_step(b, t0 + i, w, ws, ws.z[top][i], steps, t_w)
+            inp = src[i]
+            for j, l in enumerate(range(lo, hi)):
+                z, psi = self._layer_step(l, inp, w, ws)
+                ws.z[j][i + 1] = z
+                ws.psi[j][i] = psi
+                ws.zp[l] = z
+                inp = ws.z[j][i + 1]
+
+    def _block_backward(self, w: DeepWeights, g: DeepWeights, ws: Workspace, b: int, t0: int, t1: int,
+                        steps: int, t_w: int) -> None:
+        """The truncated adjoint of block ``b`` over ``[t0, t1)`` (zero at t1), into ``g``."""
+        cfg, alpha, rho, kappa = self.cfg, self.alpha, self.rho, self.kappa
+        lo, hi = self.blocks[b]
+        n = hi - lo
+        dv, da, dy = ws.dv, ws.da, ws.dy
+        dv[:n] = 0
+        da[:n] = 0
+        dy[...] = 0
+        err = ws.err[b]
+        src = ws.x if lo == 0 else ws.u
+        for i in range(t1 - t0 - 1, -1, -1):
+            t = t0 + i
+            gz = (1.0 - kappa) * (dy @ w.out[b].T) + (1.0 - alpha) * (dv[n - 1] @ w.rec[hi - 1].T) \
+                + (1.0 - rho) * da[n - 1]
+            dy[...] = kappa * dy + err if t >= steps - t_w else kappa * dy
+            for j in range(n - 1, -1, -1):
+                l = lo + j
+                if j < n - 1:       # z_l[t] drives layer l + 1 in the same step
+                    gz = (1.0 - alpha) * (dv[j + 1] @ w.ff[l + 1].T) + (1.0 - alpha) * (dv[j] @ w.rec[l].T) \
+                        + (1.0 - rho) * da[j]
+                psi = ws.psi[j][i]
+                dv[j] = alpha * dv[j] + psi * gz
+                da[j] = rho * da[j] - cfg.beta * psi * gz
+                cur = (1.0 - alpha) * dv[j]
+                inp = src[i] if j == 0 else ws.z[j - 1][i + 1]
+                g.ff[l] += inp.T @ cur
+                g.rec[l] += ws.z[j][i].T @ cur
+            g.out[b] += ws.z[n - 1][i].T @ ((1.0 - kappa) * dy)
+
+    # -------------------------------------------------------------- gradient
+    def loss_and_grads(self, w: DeepWeights, x, labels) -> tuple[list[float], DeepWeights, np.ndarray]:
+        """Losses of every block, the (truncated, local) gradient and the logits.
+
+        ``x`` (T, B, n_in); ``labels`` (B,).  Returns ``(losses, grads, logits)``: ``losses[b]``
+        the mean cross-entropy of block ``b``'s readout, ``grads`` a :class:`DeepWeights` (block
+        ``b``'s matrices hold dL_b/dW, recurrent diagonals 0), ``logits`` (blocks, B, n_out).
+        ``self.last_memory`` gets the workspace's bytes by category.
+
+        Raises DataError on wrong shapes or labels, ConfigError if ``loss_window > T``.
+        """
+        x, steps, batch = self._check(w, x)
+        labels = self._labels(labels, batch)
+        cfg = self.cfg
+        t_w = cfg.window(steps)
+        ws = self.workspace(steps, batch)
+        K = ws.x.shape[0]
+        windows = [(t0, min(t0 + K, steps)) for t0 in range(0, steps, K)]
+        n_loss_windows = sum(1 for _, t1 in windows if t1 > steps - t_w)
+        g = w.zeros_like()
+        losses = [0.0] * len(self.blocks)
+        logits = None
+
+        def set_error(b, lg):
+            losses[b], d = softmax_cross_entropy(lg, labels)
+            ws.err[b] = d / (t_w * batch)
+
+        if n_loss_windows > 1:               # pass 1: the errors, before any window's backward
+            logits = self._forward_all(w, x, ws, steps, t_w).copy()
+            for b in range(len(self.blocks)):
+                set_error(b, logits[b])
+        ws.reset_state()
+        for t0, t1 in windows:
+            k = t1 - t0
+            ws.x[:k] = x[t0:t1]
+            carries_error = t1 > steps - t_w
+            for b, (lo, hi) in enumerate(self.blocks):
+                self._block_window(w, ws, b, t0, t1, steps, t_w)
+                if carries_error:
+                    if n_loss_windows == 1:  # the last window: this block's logits are complete now
+                        set_error(b, ws.ysum[b] / t_w)
+                    self._block_backward(w, g, ws, b, t0, t1, steps, t_w)
+                if b + 1 < len(self.blocks):
+                    ws.u[:k] = ws.z[hi - lo - 1][1:k + 1]
+        if logits is None:
+            logits = (ws.ysum / t_w).copy()
+        for r in g.rec:
+            if self.recurrent:
+                np.fill_diagonal(r, 0.0)
+            else:
+                r[...] = 0.0
+        self.last_memory = ws.nbytes_by_category()
+        return losses, g, logits
+
+
+def training_memory_bytes(cfg: ALIFNetConfig, layers: int, steps: int, batch: int = 1, *,
+                          window: int | None = None, block_size: int | None = None) -> dict[str, int]:
+    """Bytes one update holds (module docstring): the :class:`Workspace` by category plus
+    ``weights``, ``gradients`` and ``optimizer`` (two Adam moments), ``total`` their sum.
+    Constant in ``steps`` once ``steps >= window``."""
+    _check_int("steps", steps, 1)
+    _check_int("batch", batch, 1)
+    net = DeepALIF(cfg, layers, block_size=block_size, window=window)
+    w = init_deep_weights(cfg, layers, block_size, np.random.default_rng(0))
+    out = {"weights": w.nbytes, "gradients": w.nbytes, "optimizer": 2 * w.nbytes,
+           **net.workspace(steps, batch).nbytes_by_category()}
+    out["total"] = sum(out.values())
+    return out
+
+
+class DenseTrainer:
+    """Adam (bias-corrected, as torch) on :meth:`DeepALIF.loss_and_grads`, one update per mini-batch."""
+
+    def __init__(self, net: DeepALIF, weights: DeepWeights, *, lr: float = 0.01, betas=(0.9, 0.999),
+                 eps: float = 1e-5, weight_decay: float = 0.0):
+        self.net = net
+        self.weights = weights.copy()
+        self.lr = lr
+        self.weight_decay = float(weight_decay)
+        self.opts = [Adam(a.shape, a.dtype, lr, tuple(betas), eps) for a in self.weights.arrays()]
+        self.spikes: list = []
+
+    def train_batch(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+        """One update on ``x`` (T, B, n_in); returns (output loss, output logits (B, n_out))."""
+        losses, g, logits = self.net.loss_and_grads(self.weights, x, labels)
+        for opt, w, gr in zip(self.opts, self.weights.arrays(), g.arrays()):
+            opt.lr = self.lr
+            if self.weight_decay:
+                gr = gr + self.weight_decay * w
+            opt.step(w, gr)
+        for r in self.weights.rec:
+            np.fill_diagonal(r, 0.0)
+        return losses[-1], logits[-1]
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 64) -> tuple[float, float]:
+        """(accuracy, mean loss) of the output readout on ``x`` (N, T, n_in)."""
+        correct, loss = 0, 0.0
+        for first in range(0, len(y), batch):
+            xb = np.ascontiguousarray(np.asarray(x[first:first + batch]).transpose(1, 0, 2))
+            counts: list = []
+            lg = self.net.forward(self.weights, xb, spikes=counts)[-1]
+            self.spikes.append(np.sum(counts, axis=0) if counts else np.zeros(self.net.layers))
+            yb = np.asarray(y[first:first + batch])
+            correct += int((lg.argmax(axis=1) == yb).sum())
+            loss += softmax_cross_entropy(lg.astype(np.float64), yb)[0] * len(yb)
+        return correct / len(y), loss / len(y)
+
+    def memory(self, steps: int, batch: int) -> dict[str, int]:
+        """Bytes by category of one update (the arrays held, :func:`training_memory_bytes`)."""
+        ws = self.net.workspace(steps, batch).nbytes_by_category()
+        out = {"weights": self.weights.nbytes, "gradients": self.weights.nbytes,
+               "optimizer": sum(o.m.nbytes + o.v.nbytes for o in self.opts), **ws}
+        out["total"] = sum(out.values())
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The scenario runner (kind: bptt)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DenseNetworkConfig:
+    layers: int = opt(1, "hidden layers (each recurrent ALIF of `hidden` neurons)", min=1)
+    hidden: int = opt(100, "ALIF neurons per hidden layer", min=1)
+    dt_ms: float = opt(1.0, "ms per step", min=1e-6)
+    tau_mem_ms: float = opt(20.0, "membrane time constant (ms)", min=1e-6)
+    tau_adapt_ms: float = opt(2000.0, "threshold-adaptation time constant (ms)", min=1e-6)
+    beta: float = opt(0.0175, "threshold jump per unit of adaptation (0 = LIF)", min=0.0)
+    v_th: float = opt(0.6, "baseline threshold", min=1e-9)
+    tau_out_ms: float = opt(20.0, "readout time constant (ms)", min=1e-6)
+    w_in_scale: float = opt(1.0, "input weights ~ N(0, scale / sqrt(inputs))", min=0.0)
+    w_rec_scale: float = opt(1.0, "recurrent weights ~ N(0, scale / sqrt(hidden)), no self-connections", min=0.0)
+    w_ff_scale: float = opt(1.0, "layer-to-layer weights ~ N(0, scale / sqrt(hidden))", min=0.0)
+    w_out_scale: float = opt(1.0, "readout weights ~ N(0, scale / sqrt(hidden))", min=0.0)
+    recurrent: bool = opt(True, "recurrent weights in every hidden layer")
+
+
+@dataclass(frozen=True)
+class DenseLearningConfig:
+    rule: str = opt("tlbptt", "bptt (full, end-to-end) | tlbptt (truncated windows, local blocks)", choices=RULES)
+    window: int | None = opt(None, "tlbptt: truncation window in steps (null = T: no truncation)", min=1)
+    block_size: int | None = opt(None, "tlbptt: hidden layers per local block, each with its own readout "
+                                       "(null = all layers: one block)", min=1)
+    epochs: int = opt(5, "passes over the training set", min=1)
+    batch_size: int = opt(32, "samples per Adam update", min=1)
+    lr: float = opt(0.005, "Adam learning rate", min=0.0)
+    lr_decay: float = opt(1.0, "learning-rate factor every lr_decay_every epochs", min=0.0, max=1.0)
+    lr_decay_every: int = opt(1, "epochs between learning-rate decays", min=1)
+    beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
+    beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
+    eps: float = opt(1e-5, "Adam epsilon", min=0.0)
+    weight_decay: float = opt(0.0, "L2 coefficient added to every gradient", min=0.0)
+    surrogate: str = opt("triangle", "pseudo-derivative", choices=("triangle", "multi_gaussian"))
+    gamma: float = opt(0.3, "pseudo-derivative scale", min=1e-9)
+    window_steps: int | None = opt(None, "loss on the mean readout of the last N steps (null = all; cue: the "
+                                         "recall period)", min=1)
+    eval_every: int = opt(1, "evaluate on the test set every N epochs (and after the last)", min=1)
+    eval_batch: int = opt(100, "test samples per forward pass", min=1)
+
+
+def run_dense(cfg: RunConfig, out_dir, scenario: str) -> dict:
+    """``kind: bptt``: dense single-process training (``learning.rule = bptt | tlbptt``) on the
+    e-prop data (:func:`spinnray.eprop_train.load_eprop_data`); returns the metrics."""
+    from .eprop_train import EPropDataConfig, load_eprop_data
+    from .metrics import SCHEMA_VERSION
+    from .runner import _progress
+    from .train import peak_rss_bytes
+
+    net_cfg = from_dict(DenseNetworkConfig, cfg.network, "network")
+    data = from_dict(EPropDataConfig, cfg.data, "data")
+    learn = from_dict(DenseLearningConfig, cfg.learning, "learning")
+    if learn.rule == "bptt" and (learn.window is not None or learn.block_size is not None):
+        raise ConfigError(f"learning.rule = bptt with learning.window = {learn.window} and learning.block_size = "
+                          f"{learn.block_size}: full BPTT has neither; expected null, or learning.rule = tlbptt")
+    t_start = time.perf_counter()
+    xtr, ytr, xte, yte, names, window = load_eprop_data(data, net_cfg.dt_ms)
+    if learn.window_steps is None and window is not None:
+        learn = replace(learn, window_steps=window)
+    steps, n_in = xtr.shape[1], xtr.shape[2]
+    acfg = ALIFNetConfig(n_in=n_in, n_h=net_cfg.hidden, n_out=len(names), tau_m_ms=net_cfg.tau_mem_ms,
+                         tau_a_ms=net_cfg.tau_adapt_ms, beta=net_cfg.beta, v_th=net_cfg.v_th,
+                         tau_out_ms=net_cfg.tau_out_ms, dt_ms=net_cfg.dt_ms, surrogate=learn.surrogate,
+                         gamma=learn.gamma, loss_window=learn.window_steps, dtype=cfg.machine.dtype)
+    if learn.window is not None and learn.window > steps:
+        log.warning("learning.window = %d exceeds T = %d: no truncation", learn.window, steps)
+    net = DeepALIF(acfg, net_cfg.layers, block_size=learn.block_size, window=learn.window,
+                   recurrent=net_cfg.recurrent)
+    w0 = init_deep_weights(acfg, net_cfg.layers, learn.block_size, np.random.default_rng([cfg.seed, 5]),
+                           in_scale=net_cfg.w_in_scale, rec_scale=net_cfg.w_rec_scale, out_scale=net_cfg.w_out_scale,
+                           ff_scale=net_cfg.w_ff_scale, recurrent=net_cfg.recurrent)
+    tr = DenseTrainer(net, w0, lr=learn.lr, betas=(learn.beta1, learn.beta2), eps=learn.eps,
+                      weight_decay=learn.weight_decay)
+    B = learn.batch_size
+    mem = tr.memory(steps, B)
+    log.info("dense %s: %d x %d ALIF layers, %d block(s), window %s; %d train / %d test samples of %d steps; "
+             "training memory %d bytes", learn.rule, net_cfg.layers, net_cfg.hidden, len(net.blocks),
+             learn.window or steps, len(ytr), len(yte), steps, mem["total"])
+    rng = np.random.default_rng([cfg.seed, 13])
+    history, train_s, samples, tested = [], 0.0, 0, 0
+    lr = learn.lr
+    for epoch in range(learn.epochs):
+        order = rng.permutation(len(ytr))
+        tr.lr = lr
+        losses, correct = [], 0
+        t0 = time.perf_counter()
+        with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
+            for first in range(0, len(ytr), B):
+                idx = order[first:first + B]
+                xb = np.ascontiguousarray(xtr[idx].transpose(1, 0, 2))
+                loss, logits = tr.train_batch(xb, ytr[idx])
+                losses.append(loss)
+                correct += int((logits.argmax(axis=1) == ytr[idx]).sum())
+                bar.update(len(idx))
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{correct / (first + len(idx)):.3f}")
+        train_s += time.perf_counter() - t0
+        samples += len(ytr)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "train_accuracy": correct / len(ytr),
+               "lr": lr}
+        if (epoch + 1) % learn.eval_every == 0 or epoch + 1 == learn.epochs:
+            row["test_accuracy"], row["test_loss"] = tr.evaluate(xte, yte, learn.eval_batch)
+            tested += len(yte)
+        history.append(row)
+        log.info("epoch %d: train loss %.4f acc %.4f | test acc %s", epoch + 1, row["train_loss"],
+                 row["train_accuracy"], f"{row['test_accuracy']:.4f}" if "test_accuracy" in row else "-")
+        if (epoch + 1) % learn.lr_decay_every == 0:
+            lr *= learn.lr_decay
+    tested_rows = [h for h in history if "test_accuracy" in h]
+    spikes = int(np.sum(tr.spikes)) if tr.spikes else 0
+    dense_events = tested * steps * net_cfg.hidden * net_cfg.layers
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "scenario": scenario, "kind": cfg.kind, "rule": learn.rule, "backend": "dense", "seed": cfg.seed,
+        "data": data.name, "classes": names, "cores": 1, "steps": steps, "inputs": n_in,
+        "layers": net_cfg.layers, "hidden": net_cfg.hidden, "blocks": len(net.blocks),
+        "block_size": net.block_size, "window": min(learn.window or steps, steps),
+        "loss_window_steps": acfg.window(steps),
+        "epochs": learn.epochs, "batch_size": B,
+        "wall_s": round(time.perf_counter() - t_start, 3), "train_s": round(train_s, 3),
+        "train_samples_per_s": samples / train_s if train_s else 0.0,
+        "test_accuracy": tested_rows[-1]["test_accuracy"], "test_loss": tested_rows[-1]["test_loss"],
+        "best_test_accuracy": max(h["test_accuracy"] for h in tested_rows),
+        "history": history,
+        "training_memory_bytes": mem["total"],
+        "training_memory": mem,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "samples": samples + tested,
+        # one process, no packets: the test-set spikes of the hidden layers against dense
+        "traffic": {"spike_events": spikes, "error_events": 0, "packets": 0, "bytes": 0,
+                    "dense_equivalent_events": dense_events, "dropped": 0, "rejected": 0,
+                    "sparsity": spikes / dense_events if dense_events else 0.0},
+        "memory": {"per_core_max_bytes": mem["total"], "total_bytes": mem["total"],
+                   "budget_bytes_per_core": None, "by_category_bytes": {k: v for k, v in mem.items() if k != "total"}},
+        "machine": asdict(cfg.machine),
+    }
