@@ -57,7 +57,7 @@ for 1, 3 or 12 cores.
 
 Memory with a store: ``weights`` = the bytes the store holds (packed codes,
 ``ceil(n_weights bits / 8)`` per projection; for PCM the emulator's device
-state, 32 bytes per weight: on a chip the conductances sit in the crossbar),
+state, 24 bytes per weight: on a chip the conductances sit in the crossbar),
 ``weight_accumulator`` = the float32 accumulator (4 bytes per weight).  The
 decoded float copy the emulator computes with is not counted: a PE multiplies
 by the codes.
@@ -80,8 +80,8 @@ from .quant import PCMParams, make_weight_store
 
 __all__ = ["EPropCore", "learning_bytes", "weight_store_options"]
 
-#: bytes per weight of the PCM model's device state: two devices x (G float32, t_p float64, nu float32)
-PCM_BYTES_PER_WEIGHT = 32
+#: bytes per weight of the PCM model's device state: two devices x (G, t_p, nu), float32 each
+PCM_BYTES_PER_WEIGHT = 24
 
 
 def weight_store_options(machine, network) -> dict | None:

@@ -503,7 +503,8 @@ class PCMWeights:
 
     * ``G``: (2, *shape) float32, uS, the conductance after the last programming of each device
       (index 0 = G+, 1 = G-);
-    * ``t_p``: (2, *shape) float64, s, the time of that programming;
+    * ``t_p``: (2, *shape) float32, s, the time of that programming (float32: a resolution of
+      1 ms up to 4.6 hours of emulated time, 8 ms at 28 hours; drift is computed in float64);
     * ``nu``: (2, *shape) float32, drift exponents, fixed per device;
     * ``chi``: (*shape) float32, weight units, updates not yet worth a pulse.
 
@@ -553,7 +554,7 @@ class PCMWeights:
         self._read_rng = Noise(read_ss, columns)
         t_s = self._time(t_s)
         self._g = np.empty(dev_shape, np.float32)
-        self._t = np.full(dev_shape, t_s, np.float64)
+        self._t = np.full(dev_shape, t_s, np.float32)
         self._acc = np.zeros(self.shape, np.float32)
         self._t_last = t_s
         self._version = 0
@@ -572,8 +573,8 @@ class PCMWeights:
 
     @property
     def stored_bytes(self) -> int:
-        """Bytes of the per-device state this model holds (G float32, t_p float64, nu float32:
-        16 bytes per device, 32 per weight). On hardware the conductances sit in the crossbar,
+        """Bytes of the per-device state this model holds (G, t_p and nu, float32 each:
+        12 bytes per device, 24 per weight). On hardware the conductances sit in the crossbar,
         not in SRAM; this is what the emulator holds."""
         return int(self._g.nbytes + self._t.nbytes + self.nu.nbytes)
 
@@ -606,7 +607,7 @@ class PCMWeights:
     def _drift(self, g, t_p, nu, t):
         """G(t) = G(t_p) ((t - t_p + t0)/t0)^-nu, float64."""
         t0 = self.params.t0_s
-        return g.astype(np.float64) * ((t - t_p + t0) / t0) ** (-nu.astype(np.float64))
+        return g.astype(np.float64) * ((t - t_p.astype(np.float64) + t0) / t0) ** (-nu.astype(np.float64))
 
     def conductances(self, t_s: float) -> np.ndarray:
         """Noise-free drifted conductances at ``t_s``, (2, *shape) float64 uS, read-only."""

@@ -86,7 +86,7 @@ def test_memory_counts_the_stored_bits():
     _, no_acc = _train(MachineConfig(weight_bits=4, accumulate=False), cores=2, steps=1, net=net)
     assert all("weight_accumulator" not in c["memory"] for c in no_acc)
     _, pcm = _train(MachineConfig(synapse="pcm"), cores=2, steps=1, net=net)
-    assert sum(c["memory"]["weights"] for c in pcm) == 32 * sum(n_w.values())   # two devices x 16 B
+    assert sum(c["memory"]["weights"] for c in pcm) == 24 * sum(n_w.values())   # two devices x 12 B
 
 
 def test_stochastic_4bit_is_identical_for_any_split():

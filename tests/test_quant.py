@@ -13,7 +13,7 @@ import pytest
 
 from spinnray.config import from_dict
 from spinnray.errors import ConfigError, DataError
-from spinnray.quant import MixedPrecisionWeights, PCMParams, PCMWeights, Quantizer, make_weight_store
+from spinnray.quant import MixedPrecisionWeights, Noise, PCMParams, PCMWeights, Quantizer, make_weight_store
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,7 +475,7 @@ def test_pcm_misuse_raises():
 def test_pcm_bytes():
     p = PCMWeights((10, 7), PCMParams(), seed=0)
     assert p.devices == 140
-    assert p.stored_bytes == 140 * (4 + 8 + 4)                     # G float32, t_p float64, nu float32
+    assert p.stored_bytes == 140 * (4 + 4 + 4)                     # G, t_p and nu, float32 each
     assert p.accumulator_bytes == 70 * 4
 
 
@@ -500,3 +500,61 @@ def test_make_weight_store(rng):
         make_weight_store(w, rounding="floor")
     with pytest.raises(ConfigError, match="machine.weight_max"):
         make_weight_store(w, w_max=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-column random streams (a projection split over cores)
+# ---------------------------------------------------------------------------------------------
+
+def test_noise_without_columns_is_one_generator():
+    a = Noise(7).standard_normal((3, 4))
+    np.testing.assert_array_equal(a, np.random.default_rng(7).standard_normal((3, 4)))
+
+
+def test_noise_per_column_ignores_the_other_columns():
+    ss = np.random.SeedSequence(3, spawn_key=(11,))
+    whole = Noise(ss, columns=np.arange(6)).random((4, 6))
+    left = Noise(ss, columns=np.arange(0, 2)).random((4, 2))
+    right = Noise(ss, columns=np.array([2, 3, 4, 5])).random((4, 4))
+    np.testing.assert_array_equal(whole, np.concatenate([left, right], axis=1))
+    other = Noise(np.random.SeedSequence(3, spawn_key=(12,)), columns=np.arange(6)).random((4, 6))
+    assert not np.array_equal(whole, other)
+    with pytest.raises(DataError, match="last axis"):
+        Noise(0, columns=np.arange(3)).random((4, 2))
+    with pytest.raises(ConfigError, match="columns"):
+        Noise(0, columns=[1, 1])
+
+
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_split_stochastic_store_equals_the_whole(rng, accumulate):
+    w = rng.normal(0, 0.3, (9, 6))
+    deltas = rng.normal(0, 0.05, (5, 9, 6))
+
+    def store(cols):
+        q = Quantizer(4, 1.0, "stochastic", seed=np.random.SeedSequence(5), columns=cols)
+        s = MixedPrecisionWeights(w[:, cols], q, accumulate=accumulate)
+        for d in deltas:
+            s.apply(d[:, cols])
+        return s.read()
+
+    whole = store(np.arange(6))
+    np.testing.assert_array_equal(whole, np.concatenate([store(np.arange(3)), store(np.arange(3, 6))], axis=1))
+
+
+def test_split_pcm_store_equals_the_whole(rng):
+    w = rng.uniform(-0.4, 0.4, (7, 5))
+    deltas = rng.normal(0, 0.08, (6, 7, 5))
+
+    def store(cols):
+        p = PCMWeights((7, len(cols)), PCMParams(refresh_threshold=0.3), np.random.SeedSequence(9), w_max=0.5,
+                       w_init=w[:, cols], columns=cols)
+        reads = []
+        for i, d in enumerate(deltas):
+            p.apply(d[:, cols], 10.0 * (i + 1))
+            reads.append(p.read(10.0 * (i + 1) + 1.0))
+        return np.stack(reads), p
+
+    whole, pw = store(np.arange(5))
+    (a, pa), (b, pb) = store(np.arange(2)), store(np.arange(2, 5))
+    np.testing.assert_array_equal(whole, np.concatenate([a, b], axis=2))
+    assert pw.counters["refreshes"] == pa.counters["refreshes"] + pb.counters["refreshes"] > 0
