@@ -53,7 +53,11 @@ detached at the start of each window).  Step ``t0 = mK``'s own parameter
 terms still use ``z[t0-1]`` (a constant).  In the recursion above this sets
 ``dv, da, dy`` to zero after step ``t0`` is processed.  ``K >= T`` is full
 BPTT.  The loss still needs the whole forward first (the logits average the
-window), so truncation saves compute paths, not memory, here.
+window), so truncation saves compute paths, not memory, here;
+:mod:`spinnray.dense_train` computes the same truncated gradient window by
+window (a first forward pass for the error, then forward and backward per
+window), holding the activations of one window only, and adds layers and the
+local blocks of truncated local BPTT (Guo et al. 2023).
 """
 
 from __future__ import annotations
