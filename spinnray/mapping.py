@@ -12,6 +12,11 @@
   cores holding a post-synaptic slice it really connects to (a masked
   projection with no synapse between two slices is not routed, as SpiNNaker
   prunes empty synaptic blocks).
+* **Nodes** (:func:`assign_nodes`): chips go onto cluster nodes in contiguous
+  blocks; the cores of a chip always share its node.  :func:`node_tables`
+  splits the routing table into one table per node (local destinations plus
+  links to the other nodes), and :func:`check_node_routes` checks that
+  routing through them reaches exactly the same cores.
 
 :func:`check_routes` is the invariant the tests lean on: every key of every
 sending slice reaches exactly the cores that need it, and no other key
@@ -20,6 +25,7 @@ matches an entry.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -31,7 +37,8 @@ from .network import Network, Population, Projection
 from .neuron import ALIF, LI, LIF, AnalogSource
 from .router import RoutingEntry, RoutingTable
 
-__all__ = ["Slice", "Placement", "Mapping", "map_network", "estimate_core_memory", "check_routes"]
+__all__ = ["Slice", "Placement", "Mapping", "map_network", "estimate_core_memory", "check_routes",
+           "assign_nodes", "node_tables", "check_node_routes"]
 
 KEY_SPACE_BITS = 32
 
@@ -56,7 +63,7 @@ class Slice:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a slice lives: global core id, chip and PE; its key base if it sends."""
+    """Where a slice lives: global core id, chip, PE and cluster node; its key base if it sends."""
 
     core_id: int
     chip: int
@@ -65,6 +72,7 @@ class Placement:
     key_base: int | None
     replica: int = 0
     error_key_base: int | None = None   # keys of error events *about* this slice's neurons
+    node: int = 0                       # cluster node of the chip (see assign_nodes)
 
 
 @dataclass
@@ -80,10 +88,22 @@ class Mapping:
     chip_entries: dict[int, int] = field(default_factory=dict)  # routing-table occupancy per chip
 
     replicas: int = 1
+    nodes: int = 1                                 # cluster nodes the chips are spread over
+    _node_tables: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_cores(self) -> int:
         return len(self.placements)
+
+    def node_of(self) -> dict[int, int]:
+        """Core id -> node index."""
+        return {p.core_id: p.node for p in self.placements}
+
+    def node_tables(self) -> dict[int, RoutingTable]:
+        """One routing table per node (:func:`node_tables`), built once."""
+        if self._node_tables is None:
+            self._node_tables = node_tables(self)
+        return self._node_tables
 
     def cores_of(self, population: str, replica: int = 0) -> list[Placement]:
         return [p for p in self.placements if p.slice.population == population and p.replica == replica]
@@ -99,6 +119,10 @@ class Mapping:
             "slices": {name: [[p.slice.lo, p.slice.hi] for p in self.cores_of(name)]
                        for name, pop in self.network.populations.items()
                        if not isinstance(pop.model, AnalogSource)},
+            "nodes": self.nodes,
+            "node_of_chip": {str(c): n for c, n in sorted({p.chip: p.node for p in self.placements}.items())},
+            "cores_per_node": [sum(1 for p in self.placements if p.node == n) for n in range(self.nodes)],
+            "routing_entries_per_node": {str(n): len(t) for n, t in sorted(self.node_tables().items())},
         }
 
 
@@ -366,3 +390,124 @@ def check_routes(mapping: Mapping) -> None:
         idx = table.lookup(np.array([e.key], np.uint32))[0]
         if idx < 0 or table.entries[idx] is not e:
             raise RoutingError(f"lookup of entry key {e.key:#010x} does not return its own entry")
+
+
+def assign_nodes(mapping: Mapping, nodes: int | None = None, chips_per_node: int | None = None) -> Mapping:
+    """Spread the chips of ``mapping`` over cluster nodes; returns a new Mapping.
+
+    The ``C`` chips in use (in chip order, ranks ``0..C-1``) go onto nodes in
+    contiguous blocks, and every core of a chip is on its chip's node:
+
+    * neither given: every chip on node 0 (one node, one router);
+    * ``chips_per_node = m``: chip rank ``c`` on node ``c // m``, so
+      ``ceil(C / m)`` nodes; if ``nodes`` is given too it must equal that;
+    * ``nodes = N`` only: chip rank ``c`` on node ``(c * N) // C``: N blocks
+      whose sizes differ by at most one chip; needs ``C >= N``.
+
+    Raises :class:`MappingError` naming the numbers when the chips cannot be
+    spread that way (a chip never spans nodes), or when a value is not null or
+    an int >= 1.
+    """
+    for name, v in (("cluster.nodes", nodes), ("cluster.chips_per_node", chips_per_node)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise MappingError(f"{name} = {v!r}: expected null or an int >= 1")
+    chips = sorted({p.chip for p in mapping.placements})
+    rank = {c: i for i, c in enumerate(chips)}
+    n_chips = len(chips)
+    if chips_per_node is not None:
+        n_nodes = -(-n_chips // chips_per_node)
+        if nodes is not None and nodes != n_nodes:
+            raise MappingError(
+                f"cluster.nodes = {nodes} with cluster.chips_per_node = {chips_per_node}: the mapping uses "
+                f"{n_chips} chip(s) ({mapping.n_cores} cores, machine.pes_per_chip = {mapping.machine.pes_per_chip}), "
+                f"which fill {n_nodes} node(s) at {chips_per_node} per node; set one of the two, or make them agree")
+        node_of_chip = {c: rank[c] // chips_per_node for c in chips}
+    elif nodes is not None:
+        if nodes > n_chips:
+            raise MappingError(
+                f"cluster.nodes = {nodes}: the mapping uses only {n_chips} chip(s) ({mapping.n_cores} cores, "
+                f"machine.pes_per_chip = {mapping.machine.pes_per_chip}) and a chip never spans nodes; "
+                f"expected cluster.nodes <= {n_chips} (or lower machine.pes_per_chip to use more chips)")
+        n_nodes = nodes
+        node_of_chip = {c: (rank[c] * nodes) // n_chips for c in chips}
+    else:
+        n_nodes = 1
+        node_of_chip = {c: 0 for c in chips}
+    placements = [dataclasses.replace(p, node=node_of_chip[p.chip]) for p in mapping.placements]
+    return dataclasses.replace(mapping, placements=placements, nodes=n_nodes, _node_tables=None)
+
+
+def _entry_sources(mapping: Mapping, entry: RoutingEntry) -> set[int] | None:
+    """Cores that send keys of ``entry``: the slice that owns a spike key
+    block; None (any core) for an error-key block (error events about a slice
+    are sent by the cores above it)."""
+    block = entry.key >> mapping.key_bits
+    if block < mapping.n_cores and mapping.placements[block].core_id == block \
+            and mapping.placements[block].key_base == entry.key:
+        return {block}
+    return None
+
+
+def node_tables(mapping: Mapping) -> dict[int, RoutingTable]:
+    """The routing table of each node's router, from the machine's table.
+
+    For every entry ``(key, mask) -> D`` and node ``n``, node ``n``'s table
+    holds ``(key, mask) -> D on n, links`` where ``links`` are the other nodes
+    holding cores of ``D`` if a core of ``n`` may send the key (the owner of a
+    spike key block; any core for error keys), and none otherwise (then the
+    entry only serves frames forwarded to ``n``).  An entry with neither local
+    destinations nor links is left out.  Entry order is kept (first match
+    wins).  With one node this is the machine's table.
+    """
+    node = mapping.node_of()
+    if mapping.nodes == 1:
+        return {0: mapping.table}
+    tables = {}
+    for n in range(mapping.nodes):
+        entries = []
+        for e in mapping.table.entries:
+            sources = _entry_sources(mapping, e)
+            sends_here = sources is None or any(node[s] == n for s in sources)
+            local = tuple(d for d in e.destinations if node[d] == n)
+            links = tuple(sorted({node[d] for d in e.destinations} - {n})) if sends_here else ()
+            if local or links:
+                entries.append(RoutingEntry(e.key, e.mask, local, links))
+        tables[n] = RoutingTable(entries)
+    return tables
+
+
+def check_node_routes(mapping: Mapping, tables: dict[int, RoutingTable] | None = None) -> None:
+    """Assert that the per-node tables deliver like the machine's table.
+
+    For every entry of the machine's table and every node that may send its
+    keys, routing the entry's key through the sender's table (local
+    destinations, then one hop along each link into that node's table) reaches
+    exactly the entry's destinations, each once, every reached core on the node
+    whose table delivered it.  Raises :class:`RoutingError` naming the key.
+    """
+    tables = mapping.node_tables() if tables is None else tables
+    node = mapping.node_of()
+    for i, e in enumerate(mapping.table.entries):
+        key = np.array([e.key], np.uint32)
+        if mapping.table.lookup(key)[0] != i:
+            continue                    # shadowed by an earlier entry: never routes its own key
+        sources = _entry_sources(mapping, e)
+        senders = {node[s] for s in sources} if sources is not None else set(range(mapping.nodes))
+        for n in sorted(senders):
+            hit = tables[n].lookup(key)[0]
+            if hit < 0:
+                raise RoutingError(f"key {e.key:#010x}: no entry on node {n}, which sends it")
+            first = tables[n].entries[hit]
+            reached = list(first.destinations)
+            for link in first.links:
+                h = tables[link].lookup(key)[0]
+                if h < 0:
+                    raise RoutingError(f"key {e.key:#010x}: node {n} links to node {link}, which has no entry")
+                reached += list(tables[link].entries[h].destinations)
+                if any(node[d] != link for d in tables[link].entries[h].destinations):
+                    raise RoutingError(f"key {e.key:#010x}: node {link}'s entry names cores of other nodes")
+            if any(node[d] != n for d in first.destinations):
+                raise RoutingError(f"key {e.key:#010x}: node {n}'s entry names cores of other nodes")
+            if sorted(reached) != list(e.destinations):
+                raise RoutingError(f"key {e.key:#010x} sent from node {n} reaches cores {sorted(reached)}; "
+                                   f"expected {list(e.destinations)}")

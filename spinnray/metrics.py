@@ -28,6 +28,12 @@ Every run:
 ``traffic.sparsity``                    float: ``spike_events_sent / dense_equivalent_events``
 ``traffic.dropped``, ``rejected``       int: unroutable events; frames failing strict decode
 ``traffic.max_events_per_step``         int: most events one core emitted in one step
+``traffic.by_link_class``               {class: {"events": int, "bytes": int}} for every class of
+                                        :data:`LINK_CLASSES`: events delivered (per destination
+                                        core) and their bytes, by how far they travelled
+``traffic.inter_node``                  {"packets", "events", "bytes"}: copies the routers sent to
+                                        other nodes' routers (one per source frame and destination
+                                        node: the inter-node wire); all 0 on one node
 ``memory.per_core_bytes``               list[int]: bytes each core holds, in core order
 ``memory.per_core_max_bytes``           int: the largest of them; ``memory.total_bytes`` their sum
 ``memory.budget_bytes_per_core``        int: ``machine.sram_per_pe_bytes``
@@ -41,6 +47,11 @@ Every run:
 ``mapping.routing_entries_per_chip``    {chip id as str: int}: entries each chip's router holds
                                         (capacity: ``machine.routing_entries_per_chip``)
 ``mapping.replicas``, ``mapping.slices``  int; {population: [[lo, hi], ...]} of replica 0
+``mapping.nodes``                       int: cluster nodes the chips are spread over (one router each)
+``mapping.node_of_chip``                {chip id as str: node index}
+``mapping.cores_per_node``              list[int]: cores on each node, by node index
+``mapping.routing_entries_per_node``    {node as str: int}: entries of each node's router table
+``mapping.ray_node_ids``                list[str] (ray backend only): the Ray node id of each node index
 ``machine``                             the :class:`~spinnray.config.MachineConfig` as a mapping
 =====================================  =====================================================
 
@@ -71,16 +82,20 @@ A report (:mod:`spinnray.report`) shows each phase present as events per
 sample against ``dense_per_sample``.
 
 ``cores.json`` -- a list, one object per core: ``core_id``, ``chip``, ``pe``,
-``population``, ``slice`` [lo, hi], optionally ``node`` (absent: the one node
-of today's runs), ``counters`` (:class:`CoreCounters`), ``memory`` ({category:
-bytes} of the arrays the core holds) and ``reasons`` (first notes of dropped or
-rejected traffic).
+``population``, ``slice`` [lo, hi], ``node`` (int, the node index the core's
+chip is placed on; reports of older runs may lack it: the one node),
+``ray_node_id`` (ray backend: the Ray node the actor runs on), ``counters``
+(:class:`CoreCounters`), ``memory`` ({category: bytes} of the arrays the core
+holds) and ``reasons`` (first notes of dropped or rejected traffic).
 
-``routers.json`` -- a list, one object per router: ``router_id``, ``node``,
+``routers.json`` -- a list, one object per router (one per node):
+``router_id`` and ``node`` (the node index), ``ray_node_id`` (ray backend),
 ``counters`` (:class:`RouterCounters`; ``links`` maps ``"src->dst"`` core ids
-to ``[events, bytes]`` the router sent from core src's packets to core dst)
-and ``reasons``.  :func:`bytes_by_link_class` groups the links by
-:data:`LINK_CLASSES`.
+to ``[events, bytes]`` this router delivered from core src's packets to core
+dst, which lives on this router's node; ``peers`` maps a destination node to
+``[events, bytes]`` forwarded to its router), ``by_link_class`` (this
+router's ``links`` grouped by :data:`LINK_CLASSES`) and ``reasons``.
+:func:`bytes_by_link_class` groups the links by :data:`LINK_CLASSES`.
 
 ``raster.npz`` (optional) -- the spikes of one sample, written with
 :func:`spinnray.report.save_raster`; the format is documented there.
@@ -127,7 +142,9 @@ class CoreCounters:
 @dataclass
 class RouterCounters:
     """What one router took in and multicast out; ``links`` is the traffic
-    matrix ``(src core, dst core) -> [events, bytes]``."""
+    matrix ``(src core, dst core) -> [events, bytes]`` of what this router
+    delivered to its cores; ``forwarded_*`` and ``peers`` what it sent on to
+    other nodes' routers, ``from_routers_*`` what they sent to it."""
 
     packets_in: int = 0
     bytes_in: int = 0
@@ -139,16 +156,29 @@ class RouterCounters:
     error_events_out: int = 0
     dropped: int = 0             # events with no matching entry
     rejected: int = 0            # frames that failed strict decode
+    forwarded_packets: int = 0   # copies sent to other nodes' routers (the inter-node wire)
+    forwarded_events: int = 0
+    forwarded_bytes: int = 0
+    from_routers_packets: int = 0  # frames other nodes' routers forwarded to this one
+    from_routers_events: int = 0
+    from_routers_bytes: int = 0
     links: dict = field(default_factory=dict)
+    peers: dict = field(default_factory=dict)   # dst node -> [events, bytes] forwarded to it
 
     def add_link(self, src: int, dst: int, events: int, nbytes: int) -> None:
         cell = self.links.setdefault((src, dst), [0, 0])
         cell[0] += events
         cell[1] += nbytes
 
+    def add_peer(self, node: int, events: int, nbytes: int) -> None:
+        cell = self.peers.setdefault(node, [0, 0])
+        cell[0] += events
+        cell[1] += nbytes
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["links"] = {f"{s}->{t}": list(v) for (s, t), v in sorted(self.links.items())}
+        d["peers"] = {str(n): list(v) for n, v in sorted(self.peers.items())}
         return d
 
 
@@ -175,6 +205,10 @@ def traffic_summary(routers: list[dict], cores: list[dict], dense_equivalent_eve
         "dropped": total("dropped", routers) + total("dropped", cores),
         "rejected": total("rejected", routers) + total("rejected", cores),
         "max_events_per_step": max((r["max_events_per_step"] for r in cores), default=0),
+        # router to router: one copy per source frame and destination node
+        "inter_node": {"packets": sum(r.get("forwarded_packets", 0) for r in routers),
+                       "events": sum(r.get("forwarded_events", 0) for r in routers),
+                       "bytes": sum(r.get("forwarded_bytes", 0) for r in routers)},
     }
 
 
@@ -207,8 +241,8 @@ def link_class(src: dict, dst: dict) -> str:
     core report ``dst`` (entries of ``cores.json``).
 
     Cores are compared by ``core_id``, then by ``node`` (a report without a
-    ``node`` key, or with ``node`` null, is on the one node every current run
-    uses, so two such cores share a node), then by ``chip``.
+    ``node`` key, or with ``node`` null, is on the one node of older runs, so
+    two such cores share a node), then by ``chip``.
     """
     if src["core_id"] == dst["core_id"]:
         return "same_core"
@@ -223,8 +257,9 @@ def bytes_by_link_class(routers: list[dict], cores: list[dict]) -> dict[str, dic
     router report summed by :func:`link_class` of their two cores.
 
     ``routers`` and ``cores`` are the lists of ``routers.json`` and
-    ``cores.json``.  With several routers on one path a packet is counted by
-    each router it leaves.  Raises :class:`DataError` when a link names a core
+    ``cores.json``.  A link is counted by the router that delivers to its
+    destination core, so with one router per node every delivered event is
+    counted once.  Raises :class:`DataError` when a link names a core
     that is not in ``cores`` or is not written ``"src->dst"``.
     """
     by_id = {c["core_id"]: c for c in cores}

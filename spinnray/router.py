@@ -1,14 +1,34 @@
 """The multicast router: a key/mask table and the routing of frames (no Ray).
 
 A :class:`RoutingTable` holds SpiNNaker-style entries ``(key, mask) ->
-destination cores``; a 32-bit event key matches an entry when ``key_e & mask
-== entry.key``, and the first matching entry in table order wins (as in the
-chip's TCAM).  :class:`Router` routes one exchange round: it decodes every
-frame strictly, looks its keys up, and multicasts each event to the
-destination cores, forwarding a frame's bytes untouched when all its events
-go to the same place and re-encoding the subset otherwise.  It counts
+destination cores (+ links)``; a 32-bit event key matches an entry when
+``key_e & mask == entry.key``, and the first matching entry in table order
+wins (as in the chip's TCAM).  :class:`Router` routes one exchange round: it
+decodes every frame strictly, looks its keys up, and multicasts each event to
+the destination cores, forwarding a frame's bytes untouched when all its
+events go to the same place and re-encoding the subset otherwise.  It counts
 everything, and never raises on a bad frame: it counts and records the
 reason, and the backend reports it.
+
+Several nodes.  With the machine spread over cluster nodes there is one
+router per node, each with its own table (:func:`spinnray.mapping.node_tables`).
+An entry's ``destinations`` are the cores *of this node*; its ``links`` are
+the other nodes that hold destinations (SpiNNaker's link bits of a route).  A
+round then has two phases:
+
+1. :meth:`Router.route_local`: the frames of this node's cores are looked up;
+   events for local cores are kept, and every node in ``links`` gets one copy
+   of the events bound for it (one frame per source frame and node, not per
+   destination core).
+2. :meth:`Router.route_forwarded`: the frames other routers forwarded here are
+   looked up in this node's table and delivered to its cores only (one hop:
+   the routers form a full mesh, so ``links`` of a forwarded frame are
+   ignored).
+
+:meth:`Router.deliver` merges both into each core's frames in ascending
+source core (stable), which is exactly the order one router for the whole
+machine gives, so results and per-core counters do not depend on the number
+of nodes.
 """
 
 from __future__ import annotations
@@ -29,11 +49,16 @@ _MAX_REASONS = 20   # keep the first few reasons verbatim; counts are exact
 
 @dataclass(frozen=True)
 class RoutingEntry:
-    """``(key, mask) -> destinations`` (global core ids, ascending)."""
+    """``(key, mask) -> destinations`` (global core ids, ascending) and
+    ``links`` (node indices, ascending: other nodes' routers get a copy).
+
+    At least one of ``destinations`` and ``links`` is non-empty.
+    """
 
     key: int
     mask: int
     destinations: tuple[int, ...]
+    links: tuple[int, ...] = ()
 
     def __post_init__(self):
         for name in ("key", "mask"):
@@ -42,9 +67,13 @@ class RoutingEntry:
                 raise RoutingError(f"RoutingEntry.{name} = {v!r}: expected a 32-bit unsigned int")
         if self.key & ~self.mask & 0xFFFFFFFF:
             raise RoutingError(f"RoutingEntry key {self.key:#010x} has bits outside mask {self.mask:#010x}")
-        if not self.destinations or list(self.destinations) != sorted(set(self.destinations)):
+        if (not self.destinations and not self.links) or list(self.destinations) != sorted(set(self.destinations)):
             raise RoutingError(f"RoutingEntry {self.key:#010x}: destinations {self.destinations!r}; "
                                "expected a non-empty ascending tuple of distinct core ids")
+        if list(self.links) != sorted(set(self.links)) or any(
+                not isinstance(n, int) or n < 0 for n in self.links):
+            raise RoutingError(f"RoutingEntry {self.key:#010x}: links {self.links!r}; "
+                               "expected an ascending tuple of distinct node indices >= 0")
 
 
 class RoutingTable:
@@ -99,16 +128,30 @@ class Router:
     """Routes the frames of one exchange round; counts every packet and event.
 
     ``max_offset``/``n_batch`` bound the fields of incoming frames (events of
-    a round lie within K steps; batch indices within the batch).
+    a round lie within K steps; batch indices within the batch).  ``cores``
+    are the cores this router serves (its node's); ``node`` is its node
+    index; ``node_of`` maps every core of the machine to its node (None: one
+    node), used to check that a forwarded frame's source lives on the node
+    that forwarded it.
+
+    Counters: ``packets_in``/``bytes_in``/``*_events_in`` count frames from
+    this node's cores; ``packets_out``/``bytes_out``/``*_events_out`` and
+    ``links`` count what this router delivers to its cores (so summed over
+    the routers every delivery is counted once, whatever the number of
+    nodes); ``forwarded_*`` and ``peers`` count the copies sent to other
+    routers (the inter-node wire), ``from_routers_*`` what arrived from them.
     """
 
     def __init__(self, table: RoutingTable, cores: list[int], *, max_offset: int, n_batch: int,
-                 router_id: int = 0):
+                 router_id: int = 0, node: int = 0, node_of: dict[int, int] | None = None):
         self.table = table
         self.cores = list(cores)
+        self._served = set(self.cores)
         self.max_offset = max_offset
         self.n_batch = n_batch
         self.router_id = router_id
+        self.node = node
+        self.node_of = node_of
         self.counters = RouterCounters()
         self.reasons: list[str] = []
 
@@ -119,27 +162,60 @@ class Router:
         if len(self.reasons) < _MAX_REASONS:
             self.reasons.append(reason)
 
-    def route(self, inbox: dict[int, list[bytes]]) -> dict[int, list[bytes]]:
-        """Route one round: ``{src core: [frames]} -> {dst core: [frames]}``.
+    def _decode(self, frame, src: int | None, origin: str):
+        """Strictly decoded packet, or None (counted as rejected, reason noted)."""
+        try:
+            p = packet.decode(frame, max_offset=self.max_offset, n_batch=self.n_batch)
+            if src is not None and p.src != src:
+                raise PacketError(f"frame claims source core {p.src} but arrived from core {src}")
+        except PacketError as e:
+            self.counters.rejected += 1
+            self._note(f"router {self.router_id}: rejected frame from {origin}: {e.reason}")
+            return None
+        return p
 
-        Sources are processed in ascending core id, so every destination sees
-        its frames in the same order on every backend.
+    def _groups(self, p, entry: np.ndarray, lost: np.ndarray, *, links: bool):
+        """``({dst core: event mask}, {node: event mask})`` of one frame."""
+        entries = self.table.entries
+        dests: dict[int, np.ndarray] = {}
+        nodes: dict[int, np.ndarray] = {}
+        if not lost.any() and entry[0] == entry[-1] and (entry == entry[0]).all():
+            everything = np.ones(p.n, bool)           # the usual case: one entry for the frame
+            e = entries[entry[0]]
+            dests = {d: everything for d in e.destinations}
+            if links:
+                nodes = {n: everything for n in e.links}
+            return dests, nodes
+        for i in np.unique(entry[~lost]):
+            sel = entry == i
+            e = entries[i]
+            for d in e.destinations:
+                dests[d] = sel if d not in dests else (dests[d] | sel)
+            if links:
+                for n in e.links:
+                    nodes[n] = sel if n not in nodes else (nodes[n] | sel)
+        return dests, nodes
+
+    def route_local(self, inbox: dict[int, list[bytes]]):
+        """Phase 1: ``{src core: [frames]}`` from this node's cores ->
+        ``(local, remote)``: ``local`` is ``{dst core: [(src, frame, events,
+        is_error)]}`` for :meth:`deliver`, ``remote`` is ``{node: [frames]}``
+        to forward to other nodes' routers (only nodes with frames appear).
+
+        Sources are processed in ascending core id.
         """
         c = self.counters
-        out: dict[int, list[bytes]] = {core: [] for core in self.cores}
+        local: dict[int, list] = {}
+        remote: dict[int, list[bytes]] = {}
         for src in sorted(inbox):
             for frame in inbox[src]:
                 c.packets_in += 1
                 c.bytes_in += len(frame) if isinstance(frame, (bytes, bytearray, memoryview)) else 0
-                try:
-                    p = packet.decode(frame, max_offset=self.max_offset, n_batch=self.n_batch)
-                    if p.src != src:
-                        raise PacketError(f"frame claims source core {p.src} but arrived from core {src}")
-                except PacketError as e:
-                    c.rejected += 1
-                    self._note(f"router {self.router_id}: rejected frame from core {src}: {e.reason}")
+                p = self._decode(frame, src, f"core {src}")
+                if p is None:
                     continue
-                if p.kind == packet.Kind.ERROR:
+                is_error = p.kind == packet.Kind.ERROR
+                if is_error:
                     c.error_events_in += p.n
                 else:
                     c.spike_events_in += p.n
@@ -151,33 +227,105 @@ class Router:
                     c.dropped += int(lost.sum())
                     self._note(f"router {self.router_id}: dropped {int(lost.sum())} event(s) from core {src} "
                                f"with no route, first key {int(p.keys[lost][0]):#010x}")
-                groups: dict[int, np.ndarray] = {}
-                if not lost.any() and entry[0] == entry[-1] and (entry == entry[0]).all():
-                    everything = np.ones(p.n, bool)           # the usual case: one entry for the frame
-                    groups = {d: everything for d in self.table.entries[entry[0]].destinations}
-                else:
-                    for e in np.unique(entry[~lost]):
-                        sel = entry == e
-                        for d in self.table.entries[e].destinations:
-                            groups[d] = sel if d not in groups else (groups[d] | sel)
-                for dst, sel in sorted(groups.items()):
-                    if dst not in out:
+                dests, nodes = self._groups(p, entry, lost, links=True)
+                self._keep(local, src, frame, p, dests, is_error)
+                for node, sel in sorted(nodes.items()):
+                    if node == self.node:
                         c.dropped += int(sel.sum())
-                        self._note(f"router {self.router_id}: destination core {dst} of core {src} "
-                                   "is not served by this router")
+                        self._note(f"router {self.router_id}: entry of core {src} links to its own node {node}")
                         continue
-                    if sel.all():
-                        data = bytes(frame)
-                        n = p.n
-                    else:
-                        data = packet.encode_packet(packet.subset(p, sel))
-                        n = int(sel.sum())
-                    out[dst].append(data)
-                    c.packets_out += 1
-                    c.bytes_out += len(data)
-                    if p.kind == packet.Kind.ERROR:
-                        c.error_events_out += n
-                    else:
-                        c.spike_events_out += n
-                    c.add_link(src, dst, n, len(data))
+                    data, n = (bytes(frame), p.n) if sel.all() else \
+                        (packet.encode_packet(packet.subset(p, sel)), int(sel.sum()))
+                    remote.setdefault(node, []).append(data)
+                    c.forwarded_packets += 1
+                    c.forwarded_events += n
+                    c.forwarded_bytes += len(data)
+                    c.add_peer(node, n, len(data))
+        return local, remote
+
+    def route_forwarded(self, forwarded: dict[int, list[bytes]]) -> dict[int, list]:
+        """Phase 2: ``{node: [frames]}`` forwarded by other routers ->
+        ``{dst core: [(src, frame, events, is_error)]}`` for this node's cores
+        (``links`` are not followed again)."""
+        c = self.counters
+        local: dict[int, list] = {}
+        for node in sorted(forwarded):
+            for frame in forwarded[node]:
+                c.from_routers_packets += 1
+                c.from_routers_bytes += len(frame)
+                p = self._decode(frame, None, f"router of node {node}")
+                if p is None:
+                    continue
+                if self.node_of is not None and self.node_of.get(p.src) != node:
+                    c.rejected += 1
+                    self._note(f"router {self.router_id}: rejected frame of core {p.src} forwarded by node {node}; "
+                               f"core {p.src} is on node {self.node_of.get(p.src)}")
+                    continue
+                c.from_routers_events += p.n
+                if p.n == 0:
+                    continue
+                entry = self.table.lookup_frame(p.keys)
+                lost = entry < 0
+                dests, _ = self._groups(p, entry, lost, links=False)
+                reached = np.zeros(p.n, bool)
+                for sel in dests.values():
+                    reached |= sel
+                if not reached.all():
+                    c.dropped += int((~reached).sum())
+                    self._note(f"router {self.router_id}: dropped {int((~reached).sum())} event(s) of core {p.src} "
+                               f"forwarded by node {node} with no local destination, first key "
+                               f"{int(p.keys[~reached][0]):#010x}")
+                self._keep(local, p.src, frame, p, dests, p.kind == packet.Kind.ERROR)
+        return local
+
+    def _keep(self, local: dict, src: int, frame, p, dests: dict, is_error: bool) -> None:
+        for dst, sel in sorted(dests.items()):
+            if dst not in self._served:
+                self.counters.dropped += int(sel.sum())
+                self._note(f"router {self.router_id}: destination core {dst} of core {src} "
+                           "is not served by this router")
+                continue
+            if sel.all():
+                local.setdefault(dst, []).append((src, bytes(frame), p.n, is_error))
+            else:
+                local.setdefault(dst, []).append(
+                    (src, packet.encode_packet(packet.subset(p, sel)), int(sel.sum()), is_error))
+
+    def deliver(self, *parts: dict[int, list]) -> dict[int, list[bytes]]:
+        """Merge :meth:`route_local`/:meth:`route_forwarded` results into
+        ``{dst core: [frames]}`` (every served core present), frames in
+        ascending source core, stably; counts what is delivered."""
+        c = self.counters
+        out: dict[int, list[bytes]] = {core: [] for core in self.cores}
+        several = sum(1 for part in parts if part) > 1
+        for dst in out:
+            items = [it for part in parts for it in part.get(dst, ())]
+            if several:
+                items.sort(key=lambda it: it[0])      # stable: a source's frames keep their order
+            frames = out[dst]
+            for src, data, n, is_error in items:
+                frames.append(data)
+                c.packets_out += 1
+                c.bytes_out += len(data)
+                if is_error:
+                    c.error_events_out += n
+                else:
+                    c.spike_events_out += n
+                c.add_link(src, dst, n, len(data))
         return out
+
+    def route(self, inbox: dict[int, list[bytes]]) -> dict[int, list[bytes]]:
+        """Route one round of a router that serves the whole machine:
+        ``{src core: [frames]} -> {dst core: [frames]}``.
+
+        Sources are processed in ascending core id, so every destination sees
+        its frames in the same order on every backend.  Raises
+        :class:`RoutingError` if the table links to other nodes (a router of
+        several nodes runs :meth:`route_local`, :meth:`route_forwarded` and
+        :meth:`deliver` instead).
+        """
+        local, remote = self.route_local(inbox)
+        if remote:
+            raise RoutingError(f"router {self.router_id}: the table links to nodes {sorted(remote)}; "
+                               "a router with peers routes with route_local/route_forwarded/deliver")
+        return self.deliver(local)

@@ -1,27 +1,40 @@
-"""Out-of-band data path for the Ray backend: TCP streams through the router.
+"""Out-of-band data path for the Ray backend: TCP streams through the routers.
 
 Ray is used to place and start the actors; the per-round traffic does not
 pay a Ray call (~0.7 ms here).  Each core actor keeps one TCP connection to
-its router actor, where a thread runs the rounds:
+its node's router actor, where a thread runs the rounds:
 
-    core c:  send envelope(round r, frames of c)  ->  router
-    router:  once every core's envelope of round r is in, route them
+    core c:  send envelope(round r, frames of c)  ->  router of c's node
+    router:  once every local core's envelope of round r is in, route them
+    router:  (several nodes) send envelope(round r, frames for node m) to
+             every other router m, even if empty, and read theirs
     router:  send envelope(round r, frames for c)  ->  core c
+
+so every round is in lockstep over the whole machine: a router delivers
+round r only when all its cores and all other routers have sent round r.
+Between two routers there are two streams, one per direction; a reader thread
+drains the incoming one, so two routers sending to each other never block.
 
 An *envelope* frames the packets of one round on the stream::
 
     header  '<4sIII'  magic b"SPNR", round, sender id, frame count
     frames  '<I' length, then that many bytes (a packet of spinnray.packet)
 
+The first envelope on a stream is a hello: round ``HELLO_ROUND`` and the core
+id from a core, round ``PEER_HELLO_ROUND`` and the node index from a router.
 Rounds are numbered per connection from 0 and never reordered, so results
-do not depend on timing.  A peer that is late by more than ``timeout_s``
-within a round, closes its stream, or sends a malformed envelope turns into a
-:class:`TransportError` naming the core, the round and the phase.  No Ray
-import here: this module is tested with plain threads.
+do not depend on timing.  A peer (core or router) that is late by more than
+``timeout_s`` within a round, closes its stream, or sends a malformed
+envelope turns into a :class:`TransportError` naming the core or router, the
+round (and step, see :meth:`RouterServer.begin_run`) and the phase; the
+router that sees it closes all its streams, so the cores and routers waiting
+on it fail at once instead of after their own timeouts.  No Ray import here:
+this module is tested with plain threads.
 """
 
 from __future__ import annotations
 
+import queue
 import selectors
 import socket
 import struct
@@ -29,12 +42,13 @@ import threading
 
 from .errors import TransportError
 
-__all__ = ["CoreLink", "RouterServer", "encode_envelope", "read_envelope", "HELLO_ROUND"]
+__all__ = ["CoreLink", "RouterServer", "encode_envelope", "read_envelope", "HELLO_ROUND", "PEER_HELLO_ROUND"]
 
 _HEADER = struct.Struct("<4sIII")
 _LEN = struct.Struct("<I")
 MAGIC = b"SPNR"
 HELLO_ROUND = 0xFFFFFFFF
+PEER_HELLO_ROUND = 0xFFFFFFFE
 ROUTER_ID = 0xFFFFFFFF
 MAX_ENVELOPE_BYTES = 1 << 30
 MAX_FRAMES = 1 << 20
@@ -121,98 +135,240 @@ class CoreLink:
 
 
 class RouterServer:
-    """The router's end: accepts one stream per core and runs the rounds.
+    """A router's end: accepts one stream per local core (and per other
+    router) and runs the rounds.
 
-    ``route`` maps ``{core: [frames]}`` to ``{core: [frames]}`` (a
-    :meth:`spinnray.router.Router.route`).  The first envelope of a round may
-    be waited for without limit (the machine is idle between runs); once a
-    round has begun, every other core must deliver within ``timeout_s``.
+    One node (``nodes == 1``): ``route`` maps ``{core: [frames]}`` to
+    ``{core: [frames]}`` (a :meth:`spinnray.router.Router.route`) and the
+    serving thread starts at once.
+
+    Several nodes: ``route(inbox) -> (state, {node: [frames]})`` is the
+    first phase (:meth:`~spinnray.router.Router.route_local`) and
+    ``finish(state, {node: [frames]}) -> {core: [frames]}`` the second (the
+    frames other routers forwarded); the thread starts with :meth:`start`,
+    given every other router's address, once all routers listen.
+
+    The first envelope of a round may be waited for without limit (the
+    machine is idle between runs); once a round has begun, every local core
+    and every other router must deliver within ``timeout_s``.
     """
 
-    def __init__(self, route, cores: list[int], host: str, timeout_s: float):
+    def __init__(self, route, cores: list[int], host: str, timeout_s: float, *, node: int = 0,
+                 nodes: int = 1, finish=None):
+        if nodes > 1 and finish is None:
+            raise TransportError(f"router {node}: {nodes} nodes need a finish() phase")
         self.route = route
+        self.finish = finish
         self.cores = sorted(cores)
         self.timeout_s = timeout_s
+        self.node = node
+        self.nodes = nodes
+        self.peers = [m for m in range(nodes) if m != node]
+        self.name = "router" if nodes == 1 else f"router {node}"
         self.error: str | None = None
         self.rounds = 0
+        self.run: tuple[int, int, int, bool] | None = None   # (first round, K, steps, backward)
         self.lock = threading.Lock()   # held while a round is routed (readers of the counters take it)
         self.listener = socket.create_server((host, 0))
         self.address = (host, self.listener.getsockname()[1])
         self.conns: dict[int, socket.socket] = {}
+        self.peer_out: dict[int, socket.socket] = {}
+        self.peer_in: dict[int, socket.socket] = {}
+        self.peer_queues: dict[int, queue.Queue] = {m: queue.Queue() for m in self.peers}
+        self.peer_failure: str | None = None
         self.closing = False
-        self._wake_r, self._wake_w = socket.socketpair()   # close() wakes the idle thread through it
-        self.thread = threading.Thread(target=self._serve, name="spinnray-router", daemon=True)
+        self._wake_r, self._wake_w = socket.socketpair()   # close() and a lost peer wake the idle thread
+        self.thread = threading.Thread(target=self._serve, name=f"spinnray-router-{node}", daemon=True)
+        self.peer_addresses: dict[int, tuple[str, int]] = {}
+        if nodes == 1:
+            self.thread.start()
+
+    def start(self, peers: dict[int, tuple[str, int]]) -> None:
+        """Start serving (several nodes): ``peers`` maps every other node to
+        its router's address."""
+        missing = sorted(set(self.peers) - set(peers))
+        if missing:
+            raise TransportError(f"{self.name}: no address for the routers of nodes {missing}")
+        self.peer_addresses = {m: tuple(peers[m]) for m in self.peers}
         self.thread.start()
+
+    def begin_run(self, k: int, steps: int, backward: bool = False) -> None:
+        """Name steps in error messages: the next round is the first of a run
+        of ``steps`` steps in rounds of ``k`` (backward: one round per step,
+        last step first).  Call between runs."""
+        self.run = (self.rounds, k, steps, backward)
+
+    def where(self, rnd: int) -> str:
+        """``round R (step S)`` of the current run, or ``round R``."""
+        if self.run is None or rnd < self.run[0]:
+            return f"round {rnd}"
+        first, k, steps, backward = self.run
+        step = steps - 1 - (rnd - first) if backward else (rnd - first) * k
+        return f"round {rnd} ({'backward ' if backward else ''}step {step})"
 
     def _fail(self, message: str) -> None:
         if self.error is None:            # the first cause is the one worth reporting
             self.error = message
-        for s in self.conns.values():
+        for s in list(self.conns.values()) + list(self.peer_out.values()) + list(self.peer_in.values()):
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             s.close()
 
+    def _connect_peers(self) -> None:
+        for m in self.peers:
+            addr = self.peer_addresses[m]
+            try:
+                sock = socket.create_connection(addr, timeout=self.timeout_s)
+            except OSError as e:
+                raise TransportError(f"cannot connect to router {m} (node {m}) at {addr}: {e}") from None
+            _tune(sock)
+            sock.settimeout(self.timeout_s)
+            self.peer_out[m] = sock
+            sock.sendall(encode_envelope(PEER_HELLO_ROUND, self.node, []))
+
     def _accept(self) -> None:
         self.listener.settimeout(None)
-        while len(self.conns) < len(self.cores):
+        while len(self.conns) < len(self.cores) or len(self.peer_in) < len(self.peers):
             sock, _ = self.listener.accept()
             _tune(sock)
             sock.settimeout(self.timeout_s)
             rnd, sender, frames = read_envelope(sock, "a hello")
+            if rnd == PEER_HELLO_ROUND and not frames and sender in self.peers and sender not in self.peer_in:
+                self.peer_in[sender] = sock
+                continue
             if rnd != HELLO_ROUND or frames or sender not in self.cores or sender in self.conns:
                 sock.close()
                 raise TransportError(f"unexpected hello from sender {sender} (round {rnd})")
             self.conns[sender] = sock
 
+    def _read_peer(self, m: int, sock: socket.socket) -> None:
+        """Drain router ``m``'s stream into its queue (no time limit here: the
+        serving thread bounds its wait for a round by ``timeout_s``)."""
+        sock.settimeout(None)
+        while True:
+            try:
+                item = read_envelope(sock, f"an envelope from router {m} (node {m})")
+            except TransportError as e:
+                if self.closing or self.error is not None:
+                    return
+                self.peer_failure = self.peer_failure or f"router {m} (node {m}): {e}"
+                self.peer_queues[m].put(e)
+                try:
+                    self._wake_w.send(b"p")
+                except OSError:
+                    pass
+                return
+            self.peer_queues[m].put(item)
+
     def _serve(self) -> None:
         try:
+            if self.peers:
+                self._connect_peers()
             self._accept()
         except (TransportError, OSError) as e:
-            self._fail(f"router: {e}")
+            self._fail(f"{self.name}: {e}")
             return
+        for m, sock in self.peer_in.items():
+            threading.Thread(target=self._read_peer, args=(m, sock), name=f"spinnray-router-{self.node}-from-{m}",
+                             daemon=True).start()
         sel = selectors.DefaultSelector()
         for sock in self.conns.values():
             sel.register(sock, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
         while True:
-            sel.select()            # idle until any core starts a round (no limit), or close()
+            # Idle until any local core starts a round (no limit), close(), or a lost peer router.
+            ready = sel.select()
             if self.closing:
                 return
-            inbox = {}
-            for core in self.cores:
+            if self.peer_failure is not None:
+                self._fail(f"{self.name}: idle before {self.where(self.rounds)}, phase peer-receive: "
+                           f"lost {self.peer_failure}")
+                return
+            if any(key.fileobj is self._wake_r for key, _ in ready):
                 try:
-                    rnd, sender, frames = read_envelope(self.conns[core], f"round {self.rounds} from core {core}")
-                except TransportError as e:
-                    self._fail(f"router: core {core}, round {self.rounds}, phase collect "
+                    self._wake_r.recv(64)          # drain, or select() would keep returning at once
+                except OSError:
+                    pass
+                if len(ready) == 1:
+                    continue
+            if not self._round():
+                return
+
+    def _round(self) -> bool:
+        """One round; False once the router failed."""
+        rnd = self.rounds
+        inbox = {}
+        for core in self.cores:
+            try:
+                r, sender, frames = read_envelope(self.conns[core], f"{self.where(rnd)} from core {core}")
+            except TransportError as e:
+                self._fail(f"{self.name}: core {core}, {self.where(rnd)}, phase collect "
+                           f"(timeout {self.timeout_s} s): {e}")
+                return False
+            if r != rnd or sender != core:
+                self._fail(f"{self.name}: core {core} sent round {r} as sender {sender}; "
+                           f"expected round {rnd}")
+                return False
+            inbox[core] = frames
+        try:
+            with self.lock:
+                routed = self.route(inbox)
+                if not self.peers:
+                    self.rounds += 1
+        except Exception as e:   # a bug in routing must reach the driver, not die with the thread
+            self._fail(f"{self.name}: {self.where(rnd)}, phase route: {type(e).__name__}: {e}")
+            return False
+        if self.peers:
+            state, remote = routed
+            for m in self.peers:
+                try:
+                    self.peer_out[m].sendall(encode_envelope(rnd, self.node, remote.get(m, [])))
+                except OSError as e:
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase forward to router {m} (node {m}) "
                                f"(timeout {self.timeout_s} s): {e}")
-                    return
-                if rnd != self.rounds or sender != core:
-                    self._fail(f"router: core {core} sent round {rnd} as sender {sender}; "
-                               f"expected round {self.rounds}")
-                    return
-                inbox[core] = frames
+                    return False
+            forwarded = {}
+            for m in self.peers:
+                try:
+                    item = self.peer_queues[m].get(timeout=self.timeout_s)
+                except queue.Empty:
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: router {m} (node {m}) "
+                               f"sent nothing within the timeout of {self.timeout_s} s")
+                    return False
+                if isinstance(item, Exception):
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: lost router {m} "
+                               f"(node {m}): {item}")
+                    return False
+                r, sender, frames = item
+                if r != rnd or sender != m:
+                    self._fail(f"{self.name}: router {m} sent round {r} as sender {sender}; expected round {rnd}")
+                    return False
+                forwarded[m] = frames
             try:
                 with self.lock:
-                    out = self.route(inbox)
-            except Exception as e:   # a bug in routing must reach the driver, not die with the thread
-                self._fail(f"router: round {self.rounds}, phase route: {type(e).__name__}: {e}")
-                return
-            try:
-                for core in self.cores:
-                    self.conns[core].sendall(encode_envelope(self.rounds, ROUTER_ID, out.get(core, [])))
-            except OSError as e:
-                self._fail(f"router: round {self.rounds}, phase send: {e}")
-                return
-            self.rounds += 1
+                    out = self.finish(state, forwarded)
+                    self.rounds += 1
+            except Exception as e:
+                self._fail(f"{self.name}: {self.where(rnd)}, phase deliver: {type(e).__name__}: {e}")
+                return False
+        else:
+            out = routed
+        try:
+            for core in self.cores:
+                self.conns[core].sendall(encode_envelope(rnd, ROUTER_ID, out.get(core, [])))
+        except OSError as e:
+            self._fail(f"{self.name}: {self.where(rnd)}, phase send: {e}")
+            return False
+        return True
 
     def close(self, reason: str = "router closed") -> None:
-        """Close every stream: cores waiting on a round fail at once."""
+        """Close every stream: cores and routers waiting on a round fail at once."""
         self.closing = True
         try:
             self._wake_w.send(b"x")
         except OSError:
             pass
-        self._fail(self.error or reason)
+        self._fail(self.error or f"{self.name}: {reason} (at {self.where(self.rounds)})")
         self.listener.close()
