@@ -207,11 +207,26 @@ class ParallelConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Where Ray runs."""
+    """Where Ray runs, and how the emulated chips are spread over its nodes.
+
+    The chips in use go onto nodes in contiguous blocks; the cores of a chip
+    always share a node, and each node gets one router
+    (:func:`spinnray.mapping.assign_nodes`).  Both null: one node.
+    ``chips_per_node = m``: chip c on node c // m.  ``nodes = N`` alone: the
+    chips in N near-equal blocks.  Both: they must agree.
+    """
 
     address: str | None = opt(None, "null = start an embedded local Ray; 'auto' or 'ray://host:port' = join a cluster")
     num_cpus: int | None = opt(None, "CPUs for the embedded local Ray instance (null = all)", min=1)
     round_timeout_s: float = opt(120.0, "seconds a core or router waits for one exchange round before failing", min=0.001)
+    nodes: int | None = opt(None, "cluster nodes the chips are spread over, one router each (null = 1, or as "
+                                  "chips_per_node implies)", min=1)
+    chips_per_node: int | None = opt(None, "chips on each node, in chip order (null = split the chips evenly "
+                                           "over cluster.nodes)", min=1)
+    node_ids: tuple[str, ...] | None = opt(None, "Ray node ids (hex) of node 0, 1, ...; null = the alive nodes, "
+                                                 "the driver's first, then by node id")
+    placement_timeout_s: float = opt(120.0, "seconds to wait for the actors to start on their nodes before "
+                                            "failing", min=0.001)
 
 
 @dataclass(frozen=True)

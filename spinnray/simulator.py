@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import ensure_ray, make_backend
-from .config import MachineConfig
+from .config import ClusterConfig, MachineConfig
 from .core import specs_from_mapping
 from .errors import ConfigError, SpinnrayError
-from .mapping import map_network
-from .metrics import memory_summary, traffic_summary
+from .mapping import assign_nodes, map_network
+from .metrics import bytes_by_link_class, memory_summary, traffic_summary
 from .network import Network
 from .neuron import AnalogSource, SpikeSource
 
@@ -53,27 +53,38 @@ class Simulator:
     def __init__(self, network: Network, machine: MachineConfig | None = None, *,
                  cores_per_population: int | dict[str, int] | None = None,
                  exchange_interval: int = 1, batch_size: int = 1, backend: str = "local",
-                 timeout_s: float = 120.0, replicas: int = 1, learning: dict | None = None,
-                 error_populations=(), learning_bytes=None):
+                 timeout_s: float | None = None, replicas: int = 1, learning: dict | None = None,
+                 error_populations=(), learning_bytes=None, cluster: ClusterConfig | None = None):
         """``replicas`` copies of the network share each run's samples (data
         parallelism); ``learning`` maps population -> learning-rule constants
         (see :func:`spinnray.core.make_core`); ``error_populations`` receive
         error events; ``learning_bytes(pop, n)`` adds learning state to the
-        memory budget."""
+        memory budget.  ``cluster`` spreads the chips over nodes
+        (``nodes``, ``chips_per_node``, ``node_ids``; one router per node, on
+        either backend) and bounds the waits (``round_timeout_s``,
+        ``placement_timeout_s``); ``timeout_s``, when given, overrides
+        ``cluster.round_timeout_s``.  Raises :class:`MappingError` when the
+        chips cannot be spread so, or the Ray cluster cannot hold them."""
         self.network = network
         self.machine = machine or MachineConfig()
+        self.cluster = cluster if cluster is not None else ClusterConfig()
         self._check_k(exchange_interval)
         if backend not in ("local", "ray"):
             raise ConfigError(f"backend = {backend!r}: expected 'local' or 'ray'")
         self.k = exchange_interval
         self.batch_size = batch_size
         self.replicas = replicas
-        self.mapping = map_network(network, self.machine, cores_per_population, batch_size, replicas,
-                                   error_populations, learning_bytes)
+        mapping = map_network(network, self.machine, cores_per_population, batch_size, replicas,
+                              error_populations, learning_bytes)
+        self.mapping = assign_nodes(mapping, self.cluster.nodes, self.cluster.chips_per_node)
         specs = specs_from_mapping(self.mapping, batch_size, learning)
         if backend == "ray":
             ensure_ray()
-        self.backend = make_backend(backend, specs, self.mapping.table, self.machine.strict, timeout_s)
+        self.backend = make_backend(
+            backend, specs, self.mapping.table, self.machine.strict,
+            self.cluster.round_timeout_s if timeout_s is None else timeout_s,
+            node_of=self.mapping.node_of(), tables=self.mapping.node_tables(), node_ids=self.cluster.node_ids,
+            placement_timeout_s=self.cluster.placement_timeout_s)
         self.dense_equivalent_events = 0
         self.last_run = None
         self.steps_run = 0
@@ -220,12 +231,17 @@ class Simulator:
     def metrics(self) -> dict:
         """The ``cores``, ``traffic`` and ``memory`` blocks of ``metrics.json``."""
         cores, routers = self.reports()
+        traffic = traffic_summary([r["counters"] for r in routers], [c["counters"] for c in cores],
+                                  self.dense_equivalent_events)
+        traffic["by_link_class"] = bytes_by_link_class(routers, cores)
+        mapping = self.mapping.summary()
+        if getattr(self.backend, "ray_node_ids", None) is not None:
+            mapping["ray_node_ids"] = list(self.backend.ray_node_ids)
         return {
             "cores": self.mapping.n_cores,
-            "traffic": traffic_summary([r["counters"] for r in routers], [c["counters"] for c in cores],
-                                       self.dense_equivalent_events),
+            "traffic": traffic,
             "memory": memory_summary([c["memory"] for c in cores], self.machine.sram_per_pe_bytes),
-            "mapping": self.mapping.summary(),
+            "mapping": mapping,
         }
 
     def close(self) -> None:
