@@ -12,8 +12,9 @@ its node's router actor, where a thread runs the rounds:
 
 so every round is in lockstep over the whole machine: a router delivers
 round r only when all its cores and all other routers have sent round r.
-Between two routers there are two streams, one per direction; a reader thread
-drains the incoming one, so two routers sending to each other never block.
+Between two routers there are two streams, one per direction, used without
+blocking: a router sends and reads its peers' envelopes at the same time, so
+two routers sending big envelopes to each other never wait on each other.
 
 An *envelope* frames the packets of one round on the stream::
 
@@ -34,11 +35,12 @@ this module is tested with plain threads.
 
 from __future__ import annotations
 
-import queue
+import select
 import selectors
 import socket
 import struct
 import threading
+import time
 
 from .errors import TransportError
 
@@ -134,6 +136,62 @@ class CoreLink:
         self.sock.close()
 
 
+class _PeerStream:
+    """The incoming stream from another router, read without blocking.
+
+    Bytes are buffered as they come (also while this router is idle, so a
+    lost peer is noticed at once); :meth:`take` returns the next whole
+    envelope, validated like :func:`read_envelope`, or None.
+    """
+
+    def __init__(self, node: int, sock: socket.socket):
+        self.node = node
+        self.sock = sock
+        self.buf = bytearray()
+        sock.setblocking(False)
+
+    def fill(self) -> None:
+        """Read what is there; raises TransportError on a closed or broken stream."""
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                raise TransportError(f"connection lost: {e}") from None
+            if not data:
+                raise TransportError("connection closed by peer")
+            self.buf += data
+            if len(data) < (1 << 20):
+                return
+
+    def take(self) -> tuple[int, int, list[bytes]] | None:
+        buf = self.buf
+        if len(buf) < _HEADER.size:
+            return None
+        magic, rnd, sender, n = _HEADER.unpack_from(buf, 0)
+        what = f"an envelope from router {self.node} (node {self.node})"
+        if magic != MAGIC:
+            raise TransportError(f"bad envelope magic {bytes(magic)!r} reading {what}")
+        if n > MAX_FRAMES:
+            raise TransportError(f"envelope with {n} frames (> {MAX_FRAMES}) reading {what}")
+        pos, spans = _HEADER.size, []
+        for _ in range(n):
+            if len(buf) < pos + _LEN.size:
+                return None
+            (size,) = _LEN.unpack_from(buf, pos)
+            pos += _LEN.size
+            if pos - _HEADER.size > MAX_ENVELOPE_BYTES:
+                raise TransportError(f"envelope over {MAX_ENVELOPE_BYTES} bytes reading {what}")
+            if len(buf) < pos + size:
+                return None
+            spans.append((pos, pos + size))
+            pos += size
+        frames = [bytes(buf[a:b]) for a, b in spans]
+        del buf[:pos]
+        return rnd, sender, frames
+
+
 class RouterServer:
     """A router's end: accepts one stream per local core (and per other
     router) and runs the rounds.
@@ -174,10 +232,9 @@ class RouterServer:
         self.conns: dict[int, socket.socket] = {}
         self.peer_out: dict[int, socket.socket] = {}
         self.peer_in: dict[int, socket.socket] = {}
-        self.peer_queues: dict[int, queue.Queue] = {m: queue.Queue() for m in self.peers}
-        self.peer_failure: str | None = None
+        self.streams: dict[int, _PeerStream] = {}
         self.closing = False
-        self._wake_r, self._wake_w = socket.socketpair()   # close() and a lost peer wake the idle thread
+        self._wake_r, self._wake_w = socket.socketpair()   # close() wakes the idle thread through it
         self.thread = threading.Thread(target=self._serve, name=f"spinnray-router-{node}", daemon=True)
         self.peer_addresses: dict[int, tuple[str, int]] = {}
         if nodes == 1:
@@ -243,25 +300,6 @@ class RouterServer:
                 raise TransportError(f"unexpected hello from sender {sender} (round {rnd})")
             self.conns[sender] = sock
 
-    def _read_peer(self, m: int, sock: socket.socket) -> None:
-        """Drain router ``m``'s stream into its queue (no time limit here: the
-        serving thread bounds its wait for a round by ``timeout_s``)."""
-        sock.settimeout(None)
-        while True:
-            try:
-                item = read_envelope(sock, f"an envelope from router {m} (node {m})")
-            except TransportError as e:
-                if self.closing or self.error is not None:
-                    return
-                self.peer_failure = self.peer_failure or f"router {m} (node {m}): {e}"
-                self.peer_queues[m].put(e)
-                try:
-                    self._wake_w.send(b"p")
-                except OSError:
-                    pass
-                return
-            self.peer_queues[m].put(item)
-
     def _serve(self) -> None:
         try:
             if self.peers:
@@ -270,31 +308,106 @@ class RouterServer:
         except (TransportError, OSError) as e:
             self._fail(f"{self.name}: {e}")
             return
-        for m, sock in self.peer_in.items():
-            threading.Thread(target=self._read_peer, args=(m, sock), name=f"spinnray-router-{self.node}-from-{m}",
-                             daemon=True).start()
+        for m, sock in self.peer_out.items():
+            sock.setblocking(False)
+        self.streams = {m: _PeerStream(m, sock) for m, sock in self.peer_in.items()}
         sel = selectors.DefaultSelector()
-        for sock in self.conns.values():
-            sel.register(sock, selectors.EVENT_READ)
-        sel.register(self._wake_r, selectors.EVENT_READ)
+        for core, sock in self.conns.items():
+            sel.register(sock, selectors.EVENT_READ, ("core", core))
+        for m, stream in self.streams.items():
+            sel.register(stream.sock, selectors.EVENT_READ, ("peer", m))
+        sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         while True:
-            # Idle until any local core starts a round (no limit), close(), or a lost peer router.
+            # Idle until any local core starts a round (no limit), or close().  A
+            # router that sends early is buffered; one that goes away fails us now.
             ready = sel.select()
             if self.closing:
                 return
-            if self.peer_failure is not None:
-                self._fail(f"{self.name}: idle before {self.where(self.rounds)}, phase peer-receive: "
-                           f"lost {self.peer_failure}")
+            start = False
+            for key, _ in ready:
+                kind, who = key.data
+                if kind == "core":
+                    start = True
+                elif kind == "peer":
+                    try:
+                        self.streams[who].fill()
+                    except TransportError as e:
+                        self._fail(f"{self.name}: idle before {self.where(self.rounds)}, phase peer-receive: "
+                                   f"lost router {who} (node {who}): {e}")
+                        return
+                else:
+                    try:
+                        self._wake_r.recv(64)
+                    except OSError:
+                        pass
+            if start and not self._round():
                 return
-            if any(key.fileobj is self._wake_r for key, _ in ready):
-                try:
-                    self._wake_r.recv(64)          # drain, or select() would keep returning at once
-                except OSError:
-                    pass
-                if len(ready) == 1:
+
+    def _exchange(self, rnd: int, remote: dict[int, list[bytes]]) -> dict[int, list[bytes]] | None:
+        """Send this round's frames to every other router and read theirs, at
+        the same time (non-blocking, so two routers sending big envelopes to
+        each other never wait on each other); None once the router failed."""
+        out = {m: memoryview(encode_envelope(rnd, self.node, remote.get(m, []))) for m in self.peers}
+        got: dict[int, list[bytes]] = {}
+        by_sock = {self.peer_out[m]: m for m in self.peers}
+        by_sock.update({self.streams[m].sock: m for m in self.peers})
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            for m in self.peers:
+                if m in got:
                     continue
-            if not self._round():
-                return
+                try:
+                    item = self.streams[m].take()
+                except TransportError as e:
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive from router {m} (node {m}): {e}")
+                    return None
+                if item is not None:
+                    r, sender, frames = item
+                    if r != rnd or sender != m:
+                        self._fail(f"{self.name}: router {m} sent round {r} as sender {sender}; "
+                                   f"expected round {rnd}")
+                        return None
+                    got[m] = frames
+            if not out and len(got) == len(self.peers):
+                return got
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                late = [m for m in self.peers if m not in got]
+                if late:
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: router {late[0]} "
+                               f"(node {late[0]}) sent nothing within the timeout of {self.timeout_s} s")
+                else:
+                    m = min(out)
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase forward to router {m} (node {m}): "
+                               f"it took nothing within the timeout of {self.timeout_s} s")
+                return None
+            readable = [self.streams[m].sock for m in self.peers if m not in got]
+            writable = [self.peer_out[m] for m in out]
+            try:
+                r_ready, w_ready, _ = select.select(readable, writable, [], remaining)
+            except (OSError, ValueError) as e:      # a socket closed under us (close())
+                self._fail(f"{self.name}: {self.where(rnd)}, phase peer exchange: {e}")
+                return None
+            for sock in w_ready:
+                m = by_sock[sock]
+                try:
+                    sent = sock.send(out[m])
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase forward to router {m} (node {m}): "
+                               f"lost router {m} (node {m}): {e}")
+                    return None
+                out[m] = out[m][sent:]
+                if not len(out[m]):
+                    del out[m]
+            for sock in r_ready:
+                m = by_sock[sock]
+                try:
+                    self.streams[m].fill()
+                except TransportError as e:
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: lost router {m} (node {m}): {e}")
+                    return None
 
     def _round(self) -> bool:
         """One round; False once the router failed."""
@@ -322,30 +435,9 @@ class RouterServer:
             return False
         if self.peers:
             state, remote = routed
-            for m in self.peers:
-                try:
-                    self.peer_out[m].sendall(encode_envelope(rnd, self.node, remote.get(m, [])))
-                except OSError as e:
-                    self._fail(f"{self.name}: {self.where(rnd)}, phase forward to router {m} (node {m}) "
-                               f"(timeout {self.timeout_s} s): {e}")
-                    return False
-            forwarded = {}
-            for m in self.peers:
-                try:
-                    item = self.peer_queues[m].get(timeout=self.timeout_s)
-                except queue.Empty:
-                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: router {m} (node {m}) "
-                               f"sent nothing within the timeout of {self.timeout_s} s")
-                    return False
-                if isinstance(item, Exception):
-                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: lost router {m} "
-                               f"(node {m}): {item}")
-                    return False
-                r, sender, frames = item
-                if r != rnd or sender != m:
-                    self._fail(f"{self.name}: router {m} sent round {r} as sender {sender}; expected round {rnd}")
-                    return False
-                forwarded[m] = frames
+            forwarded = self._exchange(rnd, remote)
+            if forwarded is None:
+                return False
             try:
                 with self.lock:
                     out = self.finish(state, forwarded)

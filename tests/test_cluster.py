@@ -310,6 +310,34 @@ def test_routers_over_tcp_deliver_what_one_router_does():
         _close(servers, links)
 
 
+def test_big_envelopes_both_ways_at_once_do_not_deadlock():
+    """Two routers forwarding more than a socket buffer to each other in the
+    same round: both are sent and read at the same time, so neither waits."""
+    big = {0: bytes(range(256)) * (8 << 12), 1: bytes(range(255, -1, -1)) * (8 << 12)}     # 8 MiB each
+    servers = []
+    for n in (0, 1):
+        servers.append(RouterServer(lambda inbox, n=n: (None, {1 - n: [big[n]] + inbox[n]}), [n], HOST, 20.0,
+                                    node=n, nodes=2, finish=lambda state, fwd, n=n: {n: fwd[1 - n]}))
+    for n in (0, 1):
+        servers[n].start({1 - n: servers[1 - n].address})
+    links = {n: CoreLink(n, servers[n].address, 20.0) for n in (0, 1)}
+    got = {}
+    threads = [threading.Thread(target=lambda n=n: got.update({n: links[n].exchange([b"hello %d" % n], 0)}))
+               for n in (0, 1)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert got == {0: [big[1], b"hello 1"], 1: [big[0], b"hello 0"]}
+        assert all(s.error is None for s in servers)
+    finally:
+        for link in links.values():
+            link.close()
+        for s in servers:
+            s.close()
+
+
 def _two_nodes(timeout_s):
     mapping = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=2)
     servers, links = _tcp_machine(mapping, timeout_s)
@@ -432,6 +460,14 @@ def _child_main(out_path: str) -> None:
         tr = eprop_trainer("ray")
         try:
             out["eprop"] = eprop_steps(tr)
+            # a dead router between runs: the next run says so before it starts
+            ray.kill(tr.sim.backend.routers[1])
+            time.sleep(0.5)
+            try:
+                eprop_steps(tr)
+                out["dead_router"] = None
+            except Exception as e:     # noqa: BLE001 - the parent checks type and message
+                out["dead_router"] = (type(e).__name__, str(e))
         finally:
             tr.close()
 
@@ -651,6 +687,13 @@ def test_cluster_eprop_steps_equal_local(child):
     assert got["traffic"]["inter_node"]["events"] > 0
     for name, w in ref["weights"].items():
         np.testing.assert_array_equal(got["weights"][name], w, err_msg=name)
+
+
+@pytest.mark.multinode
+def test_cluster_dead_router_is_named_before_the_next_run(child):
+    kind, message = child["dead_router"]
+    assert kind == "TransportError"
+    assert "a router did not answer before the run" in message and "router 1 (node 1) is dead" in message
 
 
 @pytest.mark.multinode
