@@ -171,11 +171,16 @@ class LocalBackend:
         pass
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, ship_code: bool = False) -> None:
     """Start (or join) Ray once per process.
 
-    ``address=None`` starts an embedded local instance; ``"auto"`` or
-    ``"ray://host:port"`` join an existing cluster.
+    ``address=None`` starts an embedded local instance; ``"auto"``,
+    ``"host:port"`` or ``"ray://host:port"`` join an existing cluster (with
+    Ray 2.60's token authentication the process needs ``RAY_AUTH_MODE=token``
+    and the cluster's token, see README).  ``ship_code``: upload this
+    process's ``spinnray`` package with the job (Ray ``runtime_env``
+    ``py_modules``), so the other nodes need only the dependencies (numpy,
+    msgpack, ray) and run exactly this code.
     """
     import ray
 
@@ -183,6 +188,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    if ship_code:
+        import spinnray
+
+        kwargs["runtime_env"] = {"py_modules": [spinnray]}
     if address is None:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
     else:

@@ -227,6 +227,8 @@ class ClusterConfig:
                                                  "the driver's first, then by node id")
     placement_timeout_s: float = opt(120.0, "seconds to wait for the actors to start on their nodes before "
                                             "failing", min=0.001)
+    ship_code: bool = opt(False, "upload this checkout's spinnray package with the job (Ray runtime_env "
+                                 "py_modules), so other nodes need only the dependencies")
 
 
 @dataclass(frozen=True)
