@@ -5,6 +5,10 @@
     res.spikes["hidden"]                              # (steps, batch, n) bool
     sim.metrics()                                     # traffic and memory, as in metrics.json
     sim.close()
+
+On a Ray cluster, ``cluster=ClusterConfig(nodes=3)`` (or ``chips_per_node``)
+spreads the chips over three nodes with one router each; the ``local``
+backend emulates the same routers, with identical results and counters.
 """
 
 from __future__ import annotations

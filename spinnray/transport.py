@@ -327,6 +327,8 @@ class RouterServer:
             for key, _ in ready:
                 kind, who = key.data
                 if kind == "core":
+                    if self._closed_while_idle(who):
+                        return
                     start = True
                 elif kind == "peer":
                     try:
@@ -342,6 +344,22 @@ class RouterServer:
                         pass
             if start and not self._round():
                 return
+
+    def _closed_while_idle(self, core: int) -> bool:
+        """A core whose stream ended between rounds (its process died) fails the
+        router now, naming it, instead of when the next round reaches it."""
+        try:
+            data = self.conns[core].recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as e:
+            data, reason = None, f"connection lost: {e}"
+        else:
+            reason = "connection closed by peer"
+        if data:
+            return False
+        self._fail(f"{self.name}: core {core}, idle before {self.where(self.rounds)}, phase collect: {reason}")
+        return True
 
     def _exchange(self, rnd: int, remote: dict[int, list[bytes]]) -> dict[int, list[bytes]] | None:
         """Send this round's frames to every other router and read theirs, at

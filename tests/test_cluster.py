@@ -380,6 +380,26 @@ def test_lost_peer_router_stops_the_other_node_at_once():
         _close(servers, links)
 
 
+def test_core_gone_between_runs_is_named_at_once_on_every_node():
+    """A core whose process dies while the machine is idle: its router fails
+    naming it straight away, and the other router hears of it while idle, so
+    the next run fails at once instead of after the (long) timeout."""
+    mapping, servers, links = _two_nodes(timeout_s=300.0)
+    node_of = mapping.node_of()
+    gone = max(c for c in node_of if node_of[c] == 1)
+    try:
+        assert _run_round(links, list(links), 0) == {}
+        links[gone].close()
+        servers[1][1].thread.join(30)
+        servers[0][1].thread.join(30)
+        assert f"router 1: core {gone}, idle before round 1, phase collect: connection closed" in servers[1][1].error
+        assert "router 0: idle before round 1, phase peer-receive: lost router 1 (node 1)" in servers[0][1].error
+        errors = _run_round(links, [c for c in links if c != gone], 1)
+        assert sorted(errors) == sorted(c for c in links if c != gone)
+    finally:
+        _close(servers, links)
+
+
 def test_silent_peer_router_times_out_naming_round_and_phase():
     """A router that hangs (alive, silent): the other router gives up after
     the timeout, naming the silent router, the round and the phase."""
