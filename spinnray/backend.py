@@ -398,12 +398,14 @@ class RayBackend:
             self.close()
             raise
         self.actual_nodes = dict(zip(self.actors, nodes))
-        wrong = [(cid, got) for cid, got in self.actual_nodes.items()
+        wrong = [f"core {cid} runs on Ray node {got}, not on its node {self.node_of[cid]} = "
+                 f"{self.ray_node_ids[self.node_of[cid]]}" for cid, got in self.actual_nodes.items()
                  if got != self.ray_node_ids[self.node_of[cid]]]
+        wrong += [f"router {n} runs on Ray node {got}, not on {self.ray_node_ids[n]}"
+                  for n, got in enumerate(nodes[len(self.actors):]) if got != self.ray_node_ids[n]]
         if wrong:       # hard node affinity makes this impossible; checked, not assumed
             self.close()
-            raise MappingError(f"core {wrong[0][0]} runs on Ray node {wrong[0][1]}, not on its node "
-                               f"{self.node_of[wrong[0][0]]} = {self.ray_node_ids[self.node_of[wrong[0][0]]]}")
+            raise MappingError(wrong[0])
 
     def _place(self, refs: list, timeout_s: float, what: str) -> list:
         """``ray.get`` during start-up: a failure or ``timeout_s`` becomes a MappingError."""
