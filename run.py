@@ -28,7 +28,8 @@ def main(cfg: DictConfig):
     try:
         typed = from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
         if typed.backend == "ray":
-            ensure_ray(typed.cluster.address, typed.cluster.num_cpus)   # once per process
+            ensure_ray(typed.cluster.address, typed.cluster.num_cpus,      # once per process
+                       ship_code=typed.cluster.ship_code)
         metrics = run(typed, hc.runtime.output_dir, scenario)
     except SpinnrayError as e:
         log.error("%s: %s", type(e).__name__, e)

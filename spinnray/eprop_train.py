@@ -112,7 +112,7 @@ class EPropTrainer:
     """Owns the simulator; :meth:`train_batch` is forward, learning signals, Adam on every core."""
 
     def __init__(self, net: Network, learn: EPropLearningConfig, *, machine, hidden_cores,
-                 backend: str, timeout_s: float = 120.0, batch_size: int | None = None):
+                 backend: str, timeout_s: float = 120.0, batch_size: int | None = None, cluster=None):
         if learn.window_steps is not None and not isinstance(learn.window_steps, int):
             raise ConfigError(f"learning.window_steps = {learn.window_steps!r}: expected null or an int")
         common = {"rule": "eprop", "lr": learn.lr, "betas": (learn.beta1, learn.beta2), "eps": learn.eps,
@@ -131,7 +131,7 @@ class EPropTrainer:
         dtype = machine.dtype
         self.sim = Simulator(
             net, machine, cores_per_population={"hidden": hidden_cores, "output": 1},
-            batch_size=self.batch, backend=backend, timeout_s=timeout_s, learning=self.learning,
+            batch_size=self.batch, backend=backend, timeout_s=timeout_s, learning=self.learning, cluster=cluster,
             error_populations=("hidden",),
             learning_bytes=lambda pop, n: learning_bytes(net, pop, n, self.batch, dtype, learn.feedback, ws))
         self.learners = [pl.core_id for pl in self.sim.mapping.placements]
@@ -320,7 +320,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
 
     def make_trainer():
         return EPropTrainer(net, learn, machine=cfg.machine, hidden_cores=hidden_cores, backend=cfg.backend,
-                            timeout_s=cfg.cluster.round_timeout_s)
+                            timeout_s=cfg.cluster.round_timeout_s, cluster=cfg.cluster)
 
     trainer = make_trainer()
     setup_s = time.perf_counter() - t_start

@@ -146,7 +146,8 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
     t_start = time.perf_counter()
     sim = Simulator(net, cfg.machine, cores_per_population=cfg.parallel.cores_per_population,
                     exchange_interval=cfg.parallel.exchange_interval, batch_size=cfg.parallel.batch_size,
-                    backend=cfg.backend, timeout_s=cfg.cluster.round_timeout_s, replicas=cfg.parallel.replicas)
+                    backend=cfg.backend, timeout_s=cfg.cluster.round_timeout_s, replicas=cfg.parallel.replicas,
+                    cluster=cfg.cluster)
     setup_s = time.perf_counter() - t_start
     log.info("mapped %d populations onto %d cores on %d chip(s); backend %s",
              len(net.populations), sim.mapping.n_cores, sim.mapping.summary()["chips_used"], cfg.backend)
