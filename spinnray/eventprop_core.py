@@ -128,6 +128,7 @@ class EventPropCore(Core):
             records += sum(a.nbytes for ev in self.pre_events.values() for a in ev)
         if self.first_step is not None:
             records += self.first_step.nbytes + self.v_before.nbytes + self.v_at.nbytes
+        if self.v_max is not None:
             records += self.v_max.nbytes + self.v_max_step.nbytes
         mem["spike_records"] = records
         return mem
@@ -143,8 +144,9 @@ class EventPropCore(Core):
             self.first_step = np.full(shape, -1, np.int32)
             self.v_before = np.zeros(shape, self.dtype)
             self.v_at = np.zeros(shape, self.dtype)
-            self.v_max = np.full(shape, -np.inf, self.dtype)
-            self.v_max_step = np.full(shape, -1, np.int32)
+            if self.silent_ms > 0:
+                self.v_max = np.full(shape, -np.inf, self.dtype)
+                self.v_max_step = np.full(shape, -1, np.int32)
             if inputs is not None:
                 labels = np.asarray(inputs)
                 if labels.shape != (self.batch,) or not np.issubdtype(labels.dtype, np.integer) \
@@ -154,7 +156,7 @@ class EventPropCore(Core):
                 self.labels = labels.astype(np.int64)
 
     def _after_step(self, t, s, before) -> None:
-        if self.loss is not None:
+        if self.v_max is not None:
             higher = self.state.v_pre > self.v_max
             self.v_max[higher] = self.state.v_pre[higher]
             self.v_max_step[higher] = t
@@ -183,6 +185,11 @@ class EventPropCore(Core):
 
         self.own_events = stack(self._own, (np.int16, np.int16, np.int16, self.dtype))
         self.pre_events = {name: stack(chunks, (np.int16,) * 3) for name, chunks in self._pre.items()}
+        # First record of each step t (t = 0 .. steps + 1): the records of step t are [bound[t], bound[t+1]).
+        edges = np.arange(self.steps + 2)
+        self._own_bounds = np.searchsorted(self.own_events[0], edges, "left").tolist()
+        self._pre_bounds = {name: np.searchsorted(ev[0], edges, "left").tolist()
+                            for name, ev in self.pre_events.items()}
         fired = np.zeros((self.batch, self.spec.n), bool)
         fired[self.own_events[1].astype(np.int64), self.own_events[2].astype(np.int64)] = True
         self.recorded["silent"] = (~fired).sum(axis=1)          # (batch,) neurons of this core that never fired
@@ -210,9 +217,19 @@ class EventPropCore(Core):
                 self.silent_labels = np.unique(self.labels[self.recorded["label_silent"]])
 
     @staticmethod
-    def _at(events, t: int) -> slice:
-        steps = events[0]
-        return slice(int(np.searchsorted(steps, t, "left")), int(np.searchsorted(steps, t, "right")))
+    def _at(bounds: list, t: int) -> slice:
+        """The records of step ``t`` (``bounds`` from :meth:`finish`)."""
+        return slice(bounds[t], bounds[t + 1])
+
+    @staticmethod
+    def _by_step(step: np.ndarray, where: np.ndarray, values: np.ndarray) -> dict:
+        """{t: (sample, neuron, value)} for the True entries of ``where`` (batch, n) at ``step[where]``."""
+        b, k = np.nonzero(where)
+        out = {}
+        for t in np.unique(step[b, k]).tolist():
+            sel = step[b, k] == t
+            out[t] = (b[sel], k[sel], values[b[sel], k[sel]])
+        return out
 
     # ---------------------------------------------------------------- reverse
     def begin_backward(self, steps: int, scale: float) -> None:
@@ -225,6 +242,17 @@ class EventPropCore(Core):
             g[:] = 0
         self.guarded = 0
         self.loss_scale = scale
+        # Output core: dL/dt at each first spike, and the surrogate's lamV term at each silent
+        # neuron's V_max step, grouped by the reverse round that uses them.
+        self._err_at, self._inject_at = {}, {}
+        if self.loss_grad is not None:
+            self._err_at = self._by_step(self.first_step - 1, self.first_step >= 0,
+                                         (self.loss_grad * scale).astype(self.dtype))
+        if self.silent_grad is not None:
+            c = self.consts
+            fac = silent_injection_factor(self.silent_ms, self.tau_syn_ms, c["a"], c["b"]) * scale
+            self._inject_at = self._by_step(self.v_max_step, self.silent_grad != 0,
+                                            (fac * self.silent_grad).astype(self.dtype))
 
     def backward_block(self, i: int) -> list[bytes]:
         B = self.batch
@@ -235,7 +263,8 @@ class EventPropCore(Core):
             for w, inc, ekeys in zip(self.weights, self.spec.incoming, self.error_keys):
                 if ekeys is None:
                     continue
-                _, b, pre = (a[self._at(self.pre_events[inc.pre], i)] for a in self.pre_events[inc.pre])
+                at = self._at(self._pre_bounds[inc.pre], i)
+                _, b, pre = (a[at] for a in self.pre_events[inc.pre])
                 if len(b):
                     e = np.einsum("ej,ej->e", w[pre], diff[b])
                     nz = e != 0
@@ -243,28 +272,29 @@ class EventPropCore(Core):
                     payload.append(e[nz])
                     batch_idx.append(b[nz])
         # Adjoint step with this core's spikes at i+1 and their errors.
-        t, b, idx, d = (a[self._at(self.own_events, i + 1)] for a in self.own_events)
+        t, b, idx, d = (a[self._at(self._own_bounds, i + 1)] for a in self.own_events)
         spiked = np.zeros((B, self.spec.n), bool)
         denom = np.ones((B, self.spec.n), self.dtype)
         spiked[b, idx] = True
         denom[b, idx] = d
         err = self.err_in[:B]
-        if self.loss_grad is not None:
-            err = err + np.where(self.first_step == i + 1, self.loss_grad * self.loss_scale, 0).astype(self.dtype)
+        if i in self._err_at:                      # output spikes at i+1: dL/dt
+            eb, ek, ev = self._err_at[i]
+            err = err.copy()
+            err[eb, ek] += ev
         c = self.consts
         new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard)
-        if self.silent_grad is not None:            # the surrogate's term at the silent neurons' V_max step
-            here = self.v_max_step == i
-            if here.any():
-                fac = silent_injection_factor(self.silent_ms, self.tau_syn_ms, c["a"], c["b"]) * self.loss_scale
-                new_v = new_v + np.where(here, fac * self.silent_grad, 0.0).astype(self.dtype)
+        if i in self._inject_at:                   # the surrogate's term at the silent neurons' V_max step
+            jb, jk, jv = self._inject_at[i]
+            new_v[jb, jk] += jv
         self.guarded += low
         self.guarded_total += low
         self.lam_v[:B], self.lam_i[:B] = new_v, new_i
         self.err_in[:B] = 0
         # Gradient at the pre spikes of step i.
         for g, inc in zip(self.grads, self.spec.incoming):
-            _, b, pre = (a[self._at(self.pre_events[inc.pre], i)] for a in self.pre_events[inc.pre])
+            at = self._at(self._pre_bounds[inc.pre], i)
+            _, b, pre = (a[at] for a in self.pre_events[inc.pre])
             if len(b):
                 np.add.at(g, pre, -self.tau_syn_ms * new_i[b])
         if not keys:
