@@ -428,7 +428,6 @@ def _child_main(out_path: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    import spinnray.eprop_train as eprop_train
     import spinnray.train as train
     from spinnray.backend import cluster_nodes
 
@@ -476,8 +475,7 @@ def _child_main(out_path: str) -> None:
         out["phase_s"]["B"] = time.monotonic() - t
         t = time.monotonic()
         # C: an e-prop training step, hidden cores over 2 nodes (2 chips each).
-        eprop_train.Simulator = functools.partial(Simulator, cluster=ClusterConfig(chips_per_node=2))
-        tr = eprop_trainer("ray")
+        tr = eprop_trainer("ray", ClusterConfig(chips_per_node=2))
         try:
             out["eprop"] = eprop_steps(tr)
             # a dead router between runs: the next run says so before it starts
@@ -592,14 +590,14 @@ def eventprop_step(tr) -> dict:
             "ray_nodes": [c.get("ray_node_id") for c in cores]}
 
 
-def eprop_trainer(backend: str):
+def eprop_trainer(backend: str, cluster=None):
     from spinnray.eprop_train import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
 
     net = build_eprop_network(EPropNetworkConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0), 5, 3,
                               seed=2)
     learn = EPropLearningConfig(batch_size=4, lr=0.01, surrogate="triangle", gamma=0.3)
     return EPropTrainer(net, learn, machine=MachineConfig(dtype="float64", pes_per_chip=1), hidden_cores=3,
-                        backend=backend)
+                        backend=backend, cluster=cluster)
 
 
 def eprop_steps(tr) -> dict:
