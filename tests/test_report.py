@@ -75,6 +75,8 @@ def same(text: str, value) -> bool:
     """The printed cell equals the metrics.json value (floats to the 6 digits printed)."""
     if value is None:
         return text == "null"                     # how the report prints JSON null
+    if isinstance(value, (dict, list)):
+        return json.loads(text) == value          # nested values (machine.pcm) are printed as JSON
     if isinstance(value, bool):
         return text == ("true" if value else "false")
     if isinstance(value, int):
