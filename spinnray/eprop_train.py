@@ -35,7 +35,7 @@ __all__ = ["EPropNetworkConfig", "EPropDataConfig", "EPropLearningConfig", "buil
            "EPropTrainer", "load_eprop_data", "run_eprop", "TRAINING_STATE"]
 
 #: memory categories that make up the training state (the paper's 680 KB)
-TRAINING_STATE = ("weights", "gradients", "optimizer", "traces", "learning_signal", "feedback")
+TRAINING_STATE = ("weights", "weight_accumulator", "gradients", "optimizer", "traces", "learning_signal", "feedback")
 
 
 @dataclass(frozen=True)
