@@ -12,8 +12,10 @@ mini-batches (batch 32):
   one thread -- an optional benchmark dependency (``pip install torch==2.13.0
   snntorch``); it is skipped with a note when missing.
 
-Two network sizes: the scenario's (5-200-3, T = 100 steps of 0.5 ms) and the
-size of the issue's baseline figure (5-120-3, T = 40 steps of 1 ms).
+Three networks: the scenario's default (5-200-3, T = 160 steps of 0.25 ms,
+staggered input rounding, silent-output surrogate), its previous default
+(5-200-3, T = 100 steps of 0.5 ms, label bump) and the size of the issue's
+baseline figure (5-120-3, T = 40 steps of 1 ms).
 """
 
 from __future__ import annotations
@@ -29,14 +31,15 @@ import numpy as np
 
 from spinnray.backend import ensure_ray
 from spinnray.config import MachineConfig
-from spinnray.data import encode_yin_yang, yin_yang
-from spinnray.train import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network
+from spinnray.data import yin_yang
+from spinnray.train import (EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, YinYangDataConfig,
+                            build_network, encode_inputs)
 
 BATCH = 32
 
 
-def spinnray_runner(net_cfg, backend, replicas):
-    tr = EventPropTrainer(build_network(net_cfg, 0), EventPropLearningConfig(batch_size=BATCH),
+def spinnray_runner(net_cfg, backend, replicas, learn):
+    tr = EventPropTrainer(build_network(net_cfg, 0), learn,
                           machine=MachineConfig(), cores_per_population=None, replicas=replicas, backend=backend)
 
     def step(x, y):
@@ -109,15 +112,22 @@ def main():
         have_snntorch = False
         print("snnTorch not installed: baseline skipped (pip install torch==2.13.0 snntorch)", file=sys.stderr)
 
-    configs = {"5-200-3, T=100 x 0.5 ms": EventPropNetworkConfig(steps=100, dt_ms=0.5, hidden=200),
-               "5-120-3, T=40 x 1 ms": EventPropNetworkConfig(steps=40, dt_ms=1.0, hidden=120)}
+    old = EventPropLearningConfig(batch_size=BATCH, bump=5e-3, silent_ms=0.0)
+    configs = {"5-200-3, T=160 x 0.25 ms (default)": (EventPropNetworkConfig(steps=160, dt_ms=0.25, hidden=200),
+                                                      YinYangDataConfig(stagger=0.5),
+                                                      EventPropLearningConfig(batch_size=BATCH, bump=0.0,
+                                                                              silent_ms=20.0)),
+               "5-200-3, T=100 x 0.5 ms": (EventPropNetworkConfig(steps=100, dt_ms=0.5, hidden=200),
+                                           YinYangDataConfig(), old),
+               "5-120-3, T=40 x 1 ms": (EventPropNetworkConfig(steps=40, dt_ms=1.0, hidden=120),
+                                        YinYangDataConfig(), old)}
     xs, ys = yin_yang(BATCH * args.batches, 42)
     results = {}
-    for name, net_cfg in configs.items():
-        x = encode_yin_yang(xs, scheme="wunderlich", steps=net_cfg.steps, dt_ms=net_cfg.dt_ms)
-        runners = {"spinnray local R=1": spinnray_runner(net_cfg, "local", 1),
-                   "spinnray ray R=1": spinnray_runner(net_cfg, "ray", 1),
-                   "spinnray ray R=2": spinnray_runner(net_cfg, "ray", 2)}
+    for name, (net_cfg, data_cfg, learn) in configs.items():
+        x = encode_inputs(xs, data_cfg, net_cfg.steps, net_cfg.dt_ms)
+        runners = {"spinnray local R=1": spinnray_runner(net_cfg, "local", 1, learn),
+                   "spinnray ray R=1": spinnray_runner(net_cfg, "ray", 1, learn),
+                   "spinnray ray R=2": spinnray_runner(net_cfg, "ray", 2, learn)}
         if have_snntorch:
             runners["snnTorch BPTT (1 thread)"] = snntorch_runner(net_cfg)
         for step, _ in runners.values():

@@ -236,3 +236,17 @@ def test_silent_label_gradient_is_the_derivative_of_the_surrogate():
         fd[j] = (reference_loss(plus, x, y)[3].mean() - reference_loss(minus, x, y)[3].mean()) / (2 * eps)
     np.testing.assert_allclose(g_col, fd, rtol=1e-5, atol=1e-9 * np.abs(fd).max())
     assert np.all(g_col <= 0) and g_col.min() < 0      # descent raises the silent label's peak voltage
+
+
+def test_silent_times_by_hand():
+    from spinnray.errors import ConfigError
+    from spinnray.eventprop import silent_times
+
+    t = np.array([[3.0, 40.0, 40.0]])
+    fired = np.array([[True, False, False]])
+    v_max = np.array([[1.4, 0.75, -0.5]])
+    got = silent_times(t, fired, v_max, steps=80, dt_ms=0.5, silent_ms=20.0)
+    assert got.tolist() == [[3.0, 40.0 + 20.0 * 0.25, 40.0 + 20.0 * 1.5]]
+    assert silent_times(t, fired, v_max, 80, 0.5, 0.0).tolist() == [[3.0, 40.0, 40.0]]
+    with pytest.raises(ConfigError, match="silent_ms"):
+        silent_times(t, fired, v_max, 80, 0.5, -1.0)
