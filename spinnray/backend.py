@@ -152,6 +152,10 @@ class LocalBackend:
         if self.strict:
             _check_strict(*self.reports())
 
+    def events_sent(self) -> int:
+        """Spike and error events the cores have sent so far."""
+        return sum(c.events_sent() for c in self.cores)
+
     def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
         """``method(*args[core])`` on each core (all, or ``cores``); results by core id."""
         ids = [c.id for c in self.cores] if cores is None else list(cores)
@@ -270,14 +274,14 @@ def _actor_classes():
                 frames = core.run_block(t0, kk)
                 core.deliver(self.link.exchange(frames, t0), t0, kk)
             core.finish()
-            return core.recorded, core.problems()
+            return core.recorded, core.problems(), core.events_sent()
 
         def backward(self, steps, scale):
             core = self.core
             core.begin_backward(steps, scale)
             for i in reversed(range(steps)):
                 core.deliver_errors(self.link.exchange(core.backward_block(i), i), i)
-            return core.problems()
+            return core.problems(), core.events_sent()
 
         def call(self, method, args):
             return getattr(self.core, method)(*args)
@@ -370,6 +374,7 @@ class RayBackend:
         self.failed: str | None = None
         self.specs = {s.core_id: s for s in specs}
         self.core_ids = [s.core_id for s in specs]
+        self._events: dict[int, int] = {}
         self.node_of, tables, self.n_nodes = _node_plan(self.core_ids, table, node_of, tables)
         self.ray_node_ids = resolve_nodes(self.n_nodes, node_ids)
         self.actors: dict = {}
@@ -438,14 +443,21 @@ class RayBackend:
         refs = {a.run.remote(steps, k, batch[cid], inputs.get(cid), tuple(record)): cid
                 for cid, a in self.actors.items()}
         out = self._gather(refs, "forward run")
-        self._strict(sum(p for _, p in out.values()))
-        return {cid: rec for cid, (rec, _) in out.items()}
+        self._events.update({cid: ev for cid, (_, _, ev) in out.items()})
+        self._strict(sum(p for _, p, _ in out.values()))
+        return {cid: rec for cid, (rec, _, _) in out.items()}
 
     def run_backward(self, steps: int, batch: int, scale: float) -> None:
         self._check_alive()
         self._configure(1, batch, steps, True)
         out = self._gather({a.backward.remote(steps, scale): cid for cid, a in self.actors.items()}, "backward run")
-        self._strict(sum(out.values()))
+        self._events.update({cid: ev for cid, (_, ev) in out.items()})
+        self._strict(sum(p for p, _ in out.values()))
+
+    def events_sent(self) -> int:
+        """Spike and error events the cores have sent so far, as of the last run
+        (returned by the runs themselves: no extra Ray call)."""
+        return sum(self._events.values())
 
     def _strict(self, core_problems: int) -> None:
         """Fetch the full reports only when a core or a router saw a problem."""

@@ -206,6 +206,10 @@ class Core:
     def finish(self) -> None:
         """Called by the backend after the last round of a forward run."""
 
+    def events_sent(self) -> int:
+        """Spike and error events this core has sent since it was built."""
+        return self.counters.spike_events_sent + self.counters.error_events_sent
+
     def begin_backward(self, steps: int, scale: float) -> None:
         """Prepare a reverse pass over ``steps`` steps (learning cores)."""
 

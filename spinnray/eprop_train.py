@@ -294,7 +294,7 @@ def training_state_bytes(memory_per_core: list[dict]) -> int:
 
 def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     from .metrics import SCHEMA_VERSION
-    from .runner import _progress, write_json
+    from .runner import _progress, events_rate, write_json
     from .train import peak_rss_bytes
 
     net_cfg = from_dict(EPropNetworkConfig, cfg.network, "network")
@@ -349,6 +349,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
             order = pos["order"]
             trainer.lr = pos["lr"]
             t0 = time.perf_counter()
+            t_bar, ev0 = t0, trainer.sim.events_sent()
             try:
                 with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
                     bar.update(pos["first"])
@@ -363,7 +364,8 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
                         pos["batches"] += 1
                         bar.update(len(idx))
                         bar.set_postfix(loss=f"{np.mean(pos['losses'][-50:]):.3f}",
-                                        acc=f"{pos['correct'] / pos['first']:.3f}")
+                                        acc=f"{pos['correct'] / pos['first']:.3f}",
+                                        events_per_s=events_rate(trainer.sim.events_sent() - ev0, t_bar))
                         if ck.due(pos["batches"]):
                             pos["train_s"] += time.perf_counter() - t0
                             t0 = time.perf_counter()

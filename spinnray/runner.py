@@ -130,6 +130,13 @@ def _jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def events_rate(events: int, since: float) -> str:
+    """Events per second since ``since`` (a ``time.perf_counter()`` value), for
+    progress bars and log lines: ``"1.23e+05"``."""
+    elapsed = time.perf_counter() - since
+    return f"{events / elapsed:.3g}" if elapsed > 0 else "-"
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 

@@ -228,6 +228,11 @@ class Simulator:
         """Call ``method`` on cores (all, or the ids in ``cores``): results by core id."""
         return self.backend.call(method, args, cores)
 
+    def events_sent(self) -> int:
+        """Spike and error events all cores have sent so far (the cores' own
+        counters, as of the last forward or backward run): for progress displays."""
+        return self.backend.events_sent()
+
     def reports(self) -> tuple[list[dict], list[dict]]:
         """Per-core and per-router reports: counters, memory, notes."""
         return self.backend.reports()

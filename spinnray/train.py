@@ -282,7 +282,7 @@ def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int
 
 def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     from .metrics import SCHEMA_VERSION
-    from .runner import _progress, write_json
+    from .runner import _progress, events_rate, write_json
 
     net_cfg = from_dict(EventPropNetworkConfig, cfg.network, "network")
     data = from_dict(YinYangDataConfig, cfg.data, "data")
@@ -308,24 +308,30 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     try:
         for epoch in range(learn.epochs):
             order = rng.permutation(len(ytr))
-            t0 = time.perf_counter()
-            losses, correct = [], 0
+            t0, ev0 = time.perf_counter(), trainer.sim.events_sent()
+            losses, correct, seen = [], 0, 0
             with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
                 for idx in _batches(len(ytr), learn.batch_size, order):
                     res = trainer.train_batch(str_[:, idx], ytr[idx])
                     losses.append(float(res.outputs["loss"].mean()))
                     correct += int((res.outputs["pred"] == ytr[idx]).sum())
+                    seen += len(idx)
                     bar.update(len(idx))
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-            train_s += time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{correct / seen:.3f}",
+                                    events_per_s=events_rate(trainer.sim.events_sent() - ev0, t0))
+            epoch_s = time.perf_counter() - t0
+            train_s += epoch_s
+            epoch_events = trainer.sim.events_sent() - ev0
             samples += len(ytr)
             trainer.check_replicas()
             test_acc, test_loss = evaluate(trainer, ste, yte, learn.batch_size)
             history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                             "train_accuracy": correct / len(ytr), "test_accuracy": test_acc,
-                            "test_loss": test_loss, "lr": trainer.lr})
-            log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f", epoch + 1,
-                     history[-1]["train_loss"], history[-1]["train_accuracy"], test_loss, test_acc)
+                            "test_loss": test_loss, "lr": trainer.lr, "train_s": round(epoch_s, 3),
+                            "train_events": epoch_events})
+            log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.1f s, %s events/s", epoch + 1,
+                     history[-1]["train_loss"], history[-1]["train_accuracy"], test_loss, test_acc, epoch_s,
+                     f"{epoch_events / epoch_s:.3g}")
             trainer.lr *= learn.lr_decay
         m = trainer.sim.metrics()
         cores, routers = trainer.sim.reports()

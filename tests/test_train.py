@@ -76,17 +76,21 @@ def test_replicas_and_hidden_split_give_the_same_weights(reference_weights, repl
 @pytest.mark.ray
 def test_ray_training_is_bit_identical_to_local(ray_session):
     x, y = data(48, 42)
-    results = []
+    results, events = [], []
     for backend in ("local", "ray"):
         tr = trainer(replicas=2, backend=backend, dtype="float32")
         try:
             results.append(train_steps(tr, x, y, 2))
             m = tr.sim.metrics()["traffic"]
             assert m["error_events"] > 0 and m["dropped"] == 0 and m["rejected"] == 0
+            # the progress display's count is the cores' own counters, without an extra call on ray
+            events.append(tr.sim.events_sent())
+            assert events[-1] == m["spike_events_sent"] + m["error_events_sent"] > 0
         finally:
             tr.close()
     for name in results[0]:
         assert np.array_equal(results[0][name], results[1][name]), name
+    assert events[0] == events[1]
 
 
 def test_training_never_writes_into_the_network():
