@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import struct
@@ -24,7 +25,9 @@ from pathlib import Path
 
 from .errors import DataError
 
-__all__ = ["MAGIC", "VERSION", "save_checkpoint", "load_checkpoint", "config_fingerprint", "latest"]
+log = logging.getLogger("spinnray")
+
+__all__ = ["MAGIC", "VERSION", "Checkpointer", "save_checkpoint", "load_checkpoint", "config_fingerprint", "latest"]
 
 MAGIC = b"SPNRCKPT"
 VERSION = 1
@@ -90,3 +93,44 @@ def latest(directory) -> Path | None:
     """The newest ``*.ckpt`` in ``directory`` (by the step number in its name), or None."""
     files = sorted(Path(directory).glob("*.ckpt"))
     return files[-1] if files else None
+
+
+class Checkpointer:
+    """Writes a trainer's state every ``cfg.checkpoint.every`` mini-batches and reads it back.
+
+    A checkpoint holds ``trainer.state()`` (every core's learning state), the
+    bit generator state of ``rng`` (data order) and the loop position ``pos``
+    (epoch, sample, history, ...), under ``kind`` and a fingerprint of the
+    configuration: :meth:`restore` refuses another kind or configuration.
+    """
+
+    def __init__(self, cfg, out_dir, kind: str, fingerprint: str):
+        c = cfg.checkpoint
+        self.every, self.keep, self.max_restarts = c.every, c.keep, c.max_restarts
+        self.enabled = c.every > 0
+        self.dir = Path(c.dir) if c.dir else Path(out_dir) / "checkpoints"
+        self.kind, self.fingerprint = kind, fingerprint
+        self.last: str | None = None
+        self.initial: dict | None = None
+
+    def due(self, batches: int) -> bool:
+        return self.enabled and batches % self.every == 0
+
+    def save(self, pos: dict, trainer, rng) -> None:
+        state = {"kind": self.kind, "fingerprint": self.fingerprint, "rng": rng.bit_generator.state,
+                 "cores": trainer.state(), **{k: v for k, v in pos.items() if k != "path"}}
+        path = save_checkpoint(self.dir / f"{self.kind}-{pos['batches']:09d}.ckpt", state)
+        self.last = str(path)
+        for old in sorted(self.dir.glob(f"{self.kind}-*.ckpt"))[:-self.keep]:
+            old.unlink()
+        log.info("checkpoint %s (epoch %d, sample %d)", path, pos["epoch"] + 1, pos["first"])
+
+    def restore(self, path, trainer, rng) -> dict:
+        """Load ``path`` (a file, or a directory: its newest) into the trainer and ``rng``."""
+        if path is None:
+            raise DataError("no checkpoint to continue from")
+        st = load_checkpoint(path, self.kind, self.fingerprint)
+        trainer.load_state(st["cores"])
+        rng.bit_generator.state = st["rng"]
+        self.last = st["path"]
+        return {k: v for k, v in st.items() if k not in ("kind", "fingerprint", "rng", "cores", "version")}

@@ -206,6 +206,14 @@ class Core:
     def finish(self) -> None:
         """Called by the backend after the last round of a forward run."""
 
+    def learning_state(self) -> dict:
+        """What a checkpoint keeps of a core without learning state: its counters."""
+        return {"counters": self.counters.as_dict()}
+
+    def load_learning_state(self, state: dict) -> None:
+        for k, v in state.get("counters", {}).items():
+            setattr(self.counters, k, v)
+
     def events_sent(self) -> int:
         """Spike and error events this core has sent since it was built."""
         return self.counters.spike_events_sent + self.counters.error_events_sent

@@ -528,5 +528,4 @@ class EPropCore(Core):
             self.set_weights(state["weights"])
         for o, s in zip(self.opts, state["opts"]):
             o.load(s)
-        for k, v in state.get("counters", {}).items():
-            setattr(self.counters, k, v)
+        super().load_learning_state(state)      # the counters

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import RunConfig, from_dict, opt
-from .checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpointer, config_fingerprint
 from .errors import ConfigError, DataError, SpinnrayError, TransportError
 from .eprop import SURROGATES
 from .eprop_core import learning_bytes
@@ -225,44 +225,6 @@ def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
         raise DataError(f"data.name = {cfg.name!r}: empty training or test split")
     return (np.asarray(xtr, np.float32), np.asarray(ytr, np.int64), np.asarray(xte, np.float32),
             np.asarray(yte, np.int64), list(names), window)
-
-
-class Checkpointer:
-    """Writes the trainer's state every ``cfg.checkpoint.every`` mini-batches and reads it back."""
-
-    def __init__(self, cfg: RunConfig, out_dir, kind: str, fingerprint: str):
-        from pathlib import Path
-
-        c = cfg.checkpoint
-        self.every, self.keep, self.max_restarts = c.every, c.keep, c.max_restarts
-        self.enabled = c.every > 0
-        self.dir = Path(c.dir) if c.dir else Path(out_dir) / "checkpoints"
-        self.kind, self.fingerprint = kind, fingerprint
-        self.last: str | None = None
-        self.initial: dict | None = None
-
-    def due(self, batches: int) -> bool:
-        return self.enabled and batches % self.every == 0
-
-    def save(self, pos: dict, trainer, rng) -> None:
-        state = {"kind": self.kind, "fingerprint": self.fingerprint, "rng": rng.bit_generator.state,
-                 "cores": trainer.state(), **{k: v for k, v in pos.items() if k != "path"}}
-        path = save_checkpoint(self.dir / f"{self.kind}-{pos['batches']:09d}.ckpt", state)
-        self.last = str(path)
-        for old in sorted(self.dir.glob(f"{self.kind}-*.ckpt"))[:-self.keep]:
-            old.unlink()
-        log.info("checkpoint %s (epoch %d, sample %d)", path, pos["epoch"] + 1, pos["first"])
-
-    def restore(self, path, trainer, rng) -> dict:
-        """Load ``path`` (a file, or a directory: its newest) into the trainer and ``rng``."""
-        if path is None:
-            raise DataError("no checkpoint to continue from")
-        st = load_checkpoint(path, self.kind, self.fingerprint)
-        trainer.load_state(st["cores"])
-        rng.bit_generator.state = st["rng"]
-        self.last = st["path"]
-        return {k: st[k] for k in ("epoch", "first", "order", "lr", "history", "losses", "correct", "train_s",
-                                   "samples", "tested_samples", "batches", "path")}
 
 
 def eprop_layers(cores: list[dict], net: Network, steps: int, train_samples: int, test_samples: int) -> dict:

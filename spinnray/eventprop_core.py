@@ -111,7 +111,6 @@ class EventPropCore(Core):
         self.labels = None
         self.loss_grad = None
         self.silent_grad = None
-        self.silent_labels = np.zeros(0, np.int64)
 
     def memory(self) -> dict[str, int]:
         mem = super().memory()
@@ -214,7 +213,6 @@ class EventPropCore(Core):
                     value, self.loss_grad = ttfs_loss(t_ms, fired, self.labels, self.loss, self.spec.dt_ms)
                 self.recorded["loss"] = value
                 self.recorded["label_silent"] = ~fired[np.arange(self.batch), self.labels]
-                self.silent_labels = np.unique(self.labels[self.recorded["label_silent"]])
 
     @staticmethod
     def _at(bounds: list, t: int) -> slice:
@@ -352,17 +350,16 @@ class EventPropCore(Core):
             if m is not None:
                 w *= m
 
-    def bump(self, amount: float, silent_labels_only: bool = False) -> None:
+    def bump(self, amount: float, columns=None) -> None:
         """Add ``amount`` to incoming weights (the silent-neuron remedy of
         Wunderlich & Pehle's training code; masked synapses stay absent).
 
-        ``silent_labels_only``: only the neurons that were the label of a sample
-        in the last run and did not fire for it (an output core)."""
-        cols = slice(None)
-        if silent_labels_only:
-            cols = getattr(self, "silent_labels", np.zeros(0, np.int64))
-            if len(cols) == 0:
-                return
+        ``columns``: only these of the core's neurons (local indices; the
+        trainer passes the labels that stayed silent in the whole mini-batch,
+        the same on every replica); None = all."""
+        cols = slice(None) if columns is None else np.asarray(columns, np.int64)
+        if columns is not None and len(cols) == 0:
+            return
         for w, m in zip(self.weights, self.masks):
             w[:, cols] += amount if m is None else amount * m[:, cols]
 
@@ -381,9 +378,13 @@ class EventPropCore(Core):
         return crc
 
     def learning_state(self) -> dict:
-        return {"weights": self.get_weights(), "opts": [o.state() for o in self.opts]}
+        """Weights, Adam moments and step counts, counters and the guard count (for checkpoints)."""
+        return {"weights": self.get_weights(), "opts": [o.state() for o in self.opts],
+                "counters": self.counters.as_dict(), "guarded_total": self.guarded_total}
 
     def load_learning_state(self, state: dict) -> None:
         self.set_weights(state["weights"])
         for o, s in zip(self.opts, state["opts"]):
             o.load(s)
+        super().load_learning_state(state)      # the counters
+        self.guarded_total = int(state.get("guarded_total", self.guarded_total))

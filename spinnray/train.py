@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -162,7 +163,7 @@ class EventPropTrainer:
     """Owns the simulator; one :meth:`train_batch` per mini-batch."""
 
     def __init__(self, net: Network, learn: EventPropLearningConfig, *, machine, cores_per_population,
-                 replicas: int, backend: str, timeout_s: float = 120.0):
+                 replicas: int, backend: str, timeout_s: float = 120.0, cluster=None):
         if isinstance(cores_per_population, int):
             cores_per_population = {"input": cores_per_population, "hidden": cores_per_population, "output": 1}
         cores_per_population = dict(cores_per_population or {})
@@ -179,7 +180,7 @@ class EventPropTrainer:
         dtype = machine.dtype
         self.sim = Simulator(
             net, machine, cores_per_population=cores_per_population, batch_size=self.per_replica,
-            backend=backend, timeout_s=timeout_s, replicas=replicas, learning=learning,
+            backend=backend, timeout_s=timeout_s, replicas=replicas, learning=learning, cluster=cluster,
             error_populations=("hidden",),
             learning_bytes=lambda pop, n: (learning_bytes(net, pop, n, self.per_replica, dtype)
                                            if pop.name in learning else {}))
@@ -213,10 +214,10 @@ class EventPropTrainer:
         args = {pl.core_id: (total[(pl.slice.population, pl.slice.lo, pl.slice.hi)], self.lr)
                 for pl in self.learners}
         self.sim.call("apply", args, cores=ids)
-        self._bump(res)
+        self._bump(res, labels)
         return res
 
-    def _bump(self, res) -> None:
+    def _bump(self, res, labels: np.ndarray) -> None:
         """Remedy for silent neurons (they get no gradient), after Wunderlich &
         Pehle's training code: raise the hidden weights by ``learning.bump`` when
         more than ``quiet_hidden`` of the hidden neurons were silent; else raise
@@ -236,8 +237,10 @@ class EventPropTrainer:
             self.sim.call("bump", {pl.core_id: (learn.bump,) for pl in self.learners},
                           cores=[pl.core_id for pl in self.learners if pl.slice.population == "hidden"])
         elif float(np.mean(res.outputs["label_silent"])) > learn.quiet_output:
+            # the labels silent anywhere in the mini-batch: every replica bumps the same columns
+            cols = np.unique(np.asarray(labels)[res.outputs["label_silent"]])
             self.bumps["output"] += 1
-            self.sim.call("bump", {pl.core_id: (learn.bump, True) for pl in self.learners},
+            self.sim.call("bump", {pl.core_id: (learn.bump, cols) for pl in self.learners},
                           cores=[pl.core_id for pl in self.learners if pl.slice.population == "output"])
 
     def checksums(self) -> dict[tuple, list[int]]:
@@ -247,6 +250,21 @@ class EventPropTrainer:
         for pl in sorted(self.learners, key=lambda p: p.replica):
             out.setdefault((pl.slice.population, pl.slice.lo, pl.slice.hi), []).append(sums[pl.core_id])
         return out
+
+    def state(self) -> dict:
+        """Every core's state (learning cores: weights, Adam; all: counters), by core id: for checkpoints."""
+        return self.sim.call("learning_state")
+
+    def load_state(self, states: dict) -> None:
+        self.sim.call("load_learning_state", {cid: (st,) for cid, st in states.items()}, cores=list(states))
+
+    def checksum(self) -> int:
+        """CRC32 over the learning cores' weight checksums, in core order."""
+        crc = 0
+        got = self.sim.call("checksum", cores=[pl.core_id for pl in self.learners])
+        for _cid, c in sorted(got.items()):
+            crc = zlib.crc32(int(c).to_bytes(4, "little"), crc)
+        return crc
 
     def check_replicas(self) -> None:
         for key, crcs in self.checksums().items():
@@ -270,18 +288,26 @@ def _batches(n: int, size: int, order: np.ndarray):
         yield order[first:first + size]
 
 
-def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int) -> tuple[float, float]:
-    """(accuracy, mean loss) over a data set (x already encoded as spikes)."""
+def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int,
+             keep_first: bool = False) -> tuple[float, float]:
+    """(accuracy, mean loss) over a data set (x already encoded as spikes).
+    ``keep_first``: record the first batch's spikes into ``trainer.first_spikes``."""
     correct, loss = 0, 0.0
     for idx in _batches(len(y), batch, np.arange(len(y))):
-        res = trainer.forward(x[:, idx], y[idx])
+        rec = ("spikes",) if keep_first and idx[0] == 0 else ()
+        res = trainer.forward(x[:, idx], y[idx], record=rec)
+        if rec:
+            trainer.first_spikes = res.spikes
         correct += int((res.outputs["pred"] == y[idx]).sum())
         loss += float(res.outputs["loss"].sum())
     return correct / len(y), loss / len(y)
 
 
 def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
+    from .checkpoint import Checkpointer, config_fingerprint
+    from .errors import DataError, SpinnrayError, TransportError
     from .metrics import SCHEMA_VERSION
+    from .report import save_raster
     from .runner import _progress, events_rate, write_json
 
     net_cfg = from_dict(EventPropNetworkConfig, cfg.network, "network")
@@ -295,48 +321,102 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     ste = encode_inputs(xte, data, net_cfg.steps, net_cfg.dt_ms)
     net = build_network(net_cfg, cfg.seed)
     t_start = time.perf_counter()
-    trainer = EventPropTrainer(net, learn, machine=cfg.machine,
-                               cores_per_population=cfg.parallel.cores_per_population,
-                               replicas=cfg.parallel.replicas, backend=cfg.backend,
-                               timeout_s=cfg.cluster.round_timeout_s)
+
+    def make_trainer():
+        return EventPropTrainer(net, learn, machine=cfg.machine,
+                                cores_per_population=cfg.parallel.cores_per_population,
+                                replicas=cfg.parallel.replicas, backend=cfg.backend,
+                                timeout_s=cfg.cluster.round_timeout_s, cluster=cfg.cluster)
+
+    trainer = make_trainer()
     setup_s = time.perf_counter() - t_start
     log.info("EventProp on %d cores (%d replica(s) x %d), backend %s; %d train / %d test samples",
              trainer.sim.mapping.n_cores, cfg.parallel.replicas, trainer.sim.mapping.n_cores // cfg.parallel.replicas,
              cfg.backend, len(ytr), len(yte))
-    history, train_s, samples = [], 0.0, 0
+    ck = Checkpointer(cfg, out_dir, "eventprop",
+                      config_fingerprint(asdict(net_cfg), asdict(data), asdict(learn), cfg.seed,
+                                         cfg.parallel.cores_per_population, cfg.parallel.replicas,
+                                         asdict(cfg.machine)))
+    # Everything the loop needs to continue exactly where it was (checkpointed).
+    pos = {"epoch": 0, "first": 0, "order": None, "lr": learn.lr, "history": [], "losses": [], "correct": 0,
+           "train_s": 0.0, "samples": 0, "batches": 0, "bumps": dict(trainer.bumps), "epoch_events": 0}
     rng = np.random.default_rng([cfg.seed, 11])
+    if cfg.resume:
+        pos = ck.restore(cfg.resume, trainer, rng)
+        log.info("resumed from %s at epoch %d, sample %d", pos["path"], pos["epoch"] + 1, pos["first"])
+    elif ck.enabled:
+        ck.save(pos, trainer, rng)          # the initial state: a failure before the first interval restarts here
+    restarts = 0
+    B = learn.batch_size
     try:
-        for epoch in range(learn.epochs):
-            order = rng.permutation(len(ytr))
-            t0, ev0 = time.perf_counter(), trainer.sim.events_sent()
-            losses, correct, seen = [], 0, 0
-            with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
-                for idx in _batches(len(ytr), learn.batch_size, order):
-                    res = trainer.train_batch(str_[:, idx], ytr[idx])
-                    losses.append(float(res.outputs["loss"].mean()))
-                    correct += int((res.outputs["pred"] == ytr[idx]).sum())
-                    seen += len(idx)
-                    bar.update(len(idx))
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{correct / seen:.3f}",
-                                    events_per_s=events_rate(trainer.sim.events_sent() - ev0, t0))
-            epoch_s = time.perf_counter() - t0
-            train_s += epoch_s
-            epoch_events = trainer.sim.events_sent() - ev0
-            samples += len(ytr)
+        while pos["epoch"] < learn.epochs:
+            epoch = pos["epoch"]
+            if pos["order"] is None:
+                pos["order"] = rng.permutation(len(ytr))
+                pos["losses"], pos["correct"], pos["epoch_s"], pos["epoch_events"] = [], 0, 0.0, 0
+            order = pos["order"]
+            trainer.lr, trainer.bumps = pos["lr"], dict(pos["bumps"])
+            t0 = t_bar = time.perf_counter()
+            ev0 = trainer.sim.events_sent()
+            try:
+                with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
+                    bar.update(pos["first"])
+                    while pos["first"] < len(ytr):
+                        first = pos["first"]
+                        idx = order[first:first + B]
+                        res = trainer.train_batch(str_[:, idx], ytr[idx])
+                        pos["losses"].append(float(res.outputs["loss"].mean()))
+                        pos["correct"] += int((res.outputs["pred"] == ytr[idx]).sum())
+                        pos["first"] = first + len(idx)
+                        pos["batches"] += 1
+                        pos["bumps"] = dict(trainer.bumps)
+                        bar.update(len(idx))
+                        bar.set_postfix(loss=f"{np.mean(pos['losses'][-20:]):.3f}",
+                                        acc=f"{pos['correct'] / pos['first']:.3f}",
+                                        events_per_s=events_rate(trainer.sim.events_sent() - ev0, t_bar))
+                        if ck.due(pos["batches"]):
+                            now, ev = time.perf_counter(), trainer.sim.events_sent()
+                            pos["train_s"] += now - t0
+                            pos["epoch_s"] += now - t0
+                            pos["epoch_events"] += ev - ev0
+                            t0, ev0 = now, ev
+                            ck.save(pos, trainer, rng)
+            except (TransportError, SpinnrayError) as e:
+                if isinstance(e, (ConfigError, DataError)) or not ck.enabled or restarts >= ck.max_restarts:
+                    raise
+                restarts += 1
+                log.warning("training failed (%s); rebuilding the cores and continuing from the last checkpoint "
+                            "(restart %d of %d)", e, restarts, ck.max_restarts)
+                trainer.close()
+                trainer = make_trainer()
+                pos = ck.restore(ck.last, trainer, rng)
+                continue
+            now = time.perf_counter()
+            pos["train_s"] += now - t0
+            pos["epoch_s"] += now - t0
+            pos["epoch_events"] += trainer.sim.events_sent() - ev0
+            pos["samples"] += len(ytr)
             trainer.check_replicas()
-            test_acc, test_loss = evaluate(trainer, ste, yte, learn.batch_size)
-            history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                            "train_accuracy": correct / len(ytr), "test_accuracy": test_acc,
-                            "test_loss": test_loss, "lr": trainer.lr, "train_s": round(epoch_s, 3),
-                            "train_events": epoch_events})
-            log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.1f s, %s events/s", epoch + 1,
-                     history[-1]["train_loss"], history[-1]["train_accuracy"], test_loss, test_acc, epoch_s,
-                     f"{epoch_events / epoch_s:.3g}")
-            trainer.lr *= learn.lr_decay
+            last = epoch + 1 == learn.epochs
+            test_acc, test_loss = evaluate(trainer, ste, yte, B, keep_first=last)
+            if last:
+                save_raster(out_dir, trainer.first_spikes, net_cfg.dt_ms)
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(pos["losses"])),
+                   "train_accuracy": pos["correct"] / len(ytr), "test_accuracy": test_acc,
+                   "test_loss": test_loss, "lr": trainer.lr, "train_s": round(pos["epoch_s"], 3),
+                   "train_events": pos["epoch_events"]}
+            pos["history"].append(row)
+            log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.1f s, %.3g events/s",
+                     epoch + 1, row["train_loss"], row["train_accuracy"], test_loss, test_acc, pos["epoch_s"],
+                     pos["epoch_events"] / pos["epoch_s"] if pos["epoch_s"] else 0.0)
+            pos["lr"] = trainer.lr * learn.lr_decay
+            pos["epoch"], pos["first"], pos["order"] = epoch + 1, 0, None
         m = trainer.sim.metrics()
         cores, routers = trainer.sim.reports()
+        crc = trainer.checksum()
     finally:
         trainer.close()
+    history, train_s, samples = pos["history"], pos["train_s"], pos["samples"]
     per_layer = layer_traffic(cores, samples + len(yte) * learn.epochs, samples, net_cfg.steps, net)
     metrics = {
         "schema_version": SCHEMA_VERSION,
@@ -352,6 +432,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "guarded_spikes": sum(c.get("guarded_spikes", 0) for c in cores),
         "peak_rss_bytes": peak_rss_bytes(),
         "weight_bumps": dict(trainer.bumps),
+        "weights_crc32": crc, "restarts": restarts,
         "traffic": m["traffic"], "layers": per_layer, "memory": m["memory"], "mapping": m["mapping"],
         "machine": asdict(cfg.machine),
     }

@@ -109,21 +109,28 @@ def test_training_never_writes_into_the_network():
 
 def test_bump_raises_only_silent_label_neurons():
     """The silent-neuron remedy touches only the incoming weights of label neurons
-    that did not fire for their sample (or every hidden weight)."""
+    that did not fire for their sample, and the same ones on every replica (each
+    replica sees other samples: the labels are pooled over the mini-batch)."""
     x, y = data(24, 42)
-    tr = trainer()
+    order = np.argsort(y == 2, kind="stable")                  # class 2 only in replica 1's half
+    x, y = x[:, order], y[order]
+    assert (y[:12] != 2).all() and (y[12:] == 2).any()
+    tr = trainer(replicas=2)
     try:
-        out = [pl for pl in tr.learners if pl.slice.population == "output"][0]
-        w_big = tr.sim.call("get_weights", cores=[out.core_id])[out.core_id]
-        w_big[0][:, 2] = -5.0                                  # output 2 can never fire
-        tr.sim.call("set_weights", {out.core_id: (w_big,)}, cores=[out.core_id])
+        outs = [pl for pl in tr.learners if pl.slice.population == "output"]
+        for out in outs:
+            w_big = tr.sim.call("get_weights", cores=[out.core_id])[out.core_id]
+            w_big[0][:, 2] = -5.0                              # output 2 can never fire
+            tr.sim.call("set_weights", {out.core_id: (w_big,)}, cores=[out.core_id])
         res = tr.forward(x, y)
         silent = res.outputs["label_silent"]
         assert silent[y == 2].all() and silent.any()
         before = tr.weights()["hidden->output"]
-        tr.sim.call("bump", {out.core_id: (0.5, True)}, cores=[out.core_id])
-        diff = tr.weights()["hidden->output"] - before
-        assert np.allclose(diff[:, 2], 0.5)
+        tr._bump(res, y)
+        assert tr.bumps["output"] == 1
+        tr.check_replicas()                                    # the replicas stay identical
+        diff = tr.weights(replica=1)["hidden->output"] - before
+        assert np.allclose(diff[:, 2], tr.learn.bump)
         assert np.allclose(diff[:, [c for c in range(3) if not silent[y == c].any()]], 0.0)
     finally:
         tr.close()
