@@ -111,7 +111,7 @@ class Checkpointer:
         self.dir = Path(c.dir) if c.dir else Path(out_dir) / "checkpoints"
         self.kind, self.fingerprint = kind, fingerprint
         self.last: str | None = None
-        self.initial: dict | None = None
+        self.restarts = 0
 
     def due(self, batches: int) -> bool:
         return self.enabled and batches % self.every == 0
@@ -134,3 +134,21 @@ class Checkpointer:
         rng.bit_generator.state = st["rng"]
         self.last = st["path"]
         return {k: v for k, v in st.items() if k not in ("kind", "fingerprint", "rng", "cores", "version")}
+
+    def recover(self, error: Exception, trainer, make_trainer, rng):
+        """After a failure during training: rebuild the cores with ``make_trainer()``
+        and load the last checkpoint; returns ``(new trainer, loop position)``.
+
+        Re-raises ``error`` when it is not a machine failure (a ConfigError or
+        DataError), when checkpoints are off, or after ``max_restarts`` restarts.
+        """
+        from .errors import ConfigError
+
+        if isinstance(error, (ConfigError, DataError)) or not self.enabled or self.restarts >= self.max_restarts:
+            raise error
+        self.restarts += 1
+        log.warning("training failed (%s); rebuilding the cores and continuing from the last checkpoint "
+                    "(restart %d of %d)", error, self.restarts, self.max_restarts)
+        trainer.close()
+        trainer = make_trainer()
+        return trainer, self.restore(self.last, trainer, rng)

@@ -301,7 +301,6 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         log.info("resumed from %s at epoch %d, sample %d", pos["path"], pos["epoch"] + 1, pos["first"])
     elif ck.enabled:
         ck.save(pos, trainer, rng)          # the initial state: a failure before the first interval restarts here
-    restarts = 0
     try:
         while pos["epoch"] < learn.epochs:
             epoch = pos["epoch"]
@@ -333,14 +332,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
                             t0 = time.perf_counter()
                             ck.save(pos, trainer, rng)
             except (TransportError, SpinnrayError) as e:
-                if isinstance(e, (ConfigError, DataError)) or not ck.enabled or restarts >= ck.max_restarts:
-                    raise
-                restarts += 1
-                log.warning("training failed (%s); rebuilding the cores and continuing from the last checkpoint "
-                            "(restart %d of %d)", e, restarts, ck.max_restarts)
-                trainer.close()
-                trainer = make_trainer()
-                pos = ck.restore(ck.last, trainer, rng)
+                trainer, pos = ck.recover(e, trainer, make_trainer, rng)
                 continue
             pos["train_s"] += time.perf_counter() - t0
             pos["samples"] += len(ytr)
@@ -386,7 +378,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "max_core_bytes": max(sum(c["memory"].values()) for c in cores),
         "peak_rss_bytes": peak_rss_bytes(),
         "samples": samples + tested_samples,
-        "weights_crc32": crc, "restarts": restarts,
+        "weights_crc32": crc, "restarts": ck.restarts,
         "layers": eprop_layers(cores, net, steps, samples, tested_samples),
         "traffic": m["traffic"], "memory": m["memory"], "mapping": m["mapping"],
         "machine": asdict(cfg.machine),

@@ -305,7 +305,7 @@ def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int
 
 def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     from .checkpoint import Checkpointer, config_fingerprint
-    from .errors import DataError, SpinnrayError, TransportError
+    from .errors import SpinnrayError, TransportError
     from .metrics import SCHEMA_VERSION
     from .report import save_raster
     from .runner import _progress, events_rate, write_json
@@ -346,7 +346,6 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         log.info("resumed from %s at epoch %d, sample %d", pos["path"], pos["epoch"] + 1, pos["first"])
     elif ck.enabled:
         ck.save(pos, trainer, rng)          # the initial state: a failure before the first interval restarts here
-    restarts = 0
     B = learn.batch_size
     try:
         while pos["epoch"] < learn.epochs:
@@ -382,14 +381,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
                             t0, ev0 = now, ev
                             ck.save(pos, trainer, rng)
             except (TransportError, SpinnrayError) as e:
-                if isinstance(e, (ConfigError, DataError)) or not ck.enabled or restarts >= ck.max_restarts:
-                    raise
-                restarts += 1
-                log.warning("training failed (%s); rebuilding the cores and continuing from the last checkpoint "
-                            "(restart %d of %d)", e, restarts, ck.max_restarts)
-                trainer.close()
-                trainer = make_trainer()
-                pos = ck.restore(ck.last, trainer, rng)
+                trainer, pos = ck.recover(e, trainer, make_trainer, rng)
                 continue
             now = time.perf_counter()
             pos["train_s"] += now - t0
@@ -432,7 +424,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "guarded_spikes": sum(c.get("guarded_spikes", 0) for c in cores),
         "peak_rss_bytes": peak_rss_bytes(),
         "weight_bumps": dict(trainer.bumps),
-        "weights_crc32": crc, "restarts": restarts,
+        "weights_crc32": crc, "restarts": ck.restarts,
         "traffic": m["traffic"], "layers": per_layer, "memory": m["memory"], "mapping": m["mapping"],
         "machine": asdict(cfg.machine),
     }

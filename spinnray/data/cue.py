@@ -36,12 +36,11 @@ there is no tie.  A trainer should put the loss only on the recall steps:
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from spinnray.data._checks import check_int, check_real
 from spinnray.errors import ConfigError
 
 __all__ = [
@@ -59,24 +58,6 @@ LEFT = 0
 RIGHT = 1
 #: Channel groups, in channel order: left cues, right cues, recall, background.
 N_GROUPS = 4
-
-
-def _check_int(name: str, value, minimum: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name}={value!r}: expected an integer, got {type(value).__name__}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name}={value}: expected an integer >= {minimum}")
-    return value
-
-
-def _check_real(name: str, value, *, positive: bool) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name}={value!r}: expected a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0.0 or (positive and value == 0.0):
-        raise ConfigError(f"{name}={value!r}: expected a finite number {'>' if positive else '>='} 0")
-    return value
 
 
 def _steps(name: str, ms: float, dt_ms: float) -> int:
@@ -160,15 +141,15 @@ def cue_layout(
     Raises:
         ConfigError: naming the parameter, its value and what is allowed.
     """
-    n_cues = _check_int("n_cues", n_cues, minimum=1)
+    n_cues = check_int("n_cues", n_cues, minimum=1)
     if n_cues % 2 == 0:
         raise ConfigError(f"n_cues={n_cues}: expected an odd number, so that one side always has more cues")
-    dt_ms = _check_real("dt_ms", dt_ms, positive=True)
-    cue = _steps("cue_ms", _check_real("cue_ms", cue_ms, positive=True), dt_ms)
-    gap = _steps("gap_ms", _check_real("gap_ms", gap_ms, positive=False), dt_ms)
-    recall = _steps("recall_ms", _check_real("recall_ms", recall_ms, positive=True), dt_ms)
-    steps = _steps("total_ms", _check_real("total_ms", total_ms, positive=True), dt_ms)
-    channels_per_group = _check_int("channels_per_group", channels_per_group, minimum=1)
+    dt_ms = check_real("dt_ms", dt_ms, strict=True)
+    cue = _steps("cue_ms", check_real("cue_ms", cue_ms, strict=True), dt_ms)
+    gap = _steps("gap_ms", check_real("gap_ms", gap_ms, strict=False), dt_ms)
+    recall = _steps("recall_ms", check_real("recall_ms", recall_ms, strict=True), dt_ms)
+    steps = _steps("total_ms", check_real("total_ms", total_ms, strict=True), dt_ms)
+    channels_per_group = check_int("channels_per_group", channels_per_group, minimum=1)
     if cue < 1 or recall < 1:
         raise ConfigError(f"cue_ms={cue_ms!r}, recall_ms={recall_ms!r}: expected at least one step of dt_ms={dt_ms!r}")
     cue_starts = tuple(gap + k * (cue + gap) for k in range(n_cues))
@@ -242,8 +223,8 @@ def cue_accumulation(
     Raises:
         ConfigError: an argument has the wrong type or is out of range.
     """
-    size = _check_int("size", size, minimum=1)
-    seed = _check_int("seed", seed, minimum=0)
+    size = check_int("size", size, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     layout = cue_layout(
         n_cues=n_cues,
         dt_ms=dt_ms,
@@ -253,8 +234,8 @@ def cue_accumulation(
         total_ms=total_ms,
         channels_per_group=channels_per_group,
     )
-    p_active = _check_real("rate_hz", rate_hz, positive=False) * layout.dt_ms / 1000.0
-    p_background = _check_real("background_hz", background_hz, positive=False) * layout.dt_ms / 1000.0
+    p_active = check_real("rate_hz", rate_hz, strict=False) * layout.dt_ms / 1000.0
+    p_background = check_real("background_hz", background_hz, strict=False) * layout.dt_ms / 1000.0
     for name, value, p in (("rate_hz", rate_hz, p_active), ("background_hz", background_hz, p_background)):
         if p > 1.0:
             raise ConfigError(
@@ -262,7 +243,7 @@ def cue_accumulation(
                 f"expected {name} <= {1000.0 / layout.dt_ms:g}"
             )
     if p_group is not None:
-        p_group = _check_real("p_group", p_group, positive=False)
+        p_group = check_real("p_group", p_group, strict=False)
         if p_group > 1.0:
             raise ConfigError(f"p_group={p_group!r}: expected a probability in [0, 1] or None")
 

@@ -65,7 +65,6 @@ import hashlib
 import json
 import logging
 import math
-import numbers
 import os
 import tempfile
 import wave
@@ -75,6 +74,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spinnray.data._checks import check_int, check_real
 from spinnray.errors import ConfigError, DataError
 
 __all__ = [
@@ -125,24 +125,6 @@ _CACHE_VERSION = 1  # bump when the meaning of cached arrays changes
 # --------------------------------------------------------------------------- #
 # argument checks
 # --------------------------------------------------------------------------- #
-def _check_int(name: str, value, minimum: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name}={value!r}: expected an integer, got {type(value).__name__}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name}={value}: expected an integer >= {minimum}")
-    return value
-
-
-def _check_real(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name}={value!r}: expected a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        raise ConfigError(f"{name}={value!r}: expected a finite number {'>' if strict else '>='} {minimum:g}")
-    return value
-
-
 # --------------------------------------------------------------------------- #
 # features
 # --------------------------------------------------------------------------- #
@@ -168,12 +150,12 @@ class FeatureParams:
     def __post_init__(self):
         for name in ("sample_rate", "clip_samples", "win_length", "hop_length", "n_fft", "n_mels", "delta_width",
                      "steps"):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
         if self.n_fft < self.win_length:
             raise ConfigError(f"n_fft={self.n_fft}: expected >= win_length={self.win_length}")
-        _check_real("fmin_hz", self.fmin_hz)
-        _check_real("log_eps", self.log_eps, strict=True)
-        fmax = _check_real("fmax_hz", self.fmax_hz, minimum=self.fmin_hz, strict=True)
+        check_real("fmin_hz", self.fmin_hz)
+        check_real("log_eps", self.log_eps, strict=True)
+        fmax = check_real("fmax_hz", self.fmax_hz, minimum=self.fmin_hz, strict=True)
         if fmax > self.sample_rate / 2:
             raise ConfigError(f"fmax_hz={fmax!r}: expected <= sample_rate / 2 = {self.sample_rate / 2:g}")
 
@@ -276,7 +258,7 @@ def deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
 
     ``D[t] = sum_{n=1..width} n (c[min(t+n, T-1)] - c[max(t-n, 0)]) / (2 sum n**2)``.
     """
-    width = _check_int("width", width, minimum=1)
+    width = check_int("width", width, minimum=1)
     c = np.asarray(features, dtype=np.float64)
     steps = c.shape[-2]
     t = np.arange(steps)
@@ -439,12 +421,12 @@ def speech_commands_index(
     """
     index = _split_index(split)
     root = _check_root(root)
-    seed = _check_int("seed", seed, minimum=0)
-    silence_fraction = _check_real("silence_fraction", silence_fraction)
-    unknown_fraction = _check_real("unknown_fraction", unknown_fraction)
-    clip_samples = _check_int("clip_samples", clip_samples, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    silence_fraction = check_real("silence_fraction", silence_fraction)
+    unknown_fraction = check_real("unknown_fraction", unknown_fraction)
+    clip_samples = check_int("clip_samples", clip_samples, minimum=1)
     if max_per_class is not None:
-        max_per_class = _check_int("max_per_class", max_per_class, minimum=1)
+        max_per_class = check_int("max_per_class", max_per_class, minimum=1)
 
     listed = {name: _read_list(root, name) for name in (VALIDATION_LIST, TESTING_LIST)}
     words = _scan_words(root)
