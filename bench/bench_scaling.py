@@ -5,6 +5,7 @@ Usage (the machine is shared: run it niced)::
 
     nice -n 10 python bench/bench_scaling.py [--quick] [--parts strong_eventprop,strong_eprop,weak,recovery]
         [--repeats N] [--json PATH] [--markdown] [--plot bench/scaling.png]
+    python bench/bench_scaling.py --from-json PATH [--plot PATH]     # tables and plot of a saved run
 
 Like ``bench/bench_cluster.py`` it starts a 3-node ``ray.cluster_utils.Cluster``
 on this machine (every node a raylet of its own, 1 CPU each; the actors take
@@ -36,6 +37,15 @@ node".  SRAM per core is raised to 16 MiB (lockstep batches of 32 do not fit
    on one node and on three; EventProp with a
    fixed shard of 16 samples per replica (R = 1, 2, 3 at batch 16 R, 2 hidden
    cores per replica), on one node and on R nodes (one replica per node).
+
+The learning rate is 0 in parts 1 and 2 (e-prop: 1e-12, it refuses 0; Adam
+steps are about lr, far below float32 resolution of the weights; EventProp
+also with its weight bump off):
+every mini-batch does the full work (forward, backward, gradient reduction,
+Adam), but the weights stay the initial ones, so the activity, hence the
+work and the traffic, is the same in every repeat and every configuration
+(with a real learning rate, repeated online steps on one sample changed the
+e-prop hidden activity 30-fold during a run).
 
 Every point builds one ``local`` trainer and one ``ray`` trainer per node
 count, warms each up with one mini-batch, then runs ``--repeats`` interleaved
@@ -116,7 +126,10 @@ class EventPropWork:
 
         self.replicas, self.hidden_cores, self.batch, self.hidden = replicas, hidden_cores, batch, hidden
         self.net = build_network(EventPropNetworkConfig(steps=EP_STEPS, dt_ms=EP_DT, hidden=hidden), seed=0)
-        self.learn = EventPropLearningConfig(batch_size=batch)
+        # lr = 0 and no weight bump: the same arithmetic every mini-batch (Adam still runs), but the
+        # weights, hence the activity and the work, stay those of the initial network in every repeat
+        # and every configuration
+        self.learn = EventPropLearningConfig(batch_size=batch, lr=0.0, bump=0.0)
         x, self.y = yin_yang(batch, 42)
         self.x = encode_inputs(x, YinYangDataConfig(), EP_STEPS, EP_DT)
         self.label = f"EventProp R={replicas} hidden cores={hidden_cores} B={batch}"
@@ -149,7 +162,8 @@ class EPropWork:
         self.hidden_cores, self.batch, self.hidden = hidden_cores, batch, hidden
         self.net = build_eprop_network(EPropNetworkConfig(hidden=hidden, w_in_scale=4.0, w_out_scale=10.0),
                                        N_IN, N_OUT, seed=0)
-        self.learn = EPropLearningConfig(batch_size=batch)
+        # e-prop refuses lr = 0; 1e-12 moves no float32 weight (Adam steps are ~lr): see EventPropWork
+        self.learn = EPropLearningConfig(batch_size=batch, lr=1e-12)
         rng = np.random.default_rng(1)
         self.x = rng.normal(0, 0.5, (EPROP_STEPS, batch, N_IN)).astype(np.float32)
         self.y = rng.integers(0, N_OUT, batch)
@@ -407,6 +421,8 @@ def strong_table(rows: list[dict], scheme: str) -> list[str]:
 
 
 def weak_table(rows: list[dict]) -> list[str]:
+    """Ideal weak scaling (a CPU per core): the time per step (e-prop) or per
+    mini-batch (EventProp, batch 16 R) stays that of the smallest configuration."""
     rows = [r for r in rows if r["part"] == "weak"]
     if not rows:
         return []
@@ -416,7 +432,10 @@ def weak_table(rows: list[dict]) -> list[str]:
     for scheme in ("eprop", "eventprop"):
         sr = [r for r in rows if r["scheme"] == scheme]
         ep = scheme == "eventprop"
-        key, unit = ("ms_per_sample", "ms/sample") if ep else ("ms_per_step", "ms/step")
+
+        def t(r, ep=ep):       # ms per e-prop step / per EventProp mini-batch
+            return r["s_per_batch"] * 1e3 if ep else r["ms_per_step"]
+        unit = "ms/batch" if ep else "ms/step"
         local = {(r["batch"], r["hidden_cores"], r["replicas"]): r for r in sr if r["backend"] == "local"}
         ray_rows = sorted([r for r in sr if r["backend"] == "ray"],
                           key=lambda r: (r["nodes"] != 1, r["batch"] if not ep else 0, r["cores"], r["nodes"]))
@@ -429,8 +448,9 @@ def weak_table(rows: list[dict]) -> list[str]:
             s = smallest[r["batch"] if not ep else 0]
             work = (f"10 hidden/core, B={r['batch']}, hidden {r['hidden']}" if not ep else
                     f"16 samples/replica, R={r['replicas']}, B={r['batch']}")
-            out.append(f"| {scheme} | {work} | {r['cores']} | {r['nodes']} | {r[key]:.2f} {unit} | "
-                       f"{lo[key]:.2f} | {r[key] / lo[key]:.2f} | {r[key] / s[key]:.2f} | {fmt_lc(r)} | "
+            extra = f" ({r['ms_per_sample']:.2f} ms/sample)" if ep else ""
+            out.append(f"| {scheme} | {work} | {r['cores']} | {r['nodes']} | {t(r):.2f} {unit}{extra} | "
+                       f"{t(lo):.2f} | {t(r) / t(lo):.2f} | {t(r) / t(s):.2f} | {fmt_lc(r)} | "
                        f"{r['per_sample_inter_node']['bytes']:.0f} | {r['load1_start']} |")
     return out
 
@@ -475,8 +495,9 @@ def markdown(res: dict) -> str:
                 "wall / 100, for the whole batch B; per sample-step divide by B):", ""] + t + [""]
     t = weak_table(res["rows"])
     if t:
-        out += ["Weak scaling (work per core fixed; 'ray vs smallest on 1 node' = time over the time of the "
-                "smallest configuration on one node, ideal 1.00 with one CPU per core):", ""] + t + [""]
+        out += ["Weak scaling (work per core fixed; time per e-prop step / per EventProp mini-batch of 16 R; "
+                "'ray vs smallest on 1 node' = that time over the smallest configuration's on one node, "
+                "ideal 1.00 with one CPU per core):", ""] + t + [""]
     t = recovery_table(res["recovery"])
     if t:
         out += ["Recovery from a killed hidden core actor (backend ray, one node, checkpoint.every = 2; the actor "
@@ -541,22 +562,22 @@ def plot(res: dict, path: Path) -> None:
     ax.set_xticks(sorted({r["hidden_cores"] for r in weak if r["scheme"] == "eprop"}) or [1])
     ax.set_title("e-prop weak: 10 hidden neurons per core", fontsize=9)
     ax.set_xlabel("hidden cores")
-    ax.set_ylabel("ms per emulated step")
+    ax.set_ylabel("ms per emulated step (ideal: flat)")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     ax = axes[0, 3]
     sel = [r for r in weak if r["scheme"] == "eventprop"]
-    for lab, f in (("ray, 1 node", lambda r: r["backend"] == "ray" and r["nodes"] == 1),
-                   ("ray, R nodes", lambda r: r["backend"] == "ray" and r["nodes"] == r["replicas"]),
-                   ("local", lambda r: r["backend"] == "local")):
+    for lab, f, style, col in (("ray, 1 node", lambda r: r["backend"] == "ray" and r["nodes"] == 1, "o-", "C0"),
+                               ("ray, R nodes (a replica per node)",
+                                lambda r: r["backend"] == "ray" and r["nodes"] == r["replicas"], "o-", "C2"),
+                               ("local", lambda r: r["backend"] == "local", "s--", "k")):
         rr = sorted([r for r in sel if f(r)], key=lambda r: r["replicas"])
         if rr:
-            ax.plot([r["replicas"] for r in rr], [r["ms_per_sample"] for r in rr], "o-" if "ray" in lab else "s--",
-                    label=lab)
+            ax.plot([r["replicas"] for r in rr], [r["s_per_batch"] * 1e3 for r in rr], style, color=col, label=lab)
     ax.set_xticks([1, 2, 3])
     ax.set_title("EventProp weak: 16 samples per replica", fontsize=9)
     ax.set_xlabel("replicas R (batch 16 R)")
-    ax.set_ylabel("ms per training sample")
+    ax.set_ylabel("ms per mini-batch (ideal: flat)")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     ax = axes[1, 3]
@@ -574,8 +595,11 @@ def plot(res: dict, path: Path) -> None:
     ax.tick_params(axis="x", labelsize=7)
     ax.set_ylabel("seconds")
     ax.legend(fontsize=7)
+    loads = [res["load1_start"], res["load1_end"]] + [r["load1_start"] for r in rows] + \
+        [r["load1_start"] for r in rec]
     fig.suptitle(f"spinnray scaling on one {res['cpus']}-CPU host, 3 Ray nodes as local raylets "
-                 f"(load {res['load1_start']}-{res['load1_end']})", fontsize=11)
+                 f"(1-min load average {min(loads):.0f}-{max(loads):.0f}, this benchmark's actors included)",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -600,7 +624,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--plot", type=Path, default=Path(__file__).resolve().parent / "scaling.png")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="measure nothing: print the tables and draw the plot of a saved --json file")
     args = ap.parse_args()
+    if args.from_json:
+        res = json.loads(args.from_json.read_text())
+        if args.plot:
+            plot(res, args.plot)
+        print(markdown(res))
+        return
     p = plan(args.quick)
     repeats = args.repeats or p["repeats"]
     rec_repeats = args.repeats or p["rec_repeats"]
