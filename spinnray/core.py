@@ -21,6 +21,7 @@ partitioning of the populations as well.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -205,6 +206,21 @@ class Core:
 
     def finish(self) -> None:
         """Called by the backend after the last round of a forward run."""
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the incoming weight matrices this core holds, one per projection."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        for w, new in zip(self.weights, weights):
+            w[...] = new
+
+    def checksum(self) -> int:
+        """CRC32 of the weights' bytes: equal on every replica or they diverged."""
+        crc = 0
+        for w in self.weights:
+            crc = zlib.crc32(np.ascontiguousarray(w).tobytes(), crc)
+        return crc
 
     def learning_state(self) -> dict:
         """What a checkpoint keeps of a core without learning state: its counters."""

@@ -395,7 +395,6 @@ class EPropCore(Core):
         if self.hidden:
             return []
         err = self.err_scaled
-        B = self.batch
         keys, payload, bidx = [], [], []
         for j, inc in enumerate(self.spec.incoming):
             if inc.error_keys is None:
@@ -484,7 +483,7 @@ class EPropCore(Core):
         """The weights held; with a store, the stored weights noise-free now (PCM: drifted), masked."""
         if self.stores is not None:
             return [self._stored(j).astype(self.dtype) for j in range(len(self.stores))]
-        return [w.copy() for w in self.weights]
+        return super().get_weights()
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
         """Write new weights; a store programs them (rounded onto its grid, accumulator cleared)."""
@@ -504,9 +503,7 @@ class EPropCore(Core):
                 for a in arrs:
                     crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
             return crc
-        for w in self.weights:
-            crc = zlib.crc32(np.ascontiguousarray(w).tobytes(), crc)
-        return crc
+        return super().checksum()
 
     def learning_state(self) -> dict:
         """Weights, Adam moments and step counts, and the counters (for checkpoints); with weight

@@ -23,7 +23,6 @@ replicas by the trainer, and applied by each core's own Adam.
 
 from __future__ import annotations
 
-import zlib
 
 import numpy as np
 
@@ -362,20 +361,6 @@ class EventPropCore(Core):
             return
         for w, m in zip(self.weights, self.masks):
             w[:, cols] += amount if m is None else amount * m[:, cols]
-
-    def get_weights(self) -> list[np.ndarray]:
-        return [w.copy() for w in self.weights]
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        for w, new in zip(self.weights, weights):
-            w[...] = new
-
-    def checksum(self) -> int:
-        """CRC32 of the weights' bytes: equal on every replica or they diverged."""
-        crc = 0
-        for w in self.weights:
-            crc = zlib.crc32(np.ascontiguousarray(w).tobytes(), crc)
-        return crc
 
     def learning_state(self) -> dict:
         """Weights, Adam moments and step counts, counters and the guard count (for checkpoints)."""
