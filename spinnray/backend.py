@@ -220,6 +220,26 @@ def cluster_nodes() -> list[dict]:
     return sorted(alive, key=lambda a: (a["node_id"] != first, a["node_id"]))
 
 
+def surviving_cluster(cluster):
+    """``cluster`` (a ClusterConfig) re-spread over the Ray nodes still alive,
+    for a restart after a node was lost: ``node_ids`` keeps the named nodes
+    that are alive (in order), ``nodes`` becomes what is left (at most the
+    nodes asked for), ``chips_per_node`` is cleared so the chips spread evenly.
+    The placement changes; the results do not (any node count computes the
+    same, bit for bit).  MappingError when no node is alive.
+    """
+    from dataclasses import replace
+
+    alive = [a["node_id"] for a in cluster_nodes()]
+    if not alive:
+        raise MappingError("no alive node left in the Ray cluster to continue on")
+    kept = None if cluster.node_ids is None else tuple(n for n in cluster.node_ids if n in alive) or None
+    n = len(kept) if kept else len(alive)
+    if cluster.nodes is not None:
+        n = min(n, cluster.nodes)
+    return replace(cluster, nodes=n, chips_per_node=None, node_ids=kept)
+
+
 def _describe_nodes(nodes: list[dict]) -> str:
     return ", ".join(f"{a['node_id']} ({a['address']}{', head' if a['head'] else ''})" for a in nodes) or "none"
 

@@ -110,6 +110,7 @@ class Checkpointer:
         self.enabled = c.every > 0
         self.dir = Path(c.dir) if c.dir else Path(out_dir) / "checkpoints"
         self.kind, self.fingerprint = kind, fingerprint
+        self.backend, self.cluster = cfg.backend, cfg.cluster
         self.last: str | None = None
         self.restarts = 0
 
@@ -136,13 +137,17 @@ class Checkpointer:
         return {k: v for k, v in st.items() if k not in ("kind", "fingerprint", "rng", "cores", "version")}
 
     def recover(self, error: Exception, trainer, make_trainer, rng):
-        """After a failure during training: rebuild the cores with ``make_trainer()``
-        and load the last checkpoint; returns ``(new trainer, loop position)``.
+        """After a failure during training: rebuild the cores with
+        ``make_trainer(cluster)`` and load the last checkpoint; returns
+        ``(new trainer, loop position)``.
 
         Re-raises ``error`` when it is not a machine failure (a ConfigError or
         DataError), when checkpoints are off, or after ``max_restarts`` restarts.
+        On ``ray``, when the placement cannot be made again because nodes were
+        lost and ``cluster.replace_lost_nodes`` is on, the chips are spread over
+        the nodes still alive (:func:`spinnray.backend.surviving_cluster`).
         """
-        from .errors import ConfigError
+        from .errors import ConfigError, MappingError
 
         if isinstance(error, (ConfigError, DataError)) or not self.enabled or self.restarts >= self.max_restarts:
             raise error
@@ -150,5 +155,16 @@ class Checkpointer:
         log.warning("training failed (%s); rebuilding the cores and continuing from the last checkpoint "
                     "(restart %d of %d)", error, self.restarts, self.max_restarts)
         trainer.close()
-        trainer = make_trainer()
+        try:
+            trainer = make_trainer(self.cluster)
+        except MappingError as e:
+            if self.backend != "ray" or not getattr(self.cluster, "replace_lost_nodes", False):
+                raise
+            from .backend import surviving_cluster
+
+            smaller = surviving_cluster(self.cluster)
+            log.warning("cannot place the machine as before (%s); continuing on %d node(s) %s",
+                        e, smaller.nodes, list(smaller.node_ids) if smaller.node_ids else "(the alive ones)")
+            self.cluster = smaller
+            trainer = make_trainer(self.cluster)
         return trainer, self.restore(self.last, trainer, rng)

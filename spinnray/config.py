@@ -229,6 +229,8 @@ class ClusterConfig:
                                             "failing", min=0.001)
     ship_code: bool = opt(False, "upload this checkout's spinnray package with the job (Ray runtime_env "
                                  "py_modules), so other nodes need only the dependencies")
+    replace_lost_nodes: bool = opt(True, "when a restart from a checkpoint finds fewer alive nodes than the "
+                                         "placement needs, spread the chips over the nodes left (false: fail)")
 
 
 @dataclass(frozen=True)

@@ -280,9 +280,9 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         hidden_cores = hidden_cores.get("hidden")
     t_start = time.perf_counter()
 
-    def make_trainer():
+    def make_trainer(cluster=cfg.cluster):
         return EPropTrainer(net, learn, machine=cfg.machine, hidden_cores=hidden_cores, backend=cfg.backend,
-                            timeout_s=cfg.cluster.round_timeout_s, cluster=cfg.cluster)
+                            timeout_s=cluster.round_timeout_s, cluster=cluster)
 
     trainer = make_trainer()
     setup_s = time.perf_counter() - t_start

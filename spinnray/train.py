@@ -322,11 +322,11 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     net = build_network(net_cfg, cfg.seed)
     t_start = time.perf_counter()
 
-    def make_trainer():
+    def make_trainer(cluster=cfg.cluster):
         return EventPropTrainer(net, learn, machine=cfg.machine,
                                 cores_per_population=cfg.parallel.cores_per_population,
                                 replicas=cfg.parallel.replicas, backend=cfg.backend,
-                                timeout_s=cfg.cluster.round_timeout_s, cluster=cfg.cluster)
+                                timeout_s=cluster.round_timeout_s, cluster=cluster)
 
     trainer = make_trainer()
     setup_s = time.perf_counter() - t_start

@@ -17,7 +17,6 @@ round and phase, and an impossible placement fails at once.
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 import subprocess
@@ -420,7 +419,7 @@ def test_silent_peer_router_times_out_naming_round_and_phase():
 
 # ----------------------------------------------------- a Ray cluster (child)
 
-CHILD_TIMEOUT_S = 300
+CHILD_TIMEOUT_S = 420
 
 
 def _child_main(out_path: str) -> None:
@@ -428,7 +427,6 @@ def _child_main(out_path: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    import spinnray.train as train
     from spinnray.backend import cluster_nodes
 
     out = {}
@@ -465,8 +463,7 @@ def _child_main(out_path: str) -> None:
         out["phase_s"] = {"A": time.monotonic() - t}
         t = time.monotonic()
         # B: an EventProp training step, replicas over 3 nodes.
-        train.Simulator = functools.partial(Simulator, cluster=ClusterConfig(nodes=3))
-        tr = eventprop_trainer("ray")
+        tr = eventprop_trainer("ray", ClusterConfig(nodes=3))
         try:
             out["eventprop"] = eventprop_step(tr)
         finally:
@@ -516,6 +513,12 @@ def _child_main(out_path: str) -> None:
             except Exception as e:     # noqa: BLE001 - the parent checks type and message
                 out["impossible"][name] = (type(e).__name__, str(e), time.monotonic() - t)
         out["alive_after"] = [a["node_id"] for a in cluster_nodes()]
+        t = time.monotonic()
+        # F: e-prop training on the 2 nodes left; the other worker is removed mid-training.
+        survivor = next(w for w in workers if w.node_id != victim.node_id)
+        out["lost_node_training"] = _train_losing_node(lambda: cluster.remove_node(survivor))
+        out["lost_node_training"]["removed"] = survivor.node_id
+        out["phase_s"]["F"] = time.monotonic() - t
         out["total_s"] = time.monotonic() - t0
     finally:
         ray.shutdown()
@@ -568,15 +571,54 @@ def _kill_mid_run(ray, sim, victim, remove=None) -> dict:
             "victim": victim, "timeout_s": sim.backend.timeout_s, "steps": steps}
 
 
+def training_cfg(backend: str, **over):
+    """A small e-prop run through the runner, with checkpoints every 2 mini-batches."""
+    from spinnray.config import RunConfig, from_dict
+
+    d = {"kind": "eprop", "seed": 3, "backend": backend, "progress": False, "report": False,
+         "machine": {"pes_per_chip": 1},
+         "parallel": {"cores_per_population": 3},
+         "network": {"hidden": 12, "tau_adapt_ms": 500.0, "beta": 5.0, "v_th": 0.6, "w_in_scale": 20.0,
+                     "w_out_scale": 10.0},
+         "data": {"name": "cue", "train_size": 24, "test_size": 8, "n_cues": 3, "total_ms": 600.0},
+         "learning": {"epochs": 2, "batch_size": 4, "lr": 0.01, "surrogate": "triangle", "gamma": 0.3},
+         "checkpoint": {"every": 2}, **over}
+    return from_dict(RunConfig, d)
+
+
+def _train_losing_node(remove) -> dict:
+    """Train on 2 nodes; call ``remove`` before mini-batch 7 (mid-way through epoch 2)."""
+    import tempfile
+
+    from spinnray import eprop_train
+    from spinnray.runner import run
+
+    real, calls = eprop_train.EPropTrainer.train_batch, {"n": 0}
+
+    def train_batch(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            remove()
+        return real(self, x, y)
+
+    eprop_train.EPropTrainer.train_batch = train_batch
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            got = run(training_cfg("ray", cluster={"nodes": 2, "round_timeout_s": 60.0}), Path(d), "t")
+    finally:
+        eprop_train.EPropTrainer.train_batch = real
+    return {k: got[k] for k in ("restarts", "weights_crc32", "history", "mapping", "traffic")}
+
+
 # The training clients (read-only use of the trainers).
 
-def eventprop_trainer(backend: str):
+def eventprop_trainer(backend: str, cluster=None):
     from spinnray.train import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network
 
     net = build_network(EventPropNetworkConfig(steps=50, hidden=40), seed=0)
     return EventPropTrainer(net, EventPropLearningConfig(batch_size=24, lr=5e-3),
                             machine=MachineConfig(dtype="float32", pes_per_chip=1), cores_per_population=1,
-                            replicas=2, backend=backend)
+                            replicas=2, backend=backend, cluster=cluster)
 
 
 def eventprop_step(tr) -> dict:
@@ -756,3 +798,19 @@ def test_cluster_impossible_placement_fails_at_once_naming_asked_and_alive(child
 
 if __name__ == "__main__":
     _child_main(sys.argv[1])
+
+
+@pytest.mark.multinode
+def test_cluster_training_survives_a_removed_node(child, tmp_path):
+    """A node removed mid-training: the run continues from its last checkpoint on
+    the node left and ends exactly as an uninterrupted local run."""
+    from spinnray.runner import run
+
+    got = child["lost_node_training"]
+    assert got["restarts"] == 1
+    ref = run(training_cfg("local"), tmp_path, "t")
+    assert got["weights_crc32"] == ref["weights_crc32"]
+    assert got["history"] == ref["history"]
+    for key in ("spike_events_sent", "error_events_sent"):
+        assert got["traffic"][key] == ref["traffic"][key] > 0
+    assert got["mapping"]["ray_node_ids"] == [child["head"]]        # continued on the one node left
