@@ -151,6 +151,8 @@ class MachineConfig:
                                  "weight only by whole levels (false: round every update)")
     weight_max: float | None = opt(None, "weight range +-weight_max of the grid / PCM pair; null = 2 x max "
                                          "|initial weight| of each projection (> 0)")
+    weight_range: float = opt(2.0, "with weight_max null: the grid spans +-weight_range x max |initial weight| "
+                                   "of each projection", min=1e-6)
     synapse: str = opt("ideal", "ideal (digital store of weight_bits) | pcm (differential PCM pairs: programming "
                                 "and read noise, drift; needs weight_bits 32)", choices=SYNAPSES)
     pcm: PCMParams = opt(None, "PCM device parameters (machine.synapse = pcm)", factory=PCMParams)
@@ -187,7 +189,7 @@ class MachineConfig:
         if self.weight_bits == 32 and self.synapse == "ideal":
             return None
         return {"weight_bits": self.weight_bits, "rounding": self.rounding, "accumulate": self.accumulate,
-                "weight_max": self.weight_max, "synapse": self.synapse, "pcm": self.pcm, "seed": self.weight_seed}
+                "weight_max": self.weight_max, "weight_range": self.weight_range, "synapse": self.synapse, "pcm": self.pcm, "seed": self.weight_seed}
 
     @property
     def total_pes(self) -> int:

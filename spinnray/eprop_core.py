@@ -90,7 +90,7 @@ def weight_store_options(machine, network) -> dict | None:
     None when the machine stores float weights (``weight_bits = 32``, ``synapse = ideal``).
     Otherwise a dict of the ``machine.*`` weight options in which ``weight_max`` maps every
     projection name to its range: ``machine.weight_max``, or when that is null
-    ``2 x max |initial weight|`` over the whole projection (1.0 for an all-zero one), so that
+    ``machine.weight_range x max |initial weight|`` (2 by default) over the whole projection (1.0 for an all-zero one), so that
     every core holding a slice uses the same grid.
     """
     ws = getattr(machine, "weight_store", None)
@@ -99,7 +99,8 @@ def weight_store_options(machine, network) -> dict | None:
     ranges = {}
     for p in network.projections:
         peak = float(np.abs(p.weights).max()) if p.weights.size else 0.0
-        ranges[p.name] = float(ws["weight_max"]) if ws["weight_max"] is not None else (2.0 * peak if peak > 0 else 1.0)
+        factor = float(ws.get("weight_range", 2.0))
+        ranges[p.name] = float(ws["weight_max"]) if ws["weight_max"] is not None else (factor * peak if peak > 0 else 1.0)
     return dict(ws, weight_max=ranges)
 
 

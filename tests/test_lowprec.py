@@ -207,6 +207,10 @@ def test_learns_a_tiny_task_at_low_precision(bits):
 
 def test_float32_machine_gives_the_cores_no_store():
     assert weight_store_options(MachineConfig(), _net()) is None
+    net = _net()
+    half = weight_store_options(MachineConfig(weight_bits=4, weight_range=0.5), net)["weight_max"]
+    for p in net.projections:                       # the range follows machine.weight_range x max |w0|
+        assert half[p.name] == pytest.approx(0.5 * np.abs(p.weights).max())
     ws = weight_store_options(MachineConfig(weight_bits=8, weight_max=0.5), _net())
     assert set(ws["weight_max"].values()) == {0.5}
 
