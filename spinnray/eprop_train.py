@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import RunConfig, from_dict, opt
 from .checkpoint import Checkpointer, config_fingerprint
-from .errors import ConfigError, DataError, SpinnrayError, TransportError
+from .errors import ConfigError, DataError
 from .eprop import SURROGATES
 from .eprop_core import learning_bytes
 from .network import Network
@@ -256,7 +256,8 @@ def training_state_bytes(memory_per_core: list[dict]) -> int:
 
 def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     from .metrics import SCHEMA_VERSION
-    from .runner import _progress, events_rate, write_json
+    from .loop import new_position, run_epochs
+    from .runner import write_json
     from .train import peak_rss_bytes
 
     net_cfg = from_dict(EPropNetworkConfig, cfg.network, "network")
@@ -292,72 +293,48 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     B = learn.batch_size
     ck = Checkpointer(cfg, out_dir, "eprop", config_fingerprint(asdict(net_cfg), asdict(data), asdict(learn),
                                                                  cfg.seed, hidden_cores, asdict(cfg.machine)))
-    # Everything the loop needs to continue exactly where it was (checkpointed).
-    pos = {"epoch": 0, "first": 0, "order": None, "lr": learn.lr, "history": [], "losses": [],
-           "correct": 0, "train_s": 0.0, "samples": 0, "tested_samples": 0, "batches": 0}
+    pos = new_position(learn.lr, tested_samples=0)
     rng = np.random.default_rng([cfg.seed, 13])
     if cfg.resume:
         pos = ck.restore(cfg.resume, trainer, rng)
         log.info("resumed from %s at epoch %d, sample %d", pos["path"], pos["epoch"] + 1, pos["first"])
     elif ck.enabled:
         ck.save(pos, trainer, rng)          # the initial state: a failure before the first interval restarts here
-    try:
-        while pos["epoch"] < learn.epochs:
-            epoch = pos["epoch"]
-            if pos["order"] is None:
-                pos["order"] = rng.permutation(len(ytr))
-                pos["losses"], pos["correct"] = [], 0
-            order = pos["order"]
-            trainer.lr = pos["lr"]
-            t0 = time.perf_counter()
-            t_bar, ev0 = t0, trainer.sim.events_sent()
-            try:
-                with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
-                    bar.update(pos["first"])
-                    while pos["first"] < len(ytr):
-                        first = pos["first"]
-                        idx = order[first:first + B]
-                        xb = np.ascontiguousarray(xtr[idx].transpose(1, 0, 2))
-                        res = trainer.train_batch(xb, ytr[idx])
-                        pos["losses"].append(float(res.outputs["loss"].mean()))
-                        pos["correct"] += int((res.outputs["pred"] == ytr[idx]).sum())
-                        pos["first"] = first + len(idx)
-                        pos["batches"] += 1
-                        bar.update(len(idx))
-                        bar.set_postfix(loss=f"{np.mean(pos['losses'][-50:]):.3f}",
-                                        acc=f"{pos['correct'] / pos['first']:.3f}",
-                                        events_per_s=events_rate(trainer.sim.events_sent() - ev0, t_bar))
-                        if ck.due(pos["batches"]):
-                            pos["train_s"] += time.perf_counter() - t0
-                            t0 = time.perf_counter()
-                            ck.save(pos, trainer, rng)
-            except (TransportError, SpinnrayError) as e:
-                trainer, pos = ck.recover(e, trainer, make_trainer, rng)
-                continue
-            pos["train_s"] += time.perf_counter() - t0
-            pos["samples"] += len(ytr)
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(pos["losses"])),
-                   "train_accuracy": pos["correct"] / len(ytr), "lr": trainer.lr}
-            if (epoch + 1) % learn.eval_every == 0 or epoch + 1 == learn.epochs:
-                log.info("epoch %d: testing on %d samples", epoch + 1, len(yte))
-                last = epoch + 1 == learn.epochs
-                row["test_accuracy"], row["test_loss"] = trainer.evaluate(xte, yte, keep_first=last)
-                pos["tested_samples"] += len(yte)
-                if last:
-                    from .report import save_raster
 
-                    save_raster(out_dir, trainer.first_spikes, net_cfg.dt_ms)
-            pos["history"].append(row)
-            log.info("epoch %d: train loss %.4f acc %.4f | test acc %s", epoch + 1, row["train_loss"],
-                     row["train_accuracy"], f"{row['test_accuracy']:.4f}" if "test_accuracy" in row else "-")
-            if (epoch + 1) % learn.lr_decay_every == 0:
-                pos["lr"] = trainer.lr * learn.lr_decay
-            pos["epoch"], pos["first"], pos["order"] = epoch + 1, 0, None
+    def step(tr, idx, pos):
+        return tr.train_batch(np.ascontiguousarray(xtr[idx].transpose(1, 0, 2)), ytr[idx])
+
+    def end_epoch(tr, epoch, pos):
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(pos["losses"])),
+               "train_accuracy": pos["correct"] / len(ytr), "lr": tr.lr}
+        if (epoch + 1) % learn.eval_every == 0 or epoch + 1 == learn.epochs:
+            log.info("epoch %d: testing on %d samples", epoch + 1, len(yte))
+            last = epoch + 1 == learn.epochs
+            row["test_accuracy"], row["test_loss"] = tr.evaluate(xte, yte, keep_first=last)
+            pos["tested_samples"] += len(yte)
+            if last:
+                from .report import save_raster
+
+                save_raster(out_dir, tr.first_spikes, net_cfg.dt_ms)
+        pos["history"].append(row)
+        log.info("epoch %d: train loss %.4f acc %.4f | test acc %s | %.1f s, %.3g events/s", epoch + 1,
+                 row["train_loss"], row["train_accuracy"],
+                 f"{row['test_accuracy']:.4f}" if "test_accuracy" in row else "-", pos["epoch_s"],
+                 pos["epoch_events"] / pos["epoch_s"] if pos["epoch_s"] else 0.0)
+        if (epoch + 1) % learn.lr_decay_every == 0:
+            pos["lr"] = tr.lr * learn.lr_decay
+
+    box = {"trainer": trainer, "pos": pos}
+    try:
+        pos = run_epochs(box, epochs=learn.epochs, labels=ytr, batch_size=B, ck=ck, rng=rng,
+                         make_trainer=make_trainer, step=step, end_epoch=end_epoch, progress=cfg.progress,
+                         loss_window=50)
+        trainer = box["trainer"]
         m = trainer.sim.metrics()
         cores, routers = trainer.sim.reports()
         crc = trainer.checksum()
     finally:
-        trainer.close()
+        box["trainer"].close()
     history, train_s, samples, tested_samples = pos["history"], pos["train_s"], pos["samples"], pos["tested_samples"]
     tested = [h for h in history if "test_accuracy" in h]
     emulated_ms = samples * steps * net_cfg.dt_ms

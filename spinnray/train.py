@@ -305,10 +305,10 @@ def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int
 
 def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     from .checkpoint import Checkpointer, config_fingerprint
-    from .errors import SpinnrayError, TransportError
+    from .loop import new_position, run_epochs
     from .metrics import SCHEMA_VERSION
     from .report import save_raster
-    from .runner import _progress, events_rate, write_json
+    from .runner import write_json
 
     net_cfg = from_dict(EventPropNetworkConfig, cfg.network, "network")
     data = from_dict(YinYangDataConfig, cfg.data, "data")
@@ -337,9 +337,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
                       config_fingerprint(asdict(net_cfg), asdict(data), asdict(learn), cfg.seed,
                                          cfg.parallel.cores_per_population, cfg.parallel.replicas,
                                          asdict(cfg.machine)))
-    # Everything the loop needs to continue exactly where it was (checkpointed).
-    pos = {"epoch": 0, "first": 0, "order": None, "lr": learn.lr, "history": [], "losses": [], "correct": 0,
-           "train_s": 0.0, "samples": 0, "batches": 0, "bumps": dict(trainer.bumps), "epoch_events": 0}
+    pos = new_position(learn.lr, bumps=dict(trainer.bumps))
     rng = np.random.default_rng([cfg.seed, 11])
     if cfg.resume:
         pos = ck.restore(cfg.resume, trainer, rng)
@@ -347,67 +345,39 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     elif ck.enabled:
         ck.save(pos, trainer, rng)          # the initial state: a failure before the first interval restarts here
     B = learn.batch_size
+
+    def step(tr, idx, pos):
+        tr.bumps = dict(pos["bumps"])
+        res = tr.train_batch(str_[:, idx], ytr[idx])
+        pos["bumps"] = dict(tr.bumps)
+        return res
+
+    def end_epoch(tr, epoch, pos):
+        tr.check_replicas()
+        last = epoch + 1 == learn.epochs
+        test_acc, test_loss = evaluate(tr, ste, yte, B, keep_first=last)
+        if last:
+            save_raster(out_dir, tr.first_spikes, net_cfg.dt_ms)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(pos["losses"])),
+               "train_accuracy": pos["correct"] / len(ytr), "test_accuracy": test_acc,
+               "test_loss": test_loss, "lr": tr.lr, "train_s": round(pos["epoch_s"], 3),
+               "train_events": pos["epoch_events"]}
+        pos["history"].append(row)
+        log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.1f s, %.3g events/s",
+                 epoch + 1, row["train_loss"], row["train_accuracy"], test_loss, test_acc, pos["epoch_s"],
+                 pos["epoch_events"] / pos["epoch_s"] if pos["epoch_s"] else 0.0)
+        pos["lr"] = tr.lr * learn.lr_decay
+
+    box = {"trainer": trainer, "pos": pos}
     try:
-        while pos["epoch"] < learn.epochs:
-            epoch = pos["epoch"]
-            if pos["order"] is None:
-                pos["order"] = rng.permutation(len(ytr))
-                pos["losses"], pos["correct"], pos["epoch_s"], pos["epoch_events"] = [], 0, 0.0, 0
-            order = pos["order"]
-            trainer.lr, trainer.bumps = pos["lr"], dict(pos["bumps"])
-            t0 = t_bar = time.perf_counter()
-            ev0 = trainer.sim.events_sent()
-            try:
-                with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
-                    bar.update(pos["first"])
-                    while pos["first"] < len(ytr):
-                        first = pos["first"]
-                        idx = order[first:first + B]
-                        res = trainer.train_batch(str_[:, idx], ytr[idx])
-                        pos["losses"].append(float(res.outputs["loss"].mean()))
-                        pos["correct"] += int((res.outputs["pred"] == ytr[idx]).sum())
-                        pos["first"] = first + len(idx)
-                        pos["batches"] += 1
-                        pos["bumps"] = dict(trainer.bumps)
-                        bar.update(len(idx))
-                        bar.set_postfix(loss=f"{np.mean(pos['losses'][-20:]):.3f}",
-                                        acc=f"{pos['correct'] / pos['first']:.3f}",
-                                        events_per_s=events_rate(trainer.sim.events_sent() - ev0, t_bar))
-                        if ck.due(pos["batches"]):
-                            now, ev = time.perf_counter(), trainer.sim.events_sent()
-                            pos["train_s"] += now - t0
-                            pos["epoch_s"] += now - t0
-                            pos["epoch_events"] += ev - ev0
-                            t0, ev0 = now, ev
-                            ck.save(pos, trainer, rng)
-            except (TransportError, SpinnrayError) as e:
-                trainer, pos = ck.recover(e, trainer, make_trainer, rng)
-                continue
-            now = time.perf_counter()
-            pos["train_s"] += now - t0
-            pos["epoch_s"] += now - t0
-            pos["epoch_events"] += trainer.sim.events_sent() - ev0
-            pos["samples"] += len(ytr)
-            trainer.check_replicas()
-            last = epoch + 1 == learn.epochs
-            test_acc, test_loss = evaluate(trainer, ste, yte, B, keep_first=last)
-            if last:
-                save_raster(out_dir, trainer.first_spikes, net_cfg.dt_ms)
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(pos["losses"])),
-                   "train_accuracy": pos["correct"] / len(ytr), "test_accuracy": test_acc,
-                   "test_loss": test_loss, "lr": trainer.lr, "train_s": round(pos["epoch_s"], 3),
-                   "train_events": pos["epoch_events"]}
-            pos["history"].append(row)
-            log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.1f s, %.3g events/s",
-                     epoch + 1, row["train_loss"], row["train_accuracy"], test_loss, test_acc, pos["epoch_s"],
-                     pos["epoch_events"] / pos["epoch_s"] if pos["epoch_s"] else 0.0)
-            pos["lr"] = trainer.lr * learn.lr_decay
-            pos["epoch"], pos["first"], pos["order"] = epoch + 1, 0, None
+        pos = run_epochs(box, epochs=learn.epochs, labels=ytr, batch_size=B, ck=ck, rng=rng,
+                         make_trainer=make_trainer, step=step, end_epoch=end_epoch, progress=cfg.progress)
+        trainer = box["trainer"]
         m = trainer.sim.metrics()
         cores, routers = trainer.sim.reports()
         crc = trainer.checksum()
     finally:
-        trainer.close()
+        box["trainer"].close()
     history, train_s, samples = pos["history"], pos["train_s"], pos["samples"]
     per_layer = layer_traffic(cores, samples + len(yte) * learn.epochs, samples, net_cfg.steps, net)
     metrics = {
