@@ -21,13 +21,15 @@ import logging
 import os
 import pickle
 import struct
+from dataclasses import asdict
 from pathlib import Path
 
 from .errors import DataError
 
 log = logging.getLogger("spinnray")
 
-__all__ = ["MAGIC", "VERSION", "Checkpointer", "save_checkpoint", "load_checkpoint", "config_fingerprint", "latest"]
+__all__ = ["MAGIC", "VERSION", "Checkpointer", "save_checkpoint", "load_checkpoint", "config_fingerprint",
+           "trajectory", "latest"]
 
 MAGIC = b"SPNRCKPT"
 VERSION = 1
@@ -37,6 +39,16 @@ def config_fingerprint(*parts) -> str:
     """A short hash of the configuration that must match between a run and its resume."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def trajectory(learn) -> dict:
+    """The learning options that shape the training up to any point: all but ``epochs``.
+
+    A run resumed with a larger ``learning.epochs`` continues exactly as an
+    uninterrupted run of that many epochs would (the epoch orders come from
+    the checkpointed RNG), so training can be extended from a checkpoint.
+    """
+    return {k: v for k, v in asdict(learn).items() if k != "epochs"}
 
 
 def save_checkpoint(path, state: dict) -> Path:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .errors import SpinnrayError, TransportError
+from .errors import ConfigError, SpinnrayError, TransportError
 
 __all__ = ["new_position", "run_epochs"]
 
@@ -44,6 +44,10 @@ def run_epochs(box: dict, *, epochs: int, labels: np.ndarray, batch_size: int, c
 
     pos = box["pos"]
     n = len(labels)
+    done = pos["epoch"] + (pos["first"] >= n)
+    if done > epochs:
+        raise ConfigError(f"learning.epochs = {epochs}: the resumed run has already trained {done} epochs; "
+                          f"expected at least {done} (a resume can extend training, not shorten it)")
     while pos["epoch"] < epochs:
         trainer = box["trainer"]
         epoch = pos["epoch"]

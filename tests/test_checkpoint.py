@@ -9,7 +9,7 @@ import pytest
 from spinnray import eprop_train, train
 from spinnray.checkpoint import MAGIC, load_checkpoint, save_checkpoint
 from spinnray.config import from_dict, RunConfig
-from spinnray.errors import DataError
+from spinnray.errors import ConfigError, DataError
 from spinnray.runner import run
 
 
@@ -103,6 +103,19 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch, kind):
     # a resume with another configuration is refused, naming why
     with pytest.raises(DataError, match="different network/data/learning"):
         run(_cfg(kind=kind, resume=str(ckpts[-1]), learning={"lr": 0.02}), tmp_path / "other", "t")
+
+
+@pytest.mark.parametrize("kind", ["eprop", "eventprop"])
+def test_training_is_extended_from_a_finished_run(tmp_path, kind):
+    """A finished 1-epoch run resumed with learning.epochs = 2 ends as an uninterrupted 2-epoch run."""
+    full = run(_cfg(kind=kind), tmp_path / "full", "t")
+    short = run(_cfg(kind=kind, learning={"epochs": 1}), tmp_path / "short", "t")
+    assert len(short["history"]) == 1 and short["weights_crc32"] != full["weights_crc32"]
+    extended = run(_cfg(kind=kind, resume=str(tmp_path / "short" / "checkpoints")), tmp_path / "ext", "t")
+    _same_run(extended, full)
+    with pytest.raises(ConfigError, match=r"learning.epochs = 1: the resumed run has already trained 2 epochs"):
+        run(_cfg(kind=kind, learning={"epochs": 1}, resume=str(tmp_path / "ext" / "checkpoints")),
+            tmp_path / "shorter", "t")
 
 
 @pytest.mark.parametrize("kind", ["eprop", "eventprop"])
