@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .quant import BITS, ROUNDINGS, SYNAPSES, PCMParams
+from .quant import BITS, ROUNDINGS, SYNAPSES, TRANSFERS, PCMParams
 
 __all__ = ["MachineConfig", "ParallelConfig", "ClusterConfig", "RunConfig", "from_dict", "opt", "describe"]
 
@@ -149,10 +149,16 @@ class MachineConfig:
                         choices=ROUNDINGS)
     accumulate: bool = opt(True, "mixed precision: add updates to a float32 accumulator and move the stored "
                                  "weight only by whole levels (false: round every update)")
-    weight_max: float | None = opt(None, "weight range +-weight_max of the grid / PCM pair; null = 2 x max "
-                                         "|initial weight| of each projection (> 0)")
+    transfer: str = opt("round", "with accumulate: round (the stored weight is the high-precision weight rounded "
+                                 "onto the grid with machine.rounding) | threshold (a level moves only once the "
+                                 "pending update reaches it, as device pulses do)", choices=TRANSFERS)
+    weight_max: float | None = opt(None, "weight range +-weight_max of the grid / PCM pair; null = weight_range x max "
+                                         "|initial weight| (see weight_range_scope) (> 0)")
     weight_range: float = opt(2.0, "with weight_max null: the grid spans +-weight_range x max |initial weight| "
                                    "of each projection", min=1e-6)
+    weight_range_scope: str = opt("population", "with weight_max null, whose largest initial weight sets the range: "
+                                                "population (all projections into it share one grid) | projection",
+                                  choices=("population", "projection"))
     synapse: str = opt("ideal", "ideal (digital store of weight_bits) | pcm (differential PCM pairs: programming "
                                 "and read noise, drift; needs weight_bits 32)", choices=SYNAPSES)
     pcm: PCMParams = opt(None, "PCM device parameters (machine.synapse = pcm)", factory=PCMParams)
@@ -168,6 +174,11 @@ class MachineConfig:
             raise ConfigError(f"machine.synapse = {self.synapse!r}: expected one of {list(SYNAPSES)}")
         if not isinstance(self.accumulate, bool):
             raise ConfigError(f"machine.accumulate = {self.accumulate!r}: expected true or false")
+        if self.transfer not in TRANSFERS:
+            raise ConfigError(f"machine.transfer = {self.transfer!r}: expected one of {list(TRANSFERS)}")
+        if self.weight_range_scope not in ("population", "projection"):
+            raise ConfigError(f"machine.weight_range_scope = {self.weight_range_scope!r}: expected population or "
+                              "projection")
         wm = self.weight_max
         if wm is not None and (isinstance(wm, bool) or not isinstance(wm, (int, float))
                                or not math.isfinite(wm) or wm <= 0):
@@ -189,7 +200,9 @@ class MachineConfig:
         if self.weight_bits == 32 and self.synapse == "ideal":
             return None
         return {"weight_bits": self.weight_bits, "rounding": self.rounding, "accumulate": self.accumulate,
-                "weight_max": self.weight_max, "weight_range": self.weight_range, "synapse": self.synapse, "pcm": self.pcm, "seed": self.weight_seed}
+                "transfer": self.transfer,
+                "weight_max": self.weight_max, "weight_range": self.weight_range,
+                "weight_range_scope": self.weight_range_scope, "synapse": self.synapse, "pcm": self.pcm, "seed": self.weight_seed}
 
     @property
     def total_pes(self) -> int:

@@ -90,16 +90,31 @@ def weight_store_options(machine, network) -> dict | None:
     None when the machine stores float weights (``weight_bits = 32``, ``synapse = ideal``).
     Otherwise a dict of the ``machine.*`` weight options in which ``weight_max`` maps every
     projection name to its range: ``machine.weight_max``, or when that is null
-    ``machine.weight_range x max |initial weight|`` (2 by default) over the whole projection (1.0 for an all-zero one), so that
-    every core holding a slice uses the same grid.
+    ``machine.weight_range x`` the largest |initial weight| (1.0 if all are zero) of
+
+    * ``weight_range_scope = population`` (default): all projections into the same population,
+      so a core's input and recurrent weights share one grid (one fixed-point format per PE);
+    * ``weight_range_scope = projection``: the projection alone.
+
+    The range covers the whole projection, so every core holding a slice uses the same grid.
+    A projection initialised much smaller than its neighbours (recurrent weights) grows during
+    training far past its own initial peak (about 10x on the keyword task, bench/RESULTS.md);
+    a per-projection range then saturates it.
     """
     ws = getattr(machine, "weight_store", None)
     if ws is None:
         return None
+    factor = float(ws.get("weight_range", 2.0))
+    scope = ws.get("weight_range_scope", "population")
+    peaks = {p.name: float(np.abs(p.weights).max()) if p.weights.size else 0.0 for p in network.projections}
+    if scope == "population":
+        into: dict[str, float] = {}
+        for p in network.projections:
+            into[p.post.name] = max(into.get(p.post.name, 0.0), peaks[p.name])
+        peaks = {p.name: into[p.post.name] for p in network.projections}
     ranges = {}
     for p in network.projections:
-        peak = float(np.abs(p.weights).max()) if p.weights.size else 0.0
-        factor = float(ws.get("weight_range", 2.0))
+        peak = peaks[p.name]
         ranges[p.name] = float(ws["weight_max"]) if ws["weight_max"] is not None else (factor * peak if peak > 0 else 1.0)
     return dict(ws, weight_max=ranges)
 
@@ -229,6 +244,7 @@ class EPropCore(Core):
             self.stores.append(make_weight_store(
                 w.astype(np.float64), weight_bits=int(ws.get("weight_bits", 32)), rounding=ws.get("rounding", "nearest"),
                 synapse=ws.get("synapse", "ideal"), w_max=w_max, accumulate=bool(ws.get("accumulate", True)),
+                transfer=ws.get("transfer", "round"),
                 pcm=pcm, seed=seed, t_s=0.0, columns=cols))
             self.weights[j][...] = self._stored(j)
 

@@ -30,10 +30,19 @@ based on computational memory", Front. Neurosci. 14:406). It is also the scheme 
 al. 2021 (arXiv 2108.01804) train spiking RNNs with e-prop on PCM. A float32 accumulator ``chi``
 holds the pending updates. Only whole levels move to the stored low-precision weights::
 
-    chi <- chi + delta;  n = trunc(chi / D);  k <- clip(k + n, -L, L);  chi <- chi - n D
+    chi <- chi + delta;  n = R(chi / D);  k <- clip(k + n, -L, L);  chi <- chi - n D
 
 So ``sum(delta) = D (k_T - k_0) + chi_T + dropped``. Here ``dropped`` is what saturation refused,
 and it is counted. An update smaller than one level is never lost: it waits in ``chi``.
+The transfer ``R`` (``transfer=``):
+
+* ``round`` (default): the quantizer's rounding. With nearest, ``n = rint(chi / D)``: the stored
+  weight is the grid point nearest to the high-precision weight ``k D + chi`` (``|chi| <= D/2``).
+  With stochastic, ``n = floor(chi / D + u)``: the stored weight equals it in expectation.
+* ``threshold``: ``n = trunc(chi / D)``, a level moves only once the pending update reaches a
+  whole level (``|chi| < D``), as with device pulses. The stored weight then trails the
+  high-precision one by half a level on average, against the direction of learning: on the
+  keyword task at 4 bits this slowed learning markedly (bench/RESULTS.md, issue 8).
 
 PCM synapses (:class:`PCMParams`, :class:`PCMWeights`)
 ------------------------------------------------------
@@ -100,11 +109,12 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 
-__all__ = ["BITS", "ROUNDINGS", "SYNAPSES", "Noise", "Quantizer", "MixedPrecisionWeights", "PCMParams",
+__all__ = ["BITS", "ROUNDINGS", "SYNAPSES", "TRANSFERS", "Noise", "Quantizer", "MixedPrecisionWeights", "PCMParams",
            "PCMWeights", "make_weight_store"]
 
 BITS = (32, 16, 8, 4, 2)
 ROUNDINGS = ("nearest", "stochastic")
+TRANSFERS = ("round", "threshold")
 SYNAPSES = ("ideal", "pcm")
 
 # g_max (uS) at which the program-and-verify polynomial was fitted (Joshi et al. 2020; aihwkit)
@@ -291,7 +301,8 @@ class MixedPrecisionWeights:
     """Low-precision stored weights plus a float32 accumulator of pending updates.
 
     With ``accumulate=True`` (the default), ``apply`` adds each update to the accumulator ``chi``
-    and moves only whole levels into the stored codes. After every apply ``|chi| < D``, and
+    and moves whole levels into the stored codes by the ``transfer`` rule (module docstring).
+    After every apply ``|chi| < D`` (``<= D/2`` for ``round`` with nearest rounding), and
     ``sum(delta) = D (k_now - k_0) + chi + dropped``. ``dropped`` is signed, in weight units:
     the levels saturation refused. ``counters["dropped_abs"]`` sums their magnitudes.
 
@@ -304,16 +315,21 @@ class MixedPrecisionWeights:
         w_init: initial weights, any shape, quantized with the quantizer's rounding.
         quantizer: the grid, range and rounding.
         accumulate: keep the accumulator (mixed precision) or round every update directly.
+        transfer: with ``accumulate``, how levels move from the accumulator: ``round`` or
+            ``threshold`` (module docstring).
 
     Raises:
         DataError: ``w_init`` or a ``delta`` is not finite, or a ``delta`` has the wrong shape.
     """
 
-    def __init__(self, w_init, quantizer: Quantizer, accumulate: bool = True):
+    def __init__(self, w_init, quantizer: Quantizer, accumulate: bool = True, transfer: str = "round"):
         if not isinstance(quantizer, Quantizer):
             raise ConfigError(f"quantizer = {quantizer!r}: expected a Quantizer")
         if not isinstance(accumulate, bool):
             raise ConfigError(f"accumulate = {accumulate!r}: expected true or false")
+        if transfer not in TRANSFERS:
+            raise ConfigError(f"machine.transfer = {transfer!r}: expected one of {list(TRANSFERS)}")
+        self.transfer = transfer
         self.q = quantizer
         w = _finite_array(w_init, "w_init")
         self.shape = w.shape
@@ -375,7 +391,13 @@ class MixedPrecisionWeights:
             return
         if self.accumulate:
             acc = self._acc + d.astype(np.float32)                  # float32 accumulation
-            n = np.trunc(acc.astype(np.float64) / q.step)           # whole levels reached
+            x = acc.astype(np.float64) / q.step
+            if self.transfer == "threshold":
+                n = np.trunc(x)                                     # whole levels reached
+            elif q.rounding == "nearest":
+                n = np.rint(x)                                      # nearest to k D + chi
+            else:
+                n = np.floor(x + q.rng.random(x.shape))             # k D + chi in expectation
             self._acc = (acc - n * q.step).astype(np.float32)       # the remainder, |chi| < D
         else:
             x = np.clip(d / q.step, -2 * q.levels, 2 * q.levels)          # no update moves more than 2L
@@ -746,7 +768,7 @@ class PCMWeights:
 
 def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest", synapse: str = "ideal",
                       w_max: float | None = None, headroom: float = 2.0, accumulate: bool = True,
-                      pcm: PCMParams | None = None, seed=0, t_s: float = 0.0, columns=None):
+                      transfer: str = "round", pcm: PCMParams | None = None, seed=0, t_s: float = 0.0, columns=None):
     """Build a projection's weight store from the machine options.
 
     Args:
@@ -757,6 +779,7 @@ def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest
             the resolution).
         w_max: weight range; None = ``headroom x max|w_init|`` (1.0 if w_init is all 0).
         accumulate: mixed-precision accumulator (ideal synapse with bits < 32).
+        transfer: ``machine.transfer``, how the accumulator moves levels (ideal synapse).
         pcm: device parameters (default ``PCMParams()``).
         seed: stochastic rounding / device noise seed.
         t_s: time of the initial programming (PCM).
@@ -790,4 +813,5 @@ def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest
             raise ConfigError(f"machine.weight_bits = {weight_bits!r} has no meaning with machine.synapse = pcm "
                               "(the device granularity machine.pcm.dg_pulse_us sets the resolution); expected 32")
         return PCMWeights(w.shape, pcm, seed, w_max=w_max, w_init=w, t_s=t_s, columns=columns)
-    return MixedPrecisionWeights(w, Quantizer(weight_bits, w_max, rounding, seed, columns), accumulate=accumulate)
+    return MixedPrecisionWeights(w, Quantizer(weight_bits, w_max, rounding, seed, columns), accumulate=accumulate,
+                                 transfer=transfer)

@@ -53,7 +53,9 @@ def test_stored_weights_lie_on_the_grid(bits, rounding, lr, w_max):
     L = 2 ** (bits - 1) - 1
     moved = 0
     for name, arr in w.items():
-        assert ranges[name] == pytest.approx(w_max or 2 * np.abs(w0[name]).max())  # null = 2 x max |w0|
+        post = name.split("->")[1]            # null = 2 x max |w0| over the projections into the population
+        peak = max(np.abs(w0[q]).max() for q in w0 if q.endswith("->" + post))
+        assert ranges[name] == pytest.approx(w_max or 2 * peak)
         k = arr / (ranges[name] / L)
         np.testing.assert_allclose(k, np.rint(k), atol=1e-5, err_msg=name)    # on the grid (float32 decode)
         assert np.abs(k).max() <= L + 1e-6                                     # saturated at +-w_max
@@ -62,6 +64,21 @@ def test_stored_weights_lie_on_the_grid(bits, rounding, lr, w_max):
         moved += int((np.rint(k) != np.rint(k0)).sum())
     assert np.all(np.diag(w["hidden->hidden"]) == 0)                            # no self-connections
     assert moved > 0                                                            # training moved levels
+
+
+def test_range_scope_population_or_projection():
+    net = _net()
+    peak = {p.name: float(np.abs(p.weights).max()) for p in net.projections}
+    assert peak["hidden->hidden"] < peak["input->hidden"]        # recurrent weights start smaller
+    pop = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5), net)["weight_max"]
+    own = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5, weight_range_scope="projection"),
+                               net)["weight_max"]
+    assert own == pytest.approx({k: 1.5 * v for k, v in peak.items()})
+    # a core's input and recurrent weights share the grid of the larger
+    assert pop["hidden->hidden"] == pop["input->hidden"] == pytest.approx(1.5 * peak["input->hidden"])
+    assert pop["hidden->output"] == pytest.approx(1.5 * peak["hidden->output"])
+    with pytest.raises(ConfigError, match="machine.weight_range_scope = 'core': expected population or projection"):
+        MachineConfig(weight_bits=4, weight_range_scope="core")
 
 
 def test_memory_counts_the_stored_bits():
@@ -208,7 +225,8 @@ def test_learns_a_tiny_task_at_low_precision(bits):
 def test_float32_machine_gives_the_cores_no_store():
     assert weight_store_options(MachineConfig(), _net()) is None
     net = _net()
-    half = weight_store_options(MachineConfig(weight_bits=4, weight_range=0.5), net)["weight_max"]
+    half = weight_store_options(MachineConfig(weight_bits=4, weight_range=0.5, weight_range_scope="projection"),
+                                net)["weight_max"]
     for p in net.projections:                       # the range follows machine.weight_range x max |w0|
         assert half[p.name] == pytest.approx(0.5 * np.abs(p.weights).max())
     ws = weight_store_options(MachineConfig(weight_bits=8, weight_max=0.5), _net())

@@ -154,36 +154,61 @@ def test_non_finite_weights_raise():
 # Accumulate-then-apply digital store
 # ---------------------------------------------------------------------------------------------
 
-def test_mixed_precision_conserves_updates_exactly_and_matches_a_loop(rng):
+@pytest.mark.parametrize("transfer", ["threshold", "round"])
+def test_mixed_precision_conserves_updates_exactly_and_matches_a_loop(rng, transfer):
     # step 1/64 and deltas on a 2^-12 grid: every float operation below is exact
     q = Quantizer(8, 127 / 64)
     assert q.step == 1 / 64
     shape, T = (6, 4), 200
     k0 = rng.integers(-20, 21, shape)
     deltas = rng.integers(-32, 33, (T,) + shape) * 2.0 ** -12     # |delta| <= 2^-7: never saturates
-    store = MixedPrecisionWeights(k0 / 64, q)
+    store = MixedPrecisionWeights(k0 / 64, q, transfer=transfer)
     w0 = store.read().astype(np.float64)
     for d in deltas:
         store.apply(d)
     assert store.counters["dropped_abs"] == 0.0
     acc = store.accumulator.astype(np.float64)
-    assert np.all(np.abs(acc) < q.step)
+    assert np.all(np.abs(acc) < q.step) if transfer == "threshold" else np.all(np.abs(acc) <= q.step / 2)
     np.testing.assert_array_equal(store.read().astype(np.float64) - w0 + acc, deltas.sum(0))
-    # independent reference: integers in units of 2^-12, one level = 64 units, truncation toward 0
+    # independent reference: integers in units of 2^-12, one level = 64 units; threshold truncates
+    # toward 0, round takes the nearest level (ties to even)
     units = (deltas * 2 ** 12).astype(np.int64)
     for idx in np.ndindex(shape):
         k, a = int(k0[idx]), 0
         for u in units[(slice(None),) + idx]:
             a += int(u)
-            n = int(a / 64)                                       # trunc toward zero
+            n = int(a / 64) if transfer == "threshold" else round(a / 64)
             k, a = max(-127, min(127, k + n)), a - 64 * n
         assert store.codes[idx] == k and acc[idx] == a * 2.0 ** -12
+
+
+def test_round_transfer_follows_the_high_precision_weight():
+    q = Quantizer(4, 7 / 16)                                      # step 1/16
+    d = np.full(4, 2.0 ** -8)                                     # one sixteenth of a level
+    rounded = MixedPrecisionWeights(np.zeros(4), q)               # transfer = round (default)
+    lagging = MixedPrecisionWeights(np.zeros(4), q, transfer="threshold")
+    for i in range(1, 17):
+        rounded.apply(d)
+        lagging.apply(d)
+        np.testing.assert_array_equal(rounded.read(), np.float32((1 / 16) * (i > 8)))   # nearest of i/16 level
+        np.testing.assert_array_equal(lagging.read(), np.float32((1 / 16) * (i >= 16)))  # only a whole level
+    # stochastic rounding: the stored weight is the high-precision one in expectation, and exact with chi
+    n = 20000
+    sr = MixedPrecisionWeights(np.zeros(n), Quantizer(4, 7 / 16, "stochastic", seed=3))
+    sr.apply(np.full(n, 0.3 / 16))
+    stored = sr.read().astype(np.float64)
+    assert set(np.unique(stored)) == {0.0, 1 / 16}
+    sd = math.sqrt(0.3 * 0.7) / 16
+    assert abs(stored.mean() - 0.3 / 16) <= 5 * sd / math.sqrt(n)
+    np.testing.assert_allclose(stored + sr.accumulator, 0.3 / 16, atol=1e-8)
+    with pytest.raises(ConfigError, match="machine.transfer = 'floor': expected one of"):
+        MixedPrecisionWeights(np.zeros(2), q, transfer="floor")
 
 
 def test_small_updates_wait_in_the_accumulator():
     q = Quantizer(4, 7 / 16)                                      # step 1/16
     d = np.full(4, 2.0 ** -8)                                     # one sixteenth of a level
-    store = MixedPrecisionWeights(np.zeros(4), q)
+    store = MixedPrecisionWeights(np.zeros(4), q, transfer="threshold")
     for _ in range(15):
         store.apply(d)
     np.testing.assert_array_equal(store.read(), 0.0)
