@@ -19,10 +19,45 @@ Reverse, round ``i`` (from T-1 down to 0) on every learning core:
 
 Weights never leave the core; gradients are read out, reduced across
 replicas by the trainer, and applied by each core's own Adam.
+
+Weight storage (``spec.learning["weight_store"]``, the dict of
+:func:`spinnray.eprop_core.weight_store_options`, from ``machine.weight_bits``,
+``rounding``, ``accumulate``, ``transfer``, ``weight_max``, ``weight_range``,
+``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``).  Absent (or
+None) the core keeps float weights and Adam updates them in place.  Given, each
+incoming projection's slice lives in a :mod:`spinnray.quant` store, built and
+seeded exactly as on the e-prop cores (:class:`~spinnray.eprop_core.EPropCore`):
+
+* ``synapse = ideal``: :class:`~spinnray.quant.MixedPrecisionWeights`, ``weight_bits``
+  per weight on the grid ``k weight_max / (2^(bits-1) - 1)``, saturating at
+  ``+-weight_max``; with ``accumulate`` a float32 accumulator keeps what has not
+  moved a level yet;
+* ``synapse = pcm``: :class:`~spinnray.quant.PCMWeights`, differential PCM pairs.
+
+Forward and reverse passes use the *effective* weights ``W``: read from the store
+when a run starts (:meth:`EventPropCore.reset`; PCM: one noisy read at the
+device clock), times the mask.  The device clock ``elapsed_s`` advances by
+``spec.batch x T x dt`` per run (the mapped lockstep batch, the same on every
+replica whatever its shard, so data-parallel replicas age their devices alike;
+for full batches on one replica this is the e-prop cores' ``B T dt``).  An
+update is Adam's step computed into a zero array,
+``delta = -lr m_hat / (sqrt(v_hat) + eps)``, masked and given to
+``store.apply(delta, elapsed_s)``; a weight bump (:meth:`EventPropCore.bump`)
+is given to the store the same way.  Replicas receive the same reduced
+gradient, hold the same Adam state and the same per-projection, per-column
+random streams (stochastic rounding, PCM noise), so their stores stay
+bit-identical; so does any split of a population over cores.
+
+Memory with a store: ``weights`` = the bytes the stores hold (packed codes,
+``ceil(n_weights bits / 8)`` per projection; PCM: 24 bytes of device state per
+weight) and ``weight_accumulator`` = 4 bytes per weight (when there is one); the
+decoded float copy the emulator computes with is not counted.
 """
 
 from __future__ import annotations
 
+import copy
+import zlib
 
 import numpy as np
 
@@ -31,26 +66,42 @@ from .core import Core, CoreSpec
 from .errors import BudgetError, NetworkError, PacketError, SpinnrayError
 from .eventprop import (Adam, TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times, spike_times,
                         ttfs_loss)
+from .eprop_core import EPropCore, _store_bytes
 from .neuron import LIF
 
 __all__ = ["EventPropCore", "learning_bytes"]
 
-def learning_bytes(network, pop, n: int, batch: int, dtype: str, spikes_per_neuron: float = 2.0) -> dict[str, int]:
+
+def learning_bytes(network, pop, n: int, batch: int, dtype: str, spikes_per_neuron: float = 2.0,
+                   weight_store: dict | None = None, error_populations=None) -> dict[str, int]:
     """The learning state of a core holding ``n`` neurons of ``pop`` (for the budget).
 
     The spike records depend on the data: they are estimated at
     ``spikes_per_neuron`` spikes per neuron and sample (own spikes 10 bytes
     each: step, sample, neuron as int16 and I - V_pre; pre-synaptic spikes 6
     bytes); the real size is checked against the budget after every forward run.
+    ``weight_store`` (:func:`spinnray.eprop_core.weight_store_options`, None =
+    float weights): ``weights`` and ``weight_accumulator`` are then the bytes of
+    the stores, each incoming projection packed separately (they replace the
+    mapper's ``weights`` at ``dtype``).  ``error_populations``: the populations
+    that take error events (the simulator's); a core keeps error keys (4 bytes
+    per pre neuron) only for projections from them.  None = every projection
+    (an upper bound).
     """
     item = np.dtype(dtype).itemsize
     w = sum(p.pre.size * n for p in network.incoming(pop))
     masks = sum(p.pre.size * n for p in network.incoming(pop) if p.mask is not None)
-    keys = sum(p.pre.size * 4 for p in network.incoming(pop))
+    keys = sum(p.pre.size * 4 for p in network.incoming(pop)
+               if error_populations is None or p.pre.name in error_populations)
     pre_neurons = sum(size for size in {p.pre.name: p.pre.size for p in network.incoming(pop)}.values())
     records = int(batch * spikes_per_neuron * (10 * n + 6 * pre_neurons))
+    stores: dict[str, int] = {}
+    if weight_store is not None:
+        for p in network.incoming(pop):
+            for k, v in _store_bytes(p.pre.size * n, weight_store).items():
+                stores[k] = stores.get(k, 0) + v
     return {"gradients": w * item, "optimizer": 2 * w * item, "masks": masks,
-            "error_keys": keys, "adjoint": 3 * batch * n * item, "spike_records": records}
+            "error_keys": keys, "adjoint": 3 * batch * n * item, "spike_records": records, **stores}
 
 
 class EventPropCore(Core):
@@ -63,7 +114,8 @@ class EventPropCore(Core):
     With ``silent_ms > 0`` the output core also tracks each neuron's highest
     pre-reset voltage and its step, and in the reverse round of that step adds
     ``c * dL/dt~`` (:func:`spinnray.eventprop.silent_injection_factor`) to
-    ``lamV`` of every neuron that stayed silent.
+    ``lamV`` of every neuron that stayed silent.  ``weight_store`` (all
+    cores; optional): low-precision or PCM weight storage (module docstring).
     """
 
     def __init__(self, spec: CoreSpec):
@@ -99,6 +151,24 @@ class EventPropCore(Core):
         self.guarded = 0
         self.guarded_total = 0
         self._clear_records()
+        self._init_stores(L.get("weight_store"))
+
+    # The weight stores are built, seeded and read as on the e-prop cores (same
+    # seeds per projection and global column): one scheme for both rules.
+    _init_stores = EPropCore._init_stores
+    _stored = EPropCore._stored
+
+    def _pcm(self, j: int) -> bool:
+        return hasattr(self.stores[j], "conductances")
+
+    def _update(self, j: int, delta: np.ndarray) -> None:
+        """Give projection ``j``'s store the update ``delta`` (masked here) at the device clock."""
+        m = self.masks[j]
+        if m is not None:
+            delta *= m
+        self.stores[j].apply(delta, self.elapsed_s)
+        if not self._pcm(j):
+            self.weights[j][...] = self._stored(j)      # digital: deterministic, so current at once
 
     def _clear_records(self) -> None:
         self._own = []                                   # chunks of (t, b, i, I - V_pre)
@@ -113,6 +183,11 @@ class EventPropCore(Core):
 
     def memory(self) -> dict[str, int]:
         mem = super().memory()
+        if getattr(self, "stores", None) is not None:
+            mem["weights"] = sum(st.stored_bytes for st in self.stores)
+            acc = sum(st.accumulator_bytes for st in self.stores)
+            if acc:
+                mem["weight_accumulator"] = acc
         mem.update({
             "gradients": sum(g.nbytes for g in self.grads),
             "optimizer": sum(o.m.nbytes + o.v.nbytes for o in self.opts),
@@ -133,10 +208,17 @@ class EventPropCore(Core):
 
     # ---------------------------------------------------------------- forward
     def reset(self, steps, batch=None, inputs=None, record=("spikes",)) -> None:
-        """``inputs`` of an output core are the labels ``(batch,)`` of the run (or None)."""
+        """``inputs`` of an output core are the labels ``(batch,)`` of the run (or None).
+        With weight stores: the run's effective weights are read (PCM: with read noise)
+        at the device clock, which then advances by ``spec.batch x steps x dt``."""
         super().reset(steps, batch, None, record)
         self._clear_records()
         self.steps = steps
+        if self.stores is not None:
+            for j, (st, m) in enumerate(zip(self.stores, self.masks)):
+                r = st.read(self.elapsed_s)
+                self.weights[j][...] = r if m is None else r * m
+            self.elapsed_s += self.spec.batch * steps * self.spec.dt_ms / 1000.0
         if self.loss is not None:
             shape = (self.batch, self.spec.n)
             self.first_step = np.full(shape, -1, np.int32)
@@ -341,10 +423,18 @@ class EventPropCore(Core):
         return [g if m is None else g * m for g, m in zip(self.grads, self.masks)]
 
     def apply(self, grads: list[np.ndarray], lr: float | None = None) -> None:
-        """One Adam step on every incoming projection with the (reduced) gradients."""
-        for w, g, m, opt in zip(self.weights, grads, self.masks, self.opts):
+        """One Adam step on every incoming projection with the (reduced) gradients.
+
+        With weight stores the step ``delta = -lr m_hat / (sqrt(v_hat) + eps)`` is
+        computed into a zero array, masked, and given to the store."""
+        for j, (w, g, m, opt) in enumerate(zip(self.weights, grads, self.masks, self.opts)):
             if lr is not None:
                 opt.lr = lr
+            if self.stores is not None:
+                delta = np.zeros_like(w)
+                opt.step(delta, np.asarray(g, w.dtype))
+                self._update(j, delta)
+                continue
             opt.step(w, np.asarray(g, w.dtype))
             if m is not None:
                 w *= m
@@ -355,20 +445,64 @@ class EventPropCore(Core):
 
         ``columns``: only these of the core's neurons (local indices; the
         trainer passes the labels that stayed silent in the whole mini-batch,
-        the same on every replica); None = all."""
+        the same on every replica); None = all.  With weight stores the bump
+        is an update given to the store (it may wait in the accumulator)."""
         cols = slice(None) if columns is None else np.asarray(columns, np.int64)
         if columns is not None and len(cols) == 0:
             return
-        for w, m in zip(self.weights, self.masks):
+        for j, (w, m) in enumerate(zip(self.weights, self.masks)):
+            if self.stores is not None:
+                delta = np.zeros_like(w)
+                delta[:, cols] = amount
+                self._update(j, delta)
+                continue
             w[:, cols] += amount if m is None else amount * m[:, cols]
 
+    def get_weights(self) -> list[np.ndarray]:
+        """The weights held; with a store, the stored weights noise-free now (PCM: drifted), masked."""
+        if self.stores is not None:
+            return [self._stored(j).astype(self.dtype) for j in range(len(self.stores))]
+        return super().get_weights()
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        """Write new weights; a store programs them (rounded onto its grid, accumulator cleared)."""
+        if self.stores is None:
+            return super().set_weights(weights)
+        for j, new in enumerate(weights):
+            self.stores[j].program(np.asarray(new, np.float64), self.elapsed_s)
+            self.weights[j][...] = self._stored(j)
+
+    def checksum(self) -> int:
+        """CRC32 of the weights; with stores, of the stored state (codes and accumulators, or the
+        devices' drifted conductances and accumulators): equal on every replica or they diverged."""
+        if self.stores is None:
+            return super().checksum()
+        crc = 0
+        for j, st in enumerate(self.stores):
+            arrs = (st.conductances(self.elapsed_s), st.accumulator) if self._pcm(j) else (st.codes, st.accumulator)
+            for a in arrs:
+                crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
+        return crc
+
     def learning_state(self) -> dict:
-        """Weights, Adam moments and step counts, counters and the guard count (for checkpoints)."""
-        return {"weights": self.get_weights(), "opts": [o.state() for o in self.opts],
-                "counters": self.counters.as_dict(), "guarded_total": self.guarded_total}
+        """Weights, Adam moments and step counts, counters and the guard count (for checkpoints);
+        with weight stores also the stores (codes, accumulators, devices, random streams) and the
+        device clock, so that a resume continues bit for bit."""
+        out = {"weights": self.get_weights(), "opts": [o.state() for o in self.opts],
+               "counters": self.counters.as_dict(), "guarded_total": self.guarded_total}
+        if self.stores is not None:
+            out["stores"] = copy.deepcopy(self.stores)
+            out["elapsed_s"] = self.elapsed_s
+        return out
 
     def load_learning_state(self, state: dict) -> None:
-        self.set_weights(state["weights"])
+        if self.stores is not None and "stores" in state:
+            self.stores = copy.deepcopy(state["stores"])
+            self.elapsed_s = float(state["elapsed_s"])
+            for j in range(len(self.weights)):
+                self.weights[j][...] = self._stored(j)
+        else:
+            self.set_weights(state["weights"])
         for o, s in zip(self.opts, state["opts"]):
             o.load(s)
         super().load_learning_state(state)      # the counters

@@ -13,6 +13,11 @@ R replicas of the network each take a contiguous shard of every mini-batch
    compared across replicas after every epoch (and the run stops if they
    differ).
 
+With ``machine.weight_bits < 32`` (or ``machine.synapse = pcm``) the cores keep
+their weights in low-precision (or PCM) stores and the update goes through them
+(:mod:`spinnray.eventprop_core`); the CRC32 then covers the stored codes and
+accumulators.
+
 The learning rate decays by ``lr_decay`` per epoch, as Wunderlich & Pehle did.
 """
 
@@ -28,6 +33,7 @@ import numpy as np
 from .config import RunConfig, from_dict, opt
 from .data.yinyang import encode_yin_yang, load_yin_yang_arrays, spike_steps_yin_yang, yin_yang
 from .errors import ConfigError, SpinnrayError
+from .eprop_core import weight_store_options
 from .eventprop_core import learning_bytes
 from .network import Network
 from .neuron import LIF, SpikeSource
@@ -176,13 +182,17 @@ class EventPropTrainer:
                   "interpolate": learn.interpolate}
         loss = ({"kind": "wunderlich", "tau0_ms": learn.tau0_ms, "tau1_ms": learn.tau1_ms, "alpha": learn.alpha}
                 if learn.loss == "wunderlich" else {"kind": "bena"})
+        ws = weight_store_options(machine, net)     # machine.weight_bits, synapse, ... (None: float32)
+        if ws is not None:
+            common["weight_store"] = ws
         learning = {"hidden": dict(common), "output": dict(common, loss=loss, silent_ms=learn.silent_ms)}
-        dtype = machine.dtype
+        dtype, errors = machine.dtype, ("hidden",)
         self.sim = Simulator(
             net, machine, cores_per_population=cores_per_population, batch_size=self.per_replica,
             backend=backend, timeout_s=timeout_s, replicas=replicas, learning=learning, cluster=cluster,
-            error_populations=("hidden",),
-            learning_bytes=lambda pop, n: (learning_bytes(net, pop, n, self.per_replica, dtype)
+            error_populations=errors,
+            learning_bytes=lambda pop, n: (learning_bytes(net, pop, n, self.per_replica, dtype, weight_store=ws,
+                                                          error_populations=errors)
                                            if pop.name in learning else {}))
         m = self.sim.mapping
         self.learners = [pl for pl in m.placements if pl.slice.population in learning]
