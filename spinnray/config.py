@@ -143,7 +143,7 @@ class MachineConfig:
     dtype: str = opt("float32", "arithmetic of weights and state on the cores",
                      choices=("float32", "float64"))
     strict: bool = opt(True, "raise on any dropped or rejected packet (they are always counted)")
-    weight_bits: int = opt(32, "bits per stored weight of the learning cores (e-prop): 32 (float32, "
+    weight_bits: int = opt(32, "bits per stored weight of the learning cores (e-prop and EventProp): 32 (float32, "
                                "unquantized) | 16 | 8 | 4 | 2", choices=BITS)
     rounding: str = opt("nearest", "rounding onto the weight grid: nearest | stochastic (unbiased)",
                         choices=ROUNDINGS)
