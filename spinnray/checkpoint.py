@@ -29,7 +29,7 @@ from .errors import DataError
 log = logging.getLogger("spinnray")
 
 __all__ = ["MAGIC", "VERSION", "Checkpointer", "save_checkpoint", "load_checkpoint", "config_fingerprint",
-           "trajectory", "latest"]
+           "trajectory", "training_data", "latest"]
 
 MAGIC = b"SPNRCKPT"
 VERSION = 1
@@ -49,6 +49,15 @@ def trajectory(learn) -> dict:
     the checkpointed RNG), so training can be extended from a checkpoint.
     """
     return {k: v for k, v in asdict(learn).items() if k != "epochs"}
+
+
+def training_data(data) -> dict:
+    """The data options that shape the training: all but the test set's ``test_size`` and ``test_seed``.
+
+    A finished run resumed with another test set trains nothing more and tests its final weights
+    on that set (``resume=RUN/checkpoints data.test_size=2000 data.test_seed=2``).
+    """
+    return {k: v for k, v in asdict(data).items() if k not in ("test_size", "test_seed")}
 
 
 def save_checkpoint(path, state: dict) -> Path:

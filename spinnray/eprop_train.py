@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import RunConfig, from_dict, opt
-from .checkpoint import Checkpointer, config_fingerprint, trajectory
+from .checkpoint import Checkpointer, config_fingerprint, training_data, trajectory
 from .errors import ConfigError, DataError
 from .eprop import SURROGATES
 from .eprop_core import learning_bytes
@@ -291,7 +291,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     log.info("e-prop on %d cores (%d hidden), backend %s; %d train / %d test samples of %d steps x %d inputs",
              m0.n_cores, len(m0.cores_of("hidden")), cfg.backend, len(ytr), len(yte), steps, n_in)
     B = learn.batch_size
-    ck = Checkpointer(cfg, out_dir, "eprop", config_fingerprint(asdict(net_cfg), asdict(data), trajectory(learn),
+    ck = Checkpointer(cfg, out_dir, "eprop", config_fingerprint(asdict(net_cfg), training_data(data), trajectory(learn),
                                                                  cfg.seed, hidden_cores, asdict(cfg.machine)))
     pos = new_position(learn.lr, tested_samples=0)
     rng = np.random.default_rng([cfg.seed, 13])

@@ -314,7 +314,7 @@ def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int
 
 
 def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
-    from .checkpoint import Checkpointer, config_fingerprint, trajectory
+    from .checkpoint import Checkpointer, config_fingerprint, training_data, trajectory
     from .loop import new_position, run_epochs
     from .metrics import SCHEMA_VERSION
     from .report import save_raster
@@ -344,7 +344,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
              trainer.sim.mapping.n_cores, cfg.parallel.replicas, trainer.sim.mapping.n_cores // cfg.parallel.replicas,
              cfg.backend, len(ytr), len(yte))
     ck = Checkpointer(cfg, out_dir, "eventprop",
-                      config_fingerprint(asdict(net_cfg), asdict(data), trajectory(learn), cfg.seed,
+                      config_fingerprint(asdict(net_cfg), training_data(data), trajectory(learn), cfg.seed,
                                          cfg.parallel.cores_per_population, cfg.parallel.replicas,
                                          asdict(cfg.machine)))
     pos = new_position(learn.lr, bumps=dict(trainer.bumps))

@@ -113,6 +113,12 @@ def test_training_is_extended_from_a_finished_run(tmp_path, kind):
     assert len(short["history"]) == 1 and short["weights_crc32"] != full["weights_crc32"]
     extended = run(_cfg(kind=kind, resume=str(tmp_path / "short" / "checkpoints")), tmp_path / "ext", "t")
     _same_run(extended, full)
+    # the finished run resumed with another test set trains no more and tests the same weights on it
+    other = run(_cfg(kind=kind, resume=str(tmp_path / "ext" / "checkpoints"), data={"test_seed": 77}),
+                tmp_path / "retest", "t")
+    assert other["weights_crc32"] == full["weights_crc32"]
+    assert [h["train_loss"] for h in other["history"]] == [h["train_loss"] for h in full["history"]]
+    assert other["history"][-1]["test_loss"] != full["history"][-1]["test_loss"]        # another test set
     with pytest.raises(ConfigError, match=r"learning.epochs = 1: the resumed run has already trained 2 epochs"):
         run(_cfg(kind=kind, learning={"epochs": 1}, resume=str(tmp_path / "ext" / "checkpoints")),
             tmp_path / "shorter", "t")
