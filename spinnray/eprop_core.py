@@ -30,43 +30,19 @@ the number of steps.
 
 Weight storage (``spec.learning["weight_store"]``, from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``weight_max``, ``synapse``, ``pcm``,
-``weight_seed``; see :func:`weight_store_options`).  Absent (or None) the core
-keeps float weights and Adam updates them in place, exactly as before.  Given,
-each incoming projection's slice lives in a :mod:`spinnray.quant` store:
-
-* ``synapse = ideal``: :class:`~spinnray.quant.MixedPrecisionWeights` with
-  ``weight_bits`` per weight on the grid ``k weight_max / (2^(bits-1) - 1)``;
-  with ``accumulate`` a float32 accumulator holds the updates not yet worth a level;
-* ``synapse = pcm``: :class:`~spinnray.quant.PCMWeights`, differential PCM pairs.
-
-The forward pass uses the *effective* weights, read from the store when a run
-starts (:meth:`reset`), times the projection's mask.  A PCM store is read once
-per run, with fresh read noise, at the emulated time
-``t = samples_seen x T x dt`` (``samples_seen`` counts every sample this core
-ran before, training and test; with a lockstep batch of B samples the B samples
-share one read, and the clock advances by ``B T dt``, as if run one after the
-other).  Adam's step is computed as usual and given to the store as a delta,
-``store.apply(-lr m_hat / (sqrt(v_hat) + eps), t)``, at the time the run ended.
-
-Seeds: a projection's store is seeded by
-``SeedSequence(weight_seed, spawn_key=(crc32(projection name),))`` with one
-random stream per post neuron (its global index, :class:`~spinnray.quant.Noise`).
-Stochastic rounding and PCM noise are therefore the same whatever the split of
-a population over cores, on ``local`` and ``ray``: training is bit-identical
-for 1, 3 or 12 cores.
-
-Memory with a store: ``weights`` = the bytes the store holds (packed codes,
-``ceil(n_weights bits / 8)`` per projection; for PCM the emulator's device
-state, 24 bytes per weight: on a chip the conductances sit in the crossbar),
-``weight_accumulator`` = the float32 accumulator (4 bytes per weight).  The
-decoded float copy the emulator computes with is not counted: a PE multiplies
-by the codes.
+``weight_seed``; see :func:`weight_store_options`): absent (or None) the core
+keeps float weights and Adam updates them in place; given, each incoming
+projection's slice lives in a :mod:`spinnray.quant` store, built, seeded, read,
+updated and counted as :mod:`spinnray.weight_stores` describes (the same for the
+EventProp cores).  The device clock: a PCM store is read once per run at the
+emulated time ``t = samples_seen x T x dt`` (``samples_seen`` counts every
+sample this core ran before, training and test; with a lockstep batch of B
+samples the B samples share one read, and the clock advances by ``B T dt``, as
+if run one after the other).  Adam's step is given to the store as a delta at
+the time the run ended.  Training is bit-identical for 1, 3 or 12 cores.
 """
 
 from __future__ import annotations
-
-import copy
-import zlib
 
 import numpy as np
 
@@ -76,60 +52,12 @@ from .errors import NetworkError, PacketError, SpinnrayError
 from .eprop import check_learning, pseudo_derivative, softmax_cross_entropy
 from .eventprop import Adam
 from .neuron import ALIF, LI
-from .quant import PCMParams, make_weight_store
+# weight_store_options, _store_bytes and PCM_BYTES_PER_WEIGHT live in spinnray.weight_stores (both
+# learning cores use them); they stay importable from here.
+from .weight_stores import PCM_BYTES_PER_WEIGHT, _store_bytes  # noqa: F401  (re-exported)
+from .weight_stores import WeightStoreMixin, weight_store_bytes, weight_store_options
 
 __all__ = ["EPropCore", "learning_bytes", "weight_store_options"]
-
-#: bytes per weight of the PCM model's device state: two devices x (G, t_p, nu), float32 each
-PCM_BYTES_PER_WEIGHT = 24
-
-
-def weight_store_options(machine, network) -> dict | None:
-    """``learning["weight_store"]`` for the e-prop cores from ``machine`` (a MachineConfig).
-
-    None when the machine stores float weights (``weight_bits = 32``, ``synapse = ideal``).
-    Otherwise a dict of the ``machine.*`` weight options in which ``weight_max`` maps every
-    projection name to its range: ``machine.weight_max``, or when that is null
-    ``machine.weight_range x`` the largest |initial weight| (1.0 if all are zero) of
-
-    * ``weight_range_scope = population`` (default): all projections into the same population,
-      so a core's input and recurrent weights share one grid (one fixed-point format per PE);
-    * ``weight_range_scope = projection``: the projection alone.
-
-    The range covers the whole projection, so every core holding a slice uses the same grid.
-    A projection initialised much smaller than its neighbours (recurrent weights) grows during
-    training far past its own initial peak (about 10x on the keyword task, bench/RESULTS.md);
-    a per-projection range then saturates it.
-    """
-    ws = getattr(machine, "weight_store", None)
-    if ws is None:
-        return None
-    factor = float(ws.get("weight_range", 2.0))
-    scope = ws.get("weight_range_scope", "population")
-    peaks = {p.name: float(np.abs(p.weights).max()) if p.weights.size else 0.0 for p in network.projections}
-    if scope == "population":
-        into: dict[str, float] = {}
-        for p in network.projections:
-            into[p.post.name] = max(into.get(p.post.name, 0.0), peaks[p.name])
-        peaks = {p.name: into[p.post.name] for p in network.projections}
-    ranges = {}
-    for p in network.projections:
-        peak = peaks[p.name]
-        ranges[p.name] = float(ws["weight_max"]) if ws["weight_max"] is not None else (factor * peak if peak > 0 else 1.0)
-    return dict(ws, weight_max=ranges)
-
-
-def _store_bytes(weights: int, ws: dict | None) -> dict[str, int]:
-    """``weights`` and ``weight_accumulator`` bytes of a store of ``weights`` weights."""
-    if ws is None:
-        return {}
-    if ws.get("synapse", "ideal") == "pcm":
-        return {"weights": PCM_BYTES_PER_WEIGHT * weights, "weight_accumulator": 4 * weights}
-    bits = int(ws["weight_bits"])
-    out = {"weights": -(-weights * bits // 8)}
-    if ws.get("accumulate", True) and bits < 32:
-        out["weight_accumulator"] = 4 * weights
-    return out
 
 
 def learning_bytes(network, pop, n: int, batch: int, dtype: str, feedback: str = "symmetric",
@@ -141,11 +69,7 @@ def learning_bytes(network, pop, n: int, batch: int, dtype: str, feedback: str =
     """
     item = np.dtype(dtype).itemsize
     pre = sum(p.pre.size for p in network.incoming(pop))
-    stores: dict[str, int] = {}
-    if weight_store is not None:
-        for p in network.incoming(pop):
-            for k, v in _store_bytes(p.pre.size * n, weight_store).items():
-                stores[k] = stores.get(k, 0) + v
+    stores = weight_store_bytes(network, pop, n, weight_store)
     if isinstance(pop.model, ALIF):
         per_syn = batch * pre * n
         return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
@@ -158,7 +82,7 @@ def learning_bytes(network, pop, n: int, batch: int, dtype: str, feedback: str =
     return {}
 
 
-class EPropCore(Core):
+class EPropCore(WeightStoreMixin, Core):
     """An ALIF hidden slice or the LI readout, trained with e-prop."""
 
     def __init__(self, spec: CoreSpec):
@@ -225,45 +149,8 @@ class EPropCore(Core):
         self.has_grads = False
         self._init_stores(L.get("weight_store"))
 
-    def _init_stores(self, ws: dict | None) -> None:
-        """One weight store per incoming projection (module docstring); None = float weights."""
-        self.stores = None
-        self.elapsed_s = 0.0            # emulated time of this core's device clock (s)
-        if ws is None:
-            return
-        spec = self.spec
-        pcm = ws.get("pcm")
-        if isinstance(pcm, dict):
-            pcm = PCMParams(**pcm)
-        ranges = ws.get("weight_max")
-        cols = np.arange(spec.lo, spec.hi)
-        self.stores = []
-        for j, (inc, w) in enumerate(zip(spec.incoming, self.weights)):
-            w_max = ranges.get(inc.name) if isinstance(ranges, dict) else ranges
-            seed = np.random.SeedSequence(int(ws.get("seed", 0)), spawn_key=(zlib.crc32(inc.name.encode()),))
-            self.stores.append(make_weight_store(
-                w.astype(np.float64), weight_bits=int(ws.get("weight_bits", 32)), rounding=ws.get("rounding", "nearest"),
-                synapse=ws.get("synapse", "ideal"), w_max=w_max, accumulate=bool(ws.get("accumulate", True)),
-                transfer=ws.get("transfer", "round"),
-                pcm=pcm, seed=seed, t_s=0.0, columns=cols))
-            self.weights[j][...] = self._stored(j)
-
-    def _stored(self, j: int) -> np.ndarray:
-        """Projection ``j``'s stored weights, noise-free, now (PCM: drifted to ``elapsed_s``), masked."""
-        st = self.stores[j]
-        w = st.read(self.elapsed_s, noise=False) if hasattr(st, "conductances") else st.read()
-        m = self.masks[j]
-        return w if m is None else w * m
-
     def memory(self) -> dict[str, int]:
-        mem = super().memory()
-        if getattr(self, "stores", None) is not None:
-            mem["weights"] = sum(st.stored_bytes for st in self.stores)
-            acc = sum(st.accumulator_bytes for st in self.stores)
-            if acc:
-                mem["weight_accumulator"] = acc
-        mem["gradients"] = sum(g.nbytes for g in self.grads)
-        mem["optimizer"] = sum(o.m.nbytes + o.v.nbytes for o in self.opts)
+        mem = super().memory()                  # weights (stores), gradients, optimizer
         if any(m is not None for m in self.masks):
             mem["masks"] = sum(m.nbytes for m in self.masks if m is not None)
         keys = [inc.error_keys for inc in self.spec.incoming if inc.error_keys is not None]
@@ -294,12 +181,7 @@ class EPropCore(Core):
         self.window_start = steps - w
         self.window = w
         B = self.batch
-        if self.stores is not None:
-            # the effective weights of this run: one read per run at the device clock (PCM: noisy)
-            for j, (st, m) in enumerate(zip(self.stores, self.masks)):
-                r = st.read(self.elapsed_s)
-                self.weights[j][...] = r if m is None else r * m
-            self.elapsed_s += B * steps * self.spec.dt_ms / 1000.0
+        self._read_stores(B, steps)            # this run's effective weights; the clock advances by B T dt
         if self.hidden:
             for a in (self.eps_v, self.eps_a, self.acc, self.psi, self.signal):
                 a[:B] = 0
@@ -468,78 +350,12 @@ class EPropCore(Core):
                     g += self.signal[s][None, :] * self.acc[s, :, a:b].T
             self.has_grads = True
 
-    def gradients(self) -> list[np.ndarray]:
-        """dL/dW of each incoming projection (pre_size, n_local), masked."""
-        return [g if m is None else g * m for g, m in zip(self.grads, self.masks)]
-
     def apply(self, lr: float | None = None) -> None:
         """One Adam step of this core's own weights with its own gradients (plus L2)."""
         if not self.has_grads:
             raise SpinnrayError(f"core {self.id}: apply before a backward round")
-        for j, (w, g, m, opt) in enumerate(zip(self.weights, self.gradients(), self.masks, self.opts)):
-            if lr is not None:
-                opt.lr = lr
+        for j, (w, g) in enumerate(zip(self.weights, self.gradients())):
             if self.weight_decay:
                 g = g + self.weight_decay * w
-            if self.stores is None:
-                opt.step(w, g)
-                if m is not None:
-                    w *= m
-                continue
-            delta = np.zeros_like(w)
-            opt.step(delta, g)                      # delta = -lr m_hat / (sqrt(v_hat) + eps)
-            if m is not None:
-                delta *= m
-            self.stores[j].apply(delta, self.elapsed_s)
-            if not hasattr(self.stores[j], "conductances"):
-                w[...] = self._stored(j)            # digital: deterministic, so current at once
+            self._adam_step(j, g, lr)
         self.has_grads = False
-
-    # ------------------------------------------------------------ parameters
-    def get_weights(self) -> list[np.ndarray]:
-        """The weights held; with a store, the stored weights noise-free now (PCM: drifted), masked."""
-        if self.stores is not None:
-            return [self._stored(j).astype(self.dtype) for j in range(len(self.stores))]
-        return super().get_weights()
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        """Write new weights; a store programs them (rounded onto its grid, accumulator cleared)."""
-        for j, (w, new) in enumerate(zip(self.weights, weights)):
-            if self.stores is None:
-                w[...] = new
-            else:
-                self.stores[j].program(np.asarray(new, np.float64), self.elapsed_s)
-                w[...] = self._stored(j)
-
-    def checksum(self) -> int:
-        crc = 0
-        if self.stores is not None:            # the stored state: codes and accumulator, or devices
-            for st in self.stores:
-                arrs = ((st.conductances(self.elapsed_s), st.accumulator) if hasattr(st, "conductances")
-                        else (st.codes, st.accumulator))
-                for a in arrs:
-                    crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
-            return crc
-        return super().checksum()
-
-    def learning_state(self) -> dict:
-        """Weights, Adam moments and step counts, and the counters (for checkpoints); with weight
-        stores also the stores (codes, accumulators, devices, random streams) and the device clock."""
-        out = {"weights": self.get_weights(), "opts": [o.state() for o in self.opts],
-               "counters": self.counters.as_dict()}
-        if self.stores is not None:
-            out["stores"] = copy.deepcopy(self.stores)
-            out["elapsed_s"] = self.elapsed_s
-        return out
-
-    def load_learning_state(self, state: dict) -> None:
-        if self.stores is not None and "stores" in state:
-            self.stores = copy.deepcopy(state["stores"])
-            self.elapsed_s = float(state["elapsed_s"])
-            for j, w in enumerate(self.weights):
-                w[...] = self._stored(j)
-        else:
-            self.set_weights(state["weights"])
-        for o, s in zip(self.opts, state["opts"]):
-            o.load(s)
-        super().load_learning_state(state)      # the counters

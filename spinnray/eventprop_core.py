@@ -21,43 +21,25 @@ Weights never leave the core; gradients are read out, reduced across
 replicas by the trainer, and applied by each core's own Adam.
 
 Weight storage (``spec.learning["weight_store"]``, the dict of
-:func:`spinnray.eprop_core.weight_store_options`, from ``machine.weight_bits``,
+:func:`spinnray.weight_stores.weight_store_options`, from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``transfer``, ``weight_max``, ``weight_range``,
-``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``).  Absent (or
-None) the core keeps float weights and Adam updates them in place.  Given, each
-incoming projection's slice lives in a :mod:`spinnray.quant` store, built and
-seeded exactly as on the e-prop cores (:class:`~spinnray.eprop_core.EPropCore`):
-
-* ``synapse = ideal``: :class:`~spinnray.quant.MixedPrecisionWeights`, ``weight_bits``
-  per weight on the grid ``k weight_max / (2^(bits-1) - 1)``, saturating at
-  ``+-weight_max``; with ``accumulate`` a float32 accumulator keeps what has not
-  moved a level yet;
-* ``synapse = pcm``: :class:`~spinnray.quant.PCMWeights`, differential PCM pairs.
-
-Forward and reverse passes use the *effective* weights ``W``: read from the store
-when a run starts (:meth:`EventPropCore.reset`; PCM: one noisy read at the
-device clock), times the mask.  The device clock ``elapsed_s`` advances by
+``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``): absent (or
+None) the core keeps float weights and Adam updates them in place; given, each
+incoming projection's slice lives in a :mod:`spinnray.quant` store, built,
+seeded, read, updated and counted as :mod:`spinnray.weight_stores` describes,
+exactly as on the e-prop cores.  Forward and reverse passes use the effective
+weights read when a run starts; the device clock ``elapsed_s`` advances by
 ``spec.batch x T x dt`` per run (the mapped lockstep batch, the same on every
 replica whatever its shard, so data-parallel replicas age their devices alike;
-for full batches on one replica this is the e-prop cores' ``B T dt``).  An
-update is Adam's step computed into a zero array,
-``delta = -lr m_hat / (sqrt(v_hat) + eps)``, masked and given to
-``store.apply(delta, elapsed_s)``; a weight bump (:meth:`EventPropCore.bump`)
-is given to the store the same way.  Replicas receive the same reduced
-gradient, hold the same Adam state and the same per-projection, per-column
-random streams (stochastic rounding, PCM noise), so their stores stay
-bit-identical; so does any split of a population over cores.
-
-Memory with a store: ``weights`` = the bytes the stores hold (packed codes,
-``ceil(n_weights bits / 8)`` per projection; PCM: 24 bytes of device state per
-weight) and ``weight_accumulator`` = 4 bytes per weight (when there is one); the
-decoded float copy the emulator computes with is not counted.
+for full batches on one replica this is the e-prop cores' ``B T dt``).  Adam's
+step and a weight bump (:meth:`EventPropCore.bump`) are given to the store as
+deltas.  Replicas receive the same reduced gradient, hold the same Adam state
+and the same per-projection, per-column random streams (stochastic rounding,
+PCM noise), so their stores stay bit-identical; so does any split of a
+population over cores.
 """
 
 from __future__ import annotations
-
-import copy
-import zlib
 
 import numpy as np
 
@@ -66,8 +48,8 @@ from .core import Core, CoreSpec
 from .errors import BudgetError, NetworkError, PacketError, SpinnrayError
 from .eventprop import (Adam, TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times, spike_times,
                         ttfs_loss)
-from .eprop_core import EPropCore, _store_bytes
 from .neuron import LIF
+from .weight_stores import WeightStoreMixin, weight_store_bytes
 
 __all__ = ["EventPropCore", "learning_bytes"]
 
@@ -80,7 +62,7 @@ def learning_bytes(network, pop, n: int, batch: int, dtype: str, spikes_per_neur
     ``spikes_per_neuron`` spikes per neuron and sample (own spikes 10 bytes
     each: step, sample, neuron as int16 and I - V_pre; pre-synaptic spikes 6
     bytes); the real size is checked against the budget after every forward run.
-    ``weight_store`` (:func:`spinnray.eprop_core.weight_store_options`, None =
+    ``weight_store`` (:func:`spinnray.weight_stores.weight_store_options`, None =
     float weights): ``weights`` and ``weight_accumulator`` are then the bytes of
     the stores, each incoming projection packed separately (they replace the
     mapper's ``weights`` at ``dtype``).  ``error_populations``: the populations
@@ -95,16 +77,12 @@ def learning_bytes(network, pop, n: int, batch: int, dtype: str, spikes_per_neur
                if error_populations is None or p.pre.name in error_populations)
     pre_neurons = sum(size for size in {p.pre.name: p.pre.size for p in network.incoming(pop)}.values())
     records = int(batch * spikes_per_neuron * (10 * n + 6 * pre_neurons))
-    stores: dict[str, int] = {}
-    if weight_store is not None:
-        for p in network.incoming(pop):
-            for k, v in _store_bytes(p.pre.size * n, weight_store).items():
-                stores[k] = stores.get(k, 0) + v
+    stores = weight_store_bytes(network, pop, n, weight_store)
     return {"gradients": w * item, "optimizer": 2 * w * item, "masks": masks,
             "error_keys": keys, "adjoint": 3 * batch * n * item, "spike_records": records, **stores}
 
 
-class EventPropCore(Core):
+class EventPropCore(WeightStoreMixin, Core):
     """A LIF slice trained with EventProp.
 
     ``spec.learning`` keys: ``tau_syn_ms``, ``guard``, ``lr``, ``betas``,
@@ -153,23 +131,6 @@ class EventPropCore(Core):
         self._clear_records()
         self._init_stores(L.get("weight_store"))
 
-    # The weight stores are built, seeded and read as on the e-prop cores (same
-    # seeds per projection and global column): one scheme for both rules.
-    _init_stores = EPropCore._init_stores
-    _stored = EPropCore._stored
-
-    def _pcm(self, j: int) -> bool:
-        return hasattr(self.stores[j], "conductances")
-
-    def _update(self, j: int, delta: np.ndarray) -> None:
-        """Give projection ``j``'s store the update ``delta`` (masked here) at the device clock."""
-        m = self.masks[j]
-        if m is not None:
-            delta *= m
-        self.stores[j].apply(delta, self.elapsed_s)
-        if not self._pcm(j):
-            self.weights[j][...] = self._stored(j)      # digital: deterministic, so current at once
-
     def _clear_records(self) -> None:
         self._own = []                                   # chunks of (t, b, i, I - V_pre)
         self._pre = {name: [] for name in self.hist}     # chunks of (t, b, pre)
@@ -182,15 +143,8 @@ class EventPropCore(Core):
         self.silent_grad = None
 
     def memory(self) -> dict[str, int]:
-        mem = super().memory()
-        if getattr(self, "stores", None) is not None:
-            mem["weights"] = sum(st.stored_bytes for st in self.stores)
-            acc = sum(st.accumulator_bytes for st in self.stores)
-            if acc:
-                mem["weight_accumulator"] = acc
+        mem = super().memory()                  # weights (stores), gradients, optimizer
         mem.update({
-            "gradients": sum(g.nbytes for g in self.grads),
-            "optimizer": sum(o.m.nbytes + o.v.nbytes for o in self.opts),
             "masks": sum(m.nbytes for m in self.masks if m is not None),
             "error_keys": sum(k.nbytes for k in self.error_keys if k is not None),
             "adjoint": self.lam_v.nbytes + self.lam_i.nbytes + self.err_in.nbytes,
@@ -214,11 +168,7 @@ class EventPropCore(Core):
         super().reset(steps, batch, None, record)
         self._clear_records()
         self.steps = steps
-        if self.stores is not None:
-            for j, (st, m) in enumerate(zip(self.stores, self.masks)):
-                r = st.read(self.elapsed_s)
-                self.weights[j][...] = r if m is None else r * m
-            self.elapsed_s += self.spec.batch * steps * self.spec.dt_ms / 1000.0
+        self._read_stores(self.spec.batch, steps)
         if self.loss is not None:
             shape = (self.batch, self.spec.n)
             self.first_step = np.full(shape, -1, np.int32)
@@ -418,26 +368,13 @@ class EventPropCore(Core):
         return rep
 
     # ------------------------------------------------------------ parameters
-    def gradients(self) -> list[np.ndarray]:
-        """dL/dW of each incoming projection, (pre_size, n_local), masked."""
-        return [g if m is None else g * m for g, m in zip(self.grads, self.masks)]
-
     def apply(self, grads: list[np.ndarray], lr: float | None = None) -> None:
         """One Adam step on every incoming projection with the (reduced) gradients.
 
         With weight stores the step ``delta = -lr m_hat / (sqrt(v_hat) + eps)`` is
         computed into a zero array, masked, and given to the store."""
-        for j, (w, g, m, opt) in enumerate(zip(self.weights, grads, self.masks, self.opts)):
-            if lr is not None:
-                opt.lr = lr
-            if self.stores is not None:
-                delta = np.zeros_like(w)
-                opt.step(delta, np.asarray(g, w.dtype))
-                self._update(j, delta)
-                continue
-            opt.step(w, np.asarray(g, w.dtype))
-            if m is not None:
-                w *= m
+        for j, (w, g) in enumerate(zip(self.weights, grads)):
+            self._adam_step(j, np.asarray(g, w.dtype), lr)
 
     def bump(self, amount: float, columns=None) -> None:
         """Add ``amount`` to incoming weights (the silent-neuron remedy of
@@ -454,56 +391,14 @@ class EventPropCore(Core):
             if self.stores is not None:
                 delta = np.zeros_like(w)
                 delta[:, cols] = amount
-                self._update(j, delta)
+                self._update_weights(j, delta)
                 continue
             w[:, cols] += amount if m is None else amount * m[:, cols]
 
-    def get_weights(self) -> list[np.ndarray]:
-        """The weights held; with a store, the stored weights noise-free now (PCM: drifted), masked."""
-        if self.stores is not None:
-            return [self._stored(j).astype(self.dtype) for j in range(len(self.stores))]
-        return super().get_weights()
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        """Write new weights; a store programs them (rounded onto its grid, accumulator cleared)."""
-        if self.stores is None:
-            return super().set_weights(weights)
-        for j, new in enumerate(weights):
-            self.stores[j].program(np.asarray(new, np.float64), self.elapsed_s)
-            self.weights[j][...] = self._stored(j)
-
-    def checksum(self) -> int:
-        """CRC32 of the weights; with stores, of the stored state (codes and accumulators, or the
-        devices' drifted conductances and accumulators): equal on every replica or they diverged."""
-        if self.stores is None:
-            return super().checksum()
-        crc = 0
-        for j, st in enumerate(self.stores):
-            arrs = (st.conductances(self.elapsed_s), st.accumulator) if self._pcm(j) else (st.codes, st.accumulator)
-            for a in arrs:
-                crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
-        return crc
-
     def learning_state(self) -> dict:
-        """Weights, Adam moments and step counts, counters and the guard count (for checkpoints);
-        with weight stores also the stores (codes, accumulators, devices, random streams) and the
-        device clock, so that a resume continues bit for bit."""
-        out = {"weights": self.get_weights(), "opts": [o.state() for o in self.opts],
-               "counters": self.counters.as_dict(), "guarded_total": self.guarded_total}
-        if self.stores is not None:
-            out["stores"] = copy.deepcopy(self.stores)
-            out["elapsed_s"] = self.elapsed_s
-        return out
+        """The learning state of :class:`~spinnray.weight_stores.WeightStoreMixin` and the guard count."""
+        return {**super().learning_state(), "guarded_total": self.guarded_total}
 
     def load_learning_state(self, state: dict) -> None:
-        if self.stores is not None and "stores" in state:
-            self.stores = copy.deepcopy(state["stores"])
-            self.elapsed_s = float(state["elapsed_s"])
-            for j in range(len(self.weights)):
-                self.weights[j][...] = self._stored(j)
-        else:
-            self.set_weights(state["weights"])
-        for o, s in zip(self.opts, state["opts"]):
-            o.load(s)
-        super().load_learning_state(state)      # the counters
+        super().load_learning_state(state)      # weights or stores, Adam, counters
         self.guarded_total = int(state.get("guarded_total", self.guarded_total))
