@@ -58,6 +58,14 @@ window), so truncation saves compute paths, not memory, here;
 window (a first forward pass for the error, then forward and backward per
 window), holding the activations of one window only, and adds layers and the
 local blocks of truncated local BPTT (Guo et al. 2023).
+
+Gradient-norm clipping (``clip_norm = c``, as ``torch.nn.utils.clip_grad_norm_``): before
+Adam, the gradient ``g`` of the update (every matrix together) is replaced by
+``g * c / ||g||`` when its global L2 norm ``||g|| = sqrt(sum of every squared entry)``
+exceeds ``c``, and left untouched (bit for bit) otherwise: the direction is kept, only the
+length is bounded.  Through the ALIF recurrence the gradient of a long sequence can grow by
+orders of magnitude in a single mini-batch (on the keyword set up to 10^4 times its median);
+Adam's first moment then carries that one direction for several updates at full step size.
 """
 
 from __future__ import annotations
@@ -75,6 +83,7 @@ from .eventprop import Adam as _ArrayAdam
 __all__ = [
     "ALIFNetConfig", "Weights", "Record", "init_weights", "spike_and_pseudo_derivative", "forward",
     "softmax_cross_entropy", "loss_and_grads", "training_memory_bytes", "Adam", "DenseBPTTTrainer",
+    "gradient_norm", "clip_by_norm", "check_clip_norm",
 ]
 
 SURROGATES = ("triangle", "multi_gaussian", "sigmoid")
@@ -437,6 +446,47 @@ def training_memory_bytes(cfg: ALIFNetConfig, steps: int, batch: int = 1) -> dic
     return out
 
 
+def check_clip_norm(value, name: str = "clip_norm") -> float | None:
+    """``value`` as a float if it is a finite number > 0, None if it is None (no clipping);
+    anything else raises ConfigError naming ``name``."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) \
+            or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} = {value!r}: expected a finite number > 0, or null for no clipping")
+    return float(value)
+
+
+def gradient_norm(arrays) -> float:
+    """Global L2 norm ``sqrt(sum over every array of the sum of its squared entries)``,
+    accumulated in float64 whatever the arrays' dtype."""
+    total = 0.0
+    for a in arrays:
+        flat = np.asarray(a, dtype=np.float64).ravel()
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def clip_by_norm(arrays, max_norm: float | None) -> tuple[float, bool]:
+    """Rescale ``arrays`` in place to a global L2 norm of at most ``max_norm``.
+
+    With ``n = gradient_norm(arrays)``: if ``n > max_norm`` every array is multiplied by
+    ``max_norm / n`` (same direction, norm ``max_norm`` up to rounding); otherwise, or when
+    ``max_norm`` is None, or when ``n`` is not finite (a diverged gradient is not hidden),
+    the arrays are left untouched, bit for bit.  Returns ``(n, clipped)``, ``n`` the norm
+    before clipping.  Raises ConfigError on a bad ``max_norm`` (:func:`check_clip_norm`).
+    """
+    max_norm = check_clip_norm(max_norm)
+    arrays = list(arrays)
+    n = gradient_norm(arrays)
+    if max_norm is None or not math.isfinite(n) or n <= max_norm:
+        return n, False
+    scale = max_norm / n
+    for a in arrays:
+        a *= scale
+    return n, True
+
+
 class Adam:
     """Adam over a :class:`Weights` triple (bias-corrected, eps outside the sqrt).
 
@@ -479,13 +529,21 @@ class DenseBPTTTrainer:
 
     Data are time-major: ``x`` (T, N, n_in), ``labels`` (N,) ints.  Weights
     come from ``weights`` (copied) or :func:`init_weights` ``(cfg, seed)``.
+    ``clip_norm``: the gradient of every update (the three matrices together) is
+    rescaled to at most this global L2 norm before Adam (:func:`clip_by_norm`);
+    None = no clipping.  ``last_grad_norm`` is the norm of the last update before
+    clipping, ``clipped`` the number of updates that were rescaled.
+    Raises ConfigError on a bad ``truncation`` or ``clip_norm``.
     """
 
     def __init__(self, cfg: ALIFNetConfig, *, seed: int = 0, weights: Weights | None = None,
                  lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-5,
-                 truncation: int | None = None):
+                 truncation: int | None = None, clip_norm: float | None = None):
         if truncation is not None:
             _check_int("truncation", truncation, 1)
+        self.clip_norm = check_clip_norm(clip_norm)
+        self.last_grad_norm = 0.0
+        self.clipped = 0
         self.cfg = cfg
         self.seed = seed
         self.truncation = truncation
@@ -499,6 +557,8 @@ class DenseBPTTTrainer:
     def train_batch(self, x: np.ndarray, labels: np.ndarray) -> float:
         """One Adam update on the batch ``x`` (T, B, n_in); returns the loss before it."""
         loss, grads, _ = loss_and_grads(self.cfg, self.weights, x, labels, truncation=self.truncation)
+        self.last_grad_norm, clipped = clip_by_norm(grads, self.clip_norm)
+        self.clipped += clipped
         self.opt.step(self.weights, grads)
         self.updates += 1
         return loss

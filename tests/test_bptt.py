@@ -4,7 +4,7 @@
 (b) the hand-written e-prop of ``eprop_reference`` (equal without recurrence,
     different with it), whose traces are themselves checked by finite
     differences; (c) truncated BPTT; (d) memory accounting; (e) the trainer;
-(f) configuration errors.
+(f) configuration errors; (g) gradient-norm clipping against hand-computed rescalings.
 """
 
 import dataclasses
@@ -18,6 +18,8 @@ from spinnray.bptt import (
     ALIFNetConfig,
     DenseBPTTTrainer,
     Weights,
+    check_clip_norm,
+    clip_by_norm,
     forward,
     init_weights,
     loss_and_grads,
@@ -325,3 +327,81 @@ def test_bad_call_arguments():
         loss_and_grads(cfg, w, x, np.array([0, 2]))
     with pytest.raises(ConfigError, match=r"^steps = 0"):
         training_memory_bytes(cfg, 0)
+
+
+# ---------------------------------------------------------------- (g) gradient clipping
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_by_norm_against_hand_computation(dtype):
+    # norm sqrt(3^2 + 4^2 + 12^2) = 13: clipping to 6.5 halves every entry (exact in binary)
+    arrays = [np.array([3.0, -4.0], dtype), np.array([[12.0]], dtype)]
+    n, clipped = clip_by_norm(arrays, 6.5)
+    assert n == 13.0 and clipped
+    np.testing.assert_array_equal(arrays[0], np.array([1.5, -2.0], dtype))
+    np.testing.assert_array_equal(arrays[1], np.array([[6.0]], dtype))
+    assert arrays[0].dtype == dtype
+    # a random case: the result is g c / ||g||, of norm c, same direction
+    rng = np.random.default_rng(0)
+    g = [rng.normal(0, 1, (4, 3)).astype(dtype), rng.normal(0, 5, (7,)).astype(dtype)]
+    hand = math.sqrt(sum(float(v) ** 2 for a in g for v in a.ravel()))
+    kept = [a.copy() for a in g]
+    n, clipped = clip_by_norm(g, 0.25)
+    assert clipped and n == pytest.approx(hand, rel=1e-12)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for a, k in zip(g, kept):
+        np.testing.assert_allclose(a, k.astype(np.float64) * (0.25 / hand), rtol=tol)
+    assert math.sqrt(sum(float(v) ** 2 for a in g for v in a.ravel())) == pytest.approx(0.25, rel=tol)
+
+
+def test_clip_by_norm_leaves_small_or_nonfinite_gradients_bit_for_bit():
+    rng = np.random.default_rng(1)
+    g = [rng.normal(0, 1, (5, 5)).astype(np.float32), rng.normal(0, 1, 3)]
+    kept = [a.copy() for a in g]
+    for c in (None, 1e30, 13.0):
+        n, clipped = clip_by_norm(g, c)
+        assert not clipped and n < 13.0
+        for a, k in zip(g, kept):
+            np.testing.assert_array_equal(a, k)
+    bad = [np.array([1.0, np.inf]), np.array([np.nan])]
+    for arr in bad:
+        keep = arr.copy()
+        n, clipped = clip_by_norm([arr], 1.0)
+        assert not clipped and not math.isfinite(n)
+        np.testing.assert_array_equal(arr, keep)
+
+
+def test_dense_trainer_clipping():
+    cfg = ALIFNetConfig(n_in=8, n_h=16, n_out=2, tau_m_ms=20.0, tau_a_ms=100.0, beta=0.2, v_th=1.0,
+                        tau_out_ms=20.0, surrogate="multi_gaussian")
+    x, y = two_group_task(32, 30, np.random.default_rng(2))
+    runs = {}
+    for c in (None, 1e30, 1e-4):
+        tr = DenseBPTTTrainer(cfg, seed=0, lr=0.02, clip_norm=c)
+        tr.fit(x, y, epochs=2, batch_size=8)
+        runs[c] = tr
+    for a, b in zip(runs[None].weights, runs[1e30].weights):
+        np.testing.assert_array_equal(a, b)                               # a huge clip norm is no clipping
+    assert runs[1e30].clipped == 0 and runs[1e-4].clipped == 8
+    assert any(not np.array_equal(a, b) for a, b in zip(runs[None].weights, runs[1e-4].weights))
+    # the gradient Adam receives is the hand-rescaled one: first update from the same weights
+    w0 = init_weights(cfg, 0)
+    _, g, _ = loss_and_grads(cfg, w0, x[:, :8], y[:8])
+    hand = math.sqrt(sum(float(v) ** 2 for a in g for v in a.ravel()))
+    tr = DenseBPTTTrainer(cfg, seed=0, lr=0.02, clip_norm=0.5 * hand)
+    seen = []
+    tr.opt.step = lambda w, grads: seen.append([a.copy() for a in grads])
+    tr.train_batch(x[:, :8], y[:8])
+    assert tr.last_grad_norm == pytest.approx(hand, rel=1e-12) and tr.clipped == 1
+    for got, want in zip(seen[0], g):
+        np.testing.assert_allclose(got, 0.5 * want, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf"), True, "0.5"])
+def test_bad_clip_norm_names_it(value):
+    with pytest.raises(ConfigError, match=r"^clip_norm = "):
+        check_clip_norm(value)
+    with pytest.raises(ConfigError, match=r"^clip_norm = "):
+        DenseBPTTTrainer(ALIFNetConfig(**TINY), clip_norm=value)
+    with pytest.raises(ConfigError, match=r"^clip_norm = "):
+        clip_by_norm([np.ones(2)], value)
+    assert check_clip_norm(None) is None and check_clip_norm(2) == 2.0

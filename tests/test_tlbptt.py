@@ -281,3 +281,135 @@ def test_full_bptt_scenario_refuses_a_window(tmp_path):
     cfg = _compose("scenario=bptt_cue", *TINY_CUE, "learning.window=50")
     with pytest.raises(ConfigError, match="learning.rule = bptt with learning.window = 50"):
         run(cfg, tmp_path, "bptt_cue")
+
+
+# ------------------------------------------------------------------ gradient clipping
+def _clip_case(dtype="float64", layers=2, block_size=1, window=7):
+    cfg = ALIFNetConfig(n_in=3, n_h=5, n_out=3, v_th=0.6, surrogate="multi_gaussian", loss_window=10, dtype=dtype)
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(0.5, 1.0, (24, 4, 3)), rng.integers(0, 3, 4)
+    w = init_deep_weights(cfg, layers, block_size, np.random.default_rng(2), in_scale=3.0, ff_scale=3.0,
+                          out_scale=3.0)
+    return cfg, DeepALIF(cfg, layers, block_size=block_size, window=window), w, x, y
+
+
+def _hand_norm(arrays):
+    total = 0.0
+    for a in arrays:
+        for v in np.asarray(a, np.float64).ravel():
+            total += float(v) * float(v)
+    return total ** 0.5
+
+
+def _applied_gradients(tr):
+    """Wrap the trainer's Adam steps: the list gets, per update, the gradient every matrix received."""
+    seen = []
+    for i, o in enumerate(tr.opts):
+        step = o.step
+
+        def spy(param, grad, i=i, step=step):
+            if i == 0:
+                seen.append([])
+            seen[-1].append(np.array(grad, copy=True))
+            step(param, grad)
+        o.step = spy
+    return seen
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_huge_clip_norm_is_no_clipping_bit_for_bit(dtype):
+    cfg, net, w, x, y = _clip_case(dtype)
+    runs = {}
+    for c in (None, 1e30, 1e-3):
+        tr = DenseTrainer(net, w, lr=0.05, clip_norm=c)
+        for _ in range(4):
+            tr.train_batch(x, y)
+        runs[c] = tr
+    for a, b, w0 in zip(runs[None].weights.arrays(), runs[1e30].weights.arrays(), w.arrays()):
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, w0)                          # the weights did move
+    assert runs[1e30].clipped == 0 and runs[1e-3].clipped == 4 * len(net.blocks)
+    assert runs[None].grad_norms == runs[1e30].grad_norms
+    # a small clip_norm does change the trajectory (so the equality above could fail)
+    assert any(not np.array_equal(a, b) for a, b in zip(runs[None].weights.arrays(), runs[1e-3].weights.arrays()))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_small_clip_norm_rescales_each_block_to_exactly_that_norm(weight_decay):
+    cfg, net, w, x, y = _clip_case()
+    _, g, _ = net.loss_and_grads(w, x, y)                         # the unclipped gradient
+    blocks = net.blocks
+    parts = [[*g.ff[lo:hi], *g.rec[lo:hi], g.out[b]] for b, (lo, hi) in enumerate(blocks)]
+    n = [_hand_norm(p) for p in parts]
+    assert max(n) > 1.5 * min(n) > 0                              # a clip norm between the two is possible
+    c = (n[0] * n[1]) ** 0.5                                       # clips the larger block only
+    tr = DenseTrainer(net, w, lr=0.01, clip_norm=c, weight_decay=weight_decay)
+    seen = _applied_gradients(tr)
+    tr.train_batch(x, y)
+    L = net.layers
+    applied = DeepWeights(seen[0][:L], seen[0][L:2 * L], seen[0][2 * L:])
+    assert tr.grad_norms == [pytest.approx(n, rel=1e-12)] and tr.clipped == 1
+    for b, (lo, hi) in enumerate(blocks):
+        got = [*applied.ff[lo:hi], *applied.rec[lo:hi], applied.out[b]]
+        w_b = [*w.ff[lo:hi], *w.rec[lo:hi], w.out[b]]
+        scale = c / n[b] if n[b] > c else 1.0
+        for a, want, wb in zip(got, parts[b], w_b):
+            np.testing.assert_allclose(a - weight_decay * wb, scale * want, rtol=1e-12, atol=1e-15)
+        if weight_decay == 0.0:
+            if n[b] > c:
+                assert _hand_norm(got) == pytest.approx(c, rel=1e-12)
+                flat_g = np.concatenate([a.ravel() for a in got])
+                flat_w = np.concatenate([a.ravel() for a in parts[b]])
+                cos = flat_g @ flat_w / (np.linalg.norm(flat_g) * np.linalg.norm(flat_w))
+                assert cos == pytest.approx(1.0, abs=1e-12)
+            else:                                                 # the other block: untouched, bit for bit
+                for a, want in zip(got, parts[b]):
+                    np.testing.assert_array_equal(a, want)
+
+
+def test_one_block_window_T_with_clipping_equals_dense_bptt_trainer():
+    """One layer, one block, window = T: the clipped trainer follows spinnray.bptt's clipped trainer."""
+    from spinnray.bptt import DenseBPTTTrainer, Weights
+
+    cfg = ALIFNetConfig(n_in=5, n_h=7, n_out=3, v_th=0.6, surrogate="multi_gaussian", dtype="float64")
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(0.3, 1.0, (30, 4, 5)), rng.integers(0, 3, 4)
+    w = init_weights(cfg, 2, gain_in=3.0)
+    _, g, _ = loss_and_grads(cfg, w, x, y)
+    c = 0.5 * _hand_norm(g)
+    dense = DenseTrainer(DeepALIF(cfg, 1, window=30), DeepWeights([w.w_in], [w.w_rec], [w.w_out]), lr=0.01,
+                         clip_norm=c)
+    ref = DenseBPTTTrainer(cfg, weights=Weights(*w), lr=0.01, clip_norm=c)
+    for _ in range(3):
+        dense.train_batch(x, y)
+        ref.train_batch(x, y)
+    assert dense.clipped == ref.clipped >= 1
+    for got, want in zip(dense.weights.arrays(), ref.weights):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1.0, float("nan"), float("inf"), True, "1"])
+def test_bad_clip_norm_raises_naming_it(value):
+    cfg, net, w, _, _ = _clip_case()
+    with pytest.raises(ConfigError, match=r"^clip_norm = "):
+        DenseTrainer(net, w, clip_norm=value)
+
+
+@pytest.mark.parametrize("value, shown", [("0", "0"), ("-2.5", "-2.5"), ("abc", "'abc'")])
+def test_bad_clip_norm_in_a_scenario_names_the_key(tmp_path, value, shown):
+    from spinnray.runner import run
+
+    cfg = _compose("scenario=tlbptt_cue", *TINY_CUE, f"learning.clip_norm={value}")
+    with pytest.raises(ConfigError, match=rf"learning\.clip_norm = {shown}"):
+        run(cfg, tmp_path, "tlbptt_cue")
+
+
+def test_scenario_reports_gradient_norms_and_clipping(tmp_path):
+    from spinnray.runner import run
+
+    cfg = _compose("scenario=tlbptt_cue", *TINY_CUE, "learning.window=50", "learning.clip_norm=1e-6")
+    m = run(cfg, tmp_path, "tlbptt_cue")
+    row = m["history"][0]
+    assert m["clip_norm"] == 1e-6 and row["clipped_fraction"] == 1.0
+    assert m["clipped_updates"] == 2 * m["blocks"]                # 8 trials / batch 4 = 2 updates
+    assert row["grad_norm_max"] >= row["grad_norm_median"] > 1e-6
