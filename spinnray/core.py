@@ -249,6 +249,54 @@ class Core:
             self.counters.rejected += 1
             self._note(f"core {self.id}: error frame at reverse step {i} for a core that does not learn")
 
+    def _error_frames(self, i: int, keys: list, batch_idx: list, payload: list) -> list[bytes]:
+        """One error frame of reverse step ``i`` from lists of key, batch-index and payload arrays
+        (counted as sent); none when there is no event."""
+        if not keys or not sum(len(k) for k in keys):
+            return []
+        k = np.concatenate(keys)
+        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=np.zeros(len(k), np.uint16),
+                              batch=np.concatenate(batch_idx).astype(np.uint16) if self.spec.batch > 1 else None,
+                              payload=np.concatenate(payload).astype(np.float32))
+        c = self.counters
+        c.packets_sent += 1
+        c.error_events_sent += len(k)
+        c.bytes_sent += len(frame)
+        c.max_events_per_step = max(c.max_events_per_step, len(k))
+        return [frame]
+
+    def _error_events(self, frames: list[bytes], i: int, what: str, refuse: str | None = None):
+        """The valid error events of reverse step ``i`` addressed to this core's neurons.
+
+        Yields ``(batch index, local neuron, payload)`` arrays per frame.  A frame that does not
+        decode, is not an error frame of step ``i``, or arrives while ``refuse`` (a reason) is set,
+        is rejected; events whose keys are not this core's are dropped; both are counted and noted.
+        ``what`` names the events in the notes ("error events", "learning signals").
+        """
+        c = self.counters
+        base = self.spec.error_key_base
+        for frame in frames:
+            c.packets_received += 1
+            c.bytes_received += len(frame)
+            try:
+                p = packet.decode(frame, max_offset=0, n_batch=self.batch)
+                if p.kind != packet.Kind.ERROR or p.step != i:
+                    raise PacketError(f"expected {what} of reverse step {i}, got kind {int(p.kind)} step {p.step}")
+                if refuse:
+                    raise PacketError(refuse)
+            except PacketError as e:
+                c.rejected += 1
+                self._note(f"core {self.id}: rejected frame: {e.reason}")
+                continue
+            c.error_events_received += p.n
+            local = p.keys.astype(np.int64) - (base if base is not None else 0)
+            ok = (base is not None) & (local >= 0) & (local < self.spec.n)
+            if not np.all(ok):
+                c.dropped += int((~ok).sum())
+                self._note(f"core {self.id}: {int((~ok).sum())} {what} with foreign keys")
+            b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
+            yield b, local[ok], p.payload[ok].astype(self.dtype)
+
     # ------------------------------------------------------------------ memory
     def memory(self) -> dict[str, int]:
         """Bytes by category of the arrays this core holds now."""

@@ -46,9 +46,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import packet
 from .core import Core, CoreSpec
-from .errors import NetworkError, PacketError, SpinnrayError
+from .errors import NetworkError, SpinnrayError
 from .eprop import check_learning, pseudo_derivative, softmax_cross_entropy
 from .eventprop import Adam
 from .neuron import ALIF, LI
@@ -304,45 +303,13 @@ class EPropCore(WeightStoreMixin, Core):
             keys.append(inc.error_keys[pre])
             payload.append(sig[b, pre])
             bidx.append(b)
-        if not keys or not sum(len(k) for k in keys):
-            return []
-        k = np.concatenate(keys)
-        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=np.zeros(len(k), np.uint16),
-                              batch=np.concatenate(bidx).astype(np.uint16) if self.spec.batch > 1 else None,
-                              payload=np.concatenate(payload).astype(np.float32))
-        c = self.counters
-        c.packets_sent += 1
-        c.error_events_sent += len(k)
-        c.bytes_sent += len(frame)
-        c.max_events_per_step = max(c.max_events_per_step, len(k))
-        return [frame]
+        return self._error_frames(i, keys, bidx, payload)
 
     def deliver_errors(self, frames: list[bytes], i: int) -> None:
         """Hidden: take the learning signals, then form the gradient from the accumulated traces."""
-        c = self.counters
-        base = self.spec.error_key_base
-        for frame in frames:
-            c.packets_received += 1
-            c.bytes_received += len(frame)
-            try:
-                p = packet.decode(frame, max_offset=0, n_batch=self.batch)
-                if p.kind != packet.Kind.ERROR or p.step != i:
-                    raise PacketError(f"expected learning signals (error events) of round {i}, "
-                                      f"got kind {int(p.kind)} step {p.step}")
-                if not self.hidden:
-                    raise PacketError(f"core {self.id} is a readout and takes no learning signals")
-            except PacketError as e:
-                c.rejected += 1
-                self._note(f"core {self.id}: rejected frame: {e.reason}")
-                continue
-            c.error_events_received += p.n
-            local = p.keys.astype(np.int64) - (base if base is not None else 0)
-            ok = (base is not None) & (local >= 0) & (local < self.spec.n)
-            if not np.all(ok):
-                c.dropped += int((~ok).sum())
-                self._note(f"core {self.id}: {int((~ok).sum())} learning signal(s) with foreign keys")
-            b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
-            self.signal[b, local[ok]] += p.payload[ok].astype(self.dtype)
+        refuse = None if self.hidden else f"core {self.id} is a readout and takes no learning signals"
+        for b, local, value in self._error_events(frames, i, "learning signals", refuse):
+            np.add.at(self.signal, (b, local), value)
         if self.hidden:
             B = self.batch
             for g, (a, b) in zip(self.grads, zip(self.offsets[:-1], self.offsets[1:])):

@@ -43,9 +43,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import packet
 from .core import Core, CoreSpec
-from .errors import BudgetError, NetworkError, PacketError, SpinnrayError
+from .errors import BudgetError, NetworkError, SpinnrayError
 from .eventprop import (Adam, TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times, spike_times,
                         ttfs_loss)
 from .neuron import LIF
@@ -326,41 +325,11 @@ class EventPropCore(WeightStoreMixin, Core):
             _, b, pre = (a[at] for a in self.pre_events[inc.pre])
             if len(b):
                 np.add.at(g, pre, -self.tau_syn_ms * new_i[b])
-        if not keys:
-            return []
-        k = np.concatenate(keys)
-        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=np.zeros(len(k), np.uint16),
-                              batch=np.concatenate(batch_idx).astype(np.uint16) if self.spec.batch > 1 else None,
-                              payload=np.concatenate(payload).astype(np.float32))
-        self.counters.packets_sent += 1
-        self.counters.error_events_sent += len(k)
-        self.counters.bytes_sent += len(frame)
-        self.counters.max_events_per_step = max(self.counters.max_events_per_step, len(k))
-        return [frame]
+        return self._error_frames(i, keys, batch_idx, payload)
 
     def deliver_errors(self, frames: list[bytes], i: int) -> None:
-        c = self.counters
-        base = self.spec.error_key_base
-        for frame in frames:
-            c.packets_received += 1
-            c.bytes_received += len(frame)
-            try:
-                p = packet.decode(frame, max_offset=0, n_batch=self.batch)
-                if p.kind != packet.Kind.ERROR or p.step != i:
-                    raise PacketError(f"expected error events of reverse step {i}, got kind {int(p.kind)} "
-                                      f"step {p.step}")
-            except PacketError as e:
-                c.rejected += 1
-                self._note(f"core {self.id}: rejected frame: {e.reason}")
-                continue
-            c.error_events_received += p.n
-            local = p.keys.astype(np.int64) - (base if base is not None else 0)
-            ok = (base is not None) & (local >= 0) & (local < self.spec.n)
-            if not np.all(ok):
-                c.dropped += int((~ok).sum())
-                self._note(f"core {self.id}: {int((~ok).sum())} error event(s) with foreign keys")
-            b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
-            np.add.at(self.err_in, (b, local[ok]), p.payload[ok].astype(self.dtype))
+        for b, local, value in self._error_events(frames, i, "error events"):
+            np.add.at(self.err_in, (b, local), value)
 
     def report(self) -> dict:
         rep = super().report()
