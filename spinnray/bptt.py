@@ -64,8 +64,11 @@ Adam, the gradient ``g`` of the update (every matrix together) is replaced by
 ``g * c / ||g||`` when its global L2 norm ``||g|| = sqrt(sum of every squared entry)``
 exceeds ``c``, and left untouched (bit for bit) otherwise: the direction is kept, only the
 length is bounded.  Through the ALIF recurrence the gradient of a long sequence can grow by
-orders of magnitude in a single mini-batch (on the keyword set up to 10^4 times its median);
-Adam's first moment then carries that one direction for several updates at full step size.
+orders of magnitude in a single mini-batch (on the keyword set with the multi-Gaussian
+pseudo-derivative at gamma 0.5: up to 10^4 times its median); Adam's first moment then carries
+that one direction for several updates at full step size.  Clipping bounds the damage; a smaller
+gamma, which damps every factor of the product, removes the cause (gamma 0.3: the norm stayed
+below 2).
 """
 
 from __future__ import annotations
