@@ -24,12 +24,14 @@ import struct
 from dataclasses import asdict
 from pathlib import Path
 
-from .errors import DataError
+import numpy as np
+
+from .errors import ConfigError, DataError
 
 log = logging.getLogger("spinnray")
 
 __all__ = ["MAGIC", "VERSION", "Checkpointer", "save_checkpoint", "load_checkpoint", "config_fingerprint",
-           "trajectory", "training_data", "latest"]
+           "trajectory", "training_data", "latest", "warm_start"]
 
 MAGIC = b"SPNRCKPT"
 VERSION = 1
@@ -108,6 +110,52 @@ def load_checkpoint(path, kind: str | None = None, fingerprint: str | None = Non
                         f"(fingerprint {state.get('fingerprint')} != {fingerprint}); resume needs the same one")
     state["path"] = str(path)
     return state
+
+
+def warm_start(path, kind: str, network, mapping) -> str:
+    """Give ``network`` the weights the cores of a ``kind`` checkpoint held (``init_from=PATH``).
+
+    For fine-tuning (say, at a lower learning rate) and for moving a trained
+    model to another weight precision: only the weights are taken; the
+    optimizer moments, the data order, the learning-rate schedule and the
+    epoch count start fresh.  The weights are written into the projections of
+    ``network`` in place (before the trainer is built from it, so a weight
+    store's range is set from them).  ``mapping`` places ``network`` as the
+    checkpointed run did: every core's slice and weight shapes must match, or
+    a :class:`ConfigError` names the core and the shapes.  Replicas hold equal
+    weights, so replica 0's cores are read.  Returns the source's identity
+    (fingerprint and mini-batch count) for the new run's fingerprint.
+    """
+    st = load_checkpoint(path, kind)
+    cores = st.get("cores")
+    if not isinstance(cores, dict):
+        raise DataError(f"init_from = {str(path)!r}: the checkpoint holds no core states")
+    for pl in mapping.placements:
+        if pl.replica != 0:
+            continue
+        sl = pl.slice
+        incoming = network.incoming(network[sl.population])
+        if not incoming:
+            continue
+        got = cores.get(pl.core_id, {}).get("weights") if isinstance(cores.get(pl.core_id), dict) else None
+        where = f"init_from = {st['path']!r}: core {pl.core_id} ({sl.population}[{sl.lo}:{sl.hi}])"
+        if got is None or len(got) != len(incoming):
+            raise ConfigError(f"{where} holds {'no' if got is None else len(got)} weight matrices; this network "
+                              f"expects {len(incoming)} ({', '.join(p.name for p in incoming)}): the checkpoint's "
+                              "network and cores per population must match this run's")
+        for proj, w in zip(incoming, got):
+            w = np.asarray(w)
+            want = (proj.pre.size, sl.hi - sl.lo)
+            if w.shape != want:
+                raise ConfigError(f"{where} holds {proj.name} weights of shape {w.shape}; this network expects "
+                                  f"{want}: the checkpoint's network and cores per population must match this run's")
+            if not np.all(np.isfinite(w)):
+                raise DataError(f"{where}: {proj.name} weights are not finite")
+            m = None if proj.mask is None else proj.mask[:, sl.lo:sl.hi]
+            proj.weights[:, sl.lo:sl.hi] = w if m is None else np.where(m, w, 0.0)
+    log.info("weights from %s (%s, %d mini-batches trained); optimizer, data order and schedule start fresh",
+             st["path"], kind, int(st.get("batches", 0)))
+    return f"{st.get('fingerprint')}@{int(st.get('batches', 0))}"
 
 
 def latest(directory) -> Path | None:

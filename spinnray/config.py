@@ -156,6 +156,9 @@ class MachineConfig:
                                          "|initial weight| (see weight_range_scope) (> 0)")
     weight_range: float = opt(2.0, "with weight_max null: the grid spans +-weight_range x max |initial weight| "
                                    "of each projection", min=1e-6)
+    weight_ranges: dict | None = opt(None, "with weight_max null: per-projection range factors replacing weight_range, keyed "
+                                    "by projection name, pre->post or pre_to_post (e.g. {hidden_to_hidden: 6}: "
+                                    "recurrent weights that grow far past their initial peak); null = none", factory=dict)
     weight_range_scope: str = opt("population", "with weight_max null, whose largest initial weight sets the range: "
                                                 "population (all projections into it share one grid) | projection",
                                   choices=("population", "projection"))
@@ -183,6 +186,16 @@ class MachineConfig:
         if wm is not None and (isinstance(wm, bool) or not isinstance(wm, (int, float))
                                or not math.isfinite(wm) or wm <= 0):
             raise ConfigError(f"machine.weight_max = {wm!r}: expected a finite number > 0 or null")
+        if self.weight_ranges is None:
+            object.__setattr__(self, "weight_ranges", {})
+        wr = self.weight_ranges
+        if not isinstance(wr, dict):
+            raise ConfigError(f"machine.weight_ranges = {wr!r}: expected a mapping of projection name to factor")
+        for name, f in wr.items():
+            if not isinstance(name, str) or isinstance(f, bool) or not isinstance(f, (int, float)) \
+                    or not math.isfinite(f) or f <= 0:
+                raise ConfigError(f"machine.weight_ranges[{name!r}] = {f!r}: expected a projection name and a "
+                                  "finite factor > 0")
         if self.synapse == "pcm" and self.weight_bits != 32:
             raise ConfigError(f"machine.weight_bits = {self.weight_bits} with machine.synapse = pcm: expected 32 "
                               "(the PCM pulse granularity, machine.pcm.dg_pulse_us, sets the resolution)")
@@ -201,8 +214,16 @@ class MachineConfig:
             return None
         return {"weight_bits": self.weight_bits, "rounding": self.rounding, "accumulate": self.accumulate,
                 "transfer": self.transfer,
-                "weight_max": self.weight_max, "weight_range": self.weight_range,
+                "weight_max": self.weight_max, "weight_range": self.weight_range, "weight_ranges": dict(self.weight_ranges),
                 "weight_range_scope": self.weight_range_scope, "synapse": self.synapse, "pcm": self.pcm, "seed": self.weight_seed}
+
+    def identity(self) -> dict:
+        """The options as a dict for checkpoint fingerprints; options added later are left out while
+        at their neutral value, so checkpoints written before them still resume."""
+        d = dataclasses.asdict(self)
+        if not d["weight_ranges"]:
+            d.pop("weight_ranges")
+        return d
 
     @property
     def total_pes(self) -> int:
@@ -281,4 +302,7 @@ class RunConfig:
     progress: bool = opt(True, "show a progress bar on long work")
     checkpoint: CheckpointConfig = opt(None, "training checkpoints", factory=CheckpointConfig)
     resume: str | None = opt(None, "continue a training run from this checkpoint file or directory")
+    init_from: str | None = opt(None, "start training from the weights of this checkpoint (file or directory: "
+                                      "the newest) of the same network; optimizer, data order and schedule "
+                                      "start fresh (fine-tuning, moving to another weight precision)")
     report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report)")

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import RunConfig, from_dict, opt
-from .checkpoint import Checkpointer, config_fingerprint, training_data, trajectory
+from .checkpoint import Checkpointer, config_fingerprint, training_data, trajectory, warm_start
 from .errors import ConfigError, DataError
 from .eprop import SURROGATES
 from .eprop_core import learning_bytes
@@ -286,13 +286,18 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
                             timeout_s=cluster.round_timeout_s, cluster=cluster)
 
     trainer = make_trainer()
+    init = ()
+    if cfg.init_from:
+        init = (warm_start(cfg.init_from, "eprop", net, trainer.sim.mapping),)
+        trainer.close()
+        trainer = make_trainer()            # built from the loaded weights (a weight store's range follows them)
     setup_s = time.perf_counter() - t_start
     m0 = trainer.sim.mapping
     log.info("e-prop on %d cores (%d hidden), backend %s; %d train / %d test samples of %d steps x %d inputs",
              m0.n_cores, len(m0.cores_of("hidden")), cfg.backend, len(ytr), len(yte), steps, n_in)
     B = learn.batch_size
     ck = Checkpointer(cfg, out_dir, "eprop", config_fingerprint(asdict(net_cfg), training_data(data), trajectory(learn),
-                                                                 cfg.seed, hidden_cores, asdict(cfg.machine)))
+                                                                 cfg.seed, hidden_cores, cfg.machine.identity(), *init))
     pos = new_position(learn.lr, tested_samples=0)
     rng = np.random.default_rng([cfg.seed, 13])
     if cfg.resume:

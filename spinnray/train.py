@@ -314,7 +314,7 @@ def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int
 
 
 def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
-    from .checkpoint import Checkpointer, config_fingerprint, training_data, trajectory
+    from .checkpoint import Checkpointer, config_fingerprint, training_data, trajectory, warm_start
     from .loop import new_position, run_epochs
     from .metrics import SCHEMA_VERSION
     from .report import save_raster
@@ -339,6 +339,11 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
                                 timeout_s=cluster.round_timeout_s, cluster=cluster)
 
     trainer = make_trainer()
+    init = ()
+    if cfg.init_from:
+        init = (warm_start(cfg.init_from, "eventprop", net, trainer.sim.mapping),)
+        trainer.close()
+        trainer = make_trainer()            # built from the loaded weights (a weight store's range follows them)
     setup_s = time.perf_counter() - t_start
     log.info("EventProp on %d cores (%d replica(s) x %d), backend %s; %d train / %d test samples",
              trainer.sim.mapping.n_cores, cfg.parallel.replicas, trainer.sim.mapping.n_cores // cfg.parallel.replicas,
@@ -346,7 +351,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     ck = Checkpointer(cfg, out_dir, "eventprop",
                       config_fingerprint(asdict(net_cfg), training_data(data), trajectory(learn), cfg.seed,
                                          cfg.parallel.cores_per_population, cfg.parallel.replicas,
-                                         asdict(cfg.machine)))
+                                         cfg.machine.identity(), *init))
     pos = new_position(learn.lr, bumps=dict(trainer.bumps))
     rng = np.random.default_rng([cfg.seed, 11])
     if cfg.resume:

@@ -49,6 +49,7 @@ import zlib
 
 import numpy as np
 
+from .errors import ConfigError
 from .quant import PCMParams, make_weight_store
 
 __all__ = ["PCM_BYTES_PER_WEIGHT", "WeightStoreMixin", "weight_store_bytes", "weight_store_options"]
@@ -69,6 +70,10 @@ def weight_store_options(machine, network) -> dict | None:
       so a core's input and recurrent weights share one grid (one fixed-point format per PE);
     * ``weight_range_scope = projection``: the projection alone.
 
+    ``machine.weight_ranges`` (projection name -> factor) replaces ``weight_range`` for the
+    projections it names, written ``pre->post`` or, on the command line where Hydra takes no
+    ``->`` in keys, ``pre_to_post`` (an unknown name is a ConfigError listing the projections).
+
     The range covers the whole projection, so every core holding a slice uses the same grid.
     A projection initialised much smaller than its neighbours (recurrent weights) grows during
     training far past its own initial peak (about 10x on the keyword task, bench/RESULTS.md);
@@ -85,10 +90,15 @@ def weight_store_options(machine, network) -> dict | None:
         for p in network.projections:
             into[p.post.name] = max(into.get(p.post.name, 0.0), peaks[p.name])
         peaks = {p.name: into[p.post.name] for p in network.projections}
+    factors = {k.replace("_to_", "->"): v for k, v in (ws.get("weight_ranges") or {}).items()}   # CLI-safe names
+    unknown = sorted(set(factors) - set(peaks))
+    if unknown:
+        raise ConfigError(f"machine.weight_ranges: no projection named {unknown[0]!r}; this network's projections "
+                          f"are {sorted(peaks)}")
     ranges = {}
     for p in network.projections:
-        peak = peaks[p.name]
-        ranges[p.name] = float(ws["weight_max"]) if ws["weight_max"] is not None else (factor * peak if peak > 0 else 1.0)
+        peak, f = peaks[p.name], float(factors.get(p.name, factor))
+        ranges[p.name] = float(ws["weight_max"]) if ws["weight_max"] is not None else (f * peak if peak > 0 else 1.0)
     return dict(ws, weight_max=ranges)
 
 

@@ -138,3 +138,56 @@ def test_killed_core_actor_is_survived(tmp_path, monkeypatch, ray_session, kind)
     got = run(_cfg("ray", kind=kind, cluster={"round_timeout_s": 20.0}), tmp_path / "killed", "t")
     assert got["restarts"] == 1
     _same_run(got, full)
+
+
+def _core_weights(run_dir):
+    """{core id: [weight matrices]} of a run's newest checkpoint."""
+    cores = load_checkpoint(run_dir / "checkpoints")["cores"].items()
+    return {cid: st["weights"] for cid, st in cores if "weights" in st}      # not the input source cores
+
+
+@pytest.mark.parametrize("kind", ["eprop", "eventprop"])
+def test_training_starts_from_the_weights_of_a_checkpoint(tmp_path, kind):
+    """init_from takes a checkpoint's weights exactly, starts a fresh run whose fingerprint names the
+    source, and refuses a network that does not fit, naming the shapes."""
+    one = {"epochs": 1}
+    run(_cfg(kind=kind, learning=one), tmp_path / "a", "t")
+    src = str(tmp_path / "a" / "checkpoints")
+    only_initial = {"every": 1000}              # just the checkpoint of the state training starts from
+    b = run(_cfg(kind=kind, learning=one, init_from=src, checkpoint=only_initial), tmp_path / "b", "t")
+    fresh = run(_cfg(kind=kind, learning=one, checkpoint=only_initial), tmp_path / "fresh", "t")
+    a_w, b_w, f_w = (_core_weights(tmp_path / n) for n in ("a", "b", "fresh"))
+    assert load_checkpoint(tmp_path / "b" / "checkpoints")["batches"] == 0
+    assert a_w.keys() == b_w.keys() and len(a_w) >= 3
+    for cid in a_w:
+        for wa, wb, wf in zip(a_w[cid], b_w[cid], f_w[cid]):
+            np.testing.assert_array_equal(wb, wa)
+            assert not np.array_equal(wf, wa)
+    assert b["history"][0]["train_loss"] != fresh["history"][0]["train_loss"]
+    # the warm-started run's checkpoints resume with the same init_from, not without it
+    run(_cfg(kind=kind, learning=one, init_from=src, resume=str(tmp_path / "b" / "checkpoints")), tmp_path / "b2", "t")
+    with pytest.raises(DataError, match="different network/data/learning"):
+        run(_cfg(kind=kind, learning=one, resume=str(tmp_path / "b" / "checkpoints")), tmp_path / "b3", "t")
+    bigger = {"hidden": 12} if kind == "eprop" else {"hidden": 22}
+    with pytest.raises(ConfigError, match=r"init_from = .*core \d+ \(hidden\[0:\d+\]\) holds .* weights of shape "
+                                          r"\(\d+, \d+\); this network expects \(\d+, \d+\)"):
+        run(_cfg(kind=kind, learning=one, init_from=src, network=bigger), tmp_path / "c", "t")
+    with pytest.raises(DataError, match="no such checkpoint"):
+        run(_cfg(kind=kind, init_from=str(tmp_path / "missing.ckpt")), tmp_path / "d", "t")
+
+
+def test_float_weights_move_onto_a_4_bit_grid_set_from_them(tmp_path):
+    """A float32 checkpoint loaded at 4 bits: the grid's range follows the loaded weights (range 1 x
+    each population's peak), so every weight lands within half a level of its float value."""
+    run(_cfg(learning={"epochs": 1}), tmp_path / "a", "t")
+    run(_cfg(learning={"epochs": 1}, init_from=str(tmp_path / "a" / "checkpoints"), checkpoint={"every": 1000},
+             machine={"weight_bits": 4, "weight_range": 1.0}), tmp_path / "q", "t")
+    a, q = _core_weights(tmp_path / "a"), _core_weights(tmp_path / "q")
+    for pop_cores in ([c for c in a if len(a[c]) == 2], [c for c in a if len(a[c]) == 1]):   # hidden, output
+        assert pop_cores
+        step = max(np.abs(w).max() for c in pop_cores for w in a[c]) / 7          # L = 2**3 - 1 levels per sign
+        for c in pop_cores:
+            for wa, wq in zip(a[c], q[c]):
+                assert np.abs(wq - wa).max() <= step / 2 * (1 + 1e-5)
+                assert not np.array_equal(wq, wa)
+                np.testing.assert_allclose(wq / step, np.rint(wq / step), atol=1e-4)

@@ -79,6 +79,18 @@ def test_range_scope_population_or_projection():
     assert pop["hidden->output"] == pytest.approx(1.5 * peak["hidden->output"])
     with pytest.raises(ConfigError, match="machine.weight_range_scope = 'core': expected population or projection"):
         MachineConfig(weight_bits=4, weight_range_scope="core")
+    # per-projection factors (pre->post, or pre_to_post as Hydra takes on the command line) replace weight_range
+    mixed = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5, weight_range_scope="projection",
+                                               weight_ranges={"hidden_to_hidden": 6.0}), net)["weight_max"]
+    assert mixed == pytest.approx({**own, "hidden->hidden": 6.0 * peak["hidden->hidden"]})
+    mixed_pop = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5,
+                                                   weight_ranges={"hidden->hidden": 0.5}), net)["weight_max"]
+    assert mixed_pop == pytest.approx({**pop, "hidden->hidden": 0.5 * peak["input->hidden"]})
+    with pytest.raises(ConfigError, match=r"machine.weight_ranges: no projection named 'hidden->out'; this "
+                                          r"network's projections are \['hidden->hidden', "):
+        weight_store_options(MachineConfig(weight_bits=4, weight_ranges={"hidden_to_out": 2.0}), net)
+    with pytest.raises(ConfigError, match=r"machine.weight_ranges\['hidden->hidden'\] = -1.0: expected .* > 0"):
+        MachineConfig(weight_bits=4, weight_ranges={"hidden->hidden": -1.0})
 
 
 def test_memory_counts_the_stored_bits():
