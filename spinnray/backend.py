@@ -6,6 +6,14 @@ through the same rounds; only the carrier differs:
 
 * ``local``: one process; each round calls every core's ``run_block``, the
   routers' ``route`` and every core's ``deliver`` in turn.
+
+Schedules.  By default a run is ``ceil(T / K)`` rounds of K steps (and a
+reverse pass one round per step).  Given ``levels`` (core id -> the level of
+its population in a feed-forward network, :meth:`Network.levels`), a run is
+*layered*: one round per level, in which the cores of that level step through
+the whole run and every core takes what it was sent (reverse: the highest
+level first, each core's whole reverse pass in its round).  Same results,
+far fewer rounds: see :mod:`spinnray.core`.
 * ``ray``: every core is a Ray actor (``num_cpus=0``, so any number fit on
   two CPUs) and so is each node's router.  A run is one Ray call per core;
   inside it the rounds travel over persistent TCP streams through the router
@@ -49,6 +57,19 @@ def rounds(steps: int, k: int):
     """``(t0, length)`` of each exchange round of a run of ``steps`` steps."""
     for t0 in range(0, steps, k):
         yield t0, min(k, steps - t0)
+
+
+def layered_forward(core, steps: int, level: int, n_levels: int, exchange) -> None:
+    """The layered forward run of one core: round r steps the cores of level r
+    through the whole run; ``exchange(frames)`` returns what was routed to it."""
+    for r in range(n_levels):
+        core.deliver(exchange(core.run_block(0, steps) if r == level else []), 0, steps)
+
+
+def layered_backward(core, steps: int, level: int, n_levels: int, exchange) -> None:
+    """The layered reverse pass of one core: the highest level first."""
+    for r in range(n_levels):
+        core.deliver_errors(exchange(core.backward_layer(steps) if n_levels - 1 - r == level else []), 0, steps)
 
 
 def _check_strict(core_reports: list[dict], router_reports: list[dict]) -> None:
@@ -123,26 +144,48 @@ class LocalBackend:
             r.configure(max_offset=max_offset, n_batch=n_batch)
 
     def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
-            record: tuple[str, ...]) -> dict[int, dict[str, np.ndarray]]:
-        """One forward run; ``batch`` gives each core's number of samples."""
+            record: tuple[str, ...], levels: dict[int, int] | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """One forward run; ``batch`` gives each core's number of samples;
+        ``levels``: the layered schedule (module docstring)."""
         for c in self.cores:
+            c.layered = levels is not None
             c.reset(steps, batch[c.id], inputs.get(c.id), record)
-        self._configure(k - 1, max(batch.values()))
-        for t0, kk in rounds(steps, k):
-            inbox = {c.id: c.run_block(t0, kk) for c in self.cores}
-            out = self._route(inbox)
-            for c in self.cores:
-                c.deliver(out[c.id], t0, kk)
+        if levels is not None:
+            self._configure(steps - 1, max(batch.values()))
+            n = max(levels.values()) + 1
+            for r in range(n):
+                out = self._route({c.id: c.run_block(0, steps) if levels[c.id] == r else [] for c in self.cores})
+                for c in self.cores:
+                    c.deliver(out[c.id], 0, steps)
+        else:
+            self._configure(k - 1, max(batch.values()))
+            for t0, kk in rounds(steps, k):
+                inbox = {c.id: c.run_block(t0, kk) for c in self.cores}
+                out = self._route(inbox)
+                for c in self.cores:
+                    c.deliver(out[c.id], t0, kk)
         for c in self.cores:
             c.finish()
         if self.strict:
             _check_strict(*self.reports())
         return {c.id: c.recorded for c in self.cores}
 
-    def run_backward(self, steps: int, batch: int, scale: float) -> None:
-        """Reverse rounds i = steps-1 .. 0 carrying error events (EventProp)."""
+    def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None) -> None:
+        """Reverse rounds i = steps-1 .. 0 carrying error events (EventProp);
+        ``levels``: one round per level instead, the highest first."""
         for c in self.cores:
             c.begin_backward(steps, scale)
+        if levels is not None:
+            self._configure(steps - 1, batch)
+            top = max(levels.values())
+            for r in range(top + 1):
+                out = self._route({c.id: c.backward_layer(steps) if levels[c.id] == top - r else []
+                                   for c in self.cores})
+                for c in self.cores:
+                    c.deliver_errors(out[c.id], 0, steps)
+            if self.strict:
+                _check_strict(*self.reports())
+            return
         self._configure(0, batch)
         for i in reversed(range(steps)):
             inbox = {c.id: c.backward_block(i) for c in self.cores}
@@ -287,20 +330,28 @@ def _actor_classes():
         def connect(self, address, timeout_s: float) -> None:
             self.link = CoreLink(self.core.id, tuple(address), timeout_s)
 
-        def run(self, steps, k, batch, inputs, record):
+        def run(self, steps, k, batch, inputs, record, layer=None):
+            """A forward run; ``layer``: (level, number of levels) of the layered schedule."""
             core = self.core
+            core.layered = layer is not None
             core.reset(steps, batch, inputs, record)
-            for t0, kk in rounds(steps, k):
-                frames = core.run_block(t0, kk)
-                core.deliver(self.link.exchange(frames, t0), t0, kk)
+            if layer is not None:
+                layered_forward(core, steps, *layer, lambda frames: self.link.exchange(frames, 0))
+            else:
+                for t0, kk in rounds(steps, k):
+                    frames = core.run_block(t0, kk)
+                    core.deliver(self.link.exchange(frames, t0), t0, kk)
             core.finish()
             return core.recorded, core.problems(), core.events_sent()
 
-        def backward(self, steps, scale):
+        def backward(self, steps, scale, layer=None):
             core = self.core
             core.begin_backward(steps, scale)
-            for i in reversed(range(steps)):
-                core.deliver_errors(self.link.exchange(core.backward_block(i), i), i)
+            if layer is not None:
+                layered_backward(core, steps, *layer, lambda frames: self.link.exchange(frames, 0))
+            else:
+                for i in reversed(range(steps)):
+                    core.deliver_errors(self.link.exchange(core.backward_block(i), i), i)
             return core.problems(), core.events_sent()
 
         def call(self, method, args):
@@ -333,11 +384,12 @@ def _actor_classes():
         def start(self, peers: dict) -> None:
             self.server.start(peers)
 
-        def configure(self, k: int, batch: int, steps: int | None = None, backward: bool = False) -> None:
+        def configure(self, k: int, batch: int, steps: int | None = None, backward: bool = False,
+                      layered: bool = False) -> None:
             with self.server.lock:
                 self.router.configure(max_offset=k - 1, n_batch=batch)
                 if steps is not None:
-                    self.server.begin_run(k, steps, backward)
+                    self.server.begin_run(k, steps, backward, layered)
 
         def abort(self, reason: str) -> None:
             self.server.close(f"aborted: {reason}")
@@ -448,29 +500,41 @@ class RayBackend:
             raise MappingError(f"could not {what} on the nodes asked for ({self.n_nodes}: {self.ray_node_ids}): "
                                f"{_first_line(e)}; alive: {_describe_nodes(cluster_nodes())}") from None
 
-    def _configure(self, k: int, batch: int, steps: int, backward: bool) -> None:
+    def _configure(self, k: int, batch: int, steps: int, backward: bool, layered: bool = False) -> None:
         ray = self._ray
         try:
-            ray.get([r.configure.remote(k, batch, steps, backward) for r in self.routers], timeout=self.timeout_s)
+            ray.get([r.configure.remote(k, batch, steps, backward, layered) for r in self.routers],
+                    timeout=self.timeout_s)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             self.failed = f"a router did not answer before the run: {_first_line(e)}"
             raise TransportError(self.failed + "; " + "; ".join(self._router_errors())) from None
 
+    @staticmethod
+    def _layers(levels: dict[int, int] | None) -> dict[int, tuple | None]:
+        """Each core's (level, number of levels) of the layered schedule, or None."""
+        if levels is None:
+            return {}
+        n = max(levels.values()) + 1
+        return {cid: (lv, n) for cid, lv in levels.items()}
+
     def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
-            record: tuple[str, ...]) -> dict[int, dict[str, np.ndarray]]:
+            record: tuple[str, ...], levels: dict[int, int] | None = None) -> dict[int, dict[str, np.ndarray]]:
         self._check_alive()
-        self._configure(k, max(batch.values()), steps, False)
-        refs = {a.run.remote(steps, k, batch[cid], inputs.get(cid), tuple(record)): cid
+        layers = self._layers(levels)
+        self._configure(steps if levels is not None else k, max(batch.values()), steps, False, levels is not None)
+        refs = {a.run.remote(steps, k, batch[cid], inputs.get(cid), tuple(record), layers.get(cid)): cid
                 for cid, a in self.actors.items()}
         out = self._gather(refs, "forward run")
         self._events.update({cid: ev for cid, (_, _, ev) in out.items()})
         self._strict(sum(p for _, p, _ in out.values()))
         return {cid: rec for cid, (rec, _, _) in out.items()}
 
-    def run_backward(self, steps: int, batch: int, scale: float) -> None:
+    def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None) -> None:
         self._check_alive()
-        self._configure(1, batch, steps, True)
-        out = self._gather({a.backward.remote(steps, scale): cid for cid, a in self.actors.items()}, "backward run")
+        layers = self._layers(levels)
+        self._configure(steps if levels is not None else 1, batch, steps, True, levels is not None)
+        out = self._gather({a.backward.remote(steps, scale, layers.get(cid)): cid for cid, a in self.actors.items()},
+                           "backward run")
         self._events.update({cid: ev for cid, (_, ev) in out.items()})
         self._strict(sum(p for p, _ in out.values()))
 

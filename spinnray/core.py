@@ -13,7 +13,15 @@ It runs in rounds of K steps (the tick phases of one round):
 
 Delays are at least K steps, so a spike emitted in a round is never needed
 before the next round begins (NEST's min-delay rule); that makes the results
-identical for every K <= min delay.  Synaptic input is summed strictly in the
+identical for every K <= min delay.
+
+The *layered* schedule (``core.layered = True``, feed-forward networks only)
+runs one round per level of the network instead (:meth:`Network.levels`):
+in round r the cores of level r step through the whole run, ``run_block(0,
+T)``, and send one packet with all their events; every core keeps what it
+receives as a sorted list of input events (counted as ``input_events``)
+instead of a ring, and reads step t's input from it.  The sums are taken in
+the same order as in rounds of K steps, so the results are identical.  Synaptic input is summed strictly in the
 order (projection, delay, sample, pre-synaptic neuron) by
 :func:`~spinnray.neuron.accumulate_events`, so they are identical for every
 partitioning of the populations as well.
@@ -187,6 +195,9 @@ class Core:
         self.reasons: list[str] = []
         self.record_vars: tuple[str, ...] = ("spikes",)
         self.recorded: dict[str, np.ndarray] = {}
+        self.layered = False                     # set by the backend before reset(): see the module docstring
+        self._inbox: dict[str, list] = {}        # layered: pre -> chunks of (step, sample, pre) as delivered
+        self._events: dict[str, tuple] | None = None   # layered: pre -> (sample, pre, bounds by step), sorted
         self._init_learning()
         used = sum(self.memory().values())
         if used > spec.budget_bytes:
@@ -241,21 +252,30 @@ class Core:
         """Reverse step ``i``: the error frames to send (none for a plain core)."""
         return []
 
-    def deliver_errors(self, frames: list[bytes], i: int) -> None:
-        """A plain core takes no error events: count and note them."""
+    def backward_layer(self, steps: int) -> list[bytes]:
+        """Layered schedule: every reverse step ``steps-1 .. 0`` at once; the error
+        frames to send, events carrying their step as offset (none for a plain core)."""
+        return []
+
+    def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
+        """A plain core takes no error events: count and note them.  ``span``:
+        steps the frames may cover (the layered schedule's T, with ``i = 0``)."""
         for frame in frames:
             self.counters.packets_received += 1
             self.counters.bytes_received += len(frame)
             self.counters.rejected += 1
             self._note(f"core {self.id}: error frame at reverse step {i} for a core that does not learn")
 
-    def _error_frames(self, i: int, keys: list, batch_idx: list, payload: list) -> list[bytes]:
+    def _error_frames(self, i: int, keys: list, batch_idx: list, payload: list,
+                      offsets: list | None = None) -> list[bytes]:
         """One error frame of reverse step ``i`` from lists of key, batch-index and payload arrays
-        (counted as sent); none when there is no event."""
+        (counted as sent); none when there is no event.  ``offsets``: per event, its step
+        minus ``i`` (the layered schedule's frame of the whole run); None = all 0."""
         if not keys or not sum(len(k) for k in keys):
             return []
         k = np.concatenate(keys)
-        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=np.zeros(len(k), np.uint16),
+        off = np.zeros(len(k), np.uint16) if offsets is None else np.concatenate(offsets).astype(np.uint16)
+        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=off,
                               batch=np.concatenate(batch_idx).astype(np.uint16) if self.spec.batch > 1 else None,
                               payload=np.concatenate(payload).astype(np.float32))
         c = self.counters
@@ -265,10 +285,12 @@ class Core:
         c.max_events_per_step = max(c.max_events_per_step, len(k))
         return [frame]
 
-    def _error_events(self, frames: list[bytes], i: int, what: str, refuse: str | None = None):
+    def _error_events(self, frames: list[bytes], i: int, what: str, refuse: str | None = None, span: int = 1):
         """The valid error events of reverse step ``i`` addressed to this core's neurons.
 
-        Yields ``(batch index, local neuron, payload)`` arrays per frame.  A frame that does not
+        Yields ``(batch index, local neuron, payload, step offset)`` arrays and the source
+        core per frame; offsets lie below ``span`` (1: all 0; the layered schedule's frames
+        cover a run).  A frame that does not
         decode, is not an error frame of step ``i``, or arrives while ``refuse`` (a reason) is set,
         is rejected; events whose keys are not this core's are dropped; both are counted and noted.
         ``what`` names the events in the notes ("error events", "learning signals").
@@ -279,7 +301,7 @@ class Core:
             c.packets_received += 1
             c.bytes_received += len(frame)
             try:
-                p = packet.decode(frame, max_offset=0, n_batch=self.batch)
+                p = packet.decode(frame, max_offset=span - 1, n_batch=self.batch)
                 if p.kind != packet.Kind.ERROR or p.step != i:
                     raise PacketError(f"expected {what} of reverse step {i}, got kind {int(p.kind)} step {p.step}")
                 if refuse:
@@ -295,7 +317,7 @@ class Core:
                 c.dropped += int((~ok).sum())
                 self._note(f"core {self.id}: {int((~ok).sum())} {what} with foreign keys")
             b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
-            yield b, local[ok], p.payload[ok].astype(self.dtype)
+            yield b, local[ok], p.payload[ok].astype(self.dtype), p.offsets[ok], p.src
 
     # ------------------------------------------------------------------ memory
     def memory(self) -> dict[str, int]:
@@ -308,6 +330,7 @@ class Core:
             "spike_history": sum(h.nbytes for h in self.hist.values()),
             "key_table": sum(a.nbytes for a in (self._src_prefix, self._src_pre, self._src_lo, self._src_n)),
             **({"input_spikes": self.inputs.nbytes} if self.inputs is not None else {}),
+            **({"input_events": self._event_bytes()} if self.layered else {}),
             # The host streams analog input in step by step: one step double-buffered
             # is what the PE holds (the emulator keeps the whole run outside the model).
             **({"input_buffer": 2 * self.spec.batch * self.dtype.itemsize *
@@ -325,6 +348,8 @@ class Core:
         self.state = init_state(self.model, batch, self.spec.n, self.dtype)
         for h in self.hist.values():
             h[:] = False
+        self._inbox = {name: [] for name in self.hist}
+        self._events = None
         if isinstance(self.model, SpikeSource):
             want = (steps, batch, self.spec.n)
             if inputs is None or inputs.shape != want:
@@ -369,7 +394,12 @@ class Core:
                 continue
             ring = self.hist[inc.pre]
             for d in inc.delay_values:
-                b, i = np.nonzero(ring[(t - d) % len(ring), :self.batch])
+                if self.layered:        # the events of step t - d, ordered as np.nonzero of the ring orders them
+                    eb, ei, bounds = self._events[inc.pre]
+                    lo, hi = (bounds[t - d], bounds[t - d + 1]) if t >= d else (0, 0)
+                    b, i = eb[lo:hi], ei[lo:hi]
+                else:
+                    b, i = np.nonzero(ring[(t - d) % len(ring), :self.batch])
                 if len(b):
                     bs.append(b)
                     rows.append(w[i] if dmat is None else w[i] * (dmat[i] == d))
@@ -379,8 +409,53 @@ class Core:
             out = accumulate_events(self.batch, np.concatenate(bs), np.concatenate(rows))
         return out if analog is None else out + analog
 
+    def _index_events(self, steps: int) -> None:
+        """Layered: sort the delivered input events by (step, sample, neuron) and
+        bound them by step; the chunks as delivered are freed.  BudgetError when
+        they do not fit the core's SRAM."""
+        self._events = {}
+        for name, chunks in self._inbox.items():
+            if chunks:
+                t, b, i = (np.concatenate(c) for c in zip(*chunks))
+            else:
+                t = b = i = np.zeros(0, np.int64)
+            order = np.lexsort((i, b, t))
+            bounds = np.searchsorted(t[order], np.arange(steps + 1), "left").tolist()
+            self._events[name] = (b[order].astype(np.int32), i[order].astype(np.int32), bounds)
+        self._inbox = {name: [] for name in self.hist}
+        used = sum(self.memory().values())
+        if used > self.spec.budget_bytes:
+            raise BudgetError(f"core {self.id} ({self.spec.population}): the input events of a layered run of "
+                              f"{steps} steps make {used} bytes; the budget is {self.spec.budget_bytes} "
+                              f"(use parallel.schedule=lockstep, fewer samples per core or more cores)")
+
+    def _event_bytes(self) -> int:
+        """Bytes of the layered input events held now: sample and neuron as int32 per
+        event and one int32 bound per step."""
+        held = sum(8 * sum(len(c[0]) for c in chunks) for chunks in self._inbox.values())
+        if self._events is not None:
+            held += sum(b.nbytes + i.nbytes + 4 * len(bounds) for b, i, bounds in self._events.values())
+        return held
+
     def run_block(self, t0: int, k: int) -> list[bytes]:
-        """Steps ``t0 .. t0+k-1``; returns this round's outgoing frames."""
+        """Steps ``t0 .. t0+k-1``; returns this round's outgoing frames.
+
+        Layered (``self.layered``): called once, for the whole run; the input
+        events delivered before it are indexed first and freed after it."""
+        if self.layered:
+            if t0 != 0:
+                raise SpinnrayError(f"core {self.id}: a layered run steps from 0, not from step {t0}")
+            if k > 65536:
+                raise SpinnrayError(f"core {self.id}: a layered run of {k} steps exceeds the 65,536 step offsets "
+                                    f"one packet can carry; use parallel.schedule=lockstep")
+            self._index_events(k)
+        try:
+            return self._run_steps(t0, k)
+        finally:
+            if self.layered:
+                self._events = None
+
+    def _run_steps(self, t0: int, k: int) -> list[bytes]:
         sends = self.spec.key_base is not None
         out_t, out_b, out_i = [], [], []
         for t in range(t0, t0 + k):
@@ -419,8 +494,9 @@ class Core:
         return [frame]
 
     def deliver(self, frames: list[bytes], t0: int, k: int) -> None:
-        """Receive the frames of the round that covered steps ``t0 .. t0+k-1``."""
-        for ring in self.hist.values():
+        """Receive the frames of the round that covered steps ``t0 .. t0+k-1``
+        (layered: of the run, ``t0 = 0``, ``k = T``: kept as input events)."""
+        for ring in () if self.layered else self.hist.values():
             depth = len(ring)
             if k >= depth:
                 ring[:] = False
@@ -474,15 +550,20 @@ class Core:
         pre = self._src_lo[j] + local
         which = self._src_pre[j]
         if len(self._pre_names) == 1:
-            ring = self.hist[self._pre_names[0]]
-            ring[steps % len(ring), b, pre] = True
-            self._on_delivered(self._pre_names[0], steps, b, pre)
+            self._store(self._pre_names[0], steps, b, pre)
             return
         for w in np.unique(which):
-            ring = self.hist[self._pre_names[w]]
             sel = which == w
-            ring[steps[sel] % len(ring), b[sel], pre[sel]] = True
-            self._on_delivered(self._pre_names[w], steps[sel], b[sel], pre[sel])
+            self._store(self._pre_names[w], steps[sel], b[sel], pre[sel])
+
+    def _store(self, name: str, steps: np.ndarray, b: np.ndarray, pre: np.ndarray) -> None:
+        """Delivered spikes of pre population ``name``: into its ring, or (layered) the input events."""
+        if self.layered:
+            self._inbox[name].append((steps, b, pre))
+        else:
+            ring = self.hist[name]
+            ring[steps % len(ring), b, pre] = True
+        self._on_delivered(name, steps, b, pre)
 
     def problems(self) -> int:
         """Frames rejected and events dropped at this core so far."""

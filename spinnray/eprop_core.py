@@ -305,10 +305,10 @@ class EPropCore(WeightStoreMixin, Core):
             bidx.append(b)
         return self._error_frames(i, keys, bidx, payload)
 
-    def deliver_errors(self, frames: list[bytes], i: int) -> None:
+    def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
         """Hidden: take the learning signals, then form the gradient from the accumulated traces."""
         refuse = None if self.hidden else f"core {self.id} is a readout and takes no learning signals"
-        for b, local, value in self._error_events(frames, i, "learning signals", refuse):
+        for b, local, value, _, _ in self._error_events(frames, i, "learning signals", refuse, span):
             np.add.at(self.signal, (b, local), value)
         if self.hidden:
             B = self.batch

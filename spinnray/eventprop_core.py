@@ -127,6 +127,7 @@ class EventPropCore(WeightStoreMixin, Core):
         self.err_in = np.zeros((spec.batch, n), self.dtype)
         self.guarded = 0
         self.guarded_total = 0
+        self._received = self._no_errors()
         self._clear_records()
         self._init_stores(L.get("weight_store"))
 
@@ -148,6 +149,8 @@ class EventPropCore(WeightStoreMixin, Core):
             "error_keys": sum(k.nbytes for k in self.error_keys if k is not None),
             "adjoint": self.lam_v.nbytes + self.lam_i.nbytes + self.err_in.nbytes,
         })
+        if self.layered:            # error events of the whole run, kept until the reverse pass
+            mem["error_events"] = sum(a.nbytes for a in self._received)
         records = 0
         if self.own_events is not None:
             records += sum(a.nbytes for a in self.own_events)
@@ -266,6 +269,7 @@ class EventPropCore(WeightStoreMixin, Core):
         self.lam_v[:] = 0
         self.lam_i[:] = 0
         self.err_in[:] = 0
+        self._received = self._no_errors()      # layered: (step, sample, neuron, value) of the error events
         for g in self.grads:
             g[:] = 0
         self.guarded = 0
@@ -283,6 +287,40 @@ class EventPropCore(WeightStoreMixin, Core):
                                             (fac * self.silent_grad).astype(self.dtype))
 
     def backward_block(self, i: int) -> list[bytes]:
+        """Reverse round ``i`` (module docstring); the error frames to send."""
+        return self._error_frames(i, *self._reverse_step(i))
+
+    def backward_layer(self, steps: int) -> list[bytes]:
+        """The layered schedule's reverse pass: every round ``steps-1 .. 0`` in turn,
+        the error events that arrived for step ``i+1`` (kept by :meth:`deliver_errors`,
+        in arrival order) added before round ``i`` as the rounds would have added them.
+        One frame; each event's offset is its reverse step."""
+        t, src, b, local, value = self._received
+        if len(t):
+            # by step, then source core (the order the router delivers a round's frames in), then as sent
+            order = np.lexsort((src, t))
+            t, b, local, value = t[order], b[order], local[order], value[order]
+        bounds = np.searchsorted(t, np.arange(steps + 2), "left").tolist()
+        self._received = self._no_errors()
+        keys, bidx, payload, offsets = [], [], [], []
+        for i in reversed(range(steps)):
+            lo, hi = bounds[i + 1], bounds[i + 2]
+            if hi > lo:
+                np.add.at(self.err_in, (b[lo:hi], local[lo:hi]), value[lo:hi])
+            k, bi, p = self._reverse_step(i)
+            keys += k
+            bidx += bi
+            payload += p
+            offsets += [np.full(len(x), i, np.uint16) for x in k]
+        return self._error_frames(0, keys, bidx, payload, offsets)
+
+    def _no_errors(self) -> tuple:
+        """No received error events: (step, source core, sample, neuron, value)."""
+        return tuple(np.zeros(0, dt) for dt in (np.int32, np.int32, np.int32, np.int32, self.dtype))
+
+    def _reverse_step(self, i: int) -> tuple[list, list, list]:
+        """Reverse step ``i`` on this core: the error events (keys, batch indices,
+        payloads, per incoming projection) it sends; the adjoint and gradient updated."""
         B = self.batch
         lam_v, lam_i = self.lam_v[:B], self.lam_i[:B]
         diff = lam_v - lam_i                               # at i+1
@@ -325,11 +363,22 @@ class EventPropCore(WeightStoreMixin, Core):
             _, b, pre = (a[at] for a in self.pre_events[inc.pre])
             if len(b):
                 np.add.at(g, pre, -self.tau_syn_ms * new_i[b])
-        return self._error_frames(i, keys, batch_idx, payload)
+        return keys, batch_idx, payload
 
-    def deliver_errors(self, frames: list[bytes], i: int) -> None:
-        for b, local, value in self._error_events(frames, i, "error events"):
-            np.add.at(self.err_in, (b, local), value)
+    def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
+        """Error events about this core's neurons at reverse step ``i``, added to
+        ``err_in`` for the next round; layered (``span > 1``: frames of the whole
+        run), kept with their steps until :meth:`backward_layer`."""
+        got = list(self._error_events(frames, i, "error events", span=span))
+        if span == 1:
+            for b, local, value, _, _ in got:
+                np.add.at(self.err_in, (b, local), value)
+            return
+        if got:
+            parts = [self._received] + [(i + off, np.full(len(b), src), b, local, value)
+                                        for b, local, value, off, src in got]
+            self._received = tuple(np.concatenate(c).astype(r.dtype, copy=False)
+                                   for c, r in zip(zip(*parts), self._received))
 
     def report(self) -> dict:
         rep = super().report()

@@ -171,6 +171,39 @@ class Network:
     def outgoing(self, pop: Population) -> list[Projection]:
         return [p for p in self.projections if p.pre is pop]
 
+    def levels(self) -> dict[str, int]:
+        """Feed-forward depth of every population: the longest path of spike
+        projections that reaches it (0 without incoming spike projections;
+        analog input carries no events and does not count).
+
+        The ``layered`` schedule runs level by level.  Raises
+        :class:`NetworkError` naming a projection of a cycle (a recurrent
+        network has no levels).
+        """
+        spikes = [p for p in self.projections if not isinstance(p.pre.model, AnalogSource)]
+        level: dict[str, int] = {}
+        visiting: set[str] = set()
+
+        def depth(name: str) -> int:
+            if name in level:
+                return level[name]
+            visiting.add(name)
+            d = 0
+            for p in spikes:
+                if p.post.name != name:
+                    continue
+                if p.pre.name in visiting:
+                    raise NetworkError(f"projection {p.name!r} closes a cycle ({p.pre.name!r} reaches itself): "
+                                       "the network is recurrent and has no feed-forward levels")
+                d = max(d, depth(p.pre.name) + 1)
+            visiting.discard(name)
+            level[name] = d
+            return d
+
+        for name in self.populations:
+            depth(name)
+        return level
+
     @property
     def min_delay(self) -> int:
         """The smallest delay of the spike projections in steps (bounds the exchange interval K).

@@ -20,7 +20,7 @@ import numpy as np
 from .backend import ensure_ray, make_backend
 from .config import ClusterConfig, MachineConfig
 from .core import specs_from_mapping
-from .errors import ConfigError, SpinnrayError
+from .errors import ConfigError, NetworkError, SpinnrayError
 from .mapping import assign_nodes, map_network
 from .metrics import bytes_by_link_class, memory_summary, traffic_summary
 from .network import Network
@@ -58,7 +58,8 @@ class Simulator:
                  cores_per_population: int | dict[str, int] | None = None,
                  exchange_interval: int = 1, batch_size: int = 1, backend: str = "local",
                  timeout_s: float | None = None, replicas: int = 1, learning: dict | None = None,
-                 error_populations=(), learning_bytes=None, cluster: ClusterConfig | None = None):
+                 error_populations=(), learning_bytes=None, cluster: ClusterConfig | None = None,
+                 schedule: str = "lockstep"):
         """``replicas`` copies of the network share each run's samples (data
         parallelism); ``learning`` maps population -> learning-rule constants
         (see :func:`spinnray.core.make_core`); ``error_populations`` receive
@@ -68,8 +69,24 @@ class Simulator:
         either backend) and bounds the waits (``round_timeout_s``,
         ``placement_timeout_s``); ``timeout_s``, when given, overrides
         ``cluster.round_timeout_s``.  Raises :class:`MappingError` when the
-        chips cannot be spread so, or the Ray cluster cannot hold them."""
+        chips cannot be spread so, or the Ray cluster cannot hold them.
+
+        ``schedule``: ``"lockstep"`` runs rounds of K steps (every core steps
+        together, as the chip does in real time); ``"layered"`` (feed-forward
+        networks only) runs one round per level of the network, each level's
+        cores through the whole run, and the reverse pass likewise from the top
+        level down: identical results in far fewer rounds
+        (:mod:`spinnray.core`)."""
         self.network = network
+        if schedule not in ("lockstep", "layered"):
+            raise ConfigError(f"parallel.schedule = {schedule!r}: expected 'lockstep' or 'layered'")
+        self.schedule = schedule
+        if schedule == "layered":
+            try:
+                pop_levels = network.levels()
+            except NetworkError as e:
+                raise ConfigError(f"parallel.schedule = 'layered' needs a feed-forward network: {e}; "
+                                  "use parallel.schedule=lockstep") from None
         self.machine = machine or MachineConfig()
         self.cluster = cluster if cluster is not None else ClusterConfig()
         self._check_k(exchange_interval)
@@ -82,6 +99,8 @@ class Simulator:
                               error_populations, learning_bytes)
         self.mapping = assign_nodes(mapping, self.cluster.nodes, self.cluster.chips_per_node)
         specs = specs_from_mapping(self.mapping, batch_size, learning)
+        self.levels = ({pl.core_id: pop_levels[pl.slice.population] for pl in self.mapping.placements}
+                       if schedule == "layered" else None)
         if backend == "ray":
             ensure_ray()
         self.backend = make_backend(
@@ -180,7 +199,7 @@ class Simulator:
                     else:
                         per_core[pl.core_id] = y[idx]
         batches = {pl.core_id: len(shards[pl.replica]) for pl in self.mapping.placements}
-        recorded = self.backend.run(steps, k, batches, per_core, tuple(record))
+        recorded = self.backend.run(steps, k, batches, per_core, tuple(record), levels=self.levels)
         self.last_run = (steps, max(batches.values()))
         self.steps_run += steps
         self.samples_run += batch
@@ -222,7 +241,10 @@ class Simulator:
         if self.last_run is None:
             raise SpinnrayError("Simulator.backward() needs a forward run() first")
         steps, batch = self.last_run
-        self.backend.run_backward(steps if rounds is None else rounds, batch, scale)
+        if rounds is not None and self.levels is not None:
+            raise SpinnrayError("Simulator.backward(rounds=...) is for lockstep runs; the layered schedule's "
+                                "reverse pass covers every step of the run")
+        self.backend.run_backward(steps if rounds is None else rounds, batch, scale, levels=self.levels)
 
     def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
         """Call ``method`` on cores (all, or the ids in ``cores``): results by core id."""

@@ -169,7 +169,7 @@ class EventPropTrainer:
     """Owns the simulator; one :meth:`train_batch` per mini-batch."""
 
     def __init__(self, net: Network, learn: EventPropLearningConfig, *, machine, cores_per_population,
-                 replicas: int, backend: str, timeout_s: float = 120.0, cluster=None):
+                 replicas: int, backend: str, timeout_s: float = 120.0, cluster=None, schedule: str = "lockstep"):
         if isinstance(cores_per_population, int):
             cores_per_population = {"input": cores_per_population, "hidden": cores_per_population, "output": 1}
         cores_per_population = dict(cores_per_population or {})
@@ -190,7 +190,7 @@ class EventPropTrainer:
         self.sim = Simulator(
             net, machine, cores_per_population=cores_per_population, batch_size=self.per_replica,
             backend=backend, timeout_s=timeout_s, replicas=replicas, learning=learning, cluster=cluster,
-            error_populations=errors,
+            error_populations=errors, schedule=schedule,
             learning_bytes=lambda pop, n: (learning_bytes(net, pop, n, self.per_replica, dtype, weight_store=ws,
                                                           error_populations=errors)
                                            if pop.name in learning else {}))

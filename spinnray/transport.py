@@ -225,7 +225,7 @@ class RouterServer:
         self.name = "router" if nodes == 1 else f"router {node}"
         self.error: str | None = None
         self.rounds = 0
-        self.run: tuple[int, int, int, bool] | None = None   # (first round, K, steps, backward)
+        self.run: tuple | None = None   # (first round, K, steps, backward, layered)
         self.lock = threading.Lock()   # held while a round is routed (readers of the counters take it)
         self.listener = socket.create_server((host, 0))
         self.address = (host, self.listener.getsockname()[1])
@@ -249,17 +249,20 @@ class RouterServer:
         self.peer_addresses = {m: tuple(peers[m]) for m in self.peers}
         self.thread.start()
 
-    def begin_run(self, k: int, steps: int, backward: bool = False) -> None:
+    def begin_run(self, k: int, steps: int, backward: bool = False, layered: bool = False) -> None:
         """Name steps in error messages: the next round is the first of a run
         of ``steps`` steps in rounds of ``k`` (backward: one round per step,
-        last step first).  Call between runs."""
-        self.run = (self.rounds, k, steps, backward)
+        last step first; layered: one round per level of the network).  Call
+        between runs."""
+        self.run = (self.rounds, k, steps, backward, layered)
 
     def where(self, rnd: int) -> str:
         """``round R (step S)`` of the current run, or ``round R``."""
         if self.run is None or rnd < self.run[0]:
             return f"round {rnd}"
-        first, k, steps, backward = self.run
+        first, k, steps, backward, layered = self.run
+        if layered:
+            return f"round {rnd} ({'backward ' if backward else ''}layered run, level round {rnd - first})"
         step = steps - 1 - (rnd - first) if backward else (rnd - first) * k
         return f"round {rnd} ({'backward ' if backward else ''}step {step})"
 
