@@ -196,6 +196,7 @@ class Core:
         self.record_vars: tuple[str, ...] = ("spikes",)
         self.recorded: dict[str, np.ndarray] = {}
         self.layered = False                     # set by the backend before reset(): see the module docstring
+        self._no_input = np.zeros((spec.batch, spec.n), self.dtype)
         self._inbox: dict[str, list] = {}        # layered: pre -> chunks of (step, sample, pre) as delivered
         self._events: dict[str, tuple] | None = None   # layered: pre -> (sample, pre, bounds by step), sorted
         self._init_learning()
@@ -209,8 +210,9 @@ class Core:
     def _init_learning(self) -> None:
         """Allocate learning state (before the budget check)."""
 
-    def _after_step(self, t: int, spikes: np.ndarray, before: tuple) -> None:
-        """Called after step ``t`` with the spikes and the state before the step."""
+    def _after_step(self, t: int, spikes: np.ndarray, before: tuple, fired: tuple) -> None:
+        """Called after step ``t`` with the spikes, the state before the step and
+        ``fired = np.nonzero(spikes)`` (sample and neuron indices)."""
 
     def _on_delivered(self, pre: str, steps: np.ndarray, b: np.ndarray, idx: np.ndarray) -> None:
         """Called with the pre-synaptic spikes a round delivered."""
@@ -345,6 +347,8 @@ class Core:
         if not 0 <= batch <= self.spec.batch:
             raise SpinnrayError(f"core {self.id}: batch {batch} outside [0, {self.spec.batch}] (the mapped batch)")
         self.batch = batch
+        self._no_input = np.zeros((batch, self.spec.n), self.dtype)
+        self._no_input.flags.writeable = False
         self.state = init_state(self.model, batch, self.spec.n, self.dtype)
         for h in self.hist.values():
             h[:] = False
@@ -404,7 +408,7 @@ class Core:
                     bs.append(b)
                     rows.append(w[i] if dmat is None else w[i] * (dmat[i] == d))
         if not bs:
-            out = np.zeros((self.batch, self.spec.n), self.dtype)
+            out = self._no_input        # read only (step() never writes its input)
         else:
             out = accumulate_events(self.batch, np.concatenate(bs), np.concatenate(rows))
         return out if analog is None else out + analog
@@ -458,26 +462,41 @@ class Core:
     def _run_steps(self, t0: int, k: int) -> list[bytes]:
         sends = self.spec.key_base is not None
         out_t, out_b, out_i = [], [], []
-        for t in range(t0, t0 + k):
-            if isinstance(self.model, SpikeSource):
-                s = self.inputs[t]
-            else:
-                before = self.state
-                s, self.state = step(self.model, self.synaptic_input(t), self.state, self.consts)
-                self._after_step(t, s, before)
-                if "v" in self.recorded:
-                    self.recorded["v"][t] = self.state.v_pre if hasattr(self.state, "v_pre") else self.state.v
-            if s is None:
-                continue
+        if isinstance(self.model, SpikeSource):        # replay: every step of the block at once
+            s = self.inputs[t0:t0 + k]
             if "spikes" in self.recorded:
-                self.recorded["spikes"][t] = s
+                self.recorded["spikes"][t0:t0 + k] = s
             if sends:
-                b, i = np.nonzero(s)
+                t, b, i = np.nonzero(s)                 # ordered by step, then as np.nonzero(s[t])
                 if len(b):
+                    out_t.append(t.astype(np.uint16))
+                    out_b.append(b)
+                    out_i.append(i)
+                    per_step = int(np.bincount(t).max())
+                    self.counters.max_events_per_step = max(self.counters.max_events_per_step, per_step)
+            k_steps = range(0)
+        else:
+            k_steps = range(t0, t0 + k)
+        record_v = "v" in self.recorded
+        record_s = "spikes" in self.recorded
+        for t in k_steps:
+            before = self.state
+            s, self.state = step(self.model, self.synaptic_input(t), self.state, self.consts)
+            if s is None:                               # a non-spiking readout
+                self._after_step(t, s, before, None)
+            else:
+                fired = np.nonzero(s)
+                self._after_step(t, s, before, fired)
+                if record_s:
+                    self.recorded["spikes"][t] = s
+                b, i = fired
+                if sends and len(b):
                     out_t.append(np.full(len(b), t - t0, np.uint16))
                     out_b.append(b)
                     out_i.append(i)
                     self.counters.max_events_per_step = max(self.counters.max_events_per_step, len(b))
+            if record_v:
+                self.recorded["v"][t] = self.state.v_pre if hasattr(self.state, "v_pre") else self.state.v
         self.counters.steps += k
         if not out_i:
             return []

@@ -217,7 +217,7 @@ class EPropCore(WeightStoreMixin, Core):
         x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         return x.astype(self.dtype, copy=False)
 
-    def _after_step(self, t, s, before) -> None:
+    def _after_step(self, t, s, before, fired) -> None:
         B = self.batch
         pre = self._pre_activity(t)
         if self.hidden:

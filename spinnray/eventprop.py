@@ -164,9 +164,13 @@ def adjoint_step(lam_v: np.ndarray, lam_i: np.ndarray, spiked: np.ndarray, denom
 
     ``spiked``/``denom``/``err`` are ``s[i+1]``, ``I[i+1] - V_pre[i+1]`` and
     ``err[i+1]``.  ``guarded`` counts spikes whose denominator was raised to
-    ``guard``.
+    ``guard``.  ``spiked=None``: no neuron spiked at i+1 (``denom`` and ``err``
+    are not read); the same arithmetic, a zero jump.
     """
     lam_i_new = a * lam_i + (1.0 - a) * lam_v
+    if spiked is None:
+        lam_v_new = b * lam_v + 0.0            # + the zero jump, as below (it turns -0.0 into 0.0)
+        return lam_v_new.astype(lam_v.dtype, copy=False), lam_i_new.astype(lam_i.dtype, copy=False), 0
     low = spiked & (denom < guard)
     den = np.where(spiked, np.where(low, guard, denom), 1.0)
     jump = np.where(spiked, (lam_v + err) / den, 0.0)

@@ -128,6 +128,7 @@ class EventPropCore(WeightStoreMixin, Core):
         self.guarded = 0
         self.guarded_total = 0
         self._received = self._no_errors()
+        self._err_dirty = False
         self._clear_records()
         self._init_stores(L.get("weight_store"))
 
@@ -187,14 +188,14 @@ class EventPropCore(WeightStoreMixin, Core):
                                         f"ints in [0, {self.spec.n})")
                 self.labels = labels.astype(np.int64)
 
-    def _after_step(self, t, s, before) -> None:
+    def _after_step(self, t, s, before, fired) -> None:
         if self.v_max is not None:
             higher = self.state.v_pre > self.v_max
             self.v_max[higher] = self.state.v_pre[higher]
             self.v_max_step[higher] = t
-        if s.any():
-            b, i = np.nonzero(s)
-            d = (self.state.i - self.state.v_pre)[b, i]
+        b, i = fired
+        if len(b):
+            d = self.state.i[b, i] - self.state.v_pre[b, i]
             self._own.append((np.full(len(b), t, np.int16), b.astype(np.int16), i.astype(np.int16), d))
             if self.loss is not None:
                 new = s & (self.first_step < 0)
@@ -269,6 +270,8 @@ class EventPropCore(WeightStoreMixin, Core):
         self.lam_v[:] = 0
         self.lam_i[:] = 0
         self.err_in[:] = 0
+        self._err_dirty = False                 # err_in holds received errors (zeroed after each reverse step)
+        self._lam_zero = True                   # the adjoint is still exactly zero (nothing arrived yet)
         self._received = self._no_errors()      # layered: (step, sample, neuron, value) of the error events
         for g in self.grads:
             g[:] = 0
@@ -307,6 +310,7 @@ class EventPropCore(WeightStoreMixin, Core):
             lo, hi = bounds[i + 1], bounds[i + 2]
             if hi > lo:
                 np.add.at(self.err_in, (b[lo:hi], local[lo:hi]), value[lo:hi])
+                self._err_dirty = True
             k, bi, p = self._reverse_step(i)
             keys += k
             bidx += bi
@@ -322,47 +326,74 @@ class EventPropCore(WeightStoreMixin, Core):
         """Reverse step ``i`` on this core: the error events (keys, batch indices,
         payloads, per incoming projection) it sends; the adjoint and gradient updated."""
         B = self.batch
+        if self._lam_zero:
+            # Until the first error reaches this core the adjoint stays exactly 0 (0 decays to 0,
+            # a spike's jump is err / denom = 0): nothing to send, a zero gradient; only the
+            # guard still counts this core's spikes at i+1.  Event-driven, and bit for bit the
+            # arithmetic below would give.
+            if not self._err_dirty and i not in self._err_at and i not in self._inject_at:
+                lo, hi = self._own_bounds[i + 1], self._own_bounds[i + 2]
+                if hi > lo:
+                    low = int((self.own_events[3][lo:hi] < self.guard).sum())
+                    self.guarded += low
+                    self.guarded_total += low
+                return [], [], []
+            self._lam_zero = False
         lam_v, lam_i = self.lam_v[:B], self.lam_i[:B]
-        diff = lam_v - lam_i                               # at i+1
         keys, payload, batch_idx = [], [], []
-        if diff.any():
-            for w, inc, ekeys in zip(self.weights, self.spec.incoming, self.error_keys):
-                if ekeys is None:
-                    continue
-                at = self._at(self._pre_bounds[inc.pre], i)
-                _, b, pre = (a[at] for a in self.pre_events[inc.pre])
-                if len(b):
-                    e = np.einsum("ej,ej->e", w[pre], diff[b])
-                    nz = e != 0
-                    keys.append(ekeys[pre[nz]])
-                    payload.append(e[nz])
-                    batch_idx.append(b[nz])
+        pre_at = []                                        # per projection: (sample, pre) of the pre spikes at i
+        diff = None
+        for w, inc, ekeys in zip(self.weights, self.spec.incoming, self.error_keys):
+            bounds = self._pre_bounds[inc.pre]
+            lo, hi = bounds[i], bounds[i + 1]
+            if hi == lo:
+                pre_at.append(None)
+                continue
+            _, b, pre = self.pre_events[inc.pre]
+            b, pre = b[lo:hi], pre[lo:hi]
+            pre_at.append((b, pre))
+            if ekeys is None:
+                continue
+            if diff is None:
+                diff = lam_v - lam_i                       # at i+1
+            e = np.einsum("ej,ej->e", w[pre], diff[b])
+            nz = e != 0                                    # zero sums are not sent
+            keys.append(ekeys[pre[nz]])
+            payload.append(e[nz])
+            batch_idx.append(b[nz])
         # Adjoint step with this core's spikes at i+1 and their errors.
-        t, b, idx, d = (a[self._at(self._own_bounds, i + 1)] for a in self.own_events)
-        spiked = np.zeros((B, self.spec.n), bool)
-        denom = np.ones((B, self.spec.n), self.dtype)
-        spiked[b, idx] = True
-        denom[b, idx] = d
-        err = self.err_in[:B]
-        if i in self._err_at:                      # output spikes at i+1: dL/dt
-            eb, ek, ev = self._err_at[i]
-            err = err.copy()
-            err[eb, ek] += ev
         c = self.consts
-        new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard)
+        lo, hi = self._own_bounds[i + 1], self._own_bounds[i + 2]
+        if hi == lo and i not in self._err_at:             # no spike at i+1: no jump, errors unread
+            new_v, new_i, low = adjoint_step(lam_v, lam_i, None, None, None, c["a"], c["b"], self.guard)
+        else:
+            _, b, idx, d = (a[lo:hi] for a in self.own_events)
+            spiked = np.zeros((B, self.spec.n), bool)
+            denom = np.ones((B, self.spec.n), self.dtype)
+            spiked[b, idx] = True
+            denom[b, idx] = d
+            err = self.err_in[:B]
+            if i in self._err_at:                      # output spikes at i+1: dL/dt
+                eb, ek, ev = self._err_at[i]
+                err = err.copy()
+                err[eb, ek] += ev
+            new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard)
         if i in self._inject_at:                   # the surrogate's term at the silent neurons' V_max step
             jb, jk, jv = self._inject_at[i]
             new_v[jb, jk] += jv
         self.guarded += low
         self.guarded_total += low
-        self.lam_v[:B], self.lam_i[:B] = new_v, new_i
-        self.err_in[:B] = 0
+        if B == self.spec.batch:                   # fresh arrays: keep them instead of copying
+            self.lam_v, self.lam_i = new_v, new_i
+        else:
+            self.lam_v[:B], self.lam_i[:B] = new_v, new_i
+        if self._err_dirty:
+            self.err_in[:B] = 0
+            self._err_dirty = False
         # Gradient at the pre spikes of step i.
-        for g, inc in zip(self.grads, self.spec.incoming):
-            at = self._at(self._pre_bounds[inc.pre], i)
-            _, b, pre = (a[at] for a in self.pre_events[inc.pre])
-            if len(b):
-                np.add.at(g, pre, -self.tau_syn_ms * new_i[b])
+        for g, at in zip(self.grads, pre_at):
+            if at is not None:
+                np.add.at(g, at[1], -self.tau_syn_ms * new_i[at[0]])
         return keys, batch_idx, payload
 
     def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
@@ -373,6 +404,7 @@ class EventPropCore(WeightStoreMixin, Core):
         if span == 1:
             for b, local, value, _, _ in got:
                 np.add.at(self.err_in, (b, local), value)
+                self._err_dirty = True
             return
         if got:
             parts = [self._received] + [(i + off, np.full(len(b), src), b, local, value)
