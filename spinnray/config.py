@@ -239,6 +239,9 @@ class ParallelConfig:
     replicas: int = opt(1, "data-parallel copies of the network (EventProp)", min=1)
     exchange_interval: int = opt(1, "K: steps between spike exchanges; must be <= the minimum delay", min=1)
     batch_size: int = opt(1, "samples run in lockstep on every core, one packet per round carries all", min=1)
+    schedule: str = opt("lockstep", "lockstep: rounds of K steps, every core stepping together; layered: one "
+                                    "round per level of a feed-forward network (same results, far fewer rounds)",
+                        choices=("lockstep", "layered"))
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,9 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     if cfg.parallel.replicas != 1:
         raise ConfigError(f"parallel.replicas = {cfg.parallel.replicas}: e-prop here is model-parallel; "
                           "expected 1")
+    if cfg.parallel.schedule != "lockstep":
+        raise ConfigError(f"parallel.schedule = {cfg.parallel.schedule!r}: the recurrent ALIF layer exchanges "
+                          "spikes every step; expected 'lockstep'")
     xtr, ytr, xte, yte, names, window = load_eprop_data(data, net_cfg.dt_ms)
     if learn.window_steps is None and window is not None:
         from dataclasses import replace

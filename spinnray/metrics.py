@@ -55,7 +55,8 @@ Every run:
 ``machine``                             the :class:`~spinnray.config.MachineConfig` as a mapping
 =====================================  =====================================================
 
-Forward runs add ``samples`` (int), ``exchange_interval`` (int K), ``run_s``
+Forward runs add ``samples`` (int), ``exchange_interval`` (int K), ``schedule``
+(``lockstep`` or ``layered``), ``run_s``
 (float s inside ``Simulator.run``), ``ms_per_step`` (ms per lockstep step),
 ``realtime_factor`` (emulated time / ``run_s``) and ``rates_hz``
 ({population: mean Hz}).

@@ -154,7 +154,7 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
     sim = Simulator(net, cfg.machine, cores_per_population=cfg.parallel.cores_per_population,
                     exchange_interval=cfg.parallel.exchange_interval, batch_size=cfg.parallel.batch_size,
                     backend=cfg.backend, timeout_s=cfg.cluster.round_timeout_s, replicas=cfg.parallel.replicas,
-                    cluster=cfg.cluster)
+                    cluster=cfg.cluster, schedule=cfg.parallel.schedule)
     setup_s = time.perf_counter() - t_start
     log.info("mapped %d populations onto %d cores on %d chip(s); backend %s",
              len(net.populations), sim.mapping.n_cores, sim.mapping.summary()["chips_used"], cfg.backend)
@@ -196,6 +196,7 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
         "samples": samples,
         "epochs": learning.epochs,
         "exchange_interval": cfg.parallel.exchange_interval,
+        "schedule": cfg.parallel.schedule,
         "batch_size": cfg.parallel.batch_size,
         "replicas": cfg.parallel.replicas,
         "wall_s": round(time.perf_counter() - t_start, 4),

@@ -336,7 +336,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         return EventPropTrainer(net, learn, machine=cfg.machine,
                                 cores_per_population=cfg.parallel.cores_per_population,
                                 replicas=cfg.parallel.replicas, backend=cfg.backend,
-                                timeout_s=cluster.round_timeout_s, cluster=cluster)
+                                timeout_s=cluster.round_timeout_s, cluster=cluster, schedule=cfg.parallel.schedule)
 
     trainer = make_trainer()
     init = ()
@@ -399,7 +399,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "schema_version": SCHEMA_VERSION,
         "scenario": scenario, "kind": cfg.kind, "backend": cfg.backend, "seed": cfg.seed,
         "cores": m["cores"], "replicas": cfg.parallel.replicas, "steps": net_cfg.steps,
-        "epochs": learn.epochs, "batch_size": learn.batch_size,
+        "schedule": cfg.parallel.schedule, "epochs": learn.epochs, "batch_size": learn.batch_size,
         "wall_s": round(time.perf_counter() - t_start, 3), "setup_s": round(setup_s, 3),
         "train_s": round(train_s, 3),
         "train_samples_per_s": samples / train_s if train_s else 0.0,
