@@ -1,12 +1,14 @@
 """Training throughput of data-parallel EventProp beside an snnTorch BPTT baseline.
 
-    python bench/bench_eventprop.py [--repeats 3] [--batches 12] [--json PATH]
+    python bench/bench_eventprop.py [--repeats 3] [--batches 12] [--only-default] [--json PATH]
 
 Measures training samples per second, interleaved in one run (the machines are
 shared and noisy), for the same 5-H-3 LIF network and the same Yin-Yang
 mini-batches (batch 32):
 
-* spinnray EventProp on ``local`` (R = 1) and on ``ray`` (R = 1 and R = 2);
+* spinnray EventProp on ``local`` (R = 1, and R = 2 layered) and on ``ray``
+  (R = 1 and R = 2), with ``parallel.schedule`` ``layered`` (the scenario's
+  default: one exchange round per layer) and ``lockstep`` (one per step);
 * snnTorch surrogate-gradient BPTT (``snn.Synaptic`` LIF with the same decays,
   fast-sigmoid surrogate, cross-entropy on spike counts, Adam), CPU torch with
   one thread -- an optional benchmark dependency (``pip install torch==2.13.0
@@ -38,9 +40,9 @@ from spinnray.train import (EventPropLearningConfig, EventPropNetworkConfig, Eve
 BATCH = 32
 
 
-def spinnray_runner(net_cfg, backend, replicas, learn):
-    tr = EventPropTrainer(build_network(net_cfg, 0), learn,
-                          machine=MachineConfig(), cores_per_population=None, replicas=replicas, backend=backend)
+def spinnray_runner(net_cfg, backend, replicas, learn, schedule):
+    tr = EventPropTrainer(build_network(net_cfg, 0), learn, machine=MachineConfig(), cores_per_population=None,
+                          replicas=replicas, backend=backend, schedule=schedule)
 
     def step(x, y):
         tr.train_batch(x, y)
@@ -103,6 +105,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median reported)")
     ap.add_argument("--batches", type=int, default=12, help="mini-batches of 32 per measurement")
     ap.add_argument("--json", help="write every number to this path")
+    ap.add_argument("--only-default", action="store_true", help="measure the scenario's default network only")
     args = ap.parse_args()
     ensure_ray(None, num_cpus=2)
     try:
@@ -121,13 +124,16 @@ def main():
                                            YinYangDataConfig(), old),
                "5-120-3, T=40 x 1 ms": (EventPropNetworkConfig(steps=40, dt_ms=1.0, hidden=120),
                                         YinYangDataConfig(), old)}
+    if args.only_default:
+        configs = dict(list(configs.items())[:1])
     xs, ys = yin_yang(BATCH * args.batches, 42)
     results = {}
     for name, (net_cfg, data_cfg, learn) in configs.items():
         x = encode_inputs(xs, data_cfg, net_cfg.steps, net_cfg.dt_ms)
-        runners = {"spinnray local R=1": spinnray_runner(net_cfg, "local", 1, learn),
-                   "spinnray ray R=1": spinnray_runner(net_cfg, "ray", 1, learn),
-                   "spinnray ray R=2": spinnray_runner(net_cfg, "ray", 2, learn)}
+        runners = {f"spinnray {be} R={r} {sched}": spinnray_runner(net_cfg, be, r, learn, sched)
+                   for be, r, sched in (("local", 1, "layered"), ("local", 2, "layered"), ("ray", 1, "layered"),
+                                        ("ray", 2, "layered"), ("local", 1, "lockstep"), ("ray", 1, "lockstep"),
+                                        ("ray", 2, "lockstep"))}
         if have_snntorch:
             runners["snnTorch BPTT (1 thread)"] = snntorch_runner(net_cfg)
         for step, _ in runners.values():

@@ -144,9 +144,11 @@ class LocalBackend:
             r.configure(max_offset=max_offset, n_batch=n_batch)
 
     def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
-            record: tuple[str, ...], levels: dict[int, int] | None = None) -> dict[int, dict[str, np.ndarray]]:
+            record: tuple[str, ...], levels: dict[int, int] | None = None,
+            backward_scale: float | None = None) -> dict[int, dict[str, np.ndarray]]:
         """One forward run; ``batch`` gives each core's number of samples;
-        ``levels``: the layered schedule (module docstring)."""
+        ``levels``: the layered schedule (module docstring); ``backward_scale``:
+        then the reverse pass (:meth:`run_backward`) with that loss scale."""
         for c in self.cores:
             c.layered = levels is not None
             c.reset(steps, batch[c.id], inputs.get(c.id), record)
@@ -166,7 +168,9 @@ class LocalBackend:
                     c.deliver(out[c.id], t0, kk)
         for c in self.cores:
             c.finish()
-        if self.strict:
+        if backward_scale is not None:
+            self.run_backward(steps, max(batch.values()), backward_scale, levels)   # checks strictness too
+        elif self.strict:
             _check_strict(*self.reports())
         return {c.id: c.recorded for c in self.cores}
 
@@ -330,8 +334,9 @@ def _actor_classes():
         def connect(self, address, timeout_s: float) -> None:
             self.link = CoreLink(self.core.id, tuple(address), timeout_s)
 
-        def run(self, steps, k, batch, inputs, record, layer=None):
-            """A forward run; ``layer``: (level, number of levels) of the layered schedule."""
+        def run(self, steps, k, batch, inputs, record, layer=None, backward_scale=None):
+            """A forward run; ``layer``: (level, number of levels) of the layered schedule;
+            ``backward_scale``: then the reverse pass, in the same call."""
             core = self.core
             core.layered = layer is not None
             core.reset(steps, batch, inputs, record)
@@ -342,6 +347,8 @@ def _actor_classes():
                     frames = core.run_block(t0, kk)
                     core.deliver(self.link.exchange(frames, t0), t0, kk)
             core.finish()
+            if backward_scale is not None:
+                self.backward(steps, backward_scale, layer)
             return core.recorded, core.problems(), core.events_sent()
 
         def backward(self, steps, scale, layer=None):
@@ -385,11 +392,11 @@ def _actor_classes():
             self.server.start(peers)
 
         def configure(self, k: int, batch: int, steps: int | None = None, backward: bool = False,
-                      layered: bool = False) -> None:
+                      layered: bool = False, forward_rounds: int | None = None) -> None:
             with self.server.lock:
                 self.router.configure(max_offset=k - 1, n_batch=batch)
                 if steps is not None:
-                    self.server.begin_run(k, steps, backward, layered)
+                    self.server.begin_run(k, steps, backward, layered, forward_rounds)
 
         def abort(self, reason: str) -> None:
             self.server.close(f"aborted: {reason}")
@@ -500,10 +507,11 @@ class RayBackend:
             raise MappingError(f"could not {what} on the nodes asked for ({self.n_nodes}: {self.ray_node_ids}): "
                                f"{_first_line(e)}; alive: {_describe_nodes(cluster_nodes())}") from None
 
-    def _configure(self, k: int, batch: int, steps: int, backward: bool, layered: bool = False) -> None:
+    def _configure(self, k: int, batch: int, steps: int, backward: bool, layered: bool = False,
+                   forward_rounds: int | None = None) -> None:
         ray = self._ray
         try:
-            ray.get([r.configure.remote(k, batch, steps, backward, layered) for r in self.routers],
+            ray.get([r.configure.remote(k, batch, steps, backward, layered, forward_rounds) for r in self.routers],
                     timeout=self.timeout_s)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             self.failed = f"a router did not answer before the run: {_first_line(e)}"
@@ -518,13 +526,20 @@ class RayBackend:
         return {cid: (lv, n) for cid, lv in levels.items()}
 
     def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
-            record: tuple[str, ...], levels: dict[int, int] | None = None) -> dict[int, dict[str, np.ndarray]]:
+            record: tuple[str, ...], levels: dict[int, int] | None = None,
+            backward_scale: float | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """As :meth:`LocalBackend.run`; with ``backward_scale`` the reverse pass runs
+        in the same Ray call to each core (the routers are configured once for both:
+        offsets up to the forward's, and every core still checks its own)."""
         self._check_alive()
         layers = self._layers(levels)
-        self._configure(steps if levels is not None else k, max(batch.values()), steps, False, levels is not None)
-        refs = {a.run.remote(steps, k, batch[cid], inputs.get(cid), tuple(record), layers.get(cid)): cid
+        n_fwd = (max(levels.values()) + 1) if levels is not None else -(-steps // k)
+        self._configure(steps if levels is not None else k, max(batch.values()), steps, False, levels is not None,
+                        n_fwd if backward_scale is not None else None)
+        refs = {a.run.remote(steps, k, batch[cid], inputs.get(cid), tuple(record), layers.get(cid),
+                             backward_scale): cid
                 for cid, a in self.actors.items()}
-        out = self._gather(refs, "forward run")
+        out = self._gather(refs, "forward run" if backward_scale is None else "forward and backward run")
         self._events.update({cid: ev for cid, (_, _, ev) in out.items()})
         self._strict(sum(p for _, p, _ in out.values()))
         return {cid: rec for cid, (rec, _, _) in out.items()}

@@ -418,11 +418,14 @@ class EventPropCore(WeightStoreMixin, Core):
         return rep
 
     # ------------------------------------------------------------ parameters
-    def apply(self, grads: list[np.ndarray], lr: float | None = None) -> None:
-        """One Adam step on every incoming projection with the (reduced) gradients.
+    def apply(self, grads: list[np.ndarray] | None, lr: float | None = None) -> None:
+        """One Adam step on every incoming projection with the (reduced) gradients;
+        ``grads=None``: this core's own (:meth:`gradients`; one replica).
 
         With weight stores the step ``delta = -lr m_hat / (sqrt(v_hat) + eps)`` is
         computed into a zero array, masked, and given to the store."""
+        if grads is None:
+            grads = self.gradients()
         for j, (w, g) in enumerate(zip(self.weights, grads)):
             self._adam_step(j, np.asarray(g, w.dtype), lr)
 

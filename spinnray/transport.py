@@ -225,7 +225,7 @@ class RouterServer:
         self.name = "router" if nodes == 1 else f"router {node}"
         self.error: str | None = None
         self.rounds = 0
-        self.run: tuple | None = None   # (first round, K, steps, backward, layered)
+        self.run: tuple | None = None   # (first round, K, steps, backward, layered, forward_rounds)
         self.lock = threading.Lock()   # held while a round is routed (readers of the counters take it)
         self.listener = socket.create_server((host, 0))
         self.address = (host, self.listener.getsockname()[1])
@@ -249,18 +249,22 @@ class RouterServer:
         self.peer_addresses = {m: tuple(peers[m]) for m in self.peers}
         self.thread.start()
 
-    def begin_run(self, k: int, steps: int, backward: bool = False, layered: bool = False) -> None:
+    def begin_run(self, k: int, steps: int, backward: bool = False, layered: bool = False,
+                  forward_rounds: int | None = None) -> None:
         """Name steps in error messages: the next round is the first of a run
         of ``steps`` steps in rounds of ``k`` (backward: one round per step,
-        last step first; layered: one round per level of the network).  Call
-        between runs."""
-        self.run = (self.rounds, k, steps, backward, layered)
+        last step first; layered: one round per level of the network;
+        ``forward_rounds``: a forward run of that many rounds, then its reverse
+        pass).  Call between runs."""
+        self.run = (self.rounds, k, steps, backward, layered, forward_rounds)
 
     def where(self, rnd: int) -> str:
         """``round R (step S)`` of the current run, or ``round R``."""
         if self.run is None or rnd < self.run[0]:
             return f"round {rnd}"
-        first, k, steps, backward, layered = self.run
+        first, k, steps, backward, layered, forward_rounds = self.run
+        if forward_rounds is not None and rnd - first >= forward_rounds:     # in the reverse pass
+            first, backward = first + forward_rounds, True
         if layered:
             return f"round {rnd} ({'backward ' if backward else ''}layered run, level round {rnd - first})"
         step = steps - 1 - (rnd - first) if backward else (rnd - first) * k
