@@ -284,7 +284,9 @@ class Core:
         c.packets_sent += 1
         c.error_events_sent += len(k)
         c.bytes_sent += len(frame)
-        c.max_events_per_step = max(c.max_events_per_step, len(k))
+        # per step, not per frame: a layered frame carries every step of the reverse pass
+        per_step = len(k) if offsets is None else int(np.bincount(off).max())
+        c.max_events_per_step = max(c.max_events_per_step, per_step)
         return [frame]
 
     def _error_events(self, frames: list[bytes], i: int, what: str, refuse: str | None = None, span: int = 1):
