@@ -21,8 +21,9 @@ in round r the cores of level r step through the whole run, ``run_block(0,
 T)``, and send one packet with all their events; every core keeps what it
 receives as a sorted list of input events (counted as ``input_events``)
 instead of a ring, and reads step t's input from it.  The sums are taken in
-the same order as in rounds of K steps, so the results are identical.  Synaptic input is summed strictly in the
-order (projection, delay, sample, pre-synaptic neuron) by
+the same order as in rounds of K steps, so the results are identical.
+
+Synaptic input is summed strictly in the order (projection, delay, sample, pre-synaptic neuron) by
 :func:`~spinnray.neuron.accumulate_events`, so they are identical for every
 partitioning of the populations as well.
 """
@@ -199,6 +200,7 @@ class Core:
         self._no_input = np.zeros((spec.batch, spec.n), self.dtype)
         self._inbox: dict[str, list] = {}        # layered: pre -> chunks of (step, sample, pre) as delivered
         self._events: dict[str, tuple] | None = None   # layered: pre -> (sample, pre, bounds by step), sorted
+        self._events_peak = 0                    # layered: bytes of this run's input events once indexed
         self._init_learning()
         used = sum(self.memory().values())
         if used > spec.budget_bytes:
@@ -334,7 +336,8 @@ class Core:
             "spike_history": sum(h.nbytes for h in self.hist.values()),
             "key_table": sum(a.nbytes for a in (self._src_prefix, self._src_pre, self._src_lo, self._src_n)),
             **({"input_spikes": self.inputs.nbytes} if self.inputs is not None else {}),
-            **({"input_events": self._event_bytes()} if self.layered else {}),
+            # layered: the run's input events, at their peak (held from the core's round to its last step)
+            **({"input_events": max(self._event_bytes(), self._events_peak)} if self.layered else {}),
             # The host streams analog input in step by step: one step double-buffered
             # is what the PE holds (the emulator keeps the whole run outside the model).
             **({"input_buffer": 2 * self.spec.batch * self.dtype.itemsize *
@@ -356,6 +359,7 @@ class Core:
             h[:] = False
         self._inbox = {name: [] for name in self.hist}
         self._events = None
+        self._events_peak = 0
         if isinstance(self.model, SpikeSource):
             want = (steps, batch, self.spec.n)
             if inputs is None or inputs.shape != want:
@@ -429,6 +433,7 @@ class Core:
             bounds = np.searchsorted(t[order], np.arange(steps + 1), "left").tolist()
             self._events[name] = (b[order].astype(np.int32), i[order].astype(np.int32), bounds)
         self._inbox = {name: [] for name in self.hist}
+        self._events_peak = self._event_bytes()
         used = sum(self.memory().values())
         if used > self.spec.budget_bytes:
             raise BudgetError(f"core {self.id} ({self.spec.population}): the input events of a layered run of "

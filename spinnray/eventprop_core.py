@@ -128,6 +128,7 @@ class EventPropCore(WeightStoreMixin, Core):
         self.guarded = 0
         self.guarded_total = 0
         self._received = self._no_errors()
+        self._received_peak = 0
         self._err_dirty = False
         self._clear_records()
         self._init_stores(L.get("weight_store"))
@@ -150,8 +151,8 @@ class EventPropCore(WeightStoreMixin, Core):
             "error_keys": sum(k.nbytes for k in self.error_keys if k is not None),
             "adjoint": self.lam_v.nbytes + self.lam_i.nbytes + self.err_in.nbytes,
         })
-        if self.layered:            # error events of the whole run, kept until the reverse pass
-            mem["error_events"] = sum(a.nbytes for a in self._received)
+        if self.layered:            # error events of the whole run, kept until the reverse pass (their peak)
+            mem["error_events"] = max(sum(a.nbytes for a in self._received), self._received_peak)
         records = 0
         if self.own_events is not None:
             records += sum(a.nbytes for a in self.own_events)
@@ -272,7 +273,8 @@ class EventPropCore(WeightStoreMixin, Core):
         self.err_in[:] = 0
         self._err_dirty = False                 # err_in holds received errors (zeroed after each reverse step)
         self._lam_zero = True                   # the adjoint is still exactly zero (nothing arrived yet)
-        self._received = self._no_errors()      # layered: (step, sample, neuron, value) of the error events
+        self._received = self._no_errors()      # layered: (step, source, sample, neuron, value) of the error events
+        self._received_peak = 0
         for g in self.grads:
             g[:] = 0
         self.guarded = 0
@@ -297,7 +299,14 @@ class EventPropCore(WeightStoreMixin, Core):
         """The layered schedule's reverse pass: every round ``steps-1 .. 0`` in turn,
         the error events that arrived for step ``i+1`` (kept by :meth:`deliver_errors`,
         in arrival order) added before round ``i`` as the rounds would have added them.
-        One frame; each event's offset is its reverse step."""
+        One frame; each event's offset is its reverse step.  BudgetError when the
+        error events received do not fit the core's SRAM."""
+        self._received_peak = sum(a.nbytes for a in self._received)
+        used = sum(self.memory().values())
+        if used > self.spec.budget_bytes:
+            raise BudgetError(f"core {self.id} ({self.spec.population}): the error events of a layered reverse "
+                              f"pass of {steps} steps make {used} bytes; the budget is {self.spec.budget_bytes} "
+                              f"(use parallel.schedule=lockstep, fewer samples per core or more cores)")
         t, src, b, local, value = self._received
         if len(t):
             # by step, then source core (the order the router delivers a round's frames in), then as sent

@@ -385,9 +385,34 @@ def test_layered_input_events_over_budget_raise_budget_error_naming_the_core():
     with Simulator(net, machine, schedule="layered") as sim:
         sim.run(20, {"inp": x[:20]})                               # a short layered run fits
         hid = next(pl.core_id for pl in sim.mapping.placements if pl.slice.population == "hid")
+        # the report shows the run's input events at their peak (freed after the run): 8 bytes an event
+        # (sample, neuron) and 4 bytes a step bound
+        held = next(r["memory"]["input_events"] for r in sim.reports()[0] if r["core_id"] == hid)
+        assert held == 8 * int(x[:20].sum()) + 4 * 21
         with pytest.raises(BudgetError, match=rf"core {hid} \(hid\): the input events of a layered run of 200 "
                                               r"steps make \d+ bytes; the budget is 6000"):
             sim.run(200, {"inp": x})
+
+
+def test_layered_error_events_over_budget_raise_budget_error_naming_the_core():
+    """A layered reverse pass keeps every error event of the run until it starts:
+    checked against the core's SRAM like the input events."""
+    from dataclasses import replace
+
+    x, y = yy_data(MB, 42)
+    learn = EventPropLearningConfig(batch_size=MB, lr=5e-3)
+    tr = EventPropTrainer(build_network(NET, seed=0), learn, machine=MachineConfig(), cores_per_population=None,
+                          replicas=1, backend="local", schedule="layered")
+    try:
+        tr.forward(x, y)
+        hidden = next(c for c in tr.sim.backend.cores if c.spec.population == "hidden")
+        # a budget that holds everything of the forward run, but not the error events on top
+        hidden.spec = replace(hidden.spec, budget_bytes=sum(hidden.memory().values()) + 8)
+        with pytest.raises(BudgetError, match=rf"core {hidden.id} \(hidden\): the error events of a layered "
+                                              rf"reverse pass of {NET.steps} steps make \d+ bytes; the budget is"):
+            tr.sim.backward(1.0 / MB)
+    finally:
+        tr.close()
 
 
 # ------------------------------------------------------------- error frames
