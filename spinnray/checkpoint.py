@@ -54,12 +54,12 @@ def trajectory(learn) -> dict:
 
 
 def training_data(data) -> dict:
-    """The data options that shape the training: all but the test set's ``test_size`` and ``test_seed``.
+    """The data options that shape the training: all but the test and validation sets' sizes and seeds.
 
     A finished run resumed with another test set trains nothing more and tests its final weights
     on that set (``resume=RUN/checkpoints data.test_size=2000 data.test_seed=2``).
     """
-    return {k: v for k, v in asdict(data).items() if k not in ("test_size", "test_seed")}
+    return {k: v for k, v in asdict(data).items() if k not in ("test_size", "test_seed", "val_size", "val_seed")}
 
 
 def save_checkpoint(path, state: dict) -> Path:

@@ -62,6 +62,9 @@ Forward runs add ``samples`` (int), ``exchange_interval`` (int K), ``schedule``
 ({population: mean Hz}).
 
 Training runs add ``test_accuracy``, ``best_test_accuracy`` (fractions),
+EventProp's ``val_selected_epoch``, ``val_accuracy``, ``val_selected_test_accuracy``
+and ``val_selected_test_loss`` (the epoch of best validation accuracy and its test
+figures; with ``data.val_size > 0``), ``schedule``,
 ``test_loss``, ``train_s``, ``train_samples_per_s``, ``peak_rss_bytes``, the
 rule's own counters (EventProp: ``guarded_spikes``, ``weight_bumps``),
 ``history`` (a list, one mapping per epoch: ``epoch``, ``train_loss``,

@@ -66,7 +66,10 @@ class YinYangDataConfig:
     train_seed: int = opt(42, "generator seed of the training set (canonical 42)", min=0)
     test_size: int = opt(1000, "test samples (generated)", min=1)
     test_seed: int = opt(40, "generator seed of the test set (canonical 40)", min=0)
-    limit: int | None = opt(None, "use only the first N training and test samples", min=1)
+    val_size: int = opt(1000, "validation samples tested after every epoch (model selection only; never "
+                              "trained on); 0 = none", min=0)
+    val_seed: int = opt(41, "generator seed of the validation set (canonical 41)", min=0)
+    limit: int | None = opt(None, "use only the first N training, test and validation samples", min=1)
     encoding: str = opt("wunderlich", "spike-time encoding: wunderlich (t = x * t_max) or bena (latency)",
                         choices=("wunderlich", "bena"))
     t_max_ms: float = opt(30.0, "latest input spike time (wunderlich encoding)", min=1e-6)
@@ -116,6 +119,21 @@ def load_yinyang(cfg: YinYangDataConfig):
     if cfg.limit is not None:
         xtr, ytr, xte, yte = xtr[:cfg.limit], ytr[:cfg.limit], xte[:cfg.limit], yte[:cfg.limit]
     return xtr, ytr, xte, yte
+
+
+def load_yinyang_validation(cfg: YinYangDataConfig):
+    """(x, y) of the validation split (``val_size`` samples of seed ``val_seed``, or the
+    published ``validation`` arrays under ``cfg.root``, their first ``val_size``), or None."""
+    if cfg.val_size == 0:
+        return None
+    if cfg.root is not None:
+        x, y = load_yin_yang_arrays(cfg.root, "validation")
+        x, y = x[:cfg.val_size], y[:cfg.val_size]
+    else:
+        x, y = yin_yang(cfg.val_size, cfg.val_seed)
+    if cfg.limit is not None:
+        x, y = x[:cfg.limit], y[:cfg.limit]
+    return x, y
 
 
 def encode_inputs(samples: np.ndarray, data: YinYangDataConfig, steps: int, dt_ms: float) -> np.ndarray:
@@ -301,6 +319,17 @@ class EventPropTrainer:
         return out
 
 
+def val_selection(history: list[dict]) -> dict:
+    """Model selection on the validation set: the epoch with the best validation
+    accuracy (the earliest of ties) and its test accuracy and loss; {} without one."""
+    rows = [h for h in history if "val_accuracy" in h]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+    return {"val_selected_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
+            "val_selected_test_accuracy": best["test_accuracy"], "val_selected_test_loss": best["test_loss"]}
+
+
 def _batches(n: int, size: int, order: np.ndarray):
     for first in range(0, n, size):
         yield order[first:first + size]
@@ -337,6 +366,9 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     xtr, ytr, xte, yte = load_yinyang(data)
     str_ = encode_inputs(xtr, data, net_cfg.steps, net_cfg.dt_ms)
     ste = encode_inputs(xte, data, net_cfg.steps, net_cfg.dt_ms)
+    val = load_yinyang_validation(data)
+    if val is not None:
+        sva, yva = encode_inputs(val[0], data, net_cfg.steps, net_cfg.dt_ms), val[1]
     net = build_network(net_cfg, cfg.seed)
     t_start = time.perf_counter()
 
@@ -385,9 +417,12 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
                "train_accuracy": pos["correct"] / len(ytr), "test_accuracy": test_acc,
                "test_loss": test_loss, "lr": tr.lr, "train_s": round(pos["epoch_s"], 3),
                "train_events": pos["epoch_events"]}
+        if val is not None:
+            row["val_accuracy"], row["val_loss"] = evaluate(tr, sva, yva, B)
         pos["history"].append(row)
-        log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.1f s, %.3g events/s",
-                 epoch + 1, row["train_loss"], row["train_accuracy"], test_loss, test_acc, pos["epoch_s"],
+        log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f%s | %.1f s, %.3g events/s",
+                 epoch + 1, row["train_loss"], row["train_accuracy"], test_loss, test_acc,
+                 f" | val acc {row['val_accuracy']:.4f}" if val is not None else "", pos["epoch_s"],
                  pos["epoch_events"] / pos["epoch_s"] if pos["epoch_s"] else 0.0)
         pos["lr"] = tr.lr * learn.lr_decay
 
@@ -413,6 +448,7 @@ def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
         "train_samples_per_s": samples / train_s if train_s else 0.0,
         "test_accuracy": history[-1]["test_accuracy"], "test_loss": history[-1]["test_loss"],
         "best_test_accuracy": max(h["test_accuracy"] for h in history),
+        **val_selection(history),
         "history": history,
         "guarded_spikes": sum(c.get("guarded_spikes", 0) for c in cores),
         "peak_rss_bytes": peak_rss_bytes(),

@@ -1,5 +1,8 @@
 """Data-parallel EventProp training: it learns, and replicas/cores/backends agree."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -174,3 +177,46 @@ def test_stagger_interleaves_the_rounding_grids():
     assert encode_inputs(samples, YinYangDataConfig(stagger=0.5), 61, dt).shape[0] == 61  # rint(60.5) = 60
     with pytest.raises(ConfigError, match="network.steps"):
         encode_inputs(samples, YinYangDataConfig(stagger=0.6), 61, dt)                # x = 0: step 61
+
+
+# ------------------------------------------------------------ validation selection
+def test_val_selection_takes_the_earliest_best_validation_epoch():
+    from spinnray.train import val_selection
+
+    hist = [{"epoch": e + 1, "val_accuracy": v, "test_accuracy": t, "test_loss": 1.0 - t}
+            for e, (v, t) in enumerate([(0.5, 0.52), (0.7, 0.71), (0.7, 0.74), (0.6, 0.8)])]
+    sel = val_selection(hist)
+    assert sel == {"val_selected_epoch": 2, "val_accuracy": 0.7, "val_selected_test_accuracy": 0.71,
+                   "val_selected_test_loss": pytest.approx(0.29)}
+    assert val_selection([{"epoch": 1, "test_accuracy": 0.5, "test_loss": 1.0}]) == {}
+
+
+def test_validation_set_is_tested_every_epoch_and_never_trained_on(tmp_path):
+    """The scenario with and without a validation set trains the same weights; the
+    selected epoch's test figures are that epoch's."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from spinnray.config import RunConfig, from_dict
+    from spinnray.runner import run
+
+    root = Path(__file__).resolve().parents[1]
+
+    def metrics(val_size: int, out):
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=["scenario=eventprop_yinyang", "backend=local", "learning.epochs=3",
+                                               "data.limit=64", "network.steps=40", "network.dt_ms=1.0",
+                                               "progress=false", "report=false", f"data.val_size={val_size}"])
+        out.mkdir()
+        run(from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True)), out, "eventprop_yinyang")
+        return json.loads((out / "metrics.json").read_text())
+
+    with_val, without = metrics(48, tmp_path / "a"), metrics(0, tmp_path / "b")
+    assert with_val["weights_crc32"] == without["weights_crc32"]
+    assert [h["test_accuracy"] for h in with_val["history"]] == [h["test_accuracy"] for h in without["history"]]
+    assert "val_selected_epoch" not in without and "val_accuracy" not in without["history"][0]
+    e = with_val["val_selected_epoch"]
+    vals = [h["val_accuracy"] for h in with_val["history"]]
+    assert 1 <= e <= 3 and vals[e - 1] == max(vals) and vals.index(max(vals)) == e - 1
+    assert with_val["val_selected_test_accuracy"] == with_val["history"][e - 1]["test_accuracy"]
+    assert all(0.0 <= v <= 1.0 and (v * 48) == round(v * 48) for v in vals)     # 48 samples were tested
