@@ -17,6 +17,12 @@ Reverse, round ``i`` (from T-1 down to 0) on every learning core:
 4. *receive*: error events about this core's neurons at step i, summed in
    arrival order (ascending source core), for use in round i-1.
 
+Until the first error reaches a core its adjoint is exactly zero, and those
+rounds send nothing and add nothing (they only count guarded spikes), so they
+are skipped.  With the layered schedule (:mod:`spinnray.core`) a core runs
+all its reverse rounds in one go (:meth:`EventPropCore.backward_layer`), the
+error events of every step having arrived before, each carrying its step.
+
 Weights never leave the core; gradients are read out, reduced across
 replicas by the trainer, and applied by each core's own Adam.
 
@@ -248,11 +254,6 @@ class EventPropCore(WeightStoreMixin, Core):
                     value, self.loss_grad = ttfs_loss(t_ms, fired, self.labels, self.loss, self.spec.dt_ms)
                 self.recorded["loss"] = value
                 self.recorded["label_silent"] = ~fired[np.arange(self.batch), self.labels]
-
-    @staticmethod
-    def _at(bounds: list, t: int) -> slice:
-        """The records of step ``t`` (``bounds`` from :meth:`finish`)."""
-        return slice(bounds[t], bounds[t + 1])
 
     @staticmethod
     def _by_step(step: np.ndarray, where: np.ndarray, values: np.ndarray) -> dict:
