@@ -6,6 +6,11 @@ through the same rounds; only the carrier differs:
 
 * ``local``: one process; each round calls every core's ``run_block``, the
   routers' ``route`` and every core's ``deliver`` in turn.
+* ``ray``: every core is a Ray actor (``num_cpus=0``, so any number fit on
+  two CPUs) and so is each node's router.  A run is one Ray call per core;
+  inside it the rounds travel over persistent TCP streams through the router
+  actors (:mod:`spinnray.transport`), because a Ray call per message costs
+  about 0.7 ms here and a round must cost far less (DESIGN.md section 4).
 
 Schedules.  By default a run is ``ceil(T / K)`` rounds of K steps (and a
 reverse pass one round per step).  Given ``levels`` (core id -> the level of
@@ -14,11 +19,6 @@ its population in a feed-forward network, :meth:`Network.levels`), a run is
 the whole run and every core takes what it was sent (reverse: the highest
 level first, each core's whole reverse pass in its round).  Same results,
 far fewer rounds: see :mod:`spinnray.core`.
-* ``ray``: every core is a Ray actor (``num_cpus=0``, so any number fit on
-  two CPUs) and so is each node's router.  A run is one Ray call per core;
-  inside it the rounds travel over persistent TCP streams through the router
-  actors (:mod:`spinnray.transport`), because a Ray call per message costs
-  about 0.7 ms here and a round must cost far less (DESIGN.md section 4).
 
 Nodes.  The mapping's chips may be spread over cluster nodes
 (:func:`spinnray.mapping.assign_nodes`); then there is one router per node

@@ -65,11 +65,11 @@ def ff_inputs(seed: int, batch: int = BATCH) -> dict:
 
 
 def forward(schedule: str, cores, k: int, dtype: str = "float32", replicas: int = 1, backend: str = "local",
-            dmin: int = 1):
+            dmin: int = 1, machine: MachineConfig | None = None, cluster=None):
     """Two runs (different inputs) on one simulator: the results, the per-core reports after both."""
-    with Simulator(ff_network(dmin=dmin), MachineConfig(dtype=dtype), cores_per_population=cores,
+    with Simulator(ff_network(dmin=dmin), machine or MachineConfig(dtype=dtype), cores_per_population=cores,
                    batch_size=-(-BATCH // replicas), replicas=replicas, exchange_interval=k, schedule=schedule,
-                   backend=backend) as sim:
+                   backend=backend, cluster=cluster) as sim:
         results = [sim.run(STEPS, ff_inputs(seed), record=("spikes", "v")) for seed in (3, 4)]
         return results, sim.reports()[0]
 
@@ -193,6 +193,19 @@ def test_layered_forward_on_ray_identical_to_lockstep_and_local(ray_session, ff_
     assert [r["memory"] for r in ray_rep] == [r["memory"] for r in loc_rep]
     assert event_counters(ray_rep) == event_counters(lock_rep)
     assert packets(ray_rep) < packets(lock_rep)
+
+
+def test_layered_forward_over_several_nodes_identical_to_one_node():
+    """One router per node: the layered rounds cross nodes router to router as K-step rounds do."""
+    from spinnray.config import ClusterConfig
+
+    machine = MachineConfig(pes_per_chip=2)            # 2 cores per chip: the populations span chips
+    one, rep1 = forward("lockstep", 2, 1, machine=machine, replicas=2, dmin=2)
+    three, rep3 = forward("layered", 2, 1, machine=machine, replicas=2, dmin=2, cluster=ClusterConfig(nodes=3))
+    for run, ref in enumerate(one):
+        assert_same(three[run], ref, f"layered on 3 nodes, run {run}")
+    assert event_counters(rep3) == event_counters(rep1)
+    assert len({r["node"] for r in rep3}) == 3
 
 
 def test_layered_forward_with_analog_input():
