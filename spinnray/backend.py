@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,7 +49,8 @@ from .metrics import bytes_by_link_class
 from .router import Router, RoutingTable
 from .transport import CoreLink, RouterServer
 
-__all__ = ["LocalBackend", "RayBackend", "make_backend", "ensure_ray", "rounds", "cluster_nodes", "resolve_nodes"]
+__all__ = ["LocalBackend", "RayBackend", "TrainStep", "make_backend", "ensure_ray", "rounds", "cluster_nodes",
+           "resolve_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,18 @@ def rounds(steps: int, k: int):
     """``(t0, length)`` of each exchange round of a run of ``steps`` steps."""
     for t0 in range(0, steps, k):
         yield t0, min(k, steps - t0)
+
+
+class TrainStep(NamedTuple):
+    """What follows a forward run in the same call to every core (one Ray call per
+    core for a whole training step): the reverse pass with loss scale ``scale``
+    over ``rounds`` rounds (None: one per step of the run; e-prop's learning
+    signals need 1), then, with ``lr``, every core's Adam step on its own gradient
+    (when nothing needs reducing: one replica, or model-parallel e-prop)."""
+
+    scale: float
+    rounds: int | None = None
+    lr: float | None = None
 
 
 def layered_forward(core, steps: int, level: int, n_levels: int, exchange) -> None:
@@ -145,10 +159,10 @@ class LocalBackend:
 
     def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
             record: tuple[str, ...], levels: dict[int, int] | None = None,
-            backward_scale: float | None = None) -> dict[int, dict[str, np.ndarray]]:
+            train: TrainStep | None = None) -> dict[int, dict[str, np.ndarray]]:
         """One forward run; ``batch`` gives each core's number of samples;
-        ``levels``: the layered schedule (module docstring); ``backward_scale``:
-        then the reverse pass (:meth:`run_backward`) with that loss scale."""
+        ``levels``: the layered schedule (module docstring); ``train``: then the
+        reverse pass (:meth:`run_backward`) and Adam (:class:`TrainStep`)."""
         for c in self.cores:
             c.layered = levels is not None
             c.reset(steps, batch[c.id], inputs.get(c.id), record)
@@ -168,8 +182,12 @@ class LocalBackend:
                     c.deliver(out[c.id], t0, kk)
         for c in self.cores:
             c.finish()
-        if backward_scale is not None:
-            self.run_backward(steps, max(batch.values()), backward_scale, levels)   # checks strictness too
+        if train is not None:                   # run_backward checks strictness too
+            self.run_backward(steps if train.rounds is None else train.rounds, max(batch.values()), train.scale,
+                              levels)
+            if train.lr is not None:
+                for c in self.cores:
+                    c.apply_own(train.lr)
         elif self.strict:
             _check_strict(*self.reports())
         return {c.id: c.recorded for c in self.cores}
@@ -334,9 +352,9 @@ def _actor_classes():
         def connect(self, address, timeout_s: float) -> None:
             self.link = CoreLink(self.core.id, tuple(address), timeout_s)
 
-        def run(self, steps, k, batch, inputs, record, layer=None, backward_scale=None):
+        def run(self, steps, k, batch, inputs, record, layer=None, train=None):
             """A forward run; ``layer``: (level, number of levels) of the layered schedule;
-            ``backward_scale``: then the reverse pass, in the same call."""
+            ``train`` (:class:`TrainStep`): then the reverse pass and Adam, in the same call."""
             core = self.core
             core.layered = layer is not None
             core.reset(steps, batch, inputs, record)
@@ -347,8 +365,10 @@ def _actor_classes():
                     frames = core.run_block(t0, kk)
                     core.deliver(self.link.exchange(frames, t0), t0, kk)
             core.finish()
-            if backward_scale is not None:
-                self.backward(steps, backward_scale, layer)
+            if train is not None:
+                self.backward(steps if train.rounds is None else train.rounds, train.scale, layer)
+                if train.lr is not None:
+                    core.apply_own(train.lr)
             return core.recorded, core.problems(), core.events_sent()
 
         def backward(self, steps, scale, layer=None):
@@ -527,19 +547,18 @@ class RayBackend:
 
     def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
             record: tuple[str, ...], levels: dict[int, int] | None = None,
-            backward_scale: float | None = None) -> dict[int, dict[str, np.ndarray]]:
-        """As :meth:`LocalBackend.run`; with ``backward_scale`` the reverse pass runs
+            train: TrainStep | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """As :meth:`LocalBackend.run`; with ``train`` the reverse pass (and Adam) run
         in the same Ray call to each core (the routers are configured once for both:
         offsets up to the forward's, and every core still checks its own)."""
         self._check_alive()
         layers = self._layers(levels)
         n_fwd = (max(levels.values()) + 1) if levels is not None else -(-steps // k)
         self._configure(steps if levels is not None else k, max(batch.values()), steps, False, levels is not None,
-                        n_fwd if backward_scale is not None else None)
-        refs = {a.run.remote(steps, k, batch[cid], inputs.get(cid), tuple(record), layers.get(cid),
-                             backward_scale): cid
+                        n_fwd if train is not None else None)
+        refs = {a.run.remote(steps, k, batch[cid], inputs.get(cid), tuple(record), layers.get(cid), train): cid
                 for cid, a in self.actors.items()}
-        out = self._gather(refs, "forward run" if backward_scale is None else "forward and backward run")
+        out = self._gather(refs, "forward run" if train is None else "training step (forward, backward, Adam)")
         self._events.update({cid: ev for cid, (_, _, ev) in out.items()})
         self._strict(sum(p for _, p, _ in out.values()))
         return {cid: rec for cid, (rec, _, _) in out.items()}

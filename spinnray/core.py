@@ -252,6 +252,10 @@ class Core:
     def begin_backward(self, steps: int, scale: float) -> None:
         """Prepare a reverse pass over ``steps`` steps (learning cores)."""
 
+    def apply_own(self, lr: float) -> None:
+        """Adam on this core's own gradient of the last reverse pass (learning cores;
+        a plain core has nothing to learn)."""
+
     def backward_block(self, i: int) -> list[bytes]:
         """Reverse step ``i``: the error frames to send (none for a plain core)."""
         return []

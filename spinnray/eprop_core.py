@@ -317,6 +317,10 @@ class EPropCore(WeightStoreMixin, Core):
                     g += self.signal[s][None, :] * self.acc[s, :, a:b].T
             self.has_grads = True
 
+    def apply_own(self, lr: float) -> None:
+        """:meth:`apply` (every e-prop core owns its gradient: nothing to reduce)."""
+        self.apply(lr)
+
     def apply(self, lr: float | None = None) -> None:
         """One Adam step of this core's own weights with its own gradients (plus L2)."""
         if not self.has_grads:

@@ -27,6 +27,7 @@ from .eprop import SURROGATES
 from .eprop_core import learning_bytes
 from .network import Network
 from .neuron import ALIF, LI, AnalogSource
+from .backend import TrainStep
 from .simulator import Simulator
 
 log = logging.getLogger(__name__)
@@ -146,10 +147,10 @@ class EPropTrainer:
                             record=record)
 
     def train_batch(self, x: np.ndarray, labels: np.ndarray):
-        res = self.forward(x, labels)
-        self.sim.backward(scale=1.0 / len(labels), rounds=1)
-        self.sim.call("apply", {cid: (self.lr,) for cid in self.learners})
-        return res
+        """Forward, the learning signals (one reverse round) and every core's Adam step,
+        in one call to each core."""
+        return self.sim.run(x.shape[0], {"input": x}, targets={"output": labels},
+                            train=TrainStep(1.0 / len(labels), rounds=1, lr=self.lr))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, keep_first: bool = False) -> tuple[float, float]:
         """(accuracy, mean loss); ``x`` (samples, steps, inputs).  ``keep_first``:

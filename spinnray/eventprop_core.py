@@ -439,6 +439,10 @@ class EventPropCore(WeightStoreMixin, Core):
         for j, (w, g) in enumerate(zip(self.weights, grads)):
             self._adam_step(j, np.asarray(g, w.dtype), lr)
 
+    def apply_own(self, lr: float) -> None:
+        """:meth:`apply` with this core's own gradient (one replica: nothing to reduce)."""
+        self.apply(None, lr)
+
     def bump(self, amount: float, columns=None) -> None:
         """Add ``amount`` to incoming weights (the silent-neuron remedy of
         Wunderlich & Pehle's training code; masked synapses stay absent).

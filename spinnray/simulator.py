@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import ensure_ray, make_backend
+from .backend import TrainStep, ensure_ray, make_backend
 from .config import ClusterConfig, MachineConfig
 from .core import specs_from_mapping
 from .errors import ConfigError, NetworkError, SpinnrayError
@@ -128,17 +128,18 @@ class Simulator:
 
     def run(self, steps: int, inputs: dict[str, np.ndarray] | None = None,
             record: tuple[str, ...] = ("spikes",), exchange_interval: int | None = None,
-            targets: dict[str, np.ndarray] | None = None, backward_scale: float | None = None) -> RunResult:
+            targets: dict[str, np.ndarray] | None = None, train: TrainStep | None = None) -> RunResult:
         """Run ``steps`` steps from rest; ``inputs`` gives every SpikeSource's spikes.
 
         ``inputs[name]``: ``(steps, n)`` or ``(steps, batch, n)`` bools; the
         batch is shared out to the replicas in contiguous, near-equal shards.
         ``targets[name]``: per-sample labels ``(batch,)`` for the cores of a
         population that computes a loss.  ``exchange_interval`` overrides K
-        for this run (same rule: K <= min delay).  ``backward_scale``: run the
-        reverse pass (:meth:`backward` with that scale) right after, in the same
-        call to every core: one Ray call and one router set-up fewer per step of
-        training.
+        for this run (same rule: K <= min delay).  ``train``
+        (:class:`~spinnray.backend.TrainStep`): run the reverse pass (as
+        :meth:`backward`) and, with ``train.lr``, every core's Adam step on its own
+        gradient right after, in the same call to every core: a whole training step
+        is one Ray call per core and one router set-up.
         """
         k = self.k if exchange_interval is None else exchange_interval
         self._check_k(k)
@@ -203,7 +204,7 @@ class Simulator:
                         per_core[pl.core_id] = y[idx]
         batches = {pl.core_id: len(shards[pl.replica]) for pl in self.mapping.placements}
         recorded = self.backend.run(steps, k, batches, per_core, tuple(record), levels=self.levels,
-                                    backward_scale=backward_scale)
+                                    train=train)
         self.last_run = (steps, max(batches.values()))
         self.steps_run += steps
         self.samples_run += batch

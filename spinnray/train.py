@@ -37,6 +37,7 @@ from .eprop_core import weight_store_options
 from .eventprop_core import learning_bytes
 from .network import Network
 from .neuron import LIF, SpikeSource
+from .backend import TrainStep
 from .simulator import Simulator
 
 __all__ = ["EventPropNetworkConfig", "YinYangDataConfig", "EventPropLearningConfig", "EventPropTrainer",
@@ -221,23 +222,22 @@ class EventPropTrainer:
     def close(self) -> None:
         self.sim.close()
 
-    def forward(self, x_spikes: np.ndarray, labels: np.ndarray | None, record=(), backward_scale=None):
+    def forward(self, x_spikes: np.ndarray, labels: np.ndarray | None, record=(), train=None):
         return self.sim.run(x_spikes.shape[0], {"input": x_spikes},
-                            targets=None if labels is None else {"output": labels}, record=record,
-                            backward_scale=backward_scale)
+                            targets=None if labels is None else {"output": labels}, record=record, train=train)
 
     def train_batch(self, x_spikes: np.ndarray, labels: np.ndarray):
         """Forward, backward, reduce and update; returns the forward result.
 
         Forward and backward go to the cores in one call; with one replica
-        there is nothing to reduce, so each core applies its own gradient
-        (one call, no gradient through the driver)."""
-        res = self.forward(x_spikes, labels, backward_scale=1.0 / len(labels))
-        ids = [pl.core_id for pl in self.learners]
+        there is nothing to reduce, so each core applies its own gradient in
+        that same call (no gradient through the driver)."""
         if self.replicas == 1:
-            self.sim.call("apply", {cid: (None, self.lr) for cid in ids}, cores=ids)
+            res = self.forward(x_spikes, labels, train=TrainStep(1.0 / len(labels), lr=self.lr))
             self._bump(res, labels)
             return res
+        res = self.forward(x_spikes, labels, train=TrainStep(1.0 / len(labels)))
+        ids = [pl.core_id for pl in self.learners]
         grads = self.sim.call("gradients", cores=ids)
         total: dict[tuple, list[np.ndarray]] = {}
         for pl in sorted(self.learners, key=lambda p: p.replica):        # replica order: deterministic sums
