@@ -59,7 +59,10 @@ def training_data(data) -> dict:
     A finished run resumed with another test set trains nothing more and tests its final weights
     on that set (``resume=RUN/checkpoints data.test_size=2000 data.test_seed=2``).
     """
-    return {k: v for k, v in asdict(data).items() if k not in ("test_size", "test_seed", "val_size", "val_seed")}
+    out = {k: v for k, v in asdict(data).items() if k not in ("test_size", "test_seed", "val_size", "val_seed")}
+    if out.get("resample") is False:
+        del out["resample"]          # checkpoints from before the option match runs without it
+    return out
 
 
 def save_checkpoint(path, state: dict) -> Path:

@@ -533,7 +533,7 @@ def run_dense(cfg: RunConfig, out_dir, scenario: str) -> dict:
     clipping) and ``clipped_fraction`` (the share of those rescaled by ``learning.clip_norm``);
     the metrics have ``clip_norm`` and ``clipped_updates`` ((update, block) pairs rescaled).
     Raises ConfigError naming ``learning.clip_norm`` unless it is null or a finite number > 0."""
-    from .eprop_train import EPropDataConfig, load_eprop_data
+    from .eprop_train import EPropDataConfig, EpochData, load_eprop_data
     from .metrics import SCHEMA_VERSION
     from .runner import _progress
     from .train import peak_rss_bytes
@@ -571,7 +571,9 @@ def run_dense(cfg: RunConfig, out_dir, scenario: str) -> dict:
     rng = np.random.default_rng([cfg.seed, 13])
     history, train_s, samples, tested = [], 0.0, 0, 0
     lr = learn.lr
+    fresh = EpochData(data, xtr, ytr, net_cfg.dt_ms)      # data.resample: fresh cue trials every epoch
     for epoch in range(learn.epochs):
+        fresh.begin(epoch)
         order = rng.permutation(len(ytr))
         tr.lr = lr
         losses, correct = [], 0

@@ -69,6 +69,9 @@ class EPropDataConfig:
     test_seed: int = opt(1, "cue task: test-set seed", min=0)
     n_cues: int = opt(7, "cue task: cues per trial (odd)", min=1)
     total_ms: float = opt(2250.0, "cue task: trial length (ms)", min=1.0)
+    resample: bool = opt(False, "cue task: train every epoch on fresh trials (epoch e >= 1 uses the seed "
+                                "data_seed + RESAMPLE_STRIDE x e), as Bellec et al. did; false = the same "
+                                "train_size trials every epoch")
 
 
 @dataclass(frozen=True)
@@ -191,13 +194,58 @@ class EPropTrainer:
         return out
 
 
+#: seed stride between the fresh training sets of ``data.resample`` (the test sets use 10,000 + test_seed)
+RESAMPLE_STRIDE = 1_000_003
+
+
+def epoch_seed(cfg: EPropDataConfig, epoch: int) -> int:
+    """Seed of the cue training trials of ``epoch`` (0-based): ``data_seed`` for the first epoch
+    and whenever ``data.resample`` is false, else ``data_seed + RESAMPLE_STRIDE * epoch``."""
+    return cfg.data_seed + (RESAMPLE_STRIDE * epoch if cfg.resample else 0)
+
+
+def epoch_training_set(cfg: EPropDataConfig, epoch: int, steps_hint: float = 1.0):
+    """``(x (N, T, C) float32, y int64)``: the cue training trials of ``epoch`` (see :func:`epoch_seed`)."""
+    from .data.cue import cue_accumulation
+
+    x, y = cue_accumulation(cfg.train_size, epoch_seed(cfg, epoch), n_cues=cfg.n_cues, total_ms=cfg.total_ms,
+                            dt_ms=steps_hint)
+    if cfg.limit is not None:
+        x, y = x[:cfg.limit], y[:cfg.limit]
+    return np.asarray(x, np.float32), np.asarray(y, np.int64)
+
+
+def check_resample(cfg: EPropDataConfig) -> None:
+    """ConfigError unless ``data.resample`` is false or the data are the cue task (a generator)."""
+    if cfg.resample and cfg.name != "cue":
+        raise ConfigError(f"data.resample = true with data.name = {cfg.name!r}: only the cue task generates "
+                          "fresh trials; expected data.resample = false")
+
+
+class EpochData:
+    """The training arrays, refilled in place with each epoch's fresh trials under ``data.resample``
+    (``x``, ``y`` keep their identity, so the loop's views of them stay valid)."""
+
+    def __init__(self, cfg: EPropDataConfig, x: np.ndarray, y: np.ndarray, steps_hint: float = 1.0):
+        self.cfg, self.x, self.y, self.dt, self.epoch = cfg, x, y, steps_hint, 0
+
+    def begin(self, epoch: int) -> None:
+        if not self.cfg.resample or epoch == self.epoch:
+            return
+        x, y = epoch_training_set(self.cfg, epoch, self.dt)
+        self.x[...], self.y[...] = x, y
+        self.epoch = epoch
+        log.info("epoch %d: %d fresh training trials (seed %d)", epoch + 1, len(y), epoch_seed(self.cfg, epoch))
+
+
 def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
     """``(x_train (N, T, C) float32, y_train, x_test, y_test, class names, window_steps or None)``."""
+    check_resample(cfg)
     if cfg.name == "cue":
         from .data.cue import cue_accumulation, cue_decision_window
 
         kw = dict(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=steps_hint)
-        xtr, ytr = cue_accumulation(cfg.train_size, cfg.data_seed, **kw)
+        xtr, ytr = cue_accumulation(cfg.train_size, epoch_seed(cfg, 0), **kw)
         xte, yte = cue_accumulation(cfg.test_size, cfg.test_seed + 10_000, **kw)
         win = cue_decision_window(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=steps_hint)
         names = ["left", "right"]
@@ -310,6 +358,8 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     elif ck.enabled:
         ck.save(pos, trainer, rng)          # the initial state: a failure before the first interval restarts here
 
+    fresh = EpochData(data, xtr, ytr, net_cfg.dt_ms)
+
     def step(tr, idx, pos):
         return tr.train_batch(np.ascontiguousarray(xtr[idx].transpose(1, 0, 2)), ytr[idx])
 
@@ -337,7 +387,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     try:
         pos = run_epochs(box, epochs=learn.epochs, labels=ytr, batch_size=B, ck=ck, rng=rng,
                          make_trainer=make_trainer, step=step, end_epoch=end_epoch, progress=cfg.progress,
-                         loss_window=50)
+                         loss_window=50, begin_epoch=fresh.begin)
         trainer = box["trainer"]
         m = trainer.sim.metrics()
         cores, routers = trainer.sim.reports()

@@ -33,12 +33,13 @@ def new_position(lr: float, **extra) -> dict:
 
 
 def run_epochs(box: dict, *, epochs: int, labels: np.ndarray, batch_size: int, ck, rng, make_trainer,
-               step, end_epoch, progress: bool, loss_window: int = 20) -> dict:
+               step, end_epoch, progress: bool, loss_window: int = 20, begin_epoch=None) -> dict:
     """Train until ``pos["epoch"] == epochs``; returns the final position.
 
     ``box["trainer"]`` is the trainer; after a restart it holds the rebuilt
     one (the caller closes whatever is there at the end).  ``box["pos"]`` is
-    the position to start from.
+    the position to start from.  ``begin_epoch(epoch)``, if given, runs before every epoch's
+    batches (and before the rest of an epoch a resume or restart continues), with the 0-based epoch.
     """
     from .runner import _progress, events_rate
 
@@ -51,6 +52,8 @@ def run_epochs(box: dict, *, epochs: int, labels: np.ndarray, batch_size: int, c
     while pos["epoch"] < epochs:
         trainer = box["trainer"]
         epoch = pos["epoch"]
+        if begin_epoch is not None:
+            begin_epoch(epoch)
         if pos["order"] is None:
             pos["order"] = rng.permutation(n)
             pos.update(losses=[], correct=0, epoch_s=0.0, epoch_events=0)

@@ -191,3 +191,41 @@ def test_float_weights_move_onto_a_4_bit_grid_set_from_them(tmp_path):
                 assert np.abs(wq - wa).max() <= step / 2 * (1 + 1e-5)
                 assert not np.array_equal(wq, wa)
                 np.testing.assert_allclose(wq / step, np.rint(wq / step), atol=1e-4)
+
+
+def test_fresh_cue_trials_every_epoch_resume_to_the_same_result(tmp_path, monkeypatch):
+    """data.resample: epoch e trains on the trials of seed data_seed + RESAMPLE_STRIDE e (epoch 1 on
+    the usual set), and a run stopped in epoch 2 resumes on epoch 2's trials."""
+    from spinnray.eprop_train import EPropDataConfig, epoch_training_set
+
+    fixed = run(_cfg(), tmp_path / "fixed", "t")
+    seen = []
+    real = eprop_train.EPropTrainer.train_batch
+
+    def spy(self, x, y):
+        seen.extend(x.sum(axis=(0, 2)).tolist())         # spikes per trial: (steps, batch, inputs) -> (batch,)
+        return real(self, x, y)
+
+    monkeypatch.setattr(eprop_train.EPropTrainer, "train_batch", spy)
+    full = run(_cfg(data={"resample": True}), tmp_path / "full", "t")
+    monkeypatch.undo()
+    data = from_dict(EPropDataConfig, _cfg(data={"resample": True}).data, "data")
+    for epoch in (0, 1):
+        x, _ = epoch_training_set(data, epoch, 1.0)
+        assert sorted(seen[24 * epoch:24 * (epoch + 1)]) == sorted(x.sum(axis=(1, 2)).tolist())
+    assert full["history"][0]["train_loss"] == fixed["history"][0]["train_loss"]      # same first epoch
+    assert full["history"][1]["train_loss"] != fixed["history"][1]["train_loss"]
+    assert full["weights_crc32"] != fixed["weights_crc32"]
+
+    def stop(_):
+        raise KeyboardInterrupt
+
+    _interrupt_after(monkeypatch, 9, stop)                # mid-way through epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(data={"resample": True}), tmp_path / "stopped", "t")
+    monkeypatch.undo()
+    resumed = run(_cfg(data={"resample": True}, resume=str(tmp_path / "stopped" / "checkpoints")),
+                  tmp_path / "resumed", "t")
+    _same_run(resumed, full)
+    with pytest.raises(DataError, match="different network/data/learning"):     # resample is in the fingerprint
+        run(_cfg(resume=str(tmp_path / "stopped" / "checkpoints")), tmp_path / "other", "t")

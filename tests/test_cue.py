@@ -118,3 +118,25 @@ def test_bad_arguments_raise(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ConfigError, match=match.replace(".", r"\.")):
         cue_accumulation(**args)
+
+
+def test_resample_seeds_and_refusal():
+    """data.resample: epoch 0 is the usual training set, later epochs fresh ones, never a test set;
+    the keyword data cannot be resampled (ConfigError naming the option)."""
+    from spinnray.config import from_dict
+    from spinnray.eprop_train import RESAMPLE_STRIDE, EPropDataConfig, epoch_seed, epoch_training_set, load_eprop_data
+
+    kw = {"name": "cue", "train_size": 6, "test_size": 4, "n_cues": 3, "total_ms": 700.0, "data_seed": 5}
+    on = from_dict(EPropDataConfig, dict(kw, resample=True), "data")
+    off = from_dict(EPropDataConfig, kw, "data")
+    assert [epoch_seed(on, e) for e in range(3)] == [5, 5 + RESAMPLE_STRIDE, 5 + 2 * RESAMPLE_STRIDE]
+    assert [epoch_seed(off, e) for e in range(3)] == [5, 5, 5]
+    xtr, ytr, xte, _, _, _ = load_eprop_data(on)
+    x0, y0 = epoch_training_set(on, 0)
+    x1, _ = epoch_training_set(on, 1)
+    np.testing.assert_array_equal(x0, xtr)
+    np.testing.assert_array_equal(y0, ytr)
+    assert not np.array_equal(x1, x0) and not np.array_equal(x1[:4], xte)
+    np.testing.assert_array_equal(x1, cue_accumulation(6, 5 + RESAMPLE_STRIDE, n_cues=3, total_ms=700.0)[0])
+    with pytest.raises(ConfigError, match="data.resample = true with data.name = 'keywords'"):
+        load_eprop_data(from_dict(EPropDataConfig, {"name": "keywords", "resample": True}, "data"))

@@ -275,6 +275,17 @@ def test_scenario_writes_accuracy_history_and_memory(tmp_path, scenario, extra):
         assert m["training_memory"]["activations"] == 4 * (2 * T + 1) * B * 6 * m["layers"]
 
 
+def test_dense_scenario_trains_on_fresh_cue_trials_with_resample(tmp_path):
+    """data.resample reaches the dense trainers: epoch 1 as without it, epoch 2 on other trials."""
+    from spinnray.runner import run
+
+    two = (*TINY_CUE, "learning.epochs=2", "learning.eval_every=2")
+    fixed = run(_compose("scenario=bptt_cue", *two), tmp_path / "fixed", "bptt_cue")
+    fresh = run(_compose("scenario=bptt_cue", *two, "data.resample=true"), tmp_path / "fresh", "bptt_cue")
+    assert fresh["history"][0]["train_loss"] == fixed["history"][0]["train_loss"]
+    assert fresh["history"][1]["train_loss"] != fixed["history"][1]["train_loss"]
+
+
 def test_full_bptt_scenario_refuses_a_window(tmp_path):
     from spinnray.runner import run
 
