@@ -19,12 +19,21 @@ constant; the hidden cores filter their traces with it); hidden cores:
 Memory (per core, from the arrays held): for a hidden slice of ``n`` neurons
 with ``P`` pre neurons over all incoming projections and batch ``B``:
 weights, gradients, two Adam moments (``4 P n``), ``eps_v`` (``B P``) and
-two per-synapse traces ``eps_a`` and ``acc`` (``2 B P n``; ``eps_a`` only for
-ALIF, beta > 0).  The readout-filtered trace ``ebar`` of the equations is not
-kept: since the loss window is known in advance, the sum over the window of
-``ebar[s]`` equals ``sum_t c_t e[t]`` with per-step constants ``c_t``, so
-``acc`` takes ``c_t e[t]`` directly (exact, one trace and two passes fewer).
-Two scratch arrays of the same size hold numpy temporaries (``scratch``:
+two per-synapse traces ``d`` and ``acc`` (``2 B P n``; ``d`` only for ALIF,
+beta > 0).  ``d = eps_v - beta eps_a`` (so that ``e = psi d``) obeys its own
+recurrence, exact algebra on the equations of :mod:`spinnray.eprop`::
+
+    d_ij[t] = (rho - beta (1 - rho) psi_j[t-1]) d_ij[t-1] + (eps_v_i[t] - rho eps_v_i[t-1])
+
+a scale per post neuron plus a term per pre neuron: two passes over the
+per-synapse array instead of the six that ``eps_a`` and ``e`` take.  The
+readout-filtered trace ``ebar`` of the equations is not kept either: since
+the loss window is known in advance, the sum over the window of ``ebar[s]``
+equals ``sum_t c_t e[t]`` with per-step constants ``c_t``, so ``acc`` takes
+``c_t psi[t] d[t]`` directly.  Steps whose ``c_t`` is below ``eps(dtype)^2``
+times the largest (long before a short loss window: ``c_t`` decays as
+``kappa`` per step) add nothing that the dtype could hold and are skipped.
+One scratch array of the same size holds a numpy temporary (``scratch``:
 counted against the budget, not as training state).  None of it grows with
 the number of steps.
 
@@ -73,7 +82,7 @@ def learning_bytes(network, pop, n: int, batch: int, dtype: str, feedback: str =
         per_syn = batch * pre * n
         return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
                 "traces": (batch * pre + (2 if pop.model.beta else 1) * per_syn + batch * n) * item,
-                "learning_signal": batch * n * item, "scratch": 2 * per_syn * item, **stores}
+                "learning_signal": batch * n * item, "scratch": per_syn * item, **stores}
     if isinstance(pop.model, LI):
         return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
                 "traces": (2 * batch * pre + batch * n) * item,
@@ -124,10 +133,9 @@ class EPropCore(WeightStoreMixin, Core):
             self.eps_v = np.zeros((B, P), dt)        # (batch, pre) shared by all post neurons
             # Per-synapse arrays are (batch, post, pre): the long pre axis innermost
             # makes the broadcasting updates about 2x faster than (batch, pre, post).
-            self.eps_a = np.zeros((B, n, P) if spec.model.beta else (B, n, 0), dt)
+            self.d = np.zeros((B, n, P) if spec.model.beta else (B, n, 0), dt)   # eps_v - beta eps_a
             self.acc = np.zeros((B, n, P), dt)       # sum over the loss window of ebar, as sum_t c_t e[t]
             self._tmp = np.zeros((B, n, P), dt)      # scratch (not state: counted apart)
-            self._tmp2 = np.zeros((B, n, P), dt)
             self.psi = np.zeros((B, n), dt)          # psi of the last step
             self.signal = np.zeros((B, n), dt)       # learning signals received
         else:
@@ -156,11 +164,11 @@ class EPropCore(WeightStoreMixin, Core):
         if keys:
             mem["error_keys"] = sum(k.nbytes for k in keys)
         if self.hidden:
-            mem["traces"] = sum(a.nbytes for a in (self.eps_v, self.eps_a, self.acc, self.psi))
+            mem["traces"] = sum(a.nbytes for a in (self.eps_v, self.d, self.acc, self.psi))
             mem["learning_signal"] = self.signal.nbytes
             # numpy temporaries of the trace update; a PE loops synapse by synapse
             # without them.  Counted against the budget, not as training state.
-            mem["scratch"] = self._tmp.nbytes + self._tmp2.nbytes
+            mem["scratch"] = self._tmp.nbytes
         else:
             mem["traces"] = self.zbar.nbytes + self.acc_z.nbytes + self.ysum.nbytes
             if self.feedback is not None:
@@ -182,7 +190,7 @@ class EPropCore(WeightStoreMixin, Core):
         B = self.batch
         self._read_stores(B, steps)            # this run's effective weights; the clock advances by B T dt
         if self.hidden:
-            for a in (self.eps_v, self.eps_a, self.acc, self.psi, self.signal):
+            for a in (self.eps_v, self.d, self.acc, self.psi, self.signal):
                 a[:B] = 0
             # sum_{s in window} ebar[s] = sum_t c_t e[t]: c_{T-1} = 0,
             # c_t = kappa c_{t+1} + (1 - kappa) [t + 1 in window]  (ebar lags e by one step)
@@ -190,6 +198,8 @@ class EPropCore(WeightStoreMixin, Core):
             for t in range(steps - 2, -1, -1):
                 c[t] = self.kappa * c[t + 1] + (1.0 - self.kappa) * (t + 1 >= self.window_start)
             self.c_read = c.astype(self.dtype)
+            # below this, c_t e[t] is under the dtype's resolution of the window's sum: skipped
+            self.c_skip = float(c.max()) * float(np.finfo(self.dtype).eps) ** 2
         else:
             for a in (self.zbar, self.acc_z, self.ysum):
                 a[:B] = 0
@@ -222,28 +232,27 @@ class EPropCore(WeightStoreMixin, Core):
         pre = self._pre_activity(t)
         if self.hidden:
             c, m = self.consts, self.model
-            beta = m.beta
-            eps_v, eps_a = self.eps_v[:B], self.eps_a[:B]
-            if t > 0:
-                # e[t-1] from the traces of step t-1, then the traces of step t.
-                if beta:
-                    e = np.multiply(eps_a, -beta, out=self._tmp[:B])                # (B, n, P)
-                    e += eps_v[:, None, :]
-                    e *= self.psi[:B, :, None]
-                else:                                                              # LIF: no eps_a
-                    e = np.multiply(eps_v[:, None, :], self.psi[:B, :, None], out=self._tmp[:B])
-                w = self.c_read[t - 1]
-                if w:
-                    self.acc[:B] += np.multiply(e, w, out=self._tmp2[:B])
-                if beta:
-                    e *= 1.0 - c["rho"]
-                    eps_a *= c["rho"]
-                    eps_a += e
-            eps_v *= c["alpha"]
-            eps_v += (1.0 - c["alpha"]) * pre
+            beta, alpha = m.beta, c["alpha"]
+            eps_v, psi = self.eps_v[:B], self.psi[:B]         # eps_v[t-1] (B, P), psi[t-1] (B, n); 0 at t = 0
+            if beta:
+                rho = c["rho"]
+                g = eps_v * -rho                              # - rho eps_v[t-1]
+                eps_v *= alpha
+                eps_v += (1.0 - alpha) * pre                  # eps_v[t]
+                g += eps_v
+                d = self.d[:B]                                # (B, n, P)
+                d *= (rho - beta * (1.0 - rho) * psi)[:, :, None]
+                d += g[:, None, :]                            # d[t]
+            else:                                             # LIF: e = psi eps_v, no per-synapse state
+                eps_v *= alpha
+                eps_v += (1.0 - alpha) * pre
+                d = eps_v[:, None, :]
             st = self.state
             thr = m.v_th + beta * st.a
-            self.psi[:B] = pseudo_derivative((st.v - thr) / m.v_th, **self.surrogate)
+            psi[...] = pseudo_derivative((st.v - thr) / m.v_th, **self.surrogate)     # psi[t]
+            w = self.c_read[t]
+            if w > self.c_skip:
+                self.acc[:B] += np.multiply(d, (psi * w)[:, :, None], out=self._tmp[:B])   # c_t e[t]
         else:
             b = self.consts["b"]
             zbar = self.zbar[:B]
