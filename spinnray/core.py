@@ -150,6 +150,29 @@ def analog_input(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.cumsum(prod, axis=1)[:, -1]
 
 
+#: elements of the temporary product a block of :func:`analog_input_block` may build (1 MB in float32)
+ANALOG_BLOCK_ELEMENTS = 262_144
+
+
+def analog_input_block(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`analog_input` of several steps at once: x (steps, batch, n_in) -> (steps, batch, n),
+    equal to calling it step by step (the same sequential sum over inputs).
+
+    Mostly-zero input (spike trains written as analog 0/1, as in the cue task) is summed over
+    its nonzero entries only, in input order (:func:`~spinnray.neuron.accumulate_events`): the
+    skipped terms are zeros, which change no sum (at most the sign of an all-zero one)."""
+    steps, batch, n_in = x.shape
+    nz = np.count_nonzero(x)
+    if nz * 4 <= x.size:
+        k, b, i = np.nonzero(x)                    # C order: inputs ascending within (step, sample)
+        rows = x[k, b, i][:, None] * w[i]          # (events, n)
+        return accumulate_events(steps * batch, k * batch + b, rows).reshape(steps, batch, w.shape[1])
+    prod = x[:, :, :, None] * w[None, None, :, :]  # (steps, batch, n_in, n)
+    if w.shape[1] >= 2:
+        return np.add.reduce(prod, axis=2)
+    return np.cumsum(prod, axis=2)[:, :, -1]
+
+
 def make_core(spec: CoreSpec) -> "Core":
     """The core class for ``spec``: a learning core where ``spec.learning`` says so."""
     if spec.learning is None:
@@ -376,6 +399,7 @@ class Core:
                 raise BudgetError(f"core {self.id} ({self.spec.population}): input spikes of {steps} steps make "
                                   f"{used} bytes; the budget is {self.spec.budget_bytes} bytes")
         self.analog = {}
+        self._analog_block = {}                  # pre -> (first step, (steps, batch, n) projected input)
         if self.analog_pres:
             got = inputs if isinstance(inputs, dict) else {}
             for inc in self.spec.incoming:
@@ -403,7 +427,7 @@ class Core:
         analog = None
         for inc, w, dmat in zip(self.spec.incoming, self.weights, self.delays):
             if inc.analog:
-                part = analog_input(self.analog[inc.pre][t], w)
+                part = self._analog_part(inc.pre, t, w)
                 analog = part if analog is None else analog + part
                 continue
             ring = self.hist[inc.pre]
@@ -422,6 +446,18 @@ class Core:
         else:
             out = accumulate_events(self.batch, np.concatenate(bs), np.concatenate(rows))
         return out if analog is None else out + analog
+
+    def _analog_part(self, pre: str, t: int, w: np.ndarray) -> np.ndarray:
+        """``x[t] @ w`` of the analog input ``pre``, from blocks of steps projected at once (the
+        weights do not change within a run): fewer, larger numpy operations than step by step."""
+        first, block = self._analog_block.get(pre, (0, None))
+        if block is None or not first <= t < first + len(block):
+            x = self.analog[pre]
+            k = max(1, ANALOG_BLOCK_ELEMENTS // max(1, x.shape[1] * x.shape[2] * w.shape[1]))
+            block = analog_input_block(x[t:t + k], w)
+            self._analog_block[pre] = (t, block)
+            first = t
+        return block[t - first]
 
     def _index_events(self, steps: int) -> None:
         """Layered: sort the delivered input events by (step, sample, neuron) and
