@@ -359,7 +359,8 @@ def _check_labels(cfg: ALIFNetConfig, labels, batch: int) -> np.ndarray:
 
 
 def loss_and_grads(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, labels: np.ndarray, *,
-                   truncation: int | None = None, reset: np.ndarray | None = None
+                   truncation: int | None = None, reset: np.ndarray | None = None,
+                   rate_reg: float = 0.0, rate_target_hz: float = 10.0
                    ) -> tuple[float, Weights, Record]:
     """Loss and its gradient by manual BPTT (recursions in the module docstring).
 
@@ -368,6 +369,9 @@ def loss_and_grads(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, labels: 
     ``dloss/dW`` (the W_rec diagonal is zero) and ``record`` the forward with
     ``full=False``.  ``truncation=K`` cuts the adjoint at windows of K steps
     (module docstring); None = full BPTT.  ``reset`` as in :func:`forward`.
+    ``rate_reg = c > 0`` adds Bellec et al.'s firing-rate regulariser
+    ``c sum_j (r_j - r*)^2`` (``r_j``: neuron j's spikes per ms over the batch
+    and the run; ``r* = rate_target_hz / 1000``) to the loss.
 
     Raises DataError on wrong shapes or labels, ConfigError on a bad
     ``truncation`` or ``loss_window``.
@@ -384,13 +388,19 @@ def loss_and_grads(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, labels: 
     alpha, rho, kappa = cfg.decays()
     loss, d = softmax_cross_entropy(rec.logits, labels)
     err = (d / (t_w * batch)).astype(dt)                        # dL/dy[t] for t in the window
+    greg = 0.0
+    if rate_reg:
+        per = 1.0 / (batch * steps * cfg.dt_ms)                 # d r_j / d z_j[b, t]
+        rate = rec.z.sum(axis=(0, 1)) * per
+        loss += float(rate_reg * np.sum((rate - rate_target_hz / 1000.0) ** 2))
+        greg = (2.0 * rate_reg * per * (rate - rate_target_hz / 1000.0)).astype(dt)   # dL/dz[t], every t
     g_in, g_rec, g_out = np.zeros_like(w_in), np.zeros_like(w_rec), np.zeros_like(w_out)
     dv = np.zeros((batch, cfg.n_h), dt)                         # adjoints at t + 1
     da = np.zeros_like(dv)
     dy = np.zeros((batch, cfg.n_out), dt)
     zero = np.zeros_like(dv)
     for t in range(steps - 1, -1, -1):
-        gz = (1.0 - kappa) * (dy @ w_out.T) + (1.0 - alpha) * (dv @ w_rec.T) + (1.0 - rho) * da
+        gz = (1.0 - kappa) * (dy @ w_out.T) + (1.0 - alpha) * (dv @ w_rec.T) + (1.0 - rho) * da + greg
         dy = kappa * dy + err if t >= steps - t_w else kappa * dy
         psi = rec.psi[t]
         dv = alpha * dv + psi * gz

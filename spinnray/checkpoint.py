@@ -50,7 +50,12 @@ def trajectory(learn) -> dict:
     uninterrupted run of that many epochs would (the epoch orders come from
     the checkpointed RNG), so training can be extended from a checkpoint.
     """
-    return {k: v for k, v in asdict(learn).items() if k != "epochs"}
+    out = {k: v for k, v in asdict(learn).items() if k != "epochs"}
+    if out.get("rate_reg") == 0.0:
+        # checkpoints from before the firing-rate regulariser match runs without it
+        out.pop("rate_reg")
+        out.pop("rate_target_hz", None)
+    return out
 
 
 def training_data(data) -> dict:

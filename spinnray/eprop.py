@@ -87,6 +87,11 @@ def check_learning(L: dict, where: str = "learning") -> None:
         v = L.get(key)
         if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ConfigError(f"{where}.{key} = {v!r}: expected a finite number > 0")
+    for key in ("rate_reg", "rate_target_hz"):
+        v = L.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  and math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{where}.{key} = {v!r}: expected a finite number >= 0")
     if L.get("feedback", "symmetric") not in ("symmetric", "random"):
         raise ConfigError(f"{where}.feedback = {L.get('feedback')!r}: expected 'symmetric' or 'random'")
     w = L.get("window_steps")

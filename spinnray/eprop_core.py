@@ -13,7 +13,8 @@ The equations are in :mod:`spinnray.eprop`.  ``spec.learning`` keys (all
 cores): ``rule = "eprop"``, ``lr``, ``betas``, ``eps``, ``weight_decay``,
 ``window_steps`` (None = every step), ``tau_out_ms`` (the readout's time
 constant; the hidden cores filter their traces with it); hidden cores:
-``surrogate``, ``gamma``, ``lens``, ``scale``, ``height``; the readout core:
+``surrogate``, ``gamma``, ``lens``, ``scale``, ``height``, ``rate_reg`` and
+``rate_target_hz`` (the firing-rate regulariser below); the readout core:
 ``feedback`` (``symmetric`` | ``random``), ``feedback_seed``.
 
 Memory (per core, from the arrays held): for a hidden slice of ``n`` neurons
@@ -36,6 +37,14 @@ times the largest (long before a short loss window: ``c_t`` decays as
 One scratch array of the same size holds a numpy temporary (``scratch``:
 counted against the budget, not as training state).  None of it grows with
 the number of steps.
+
+Firing-rate regulariser (``rate_reg`` = c > 0, Bellec et al.'s ``reg_f``; off at 0): the loss
+gains ``c sum_j (r_j - r*)^2`` with ``r_j`` neuron j's rate over the batch and the run in spikes
+per ms (Bellec et al.'s units) and ``r* = rate_target_hz / 1000``.  Its learning signal
+``2 c (r_j - r*) / (B T dt)`` is the same at every step and sample and needs no message: a core
+knows its own neurons' spikes.  The gradient is that signal times ``E_ji = sum_{b,t} e_ji[t]``
+(the unfiltered eligibility trace: the loss is on ``z`` itself), kept summed over the batch as
+``(post, pre)`` (``traces``); with no recurrence it is BPTT's gradient of the same loss (tested).
 
 Weight storage (``spec.learning["weight_store"]``, from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``weight_max``, ``synapse``, ``pcm``,
@@ -69,19 +78,21 @@ __all__ = ["EPropCore", "learning_bytes", "weight_store_options"]
 
 
 def learning_bytes(network, pop, n: int, batch: int, dtype: str, feedback: str = "symmetric",
-                   weight_store: dict | None = None) -> dict[str, int]:
+                   weight_store: dict | None = None, rate_reg: bool = False) -> dict[str, int]:
     """The e-prop state a core of ``pop`` with ``n`` neurons will hold (for the mapper's budget).
 
     ``weight_store`` (:func:`weight_store_options`): the ``weights`` and ``weight_accumulator``
     bytes of the stores, summed over the incoming projections (each packed separately).
+    ``rate_reg``: the firing-rate regulariser's ``E`` (post x pre) and spike counts (int64).
     """
     item = np.dtype(dtype).itemsize
     pre = sum(p.pre.size for p in network.incoming(pop))
     stores = weight_store_bytes(network, pop, n, weight_store)
     if isinstance(pop.model, ALIF):
         per_syn = batch * pre * n
+        reg = (pre * n * item + n * 8) if rate_reg else 0
         return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
-                "traces": (batch * pre + (2 if pop.model.beta else 1) * per_syn + batch * n) * item,
+                "traces": (batch * pre + (2 if pop.model.beta else 1) * per_syn + batch * n) * item + reg,
                 "learning_signal": batch * n * item, "scratch": per_syn * item, **stores}
     if isinstance(pop.model, LI):
         return {"gradients": pre * n * item, "optimizer": 2 * pre * n * item,
@@ -138,6 +149,10 @@ class EPropCore(WeightStoreMixin, Core):
             self._tmp = np.zeros((B, n, P), dt)      # scratch (not state: counted apart)
             self.psi = np.zeros((B, n), dt)          # psi of the last step
             self.signal = np.zeros((B, n), dt)       # learning signals received
+            self.rate_reg = float(L.get("rate_reg", 0.0))
+            self.rate_target = float(L.get("rate_target_hz", 10.0)) / 1000.0    # spikes per ms
+            self.ereg = np.zeros((n, P) if self.rate_reg else (0, 0), dt)       # sum_{b,t} e[t]
+            self.zcount = np.zeros(n if self.rate_reg else 0, np.int64)         # spikes per neuron
         else:
             self.zbar = np.zeros((B, P), dt)         # kappa-filtered input of the readout
             self.acc_z = np.zeros((B, P), dt)
@@ -164,7 +179,7 @@ class EPropCore(WeightStoreMixin, Core):
         if keys:
             mem["error_keys"] = sum(k.nbytes for k in keys)
         if self.hidden:
-            mem["traces"] = sum(a.nbytes for a in (self.eps_v, self.d, self.acc, self.psi))
+            mem["traces"] = sum(a.nbytes for a in (self.eps_v, self.d, self.acc, self.psi, self.ereg, self.zcount))
             mem["learning_signal"] = self.signal.nbytes
             # numpy temporaries of the trace update; a PE loops synapse by synapse
             # without them.  Counted against the budget, not as training state.
@@ -192,6 +207,8 @@ class EPropCore(WeightStoreMixin, Core):
         if self.hidden:
             for a in (self.eps_v, self.d, self.acc, self.psi, self.signal):
                 a[:B] = 0
+            self.ereg[:] = 0
+            self.zcount[:] = 0
             # sum_{s in window} ebar[s] = sum_t c_t e[t]: c_{T-1} = 0,
             # c_t = kappa c_{t+1} + (1 - kappa) [t + 1 in window]  (ebar lags e by one step)
             c = np.zeros(steps)
@@ -251,7 +268,14 @@ class EPropCore(WeightStoreMixin, Core):
             thr = m.v_th + beta * st.a
             psi[...] = pseudo_derivative((st.v - thr) / m.v_th, **self.surrogate)     # psi[t]
             w = self.c_read[t]
-            if w > self.c_skip:
+            if self.rate_reg:
+                self.zcount += np.count_nonzero(s[:B], axis=0)
+                e = np.multiply(d, psi[:, :, None], out=self._tmp[:B])                   # e[t]
+                self.ereg += e.sum(axis=0)          # rows added in sample order: any core split agrees
+                if w > self.c_skip:
+                    e *= w
+                    self.acc[:B] += e                                                    # c_t e[t]
+            elif w > self.c_skip:
                 self.acc[:B] += np.multiply(d, (psi * w)[:, :, None], out=self._tmp[:B])   # c_t e[t]
         else:
             b = self.consts["b"]
@@ -324,6 +348,12 @@ class EPropCore(WeightStoreMixin, Core):
             for g, (a, b) in zip(self.grads, zip(self.offsets[:-1], self.offsets[1:])):
                 for s in range(B):
                     g += self.signal[s][None, :] * self.acc[s, :, a:b].T
+            if self.rate_reg:
+                per = self.loss_scale / (self.steps * self.spec.dt_ms)     # d r_j / d z_j[b, t]
+                rate = self.zcount * per
+                sig = (2.0 * self.rate_reg * per) * (rate - self.rate_target)
+                for g, (a, b) in zip(self.grads, zip(self.offsets[:-1], self.offsets[1:])):
+                    g += (sig[:, None] * self.ereg[:, a:b]).T.astype(g.dtype, copy=False)
             self.has_grads = True
 
     def apply_own(self, lr: float) -> None:

@@ -93,6 +93,9 @@ class EPropLearningConfig:
     window_steps: int | None = opt(None, "loss on the mean readout of the last N steps (null = all; "
                                          "cue: the recall period)", min=1)
     eval_every: int = opt(1, "evaluate on the test set every N epochs (and after the last)", min=1)
+    rate_reg: float = opt(0.0, "firing-rate regulariser c (Bellec et al.'s reg_f, their value 1): the loss "
+                               "gains c sum_j (r_j - r*)^2, rates in spikes per ms; 0 = off", min=0.0)
+    rate_target_hz: float = opt(10.0, "the regulariser's target rate r* (Hz; Bellec et al.: 10)", min=0.0)
 
 
 def build_eprop_network(cfg: EPropNetworkConfig, n_in: int, n_out: int, seed: int) -> Network:
@@ -127,7 +130,8 @@ class EPropTrainer:
         ws = weight_store_options(machine, net)     # machine.weight_bits, synapse, ... (None: float32)
         if ws is not None:
             common["weight_store"] = ws
-        hidden = dict(common, surrogate=learn.surrogate, gamma=learn.gamma)
+        hidden = dict(common, surrogate=learn.surrogate, gamma=learn.gamma, rate_reg=learn.rate_reg,
+                      rate_target_hz=learn.rate_target_hz)
         output = dict(common, feedback=learn.feedback, feedback_seed=0)
         self.learning = {"hidden": hidden, "output": output}
         self.learn = learn
@@ -137,7 +141,8 @@ class EPropTrainer:
             net, machine, cores_per_population={"hidden": hidden_cores, "output": 1},
             batch_size=self.batch, backend=backend, timeout_s=timeout_s, learning=self.learning, cluster=cluster,
             error_populations=("hidden",),
-            learning_bytes=lambda pop, n: learning_bytes(net, pop, n, self.batch, dtype, learn.feedback, ws))
+            learning_bytes=lambda pop, n: learning_bytes(net, pop, n, self.batch, dtype, learn.feedback, ws,
+                                                        rate_reg=learn.rate_reg > 0))
         self.learners = [pl.core_id for pl in self.sim.mapping.placements]
         self.lr = learn.lr
 

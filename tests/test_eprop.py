@@ -45,10 +45,10 @@ def _net(w_in, w_rec, w_out, beta=P["beta"]):
 
 
 def _distributed_grads(x, w_in, w_rec, w_out, labels, cores, backend, surrogate="triangle", window=None,
-                       feedback="symmetric", beta=P["beta"]):
+                       feedback="symmetric", beta=P["beta"], **extra):
     B = x.shape[1]
     L = dict(rule="eprop", lr=1e-3, tau_out_ms=P["tau_out_ms"], surrogate=surrogate,
-             gamma=0.3 if surrogate == "triangle" else 0.5, window_steps=window, feedback=feedback)
+             gamma=0.3 if surrogate == "triangle" else 0.5, window_steps=window, feedback=feedback, **extra)
     with Simulator(_net(w_in, w_rec, w_out, beta), MachineConfig(dtype="float64"),
                    cores_per_population={"hidden": cores, "output": 1}, backend=backend, batch_size=B,
                    learning={"hidden": L, "output": L}, error_populations=["hidden"]) as sim:
@@ -82,6 +82,64 @@ def test_no_recurrence_equals_bptt(surrogate, cores):
     for name in ("w_in", "w_rec", "w_out"):
         # learning signals travel as float32 payloads: relative error ~1e-8
         assert _rel(g[name], getattr(bp, name)) <= 1e-6, name
+
+
+@pytest.mark.parametrize("cores", [1, 3])
+def test_rate_regulariser_no_recurrence_equals_bptt(cores):
+    """The firing-rate regulariser's e-prop gradient (a local learning signal times the summed
+    unfiltered traces) = BPTT's gradient of the same loss when W_rec = 0 (float64)."""
+    x, w_in, w_rec, w_out, labels = _problem(rec=0.0, seed=5)
+    reg = dict(rate_reg=50.0, rate_target_hz=30.0)
+    g, _, cores_, _ = _distributed_grads(x, w_in, w_rec, w_out, labels, cores, "local", "triangle", window=10,
+                                         **reg)
+    g0, _, _, _ = _distributed_grads(x, w_in, w_rec, w_out, labels, cores, "local", "triangle", window=10)
+    cfg = ALIFNetConfig(n_in=6, n_h=8, n_out=3, tau_m_ms=P["tau_m_ms"], tau_a_ms=P["tau_a_ms"], beta=P["beta"],
+                        v_th=P["v_th"], tau_out_ms=P["tau_out_ms"], surrogate="triangle", loss_window=10,
+                        dtype="float64")
+    loss, bp, rec = loss_and_grads(cfg, Weights(w_in, w_rec, w_out), x, labels, **reg)
+    loss0, _, _ = loss_and_grads(cfg, Weights(w_in, w_rec, w_out), x, labels)
+    rates = rec.z.mean(axis=(0, 1)) * 1000.0
+    assert rates.min() < 30.0 < rates.max() and loss > loss0        # the regulariser pulls both ways
+    assert _rel(g0["w_in"], bp.w_in) > 1e-2                          # and changes the gradient
+    for name in ("w_in", "w_rec", "w_out"):
+        assert _rel(g[name], getattr(bp, name)) <= 1e-6, name
+    hid = [c for c in cores_ if c["population"] == "hidden"]
+    net = _net(w_in, w_rec, w_out)
+    est = sum(learning_bytes(net, net["hidden"], c["slice"][1] - c["slice"][0], x.shape[1], "float64",
+                             rate_reg=True)["traces"] for c in hid)
+    assert sum(c["memory"]["traces"] for c in hid) == est
+
+
+def test_rate_regulariser_pulls_rates_to_the_target():
+    """Training on the regulariser alone (a zero-gain readout loss is not possible, so a huge c)
+    moves an over-active network's rates toward the target, identically on 1 and 3 cores."""
+    rng = np.random.default_rng(3)
+    T, n_in, B = 40, 6, 4
+    x = rng.normal(0.3, 1.0, (T, B, n_in))
+    y = rng.integers(0, 3, B)
+
+    def run(cores):
+        net = build_eprop_network(EPropNetworkConfig(hidden=9, v_th=0.6, w_in_scale=3.0, w_out_scale=1.0),
+                                  n_in, 3, seed=4)
+        learn = EPropLearningConfig(batch_size=B, lr=0.1, surrogate="triangle", gamma=0.3, rate_reg=1e4,
+                                    rate_target_hz=20.0)
+        tr = EPropTrainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=cores,
+                          backend="local")
+        try:
+            rates = []
+            for _ in range(15):
+                res = tr.forward(x, None, record=("spikes",))
+                rates.append(res.spikes["hidden"].mean() * 1000.0)
+                tr.train_batch(x, y)
+            return rates, tr.weights()
+        finally:
+            tr.close()
+
+    rates, w1 = run(1)
+    assert rates[0] > 80.0 and abs(rates[-1] - 20.0) < 0.5 * abs(rates[0] - 20.0), rates
+    _, w3 = run(3)
+    for name in w1:
+        np.testing.assert_array_equal(w1[name], w3[name], err_msg=name)
 
 
 @pytest.mark.parametrize("window", [None, 12])
@@ -230,6 +288,9 @@ def test_learns_a_tiny_task_above_chance():
 
 
 def test_bad_configs_name_the_value():
+    with pytest.raises(ConfigError, match="rate_reg = -1"):
+        from spinnray.config import from_dict
+        from_dict(EPropLearningConfig, {"rate_reg": -1}, "learning")
     with pytest.raises(ConfigError, match="learning.surrogate = 'relu'"):
         from spinnray.config import from_dict
         from_dict(EPropLearningConfig, {"surrogate": "relu"}, "learning")
