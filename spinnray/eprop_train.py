@@ -52,6 +52,8 @@ class EPropNetworkConfig:
     w_rec_scale: float = opt(1.0, "recurrent weights ~ N(0, scale / sqrt(hidden)), no self-connections", min=0.0)
     w_out_scale: float = opt(1.0, "readout weights ~ N(0, scale / sqrt(hidden))", min=0.0)
     recurrent: bool = opt(True, "recurrent hidden weights (false: feed-forward hidden layer)")
+    n_lif: int = opt(0, "of the hidden neurons, how many are plain LIF (beta = 0; Bellec et al.'s cue "
+                        "task: 50 of 100), in their own population 'lif' on their own cores", min=0)
 
 
 @dataclass(frozen=True)
@@ -99,20 +101,72 @@ class EPropLearningConfig:
 
 
 def build_eprop_network(cfg: EPropNetworkConfig, n_in: int, n_out: int, seed: int) -> Network:
-    """The 3-population network with seeded initial weights."""
+    """The input -> recurrent hidden -> readout network with seeded initial weights.
+
+    With ``cfg.n_lif = m > 0`` the first m hidden neurons are plain LIF (ALIF with
+    beta = 0) in a population ``lif`` and the other ``hidden - m`` stay in ``hidden``;
+    one population per neuron model, as a SpiNNaker core runs one model.  The weights
+    are the same draws as for one population, split by rows and columns.
+    """
     rng = np.random.default_rng([seed, 5])
-    h = cfg.hidden
+    h, m = cfg.hidden, cfg.n_lif
+    if not isinstance(m, int) or isinstance(m, bool) or not 0 <= m < h:
+        raise ConfigError(f"network.n_lif = {m!r}: expected an int in [0, network.hidden = {h}) (an all-LIF "
+                          "network is network.beta = 0)")
     net = Network(dt_ms=cfg.dt_ms)
     net.population("input", n_in, AnalogSource())
-    net.population("hidden", h, ALIF(tau_mem_ms=cfg.tau_mem_ms, tau_adapt_ms=cfg.tau_adapt_ms,
-                                     beta=cfg.beta, v_th=cfg.v_th))
+    pops = [("lif", slice(0, m)), ("hidden", slice(m, h))] if m else [("hidden", slice(0, h))]
+    for name, sl in pops:
+        beta = 0.0 if name == "lif" else cfg.beta
+        net.population(name, sl.stop - sl.start, ALIF(tau_mem_ms=cfg.tau_mem_ms, tau_adapt_ms=cfg.tau_adapt_ms,
+                                                      beta=beta, v_th=cfg.v_th))
     net.population("output", n_out, LI(tau_mem_ms=cfg.tau_out_ms, tau_syn_ms=0.0))
-    net.connect("input", "hidden", rng.normal(0, cfg.w_in_scale / np.sqrt(n_in), (n_in, h)))
+    w_in = rng.normal(0, cfg.w_in_scale / np.sqrt(n_in), (n_in, h))
+    for name, sl in pops:
+        net.connect("input", name, w_in[:, sl])
     if cfg.recurrent:
-        mask = ~np.eye(h, dtype=bool)
-        net.connect("hidden", "hidden", rng.normal(0, cfg.w_rec_scale / np.sqrt(h), (h, h)), delays=1, mask=mask)
-    net.connect("hidden", "output", rng.normal(0, cfg.w_out_scale / np.sqrt(h), (h, n_out)), delays=1)
+        w_rec = rng.normal(0, cfg.w_rec_scale / np.sqrt(h), (h, h))
+        for pre, psl in pops:
+            for post, qsl in pops:
+                mask = ~np.eye(h, dtype=bool)[psl, qsl]
+                net.connect(pre, post, w_rec[psl, qsl], delays=1, mask=mask)
+    w_out = rng.normal(0, cfg.w_out_scale / np.sqrt(h), (h, n_out))
+    for name, sl in pops:
+        net.connect(name, "output", w_out[sl], delays=1)
     return net
+
+
+def network_identity(cfg: EPropNetworkConfig) -> dict:
+    """The network options for a checkpoint's fingerprint (``n_lif = 0`` left out: checkpoints
+    from before the option match runs without it)."""
+    out = asdict(cfg)
+    if out.get("n_lif") == 0:
+        del out["n_lif"]
+    return out
+
+
+def hidden_populations(net: Network) -> list[str]:
+    """The recurrent populations of an e-prop network: ``hidden`` and, if any, ``lif``."""
+    return [name for name in ("lif", "hidden") if name in net.populations]
+
+
+def hidden_core_split(net: Network, cores) -> dict[str, int]:
+    """Cores per hidden population: ``cores`` (int) shared in proportion to the neurons
+    (at least one each), or a dict naming them."""
+    pops = hidden_populations(net)
+    if isinstance(cores, dict):
+        missing = [p for p in pops if p not in cores]
+        if missing:
+            raise ConfigError(f"parallel.cores_per_population = {dict(cores)}: expected cores for {pops}")
+        return {p: cores[p] for p in pops}
+    if len(pops) == 1:
+        return {pops[0]: cores}
+    if not isinstance(cores, int) or isinstance(cores, bool) or cores < len(pops):
+        raise ConfigError(f"parallel.cores_per_population = {cores!r}: the hidden layer has {len(pops)} "
+                          f"populations ({', '.join(pops)}, one neuron model each); expected at least {len(pops)}")
+    total = sum(net[p].size for p in pops)
+    lif = min(max(1, round(cores * net["lif"].size / total)), cores - 1)
+    return {"lif": lif, "hidden": cores - lif}
 
 
 class EPropTrainer:
@@ -133,14 +187,15 @@ class EPropTrainer:
         hidden = dict(common, surrogate=learn.surrogate, gamma=learn.gamma, rate_reg=learn.rate_reg,
                       rate_target_hz=learn.rate_target_hz)
         output = dict(common, feedback=learn.feedback, feedback_seed=0)
-        self.learning = {"hidden": hidden, "output": output}
+        split = hidden_core_split(net, hidden_cores)
+        self.learning = {**{p: hidden for p in split}, "output": output}
         self.learn = learn
         self.batch = batch_size or learn.batch_size
         dtype = machine.dtype
         self.sim = Simulator(
-            net, machine, cores_per_population={"hidden": hidden_cores, "output": 1},
+            net, machine, cores_per_population={**split, "output": 1},
             batch_size=self.batch, backend=backend, timeout_s=timeout_s, learning=self.learning, cluster=cluster,
-            error_populations=("hidden",),
+            error_populations=tuple(split),
             learning_bytes=lambda pop, n: learning_bytes(net, pop, n, self.batch, dtype, learn.feedback, ws,
                                                         rate_reg=learn.rate_reg > 0))
         self.learners = [pl.core_id for pl in self.sim.mapping.placements]
@@ -335,7 +390,10 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     net = build_eprop_network(net_cfg, n_in, len(names), cfg.seed)
     hidden_cores = cfg.parallel.cores_per_population
     if isinstance(hidden_cores, dict):
-        hidden_cores = hidden_cores.get("hidden")
+        hidden_cores = {k: v for k, v in hidden_cores.items() if k in hidden_populations(net)}
+        if list(hidden_cores) == ["hidden"]:
+            hidden_cores = hidden_cores["hidden"]
+    hidden_core_split(net, hidden_cores)        # a bad split fails here, before any core is built
     t_start = time.perf_counter()
 
     def make_trainer(cluster=cfg.cluster):
@@ -351,9 +409,9 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     setup_s = time.perf_counter() - t_start
     m0 = trainer.sim.mapping
     log.info("e-prop on %d cores (%d hidden), backend %s; %d train / %d test samples of %d steps x %d inputs",
-             m0.n_cores, len(m0.cores_of("hidden")), cfg.backend, len(ytr), len(yte), steps, n_in)
+             m0.n_cores, sum(len(m0.cores_of(p)) for p in hidden_populations(net)), cfg.backend, len(ytr), len(yte), steps, n_in)
     B = learn.batch_size
-    ck = Checkpointer(cfg, out_dir, "eprop", config_fingerprint(asdict(net_cfg), training_data(data), trajectory(learn),
+    ck = Checkpointer(cfg, out_dir, "eprop", config_fingerprint(network_identity(net_cfg), training_data(data), trajectory(learn),
                                                                  cfg.seed, hidden_cores, cfg.machine.identity(), *init))
     pos = new_position(learn.lr, tested_samples=0)
     rng = np.random.default_rng([cfg.seed, 13])
@@ -402,7 +460,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
     history, train_s, samples, tested_samples = pos["history"], pos["train_s"], pos["samples"], pos["tested_samples"]
     tested = [h for h in history if "test_accuracy" in h]
     emulated_ms = samples * steps * net_cfg.dt_ms
-    hidden_reports = [c for c in cores if c["population"] == "hidden"]
+    hidden_reports = [c for c in cores if c["population"] in hidden_populations(net)]
     metrics = {
         "schema_version": SCHEMA_VERSION,
         "scenario": scenario, "kind": cfg.kind, "backend": cfg.backend, "seed": cfg.seed,

@@ -7,7 +7,7 @@ implementation that :mod:`spinnray.bptt` (and the distributed e-prop) are
 checked against.  Slow on purpose; use tiny networks.
 
 Parameters come as a plain mapping ``p`` with the keys of the network
-config: tau_m_ms, tau_a_ms, tau_out_ms, dt_ms, beta, v_th, surrogate, gamma
+config: tau_m_ms, tau_a_ms, tau_out_ms, dt_ms, beta (a number, or one per hidden neuron), v_th, surrogate, gamma
 (None = default), mg_lens, mg_scale, mg_height, steepness, loss_window.
 Weights are (pre, post) float64 arrays; ``x`` is (T, B, n_in).
 """
@@ -20,6 +20,11 @@ import numpy as np
 def _consts(p):
     return (math.exp(-p["dt_ms"] / p["tau_m_ms"]), math.exp(-p["dt_ms"] / p["tau_a_ms"]),
             math.exp(-p["dt_ms"] / p["tau_out_ms"]))
+
+
+def _beta(p, j):
+    b = p["beta"]
+    return float(b[j]) if hasattr(b, "__len__") else b
 
 
 def _normal_pdf(h, mu, sigma):
@@ -64,7 +69,7 @@ def forward_sample(p, w_in, w_rec, w_out, x, reset=None):
         z_prev = list(z)
         for j in range(n_h):
             a[j] = rho * a[j] + (1.0 - rho) * z_prev[j]
-            thr = p["v_th"] + p["beta"] * a[j]
+            thr = p["v_th"] + _beta(p, j) * a[j]
             drive = 0.0
             for i in range(n_in):
                 drive += x[t, i] * w_in[i, j]
@@ -92,7 +97,6 @@ def _traces(p, pre, psi, kappa, skip_diagonal):
     eps_a, e, ebar (T, n_pre, n_h).
     """
     alpha, rho, _ = _consts(p)
-    beta = p["beta"]
     T, n_pre = pre.shape
     n_h = psi.shape[1]
     eps_v = np.zeros((T, n_pre))
@@ -108,9 +112,9 @@ def _traces(p, pre, psi, kappa, skip_diagonal):
                     continue
                 if t > 0:
                     ea_prev, psi_prev = eps_a[t - 1, i, j], psi[t - 1, j]
-                    eps_a[t, i, j] = rho * ea_prev + (1.0 - rho) * psi_prev * (ev_prev - beta * ea_prev)
+                    eps_a[t, i, j] = rho * ea_prev + (1.0 - rho) * psi_prev * (ev_prev - _beta(p, j) * ea_prev)
                     ebar[t, i, j] = kappa * ebar[t - 1, i, j] + (1.0 - kappa) * e[t - 1, i, j]
-                e[t, i, j] = psi[t, j] * (eps_v[t, i] - beta * eps_a[t, i, j])
+                e[t, i, j] = psi[t, j] * (eps_v[t, i] - _beta(p, j) * eps_a[t, i, j])
     return {"eps_v": eps_v, "eps_a": eps_a, "e": e, "ebar": ebar}
 
 

@@ -142,6 +142,75 @@ def test_rate_regulariser_pulls_rates_to_the_target():
         np.testing.assert_array_equal(w1[name], w3[name], err_msg=name)
 
 
+def _mixed_net(n_lif, hidden=8, n_in=6, n_out=3, seed=2):
+    cfg = EPropNetworkConfig(hidden=hidden, n_lif=n_lif, tau_mem_ms=P["tau_m_ms"], tau_adapt_ms=P["tau_a_ms"],
+                             beta=P["beta"], v_th=P["v_th"], tau_out_ms=P["tau_out_ms"], w_in_scale=4.0,
+                             w_rec_scale=2.0, w_out_scale=3.0)
+    return build_eprop_network(cfg, n_in, n_out, seed)
+
+
+def _full(net, by_proj, order=("lif", "hidden")):
+    """Full (pre, post) matrices of the mixed network from per-projection blocks."""
+    pops = [p for p in order if p in net.populations]
+    w_in = np.concatenate([by_proj[f"input->{p}"] for p in pops], axis=1)
+    w_rec = np.block([[by_proj[f"{a}->{b}"] for b in pops] for a in pops])
+    w_out = np.concatenate([by_proj[f"{p}->output"] for p in pops], axis=0)
+    return w_in, w_rec, w_out
+
+
+def test_lif_alif_mix_is_one_population_split_in_two():
+    """network.n_lif = m: the first m neurons are LIF in their own population, with the
+    same initial weights as one population; m = 0 is the network as before."""
+    one, mixed = _mixed_net(0), _mixed_net(3)
+    assert list(one.populations) == ["input", "hidden", "output"]
+    assert [(n, p.size, p.model.beta) for n, p in mixed.populations.items() if n in ("lif", "hidden")] == \
+        [("lif", 3, 0.0), ("hidden", 5, P["beta"])]
+    w1 = {p.name: p.weights for p in one.projections}
+    w_in, w_rec, w_out = _full(mixed, {p.name: p.weights for p in mixed.projections})
+    np.testing.assert_array_equal(w_in, w1["input->hidden"])
+    np.testing.assert_array_equal(w_rec, w1["hidden->hidden"])
+    np.testing.assert_array_equal(w_out, w1["hidden->output"])
+    with pytest.raises(ConfigError, match="network.n_lif = 8"):
+        _mixed_net(8)
+    from spinnray.eprop_train import hidden_core_split
+    assert hidden_core_split(mixed, 4) == {"lif": 2, "hidden": 2}
+    assert hidden_core_split(_mixed_net(1, hidden=10), 4) == {"lif": 1, "hidden": 3}
+    with pytest.raises(ConfigError, match="cores_per_population = 1"):
+        hidden_core_split(mixed, 1)
+
+
+@pytest.mark.parametrize("cores", [2, 5])
+def test_lif_alif_mix_matches_hand_written_eprop(cores):
+    """50 LIF + 50 ALIF in small: the cores of both populations = the reference with a
+    per-neuron beta (0 for the LIF neurons), with recurrence across the two."""
+    from spinnray.eprop_train import hidden_core_split
+
+    net = _mixed_net(3)
+    x, _, _, _, labels = _problem(seed=6)
+    L = dict(rule="eprop", lr=1e-3, tau_out_ms=P["tau_out_ms"], surrogate="triangle", gamma=0.3, window_steps=15)
+    split = hidden_core_split(net, cores)
+    with Simulator(net, MachineConfig(dtype="float64"), cores_per_population={**split, "output": 1},
+                   backend="local", batch_size=x.shape[1], learning={"lif": L, "hidden": L, "output": L},
+                   error_populations=list(split)) as sim:
+        res = sim.run(x.shape[0], inputs={"input": x}, targets={"output": labels}, record=("spikes",))
+        sim.backward(1.0 / x.shape[1], rounds=1)
+        got = sim.call("gradients")
+        grads = {p.name: np.zeros(p.weights.shape) for p in net.projections}
+        for pl in sim.mapping.placements:
+            for proj, g in zip(net.incoming(net[pl.slice.population]), got[pl.core_id]):
+                grads[proj.name][:, pl.slice.lo:pl.slice.hi] = g
+    assert res.spikes["lif"].sum() > 10 and res.spikes["hidden"].sum() > 10
+    w = _full(net, {p.name: p.weights for p in net.projections})
+    p = dict(P, beta=[0.0] * 3 + [P["beta"]] * 5, surrogate="triangle", gamma=0.3, loss_window=15)
+    want, _, _ = ref.eprop(p, *w, x, labels)
+    g = dict(zip(("w_in", "w_rec", "w_out"), _full(net, grads)))
+    for name in ("w_in", "w_rec", "w_out"):
+        assert _rel(g[name], want[name]) <= 1e-6, name
+    # the LIF neurons' beta matters: the reference with beta everywhere disagrees
+    other, _, _ = ref.eprop(dict(p, beta=P["beta"]), *w, x, labels)
+    assert _rel(other["w_in"], want["w_in"]) > 1e-3
+
+
 @pytest.mark.parametrize("window", [None, 12])
 def test_recurrent_gradients_match_hand_written_eprop(window):
     """(b) with recurrence: the cores' e-prop = the loop-by-loop reference."""
@@ -186,12 +255,13 @@ def test_ray_equals_local_and_error_events_counted(ray_session):
     assert all(h["error_events_sent"] == 0 for h in hid)
 
 
-def _train(cores, backend, steps=3, batch=4, feedback="symmetric"):
+def _train(cores, backend, steps=3, batch=4, feedback="symmetric", n_lif=0, rate_reg=0.0):
     rng = np.random.default_rng(7)
     T, n_in = 30, 5
-    net = build_eprop_network(EPropNetworkConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0),
+    net = build_eprop_network(EPropNetworkConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0, n_lif=n_lif),
                               n_in, 3, seed=2)
-    learn = EPropLearningConfig(batch_size=batch, lr=0.01, surrogate="triangle", gamma=0.3, feedback=feedback)
+    learn = EPropLearningConfig(batch_size=batch, lr=0.01, surrogate="triangle", gamma=0.3, feedback=feedback,
+                                rate_reg=rate_reg)
     tr = EPropTrainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=cores, backend=backend)
     try:
         for _ in range(steps):
@@ -210,6 +280,15 @@ def test_training_identical_for_1_3_12_cores(feedback):
         for name in ws[1]:
             np.testing.assert_array_equal(ws[1][name], ws[c][name], err_msg=f"{name}, {c} cores")
     assert not np.allclose(ws[1]["input->hidden"], _train(1, "local", steps=0)["input->hidden"])
+
+
+def test_mix_and_regulariser_train_identically_for_2_4_12_cores():
+    """(c) with 5 LIF + 7 ALIF and the rate regulariser: same weights for any split."""
+    ws = {c: _train(c, "local", n_lif=5, rate_reg=5.0) for c in (2, 4, 12)}
+    for c in (4, 12):
+        for name in ws[2]:
+            np.testing.assert_array_equal(ws[2][name], ws[c][name], err_msg=f"{name}, {c} cores")
+    assert set(ws[2]) >= {"input->lif", "lif->hidden", "hidden->lif", "lif->output"}
 
 
 def test_training_ray_equals_local(ray_session):
