@@ -38,6 +38,10 @@ One scratch array of the same size holds a numpy temporary (``scratch``:
 counted against the budget, not as training state).  None of it grows with
 the number of steps.
 
+Refractory neurons (``ALIF.refractory_steps`` R > 0: no spike for R steps after one, as
+Bellec et al.'s ``n_ref``): the pseudo-derivative is 0 at the steps where the neuron is
+refractory (its spike cannot depend on its voltage); the traces are otherwise unchanged.
+
 Firing-rate regulariser (``rate_reg`` = c > 0, Bellec et al.'s ``reg_f``; off at 0): the loss
 gains ``c sum_j (r_j - r*)^2`` with ``r_j`` neuron j's rate over the batch and the run in spikes
 per ms (Bellec et al.'s units) and ``r* = rate_target_hz / 1000``.  Its learning signal
@@ -109,9 +113,6 @@ class EPropCore(WeightStoreMixin, Core):
         if not isinstance(m, (ALIF, LI)):
             raise NetworkError(f"e-prop trains ALIF hidden neurons and an LI readout; population "
                                f"{spec.population!r} is {type(m).__name__}")
-        if isinstance(m, ALIF) and m.refractory_steps:
-            raise NetworkError(f"e-prop: population {spec.population!r} has refractory_steps = "
-                               f"{m.refractory_steps}; the eligibility traces assume 0")
         if isinstance(m, LI) and m.tau_syn_ms != 0:
             raise NetworkError(f"e-prop: readout {spec.population!r} has tau_syn_ms = {m.tau_syn_ms}; "
                                "expected 0 (y = kappa y + (1 - kappa) input)")
@@ -267,6 +268,8 @@ class EPropCore(WeightStoreMixin, Core):
             st = self.state
             thr = m.v_th + beta * st.a
             psi[...] = pseudo_derivative((st.v - thr) / m.v_th, **self.surrogate)     # psi[t]
+            if m.refractory_steps:
+                psi *= before.r[:B] == 0            # a refractory neuron cannot spike: dz/dv = 0
             w = self.c_read[t]
             if self.rate_reg:
                 self.zcount += np.count_nonzero(s[:B], axis=0)

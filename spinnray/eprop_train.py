@@ -52,6 +52,8 @@ class EPropNetworkConfig:
     w_rec_scale: float = opt(1.0, "recurrent weights ~ N(0, scale / sqrt(hidden)), no self-connections", min=0.0)
     w_out_scale: float = opt(1.0, "readout weights ~ N(0, scale / sqrt(hidden))", min=0.0)
     recurrent: bool = opt(True, "recurrent hidden weights (false: feed-forward hidden layer)")
+    refractory_steps: int = opt(0, "hidden neurons cannot spike for this many steps after a spike (Bellec et "
+                                   "al.'s n_ref = 5 blocks 4 steps: 4 here)", min=0)
     n_lif: int = opt(0, "of the hidden neurons, how many are plain LIF (beta = 0; Bellec et al.'s cue "
                         "task: 50 of 100), in their own population 'lif' on their own cores", min=0)
 
@@ -119,7 +121,8 @@ def build_eprop_network(cfg: EPropNetworkConfig, n_in: int, n_out: int, seed: in
     for name, sl in pops:
         beta = 0.0 if name == "lif" else cfg.beta
         net.population(name, sl.stop - sl.start, ALIF(tau_mem_ms=cfg.tau_mem_ms, tau_adapt_ms=cfg.tau_adapt_ms,
-                                                      beta=beta, v_th=cfg.v_th))
+                                                      beta=beta, v_th=cfg.v_th,
+                                                      refractory_steps=cfg.refractory_steps))
     net.population("output", n_out, LI(tau_mem_ms=cfg.tau_out_ms, tau_syn_ms=0.0))
     w_in = rng.normal(0, cfg.w_in_scale / np.sqrt(n_in), (n_in, h))
     for name, sl in pops:
@@ -137,11 +140,12 @@ def build_eprop_network(cfg: EPropNetworkConfig, n_in: int, n_out: int, seed: in
 
 
 def network_identity(cfg: EPropNetworkConfig) -> dict:
-    """The network options for a checkpoint's fingerprint (``n_lif = 0`` left out: checkpoints
-    from before the option match runs without it)."""
+    """The network options for a checkpoint's fingerprint (``n_lif`` and ``refractory_steps``
+    left out at 0: checkpoints from before these options match runs without them)."""
     out = asdict(cfg)
-    if out.get("n_lif") == 0:
-        del out["n_lif"]
+    for key in ("n_lif", "refractory_steps"):
+        if out.get(key) == 0:
+            del out[key]
     return out
 
 

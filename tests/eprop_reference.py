@@ -7,7 +7,8 @@ implementation that :mod:`spinnray.bptt` (and the distributed e-prop) are
 checked against.  Slow on purpose; use tiny networks.
 
 Parameters come as a plain mapping ``p`` with the keys of the network
-config: tau_m_ms, tau_a_ms, tau_out_ms, dt_ms, beta (a number, or one per hidden neuron), v_th, surrogate, gamma
+config: tau_m_ms, tau_a_ms, tau_out_ms, dt_ms, beta (a number, or one per hidden neuron), v_th, surrogate, gamma,
+refractory_steps (optional, 0)
 (None = default), mg_lens, mg_scale, mg_height, steepness, loss_window.
 Weights are (pre, post) float64 arrays; ``x`` is (T, B, n_in).
 """
@@ -65,6 +66,8 @@ def forward_sample(p, w_in, w_rec, w_out, x, reset=None):
     out = {k: np.zeros((T, n_h)) for k in ("v", "a", "z", "psi")}
     out["y"] = np.zeros((T, n_out))
     v, a, z, y = [0.0] * n_h, [0.0] * n_h, [0.0] * n_h, [0.0] * n_out
+    n_ref = p.get("refractory_steps", 0)     # no spike for n_ref steps after one; psi = 0 meanwhile
+    left = [0] * n_h
     for t in range(T):
         z_prev = list(z)
         for j in range(n_h):
@@ -79,6 +82,11 @@ def forward_sample(p, w_in, w_rec, w_out, x, reset=None):
             r = z_prev[j] * thr if reset is None else reset[t, j]
             v[j] = alpha * v[j] + (1.0 - alpha) * drive - r
             z[j], psi = spike_and_psi(p, v[j], thr)
+            if left[j] > 0:
+                z[j], psi = 0.0, 0.0
+                left[j] -= 1
+            elif z[j] and n_ref:
+                left[j] = n_ref
             out["v"][t, j], out["a"][t, j], out["z"][t, j], out["psi"][t, j] = v[j], a[j], z[j], psi
         for k in range(n_out):
             s = 0.0

@@ -142,10 +142,10 @@ def test_rate_regulariser_pulls_rates_to_the_target():
         np.testing.assert_array_equal(w1[name], w3[name], err_msg=name)
 
 
-def _mixed_net(n_lif, hidden=8, n_in=6, n_out=3, seed=2):
+def _mixed_net(n_lif, hidden=8, n_in=6, n_out=3, seed=2, refractory=0):
     cfg = EPropNetworkConfig(hidden=hidden, n_lif=n_lif, tau_mem_ms=P["tau_m_ms"], tau_adapt_ms=P["tau_a_ms"],
                              beta=P["beta"], v_th=P["v_th"], tau_out_ms=P["tau_out_ms"], w_in_scale=4.0,
-                             w_rec_scale=2.0, w_out_scale=3.0)
+                             w_rec_scale=2.0, w_out_scale=3.0, refractory_steps=refractory)
     return build_eprop_network(cfg, n_in, n_out, seed)
 
 
@@ -179,13 +179,14 @@ def test_lif_alif_mix_is_one_population_split_in_two():
         hidden_core_split(mixed, 1)
 
 
-@pytest.mark.parametrize("cores", [2, 5])
-def test_lif_alif_mix_matches_hand_written_eprop(cores):
+@pytest.mark.parametrize("cores,refractory", [(2, 0), (5, 0), (3, 3)])
+def test_lif_alif_mix_matches_hand_written_eprop(cores, refractory):
     """50 LIF + 50 ALIF in small: the cores of both populations = the reference with a
-    per-neuron beta (0 for the LIF neurons), with recurrence across the two."""
+    per-neuron beta (0 for the LIF neurons), with recurrence across the two; with a
+    refractory period too (psi = 0 while refractory)."""
     from spinnray.eprop_train import hidden_core_split
 
-    net = _mixed_net(3)
+    net = _mixed_net(3, refractory=refractory)
     x, _, _, _, labels = _problem(seed=6)
     L = dict(rule="eprop", lr=1e-3, tau_out_ms=P["tau_out_ms"], surrogate="triangle", gamma=0.3, window_steps=15)
     split = hidden_core_split(net, cores)
@@ -201,8 +202,16 @@ def test_lif_alif_mix_matches_hand_written_eprop(cores):
                 grads[proj.name][:, pl.slice.lo:pl.slice.hi] = g
     assert res.spikes["lif"].sum() > 10 and res.spikes["hidden"].sum() > 10
     w = _full(net, {p.name: p.weights for p in net.projections})
-    p = dict(P, beta=[0.0] * 3 + [P["beta"]] * 5, surrogate="triangle", gamma=0.3, loss_window=15)
-    want, _, _ = ref.eprop(p, *w, x, labels)
+    p = dict(P, beta=[0.0] * 3 + [P["beta"]] * 5, surrogate="triangle", gamma=0.3, loss_window=15,
+             refractory_steps=refractory)
+    want, _, outs = ref.eprop(p, *w, x, labels)
+    z = np.stack([o["z"] for o in outs], axis=1)                        # (T, B, n)
+    np.testing.assert_array_equal(z, np.concatenate([res.spikes["lif"], res.spikes["hidden"]], axis=2))
+    if refractory:        # spikes at most every refractory + 1 steps, and the period changed the spikes
+        gaps = [np.diff(np.nonzero(z[:, b, j])[0]) for b in range(z.shape[1]) for j in range(z.shape[2])]
+        assert min(g.min() for g in gaps if len(g)) == refractory + 1
+        assert not np.array_equal(z, np.stack([o["z"] for o in ref.eprop(dict(p, refractory_steps=0), *w, x,
+                                                                          labels)[2]], axis=1))
     g = dict(zip(("w_in", "w_rec", "w_out"), _full(net, grads)))
     for name in ("w_in", "w_rec", "w_out"):
         assert _rel(g[name], want[name]) <= 1e-6, name
@@ -380,9 +389,7 @@ def test_bad_configs_name_the_value():
                   error_populations=["hidden"])
     bad = Network()
     bad.population("input", 3, AnalogSource())
-    bad.population("hidden", 4, ALIF(refractory_steps=2))
+    bad.population("hidden", 4, ALIF())
     bad.connect("input", "hidden", np.ones((3, 4)))
-    with pytest.raises(NetworkError, match="refractory_steps = 2"):
-        Simulator(bad, learning={"hidden": dict(L, gamma=0.3)})
     with pytest.raises(NetworkError, match="delays = 2 from the AnalogSource"):
         bad.connect("input", "hidden", np.ones((3, 4)), delays=2, name="again")
