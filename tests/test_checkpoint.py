@@ -229,3 +229,17 @@ def test_fresh_cue_trials_every_epoch_resume_to_the_same_result(tmp_path, monkey
     _same_run(resumed, full)
     with pytest.raises(DataError, match="different network/data/learning"):     # resample is in the fingerprint
         run(_cfg(resume=str(tmp_path / "stopped" / "checkpoints")), tmp_path / "other", "t")
+
+
+def test_new_eprop_options_at_their_defaults_keep_old_fingerprints():
+    """n_lif, refractory_steps and the rate regulariser at 0 leave the fingerprint as before
+    the options existed (old checkpoints still resume); set, they change it."""
+    from spinnray.checkpoint import trajectory
+    from spinnray.eprop_train import EPropLearningConfig, EPropNetworkConfig, network_identity
+
+    assert "rate_reg" not in trajectory(EPropLearningConfig()) and \
+        "rate_target_hz" not in trajectory(EPropLearningConfig())
+    assert trajectory(EPropLearningConfig(rate_reg=1.0))["rate_reg"] == 1.0
+    ident = network_identity(EPropNetworkConfig())
+    assert "n_lif" not in ident and "refractory_steps" not in ident
+    assert network_identity(EPropNetworkConfig(hidden=10, n_lif=5, refractory_steps=4))["n_lif"] == 5

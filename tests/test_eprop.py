@@ -332,16 +332,19 @@ def test_paper_network_memory_constant_in_T():
     assert len([c for c in a if c["population"] == "hidden"]) == 12
 
 
-def test_learning_bytes_estimate_matches_cores():
-    net = build_eprop_network(EPropNetworkConfig(hidden=20), 7, 3, seed=0)
-    tr = EPropTrainer(net, EPropLearningConfig(batch_size=2), machine=MachineConfig(), hidden_cores=4,
-                      backend="local")
+@pytest.mark.parametrize("n_lif,rate_reg", [(0, 0.0), (7, 1.0)])
+def test_learning_bytes_estimate_matches_cores(n_lif, rate_reg):
+    net = build_eprop_network(EPropNetworkConfig(hidden=20, n_lif=n_lif), 7, 3, seed=0)
+    tr = EPropTrainer(net, EPropLearningConfig(batch_size=2, rate_reg=rate_reg), machine=MachineConfig(),
+                      hidden_cores=4, backend="local")
     try:
         cores, _ = tr.sim.reports()
     finally:
         tr.close()
+    assert {c["population"] for c in cores} == ({"lif", "hidden", "output"} if n_lif else {"hidden", "output"})
     for c in cores:
-        est = learning_bytes(net, net[c["population"]], c["slice"][1] - c["slice"][0], 2, "float32")
+        est = learning_bytes(net, net[c["population"]], c["slice"][1] - c["slice"][0], 2, "float32",
+                             rate_reg=rate_reg > 0)
         for k, v in est.items():
             assert c["memory"][k] == v, (c["population"], k)
 
