@@ -150,7 +150,7 @@ def analog_input(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.cumsum(prod, axis=1)[:, -1]
 
 
-#: elements of the temporary product a block of :func:`analog_input_block` may build (1 MB in float32)
+#: elements of a block of projected input (steps x batch x n) and of the (events, n) product of its sparse path
 ANALOG_BLOCK_ELEMENTS = 262_144
 
 
@@ -162,15 +162,22 @@ def analog_input_block(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     its nonzero entries only, in input order (:func:`~spinnray.neuron.accumulate_events`): the
     skipped terms are zeros, which change no sum (at most the sign of an all-zero one)."""
     steps, batch, n_in = x.shape
+    n = w.shape[1]
     nz = np.count_nonzero(x)
     if nz * 4 <= x.size:
+        if nz * n > ANALOG_BLOCK_ELEMENTS and steps > 1:   # bound the (events, n) temporary
+            h = steps // 2
+            return np.concatenate([analog_input_block(x[:h], w), analog_input_block(x[h:], w)])
         k, b, i = np.nonzero(x)                    # C order: inputs ascending within (step, sample)
         rows = x[k, b, i][:, None] * w[i]          # (events, n)
-        return accumulate_events(steps * batch, k * batch + b, rows).reshape(steps, batch, w.shape[1])
-    prod = x[:, :, :, None] * w[None, None, :, :]  # (steps, batch, n_in, n)
-    if w.shape[1] >= 2:
-        return np.add.reduce(prod, axis=2)
-    return np.cumsum(prod, axis=2)[:, :, -1]
+        return accumulate_events(steps * batch, k * batch + b, rows).reshape(steps, batch, n)
+    # One input at a time over the whole block: the same sequential sum as analog_input, in
+    # n_in operations on (steps, batch, n) arrays (no (steps, batch, n_in, n) product).
+    out = x[:, :, 0, None] * w[0]
+    tmp = np.empty_like(out)
+    for i in range(1, n_in):
+        out += np.multiply(x[:, :, i, None], w[i], out=tmp)
+    return out
 
 
 def make_core(spec: CoreSpec) -> "Core":
@@ -453,7 +460,7 @@ class Core:
         first, block = self._analog_block.get(pre, (0, None))
         if block is None or not first <= t < first + len(block):
             x = self.analog[pre]
-            k = max(1, ANALOG_BLOCK_ELEMENTS // max(1, x.shape[1] * x.shape[2] * w.shape[1]))
+            k = max(1, ANALOG_BLOCK_ELEMENTS // max(1, x.shape[1] * w.shape[1]))
             block = analog_input_block(x[t:t + k], w)
             self._analog_block[pre] = (t, block)
             first = t

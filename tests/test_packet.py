@@ -316,6 +316,31 @@ def test_rejects_batch_index_beyond_n_batch():
     assert decode(encode(Kind.SPIKE, 0, 0, [1], [0]), n_batch=1).batch is None
 
 
+
+def test_offset_and_batch_limits_match_numpy_across_byte_boundaries():
+    """decode checks the <u2 limits on the raw bytes when the limit is <= 256 (one byte);
+    accept/reject must equal the plain numpy comparison, also for values whose high byte
+    is set (256 = 0x0100 has a low byte of 0) and for limits beyond one byte."""
+    rng = np.random.default_rng(7)
+    values = np.array([0, 1, 2, 31, 32, 127, 128, 254, 255, 256, 257, 300, 511, 512, 4096, 65535], np.uint16)
+    for _ in range(3000):
+        n = int(rng.integers(1, 6))
+        offsets = rng.choice(values, n)
+        batch = rng.choice(values, n)
+        frame = encode(Kind.SPIKE, 0, 10, np.arange(n), offsets, batch=batch)
+        max_offset = int(rng.choice([0, 1, 3, 31, 254, 255, 256, 300, 65535]))
+        n_batch = int(rng.choice([1, 2, 32, 255, 256, 257, 600, 65536]))
+        ok = offsets.max() <= max_offset and batch.max() < n_batch
+        try:
+            decode(frame, max_offset=max_offset, n_batch=n_batch)
+            accepted = True
+        except PacketError as e:
+            accepted = False
+            expect = "offsets must be" if offsets.max() > max_offset else "batch indices must be"
+            assert expect in e.reason
+        assert accepted == ok, (offsets, batch, max_offset, n_batch)
+
+
 def test_rejects_spike_with_payload(spike):
     items = frame_items(spike)
     items[8] = np.ones(spike.n, PAYLOAD_DTYPE).tobytes()
@@ -459,5 +484,8 @@ def test_fuzz_decode_raises_only_packet_error():
         assert (q.payload is None) == (q.kind is Kind.SPIKE)
         assert q.payload is None or (len(q.payload) == q.n and np.isfinite(q.payload).all())
         assert q.step + (int(q.offsets.max()) if q.n else 0) < 2**32
+        if kwargs and q.n:
+            assert int(q.offsets.max()) <= kwargs["max_offset"]
+            assert q.batch is None or int(q.batch.max()) < kwargs["n_batch"]
     # Most mutants must be rejected, but some (e.g. flips inside key bytes) stay valid.
     assert 0 < accepted < 20_000 // 2
