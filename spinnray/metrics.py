@@ -169,11 +169,6 @@ class RouterCounters:
     links: dict = field(default_factory=dict)
     peers: dict = field(default_factory=dict)   # dst node -> [events, bytes] forwarded to it
 
-    def add_link(self, src: int, dst: int, events: int, nbytes: int) -> None:
-        cell = self.links.setdefault((src, dst), [0, 0])
-        cell[0] += events
-        cell[1] += nbytes
-
     def add_peer(self, node: int, events: int, nbytes: int) -> None:
         cell = self.peers.setdefault(node, [0, 0])
         cell[0] += events

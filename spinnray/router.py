@@ -47,6 +47,9 @@ __all__ = ["RoutingEntry", "RoutingTable", "Router"]
 _MAX_REASONS = 20   # keep the first few reasons verbatim; counts are exact
 
 
+_FRAME_CACHE_SIZE = 1 << 16   # masked keys remembered by RoutingTable.frame_entry
+
+
 @dataclass(frozen=True)
 class RoutingEntry:
     """``(key, mask) -> destinations`` (global core ids, ascending) and
@@ -92,6 +95,7 @@ class RoutingTable:
         for i, e in enumerate(self.entries):
             groups[e.mask].append(i)
         self._groups = []
+        self._frame_cache: dict[int, int] = {}      # masked key -> entry (or -1), for frame_entry
         for mask, idx in groups.items():
             idx = np.array(idx, np.int64)
             keys = np.array([self.entries[i].key for i in idx], np.uint32)
@@ -110,6 +114,25 @@ class RoutingTable:
             if masked.min() == masked.max():
                 return np.full(len(keys), self.lookup(keys[:1])[0], np.int64)
         return self.lookup(keys)
+
+    def frame_entry(self, keys: np.ndarray) -> int | None:
+        """The index of the one entry that routes every key of a frame, or None when the keys
+        need :meth:`lookup` (several masks in the table, keys in several blocks, or no match).
+        The usual frame (the spikes of one core's slice) takes this path: one comparison and a
+        cached dictionary lookup per frame."""
+        if len(self._groups) != 1 or not len(keys):
+            return None
+        masked = keys & self._groups[0][0]
+        first = masked[0]
+        if len(keys) > 1 and not (masked == first).all():
+            return None
+        first = int(first)
+        hit = self._frame_cache.get(first)
+        if hit is None:
+            hit = int(self.lookup(keys[:1])[0])
+            if len(self._frame_cache) < _FRAME_CACHE_SIZE:
+                self._frame_cache[first] = hit
+        return hit if hit >= 0 else None
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Index of the first matching entry for each key, or -1 (int64 (n,))."""
@@ -221,20 +244,25 @@ class Router:
                     c.spike_events_in += p.n
                 if p.n == 0:
                     continue
-                entry = self.table.lookup_frame(p.keys)
-                lost = entry < 0
-                if lost.any():
-                    c.dropped += int(lost.sum())
-                    self._note(f"router {self.router_id}: dropped {int(lost.sum())} event(s) from core {src} "
-                               f"with no route, first key {int(p.keys[lost][0]):#010x}")
-                dests, nodes = self._groups(p, entry, lost, links=True)
+                one = self.table.frame_entry(p.keys)
+                if one is not None:             # the usual frame: every event to one entry's targets
+                    e = self.table.entries[one]
+                    dests, nodes = dict.fromkeys(e.destinations), dict.fromkeys(e.links)   # None: all events
+                else:
+                    entry = self.table.lookup_frame(p.keys)
+                    lost = entry < 0
+                    if lost.any():
+                        c.dropped += int(lost.sum())
+                        self._note(f"router {self.router_id}: dropped {int(lost.sum())} event(s) from core {src} "
+                                   f"with no route, first key {int(p.keys[lost][0]):#010x}")
+                    dests, nodes = self._groups(p, entry, lost, links=True)
                 self._keep(local, src, frame, p, dests, is_error)
                 for node, sel in sorted(nodes.items()):
                     if node == self.node:
-                        c.dropped += int(sel.sum())
+                        c.dropped += p.n if sel is None else int(sel.sum())
                         self._note(f"router {self.router_id}: entry of core {src} links to its own node {node}")
                         continue
-                    data, n = (bytes(frame), p.n) if sel.all() else \
+                    data, n = (bytes(frame), p.n) if sel is None or sel.all() else \
                         (packet.encode_packet(packet.subset(p, sel)), int(sel.sum()))
                     remote.setdefault(node, []).append(data)
                     c.forwarded_packets += 1
@@ -279,13 +307,18 @@ class Router:
         return local
 
     def _keep(self, local: dict, src: int, frame, p, dests: dict, is_error: bool) -> None:
+        """Queue ``frame`` (or the part of it a mask selects; a mask of None is every event) for
+        each destination core in ``dests``."""
+        full: dict[int, bool] = {}                  # id(mask) -> mask.all(): dests often share one mask
         for dst, sel in sorted(dests.items()):
             if dst not in self._served:
-                self.counters.dropped += int(sel.sum())
+                self.counters.dropped += p.n if sel is None else int(sel.sum())
                 self._note(f"router {self.router_id}: destination core {dst} of core {src} "
                            "is not served by this router")
                 continue
-            if sel.all():
+            if sel is not None and id(sel) not in full:
+                full[id(sel)] = bool(sel.all())
+            if sel is None or full[id(sel)]:
                 local.setdefault(dst, []).append((src, bytes(frame), p.n, is_error))
             else:
                 local.setdefault(dst, []).append(
@@ -303,15 +336,26 @@ class Router:
             if several:
                 items.sort(key=lambda it: it[0])      # stable: a source's frames keep their order
             frames = out[dst]
+            links = c.links
+            nbytes = spikes = errors = 0
             for src, data, n, is_error in items:
                 frames.append(data)
-                c.packets_out += 1
-                c.bytes_out += len(data)
+                size = len(data)
+                nbytes += size
                 if is_error:
-                    c.error_events_out += n
+                    errors += n
                 else:
-                    c.spike_events_out += n
-                c.add_link(src, dst, n, len(data))
+                    spikes += n
+                cell = links.get((src, dst))
+                if cell is None:
+                    links[(src, dst)] = [n, size]
+                else:
+                    cell[0] += n
+                    cell[1] += size
+            c.packets_out += len(items)
+            c.bytes_out += nbytes
+            c.spike_events_out += spikes
+            c.error_events_out += errors
         return out
 
     def route(self, inbox: dict[int, list[bytes]]) -> dict[int, list[bytes]]:

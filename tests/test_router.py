@@ -171,6 +171,36 @@ def test_lookup_equals_brute_force(seed):
         assert (n_hits > 1).any()
 
 
+
+@pytest.mark.parametrize("seed", range(8))
+def test_frame_entry_is_lookup_when_one_entry_routes_every_key(seed):
+    """frame_entry (the router's per-frame shortcut) answers an entry only when lookup sends
+    every key of the frame to that entry, and None otherwise; asked twice (the cache) the same."""
+    rng = np.random.default_rng(100 + seed)
+    masks = [MASKS[seed % len(MASKS)]] if seed < 6 else MASKS[:2]
+    entries = random_table(rng, int(rng.integers(1, 20)), masks)
+    table = RoutingTable(entries)
+    one_mask = len({e.mask for e in entries}) == 1
+    seen = {"one": 0, "none": 0}
+    for _ in range(300):
+        base = entries[int(rng.integers(len(entries)))].key if rng.random() < 0.7 else int(rng.integers(0, 2**32))
+        n = int(rng.integers(1, 6))
+        keys = (base | rng.integers(0, 4 if rng.random() < 0.8 else 2**12, n)).astype(np.uint32)
+        want = table.lookup(keys)
+        for _repeat in range(2):
+            got = table.frame_entry(keys)
+            if got is None:
+                assert not one_mask or not ((want == want[0]).all() and want[0] >= 0)
+            else:
+                assert (want == got).all()
+        seen["one" if got is not None else "none"] += 1
+    if one_mask:
+        assert seen["one"] and seen["none"]
+    else:                                   # several masks: always the full lookup
+        assert seen["one"] == 0
+    assert table.frame_entry(np.array([], np.uint32)) is None
+
+
 def test_lookup_first_match_wins_across_masks():
     # A broad entry first shadows a narrower one behind it, and vice versa.
     broad, narrow = RoutingEntry(0x100, 0xFFFFFF00, (1,)), RoutingEntry(0x110, 0xFFFFFFF0, (2,))
