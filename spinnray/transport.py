@@ -54,6 +54,7 @@ PEER_HELLO_ROUND = 0xFFFFFFFE
 ROUTER_ID = 0xFFFFFFFF
 MAX_ENVELOPE_BYTES = 1 << 30
 MAX_FRAMES = 1 << 20
+_PEEK_BYTES = 1 << 16     # read_envelope takes an envelope this size or smaller in one read
 
 
 def encode_envelope(rnd: int, sender: int, frames: list[bytes]) -> bytes:
@@ -81,8 +82,45 @@ def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
     return bytes(buf)
 
 
+def _complete_envelope(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | None:
+    """``(end, round, sender, frame spans)`` if ``data`` starts with a whole, well-formed envelope;
+    None if it is incomplete or anything is unusual (then :func:`read_envelope` reads it piece by
+    piece, which names the problem)."""
+    if len(data) < _HEADER.size:
+        return None
+    magic, rnd, sender, n = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC or n > MAX_FRAMES:
+        return None
+    pos, spans = _HEADER.size, []
+    for _ in range(n):
+        if len(data) < pos + _LEN.size:
+            return None
+        (size,) = _LEN.unpack_from(data, pos)
+        pos += _LEN.size
+        if len(data) < pos + size or pos - _HEADER.size > MAX_ENVELOPE_BYTES:
+            return None
+        spans.append((pos, pos + size))
+        pos += size
+    return pos, rnd, sender, spans
+
+
 def read_envelope(sock: socket.socket, what: str) -> tuple[int, int, list[bytes]]:
-    """Read one envelope; returns ``(round, sender, frames)``."""
+    """Read one envelope; returns ``(round, sender, frames)``.
+
+    Usually two system calls: a peek at what has arrived and, when it holds the whole envelope,
+    one read of exactly that many bytes (nothing of a following envelope is consumed).  Otherwise
+    the header, each length and each frame are read in turn."""
+    try:
+        peek = sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
+    except socket.timeout:
+        raise TransportError(f"timed out reading {what}") from None
+    except OSError as e:
+        raise TransportError(f"connection lost reading {what}: {e}") from None
+    whole = _complete_envelope(peek)
+    if whole is not None:
+        end, rnd, sender, spans = whole
+        data = _recv_exact(sock, end, what)
+        return rnd, sender, [data[a:b] for a, b in spans]
     magic, rnd, sender, n = _HEADER.unpack(_recv_exact(sock, _HEADER.size, what))
     if magic != MAGIC:
         raise TransportError(f"bad envelope magic {magic!r} reading {what}")

@@ -96,6 +96,22 @@ def test_envelope_round_trip(frames):
         assert read_envelope(b, "test") == (HELLO_ROUND, 2**32 - 1, frames[:1])
 
 
+def test_envelope_larger_than_one_peek_and_one_arriving_in_pieces():
+    """read_envelope takes a whole envelope in one read when it has arrived; a larger one (or one
+    still arriving) is read piece by piece, with the same result and nothing of the next one taken."""
+    big = [bytes([i % 251]) * 40_000 for i in range(4)]           # 160 kB: more than one peek
+    a, b = socket.socketpair()
+    with a, b:
+        b.settimeout(10)
+        a.sendall(encode_envelope(1, 2, big) + encode_envelope(2, 3, [b"next"]))
+        assert read_envelope(b, "test") == (1, 2, big)
+        assert read_envelope(b, "test") == (2, 3, [b"next"])
+        env = encode_envelope(5, 6, [b"abc", b"defgh"])
+        a.sendall(env[:18])                                       # header and half a length
+        threading.Timer(0.2, a.sendall, args=(env[18:],)).start()
+        assert read_envelope(b, "test") == (5, 6, [b"abc", b"defgh"])
+
+
 def test_envelope_layout():
     env = encode_envelope(3, 9, [b"xy", b""])
     assert env == struct.pack("<4sIII", b"SPNR", 3, 9, 2) + struct.pack("<I", 2) + b"xy" + struct.pack("<I", 0)
