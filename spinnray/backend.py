@@ -362,8 +362,9 @@ def _actor_classes():
                 layered_forward(core, steps, *layer, lambda frames: self.link.exchange(frames, 0))
             else:
                 for t0, kk in rounds(steps, k):
-                    frames = core.run_block(t0, kk)
-                    core.deliver(self.link.exchange(frames, t0), t0, kk)
+                    self.link.send(core.run_block(t0, kk), t0)
+                    core.flush()            # e.g. e-prop's last trace update, while the router routes
+                    core.deliver(self.link.receive(t0), t0, kk)
             core.finish()
             if train is not None:
                 self.backward(steps if train.rounds is None else train.rounds, train.scale, layer)

@@ -202,6 +202,7 @@ class Core:
     def __init__(self, spec: CoreSpec):
         self.spec = spec
         self.id = spec.core_id
+        self._last_step = -1                  # the last step of the current round (run_block)
         self.dtype = np.dtype(spec.dtype)
         self.model = spec.model
         self.consts = decays(spec.model, spec.dt_ms)
@@ -251,6 +252,11 @@ class Core:
 
     def finish(self) -> None:
         """Called by the backend after the last round of a forward run."""
+
+    def flush(self) -> None:
+        """Do the work of the round's last step that the exchange does not wait for (a
+        learning core's trace update).  A backend may call it between sending the round's
+        frames and taking the reply; :meth:`run_block` and :meth:`finish` call it anyway."""
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the incoming weight matrices this core holds, one per projection."""
@@ -500,6 +506,8 @@ class Core:
 
         Layered (``self.layered``): called once, for the whole run; the input
         events delivered before it are indexed first and freed after it."""
+        self.flush()
+        self._last_step = t0 + k - 1
         if self.layered:
             if t0 != 0:
                 raise SpinnrayError(f"core {self.id}: a layered run steps from 0, not from step {t0}")

@@ -120,6 +120,7 @@ class EPropCore(WeightStoreMixin, Core):
             if not np.isscalar(inc.delays):
                 raise NetworkError(f"e-prop needs one delay per projection; {inc.name!r} has per-synapse delays")
         check_learning(spec.learning)
+        self._pending = None                   # the round's last trace update, until flush()
         super().__init__(spec)
 
     # ------------------------------------------------------------------ state
@@ -197,6 +198,7 @@ class EPropCore(WeightStoreMixin, Core):
         (readout), or a dict holding both (``"targets"``)."""
         labels = inputs.get("targets") if isinstance(inputs, dict) else inputs
         super().reset(steps, batch, inputs if isinstance(inputs, dict) else None, record)
+        self._pending = None                   # a trace update left by an interrupted run
         self.steps = steps
         w = self.window_steps or steps
         if w > steps:
@@ -246,8 +248,24 @@ class EPropCore(WeightStoreMixin, Core):
         return x.astype(self.dtype, copy=False)
 
     def _after_step(self, t, s, before, fired) -> None:
+        # The traces never feed back into the forward pass, so the last step of a round may
+        # update them later (flush): on `ray` while the router routes the round.  What the
+        # update reads is taken now: the round's delivery overwrites the spike history.
+        pending = (t, s, before, self.state, self._pre_activity(t))
+        if t == self._last_step:
+            self._pending = pending
+        else:
+            self._traces(*pending)
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._traces(*pending)
+
+    def _traces(self, t, s, before, st, pre) -> None:
+        """The trace update of step ``t`` (spikes ``s``, state ``before`` and after, ``st``,
+        and the pre-synaptic activity ``pre`` of the step)."""
         B = self.batch
-        pre = self._pre_activity(t)
         if self.hidden:
             c, m = self.consts, self.model
             beta, alpha = m.beta, c["alpha"]
@@ -265,7 +283,6 @@ class EPropCore(WeightStoreMixin, Core):
                 eps_v *= alpha
                 eps_v += (1.0 - alpha) * pre
                 d = eps_v[:, None, :]
-            st = self.state
             thr = m.v_th + beta * st.a
             psi[...] = pseudo_derivative((st.v - thr) / m.v_th, **self.surrogate)     # psi[t]
             if m.refractory_steps:
@@ -287,10 +304,11 @@ class EPropCore(WeightStoreMixin, Core):
             zbar += (1.0 - b) * pre
             if t >= self.window_start:
                 self.acc_z[:B] += zbar
-                self.ysum[:B] += self.state.v
+                self.ysum[:B] += st.v
 
     def finish(self) -> None:
         """Readout: logits, loss, prediction and the per-sample output error."""
+        self.flush()
         if self.hidden:
             return
         B = self.batch

@@ -156,11 +156,20 @@ class CoreLink:
 
     def exchange(self, frames: list[bytes], step: int) -> list[bytes]:
         """Send this round's frames and wait for the frames routed to this core."""
+        self.send(frames, step)
+        return self.receive(step)
+
+    def send(self, frames: list[bytes], step: int) -> None:
+        """The first half of :meth:`exchange`: send this round's frames (then :meth:`receive`)."""
         where = f"core {self.core_id}, round {self.round} (step {step})"
         try:
             self.sock.sendall(encode_envelope(self.round, self.core_id, frames))
         except OSError as e:
             raise TransportError(f"{where}, phase send: connection to router lost: {e}") from None
+
+    def receive(self, step: int) -> list[bytes]:
+        """The second half of :meth:`exchange`: wait for the frames routed to this core."""
+        where = f"core {self.core_id}, round {self.round} (step {step})"
         try:
             rnd, _, incoming = read_envelope(self.sock, "the router's reply")
         except TransportError as e:
