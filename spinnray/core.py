@@ -586,6 +586,15 @@ class Core:
             else:
                 ring[(t0 + np.arange(k)) % depth] = False
         c = self.counters
+        fast = packet.spike_round(frames, step=t0, max_offset=k - 1, n_batch=self.batch) if frames else None
+        if fast is not None:                    # the usual round: every frame valid, decoded at once
+            keys, offsets, bat, counts = fast
+            c.packets_received += len(frames)
+            c.bytes_received += sum(len(f) for f in frames)
+            c.spike_events_received += len(keys)
+            if len(keys):
+                self._store_events(keys.astype(np.int64), offsets, bat, t0)
+            return
         keys_l, offs_l, b_l = [], [], []
         for frame in frames:
             c.packets_received += 1
@@ -612,6 +621,12 @@ class Core:
         keys = (keys_l[0] if one else np.concatenate(keys_l)).astype(np.int64)
         offsets = offs_l[0] if one else np.concatenate(offs_l)
         bat = b_l[0] if one else np.concatenate(b_l)
+        self._store_events(keys, offsets, bat, t0)
+
+    def _store_events(self, keys: np.ndarray, offsets: np.ndarray, bat: np.ndarray, t0: int) -> None:
+        """The accepted events of a round (int64 keys, their step offsets from ``t0`` and
+        sample indices): looked up by key and stored per pre population."""
+        c = self.counters
         mask = (1 << self.spec.key_bits) - 1
         prefix, local = keys >> self.spec.key_bits, keys & mask
         if len(self._src_prefix) and len(prefix):

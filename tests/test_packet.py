@@ -489,3 +489,55 @@ def test_fuzz_decode_raises_only_packet_error():
             assert q.batch is None or int(q.batch.max()) < kwargs["n_batch"]
     # Most mutants must be rejected, but some (e.g. flips inside key bytes) stay valid.
     assert 0 < accepted < 20_000 // 2
+
+
+# ----------------------------------------------------------------- spike_round
+
+
+def test_spike_round_equals_frame_by_frame_decode():
+    """spike_round (a core's usual round, decoded at once) gives the events of decode() frame
+    by frame, concatenated in frame order, with zeros for frames without a batch field."""
+    from spinnray.packet import spike_round
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        frames = []
+        for _f in range(int(rng.integers(0, 6))):
+            n = int(rng.integers(0, 9))
+            frames.append(encode(Kind.SPIKE, int(rng.integers(0, 50)), 40, rng.integers(0, 2**32, n, dtype=np.uint32),
+                                 rng.integers(0, 3, n), rng.integers(0, 32, n) if rng.random() < 0.7 else None))
+        got = spike_round(frames, step=40, max_offset=2, n_batch=32)
+        assert got is not None
+        keys, offsets, batch, counts = got
+        ps = [decode(f, max_offset=2, n_batch=32) for f in frames]
+        assert counts == [p.n for p in ps]
+        np.testing.assert_array_equal(keys, np.concatenate([p.keys for p in ps] + [np.zeros(0, np.uint32)]))
+        np.testing.assert_array_equal(offsets, np.concatenate([p.offsets for p in ps] + [np.zeros(0, np.uint16)]))
+        np.testing.assert_array_equal(batch, np.concatenate(
+            [p.batch if p.batch is not None else np.zeros(p.n, np.uint16) for p in ps] + [np.zeros(0, np.uint16)]))
+
+
+@pytest.mark.parametrize("bad", ["error kind", "other step", "offset", "batch", "batch > 256", "garbage",
+                                 "memoryview", "truncated"])
+def test_spike_round_leaves_unusual_rounds_to_decode(bad):
+    """Any frame that decode would reject, or that is not a SPIKE frame of the round's step,
+    makes spike_round answer None (the core then decodes frame by frame, naming the problem)."""
+    from spinnray.packet import spike_round
+
+    good = encode(Kind.SPIKE, 1, 40, [1, 2], [0, 1], batch=[0, 3])
+    other = {
+        "error kind": encode(Kind.ERROR, 1, 40, [1], [0], batch=[0], payload=[0.5]),
+        "other step": encode(Kind.SPIKE, 1, 41, [1], [0]),
+        "offset": encode(Kind.SPIKE, 1, 40, [1, 2], [0, 2]),
+        "batch": encode(Kind.SPIKE, 1, 40, [1, 2], [0, 0], batch=[0, 32]),
+        "batch > 256": encode(Kind.SPIKE, 1, 40, [1], [0], batch=[256]),
+        "garbage": b"\x99\x01",
+        "memoryview": memoryview(good),
+        "truncated": good[:-1],
+    }[bad]
+    assert spike_round([good], step=40, max_offset=1, n_batch=32) is not None
+    assert spike_round([good, other], step=40, max_offset=1, n_batch=32) is None
+    assert spike_round([other, good], step=40, max_offset=1, n_batch=32) is None
+    # sample indices beyond one byte are checked exactly when the batch is that large
+    assert spike_round([encode(Kind.SPIKE, 1, 40, [1], [0], batch=[299])], step=40, max_offset=0,
+                       n_batch=300) is not None
