@@ -73,6 +73,9 @@ class EPropDataConfig:
     test_seed: int = opt(1, "cue task: test-set seed", min=0)
     n_cues: int = opt(7, "cue task: cues per trial (odd)", min=1)
     total_ms: float = opt(2250.0, "cue task: trial length (ms)", min=1.0)
+    p_group: float | None = opt(None, "cue task: null = every cue left or right with p 1/2; p = each trial "
+                                      "favours a random side and puts every cue there with p 1 - p (Bellec "
+                                      "et al.'s generator: 0.3, an easier task)", min=0.0, max=1.0)
     resample: bool = opt(False, "cue task: train every epoch on fresh trials (epoch e >= 1 uses the seed "
                                 "data_seed + RESAMPLE_STRIDE x e), as Bellec et al. did; false = the same "
                                 "train_size trials every epoch")
@@ -273,7 +276,7 @@ def epoch_training_set(cfg: EPropDataConfig, epoch: int, steps_hint: float = 1.0
     from .data.cue import cue_accumulation
 
     x, y = cue_accumulation(cfg.train_size, epoch_seed(cfg, epoch), n_cues=cfg.n_cues, total_ms=cfg.total_ms,
-                            dt_ms=steps_hint)
+                            dt_ms=steps_hint, p_group=cfg.p_group)
     if cfg.limit is not None:
         x, y = x[:cfg.limit], y[:cfg.limit]
     return np.asarray(x, np.float32), np.asarray(y, np.int64)
@@ -308,7 +311,7 @@ def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
     if cfg.name == "cue":
         from .data.cue import cue_accumulation, cue_decision_window
 
-        kw = dict(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=steps_hint)
+        kw = dict(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=steps_hint, p_group=cfg.p_group)
         xtr, ytr = cue_accumulation(cfg.train_size, epoch_seed(cfg, 0), **kw)
         xte, yte = cue_accumulation(cfg.test_size, cfg.test_seed + 10_000, **kw)
         win = cue_decision_window(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=steps_hint)
