@@ -140,3 +140,23 @@ def test_resample_seeds_and_refusal():
     np.testing.assert_array_equal(x1, cue_accumulation(6, 5 + RESAMPLE_STRIDE, n_cues=3, total_ms=700.0)[0])
     with pytest.raises(ConfigError, match="data.resample = true with data.name = 'keywords'"):
         load_eprop_data(from_dict(EPropDataConfig, {"name": "keywords", "resample": True}, "data"))
+
+
+def test_data_p_group_reaches_every_cue_set():
+    """data.p_group is the generator's per-trial bias for the training, fresh and test trials;
+    out of [0, 1] it is refused naming the option."""
+    from spinnray.config import from_dict
+    from spinnray.eprop_train import RESAMPLE_STRIDE, EPropDataConfig, epoch_training_set, load_eprop_data
+
+    kw = {"name": "cue", "train_size": 5, "test_size": 3, "n_cues": 3, "total_ms": 700.0, "data_seed": 2,
+          "test_seed": 4, "resample": True, "p_group": 0.0}
+    cfg = from_dict(EPropDataConfig, kw, "data")
+    xtr, ytr, xte, yte, _, _ = load_eprop_data(cfg)
+    gen = dict(n_cues=3, total_ms=700.0, p_group=0.0)
+    np.testing.assert_array_equal(xtr, cue_accumulation(5, 2, **gen)[0])
+    np.testing.assert_array_equal(xte, cue_accumulation(3, 4 + 10_000, **gen)[0])
+    np.testing.assert_array_equal(epoch_training_set(cfg, 1)[0], cue_accumulation(5, 2 + RESAMPLE_STRIDE, **gen)[0])
+    # the bias changes the trials (p_group = 0: every cue of a trial on one side)
+    assert not np.array_equal(xtr, cue_accumulation(5, 2, n_cues=3, total_ms=700.0)[0])
+    with pytest.raises(ConfigError, match="data.p_group"):
+        from_dict(EPropDataConfig, dict(kw, p_group=1.5), "data")
