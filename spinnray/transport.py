@@ -82,22 +82,26 @@ def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
     return bytes(buf)
 
 
-def _complete_envelope(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | None:
-    """``(end, round, sender, frame spans)`` if ``data`` starts with a whole, well-formed envelope;
-    None if it is incomplete or anything is unusual (then :func:`read_envelope` reads it piece by
-    piece, which names the problem)."""
+def _parse_envelope(data, what: str) -> tuple[int, int, int, list[tuple[int, int]]] | None:
+    """``(end, round, sender, frame spans)`` of the envelope at the start of ``data`` (bytes or
+    bytearray), or None while it is incomplete; TransportError naming ``what`` if it is malformed."""
     if len(data) < _HEADER.size:
         return None
     magic, rnd, sender, n = _HEADER.unpack_from(data, 0)
-    if magic != MAGIC or n > MAX_FRAMES:
-        return None
-    pos, spans = _HEADER.size, []
+    if magic != MAGIC:
+        raise TransportError(f"bad envelope magic {bytes(magic)!r} reading {what}")
+    if n > MAX_FRAMES:
+        raise TransportError(f"envelope with {n} frames (> {MAX_FRAMES}) reading {what}")
+    pos, total, spans = _HEADER.size, 0, []
     for _ in range(n):
         if len(data) < pos + _LEN.size:
             return None
         (size,) = _LEN.unpack_from(data, pos)
         pos += _LEN.size
-        if len(data) < pos + size or pos - _HEADER.size > MAX_ENVELOPE_BYTES:
+        total += size
+        if total > MAX_ENVELOPE_BYTES:
+            raise TransportError(f"envelope over {MAX_ENVELOPE_BYTES} bytes reading {what}")
+        if len(data) < pos + size:
             return None
         spans.append((pos, pos + size))
         pos += size
@@ -116,7 +120,7 @@ def read_envelope(sock: socket.socket, what: str) -> tuple[int, int, list[bytes]
         raise TransportError(f"timed out reading {what}") from None
     except OSError as e:
         raise TransportError(f"connection lost reading {what}: {e}") from None
-    whole = _complete_envelope(peek)
+    whole = _parse_envelope(peek, what)
     if whole is not None:
         end, rnd, sender, spans = whole
         data = _recv_exact(sock, end, what)
@@ -214,26 +218,10 @@ class _PeerStream:
 
     def take(self) -> tuple[int, int, list[bytes]] | None:
         buf = self.buf
-        if len(buf) < _HEADER.size:
+        whole = _parse_envelope(buf, f"an envelope from router {self.node} (node {self.node})")
+        if whole is None:
             return None
-        magic, rnd, sender, n = _HEADER.unpack_from(buf, 0)
-        what = f"an envelope from router {self.node} (node {self.node})"
-        if magic != MAGIC:
-            raise TransportError(f"bad envelope magic {bytes(magic)!r} reading {what}")
-        if n > MAX_FRAMES:
-            raise TransportError(f"envelope with {n} frames (> {MAX_FRAMES}) reading {what}")
-        pos, spans = _HEADER.size, []
-        for _ in range(n):
-            if len(buf) < pos + _LEN.size:
-                return None
-            (size,) = _LEN.unpack_from(buf, pos)
-            pos += _LEN.size
-            if pos - _HEADER.size > MAX_ENVELOPE_BYTES:
-                raise TransportError(f"envelope over {MAX_ENVELOPE_BYTES} bytes reading {what}")
-            if len(buf) < pos + size:
-                return None
-            spans.append((pos, pos + size))
-            pos += size
+        pos, rnd, sender, spans = whole
         frames = [bytes(buf[a:b]) for a, b in spans]
         del buf[:pos]
         return rnd, sender, frames
