@@ -67,6 +67,8 @@ def training_data(data) -> dict:
     out = {k: v for k, v in asdict(data).items() if k not in ("test_size", "test_seed", "val_size", "val_seed")}
     if out.get("resample") is False:
         del out["resample"]          # checkpoints from before the option match runs without it
+    if "p_group" in out and out["p_group"] is None:
+        del out["p_group"]           # likewise the unbiased cue generator, as before data.p_group
     return out
 
 

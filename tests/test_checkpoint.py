@@ -243,3 +243,8 @@ def test_new_eprop_options_at_their_defaults_keep_old_fingerprints():
     ident = network_identity(EPropNetworkConfig())
     assert "n_lif" not in ident and "refractory_steps" not in ident
     assert network_identity(EPropNetworkConfig(hidden=10, n_lif=5, refractory_steps=4))["n_lif"] == 5
+    from spinnray.checkpoint import training_data
+    from spinnray.eprop_train import EPropDataConfig
+
+    assert "p_group" not in training_data(EPropDataConfig(name="cue"))
+    assert training_data(EPropDataConfig(name="cue", p_group=0.3))["p_group"] == 0.3
