@@ -224,8 +224,22 @@ def _runners():
     return {"forward": run_forward, "eventprop": run_eventprop, "eprop": run_eprop, "bptt": run_dense}
 
 
+def check_weight_store_kind(cfg: RunConfig) -> None:
+    """Low-precision and PCM weights live in the learning cores (kinds ``eprop`` and ``eventprop``);
+    a ``forward`` or dense ``bptt`` run keeps float weights, so asking it for them is a ConfigError
+    instead of a run that silently ignores the setting (a sweep then lists the job with the reason)."""
+    m = cfg.machine
+    if cfg.kind in ("eprop", "eventprop") or m.weight_store is None:
+        return
+    raise ConfigError(f"machine.weight_bits = {m.weight_bits}, machine.synapse = {m.synapse} with a scenario of "
+                      f"kind {cfg.kind}: low-precision and PCM weights are modelled in the learning cores of "
+                      "kinds eprop and eventprop only; expected machine.weight_bits=32 and machine.synapse=ideal")
+
+
 def run(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
-    """Run ``cfg`` and write ``metrics.json`` (and the reports) into ``out_dir``."""
+    """Run ``cfg`` and write ``metrics.json`` (and the reports) into ``out_dir``.
+    Raises ConfigError (:func:`check_weight_store_kind`) for weight precision the kind does not model."""
+    check_weight_store_kind(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = _runners()[cfg.kind](cfg, out_dir, scenario)

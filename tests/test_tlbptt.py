@@ -294,6 +294,26 @@ def test_full_bptt_scenario_refuses_a_window(tmp_path):
         run(cfg, tmp_path, "bptt_cue")
 
 
+@pytest.mark.parametrize("override, text", [("machine.weight_bits=4", "machine.weight_bits = 4, machine.synapse = ideal"),
+                                            ("machine.synapse=pcm", "machine.weight_bits = 32, machine.synapse = pcm")])
+def test_dense_scenario_refuses_low_precision_weights_it_does_not_model(tmp_path, override, text):
+    """A dense run keeps float weights: machine.weight_bits < 32 or a PCM synapse is refused, not ignored."""
+    from spinnray.runner import run
+
+    cfg = _compose("scenario=tlbptt_cue", *TINY_CUE, override)
+    with pytest.raises(ConfigError, match=f"{text} with a scenario of kind bptt: .*expected machine.weight_bits=32"):
+        run(cfg, tmp_path, "tlbptt_cue")
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_forward_scenario_refuses_low_precision_weights(tmp_path):
+    from spinnray.runner import run
+
+    cfg = _compose("scenario=forward", "machine.weight_bits=8", "progress=false", "report=false")
+    with pytest.raises(ConfigError, match="machine.weight_bits = 8, machine.synapse = ideal with a scenario of kind forward"):
+        run(cfg, tmp_path, "forward")
+
+
 # ------------------------------------------------------------------ gradient clipping
 def _clip_case(dtype="float64", layers=2, block_size=1, window=7):
     cfg = ALIFNetConfig(n_in=3, n_h=5, n_out=3, v_th=0.6, surrogate="multi_gaussian", loss_window=10, dtype=dtype)
