@@ -84,15 +84,22 @@ COMPARE_COLUMNS = (
     ("traffic.error_events_sent", "traffic.error_events_sent", "events"),
     ("traffic.sparsity", "traffic.sparsity", "sent / dense"),
     ("traffic.bytes", "traffic.bytes", "bytes"),
+    ("training_memory_bytes", None, "bytes"),
     ("memory.per_core_max_bytes", "memory.per_core_max_bytes", "bytes"),
     ("memory.max_utilisation", "memory.max_utilisation", "fraction of budget"),
 )
 
 _COLUMN_NAMES = {c[0] for c in COMPARE_COLUMNS}
 # Plotted against each swept parameter unless --metric says otherwise (those that some run has).
-DEFAULT_PLOTS = ("test_accuracy", "ms_per_step", "train_samples_per_s", "traffic.bytes", "memory.per_core_max_bytes")
+DEFAULT_PLOTS = ("test_accuracy", "ms_per_step", "train_samples_per_s", "traffic.bytes", "training_memory_bytes",
+                 "memory.per_core_max_bytes")
 
 _DERIVED_NOTE = {
+    "training_memory_bytes": "the memory one training update holds, to compare rules: dense BPTT and truncated "
+                             "local BPTT runs: `training_memory_bytes` (weights, gradients, Adam, stored "
+                             "activations, inputs, state); e-prop runs: `training_state_bytes` (weights, "
+                             "accumulators, gradients, Adam, traces, learning signals, feedback over all cores); "
+                             "empty for other kinds",
     "spike_events_per_sample": "forward runs: `traffic.spike_events_sent / samples`; training runs: the sum over "
                                "populations of `layers.P.spike_events_per_sample`",
     "error_events_per_sample": "forward runs: `traffic.error_events_sent / samples`; training runs: the sum over "
@@ -826,6 +833,9 @@ def find_jobs(multirun_dir) -> list[Path]:
 
 
 def _derived(m: dict, name: str):
+    if name == "training_memory_bytes":
+        v = m.get("training_memory_bytes", m.get("training_state_bytes"))
+        return v if _number(v) else None
     layers = m.get("layers")
     key, per_layer = {"spike_events_per_sample": ("spike_events_sent", "spike_events_per_sample"),
                       "error_events_per_sample": ("error_events_sent", "error_events_sent_per_sample")}[name]

@@ -326,6 +326,36 @@ def test_a_sweep_of_two_jobs(tmp_path):
         assert [r["cores"] for r in csv.DictReader(f)] == ["12", "15"]
 
 
+def test_a_sweep_over_rules_compares_training_memory(tmp_path):
+    """One comparison column holds each rule's training memory: e-prop's training state over its
+    cores, the dense runner's training memory; a job refused for a precision its kind does not
+    model is listed with the reason (as run.py leaves it)."""
+    sweep = tmp_path / "multirun"
+    tiny = ["backend=local", "data.train_size=8", "data.test_size=4", "data.n_cues=1", "data.total_ms=400",
+            "network.hidden=6", "learning.epochs=1", "progress=false", "report=false"]
+    jobs = [("eprop_cue", ["parallel.cores_per_population=2"]), ("tlbptt_cue", ["learning.window=50"]),
+            ("tlbptt_cue", ["learning.window=50", "machine.weight_bits=4"])]
+    for job, (scenario, extra) in enumerate(jobs):
+        d = sweep / str(job)
+        overrides = [f"scenario={scenario}", *tiny, *extra]
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        try:
+            run(composed(*overrides), d, scenario)
+        except Exception as e:                                  # what run.py does for a failed sweep job
+            (d / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+    assert report.main([str(sweep)]) == 0
+    with open(sweep / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    eprop = json.loads((sweep / "0" / "metrics.json").read_text())
+    dense = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert int(rows[0]["training_memory_bytes"]) == eprop["training_state_bytes"] > 0
+    assert int(rows[1]["training_memory_bytes"]) == dense["training_memory_bytes"] > 0
+    assert not (sweep / "2" / "metrics.json").exists() and rows[2]["training_memory_bytes"] == ""
+    assert "machine.weight_bits = 4" in rows[2]["status"] and "kind bptt" in rows[2]["status"]
+    check_png(sweep / "comparison_training_memory_bytes_vs_scenario.png")
+
+
 # --------------------------------------------------------------------------- errors
 def test_missing_or_corrupt_metrics_name_the_path(tmp_path, caplog):
     with pytest.raises(DataError) as e:
