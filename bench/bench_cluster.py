@@ -46,9 +46,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spinnray.config import ClusterConfig, MachineConfig  # noqa: E402
-from spinnray.metrics import LINK_CLASSES  # noqa: E402
-from spinnray.network import Network  # noqa: E402
-from spinnray.neuron import LIF, SpikeSource  # noqa: E402
+from spinnray.machine.counters import LINK_CLASSES  # noqa: E402
+from spinnray.model.network import Network  # noqa: E402
+from spinnray.model.neurons import LIF, SpikeSource  # noqa: E402
 from spinnray.simulator import Simulator, poisson_spikes  # noqa: E402
 
 SRAM_BYTES = 1 << 20     # inputs of long calibrated runs exceed 128 KB; changes no timing

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spinnray.packet import VERSION, Kind, decode, encode  # noqa: E402
+from spinnray.machine.packet import VERSION, Kind, decode, encode  # noqa: E402
 
 SIZES = (100, 10_000, 100_000)
 REPEATS = 15

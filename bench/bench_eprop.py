@@ -7,7 +7,7 @@ ALIF on 12 hidden cores of 10 -> 12 LI readouts on one core, float32.
 
 1. Training memory, from the arrays the cores hold (``cores.json`` memory
    categories) at T = 100 and T = 1000, beside dense BPTT of the same network
-   (``spinnray.bptt.training_memory_bytes``: weights, gradients, Adam and the
+   (``spinnray.rules.bptt.reference.training_memory_bytes``: weights, gradients, Adam and the
    per-step activations it stores); writes ``bench/eprop_memory.png``.
 2. Real-time factor (emulated ms per wall ms of training: forward, learning
    signals, Adam) on ``local`` and ``ray`` at batch 1 (online) and batch 32
@@ -31,10 +31,10 @@ import time
 
 import numpy as np
 
-from spinnray.backend import ensure_ray
-from spinnray.bptt import ALIFNetConfig, training_memory_bytes
+from spinnray.backends.backend import ensure_ray
+from spinnray.rules.bptt.reference import ALIFNetConfig, training_memory_bytes
 from spinnray.config import MachineConfig
-from spinnray.eprop_train import TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
+from spinnray.experiments.eprop import TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
     build_eprop_network
 
 N_IN, N_OUT = 80, 12

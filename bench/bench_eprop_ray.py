@@ -44,7 +44,7 @@ def main() -> None:
     sys.path.insert(0, str(checkout / "bench"))
     os.chdir(tempfile.gettempdir())
     import bench_eprop
-    from spinnray.backend import ensure_ray
+    from spinnray.backends.backend import ensure_ray
 
     if args.hidden < 12:
         sys.exit(f"--hidden {args.hidden}: expected at least 12 (one neuron per hidden core)")
@@ -55,7 +55,7 @@ def main() -> None:
         x, y = bench_eprop.data(100, args.batch, seed=1)
     else:
         from spinnray.config import MachineConfig
-        from spinnray.eprop_train import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
+        from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
             build_eprop_network
 
         net = build_eprop_network(EPropNetworkConfig(hidden=args.hidden, w_in_scale=4.0, w_out_scale=10.0),

@@ -26,7 +26,7 @@ import numpy as np
 
 import spinnray
 from spinnray.config import MachineConfig
-from spinnray.eprop_train import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
+from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
 
 
 def _case(name: str):

@@ -31,10 +31,10 @@ import time
 
 import numpy as np
 
-from spinnray.backend import ensure_ray
+from spinnray.backends.backend import ensure_ray
 from spinnray.config import MachineConfig
 from spinnray.data import yin_yang
-from spinnray.train import (EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, YinYangDataConfig,
+from spinnray.experiments.eventprop import (EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, YinYangDataConfig,
                             build_network, encode_inputs)
 
 BATCH = 32

@@ -43,10 +43,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spinnray.backend import ensure_ray  # noqa: E402
+from spinnray.backends.backend import ensure_ray  # noqa: E402
 from spinnray.config import MachineConfig  # noqa: E402
-from spinnray.network import Network  # noqa: E402
-from spinnray.neuron import LIF  # noqa: E402
+from spinnray.model.network import Network  # noqa: E402
+from spinnray.model.neurons import LIF  # noqa: E402
 from spinnray.simulator import Simulator  # noqa: E402
 
 EVENTS_PER_CORE = 100

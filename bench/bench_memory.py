@@ -4,15 +4,15 @@
 Every figure is counted from arrays, none measured from the process:
 
 * e-prop: the training state the emulated cores hold (``cores.json`` memory categories in
-  ``spinnray.eprop_train.TRAINING_STATE`` plus ``weight_accumulator``), for the paper network
+  ``spinnray.experiments.eprop.TRAINING_STATE`` plus ``weight_accumulator``), for the paper network
   (80 inputs -> 120 recurrent ALIF on 12 cores -> 12 LI readouts), batch 1, float32; at 32 bits and
   at 4 bits (``machine.weight_bits=4``; with and without the float32 accumulator); T only changes
   how long a sample runs, so it is built once and checked equal at T = 100 and T = 1000.
-* EventProp: ``spinnray.eventprop_core.learning_bytes`` plus the float32 weights of a
+* EventProp: ``spinnray.rules.eventprop.core.learning_bytes`` plus the float32 weights of a
   feed-forward 80-120-12 LIF network (EventProp here has no recurrence), batch 1; its spike records
   grow with the spikes of a sample, estimated at ``--rate`` Hz for every neuron (input included),
   so ``spikes_per_neuron = rate x T x dt``.
-* full BPTT and truncated local BPTT: ``spinnray.dense_train.training_memory_bytes`` (weights,
+* full BPTT and truncated local BPTT: ``spinnray.rules.bptt.dense.training_memory_bytes`` (weights,
   gradients, Adam, the stored activations, inputs, state and adjoints) of the same 80-120-12
   recurrent ALIF network; and, for blocks, of a two-layer 80-120-120-12 network (scenario
   ``tlbptt_kws``) at batch 32.
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from spinnray.bptt import ALIFNetConfig
+from spinnray.rules.bptt.reference import ALIFNetConfig
 from spinnray.config import MachineConfig
-from spinnray.dense_train import training_memory_bytes
-from spinnray.eprop_train import TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
+from spinnray.rules.bptt.dense import training_memory_bytes
+from spinnray.experiments.eprop import TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
     build_eprop_network
-from spinnray.eventprop_core import learning_bytes as eventprop_bytes
-from spinnray.network import Network
-from spinnray.neuron import LIF, SpikeSource
+from spinnray.rules.eventprop.core import learning_bytes as eventprop_bytes
+from spinnray.model.network import Network
+from spinnray.model.neurons import LIF, SpikeSource
 
 N_IN, N_H, N_OUT = 80, 120, 12
 STATE = set(TRAINING_STATE) | {"weight_accumulator"}

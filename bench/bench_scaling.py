@@ -17,7 +17,7 @@ than one core, whatever the number of emulated cores or nodes.
 
 Machine: ``pes_per_chip = 1`` (every core its own chip), so the chips, hence
 the cores, spread over the nodes in near-equal contiguous blocks
-(:func:`spinnray.mapping.assign_nodes`); the ``same_chip`` link class is
+(:func:`spinnray.mapping.place.assign_nodes`); the ``same_chip`` link class is
 therefore empty by construction and ``same_node`` means "another core of this
 node".  SRAM per core is raised to 16 MiB (lockstep batches of 32 do not fit
 128 KB); it changes no timing.
@@ -63,7 +63,7 @@ host-written analog input (every hidden core gets the whole input) likewise.
 
 3. Recovery: e-prop (tiny cue network, as in ``tests/test_checkpoint.py``)
    and EventProp (two replicas, hidden on two cores) run through
-   ``spinnray.runner.run`` with ``backend=ray`` and ``checkpoint.every=2``;
+   ``spinnray.experiments.runner.run`` with ``backend=ray`` and ``checkpoint.every=2``;
    a patched ``train_batch`` kills the first hidden core actor at the 5th
    mini-batch.  Timestamps (``time.perf_counter``) taken by wrappers of the
    library's own methods, without changing them: the kill; the error leaving
@@ -93,7 +93,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spinnray.config import ClusterConfig, MachineConfig  # noqa: E402
-from spinnray.metrics import LINK_CLASSES  # noqa: E402
+from spinnray.machine.counters import LINK_CLASSES  # noqa: E402
 
 SRAM = 1 << 24
 EP_STEPS, EP_DT, EP_HIDDEN, EP_BATCH = 100, 0.5, 200, 32
@@ -121,7 +121,7 @@ class EventPropWork:
 
     def __init__(self, replicas: int, hidden_cores: int, batch: int, hidden: int = EP_HIDDEN):
         from spinnray.data.yinyang import yin_yang
-        from spinnray.train import (EventPropLearningConfig, EventPropNetworkConfig, YinYangDataConfig,
+        from spinnray.experiments.eventprop import (EventPropLearningConfig, EventPropNetworkConfig, YinYangDataConfig,
                                     build_network, encode_inputs)
 
         self.replicas, self.hidden_cores, self.batch, self.hidden = replicas, hidden_cores, batch, hidden
@@ -135,7 +135,7 @@ class EventPropWork:
         self.label = f"EventProp R={replicas} hidden cores={hidden_cores} B={batch}"
 
     def make(self, backend: str, nodes: int):
-        from spinnray.train import EventPropTrainer
+        from spinnray.experiments.eventprop import EventPropTrainer
 
         return EventPropTrainer(self.net, self.learn, machine=machine(),
                                 cores_per_population={"input": 1, "hidden": self.hidden_cores},
@@ -157,7 +157,7 @@ class EPropWork:
     kind = "eprop"
 
     def __init__(self, hidden_cores: int, batch: int, hidden: int = 120):
-        from spinnray.eprop_train import EPropLearningConfig, EPropNetworkConfig, build_eprop_network
+        from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, build_eprop_network
 
         self.hidden_cores, self.batch, self.hidden = hidden_cores, batch, hidden
         self.net = build_eprop_network(EPropNetworkConfig(hidden=hidden, w_in_scale=4.0, w_out_scale=10.0),
@@ -170,7 +170,7 @@ class EPropWork:
         self.label = f"e-prop 80-{hidden}-12 hidden cores={hidden_cores} B={batch}"
 
     def make(self, backend: str, nodes: int):
-        from spinnray.eprop_train import EPropTrainer
+        from spinnray.experiments.eprop import EPropTrainer
 
         return EPropTrainer(self.net, self.learn, machine=machine(), hidden_cores=self.hidden_cores,
                             backend=backend, cluster=ClusterConfig(nodes=nodes))
@@ -295,8 +295,10 @@ def recovery(kind: str, kill_at: int = 5, mid_batch: bool = False) -> dict:
 
     import ray
 
-    from spinnray import checkpoint, eprop_train, train
-    from spinnray.runner import run
+    from spinnray.experiments import checkpoint
+    from spinnray.experiments import eprop as eprop_train
+    from spinnray.experiments import eventprop as train
+    from spinnray.experiments.runner import run
 
     cls = eprop_train.EPropTrainer if kind == "eprop" else train.EventPropTrainer
     ev: list[tuple] = []

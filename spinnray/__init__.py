@@ -5,12 +5,13 @@ The public API: describe a :class:`Network` of populations (``LIF``, ``ALIF``,
 it with a :class:`Simulator` on the ``local`` or ``ray`` backend.
 """
 
-from .config import MachineConfig
-from .errors import (BudgetError, ConfigError, DataError, MappingError, NetworkError, PacketError,
+from spinnray import _moved
+from spinnray.config import MachineConfig
+from spinnray.errors import (BudgetError, ConfigError, DataError, MappingError, NetworkError, PacketError,
                      RoutingError, SpinnrayError, TransportError)
-from .network import Network, Population, Projection
-from .neuron import ALIF, LI, LIF, AnalogSource, SpikeSource
-from .simulator import RunResult, Simulator, poisson_spikes
+from spinnray.model.network import Network, Population, Projection
+from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource, SpikeSource
+from spinnray.simulator import RunResult, Simulator, poisson_spikes
 
 __all__ = [
     "Network", "Population", "Projection", "LIF", "ALIF", "LI", "SpikeSource", "AnalogSource", "MachineConfig",
@@ -19,3 +20,5 @@ __all__ = [
     "PacketError", "TransportError", "DataError",
 ]
 __version__ = "0.1.0"
+
+_moved.install()

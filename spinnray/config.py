@@ -16,8 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .quant import BITS, ROUNDINGS, SYNAPSES, TRANSFERS, PCMParams
+from spinnray.errors import ConfigError
+from spinnray.machine.quant import BITS, ROUNDINGS, SYNAPSES, TRANSFERS, PCMParams
 
 __all__ = ["MachineConfig", "ParallelConfig", "ClusterConfig", "RunConfig", "from_dict", "opt", "describe"]
 
@@ -250,7 +250,7 @@ class ClusterConfig:
 
     The chips in use go onto nodes in contiguous blocks; the cores of a chip
     always share a node, and each node gets one router
-    (:func:`spinnray.mapping.assign_nodes`).  Both null: one node.
+    (:func:`spinnray.mapping.place.assign_nodes`).  Both null: one node.
     ``chips_per_node = m``: chip c on node c // m.  ``nodes = N`` alone: the
     chips in N near-equal blocks.  Both: they must agree.
     """
@@ -288,7 +288,7 @@ class RunConfig:
     """One run of ``run.py``: the composed Hydra config, typed.
 
     ``network``, ``data`` and ``learning`` depend on the scenario ``kind`` and
-    are validated by that kind's runner (:mod:`spinnray.runner`).
+    are validated by that kind's runner (:mod:`spinnray.experiments.runner`).
     """
 
     kind: str = opt("forward", "what the scenario does", choices=("forward", "eventprop", "eprop", "bptt"))
@@ -308,4 +308,4 @@ class RunConfig:
     init_from: str | None = opt(None, "start training from the weights of this checkpoint (file or directory: "
                                       "the newest) of the same network; optimizer, data order and schedule "
                                       "start fresh (fine-tuning, moving to another weight precision)")
-    report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report)")
+    report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report.build)")

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import TrainStep, ensure_ray, make_backend
-from .config import ClusterConfig, MachineConfig
-from .core import specs_from_mapping
-from .errors import ConfigError, NetworkError, SpinnrayError
-from .mapping import assign_nodes, map_network
-from .metrics import bytes_by_link_class, memory_summary, traffic_summary
-from .network import Network
-from .neuron import AnalogSource, SpikeSource
+from spinnray.backends.backend import TrainStep, ensure_ray, make_backend
+from spinnray.config import ClusterConfig, MachineConfig
+from spinnray.machine.core import specs_from_mapping
+from spinnray.errors import ConfigError, NetworkError, SpinnrayError
+from spinnray.mapping.place import assign_nodes, map_network
+from spinnray.machine.counters import bytes_by_link_class, memory_summary, traffic_summary
+from spinnray.model.network import Network
+from spinnray.model.neurons import AnalogSource, SpikeSource
 
 __all__ = ["Simulator", "RunResult", "poisson_spikes"]
 
@@ -62,7 +62,7 @@ class Simulator:
                  schedule: str = "lockstep"):
         """``replicas`` copies of the network share each run's samples (data
         parallelism); ``learning`` maps population -> learning-rule constants
-        (see :func:`spinnray.core.make_core`); ``error_populations`` receive
+        (see :func:`spinnray.machine.core.make_core`); ``error_populations`` receive
         error events; ``learning_bytes(pop, n)`` adds learning state to the
         memory budget.  ``cluster`` spreads the chips over nodes
         (``nodes``, ``chips_per_node``, ``node_ids``; one router per node, on
@@ -76,7 +76,7 @@ class Simulator:
         networks only) runs one round per level of the network, each level's
         cores through the whole run, and the reverse pass likewise from the top
         level down: identical results in far fewer rounds
-        (:mod:`spinnray.core`)."""
+        (:mod:`spinnray.machine.core`)."""
         self.network = network
         if schedule not in ("lockstep", "layered"):
             raise ConfigError(f"parallel.schedule = {schedule!r}: expected 'lockstep' or 'layered'")
@@ -136,7 +136,7 @@ class Simulator:
         ``targets[name]``: per-sample labels ``(batch,)`` for the cores of a
         population that computes a loss.  ``exchange_interval`` overrides K
         for this run (same rule: K <= min delay).  ``train``
-        (:class:`~spinnray.backend.TrainStep`): run the reverse pass (as
+        (:class:`~spinnray.backends.backend.TrainStep`): run the reverse pass (as
         :meth:`backward`) and, with ``train.lr``, every core's Adam step on its own
         gradient right after, in the same call to every core: a whole training step
         is one Ray call per core and one router set-up.

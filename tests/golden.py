@@ -100,7 +100,7 @@ def run_case(name: str, work: Path) -> Path:
     from omegaconf import OmegaConf
 
     from spinnray.config import RunConfig, from_dict
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     scenario, overrides, backend = CASES[name]
     gsc = work / "gsc"
@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
     if argv != ["--write"]:
         print("usage: python tests/golden.py --write   (records tests/golden.json from the code as it is)")
         return 2
-    from spinnray.backend import ensure_ray
+    from spinnray.backends.backend import ensure_ray
 
     ensure_ray(None, 2)
     table = {}

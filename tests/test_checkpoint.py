@@ -6,11 +6,12 @@ import pickle
 import numpy as np
 import pytest
 
-from spinnray import eprop_train, train
-from spinnray.checkpoint import MAGIC, load_checkpoint, save_checkpoint
+from spinnray.experiments import eprop as eprop_train
+from spinnray.experiments import eventprop as train
+from spinnray.experiments.checkpoint import MAGIC, load_checkpoint, save_checkpoint
 from spinnray.config import from_dict, RunConfig
 from spinnray.errors import ConfigError, DataError
-from spinnray.runner import run
+from spinnray.experiments.runner import run
 
 
 def test_roundtrip_atomic_and_strict(tmp_path):
@@ -196,7 +197,7 @@ def test_float_weights_move_onto_a_4_bit_grid_set_from_them(tmp_path):
 def test_fresh_cue_trials_every_epoch_resume_to_the_same_result(tmp_path, monkeypatch):
     """data.resample: epoch e trains on the trials of seed data_seed + RESAMPLE_STRIDE e (epoch 1 on
     the usual set), and a run stopped in epoch 2 resumes on epoch 2's trials."""
-    from spinnray.eprop_train import EPropDataConfig, epoch_training_set
+    from spinnray.experiments.eprop import EPropDataConfig, epoch_training_set
 
     fixed = run(_cfg(), tmp_path / "fixed", "t")
     seen = []
@@ -234,8 +235,8 @@ def test_fresh_cue_trials_every_epoch_resume_to_the_same_result(tmp_path, monkey
 def test_new_eprop_options_at_their_defaults_keep_old_fingerprints():
     """n_lif, refractory_steps and the rate regulariser at 0 leave the fingerprint as before
     the options existed (old checkpoints still resume); set, they change it."""
-    from spinnray.checkpoint import trajectory
-    from spinnray.eprop_train import EPropLearningConfig, EPropNetworkConfig, network_identity
+    from spinnray.experiments.checkpoint import trajectory
+    from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, network_identity
 
     assert "rate_reg" not in trajectory(EPropLearningConfig()) and \
         "rate_target_hz" not in trajectory(EPropLearningConfig())
@@ -243,8 +244,8 @@ def test_new_eprop_options_at_their_defaults_keep_old_fingerprints():
     ident = network_identity(EPropNetworkConfig())
     assert "n_lif" not in ident and "refractory_steps" not in ident
     assert network_identity(EPropNetworkConfig(hidden=10, n_lif=5, refractory_steps=4))["n_lif"] == 5
-    from spinnray.checkpoint import training_data
-    from spinnray.eprop_train import EPropDataConfig
+    from spinnray.experiments.checkpoint import training_data
+    from spinnray.experiments.eprop import EPropDataConfig
 
     assert "p_group" not in training_data(EPropDataConfig(name="cue"))
     assert training_data(EPropDataConfig(name="cue", p_group=0.3))["p_group"] == 0.3

@@ -28,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinnray import packet
+from spinnray.machine import packet
 from spinnray.config import ClusterConfig, MachineConfig
 from spinnray.errors import MappingError, RoutingError, TransportError
-from spinnray.mapping import assign_nodes, check_node_routes, check_routes, map_network, node_tables
-from spinnray.metrics import LINK_CLASSES
-from spinnray.network import Network
-from spinnray.neuron import LI, LIF, SpikeSource
-from spinnray.router import Router, RoutingEntry, RoutingTable
+from spinnray.mapping.place import assign_nodes, check_node_routes, check_routes, map_network, node_tables
+from spinnray.machine.counters import LINK_CLASSES
+from spinnray.model.network import Network
+from spinnray.model.neurons import LI, LIF, SpikeSource
+from spinnray.machine.router import Router, RoutingEntry, RoutingTable
 from spinnray.simulator import Simulator, poisson_spikes
-from spinnray.transport import CoreLink, RouterServer
+from spinnray.backends.transport import CoreLink, RouterServer
 
 STEPS, BATCH, CORES = 80, 2, 2
 MACHINE = MachineConfig(pes_per_chip=2, sram_per_pe_bytes=1 << 20)   # 8 cores -> 4 chips
@@ -427,7 +427,7 @@ def _child_main(out_path: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from spinnray.backend import cluster_nodes
+    from spinnray.backends.backend import cluster_nodes
 
     out = {}
     t0 = time.monotonic()
@@ -590,8 +590,8 @@ def _train_losing_node(remove) -> dict:
     """Train on 2 nodes; call ``remove`` before mini-batch 7 (mid-way through epoch 2)."""
     import tempfile
 
-    from spinnray import eprop_train
-    from spinnray.runner import run
+    from spinnray.experiments import eprop as eprop_train
+    from spinnray.experiments.runner import run
 
     real, calls = eprop_train.EPropTrainer.train_batch, {"n": 0}
 
@@ -613,7 +613,7 @@ def _train_losing_node(remove) -> dict:
 # The training clients (read-only use of the trainers).
 
 def eventprop_trainer(backend: str, cluster=None):
-    from spinnray.train import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network
+    from spinnray.experiments.eventprop import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network
 
     net = build_network(EventPropNetworkConfig(steps=50, hidden=40), seed=0)
     return EventPropTrainer(net, EventPropLearningConfig(batch_size=24, lr=5e-3),
@@ -633,7 +633,7 @@ def eventprop_step(tr) -> dict:
 
 
 def eprop_trainer(backend: str, cluster=None):
-    from spinnray.eprop_train import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
+    from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
 
     net = build_eprop_network(EPropNetworkConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0), 5, 3,
                               seed=2)
@@ -804,7 +804,7 @@ if __name__ == "__main__":
 def test_cluster_training_survives_a_removed_node(child, tmp_path):
     """A node removed mid-training: the run continues from its last checkpoint on
     the node left and ends exactly as an uninterrupted local run."""
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     got = child["lost_node_training"]
     assert got["restarts"] == 1

@@ -124,7 +124,7 @@ def test_resample_seeds_and_refusal():
     """data.resample: epoch 0 is the usual training set, later epochs fresh ones, never a test set;
     the keyword data cannot be resampled (ConfigError naming the option)."""
     from spinnray.config import from_dict
-    from spinnray.eprop_train import RESAMPLE_STRIDE, EPropDataConfig, epoch_seed, epoch_training_set, load_eprop_data
+    from spinnray.experiments.eprop import RESAMPLE_STRIDE, EPropDataConfig, epoch_seed, epoch_training_set, load_eprop_data
 
     kw = {"name": "cue", "train_size": 6, "test_size": 4, "n_cues": 3, "total_ms": 700.0, "data_seed": 5}
     on = from_dict(EPropDataConfig, dict(kw, resample=True), "data")
@@ -146,7 +146,7 @@ def test_data_p_group_reaches_every_cue_set():
     """data.p_group is the generator's per-trial bias for the training, fresh and test trials;
     out of [0, 1] it is refused naming the option."""
     from spinnray.config import from_dict
-    from spinnray.eprop_train import RESAMPLE_STRIDE, EPropDataConfig, epoch_training_set, load_eprop_data
+    from spinnray.experiments.eprop import RESAMPLE_STRIDE, EPropDataConfig, epoch_training_set, load_eprop_data
 
     kw = {"name": "cue", "train_size": 5, "test_size": 3, "n_cues": 3, "total_ms": 700.0, "data_seed": 2,
           "test_seed": 4, "resample": True, "p_group": 0.0}

@@ -1,7 +1,7 @@
 """Model-parallel e-prop on the emulated cores, against independent references.
 
 * tests/eprop_reference.py: a hand-written e-prop with explicit loops (float64);
-* spinnray.bptt: dense BPTT (equal to e-prop when there is no recurrence);
+* spinnray.rules.bptt.reference: dense BPTT (equal to e-prop when there is no recurrence);
 * the same training on 1, 3 and 12 hidden cores, local and ray: identical weights.
 """
 
@@ -10,9 +10,9 @@ import pytest
 
 import eprop_reference as ref
 from spinnray import ALIF, LI, AnalogSource, MachineConfig, Network, Simulator
-from spinnray.bptt import ALIFNetConfig, Weights, loss_and_grads
-from spinnray.eprop_core import learning_bytes
-from spinnray.eprop_train import (TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer,
+from spinnray.rules.bptt.reference import ALIFNetConfig, Weights, loss_and_grads
+from spinnray.rules.eprop.core import learning_bytes
+from spinnray.experiments.eprop import (TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer,
                                   build_eprop_network)
 from spinnray.errors import ConfigError, NetworkError
 
@@ -172,7 +172,7 @@ def test_lif_alif_mix_is_one_population_split_in_two():
     np.testing.assert_array_equal(w_out, w1["hidden->output"])
     with pytest.raises(ConfigError, match="network.n_lif = 8"):
         _mixed_net(8)
-    from spinnray.eprop_train import hidden_core_split
+    from spinnray.experiments.eprop import hidden_core_split
     assert hidden_core_split(mixed, 4) == {"lif": 2, "hidden": 2}
     assert hidden_core_split(_mixed_net(1, hidden=10), 4) == {"lif": 1, "hidden": 3}
     with pytest.raises(ConfigError, match="cores_per_population = 1"):
@@ -184,7 +184,7 @@ def test_lif_alif_mix_matches_hand_written_eprop(cores, refractory):
     """50 LIF + 50 ALIF in small: the cores of both populations = the reference with a
     per-neuron beta (0 for the LIF neurons), with recurrence across the two; with a
     refractory period too (psi = 0 while refractory)."""
-    from spinnray.eprop_train import hidden_core_split
+    from spinnray.experiments.eprop import hidden_core_split
 
     net = _mixed_net(3, refractory=refractory)
     x, _, _, _, labels = _problem(seed=6)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from spinnray.errors import ConfigError
-from spinnray.network import Network
-from spinnray.neuron import ALIF, LI, LIF, SpikeSource
+from spinnray.model.network import Network
+from spinnray.model.neurons import ALIF, LI, LIF, SpikeSource
 from spinnray.simulator import Simulator, poisson_spikes
 
 STEPS = 120

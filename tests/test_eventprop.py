@@ -6,10 +6,10 @@ import pytest
 import eventprop_reference as ref
 from spinnray.config import MachineConfig
 from spinnray.data import encode_yin_yang, yin_yang
-from spinnray.eventprop import adjoint_step
-from spinnray.eventprop_core import learning_bytes
-from spinnray.network import Network
-from spinnray.neuron import LIF, SpikeSource
+from spinnray.rules.eventprop.numerics import adjoint_step
+from spinnray.rules.eventprop.core import learning_bytes
+from spinnray.model.network import Network
+from spinnray.model.neurons import LIF, SpikeSource
 from spinnray.simulator import Simulator
 
 T, DT, TAU_MEM, TAU_SYN, GUARD = 40, 1.0, 20.0, 5.0, 1e-3
@@ -155,7 +155,7 @@ def test_gradient_approaches_finite_differences_as_dt_shrinks():
 
 @pytest.mark.parametrize("kind", ["wunderlich", "bena"])
 def test_ttfs_loss_derivative_matches_finite_differences(kind):
-    from spinnray.eventprop import TTFSLoss, predict, ttfs_loss
+    from spinnray.rules.eventprop.numerics import TTFSLoss, predict, ttfs_loss
 
     rng = np.random.default_rng(5)
     t = rng.uniform(2.0, 20.0, (6, 3))
@@ -240,7 +240,7 @@ def test_silent_label_gradient_is_the_derivative_of_the_surrogate():
 
 def test_silent_times_by_hand():
     from spinnray.errors import ConfigError
-    from spinnray.eventprop import silent_times
+    from spinnray.rules.eventprop.numerics import silent_times
 
     t = np.array([[3.0, 40.0, 40.0]])
     fired = np.array([[True, False, False]])

@@ -9,10 +9,10 @@ import pytest
 
 from spinnray.config import MachineConfig
 from spinnray.data import encode_yin_yang, yin_yang
-from spinnray.eprop_core import weight_store_options
-from spinnray.eventprop_core import learning_bytes
-from spinnray.quant import PCMParams
-from spinnray.train import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network, evaluate
+from spinnray.rules.eprop.core import weight_store_options
+from spinnray.rules.eventprop.core import learning_bytes
+from spinnray.machine.quant import PCMParams
+from spinnray.experiments.eventprop import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network, evaluate
 
 NET = EventPropNetworkConfig(steps=50, hidden=40)
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from spinnray import packet
-from spinnray.backend import RayBackend
+from spinnray.machine import packet
+from spinnray.backends.backend import RayBackend
 from spinnray.config import MachineConfig
 from spinnray.errors import BudgetError, PacketError, SpinnrayError
-from spinnray.network import Network
-from spinnray.neuron import LIF, SpikeSource
+from spinnray.model.network import Network
+from spinnray.model.neurons import LIF, SpikeSource
 from spinnray.simulator import Simulator
 
 

@@ -16,16 +16,16 @@ the run are rejected and counted, never used.
 import numpy as np
 import pytest
 
-from spinnray import packet
+from spinnray.machine import packet
 from spinnray.config import MachineConfig
-from spinnray.core import Core
+from spinnray.machine.core import Core
 from spinnray.data import encode_yin_yang, yin_yang
 from spinnray.errors import BudgetError, ConfigError, NetworkError, SpinnrayError
-from spinnray.eventprop_core import EventPropCore
-from spinnray.network import Network
-from spinnray.neuron import LI, LIF, AnalogSource, SpikeSource
+from spinnray.rules.eventprop.core import EventPropCore
+from spinnray.model.network import Network
+from spinnray.model.neurons import LI, LIF, AnalogSource, SpikeSource
 from spinnray.simulator import Simulator, poisson_spikes
-from spinnray.train import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network
+from spinnray.experiments.eventprop import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network
 
 STEPS = 60
 BATCH = 3           # with 2 replicas: shards of 2 and 1, so one replica runs below its mapped batch
@@ -324,7 +324,7 @@ def deep_eventprop(schedule: str, dtype: str, replicas: int, cores: int, batch: 
     """inp -> h1 -> h2 -> out with a masked skip h1 -> out, every LIF layer learning:
     h1's cores take error events from several h2 cores and the out core in the same
     reverse step, so the order in which they are summed matters."""
-    from spinnray.eventprop_core import learning_bytes
+    from spinnray.rules.eventprop.core import learning_bytes
 
     rng = np.random.default_rng(5)
     net = Network(dt_ms=1.0)

@@ -1,6 +1,6 @@
 """Low-precision and PCM weights inside the e-prop cores (machine.weight_bits, synapse, ...).
 
-References: the grid and byte rules of spinnray.quant written out by hand; the same training on
+References: the grid and byte rules of spinnray.machine.quant written out by hand; the same training on
 other core splits and on Ray; the drift law of the PCM model at the documented read time.
 """
 
@@ -9,10 +9,10 @@ import pytest
 
 from spinnray import MachineConfig
 from spinnray.config import from_dict
-from spinnray.eprop_core import learning_bytes, weight_store_options
-from spinnray.eprop_train import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
+from spinnray.rules.eprop.core import learning_bytes, weight_store_options
+from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
 from spinnray.errors import ConfigError
-from spinnray.quant import PCMParams
+from spinnray.machine.quant import PCMParams
 
 T, N_IN = 30, 5
 

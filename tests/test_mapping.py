@@ -1,8 +1,8 @@
-"""Tests of partitioning, placement, key allocation and routing (spinnray.mapping), without Ray.
+"""Tests of partitioning, placement, key allocation and routing (spinnray.mapping.place), without Ray.
 
 Routes are checked against destination sets computed independently from the
 synapses (which pre neuron reaches which post neuron); memory estimates
-against what a real :class:`~spinnray.core.Core` holds.
+against what a real :class:`~spinnray.machine.core.Core` holds.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from spinnray.config import MachineConfig
-from spinnray.core import Core, specs_from_mapping
+from spinnray.machine.core import Core, specs_from_mapping
 from spinnray.errors import BudgetError, MappingError, RoutingError
-from spinnray.mapping import check_routes, estimate_core_memory, map_network
-from spinnray.network import Network
-from spinnray.neuron import ALIF, LI, LIF, SpikeSource
-from spinnray.router import RoutingEntry, RoutingTable
+from spinnray.mapping.place import check_routes, estimate_core_memory, map_network
+from spinnray.model.network import Network
+from spinnray.model.neurons import ALIF, LI, LIF, SpikeSource
+from spinnray.machine.router import RoutingEntry, RoutingTable
 
 MODELS = [LIF(), LIF(tau_syn_ms=0.0, reset="subtract"), ALIF(refractory_steps=2), LI()]
 

@@ -1,5 +1,5 @@
-"""Tests of the network description (spinnray.network) and the neuron models
-(spinnray.neuron), without Ray.
+"""Tests of the network description (spinnray.model.network) and the neuron models
+(spinnray.model.neurons), without Ray.
 
 Validation errors must name the offending value; the step functions must equal
 a scalar, hand-written transcription of the equations in neuron.py's module
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from spinnray.errors import NetworkError
-from spinnray.network import MAX_DELAY_STEPS, Network
-from spinnray.neuron import (
+from spinnray.model.network import MAX_DELAY_STEPS, Network
+from spinnray.model.neurons import (
     ALIF,
     LI,
     LIF,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from spinnray.errors import PacketError
-from spinnray.packet import (
+from spinnray.machine.packet import (
     BATCH_DTYPE,
     KEY_DTYPE,
     MAX_EVENTS,
@@ -497,7 +497,7 @@ def test_fuzz_decode_raises_only_packet_error():
 def test_spike_round_equals_frame_by_frame_decode():
     """spike_round (a core's usual round, decoded at once) gives the events of decode() frame
     by frame, concatenated in frame order, with zeros for frames without a batch field."""
-    from spinnray.packet import spike_round
+    from spinnray.machine.packet import spike_round
 
     rng = np.random.default_rng(3)
     for _ in range(200):
@@ -522,7 +522,7 @@ def test_spike_round_equals_frame_by_frame_decode():
 def test_spike_round_leaves_unusual_rounds_to_decode(bad):
     """Any frame that decode would reject, or that is not a SPIKE frame of the round's step,
     makes spike_round answer None (the core then decodes frame by frame, naming the problem)."""
-    from spinnray.packet import spike_round
+    from spinnray.machine.packet import spike_round
 
     good = encode(Kind.SPIKE, 1, 40, [1, 2], [0, 1], batch=[0, 3])
     other = {

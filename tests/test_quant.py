@@ -1,4 +1,4 @@
-"""Low-precision weights and the PCM synapse model (spinnray.quant).
+"""Low-precision weights and the PCM synapse model (spinnray.machine.quant).
 
 References are independent: brute-force nearest-grid search, a hand-written integer loop of the
 accumulate-then-apply rule, a hand-made nibble packing, the drift power law evaluated from the
@@ -13,7 +13,7 @@ import pytest
 
 from spinnray.config import from_dict
 from spinnray.errors import ConfigError, DataError
-from spinnray.quant import MixedPrecisionWeights, Noise, PCMParams, PCMWeights, Quantizer, make_weight_store
+from spinnray.machine.quant import MixedPrecisionWeights, Noise, PCMParams, PCMWeights, Quantizer, make_weight_store
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Run reports and sweep comparisons (spinnray.report), on tiny local runs."""
+"""Run reports and sweep comparisons (spinnray.report.build), on tiny local runs."""
 
 import csv
 import json
@@ -14,11 +14,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from spinnray import report
+from spinnray.report import build as report
 from spinnray.config import RunConfig, from_dict
 from spinnray.errors import DataError
-from spinnray.metrics import LINK_CLASSES, bytes_by_link_class, link_class
-from spinnray.runner import run
+from spinnray.machine.counters import LINK_CLASSES, bytes_by_link_class, link_class
+from spinnray.experiments.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 FORWARD_PNGS = {"raster.png", "events_per_sample.png", "traffic_matrix.png", "link_classes.png",

@@ -1,4 +1,4 @@
-"""Tests of the multicast router (spinnray.router), without Ray.
+"""Tests of the multicast router (spinnray.machine.router), without Ray.
 
 The table lookup is checked against a brute-force walk of the entries (first
 match wins); ``Router.route`` against a reference that decides, event by
@@ -11,10 +11,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from spinnray import packet
+from spinnray.machine import packet
 from spinnray.errors import RoutingError
-from spinnray.packet import Kind, decode, encode
-from spinnray.router import Router, RoutingEntry, RoutingTable
+from spinnray.machine.packet import Kind, decode, encode
+from spinnray.machine.router import Router, RoutingEntry, RoutingTable
 
 M32 = 0xFFFFFFFF
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from spinnray.config import RunConfig, describe, from_dict, MachineConfig, ParallelConfig, ClusterConfig
 from spinnray.errors import ConfigError
-from spinnray.runner import run
+from spinnray.experiments.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {
@@ -31,7 +31,7 @@ def composed(*overrides) -> RunConfig:
 def test_every_scenario_composes_and_validates():
     names = sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
     assert "forward" in names
-    from spinnray import eprop_train
+    from spinnray.experiments import eprop as eprop_train
     for name in names:
         cfg = composed(f"scenario={name}")
         assert cfg.kind

@@ -1,6 +1,6 @@
-"""Truncated local BPTT (spinnray.dense_train) against independent references.
+"""Truncated local BPTT (spinnray.rules.bptt.dense) against independent references.
 
-* spinnray.bptt: the existing dense BPTT of one recurrent ALIF layer (full and truncated);
+* spinnray.rules.bptt.reference: the existing dense BPTT of one recurrent ALIF layer (full and truncated);
 * a hand-written forward loop below (its own code, float64, smooth sigmoid spikes) in which the
   truncation and the block boundaries are made literal by holding the state entering every window
   and the input of every block fixed: central finite differences of its loss are the truncated
@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from spinnray.bptt import ALIFNetConfig, init_weights, loss_and_grads
-from spinnray.dense_train import (DeepALIF, DeepWeights, DenseTrainer, block_ranges, init_deep_weights,
+from spinnray.rules.bptt.reference import ALIFNetConfig, init_weights, loss_and_grads
+from spinnray.rules.bptt.dense import (DeepALIF, DeepWeights, DenseTrainer, block_ranges, init_deep_weights,
                                   training_memory_bytes)
 from spinnray.errors import ConfigError, DataError
 
@@ -258,7 +258,7 @@ TINY_CUE = ("data.train_size=8", "data.test_size=4", "data.n_cues=1", "data.tota
 
 @pytest.mark.parametrize("scenario, extra", [("tlbptt_cue", ("learning.window=50",)), ("bptt_cue", ())])
 def test_scenario_writes_accuracy_history_and_memory(tmp_path, scenario, extra):
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     cfg = _compose(f"scenario={scenario}", *TINY_CUE, *extra)
     m = run(cfg, tmp_path, scenario)
@@ -277,7 +277,7 @@ def test_scenario_writes_accuracy_history_and_memory(tmp_path, scenario, extra):
 
 def test_dense_scenario_trains_on_fresh_cue_trials_with_resample(tmp_path):
     """data.resample reaches the dense trainers: epoch 1 as without it, epoch 2 on other trials."""
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     two = (*TINY_CUE, "learning.epochs=2", "learning.eval_every=2")
     fixed = run(_compose("scenario=bptt_cue", *two), tmp_path / "fixed", "bptt_cue")
@@ -287,7 +287,7 @@ def test_dense_scenario_trains_on_fresh_cue_trials_with_resample(tmp_path):
 
 
 def test_full_bptt_scenario_refuses_a_window(tmp_path):
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     cfg = _compose("scenario=bptt_cue", *TINY_CUE, "learning.window=50")
     with pytest.raises(ConfigError, match="learning.rule = bptt with learning.window = 50"):
@@ -298,7 +298,7 @@ def test_full_bptt_scenario_refuses_a_window(tmp_path):
                                             ("machine.synapse=pcm", "machine.weight_bits = 32, machine.synapse = pcm")])
 def test_dense_scenario_refuses_low_precision_weights_it_does_not_model(tmp_path, override, text):
     """A dense run keeps float weights: machine.weight_bits < 32 or a PCM synapse is refused, not ignored."""
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     cfg = _compose("scenario=tlbptt_cue", *TINY_CUE, override)
     with pytest.raises(ConfigError, match=f"{text} with a scenario of kind bptt: .*expected machine.weight_bits=32"):
@@ -307,7 +307,7 @@ def test_dense_scenario_refuses_low_precision_weights_it_does_not_model(tmp_path
 
 
 def test_forward_scenario_refuses_low_precision_weights(tmp_path):
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     cfg = _compose("scenario=forward", "machine.weight_bits=8", "progress=false", "report=false")
     with pytest.raises(ConfigError, match="machine.weight_bits = 8, machine.synapse = ideal with a scenario of kind forward"):
@@ -399,8 +399,8 @@ def test_small_clip_norm_rescales_each_block_to_exactly_that_norm(weight_decay):
 
 
 def test_one_block_window_T_with_clipping_equals_dense_bptt_trainer():
-    """One layer, one block, window = T: the clipped trainer follows spinnray.bptt's clipped trainer."""
-    from spinnray.bptt import DenseBPTTTrainer, Weights
+    """One layer, one block, window = T: the clipped trainer follows spinnray.rules.bptt.reference's clipped trainer."""
+    from spinnray.rules.bptt.reference import DenseBPTTTrainer, Weights
 
     cfg = ALIFNetConfig(n_in=5, n_h=7, n_out=3, v_th=0.6, surrogate="multi_gaussian", dtype="float64")
     rng = np.random.default_rng(3)
@@ -428,7 +428,7 @@ def test_bad_clip_norm_raises_naming_it(value):
 
 @pytest.mark.parametrize("value, shown", [("0", "0"), ("-2.5", "-2.5"), ("abc", "'abc'")])
 def test_bad_clip_norm_in_a_scenario_names_the_key(tmp_path, value, shown):
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     cfg = _compose("scenario=tlbptt_cue", *TINY_CUE, f"learning.clip_norm={value}")
     with pytest.raises(ConfigError, match=rf"learning\.clip_norm = {shown}"):
@@ -436,7 +436,7 @@ def test_bad_clip_norm_in_a_scenario_names_the_key(tmp_path, value, shown):
 
 
 def test_scenario_reports_gradient_norms_and_clipping(tmp_path):
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     cfg = _compose("scenario=tlbptt_cue", *TINY_CUE, "learning.window=50", "learning.clip_norm=1e-6")
     m = run(cfg, tmp_path, "tlbptt_cue")

@@ -8,7 +8,7 @@ import pytest
 
 from spinnray.config import MachineConfig
 from spinnray.data import encode_yin_yang, yin_yang
-from spinnray.train import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network, evaluate
+from spinnray.experiments.eventprop import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network, evaluate
 
 NET = EventPropNetworkConfig(steps=50, hidden=40)
 
@@ -144,7 +144,7 @@ def test_stagger_interleaves_the_rounding_grids():
     joint spike steps pin x down to half a step of input time; plain rounding to a whole step."""
     from spinnray.data.yinyang import spike_steps_yin_yang
     from spinnray.errors import ConfigError
-    from spinnray.train import YinYangDataConfig, encode_inputs
+    from spinnray.experiments.eventprop import YinYangDataConfig, encode_inputs
 
     xs = np.linspace(0.0, 1.0, 6001)
     samples = np.stack([xs, xs, 1 - xs, 1 - xs], axis=1)
@@ -181,7 +181,7 @@ def test_stagger_interleaves_the_rounding_grids():
 
 # ------------------------------------------------------------ validation selection
 def test_val_selection_takes_the_earliest_best_validation_epoch():
-    from spinnray.train import val_selection
+    from spinnray.experiments.eventprop import val_selection
 
     hist = [{"epoch": e + 1, "val_accuracy": v, "test_accuracy": t, "test_loss": 1.0 - t}
             for e, (v, t) in enumerate([(0.5, 0.52), (0.7, 0.71), (0.7, 0.74), (0.6, 0.8)])]
@@ -198,7 +198,7 @@ def test_validation_set_is_tested_every_epoch_and_never_trained_on(tmp_path):
     from omegaconf import OmegaConf
 
     from spinnray.config import RunConfig, from_dict
-    from spinnray.runner import run
+    from spinnray.experiments.runner import run
 
     root = Path(__file__).resolve().parents[1]
 

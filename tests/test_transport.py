@@ -1,4 +1,4 @@
-"""Tests of the TCP data path (spinnray.transport) with plain threads, no Ray.
+"""Tests of the TCP data path (spinnray.backends.transport) with plain threads, no Ray.
 
 Timeouts are kept small (0.5 s) so that the failure cases run in about a second.
 """
@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from spinnray import packet
+from spinnray.machine import packet
 from spinnray.errors import TransportError
-from spinnray.router import Router, RoutingEntry, RoutingTable
-from spinnray.transport import HELLO_ROUND, CoreLink, RouterServer, encode_envelope, read_envelope
+from spinnray.machine.router import Router, RoutingEntry, RoutingTable
+from spinnray.backends.transport import HELLO_ROUND, CoreLink, RouterServer, encode_envelope, read_envelope
 
 HOST = "127.0.0.1"
 TIMEOUT = 0.5

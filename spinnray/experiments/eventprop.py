@@ -15,7 +15,7 @@ R replicas of the network each take a contiguous shard of every mini-batch
 
 With ``machine.weight_bits < 32`` (or ``machine.synapse = pcm``) the cores keep
 their weights in low-precision (or PCM) stores and the update goes through them
-(:mod:`spinnray.eventprop_core`); the CRC32 then covers the stored codes and
+(:mod:`spinnray.rules.eventprop.core`); the CRC32 then covers the stored codes and
 accumulators.
 
 The learning rate decays by ``lr_decay`` per epoch, as Wunderlich & Pehle did.
@@ -30,15 +30,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .config import RunConfig, from_dict, opt
-from .data.yinyang import encode_yin_yang, load_yin_yang_arrays, spike_steps_yin_yang, yin_yang
-from .errors import ConfigError, SpinnrayError
-from .eprop_core import weight_store_options
-from .eventprop_core import learning_bytes
-from .network import Network
-from .neuron import LIF, SpikeSource
-from .backend import TrainStep
-from .simulator import Simulator
+from spinnray.config import RunConfig, from_dict, opt
+from spinnray.data.yinyang import encode_yin_yang, load_yin_yang_arrays, spike_steps_yin_yang, yin_yang
+from spinnray.errors import ConfigError, SpinnrayError
+from spinnray.rules.eprop.core import weight_store_options
+from spinnray.rules.eventprop.core import learning_bytes
+from spinnray.model.network import Network
+from spinnray.model.neurons import LIF, SpikeSource
+from spinnray.backends.backend import TrainStep
+from spinnray.simulator import Simulator
 
 __all__ = ["EventPropNetworkConfig", "YinYangDataConfig", "EventPropLearningConfig", "EventPropTrainer",
            "encode_inputs", "run_eventprop"]
@@ -351,11 +351,11 @@ def evaluate(trainer: EventPropTrainer, x: np.ndarray, y: np.ndarray, batch: int
 
 
 def run_eventprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
-    from .checkpoint import Checkpointer, config_fingerprint, training_data, trajectory, warm_start
-    from .loop import new_position, run_epochs
-    from .metrics import SCHEMA_VERSION
-    from .report import save_raster
-    from .runner import write_json
+    from spinnray.experiments.checkpoint import Checkpointer, config_fingerprint, training_data, trajectory, warm_start
+    from spinnray.experiments.loop import new_position, run_epochs
+    from spinnray.machine.counters import SCHEMA_VERSION
+    from spinnray.report.build import save_raster
+    from spinnray.experiments.runner import write_json
 
     net_cfg = from_dict(EventPropNetworkConfig, cfg.network, "network")
     data = from_dict(YinYangDataConfig, cfg.data, "data")

@@ -9,7 +9,7 @@ signals ``L_j`` as error events (float payload), one per hidden neuron and
 sample, through the router to the cores that own those neurons.  Weights never
 leave their core: each applies Adam to its own slice.
 
-The equations are in :mod:`spinnray.eprop`.  ``spec.learning`` keys (all
+The equations are in :mod:`spinnray.rules.eprop.numerics`.  ``spec.learning`` keys (all
 cores): ``rule = "eprop"``, ``lr``, ``betas``, ``eps``, ``weight_decay``,
 ``window_steps`` (None = every step), ``tau_out_ms`` (the readout's time
 constant; the hidden cores filter their traces with it); hidden cores:
@@ -22,7 +22,7 @@ with ``P`` pre neurons over all incoming projections and batch ``B``:
 weights, gradients, two Adam moments (``4 P n``), ``eps_v`` (``B P``) and
 two per-synapse traces ``d`` and ``acc`` (``2 B P n``; ``d`` only for ALIF,
 beta > 0).  ``d = eps_v - beta eps_a`` (so that ``e = psi d``) obeys its own
-recurrence, exact algebra on the equations of :mod:`spinnray.eprop`::
+recurrence, exact algebra on the equations of :mod:`spinnray.rules.eprop.numerics`::
 
     d_ij[t] = (rho - beta (1 - rho) psi_j[t-1]) d_ij[t-1] + (eps_v_i[t] - rho eps_v_i[t-1])
 
@@ -54,8 +54,8 @@ Weight storage (``spec.learning["weight_store"]``, from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``weight_max``, ``synapse``, ``pcm``,
 ``weight_seed``; see :func:`weight_store_options`): absent (or None) the core
 keeps float weights and Adam updates them in place; given, each incoming
-projection's slice lives in a :mod:`spinnray.quant` store, built, seeded, read,
-updated and counted as :mod:`spinnray.weight_stores` describes (the same for the
+projection's slice lives in a :mod:`spinnray.machine.quant` store, built, seeded, read,
+updated and counted as :mod:`spinnray.rules.weight_stores` describes (the same for the
 EventProp cores).  The device clock: a PCM store is read once per run at the
 emulated time ``t = samples_seen x T x dt`` (``samples_seen`` counts every
 sample this core ran before, training and test; with a lockstep batch of B
@@ -68,15 +68,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import Core, CoreSpec
-from .errors import NetworkError, SpinnrayError
-from .eprop import check_learning, pseudo_derivative, softmax_cross_entropy
-from .eventprop import Adam
-from .neuron import ALIF, LI
-# weight_store_options, _store_bytes and PCM_BYTES_PER_WEIGHT live in spinnray.weight_stores (both
+from spinnray.machine.core import Core, CoreSpec
+from spinnray.errors import NetworkError, SpinnrayError
+from spinnray.rules.eprop.numerics import check_learning, pseudo_derivative, softmax_cross_entropy
+from spinnray.rules.eventprop.numerics import Adam
+from spinnray.model.neurons import ALIF, LI
+# weight_store_options, _store_bytes and PCM_BYTES_PER_WEIGHT live in spinnray.rules.weight_stores (both
 # learning cores use them); they stay importable from here.
-from .weight_stores import PCM_BYTES_PER_WEIGHT, _store_bytes  # noqa: F401  (re-exported)
-from .weight_stores import WeightStoreMixin, weight_store_bytes, weight_store_options
+from spinnray.rules.weight_stores import PCM_BYTES_PER_WEIGHT, _store_bytes  # noqa: F401  (re-exported)
+from spinnray.rules.weight_stores import WeightStoreMixin, weight_store_bytes, weight_store_options
 
 __all__ = ["EPropCore", "learning_bytes", "weight_store_options"]
 

@@ -1,7 +1,7 @@
 """Run cores and routers in-process (``local``) or as Ray actors (``ray``).
 
 This is the only module that imports Ray.  Both backends drive the same
-:class:`~spinnray.core.Core` and :class:`~spinnray.router.Router` objects
+:class:`~spinnray.machine.core.Core` and :class:`~spinnray.machine.router.Router` objects
 through the same rounds; only the carrier differs:
 
 * ``local``: one process; each round calls every core's ``run_block``, the
@@ -9,7 +9,7 @@ through the same rounds; only the carrier differs:
 * ``ray``: every core is a Ray actor (``num_cpus=0``, so any number fit on
   two CPUs) and so is each node's router.  A run is one Ray call per core;
   inside it the rounds travel over persistent TCP streams through the router
-  actors (:mod:`spinnray.transport`), because a Ray call per message costs
+  actors (:mod:`spinnray.backends.transport`), because a Ray call per message costs
   about 0.7 ms here and a round must cost far less (DESIGN.md section 4).
 
 Schedules.  By default a run is ``ceil(T / K)`` rounds of K steps (and a
@@ -18,11 +18,11 @@ its population in a feed-forward network, :meth:`Network.levels`), a run is
 *layered*: one round per level, in which the cores of that level step through
 the whole run and every core takes what it was sent (reverse: the highest
 level first, each core's whole reverse pass in its round).  Same results,
-far fewer rounds: see :mod:`spinnray.core`.
+far fewer rounds: see :mod:`spinnray.machine.core`.
 
 Nodes.  The mapping's chips may be spread over cluster nodes
-(:func:`spinnray.mapping.assign_nodes`); then there is one router per node
-with its own table (:func:`spinnray.mapping.node_tables`), cores talk to
+(:func:`spinnray.mapping.place.assign_nodes`); then there is one router per node
+with its own table (:func:`spinnray.mapping.place.node_tables`), cores talk to
 their node's router, and routers forward inter-node events to each other once
 per round.  On ``ray`` every actor of node ``n`` is pinned to Ray node
 ``node_ids[n]`` (hard ``NodeAffinitySchedulingStrategy``); ``local`` runs the
@@ -43,11 +43,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .core import CoreSpec, make_core
-from .errors import MappingError, PacketError, RoutingError, SpinnrayError, TransportError
-from .metrics import bytes_by_link_class
-from .router import Router, RoutingTable
-from .transport import CoreLink, RouterServer
+from spinnray.machine.core import CoreSpec, make_core
+from spinnray.errors import MappingError, PacketError, RoutingError, SpinnrayError, TransportError
+from spinnray.machine.counters import bytes_by_link_class
+from spinnray.machine.router import Router, RoutingTable
+from spinnray.backends.transport import CoreLink, RouterServer
 
 __all__ = ["LocalBackend", "RayBackend", "TrainStep", "make_backend", "ensure_ray", "rounds", "cluster_nodes",
            "resolve_nodes"]
@@ -113,7 +113,7 @@ def _node_plan(core_ids: list[int], table: RoutingTable, node_of: dict[int, int]
     n_nodes = max(node_of.values(), default=0) + 1
     tables = tables if tables is not None else ({0: table} if n_nodes == 1 else None)
     if tables is None or sorted(tables) != list(range(n_nodes)):
-        raise SpinnrayError(f"{n_nodes} nodes need one routing table each (spinnray.mapping.node_tables); "
+        raise SpinnrayError(f"{n_nodes} nodes need one routing table each (spinnray.mapping.place.node_tables); "
                             f"got tables for nodes {sorted(tables or {})}")
     empty = [n for n in range(n_nodes) if n not in set(node_of.values())]
     if empty:
@@ -125,7 +125,7 @@ class LocalBackend:
     """All cores and routers in this process, stepped round by round.
 
     ``node_of`` (core -> node index) and ``tables`` (node -> routing table,
-    :func:`spinnray.mapping.node_tables`) emulate one router per node exactly
+    :func:`spinnray.mapping.place.node_tables`) emulate one router per node exactly
     as the ray backend runs them; by default everything is on one node.
     """
 
@@ -465,7 +465,7 @@ class RayBackend:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if not ray.is_initialized():
-            raise SpinnrayError("backend 'ray' needs Ray started: call spinnray.backend.ensure_ray() "
+            raise SpinnrayError("backend 'ray' needs Ray started: call spinnray.backends.backend.ensure_ray() "
                                 "or ray.init() first")
         self._ray = ray
         CoreActor, RouterActor = _actor_classes()

@@ -1,6 +1,6 @@
 """e-prop numerics (numpy only): pseudo-derivatives, the readout loss, the
 learning constants a core needs.  The cores that use them are in
-:mod:`spinnray.eprop_core`.
+:mod:`spinnray.rules.eprop.core`.
 
 The network (Bellec et al. 2020; Rostami et al. 2022 on SpiNNaker2), one
 step ``t`` of ``dt``; weights indexed (pre, post)::
@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError
+from spinnray.errors import ConfigError
 
 __all__ = ["SURROGATES", "pseudo_derivative", "softmax_cross_entropy", "check_learning"]
 

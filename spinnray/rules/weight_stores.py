@@ -1,7 +1,7 @@
 """Low-precision and PCM weight storage of the learning cores (e-prop and EventProp), written once.
 
-Both learning cores (:class:`~spinnray.eprop_core.EPropCore`,
-:class:`~spinnray.eventprop_core.EventPropCore`) keep their incoming weights,
+Both learning cores (:class:`~spinnray.rules.eprop.core.EPropCore`,
+:class:`~spinnray.rules.eventprop.core.EventPropCore`) keep their incoming weights,
 their gradients and one Adam optimiser per projection; :class:`WeightStoreMixin`
 holds what they do with them alike.
 
@@ -10,13 +10,13 @@ Weight storage (``spec.learning["weight_store"]``, the dict of
 ``accumulate``, ``transfer``, ``weight_max``, ``weight_range``,
 ``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``).  Absent (or
 None) the core keeps float weights and Adam updates them in place.  Given, each
-incoming projection's slice lives in a :mod:`spinnray.quant` store:
+incoming projection's slice lives in a :mod:`spinnray.machine.quant` store:
 
-* ``synapse = ideal``: :class:`~spinnray.quant.MixedPrecisionWeights` with
+* ``synapse = ideal``: :class:`~spinnray.machine.quant.MixedPrecisionWeights` with
   ``weight_bits`` per weight on the grid ``k weight_max / (2^(bits-1) - 1)``,
   saturating at ``+-weight_max``; with ``accumulate`` a float32 accumulator keeps
   the updates not yet worth a level;
-* ``synapse = pcm``: :class:`~spinnray.quant.PCMWeights`, differential PCM pairs.
+* ``synapse = pcm``: :class:`~spinnray.machine.quant.PCMWeights`, differential PCM pairs.
 
 The forward (and reverse) pass uses the *effective* weights, read from the
 store when a run starts (:meth:`WeightStoreMixin._read_stores`: one read per
@@ -30,7 +30,7 @@ the core's float copy is refreshed at once, a PCM copy at the next read.
 
 Seeds: a projection's store is seeded by
 ``SeedSequence(weight_seed, spawn_key=(crc32(projection name),))`` with one
-random stream per post neuron (its global index, :class:`~spinnray.quant.Noise`).
+random stream per post neuron (its global index, :class:`~spinnray.machine.quant.Noise`).
 Stochastic rounding and PCM noise are therefore the same whatever the split of
 a population over cores or the number of replicas, on ``local`` and ``ray``.
 
@@ -49,8 +49,8 @@ import zlib
 
 import numpy as np
 
-from .errors import ConfigError
-from .quant import PCMParams, make_weight_store
+from spinnray.errors import ConfigError
+from spinnray.machine.quant import PCMParams, make_weight_store
 
 __all__ = ["PCM_BYTES_PER_WEIGHT", "WeightStoreMixin", "weight_store_bytes", "weight_store_options"]
 
@@ -129,8 +129,8 @@ def weight_store_bytes(network, pop, n: int, weight_store: dict | None) -> dict[
 class WeightStoreMixin:
     """Weights, their Adam optimisers and optional stores of a learning core (module docstring).
 
-    Mixed in before :class:`~spinnray.core.Core` (``class C(WeightStoreMixin, Core)``); the core
-    sets ``self.grads``, ``self.opts`` (one :class:`~spinnray.eventprop.Adam` per projection) and
+    Mixed in before :class:`~spinnray.machine.core.Core` (``class C(WeightStoreMixin, Core)``); the core
+    sets ``self.grads``, ``self.opts`` (one :class:`~spinnray.rules.eventprop.numerics.Adam` per projection) and
     ``self.masks`` (None or a 0/1 array per projection) in ``_init_learning`` and then calls
     :meth:`_init_stores`.  ``self.stores`` is None (float weights) or one store per projection;
     ``self.elapsed_s`` is the device clock in seconds.

@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import NetworkError
+from spinnray.errors import NetworkError
 
 __all__ = [
     "LIF", "ALIF", "LI", "SpikeSource", "AnalogSource", "NeuronModel", "model_from_dict",

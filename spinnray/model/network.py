@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import NetworkError
-from .neuron import LI, AnalogSource, NeuronModel, SpikeSource
+from spinnray.errors import NetworkError
+from spinnray.model.neurons import LI, AnalogSource, NeuronModel, SpikeSource
 
 __all__ = ["Population", "Projection", "Network", "MAX_DELAY_STEPS"]
 

@@ -1,7 +1,7 @@
 """Model-parallel e-prop scenarios: keyword spotting and cue accumulation.
 
 The network (Rostami et al. 2022 on SpiNNaker2): ``input`` (an
-:class:`~spinnray.neuron.AnalogSource`, written by the host into the hidden
+:class:`~spinnray.model.neurons.AnalogSource`, written by the host into the hidden
 cores) -> ``hidden`` (recurrent ALIF, no self-connections, split over
 ``parallel.cores_per_population`` cores) -> ``output`` (LI readout on one
 core).  Every core keeps its slice's weights, gradients, Adam moments and
@@ -20,15 +20,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .config import RunConfig, from_dict, opt
-from .checkpoint import Checkpointer, config_fingerprint, training_data, trajectory, warm_start
-from .errors import ConfigError, DataError
-from .eprop import SURROGATES
-from .eprop_core import learning_bytes
-from .network import Network
-from .neuron import ALIF, LI, AnalogSource
-from .backend import TrainStep
-from .simulator import Simulator
+from spinnray.config import RunConfig, from_dict, opt
+from spinnray.experiments.checkpoint import Checkpointer, config_fingerprint, training_data, trajectory, warm_start
+from spinnray.errors import ConfigError, DataError
+from spinnray.rules.eprop.numerics import SURROGATES
+from spinnray.rules.eprop.core import learning_bytes
+from spinnray.model.network import Network
+from spinnray.model.neurons import ALIF, LI, AnalogSource
+from spinnray.backends.backend import TrainStep
+from spinnray.simulator import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class EPropTrainer:
         common = {"rule": "eprop", "lr": learn.lr, "betas": (learn.beta1, learn.beta2), "eps": learn.eps,
                   "weight_decay": learn.weight_decay, "window_steps": learn.window_steps,
                   "tau_out_ms": net["output"].model.tau_mem_ms}
-        from .eprop_core import weight_store_options
+        from spinnray.rules.eprop.core import weight_store_options
 
         ws = weight_store_options(machine, net)     # machine.weight_bits, synapse, ... (None: float32)
         if ws is not None:
@@ -273,7 +273,7 @@ def epoch_seed(cfg: EPropDataConfig, epoch: int) -> int:
 
 def epoch_training_set(cfg: EPropDataConfig, epoch: int, steps_hint: float = 1.0):
     """``(x (N, T, C) float32, y int64)``: the cue training trials of ``epoch`` (see :func:`epoch_seed`)."""
-    from .data.cue import cue_accumulation
+    from spinnray.data.cue import cue_accumulation
 
     x, y = cue_accumulation(cfg.train_size, epoch_seed(cfg, epoch), n_cues=cfg.n_cues, total_ms=cfg.total_ms,
                             dt_ms=steps_hint, p_group=cfg.p_group)
@@ -309,7 +309,7 @@ def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
     """``(x_train (N, T, C) float32, y_train, x_test, y_test, class names, window_steps or None)``."""
     check_resample(cfg)
     if cfg.name == "cue":
-        from .data.cue import cue_accumulation, cue_decision_window
+        from spinnray.data.cue import cue_accumulation, cue_decision_window
 
         kw = dict(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=steps_hint, p_group=cfg.p_group)
         xtr, ytr = cue_accumulation(cfg.train_size, epoch_seed(cfg, 0), **kw)
@@ -320,7 +320,7 @@ def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
     else:
         from pathlib import Path
 
-        from .data import speech
+        from spinnray.data import speech
 
         if cfg.name == "speech_commands":
             if cfg.root is None:
@@ -328,7 +328,7 @@ def load_eprop_data(cfg: EPropDataConfig, steps_hint: float = 1.0):
                                   "speech_commands_v0.01 directory")
             root = Path(cfg.root).expanduser()
         else:
-            from .data.keywords import ensure_keyword_dataset
+            from spinnray.data.keywords import ensure_keyword_dataset
 
             root = Path(cfg.root or "~/.cache/spinnray/keywords").expanduser()
             root = ensure_keyword_dataset(root, per_word=cfg.per_word, seed=cfg.data_seed)
@@ -371,10 +371,10 @@ def training_state_bytes(memory_per_core: list[dict]) -> int:
 
 
 def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
-    from .metrics import SCHEMA_VERSION
-    from .loop import new_position, run_epochs
-    from .runner import write_json
-    from .train import peak_rss_bytes
+    from spinnray.machine.counters import SCHEMA_VERSION
+    from spinnray.experiments.loop import new_position, run_epochs
+    from spinnray.experiments.runner import write_json
+    from spinnray.experiments.eventprop import peak_rss_bytes
 
     net_cfg = from_dict(EPropNetworkConfig, cfg.network, "network")
     data = from_dict(EPropDataConfig, cfg.data, "data")
@@ -442,7 +442,7 @@ def run_eprop(cfg: RunConfig, out_dir, scenario: str) -> dict:
             row["test_accuracy"], row["test_loss"] = tr.evaluate(xte, yte, keep_first=last)
             pos["tested_samples"] += len(yte)
             if last:
-                from .report import save_raster
+                from spinnray.report.build import save_raster
 
                 save_raster(out_dir, tr.first_spikes, net_cfg.dt_ms)
         pos["history"].append(row)

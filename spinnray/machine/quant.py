@@ -107,7 +107,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from spinnray.errors import ConfigError, DataError
 
 __all__ = ["BITS", "ROUNDINGS", "SYNAPSES", "TRANSFERS", "Noise", "Quantizer", "MixedPrecisionWeights", "PCMParams",
            "PCMWeights", "make_weight_store"]

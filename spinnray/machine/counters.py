@@ -82,7 +82,7 @@ rule's own counters (EventProp: ``guarded_spikes``, ``weight_bumps``),
 * ``learning_signals_per_sample`` -- e-prop: learning-signal error events
   this population's cores received, per training sample.
 
-A report (:mod:`spinnray.report`) shows each phase present as events per
+A report (:mod:`spinnray.report.build`) shows each phase present as events per
 sample against ``dense_per_sample``.
 
 ``cores.json`` -- a list, one object per core: ``core_id``, ``chip``, ``pe``,
@@ -102,14 +102,14 @@ router's ``links`` grouped by :data:`LINK_CLASSES`) and ``reasons``.
 :func:`bytes_by_link_class` groups the links by :data:`LINK_CLASSES`.
 
 ``raster.npz`` (optional) -- the spikes of one sample, written with
-:func:`spinnray.report.save_raster`; the format is documented there.
+:func:`spinnray.report.build.save_raster`; the format is documented there.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from .errors import DataError
+from spinnray.errors import DataError
 
 __all__ = ["CoreCounters", "RouterCounters", "SCHEMA_VERSION", "traffic_summary", "memory_summary",
            "LINK_CLASSES", "link_class", "bytes_by_link_class"]

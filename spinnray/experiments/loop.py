@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .errors import ConfigError, SpinnrayError, TransportError
+from spinnray.errors import ConfigError, SpinnrayError, TransportError
 
 __all__ = ["new_position", "run_epochs"]
 
@@ -41,7 +41,7 @@ def run_epochs(box: dict, *, epochs: int, labels: np.ndarray, batch_size: int, c
     the position to start from.  ``begin_epoch(epoch)``, if given, runs before every epoch's
     batches (and before the rest of an epoch a resume or restart continues), with the 0-based epoch.
     """
-    from .runner import _progress, events_rate
+    from spinnray.experiments.runner import _progress, events_rate
 
     pos = box["pos"]
     n = len(labels)

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import MachineConfig
-from .errors import BudgetError, MappingError, RoutingError
-from .network import Network, Population, Projection
-from .neuron import ALIF, LI, LIF, AnalogSource
-from .router import RoutingEntry, RoutingTable
+from spinnray.config import MachineConfig
+from spinnray.errors import BudgetError, MappingError, RoutingError
+from spinnray.model.network import Network, Population, Projection
+from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource
+from spinnray.machine.router import RoutingEntry, RoutingTable
 
 __all__ = ["Slice", "Placement", "Mapping", "map_network", "estimate_core_memory", "check_routes",
            "assign_nodes", "node_tables", "check_node_routes"]
@@ -151,7 +151,7 @@ def estimate_core_memory(network: Network, pop: Population, lo: int, hi: int, dt
                          batch: int, n_source_slices: int = 0) -> dict[str, int]:
     """Bytes by category that a core holding ``pop[lo:hi]`` will allocate.
 
-    The :class:`~spinnray.core.Core` computes the same categories from the
+    The :class:`~spinnray.machine.core.Core` computes the same categories from the
     arrays it really holds; a test asserts they agree.
     """
     n = hi - lo

@@ -3,7 +3,7 @@
 Wunderlich & Pehle 2021 (exact event-based gradients), discretized as Béna et
 al. 2024 did for SpiNNaker2 (dt one step, ``a = exp(-dt/tau_syn)``,
 ``b = exp(-dt/tau_mem)``, threshold 1, reset to 0, synaptic delay 1 step).
-Forward (the LIF of :mod:`spinnray.neuron`)::
+Forward (the LIF of :mod:`spinnray.model.neurons`)::
 
     I[i] = a I[i-1] + W x[i-1];  V[i] = b V[i-1] + (1-b) I[i];  s[i] = V[i] > 1 (V_pre kept), V <- 0
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
+from spinnray.errors import ConfigError
 
 __all__ = ["TTFSLoss", "spike_times", "silent_times", "silent_injection_factor", "ttfs_loss", "predict",
            "adjoint_step", "Adam"]

@@ -1,4 +1,4 @@
-"""A core that learns with EventProp (see :mod:`spinnray.eventprop` for the equations).
+"""A core that learns with EventProp (see :mod:`spinnray.rules.eventprop.numerics` for the equations).
 
 Forward, the core records what its reverse pass will need, sparsely, as
 events: its own spikes with ``I - V_pre`` at each, and the pre-synaptic spikes
@@ -19,7 +19,7 @@ Reverse, round ``i`` (from T-1 down to 0) on every learning core:
 
 Until the first error reaches a core its adjoint is exactly zero, and those
 rounds send nothing and add nothing (they only count guarded spikes), so they
-are skipped.  With the layered schedule (:mod:`spinnray.core`) a core runs
+are skipped.  With the layered schedule (:mod:`spinnray.machine.core`) a core runs
 all its reverse rounds in one go (:meth:`EventPropCore.backward_layer`), the
 error events of every step having arrived before, each carrying its step.
 
@@ -27,12 +27,12 @@ Weights never leave the core; gradients are read out, reduced across
 replicas by the trainer, and applied by each core's own Adam.
 
 Weight storage (``spec.learning["weight_store"]``, the dict of
-:func:`spinnray.weight_stores.weight_store_options`, from ``machine.weight_bits``,
+:func:`spinnray.rules.weight_stores.weight_store_options`, from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``transfer``, ``weight_max``, ``weight_range``,
 ``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``): absent (or
 None) the core keeps float weights and Adam updates them in place; given, each
-incoming projection's slice lives in a :mod:`spinnray.quant` store, built,
-seeded, read, updated and counted as :mod:`spinnray.weight_stores` describes,
+incoming projection's slice lives in a :mod:`spinnray.machine.quant` store, built,
+seeded, read, updated and counted as :mod:`spinnray.rules.weight_stores` describes,
 exactly as on the e-prop cores.  Forward and reverse passes use the effective
 weights read when a run starts; the device clock ``elapsed_s`` advances by
 ``spec.batch x T x dt`` per run (the mapped lockstep batch, the same on every
@@ -49,12 +49,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import Core, CoreSpec
-from .errors import BudgetError, NetworkError, SpinnrayError
-from .eventprop import (Adam, TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times, spike_times,
+from spinnray.machine.core import Core, CoreSpec
+from spinnray.errors import BudgetError, NetworkError, SpinnrayError
+from spinnray.rules.eventprop.numerics import (Adam, TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times, spike_times,
                         ttfs_loss)
-from .neuron import LIF
-from .weight_stores import WeightStoreMixin, weight_store_bytes
+from spinnray.model.neurons import LIF
+from spinnray.rules.weight_stores import WeightStoreMixin, weight_store_bytes
 
 __all__ = ["EventPropCore", "learning_bytes"]
 
@@ -67,7 +67,7 @@ def learning_bytes(network, pop, n: int, batch: int, dtype: str, spikes_per_neur
     ``spikes_per_neuron`` spikes per neuron and sample (own spikes 10 bytes
     each: step, sample, neuron as int16 and I - V_pre; pre-synaptic spikes 6
     bytes); the real size is checked against the budget after every forward run.
-    ``weight_store`` (:func:`spinnray.weight_stores.weight_store_options`, None =
+    ``weight_store`` (:func:`spinnray.rules.weight_stores.weight_store_options`, None =
     float weights): ``weights`` and ``weight_accumulator`` are then the bytes of
     the stores, each incoming projection packed separately (they replace the
     mapper's ``weights`` at ``dtype``).  ``error_populations``: the populations
@@ -93,10 +93,10 @@ class EventPropCore(WeightStoreMixin, Core):
     ``spec.learning`` keys: ``tau_syn_ms``, ``guard``, ``lr``, ``betas``,
     ``eps``, and for the output core ``loss`` (a dict of :class:`TTFSLoss`
     fields), ``interpolate`` (spike-time interpolation) and ``silent_ms`` (the
-    silent-neuron surrogate of :func:`spinnray.eventprop.silent_times`; 0 = off).
+    silent-neuron surrogate of :func:`spinnray.rules.eventprop.numerics.silent_times`; 0 = off).
     With ``silent_ms > 0`` the output core also tracks each neuron's highest
     pre-reset voltage and its step, and in the reverse round of that step adds
-    ``c * dL/dt~`` (:func:`spinnray.eventprop.silent_injection_factor`) to
+    ``c * dL/dt~`` (:func:`spinnray.rules.eventprop.numerics.silent_injection_factor`) to
     ``lamV`` of every neuron that stayed silent.  ``weight_store`` (all
     cores; optional): low-precision or PCM weight storage (module docstring).
     """
@@ -463,7 +463,7 @@ class EventPropCore(WeightStoreMixin, Core):
             w[:, cols] += amount if m is None else amount * m[:, cols]
 
     def learning_state(self) -> dict:
-        """The learning state of :class:`~spinnray.weight_stores.WeightStoreMixin` and the guard count."""
+        """The learning state of :class:`~spinnray.rules.weight_stores.WeightStoreMixin` and the guard count."""
         return {**super().learning_state(), "guarded_total": self.guarded_total}
 
     def load_learning_state(self, state: dict) -> None:

@@ -2,7 +2,7 @@
 temporally-truncated local BPTT (Guo et al. 2023), the memory baselines of e-prop.
 
 The network (numpy only, no Ray; time-major ``(T, batch, n)``): ``L`` hidden layers of
-``n_h`` recurrent ALIF neurons, each with the dynamics of :mod:`spinnray.bptt` (the same
+``n_h`` recurrent ALIF neurons, each with the dynamics of :mod:`spinnray.rules.bptt.reference` (the same
 pseudo-derivatives, the same stop-gradient reset)::
 
     a_l[t] = rho a_l[t-1] + (1 - rho) z_l[t-1]
@@ -13,7 +13,7 @@ pseudo-derivatives, the same stop-gradient reset)::
 
 ``F_l`` (pre, n_h) are the feed-forward weights (``F_0`` is ``W_in``), ``R_l`` (n_h, n_h)
 the recurrent weights (zero diagonal).  With one layer this is exactly the network of
-:mod:`spinnray.bptt`.
+:mod:`spinnray.rules.bptt.reference`.
 
 Local blocks.  The layers are grouped into blocks of ``block_size`` consecutive layers
 (the last block may be smaller).  Every block ``b`` has its own leaky readout on its top
@@ -27,7 +27,7 @@ block below is a constant (no gradient crosses a block boundary).  One block = e
 Temporal truncation.  The sequence is cut into windows ``[0, K), [K, 2K), ...`` of
 ``window = K`` steps.  The forward state flows across window boundaries; no adjoint does
 (the state entering a window is a constant).  This is the truncation of
-:func:`spinnray.bptt.loss_and_grads` (``truncation=K``), whose backward recursions
+:func:`spinnray.rules.bptt.reference.loss_and_grads` (``truncation=K``), whose backward recursions
 (``gz``, ``dv``, ``da``, ``dy``) are used block by block here, extended to the layer below
 within a block: ``gz_l[t] += (1 - alpha) dv_{l+1}[t] @ F_{l+1}^T``.  ``K >= T`` and one block
 is full BPTT.
@@ -57,7 +57,7 @@ forward passes instead of one.  Numpy temporaries of one step are not counted.
 
 Gradient clipping (``clip_norm = c``, ``learning.clip_norm``) is per local block: before Adam,
 the matrices of block ``b`` (its ``F_l``, ``R_l`` and ``O_b``) are rescaled together to a global
-L2 norm of at most ``c`` (:func:`spinnray.bptt.clip_by_norm`), each block on its own.  Why per
+L2 norm of at most ``c`` (:func:`spinnray.rules.bptt.reference.clip_by_norm`), each block on its own.  Why per
 block: block ``b``'s gradient is that of its own loss ``L_b`` only, so a per-block norm keeps
 every block's update a function of its own loss and window (blocks stay local: they need not
 exchange a norm), and a block whose gradient explodes does not shrink the step of a healthy
@@ -75,10 +75,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from .bptt import ALIFNetConfig, check_clip_norm, clip_by_norm, softmax_cross_entropy, spike_and_pseudo_derivative
-from .config import RunConfig, from_dict, opt
-from .errors import ConfigError, DataError
-from .eventprop import Adam
+from spinnray.rules.bptt.reference import ALIFNetConfig, check_clip_norm, clip_by_norm, softmax_cross_entropy, spike_and_pseudo_derivative
+from spinnray.config import RunConfig, from_dict, opt
+from spinnray.errors import ConfigError, DataError
+from spinnray.rules.eventprop.numerics import Adam
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,8 @@ def init_deep_weights(cfg: ALIFNetConfig, layers: int, block_size: int | None, r
     ``F_0`` (in_scale), ``R_0`` (rec_scale; zeros without ``recurrent``, diagonal 0), the output
     readout ``O_last`` (out_scale), then for ``l >= 1``: ``F_l`` (ff_scale), ``R_l``; then the
     auxiliary readouts ``O_0 ..`` (out_scale).  With one layer and ``rng = default_rng(seed)``
-    this equals :func:`spinnray.bptt.init_weights`; with ``rng = default_rng([seed, 5])`` the
-    initial weights of :func:`spinnray.eprop_train.build_eprop_network`.
+    this equals :func:`spinnray.rules.bptt.reference.init_weights`; with ``rng = default_rng([seed, 5])`` the
+    initial weights of :func:`spinnray.experiments.eprop.build_eprop_network`.
     """
     nb = len(block_ranges(layers, block_size))
     n_in, n_h, n_out = cfg.n_in, cfg.n_h, cfg.n_out
@@ -201,7 +201,7 @@ class DeepALIF:
 
     Args:
         cfg: neuron constants, sizes (``n_h`` = width of every layer), surrogate, loss window
-            and dtype (:class:`spinnray.bptt.ALIFNetConfig`).
+            and dtype (:class:`spinnray.rules.bptt.reference.ALIFNetConfig`).
         layers: hidden layers L >= 1.
         block_size: layers per local block (None = one block: end-to-end).
         window: truncation window K in steps (None = the whole sequence: no truncation).
@@ -526,17 +526,17 @@ class DenseLearningConfig:
 
 def run_dense(cfg: RunConfig, out_dir, scenario: str) -> dict:
     """``kind: bptt``: dense single-process training (``learning.rule = bptt | tlbptt``) on the
-    e-prop data (:func:`spinnray.eprop_train.load_eprop_data`); returns the metrics.
+    e-prop data (:func:`spinnray.experiments.eprop.load_eprop_data`); returns the metrics.
 
     Besides accuracy and memory, every ``history`` row has ``grad_norm_median`` and
     ``grad_norm_max`` (the L2 norms of the blocks' gradients over the epoch's updates, before
     clipping) and ``clipped_fraction`` (the share of those rescaled by ``learning.clip_norm``);
     the metrics have ``clip_norm`` and ``clipped_updates`` ((update, block) pairs rescaled).
     Raises ConfigError naming ``learning.clip_norm`` unless it is null or a finite number > 0."""
-    from .eprop_train import EPropDataConfig, EpochData, load_eprop_data
-    from .metrics import SCHEMA_VERSION
-    from .runner import _progress
-    from .train import peak_rss_bytes
+    from spinnray.experiments.eprop import EPropDataConfig, EpochData, load_eprop_data
+    from spinnray.machine.counters import SCHEMA_VERSION
+    from spinnray.experiments.runner import _progress
+    from spinnray.experiments.eventprop import peak_rss_bytes
 
     net_cfg = from_dict(DenseNetworkConfig, cfg.network, "network")
     data = from_dict(EPropDataConfig, cfg.data, "data")

@@ -11,7 +11,7 @@ everything, and never raises on a bad frame: it counts and records the
 reason, and the backend reports it.
 
 Several nodes.  With the machine spread over cluster nodes there is one
-router per node, each with its own table (:func:`spinnray.mapping.node_tables`).
+router per node, each with its own table (:func:`spinnray.mapping.place.node_tables`).
 An entry's ``destinations`` are the cores *of this node*; its ``links`` are
 the other nodes that hold destinations (SpiNNaker's link bits of a route).  A
 round then has two phases:
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import packet
-from .errors import PacketError, RoutingError
-from .metrics import RouterCounters
+from spinnray.machine import packet
+from spinnray.errors import PacketError, RoutingError
+from spinnray.machine.counters import RouterCounters
 
 __all__ = ["RoutingEntry", "RoutingTable", "Router"]
 

@@ -54,7 +54,7 @@ terms still use ``z[t0-1]`` (a constant).  In the recursion above this sets
 ``dv, da, dy`` to zero after step ``t0`` is processed.  ``K >= T`` is full
 BPTT.  The loss still needs the whole forward first (the logits average the
 window), so truncation saves compute paths, not memory, here;
-:mod:`spinnray.dense_train` computes the same truncated gradient window by
+:mod:`spinnray.rules.bptt.dense` computes the same truncated gradient window by
 window (a first forward pass for the error, then forward and backward per
 window), holding the activations of one window only, and adds layers and the
 local blocks of truncated local BPTT (Guo et al. 2023).
@@ -79,9 +79,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .config import from_dict, opt
-from .errors import ConfigError, DataError
-from .eventprop import Adam as _ArrayAdam
+from spinnray.config import from_dict, opt
+from spinnray.errors import ConfigError, DataError
+from spinnray.rules.eventprop.numerics import Adam as _ArrayAdam
 
 __all__ = [
     "ALIFNetConfig", "Weights", "Record", "init_weights", "spike_and_pseudo_derivative", "forward",

@@ -1,6 +1,6 @@
 """Run reports: what a researcher reads after a run, and comparisons across a sweep.
 
-``python -m spinnray.report RUN_DIR [RUN_DIR ...]`` writes into each run
+``python -m spinnray.report.build RUN_DIR [RUN_DIR ...]`` writes into each run
 directory (one holding ``metrics.json``; ``cores.json``, ``routers.json`` and
 ``raster.npz`` are used when present):
 
@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, SpinnrayError
-from .metrics import SCHEMA_VERSION, bytes_by_link_class, link_class
+from spinnray.errors import DataError, SpinnrayError
+from spinnray.machine.counters import SCHEMA_VERSION, bytes_by_link_class, link_class
 
 __all__ = ["RASTER_FILE", "RASTER_VERSION", "Raster", "RunData", "COMPARE_COLUMNS", "save_raster",
            "load_raster", "load_run", "build_report", "report_after_run", "find_jobs", "compare_runs",
@@ -246,7 +246,7 @@ def load_metrics(path) -> dict:
     for key in ("traffic", "memory"):
         if not isinstance(m.get(key), dict):
             raise DataError(f"{path}: key {key!r} missing or not an object; expected the schema of "
-                            f"spinnray.metrics (version {m['schema_version']})")
+                            f"spinnray.machine.counters (version {m['schema_version']})")
     return m
 
 
@@ -666,7 +666,7 @@ def build_report(run_dir, *, html_file: bool = True) -> dict[str, Path]:
         written["raster.png"] = _plot_raster(run, out / "raster.png")
         doc.img("raster.png", "spike raster of one sample")
     else:
-        doc.p(f"No `{RASTER_FILE}` in this run directory (see `spinnray.report.save_raster`).")
+        doc.p(f"No `{RASTER_FILE}` in this run directory (see `spinnray.report.build.save_raster`).")
 
     doc.h(2, "Events per sample against the dense equivalent")
     rows, note = _phase_rows(run)
@@ -738,7 +738,7 @@ def _traffic_section(run: RunData, doc: _Doc, written: dict) -> None:
         source = "`metrics.json` `traffic.bytes_by_link_class`"
     except KeyError:
         classes = bytes_by_link_class(run.routers, run.cores)
-        source = ("*(derived)*: `routers.json` `links` summed by class with `spinnray.metrics.link_class` on the "
+        source = ("*(derived)*: `routers.json` `links` summed by class with `spinnray.machine.counters.link_class` on the "
                   "`chip` and `node` of each core in `cores.json` (no `node` = the one node of this run)")
     doc.h(3, "Bytes per link class")
     total = sum(c["bytes"] for c in classes.values())
@@ -815,7 +815,7 @@ def report_after_run(out_dir) -> None:
         log.info("wrote %s (%d files)", Path(out_dir) / "report.md", len(files))
     except Exception:                     # the run itself succeeded: log, never raise
         log.exception("the report of %s failed; metrics.json is written: rerun "
-                      "`python -m spinnray.report %s`", out_dir, out_dir)
+                      "`python -m spinnray.report.build %s`", out_dir, out_dir)
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -980,15 +980,15 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
 
 def sweep_callback(metric=None):
     """A Hydra callback that compares the jobs when a multirun ends (if the
-    composed config's ``report`` is true), as ``python -m spinnray.report
+    composed config's ``report`` is true), as ``python -m spinnray.report.build
     SWEEP_DIR`` would.  Enable it in ``conf/config.yaml``::
 
         hydra:
           callbacks:
             report:
-              _target_: spinnray.report.sweep_callback
+              _target_: spinnray.report.build.sweep_callback
 
-    (or ``+hydra.callbacks.report._target_=spinnray.report.sweep_callback`` on the
+    (or ``+hydra.callbacks.report._target_=spinnray.report.build.sweep_callback`` on the
     command line).  ``metric``: a list of columns to plot, as ``--metric``."""
     from hydra.experimental.callback import Callback
 
@@ -1008,8 +1008,8 @@ def sweep_callback(metric=None):
 
 # --------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
-    """``python -m spinnray.report PATH [PATH ...]``; exit status 2 on a data error."""
-    ap = argparse.ArgumentParser(prog="python -m spinnray.report", description=(
+    """``python -m spinnray.report.build PATH [PATH ...]``; exit status 2 on a data error."""
+    ap = argparse.ArgumentParser(prog="python -m spinnray.report.build", description=(
         "Write report.md, report.html and PNG plots into each run directory; for a Hydra multirun directory, "
         "write comparison.csv, comparison.md and comparison plots into it."))
     ap.add_argument("paths", nargs="+", type=Path, help="run directories and/or Hydra multirun directories")

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RunConfig, from_dict, opt
-from .errors import ConfigError
-from .metrics import SCHEMA_VERSION
-from .network import Network
-from .neuron import model_from_dict
-from .report import report_after_run, save_raster
-from .simulator import Simulator, poisson_spikes
+from spinnray.config import RunConfig, from_dict, opt
+from spinnray.errors import ConfigError
+from spinnray.machine.counters import SCHEMA_VERSION
+from spinnray.model.network import Network
+from spinnray.model.neurons import model_from_dict
+from spinnray.report.build import report_after_run, save_raster
+from spinnray.simulator import Simulator, poisson_spikes
 
 __all__ = ["ForwardNetworkConfig", "ForwardDataConfig", "ForwardLearningConfig",
            "build_forward_network", "run", "write_json"]
@@ -217,9 +217,9 @@ def run_forward(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
 
 
 def _runners():
-    from .dense_train import run_dense
-    from .eprop_train import run_eprop
-    from .train import run_eventprop
+    from spinnray.rules.bptt.dense import run_dense
+    from spinnray.experiments.eprop import run_eprop
+    from spinnray.experiments.eventprop import run_eventprop
 
     return {"forward": run_forward, "eventprop": run_eventprop, "eprop": run_eprop, "bptt": run_dense}
 

@@ -24,7 +24,7 @@ instead of a ring, and reads step t's input from it.  The sums are taken in
 the same order as in rounds of K steps, so the results are identical.
 
 Synaptic input is summed strictly in the order (projection, delay, sample, pre-synaptic neuron) by
-:func:`~spinnray.neuron.accumulate_events`, so they are identical for every
+:func:`~spinnray.model.neurons.accumulate_events`, so they are identical for every
 partitioning of the populations as well.
 """
 
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import packet
-from .errors import BudgetError, PacketError, SpinnrayError
-from .metrics import CoreCounters
-from .neuron import AnalogSource, NeuronModel, SpikeSource, accumulate_events, decays, init_state, step
+from spinnray.machine import packet
+from spinnray.errors import BudgetError, PacketError, SpinnrayError
+from spinnray.machine.counters import CoreCounters
+from spinnray.model.neurons import AnalogSource, NeuronModel, SpikeSource, accumulate_events, decays, init_state, step
 
 __all__ = ["IncomingSpec", "CoreSpec", "Core", "specs_from_mapping"]
 
@@ -97,7 +97,7 @@ def specs_from_mapping(mapping, batch: int = 1, learning: dict | None = None) ->
     their pre-synaptic neurons.
     """
     learning = learning or {}
-    from .mapping import history_depth   # mapping imports router, which imports metrics only
+    from spinnray.mapping.place import history_depth   # mapping imports router, which imports metrics only
 
     net, machine = mapping.network, mapping.machine
     specs = []
@@ -140,7 +140,7 @@ def specs_from_mapping(mapping, batch: int = 1, learning: dict | None = None) ->
 def analog_input(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``x @ w`` for x (batch, n_in) and w (n_in, n), summed strictly in input order.
 
-    Like :func:`~spinnray.neuron.accumulate_events`, a column's value never
+    Like :func:`~spinnray.model.neurons.accumulate_events`, a column's value never
     depends on how many other columns sit beside it (BLAS matmul does), so the
     result is bit-identical for any split of the post population over cores.
     """
@@ -159,7 +159,7 @@ def analog_input_block(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     equal to calling it step by step (the same sequential sum over inputs).
 
     Mostly-zero input (spike trains written as analog 0/1, as in the cue task) is summed over
-    its nonzero entries only, in input order (:func:`~spinnray.neuron.accumulate_events`): the
+    its nonzero entries only, in input order (:func:`~spinnray.model.neurons.accumulate_events`): the
     skipped terms are zeros, which change no sum (at most the sign of an all-zero one)."""
     steps, batch, n_in = x.shape
     n = w.shape[1]
@@ -186,11 +186,11 @@ def make_core(spec: CoreSpec) -> "Core":
         return Core(spec)
     rule = spec.learning.get("rule")
     if rule == "eventprop":
-        from .eventprop_core import EventPropCore
+        from spinnray.rules.eventprop.core import EventPropCore
 
         return EventPropCore(spec)
     if rule == "eprop":
-        from .eprop_core import EPropCore
+        from spinnray.rules.eprop.core import EPropCore
 
         return EPropCore(spec)
     raise SpinnrayError(f"core {spec.core_id}: unknown learning rule {rule!r}")

@@ -19,7 +19,7 @@ two routers sending big envelopes to each other never wait on each other.
 An *envelope* frames the packets of one round on the stream::
 
     header  '<4sIII'  magic b"SPNR", round, sender id, frame count
-    frames  '<I' length, then that many bytes (a packet of spinnray.packet)
+    frames  '<I' length, then that many bytes (a packet of spinnray.machine.packet)
 
 The first envelope on a stream is a hello: round ``HELLO_ROUND`` and the core
 id from a core, round ``PEER_HELLO_ROUND`` and the node index from a router.
@@ -42,7 +42,7 @@ import struct
 import threading
 import time
 
-from .errors import TransportError
+from spinnray.errors import TransportError
 
 __all__ = ["CoreLink", "RouterServer", "encode_envelope", "read_envelope", "HELLO_ROUND", "PEER_HELLO_ROUND"]
 
@@ -232,11 +232,11 @@ class RouterServer:
     router) and runs the rounds.
 
     One node (``nodes == 1``): ``route`` maps ``{core: [frames]}`` to
-    ``{core: [frames]}`` (a :meth:`spinnray.router.Router.route`) and the
+    ``{core: [frames]}`` (a :meth:`spinnray.machine.router.Router.route`) and the
     serving thread starts at once.
 
     Several nodes: ``route(inbox) -> (state, {node: [frames]})`` is the
-    first phase (:meth:`~spinnray.router.Router.route_local`) and
+    first phase (:meth:`~spinnray.machine.router.Router.route_local`) and
     ``finish(state, {node: [frames]}) -> {core: [frames]}`` the second (the
     frames other routers forwarded); the thread starts with :meth:`start`,
     given every other router's address, once all routers listen.

@@ -1,0 +1,5 @@
+import sys
+
+from spinnray.report.build import main
+
+sys.exit(main())
