@@ -18,7 +18,7 @@ log = logging.getLogger("spinnray")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from spinnray.backends.backend import ensure_ray
+    from spinnray.backends import ensure_ray
     from spinnray.config import RunConfig, from_dict
     from spinnray.errors import SpinnrayError
     from spinnray.experiments.runner import run

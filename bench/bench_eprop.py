@@ -31,10 +31,10 @@ import time
 
 import numpy as np
 
-from spinnray.backends.backend import ensure_ray
+from spinnray.backends import ensure_ray
 from spinnray.rules.bptt.reference import ALIFNetConfig, training_memory_bytes
 from spinnray.config import MachineConfig
-from spinnray.experiments.eprop import TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
+from spinnray.experiments.eprop import TRAINING_STATE, EPropConfig, RecurrentALIFConfig, EPropTrainer, \
     build_eprop_network
 
 N_IN, N_OUT = 80, 12
@@ -43,8 +43,8 @@ SNNTORCH_LIF = "snnTorch BPTT, LIF (RLeaky) B=32 (1 thread)"
 
 
 def trainer(backend: str, batch: int, sram: int = 131072) -> EPropTrainer:
-    net = build_eprop_network(EPropNetworkConfig(w_in_scale=4.0, w_out_scale=10.0), N_IN, N_OUT, seed=0)
-    return EPropTrainer(net, EPropLearningConfig(batch_size=batch), backend=backend, hidden_cores=12,
+    net = eprop_net(RecurrentALIFConfig(w_in_scale=4.0, w_out_scale=10.0), N_IN, N_OUT, seed=0)
+    return eprop_trainer(net, EPropConfig(batch_size=batch), backend=backend, hidden_cores=12,
                         machine=MachineConfig(dtype="float32", sram_per_pe_bytes=sram))
 
 

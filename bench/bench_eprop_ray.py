@@ -44,7 +44,7 @@ def main() -> None:
     sys.path.insert(0, str(checkout / "bench"))
     os.chdir(tempfile.gettempdir())
     import bench_eprop
-    from spinnray.backends.backend import ensure_ray
+    from spinnray.backends import ensure_ray
 
     if args.hidden < 12:
         sys.exit(f"--hidden {args.hidden}: expected at least 12 (one neuron per hidden core)")
@@ -55,12 +55,12 @@ def main() -> None:
         x, y = bench_eprop.data(100, args.batch, seed=1)
     else:
         from spinnray.config import MachineConfig
-        from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
+        from spinnray.experiments.eprop import EPropConfig, RecurrentALIFConfig, EPropTrainer, \
             build_eprop_network
 
-        net = build_eprop_network(EPropNetworkConfig(hidden=args.hidden, w_in_scale=4.0, w_out_scale=10.0),
+        net = eprop_net(RecurrentALIFConfig(hidden=args.hidden, w_in_scale=4.0, w_out_scale=10.0),
                                   args.inputs, bench_eprop.N_OUT, seed=0)
-        tr = EPropTrainer(net, EPropLearningConfig(batch_size=args.batch), backend=args.backend,
+        tr = eprop_trainer(net, EPropConfig(batch_size=args.batch), backend=args.backend,
                           hidden_cores=12, machine=MachineConfig(dtype="float32", sram_per_pe_bytes=1 << 24))
         rng = np.random.default_rng(1)
         x = rng.normal(0, 0.5, (100, args.batch, args.inputs)).astype(np.float32)

@@ -26,29 +26,29 @@ import numpy as np
 
 import spinnray
 from spinnray.config import MachineConfig
-from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
+from spinnray.experiments.eprop import EPropConfig, RecurrentALIFConfig, EPropTrainer, build_eprop_network
 
 
 def _case(name: str):
     if name == "kws":
-        net = build_eprop_network(EPropNetworkConfig(w_in_scale=4.0, w_out_scale=10.0), 80, 12, seed=0)
-        learn = EPropLearningConfig(batch_size=32)
+        net = eprop_net(RecurrentALIFConfig(w_in_scale=4.0, w_out_scale=10.0), 80, 12, seed=0)
+        learn = EPropConfig(batch_size=32)
         rng = np.random.default_rng(0)
         x = rng.normal(0, 0.5, (100, 32, 80)).astype(np.float32)
         return net, learn, 12, x, rng.integers(0, 12, 32)
     from spinnray.data.cue import cue_accumulation
 
-    net = build_eprop_network(EPropNetworkConfig(hidden=100, tau_mem_ms=20.0, tau_adapt_ms=2000.0, beta=35.0,
+    net = eprop_net(RecurrentALIFConfig(hidden=100, tau_mem_ms=20.0, tau_adapt_ms=2000.0, beta=35.0,
                                                  v_th=0.6, tau_out_ms=20.0, w_in_scale=25.0, w_out_scale=20.0),
                               40, 2, seed=0)
-    learn = EPropLearningConfig(batch_size=32, lr=0.005, surrogate="triangle", gamma=0.3, window_steps=150)
+    learn = EPropConfig(batch_size=32, lr=0.005, surrogate="triangle", gamma=0.3, window_steps=150)
     x, y = cue_accumulation(32, 0, total_ms=2250.0)
     return net, learn, 4, np.ascontiguousarray(x.transpose(1, 0, 2)), y
 
 
 def measure(name: str, repeats: int) -> dict:
     net, learn, cores, x, y = _case(name)
-    tr = EPropTrainer(net, learn, machine=MachineConfig(sram_per_pe_bytes=1 << 24), hidden_cores=cores,
+    tr = eprop_trainer(net, learn, machine=MachineConfig(sram_per_pe_bytes=1 << 24), hidden_cores=cores,
                       backend="local")
     try:
         tr.train_batch(x, y)                       # warm-up

@@ -31,17 +31,17 @@ import time
 
 import numpy as np
 
-from spinnray.backends.backend import ensure_ray
+from spinnray.backends import ensure_ray
 from spinnray.config import MachineConfig
 from spinnray.data import yin_yang
-from spinnray.experiments.eventprop import (EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, YinYangDataConfig,
+from spinnray.experiments.eventprop import (EventPropConfig, FeedForwardConfig, EventPropTrainer, YinYangDataConfig,
                             build_network, encode_inputs)
 
 BATCH = 32
 
 
 def spinnray_runner(net_cfg, backend, replicas, learn, schedule):
-    tr = EventPropTrainer(build_network(net_cfg, 0), learn, machine=MachineConfig(), cores_per_population=None,
+    tr = eventprop_trainer(yinyang_net(net_cfg, 0), learn, machine=MachineConfig(), cores_per_population=None,
                           replicas=replicas, backend=backend, schedule=schedule)
 
     def step(x, y):
@@ -115,14 +115,14 @@ def main():
         have_snntorch = False
         print("snnTorch not installed: baseline skipped (pip install torch==2.13.0 snntorch)", file=sys.stderr)
 
-    old = EventPropLearningConfig(batch_size=BATCH, bump=5e-3, silent_ms=0.0)
-    configs = {"5-200-3, T=160 x 0.25 ms (default)": (EventPropNetworkConfig(steps=160, dt_ms=0.25, hidden=200),
+    old = EventPropConfig(batch_size=BATCH, bump=5e-3, silent_ms=0.0)
+    configs = {"5-200-3, T=160 x 0.25 ms (default)": (FeedForwardConfig(steps=160, dt_ms=0.25, hidden=200),
                                                       YinYangDataConfig(stagger=0.5),
-                                                      EventPropLearningConfig(batch_size=BATCH, bump=0.0,
+                                                      EventPropConfig(batch_size=BATCH, bump=0.0,
                                                                               silent_ms=20.0)),
-               "5-200-3, T=100 x 0.5 ms": (EventPropNetworkConfig(steps=100, dt_ms=0.5, hidden=200),
+               "5-200-3, T=100 x 0.5 ms": (FeedForwardConfig(steps=100, dt_ms=0.5, hidden=200),
                                            YinYangDataConfig(), old),
-               "5-120-3, T=40 x 1 ms": (EventPropNetworkConfig(steps=40, dt_ms=1.0, hidden=120),
+               "5-120-3, T=40 x 1 ms": (FeedForwardConfig(steps=40, dt_ms=1.0, hidden=120),
                                         YinYangDataConfig(), old)}
     if args.only_default:
         configs = dict(list(configs.items())[:1])

@@ -29,7 +29,7 @@ import numpy as np
 from spinnray.rules.bptt.reference import ALIFNetConfig
 from spinnray.config import MachineConfig
 from spinnray.rules.bptt.dense import training_memory_bytes
-from spinnray.experiments.eprop import TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer, \
+from spinnray.experiments.eprop import TRAINING_STATE, EPropConfig, RecurrentALIFConfig, EPropTrainer, \
     build_eprop_network
 from spinnray.rules.eventprop.core import learning_bytes as eventprop_bytes
 from spinnray.model.network import Network
@@ -40,8 +40,8 @@ STATE = set(TRAINING_STATE) | {"weight_accumulator"}
 
 
 def eprop_state(steps: int, **machine) -> int:
-    net = build_eprop_network(EPropNetworkConfig(w_in_scale=4.0, w_out_scale=10.0), N_IN, N_OUT, seed=0)
-    tr = EPropTrainer(net, EPropLearningConfig(batch_size=1), backend="local", hidden_cores=12,
+    net = eprop_net(RecurrentALIFConfig(w_in_scale=4.0, w_out_scale=10.0), N_IN, N_OUT, seed=0)
+    tr = eprop_trainer(net, EPropConfig(batch_size=1), backend="local", hidden_cores=12,
                       machine=MachineConfig(dtype="float32", **machine))
     try:
         rng = np.random.default_rng(0)

@@ -121,15 +121,15 @@ class EventPropWork:
 
     def __init__(self, replicas: int, hidden_cores: int, batch: int, hidden: int = EP_HIDDEN):
         from spinnray.data.yinyang import yin_yang
-        from spinnray.experiments.eventprop import (EventPropLearningConfig, EventPropNetworkConfig, YinYangDataConfig,
+        from spinnray.experiments.eventprop import (EventPropConfig, FeedForwardConfig, YinYangDataConfig,
                                     build_network, encode_inputs)
 
         self.replicas, self.hidden_cores, self.batch, self.hidden = replicas, hidden_cores, batch, hidden
-        self.net = build_network(EventPropNetworkConfig(steps=EP_STEPS, dt_ms=EP_DT, hidden=hidden), seed=0)
+        self.net = yinyang_net(FeedForwardConfig(steps=EP_STEPS, dt_ms=EP_DT, hidden=hidden), seed=0)
         # lr = 0 and no weight bump: the same arithmetic every mini-batch (Adam still runs), but the
         # weights, hence the activity and the work, stay those of the initial network in every repeat
         # and every configuration
-        self.learn = EventPropLearningConfig(batch_size=batch, lr=0.0, bump=0.0)
+        self.learn = EventPropConfig(batch_size=batch, lr=0.0, bump=0.0)
         x, self.y = yin_yang(batch, 42)
         self.x = encode_inputs(x, YinYangDataConfig(), EP_STEPS, EP_DT)
         self.label = f"EventProp R={replicas} hidden cores={hidden_cores} B={batch}"
@@ -137,7 +137,7 @@ class EventPropWork:
     def make(self, backend: str, nodes: int):
         from spinnray.experiments.eventprop import EventPropTrainer
 
-        return EventPropTrainer(self.net, self.learn, machine=machine(),
+        return eventprop_trainer(self.net, self.learn, machine=machine(),
                                 cores_per_population={"input": 1, "hidden": self.hidden_cores},
                                 replicas=self.replicas, backend=backend, cluster=ClusterConfig(nodes=nodes))
 
@@ -157,13 +157,13 @@ class EPropWork:
     kind = "eprop"
 
     def __init__(self, hidden_cores: int, batch: int, hidden: int = 120):
-        from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, build_eprop_network
+        from spinnray.experiments.eprop import EPropConfig, RecurrentALIFConfig, build_eprop_network
 
         self.hidden_cores, self.batch, self.hidden = hidden_cores, batch, hidden
-        self.net = build_eprop_network(EPropNetworkConfig(hidden=hidden, w_in_scale=4.0, w_out_scale=10.0),
+        self.net = eprop_net(RecurrentALIFConfig(hidden=hidden, w_in_scale=4.0, w_out_scale=10.0),
                                        N_IN, N_OUT, seed=0)
         # e-prop refuses lr = 0; 1e-12 moves no float32 weight (Adam steps are ~lr): see EventPropWork
-        self.learn = EPropLearningConfig(batch_size=batch, lr=1e-12)
+        self.learn = EPropConfig(batch_size=batch, lr=1e-12)
         rng = np.random.default_rng(1)
         self.x = rng.normal(0, 0.5, (EPROP_STEPS, batch, N_IN)).astype(np.float32)
         self.y = rng.integers(0, N_OUT, batch)
@@ -172,7 +172,7 @@ class EPropWork:
     def make(self, backend: str, nodes: int):
         from spinnray.experiments.eprop import EPropTrainer
 
-        return EPropTrainer(self.net, self.learn, machine=machine(), hidden_cores=self.hidden_cores,
+        return eprop_trainer(self.net, self.learn, machine=machine(), hidden_cores=self.hidden_cores,
                             backend=backend, cluster=ClusterConfig(nodes=nodes))
 
     def step(self, tr) -> None:

@@ -106,7 +106,7 @@ def from_dict(cls, data, prefix: str = ""):
         key = f"{prefix}.{f.name}" if prefix else f.name
         value = _coerce(data[f.name], hints[f.name], key)
         meta = f.metadata
-        if meta.get("choices") is not None and value not in meta["choices"]:
+        if meta.get("choices") is not None and value is not None and value not in meta["choices"]:
             raise ConfigError(f"{key} = {value!r}: expected one of {list(meta['choices'])}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if meta.get("min") is not None and value < meta["min"]:
@@ -207,15 +207,9 @@ class MachineConfig:
             raise ConfigError(f"machine.weight_seed = {self.weight_seed!r}: expected an integer >= 0")
 
     @property
-    def weight_store(self) -> dict | None:
-        """The weight-storage options as the learning cores take them (``learning["weight_store"]``);
-        None for the unquantized ideal store (weight_bits 32, synapse ideal)."""
-        if self.weight_bits == 32 and self.synapse == "ideal":
-            return None
-        return {"weight_bits": self.weight_bits, "rounding": self.rounding, "accumulate": self.accumulate,
-                "transfer": self.transfer,
-                "weight_max": self.weight_max, "weight_range": self.weight_range, "weight_ranges": dict(self.weight_ranges),
-                "weight_range_scope": self.weight_range_scope, "synapse": self.synapse, "pcm": self.pcm, "seed": self.weight_seed}
+    def float_weights(self) -> bool:
+        """True when the learning cores keep plain float weights (32 bits, ideal synapses)."""
+        return self.weight_bits == 32 and self.synapse == "ideal"
 
     def identity(self) -> dict:
         """The options as a dict for checkpoint fingerprints; options added later are left out while
@@ -234,8 +228,9 @@ class MachineConfig:
 class ParallelConfig:
     """How the network is spread over emulated cores and replicas."""
 
-    cores_per_population: int | None = opt(
-        None, "cores per non-source population; null = as few as the cap and budget allow", min=1)
+    cores_per_population: int | dict | None = opt(
+        None, "cores per non-source population (an int, or population -> cores); null = as few as the cap "
+              "and budget allow", min=1)
     replicas: int = opt(1, "data-parallel copies of the network (EventProp)", min=1)
     exchange_interval: int = opt(1, "K: steps between spike exchanges; must be <= the minimum delay", min=1)
     batch_size: int = opt(1, "samples run in lockstep on every core, one packet per round carries all", min=1)
@@ -287,11 +282,12 @@ class CheckpointConfig:
 class RunConfig:
     """One run of ``run.py``: the composed Hydra config, typed.
 
-    ``network``, ``data`` and ``learning`` depend on the scenario ``kind`` and
-    are validated by that kind's runner (:mod:`spinnray.experiments.runner`).
+    ``network``, ``data`` and ``learning`` are typed by the registries that their ``name``
+    and ``rule`` keys select (:func:`spinnray.experiments.setup.resolve`).
     """
 
-    kind: str = opt("forward", "what the scenario does", choices=("forward", "eventprop", "eprop", "bptt"))
+    kind: str | None = opt(None, "what the run does; null = as learning.rule implies (none: forward, eventprop, "
+                                 "eprop, bptt and tlbptt: bptt)", choices=("forward", "eventprop", "eprop", "bptt"))
     seed: int = opt(0, "master seed: weights, data order, input spikes", min=0)
     backend: str = opt("ray", "run cores in-process or as Ray actors", choices=("local", "ray"))
     machine: MachineConfig = opt(None, "the emulated machine", factory=MachineConfig)

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spinnray.backends.backend import TrainStep, ensure_ray, make_backend
-from spinnray.config import ClusterConfig, MachineConfig
-from spinnray.machine.core import specs_from_mapping
+from spinnray.backends import ensure_ray, make_backend
+from spinnray.config import ClusterConfig, MachineConfig, ParallelConfig, from_dict
 from spinnray.errors import ConfigError, NetworkError, SpinnrayError
-from spinnray.mapping.place import assign_nodes, map_network
 from spinnray.machine.counters import bytes_by_link_class, memory_summary, traffic_summary
+from spinnray.machine.schedule import TrainStep
+from spinnray.mapping import Learning, assign_nodes, map_network, specs_from_mapping
 from spinnray.model.network import Network
 from spinnray.model.neurons import AnalogSource, SpikeSource
 
@@ -55,31 +55,33 @@ class Simulator:
     """A network mapped onto emulated cores, run on the ``local`` or ``ray`` backend."""
 
     def __init__(self, network: Network, machine: MachineConfig | None = None, *,
-                 cores_per_population: int | dict[str, int] | None = None,
-                 exchange_interval: int = 1, batch_size: int = 1, backend: str = "local",
-                 timeout_s: float | None = None, replicas: int = 1, learning: dict | None = None,
-                 error_populations=(), learning_bytes=None, cluster: ClusterConfig | None = None,
-                 schedule: str = "lockstep"):
-        """``replicas`` copies of the network share each run's samples (data
-        parallelism); ``learning`` maps population -> learning-rule constants
-        (see :func:`spinnray.machine.core.make_core`); ``error_populations`` receive
-        error events; ``learning_bytes(pop, n)`` adds learning state to the
-        memory budget.  ``cluster`` spreads the chips over nodes
-        (``nodes``, ``chips_per_node``, ``node_ids``; one router per node, on
-        either backend) and bounds the waits (``round_timeout_s``,
-        ``placement_timeout_s``); ``timeout_s``, when given, overrides
-        ``cluster.round_timeout_s``.  Raises :class:`MappingError` when the
-        chips cannot be spread so, or the Ray cluster cannot hold them.
+                 parallel: ParallelConfig | None = None, backend: str = "local",
+                 cluster: ClusterConfig | None = None, learning: Learning | None = None,
+                 timeout_s: float | None = None, **parallel_fields):
+        """``parallel`` (or its fields as keywords: ``cores_per_population``,
+        ``exchange_interval``, ``batch_size``, ``replicas``, ``schedule``) says how the network
+        is spread: ``replicas`` copies share each run's samples (data parallelism), each core
+        runs ``batch_size`` samples in lockstep, ``cores_per_population`` an int, a
+        ``{population: cores}`` dict or None (as few as the neuron cap and SRAM allow).
+        ``learning`` (a rule's :class:`~spinnray.mapping.Learning`): the populations that learn,
+        with their cores' typed specs, and those that receive error events.  ``cluster`` spreads
+        the chips over nodes (``nodes``, ``chips_per_node``, ``node_ids``; one router per node,
+        on either backend) and bounds the waits (``round_timeout_s``, ``placement_timeout_s``;
+        ``timeout_s``, when given, overrides ``cluster.round_timeout_s``).  Raises
+        :class:`MappingError` when the chips cannot be spread so, or the Ray cluster cannot
+        hold them.
 
-        ``schedule``: ``"lockstep"`` runs rounds of K steps (every core steps
-        together, as the chip does in real time); ``"layered"`` (feed-forward
-        networks only) runs one round per level of the network, each level's
-        cores through the whole run, and the reverse pass likewise from the top
-        level down: identical results in far fewer rounds
-        (:mod:`spinnray.machine.core`)."""
+        ``schedule``: ``"lockstep"`` runs rounds of K steps (every core steps together, as the
+        chip does in real time); ``"layered"`` (feed-forward networks only) runs one round per
+        level of the network, and the reverse pass likewise from the top level down: identical
+        results in far fewer rounds (:mod:`spinnray.machine.schedule`)."""
         self.network = network
-        if schedule not in ("lockstep", "layered"):
-            raise ConfigError(f"parallel.schedule = {schedule!r}: expected 'lockstep' or 'layered'")
+        if parallel is None:
+            parallel = from_dict(ParallelConfig, parallel_fields, "parallel")
+        elif parallel_fields:
+            raise ConfigError(f"Simulator: give parallel= or its fields {sorted(parallel_fields)}, not both")
+        self.parallel = parallel
+        schedule = parallel.schedule
         self.schedule = schedule
         if schedule == "layered":
             try:
@@ -89,16 +91,17 @@ class Simulator:
                                   "use parallel.schedule=lockstep") from None
         self.machine = machine or MachineConfig()
         self.cluster = cluster if cluster is not None else ClusterConfig()
-        self._check_k(exchange_interval)
+        self._check_k(parallel.exchange_interval)
         if backend not in ("local", "ray"):
             raise ConfigError(f"backend = {backend!r}: expected 'local' or 'ray'")
-        self.k = exchange_interval
-        self.batch_size = batch_size
-        self.replicas = replicas
-        mapping = map_network(network, self.machine, cores_per_population, batch_size, replicas,
-                              error_populations, learning_bytes)
+        self.k = parallel.exchange_interval
+        self.batch_size = parallel.batch_size
+        self.replicas = parallel.replicas
+        self.learning = learning
+        mapping = map_network(network, self.machine, parallel.cores_per_population, parallel.batch_size,
+                              parallel.replicas, learning)
         self.mapping = assign_nodes(mapping, self.cluster.nodes, self.cluster.chips_per_node)
-        specs = specs_from_mapping(self.mapping, batch_size, learning)
+        specs = specs_from_mapping(self.mapping, parallel.batch_size, learning)
         self.levels = ({pl.core_id: pop_levels[pl.slice.population] for pl in self.mapping.placements}
                        if schedule == "layered" else None)
         if backend == "ray":
@@ -136,7 +139,7 @@ class Simulator:
         ``targets[name]``: per-sample labels ``(batch,)`` for the cores of a
         population that computes a loss.  ``exchange_interval`` overrides K
         for this run (same rule: K <= min delay).  ``train``
-        (:class:`~spinnray.backends.backend.TrainStep`): run the reverse pass (as
+        (:class:`~spinnray.machine.schedule.TrainStep`): run the reverse pass (as
         :meth:`backward`) and, with ``train.lr``, every core's Adam step on its own
         gradient right after, in the same call to every core: a whole training step
         is one Ray call per core and one router set-up.
@@ -251,8 +254,10 @@ class Simulator:
                                 "reverse pass covers every step of the run")
         self.backend.run_backward(steps if rounds is None else rounds, batch, scale, levels=self.levels)
 
-    def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
-        """Call ``method`` on cores (all, or the ids in ``cores``): results by core id."""
+    def call(self, method, args: dict[int, tuple] | None = None, cores=None) -> dict:
+        """``method(core, *args[core])`` on cores (all, or the ids in ``cores``), wherever they run:
+        results by core id.  ``method`` is a function of the cores' class, such as
+        ``LearningCore.gradients`` (the learner interface of :mod:`spinnray.rules.learning`)."""
         return self.backend.call(method, args, cores)
 
     def events_sent(self) -> int:

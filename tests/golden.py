@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
     if argv != ["--write"]:
         print("usage: python tests/golden.py --write   (records tests/golden.json from the code as it is)")
         return 2
-    from spinnray.backends.backend import ensure_ray
+    from spinnray.backends import ensure_ray
 
     ensure_ray(None, 2)
     table = {}

@@ -6,8 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from spinnray.experiments import eprop as eprop_train
-from spinnray.experiments import eventprop as train
+from spinnray.experiments.trainer import Trainer
 from spinnray.experiments.checkpoint import MAGIC, load_checkpoint, save_checkpoint
 from spinnray.config import from_dict, RunConfig
 from spinnray.errors import ConfigError, DataError
@@ -59,13 +58,9 @@ def _cfg(backend="local", kind="eprop", **over):
     return from_dict(RunConfig, d)
 
 
-TRAINERS = {"eprop": (eprop_train, "EPropTrainer"), "eventprop": (train, "EventPropTrainer")}
-
-
 def _interrupt_after(monkeypatch, n, action, kind="eprop"):
     calls = {"n": 0}
-    module, name = TRAINERS[kind]
-    real = getattr(module, name).train_batch
+    real = Trainer.train_batch
 
     def train_batch(self, x, y):
         calls["n"] += 1
@@ -73,7 +68,7 @@ def _interrupt_after(monkeypatch, n, action, kind="eprop"):
             action(self)
         return real(self, x, y)
 
-    monkeypatch.setattr(getattr(module, name), "train_batch", train_batch)
+    monkeypatch.setattr(Trainer, "train_batch", train_batch)
     return calls
 
 
@@ -197,20 +192,20 @@ def test_float_weights_move_onto_a_4_bit_grid_set_from_them(tmp_path):
 def test_fresh_cue_trials_every_epoch_resume_to_the_same_result(tmp_path, monkeypatch):
     """data.resample: epoch e trains on the trials of seed data_seed + RESAMPLE_STRIDE e (epoch 1 on
     the usual set), and a run stopped in epoch 2 resumes on epoch 2's trials."""
-    from spinnray.experiments.eprop import EPropDataConfig, epoch_training_set
+    from spinnray.data.cue import CueConfig, epoch_training_set
 
     fixed = run(_cfg(), tmp_path / "fixed", "t")
     seen = []
-    real = eprop_train.EPropTrainer.train_batch
+    real = Trainer.train_batch
 
     def spy(self, x, y):
         seen.extend(x.sum(axis=(0, 2)).tolist())         # spikes per trial: (steps, batch, inputs) -> (batch,)
         return real(self, x, y)
 
-    monkeypatch.setattr(eprop_train.EPropTrainer, "train_batch", spy)
+    monkeypatch.setattr(Trainer, "train_batch", spy)
     full = run(_cfg(data={"resample": True}), tmp_path / "full", "t")
     monkeypatch.undo()
-    data = from_dict(EPropDataConfig, _cfg(data={"resample": True}).data, "data")
+    data = from_dict(CueConfig, _cfg(data={"resample": True}).data, "data")
     for epoch in (0, 1):
         x, _ = epoch_training_set(data, epoch, 1.0)
         assert sorted(seen[24 * epoch:24 * (epoch + 1)]) == sorted(x.sum(axis=(1, 2)).tolist())
@@ -230,22 +225,3 @@ def test_fresh_cue_trials_every_epoch_resume_to_the_same_result(tmp_path, monkey
     _same_run(resumed, full)
     with pytest.raises(DataError, match="different network/data/learning"):     # resample is in the fingerprint
         run(_cfg(resume=str(tmp_path / "stopped" / "checkpoints")), tmp_path / "other", "t")
-
-
-def test_new_eprop_options_at_their_defaults_keep_old_fingerprints():
-    """n_lif, refractory_steps and the rate regulariser at 0 leave the fingerprint as before
-    the options existed (old checkpoints still resume); set, they change it."""
-    from spinnray.experiments.checkpoint import trajectory
-    from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, network_identity
-
-    assert "rate_reg" not in trajectory(EPropLearningConfig()) and \
-        "rate_target_hz" not in trajectory(EPropLearningConfig())
-    assert trajectory(EPropLearningConfig(rate_reg=1.0))["rate_reg"] == 1.0
-    ident = network_identity(EPropNetworkConfig())
-    assert "n_lif" not in ident and "refractory_steps" not in ident
-    assert network_identity(EPropNetworkConfig(hidden=10, n_lif=5, refractory_steps=4))["n_lif"] == 5
-    from spinnray.experiments.checkpoint import training_data
-    from spinnray.experiments.eprop import EPropDataConfig
-
-    assert "p_group" not in training_data(EPropDataConfig(name="cue"))
-    assert training_data(EPropDataConfig(name="cue", p_group=0.3))["p_group"] == 0.3

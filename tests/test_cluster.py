@@ -31,13 +31,15 @@ import pytest
 from spinnray.machine import packet
 from spinnray.config import ClusterConfig, MachineConfig
 from spinnray.errors import MappingError, RoutingError, TransportError
-from spinnray.mapping.place import assign_nodes, check_node_routes, check_routes, map_network, node_tables
+from spinnray.mapping import Learning, assign_nodes, check_node_routes, check_routes, map_network, node_tables
 from spinnray.machine.counters import LINK_CLASSES
 from spinnray.model.network import Network
 from spinnray.model.neurons import LI, LIF, SpikeSource
 from spinnray.machine.router import Router, RoutingEntry, RoutingTable
 from spinnray.simulator import Simulator, poisson_spikes
 from spinnray.backends.transport import CoreLink, RouterServer
+
+import helpers
 
 STEPS, BATCH, CORES = 80, 2, 2
 MACHINE = MachineConfig(pes_per_chip=2, sram_per_pe_bytes=1 << 20)   # 8 cores -> 4 chips
@@ -154,7 +156,7 @@ def test_node_tables_deliver_like_the_machine_table(seed):
                     mask=rng.random((sizes[a], sizes[b])) < 0.3)
     machine = MachineConfig(pes_per_chip=int(rng.integers(1, 4)))
     m = map_network(net, machine, int(rng.integers(1, 4)), replicas=int(rng.integers(1, 3)),
-                    error_populations=("p1",))
+                    learning=Learning(error_populations=frozenset({"p1"})))
     check_routes(m)
     chips = len({p.chip for p in m.placements})
     for nodes in range(1, min(chips, 4) + 1):
@@ -427,7 +429,7 @@ def _child_main(out_path: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from spinnray.backends.backend import cluster_nodes
+    from spinnray.backends import cluster_nodes
 
     out = {}
     t0 = time.monotonic()
@@ -463,7 +465,7 @@ def _child_main(out_path: str) -> None:
         out["phase_s"] = {"A": time.monotonic() - t}
         t = time.monotonic()
         # B: an EventProp training step, replicas over 3 nodes.
-        tr = eventprop_trainer("ray", ClusterConfig(nodes=3))
+        tr = yinyang_trainer("ray", ClusterConfig(nodes=3))
         try:
             out["eventprop"] = eventprop_step(tr)
         finally:
@@ -472,7 +474,7 @@ def _child_main(out_path: str) -> None:
         out["phase_s"]["B"] = time.monotonic() - t
         t = time.monotonic()
         # C: an e-prop training step, hidden cores over 2 nodes (2 chips each).
-        tr = eprop_trainer("ray", ClusterConfig(chips_per_node=2))
+        tr = recurrent_trainer("ray", ClusterConfig(chips_per_node=2))
         try:
             out["eprop"] = eprop_steps(tr)
             # a dead router between runs: the next run says so before it starts
@@ -590,10 +592,10 @@ def _train_losing_node(remove) -> dict:
     """Train on 2 nodes; call ``remove`` before mini-batch 7 (mid-way through epoch 2)."""
     import tempfile
 
-    from spinnray.experiments import eprop as eprop_train
     from spinnray.experiments.runner import run
+    from spinnray.experiments.trainer import Trainer
 
-    real, calls = eprop_train.EPropTrainer.train_batch, {"n": 0}
+    real, calls = Trainer.train_batch, {"n": 0}
 
     def train_batch(self, x, y):
         calls["n"] += 1
@@ -601,22 +603,21 @@ def _train_losing_node(remove) -> dict:
             remove()
         return real(self, x, y)
 
-    eprop_train.EPropTrainer.train_batch = train_batch
+    Trainer.train_batch = train_batch
     try:
         with tempfile.TemporaryDirectory() as d:
             got = run(training_cfg("ray", cluster={"nodes": 2, "round_timeout_s": 60.0}), Path(d), "t")
     finally:
-        eprop_train.EPropTrainer.train_batch = real
+        Trainer.train_batch = real
+    got["history"] = [{k: v for k, v in h.items() if k != "train_s"} for h in got["history"]]   # wall time
     return {k: got[k] for k in ("restarts", "weights_crc32", "history", "mapping", "traffic")}
 
 
 # The training clients (read-only use of the trainers).
 
-def eventprop_trainer(backend: str, cluster=None):
-    from spinnray.experiments.eventprop import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network
-
-    net = build_network(EventPropNetworkConfig(steps=50, hidden=40), seed=0)
-    return EventPropTrainer(net, EventPropLearningConfig(batch_size=24, lr=5e-3),
+def yinyang_trainer(backend: str, cluster=None):
+    net = helpers.yinyang_net(helpers.FeedForwardConfig(steps=50, hidden=40), seed=0)
+    return helpers.eventprop_trainer(net, helpers.EventPropConfig(batch_size=24, lr=5e-3),
                             machine=MachineConfig(dtype="float32", pes_per_chip=1), cores_per_population=1,
                             replicas=2, backend=backend, cluster=cluster)
 
@@ -632,13 +633,11 @@ def eventprop_step(tr) -> dict:
             "ray_nodes": [c.get("ray_node_id") for c in cores]}
 
 
-def eprop_trainer(backend: str, cluster=None):
-    from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
-
-    net = build_eprop_network(EPropNetworkConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0), 5, 3,
-                              seed=2)
-    learn = EPropLearningConfig(batch_size=4, lr=0.01, surrogate="triangle", gamma=0.3)
-    return EPropTrainer(net, learn, machine=MachineConfig(dtype="float64", pes_per_chip=1), hidden_cores=3,
+def recurrent_trainer(backend: str, cluster=None):
+    net = helpers.eprop_net(helpers.RecurrentALIFConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0), 5, 3,
+                            seed=2)
+    learn = helpers.EPropConfig(batch_size=4, lr=0.01, surrogate="triangle", gamma=0.3)
+    return helpers.eprop_trainer(net, learn, machine=MachineConfig(dtype="float64", pes_per_chip=1), hidden_cores=3,
                         backend=backend, cluster=cluster)
 
 
@@ -716,7 +715,7 @@ def test_cluster_inter_node_traffic_counted(child):
 @pytest.mark.multinode
 def test_cluster_eventprop_step_equals_local(child):
     got = child["eventprop"]
-    tr = eventprop_trainer("local")
+    tr = yinyang_trainer("local")
     try:
         ref = eventprop_step(tr)
     finally:
@@ -727,7 +726,7 @@ def test_cluster_eventprop_step_equals_local(child):
     for r in range(2):
         for name, w in ref["weights"][r].items():
             assert np.array_equal(got["weights"][r][name], w), (r, name)
-    start = eventprop_trainer("local")
+    start = yinyang_trainer("local")
     try:
         w0 = start.weights(0)
     finally:
@@ -738,7 +737,7 @@ def test_cluster_eventprop_step_equals_local(child):
 @pytest.mark.multinode
 def test_cluster_eprop_steps_equal_local(child):
     got = child["eprop"]
-    tr = eprop_trainer("local")
+    tr = recurrent_trainer("local")
     try:
         ref = eprop_steps(tr)
     finally:
@@ -810,7 +809,7 @@ def test_cluster_training_survives_a_removed_node(child, tmp_path):
     assert got["restarts"] == 1
     ref = run(training_cfg("local"), tmp_path, "t")
     assert got["weights_crc32"] == ref["weights_crc32"]
-    assert got["history"] == ref["history"]
+    assert got["history"] == [{k: v for k, v in h.items() if k != "train_s"} for h in ref["history"]]
     for key in ("spike_events_sent", "error_events_sent"):
         assert got["traffic"][key] == ref["traffic"][key] > 0
     assert got["mapping"]["ray_node_ids"] == [child["head"]]        # continued on the one node left

@@ -124,34 +124,42 @@ def test_resample_seeds_and_refusal():
     """data.resample: epoch 0 is the usual training set, later epochs fresh ones, never a test set;
     the keyword data cannot be resampled (ConfigError naming the option)."""
     from spinnray.config import from_dict
-    from spinnray.experiments.eprop import RESAMPLE_STRIDE, EPropDataConfig, epoch_seed, epoch_training_set, load_eprop_data
+    from spinnray.data.base import Timing
+    from spinnray.data.cue import RESAMPLE_STRIDE, CueConfig, epoch_seed, epoch_training_set, load
+    from spinnray.data.speech import SpeechConfig
 
     kw = {"name": "cue", "train_size": 6, "test_size": 4, "n_cues": 3, "total_ms": 700.0, "data_seed": 5}
-    on = from_dict(EPropDataConfig, dict(kw, resample=True), "data")
-    off = from_dict(EPropDataConfig, kw, "data")
+    on = from_dict(CueConfig, dict(kw, resample=True), "data")
+    off = from_dict(CueConfig, kw, "data")
     assert [epoch_seed(on, e) for e in range(3)] == [5, 5 + RESAMPLE_STRIDE, 5 + 2 * RESAMPLE_STRIDE]
     assert [epoch_seed(off, e) for e in range(3)] == [5, 5, 5]
-    xtr, ytr, xte, _, _, _ = load_eprop_data(on)
+    data = load(on, Timing(1.0))
+    xtr, ytr, xte = data.train.x.copy(), data.train.labels.copy(), data.test.x
     x0, y0 = epoch_training_set(on, 0)
-    x1, _ = epoch_training_set(on, 1)
+    x1, y1 = epoch_training_set(on, 1)
     np.testing.assert_array_equal(x0, xtr)
     np.testing.assert_array_equal(y0, ytr)
     assert not np.array_equal(x1, x0) and not np.array_equal(x1[:4], xte)
     np.testing.assert_array_equal(x1, cue_accumulation(6, 5 + RESAMPLE_STRIDE, n_cues=3, total_ms=700.0)[0])
-    with pytest.raises(ConfigError, match="data.resample = true with data.name = 'keywords'"):
-        load_eprop_data(from_dict(EPropDataConfig, {"name": "keywords", "resample": True}, "data"))
+    data.begin_epoch(1)                                  # the training split is refilled in place
+    np.testing.assert_array_equal(data.train.x, x1)
+    np.testing.assert_array_equal(data.train.labels, y1)
+    with pytest.raises(ConfigError, match="data.resample: unknown key"):
+        from_dict(SpeechConfig, {"name": "keywords", "resample": True}, "data")
 
 
 def test_data_p_group_reaches_every_cue_set():
     """data.p_group is the generator's per-trial bias for the training, fresh and test trials;
     out of [0, 1] it is refused naming the option."""
     from spinnray.config import from_dict
-    from spinnray.experiments.eprop import RESAMPLE_STRIDE, EPropDataConfig, epoch_training_set, load_eprop_data
+    from spinnray.data.base import Timing
+    from spinnray.data.cue import RESAMPLE_STRIDE, CueConfig, epoch_training_set, load
 
     kw = {"name": "cue", "train_size": 5, "test_size": 3, "n_cues": 3, "total_ms": 700.0, "data_seed": 2,
           "test_seed": 4, "resample": True, "p_group": 0.0}
-    cfg = from_dict(EPropDataConfig, kw, "data")
-    xtr, ytr, xte, yte, _, _ = load_eprop_data(cfg)
+    cfg = from_dict(CueConfig, kw, "data")
+    data = load(cfg, Timing(1.0))
+    xtr, xte = data.train.x, data.test.x
     gen = dict(n_cues=3, total_ms=700.0, p_group=0.0)
     np.testing.assert_array_equal(xtr, cue_accumulation(5, 2, **gen)[0])
     np.testing.assert_array_equal(xte, cue_accumulation(3, 4 + 10_000, **gen)[0])
@@ -159,4 +167,4 @@ def test_data_p_group_reaches_every_cue_set():
     # the bias changes the trials (p_group = 0: every cue of a trial on one side)
     assert not np.array_equal(xtr, cue_accumulation(5, 2, n_cues=3, total_ms=700.0)[0])
     with pytest.raises(ConfigError, match="data.p_group"):
-        from_dict(EPropDataConfig, dict(kw, p_group=1.5), "data")
+        from_dict(CueConfig, dict(kw, p_group=1.5), "data")

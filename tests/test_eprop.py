@@ -11,10 +11,13 @@ import pytest
 import eprop_reference as ref
 from spinnray import ALIF, LI, AnalogSource, MachineConfig, Network, Simulator
 from spinnray.rules.bptt.reference import ALIFNetConfig, Weights, loss_and_grads
-from spinnray.rules.eprop.core import learning_bytes
-from spinnray.experiments.eprop import (TRAINING_STATE, EPropLearningConfig, EPropNetworkConfig, EPropTrainer,
-                                  build_eprop_network)
+from spinnray.config import from_dict
 from spinnray.errors import ConfigError, NetworkError
+from spinnray.rules.eprop import TRAINING_STATE, hidden_core_split
+from spinnray.rules.learning import LearningCore
+
+from helpers import (EPropConfig, RecurrentALIFConfig, analog_split, eprop_learning, eprop_net, eprop_trainer,
+                     held_bytes)
 
 P = dict(tau_m_ms=5.0, tau_a_ms=150.0, tau_out_ms=10.0, dt_ms=1.0, beta=0.184, v_th=0.6,
          mg_lens=0.5, mg_scale=6.0, mg_height=0.15, steepness=5.0)
@@ -47,14 +50,14 @@ def _net(w_in, w_rec, w_out, beta=P["beta"]):
 def _distributed_grads(x, w_in, w_rec, w_out, labels, cores, backend, surrogate="triangle", window=None,
                        feedback="symmetric", beta=P["beta"], **extra):
     B = x.shape[1]
-    L = dict(rule="eprop", lr=1e-3, tau_out_ms=P["tau_out_ms"], surrogate=surrogate,
-             gamma=0.3 if surrogate == "triangle" else 0.5, window_steps=window, feedback=feedback, **extra)
-    with Simulator(_net(w_in, w_rec, w_out, beta), MachineConfig(dtype="float64"),
-                   cores_per_population={"hidden": cores, "output": 1}, backend=backend, batch_size=B,
-                   learning={"hidden": L, "output": L}, error_populations=["hidden"]) as sim:
+    net, machine = _net(w_in, w_rec, w_out, beta), MachineConfig(dtype="float64")
+    learning = eprop_learning(net, machine, lr=1e-3, surrogate=surrogate, gamma=0.3 if surrogate == "triangle" else 0.5,
+                              window_steps=window, feedback=feedback, **extra)
+    with Simulator(net, machine, cores_per_population={"hidden": cores, "output": 1}, backend=backend, batch_size=B,
+                   learning=learning) as sim:
         res = sim.run(x.shape[0], inputs={"input": x}, targets={"output": labels})
         sim.backward(1.0 / B, rounds=1)
-        got = sim.call("gradients")
+        got = sim.call(LearningCore.gradients)
         hid = [pl.core_id for pl in sim.mapping.cores_of("hidden")]
         out = sim.mapping.cores_of("output")[0].core_id
         g = {"w_in": np.concatenate([got[c][0] for c in hid], axis=1),
@@ -104,10 +107,10 @@ def test_rate_regulariser_no_recurrence_equals_bptt(cores):
     for name in ("w_in", "w_rec", "w_out"):
         assert _rel(g[name], getattr(bp, name)) <= 1e-6, name
     hid = [c for c in cores_ if c["population"] == "hidden"]
-    net = _net(w_in, w_rec, w_out)
-    est = sum(learning_bytes(net, net["hidden"], c["slice"][1] - c["slice"][0], x.shape[1], "float64",
-                             rate_reg=True)["traces"] for c in hid)
-    assert sum(c["memory"]["traces"] for c in hid) == est
+    # eps_v (B P), d and acc (B n P), psi (B n), and the regulariser's E (n P) and spike counts (n int64)
+    B, n_pre = x.shape[1], 6 + 8
+    assert sum(c["memory"]["traces"] for c in hid) == \
+        8 * (B * n_pre * cores + 2 * B * 8 * n_pre + B * 8 + 8 * n_pre) + 8 * 8
 
 
 def test_rate_regulariser_pulls_rates_to_the_target():
@@ -119,11 +122,11 @@ def test_rate_regulariser_pulls_rates_to_the_target():
     y = rng.integers(0, 3, B)
 
     def run(cores):
-        net = build_eprop_network(EPropNetworkConfig(hidden=9, v_th=0.6, w_in_scale=3.0, w_out_scale=1.0),
+        net = eprop_net(RecurrentALIFConfig(hidden=9, v_th=0.6, w_in_scale=3.0, w_out_scale=1.0),
                                   n_in, 3, seed=4)
-        learn = EPropLearningConfig(batch_size=B, lr=0.1, surrogate="triangle", gamma=0.3, rate_reg=1e4,
+        learn = EPropConfig(batch_size=B, lr=0.1, surrogate="triangle", gamma=0.3, rate_reg=1e4,
                                     rate_target_hz=20.0)
-        tr = EPropTrainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=cores,
+        tr = eprop_trainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=cores,
                           backend="local")
         try:
             rates = []
@@ -143,10 +146,10 @@ def test_rate_regulariser_pulls_rates_to_the_target():
 
 
 def _mixed_net(n_lif, hidden=8, n_in=6, n_out=3, seed=2, refractory=0):
-    cfg = EPropNetworkConfig(hidden=hidden, n_lif=n_lif, tau_mem_ms=P["tau_m_ms"], tau_adapt_ms=P["tau_a_ms"],
+    cfg = RecurrentALIFConfig(hidden=hidden, n_lif=n_lif, tau_mem_ms=P["tau_m_ms"], tau_adapt_ms=P["tau_a_ms"],
                              beta=P["beta"], v_th=P["v_th"], tau_out_ms=P["tau_out_ms"], w_in_scale=4.0,
                              w_rec_scale=2.0, w_out_scale=3.0, refractory_steps=refractory)
-    return build_eprop_network(cfg, n_in, n_out, seed)
+    return eprop_net(cfg, n_in, n_out, seed)
 
 
 def _full(net, by_proj, order=("lif", "hidden")):
@@ -172,7 +175,6 @@ def test_lif_alif_mix_is_one_population_split_in_two():
     np.testing.assert_array_equal(w_out, w1["hidden->output"])
     with pytest.raises(ConfigError, match="network.n_lif = 8"):
         _mixed_net(8)
-    from spinnray.experiments.eprop import hidden_core_split
     assert hidden_core_split(mixed, 4) == {"lif": 2, "hidden": 2}
     assert hidden_core_split(_mixed_net(1, hidden=10), 4) == {"lif": 1, "hidden": 3}
     with pytest.raises(ConfigError, match="cores_per_population = 1"):
@@ -184,18 +186,16 @@ def test_lif_alif_mix_matches_hand_written_eprop(cores, refractory):
     """50 LIF + 50 ALIF in small: the cores of both populations = the reference with a
     per-neuron beta (0 for the LIF neurons), with recurrence across the two; with a
     refractory period too (psi = 0 while refractory)."""
-    from spinnray.experiments.eprop import hidden_core_split
-
     net = _mixed_net(3, refractory=refractory)
     x, _, _, _, labels = _problem(seed=6)
-    L = dict(rule="eprop", lr=1e-3, tau_out_ms=P["tau_out_ms"], surrogate="triangle", gamma=0.3, window_steps=15)
+    machine = MachineConfig(dtype="float64")
+    learning = eprop_learning(net, machine, lr=1e-3, surrogate="triangle", gamma=0.3, window_steps=15)
     split = hidden_core_split(net, cores)
-    with Simulator(net, MachineConfig(dtype="float64"), cores_per_population={**split, "output": 1},
-                   backend="local", batch_size=x.shape[1], learning={"lif": L, "hidden": L, "output": L},
-                   error_populations=list(split)) as sim:
+    with Simulator(net, machine, cores_per_population={**split, "output": 1}, backend="local",
+                   batch_size=x.shape[1], learning=learning) as sim:
         res = sim.run(x.shape[0], inputs={"input": x}, targets={"output": labels}, record=("spikes",))
         sim.backward(1.0 / x.shape[1], rounds=1)
-        got = sim.call("gradients")
+        got = sim.call(LearningCore.gradients)
         grads = {p.name: np.zeros(p.weights.shape) for p in net.projections}
         for pl in sim.mapping.placements:
             for proj, g in zip(net.incoming(net[pl.slice.population]), got[pl.core_id]):
@@ -267,11 +267,11 @@ def test_ray_equals_local_and_error_events_counted(ray_session):
 def _train(cores, backend, steps=3, batch=4, feedback="symmetric", n_lif=0, rate_reg=0.0):
     rng = np.random.default_rng(7)
     T, n_in = 30, 5
-    net = build_eprop_network(EPropNetworkConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0, n_lif=n_lif),
+    net = eprop_net(RecurrentALIFConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0, n_lif=n_lif),
                               n_in, 3, seed=2)
-    learn = EPropLearningConfig(batch_size=batch, lr=0.01, surrogate="triangle", gamma=0.3, feedback=feedback,
+    learn = EPropConfig(batch_size=batch, lr=0.01, surrogate="triangle", gamma=0.3, feedback=feedback,
                                 rate_reg=rate_reg)
-    tr = EPropTrainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=cores, backend=backend)
+    tr = eprop_trainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=cores, backend=backend)
     try:
         for _ in range(steps):
             x = rng.normal(0, 1, (T, batch, n_in))
@@ -307,8 +307,8 @@ def test_training_ray_equals_local(ray_session):
 
 
 def _paper_memory(steps):
-    net = build_eprop_network(EPropNetworkConfig(), 80, 12, seed=0)
-    tr = EPropTrainer(net, EPropLearningConfig(batch_size=1), machine=MachineConfig(dtype="float32"),
+    net = eprop_net(RecurrentALIFConfig(), 80, 12, seed=0)
+    tr = eprop_trainer(net, EPropConfig(batch_size=1), machine=MachineConfig(dtype="float32"),
                       hidden_cores=12, backend="local")
     try:
         x = np.random.default_rng(0).normal(0, 1, (steps, 1, 80)).astype(np.float32)
@@ -334,19 +334,18 @@ def test_paper_network_memory_constant_in_T():
 
 @pytest.mark.parametrize("n_lif,rate_reg", [(0, 0.0), (7, 1.0)])
 def test_learning_bytes_estimate_matches_cores(n_lif, rate_reg):
-    net = build_eprop_network(EPropNetworkConfig(hidden=20, n_lif=n_lif), 7, 3, seed=0)
-    tr = EPropTrainer(net, EPropLearningConfig(batch_size=2, rate_reg=rate_reg), machine=MachineConfig(),
+    net = eprop_net(RecurrentALIFConfig(hidden=20, n_lif=n_lif), 7, 3, seed=0)
+    tr = eprop_trainer(net, EPropConfig(batch_size=2, rate_reg=rate_reg), machine=MachineConfig(),
                       hidden_cores=4, backend="local")
     try:
         cores, _ = tr.sim.reports()
+        held = [held_bytes(c) for c in tr.sim.backend.cores]
+        estimate = tr.sim.mapping.memory
     finally:
         tr.close()
     assert {c["population"] for c in cores} == ({"lif", "hidden", "output"} if n_lif else {"hidden", "output"})
-    for c in cores:
-        est = learning_bytes(net, net[c["population"]], c["slice"][1] - c["slice"][0], 2, "float32",
-                             rate_reg=rate_reg > 0)
-        for k, v in est.items():
-            assert c["memory"][k] == v, (c["population"], k)
+    # the mapper's estimate = the core's report = the arrays it holds
+    assert [c["memory"] for c in cores] == estimate == held
 
 
 def test_learns_a_tiny_task_above_chance():
@@ -363,16 +362,16 @@ def test_learns_a_tiny_task_above_chance():
 
     xtr, ytr = data(160)
     xte, yte = data(100)
-    net = build_eprop_network(EPropNetworkConfig(hidden=12, v_th=0.6, tau_mem_ms=10.0, w_in_scale=4.0,
+    net = eprop_net(RecurrentALIFConfig(hidden=12, v_th=0.6, tau_mem_ms=10.0, w_in_scale=4.0,
                                                  w_out_scale=10.0), n_in, 2, seed=1)
-    learn = EPropLearningConfig(batch_size=B, lr=0.02, surrogate="triangle", gamma=0.3)
-    tr = EPropTrainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=3, backend="local")
+    learn = EPropConfig(batch_size=B, lr=0.02, surrogate="triangle", gamma=0.3)
+    tr = eprop_trainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=3, backend="local")
     try:
-        before, _ = tr.evaluate(xte, yte)
+        before, _ = tr.evaluate(analog_split(xte, yte), B)
         for _ in range(3):
             for first in range(0, len(ytr), B):
                 tr.train_batch(np.ascontiguousarray(xtr[first:first + B].transpose(1, 0, 2)), ytr[first:first + B])
-        after, _ = tr.evaluate(xte, yte)
+        after, _ = tr.evaluate(analog_split(xte, yte), B)
     finally:
         tr.close()
     assert after >= 0.8 and after > before + 0.1, (before, after)
@@ -380,16 +379,11 @@ def test_learns_a_tiny_task_above_chance():
 
 def test_bad_configs_name_the_value():
     with pytest.raises(ConfigError, match="rate_reg = -1"):
-        from spinnray.config import from_dict
-        from_dict(EPropLearningConfig, {"rate_reg": -1}, "learning")
+        from_dict(EPropConfig, {"rate_reg": -1}, "learning")
     with pytest.raises(ConfigError, match="learning.surrogate = 'relu'"):
-        from spinnray.config import from_dict
-        from_dict(EPropLearningConfig, {"surrogate": "relu"}, "learning")
-    net = _net(*_problem()[1:4])
-    L = dict(rule="eprop", lr=1e-3, tau_out_ms=10.0, surrogate="triangle", gamma=-1.0)
+        from_dict(EPropConfig, {"surrogate": "relu"}, "learning")
     with pytest.raises(ConfigError, match="gamma = -1.0"):
-        Simulator(net, cores_per_population={"hidden": 1, "output": 1}, learning={"hidden": L, "output": L},
-                  error_populations=["hidden"])
+        from_dict(EPropConfig, {"gamma": -1.0}, "learning")
     bad = Network()
     bad.population("input", 3, AnalogSource())
     bad.population("hidden", 4, ALIF())

@@ -7,7 +7,9 @@ import eventprop_reference as ref
 from spinnray.config import MachineConfig
 from spinnray.data import encode_yin_yang, yin_yang
 from spinnray.rules.eventprop.numerics import adjoint_step
-from spinnray.rules.eventprop.core import learning_bytes
+from spinnray.rules.learning import LearningCore
+
+from helpers import eventprop_learning
 from spinnray.model.network import Network
 from spinnray.model.neurons import LIF, SpikeSource
 from spinnray.simulator import Simulator
@@ -33,20 +35,19 @@ def build_sim(W, cores, replicas, batch, backend="local", dtype="float64", silen
     net.population("out", W[1].shape[1], LIF(tau_mem_ms=TAU_MEM, tau_syn_ms=TAU_SYN))
     net.connect("inp", "hid", W[0], delays=1)
     net.connect("hid", "out", W[1], delays=1)
-    common = {"rule": "eventprop", "tau_syn_ms": TAU_SYN, "guard": GUARD, "lr": 1e-3}
-    learning = {"hid": dict(common), "out": dict(common, loss=LOSS, silent_ms=silent_ms)}
+    machine = MachineConfig(dtype=dtype)
+    learning = eventprop_learning(net, machine, guard=GUARD, lr=1e-3, silent_ms=silent_ms,
+                                  **{k: v for k, v in LOSS.items() if k != "kind"})
     per_replica = -(-batch // replicas)
     return net, Simulator(
-        net, MachineConfig(dtype=dtype), cores_per_population={"inp": 1, "hid": cores, "out": 1},
-        batch_size=per_replica, replicas=replicas, backend=backend, learning=learning,
-        error_populations=("hid",),
-        learning_bytes=lambda pop, n: learning_bytes(net, pop, n, per_replica, dtype) if pop.name != "inp" else {})
+        net, machine, cores_per_population={"inp": 1, "hid": cores, "out": 1},
+        batch_size=per_replica, replicas=replicas, backend=backend, learning=learning)
 
 
 def machine_gradients(sim, net):
     """Per projection: the full (n_pre, n_post) gradient, summed over replicas."""
     learners = [pl for pl in sim.mapping.placements if pl.slice.population in ("hid", "out")]
-    got = sim.call("gradients", cores=[pl.core_id for pl in learners])
+    got = sim.call(LearningCore.gradients, cores=[pl.core_id for pl in learners])
     full = {name: np.zeros((net[pre].size, net[post].size))
             for name, pre, post in (("inp->hid", "inp", "hid"), ("hid->out", "hid", "out"))}
     for pl in learners:

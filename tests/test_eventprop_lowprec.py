@@ -9,12 +9,13 @@ import pytest
 
 from spinnray.config import MachineConfig
 from spinnray.data import encode_yin_yang, yin_yang
-from spinnray.rules.eprop.core import weight_store_options
-from spinnray.rules.eventprop.core import learning_bytes
 from spinnray.machine.quant import PCMParams
-from spinnray.experiments.eventprop import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network, evaluate
+from spinnray.rules.eventprop.core import EventPropCore
+from spinnray.rules.learning import weight_store_options
 
-NET = EventPropNetworkConfig(steps=50, hidden=40)
+from helpers import EventPropConfig, FeedForwardConfig, eventprop_trainer, spikes_split, yinyang_net
+
+NET = FeedForwardConfig(steps=50, hidden=40)
 
 
 def data(n, seed):
@@ -23,8 +24,8 @@ def data(n, seed):
 
 
 def trainer(machine, replicas=1, cores=None, backend="local", batch=24, lr=5e-3, bump=5e-3, net=None):
-    learn = EventPropLearningConfig(batch_size=batch, lr=lr, bump=bump)
-    return EventPropTrainer(net or build_network(NET, seed=0), learn, machine=machine, cores_per_population=cores,
+    learn = EventPropConfig(batch_size=batch, lr=lr, bump=bump)
+    return eventprop_trainer(net or yinyang_net(NET, seed=0), learn, machine=machine, cores_per_population=cores,
                             replicas=replicas, backend=backend)
 
 
@@ -54,7 +55,7 @@ def test_first_update_is_adams_step_rounded_onto_the_grid(bits, lr):
     written out here from the cores' gradients (nearest rounding, accumulator, transfer round)."""
     w_max, L = 3.0, 2 ** (bits - 1) - 1
     m = MachineConfig(dtype="float64", weight_bits=bits, weight_max=w_max)
-    net = build_network(NET, seed=0)
+    net = yinyang_net(NET, seed=0)
     x, y = data(24, 42)
     tr = trainer(m, lr=lr, bump=0.0, net=net)
     try:
@@ -62,8 +63,8 @@ def test_first_update_is_adams_step_rounded_onto_the_grid(bits, lr):
         tr.forward(x, y)
         tr.sim.backward(scale=1.0 / len(y))
         ids = [pl.core_id for pl in tr.learners]
-        grads = tr.sim.call("gradients", cores=ids)
-        tr.sim.call("apply", {i: (grads[i], lr) for i in ids}, cores=ids)
+        grads = tr.sim.call(EventPropCore.gradients, cores=ids)
+        tr.sim.call(EventPropCore.apply, {i: (grads[i], lr) for i in ids}, cores=ids)
         w1 = tr.weights()
         g = {("input->hidden" if pl.slice.population == "hidden" else "hidden->output"): grads[pl.core_id][0]
              for pl in tr.learners}
@@ -88,8 +89,8 @@ def test_trained_weights_stay_on_the_grid_and_saturate(bits, rounding):
     a whole level within +-w_max, some sit at the bound, and the default ranges are 0.75 x the largest
     initial weight into each population."""
     m = MachineConfig(dtype="float64", weight_bits=bits, rounding=rounding, weight_range=0.75)
-    net = build_network(NET, seed=0)
-    ranges = weight_store_options(m, net)["weight_max"]
+    net = yinyang_net(NET, seed=0)
+    ranges = weight_store_options(m, net).ranges
     w, crcs, _ = train(m, lr=0.05, net=net)
     L = 2 ** (bits - 1) - 1
     for p in net.projections:
@@ -131,7 +132,7 @@ def test_bump_goes_through_the_store():
     try:
         out = [pl.core_id for pl in tr.learners if pl.slice.population == "output"]
         before = levels(tr.weights()["hidden->output"], w_max, bits)
-        tr.sim.call("bump", {out[0]: (0.9 * D, np.array([1]))}, cores=out)   # rounds to one level
+        tr.sim.call(EventPropCore.bump, {out[0]: (0.9 * D, np.array([1]))}, cores=out)   # rounds to one level
         after = levels(tr.weights()["hidden->output"], w_max, bits)
     finally:
         tr.close()
@@ -142,7 +143,7 @@ def test_bump_goes_through_the_store():
 def test_memory_counts_the_stored_bits():
     """Core reports = the mapper's estimate; a 4-bit store packs two weights a byte (ceil per
     projection and core) plus a 4-byte accumulator each; 8 bits one byte; PCM 24 bytes."""
-    net = build_network(NET, seed=0)
+    net = yinyang_net(NET, seed=0)
     n_w = {"hidden": 5 * 40, "output": 40 * 3}
     got = {}
     for name, m in {"32": MachineConfig(), "8": MachineConfig(weight_bits=8), "4": MachineConfig(weight_bits=4),
@@ -156,17 +157,12 @@ def test_memory_counts_the_stored_bits():
             estimate = {pl.core_id: mem for pl, mem in zip(tr.sim.mapping.placements, tr.sim.mapping.memory)}
         finally:
             tr.close()
-        ws = weight_store_options(m, net)
         for c in cores:
             if c["population"] == "input":
                 continue
-            n = c["slice"][1] - c["slice"][0]
-            own = learning_bytes(net, net[c["population"]], n, 24, "float32", weight_store=ws,
-                                 error_populations=("hidden",))
-            for k in set(own) | set(estimate[c["core_id"]]):
+            for k in set(c["memory"]) | set(estimate[c["core_id"]]):
                 if k != "spike_records":             # estimated from a spike rate; checked at run time
                     assert c["memory"].get(k, 0) == estimate[c["core_id"]].get(k, 0), (name, k)
-                    assert k not in own or c["memory"].get(k, 0) == own[k], (name, k)
         got[name] = [c for c in cores if c["population"] != "input"]
 
     def total(name, key):
@@ -200,14 +196,14 @@ def test_yinyang_learns_at_8_bits():
     xt, yt = data(300, 40)
     tr = trainer(MachineConfig(dtype="float32", weight_bits=8), lr=1e-2)
     try:
-        before, _ = evaluate(tr, xt, yt, 24)
+        before, _ = tr.evaluate(spikes_split(xt, yt), 24)
         rng = np.random.default_rng(0)
         for epoch in range(4):
             order = rng.permutation(len(y))
             for first in range(0, len(y), 24):
                 idx = order[first:first + 24]
                 tr.train_batch(x[:, idx], y[idx])
-        after, _ = evaluate(tr, xt, yt, 24)
+        after, _ = tr.evaluate(spikes_split(xt, yt), 24)
     finally:
         tr.close()
     assert after > 0.6 and after > before + 0.1, (before, after)   # chance is 1/3
@@ -232,7 +228,7 @@ def test_pcm_drifts_with_the_device_clock():
     """Noise-free devices, forward runs only: the weights drift as w0 ((t + t0) / t0)^-nu with
     t = runs x mapped batch x T x dt, here 3 runs x 24 x 50 ms, whatever each run's batch."""
     p = PCMParams.noise_free(nu_mean=0.05, refresh=False)
-    net = build_network(NET, seed=0)
+    net = yinyang_net(NET, seed=0)
     tr = trainer(MachineConfig(dtype="float64", synapse="pcm", pcm=p), net=net)
     try:
         start = tr.weights()

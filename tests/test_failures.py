@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spinnray.machine import packet
-from spinnray.backends.backend import RayBackend
+from spinnray.backends import RayBackend
 from spinnray.config import MachineConfig
 from spinnray.errors import BudgetError, PacketError, SpinnrayError
 from spinnray.model.network import Network

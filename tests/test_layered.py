@@ -25,7 +25,10 @@ from spinnray.rules.eventprop.core import EventPropCore
 from spinnray.model.network import Network
 from spinnray.model.neurons import LI, LIF, AnalogSource, SpikeSource
 from spinnray.simulator import Simulator, poisson_spikes
-from spinnray.experiments.eventprop import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network
+from spinnray.machine.schedule import take_errors
+from spinnray.rules.learning import LearningCore
+
+from helpers import EventPropConfig, FeedForwardConfig, eventprop_learning, eventprop_trainer, yinyang_net
 
 STEPS = 60
 BATCH = 3           # with 2 replicas: shards of 2 and 1, so one replica runs below its mapped batch
@@ -244,7 +247,7 @@ def test_layered_refuses_recurrent_networks_and_bad_schedules():
 
 
 # ---------------------------------------------------------------- EventProp
-NET = EventPropNetworkConfig(steps=50, hidden=40, w_out_mean=0.6)   # some labels stay silent: the bump fires
+NET = FeedForwardConfig(steps=50, hidden=40, w_out_mean=0.6)   # some labels stay silent: the bump fires
 MB = 24
 
 
@@ -257,8 +260,8 @@ def train(schedule: str, replicas: int = 1, cores=None, dtype: str = "float32", 
           silent_ms: float = 0.0):
     """Three mini-batches (the last one short): everything the schedule must not change."""
     x, y = yy_data(3 * MB, 42)
-    learn = EventPropLearningConfig(batch_size=MB, lr=5e-3, guard=0.3, silent_ms=silent_ms)
-    tr = EventPropTrainer(build_network(NET, seed=0), learn, machine=MachineConfig(dtype=dtype),
+    learn = EventPropConfig(batch_size=MB, lr=5e-3, guard=0.3, silent_ms=silent_ms)
+    tr = eventprop_trainer(yinyang_net(NET, seed=0), learn, machine=MachineConfig(dtype=dtype),
                           cores_per_population=cores, replicas=replicas, backend=backend, schedule=schedule)
     try:
         out = {"loss": [], "pred": [], "silent": []}
@@ -270,7 +273,7 @@ def train(schedule: str, replicas: int = 1, cores=None, dtype: str = "float32", 
             out["silent"].append(res.silent["hidden"])
         out["weights"] = [tr.weights(r) for r in range(replicas)]
         out["checksum"] = tr.checksum()
-        out["bumps"] = dict(tr.bumps)
+        out["bumps"] = dict(tr.counters.get("weight_bumps", {}))
         cores_rep = tr.sim.reports()[0]
         out["reports"] = cores_rep
         out["guarded"] = [(r["core_id"], r.get("guarded_spikes")) for r in cores_rep]
@@ -300,7 +303,7 @@ def test_layered_training_identical_to_lockstep(replicas, cores, dtype):
     lay = train("layered", replicas, cores, dtype)
     assert_same_training(lay, lock, f"R={replicas}, cores={cores}, {dtype}")
     # the comparison is not vacuous: weights moved, errors flowed, the guard and the bump were used
-    init = build_network(NET, seed=0)
+    init = yinyang_net(NET, seed=0)
     assert not np.array_equal(lock["weights"][0]["input->hidden"], init.projections[0].weights)
     assert not np.array_equal(lock["weights"][0]["hidden->output"], init.projections[1].weights)
     assert sum(g or 0 for _, g in lock["guarded"]) > 0
@@ -324,8 +327,6 @@ def deep_eventprop(schedule: str, dtype: str, replicas: int, cores: int, batch: 
     """inp -> h1 -> h2 -> out with a masked skip h1 -> out, every LIF layer learning:
     h1's cores take error events from several h2 cores and the out core in the same
     reverse step, so the order in which they are summed matters."""
-    from spinnray.rules.eventprop.core import learning_bytes
-
     rng = np.random.default_rng(5)
     net = Network(dt_ms=1.0)
     net.population("inp", 5, SpikeSource())
@@ -335,21 +336,17 @@ def deep_eventprop(schedule: str, dtype: str, replicas: int, cores: int, batch: 
     net.connect("h1", "h2", rng.normal(1.2, 0.6, (20, 15)))
     net.connect("h2", "out", rng.normal(1.0, 0.4, (15, 3)))
     net.connect("h1", "out", rng.normal(0.2, 0.2, (20, 3)), mask=rng.random((20, 3)) < 0.5)
-    common = {"rule": "eventprop", "tau_syn_ms": 5.0, "guard": 0.3, "lr": 1e-3}
-    loss = {"kind": "wunderlich", "tau0_ms": 0.5, "tau1_ms": 6.4, "alpha": 3e-3}
-    learning = {"h1": dict(common), "h2": dict(common), "out": dict(common, loss=loss)}
+    machine = MachineConfig(dtype=dtype)
+    learning = eventprop_learning(net, machine, guard=0.3, lr=1e-3, tau0_ms=0.5, tau1_ms=6.4, alpha=3e-3)
     per = -(-batch // replicas)
-    sim = Simulator(net, MachineConfig(dtype=dtype), cores_per_population={"inp": 1, "h1": cores, "h2": cores + 1,
-                                                                           "out": 1},
-                    batch_size=per, replicas=replicas, learning=learning, error_populations=("h1", "h2"),
-                    schedule=schedule,
-                    learning_bytes=lambda pop, n: learning_bytes(net, pop, n, per, dtype) if pop.name != "inp" else {})
+    sim = Simulator(net, machine, cores_per_population={"inp": 1, "h1": cores, "h2": cores + 1, "out": 1},
+                    batch_size=per, replicas=replicas, learning=learning, schedule=schedule)
     x, y = yin_yang(batch, 42)
     try:
         res = sim.run(40, {"inp": encode_yin_yang(x, scheme="wunderlich", steps=40)}, targets={"out": y})
         sim.backward(1.0 / batch)
         learners = [pl.core_id for pl in sim.mapping.placements if pl.slice.population != "inp"]
-        return res, sim.call("gradients", cores=learners), sim.reports()[0]
+        return res, sim.call(LearningCore.gradients, cores=learners), sim.reports()[0]
     finally:
         sim.close()
 
@@ -413,8 +410,8 @@ def test_layered_error_events_over_budget_raise_budget_error_naming_the_core():
     from dataclasses import replace
 
     x, y = yy_data(MB, 42)
-    learn = EventPropLearningConfig(batch_size=MB, lr=5e-3)
-    tr = EventPropTrainer(build_network(NET, seed=0), learn, machine=MachineConfig(), cores_per_population=None,
+    learn = EventPropConfig(batch_size=MB, lr=5e-3)
+    tr = eventprop_trainer(yinyang_net(NET, seed=0), learn, machine=MachineConfig(), cores_per_population=None,
                           replicas=1, backend="local", schedule="layered")
     try:
         tr.forward(x, y)
@@ -432,7 +429,7 @@ def test_layered_error_events_over_budget_raise_budget_error_naming_the_core():
 def test_error_frame_beyond_the_span_is_rejected_and_not_used():
     T = NET.steps
     x, y = yy_data(4, 42)
-    tr = EventPropTrainer(build_network(NET, seed=0), EventPropLearningConfig(batch_size=4, guard=0.3),
+    tr = eventprop_trainer(yinyang_net(NET, seed=0), EventPropConfig(batch_size=4, guard=0.3),
                           machine=MachineConfig(dtype="float64"), cores_per_population=None, replicas=1,
                           backend="local", schedule="layered")
     try:
@@ -488,7 +485,7 @@ def test_spike_frame_beyond_the_run_is_rejected_by_a_layered_core():
         src = next(c for c in cores if c.spec.population == "inp")
         h1 = next(c for c in cores if c.spec.population == "h1")
         assert type(h1) is Core and h1.layered
-        h1.reset(T, 2)
+        h1.reset(T, 2, layered=True)
 
         def frame(offset):
             return packet.encode(packet.Kind.SPIKE, src.id, 0, keys=[src.spec.key_base + 3], offsets=[offset],
@@ -503,5 +500,5 @@ def test_spike_frame_beyond_the_run_is_rejected_by_a_layered_core():
         assert steps.tolist() == [T - 1] and bb.tolist() == [1] and pre.tolist() == [3]
         # error frames are never for a plain core
         err = packet.encode(packet.Kind.ERROR, src.id, 0, keys=[0], offsets=[0], payload=[1.0])
-        h1.deliver_errors([err], 0, span=T)
+        take_errors(h1, [err], 0, span=T)
         assert h1.counters.rejected == 2

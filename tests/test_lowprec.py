@@ -9,22 +9,23 @@ import pytest
 
 from spinnray import MachineConfig
 from spinnray.config import from_dict
-from spinnray.rules.eprop.core import learning_bytes, weight_store_options
-from spinnray.experiments.eprop import EPropLearningConfig, EPropNetworkConfig, EPropTrainer, build_eprop_network
+from spinnray.rules.learning import weight_store_options
 from spinnray.errors import ConfigError
 from spinnray.machine.quant import PCMParams
+
+from helpers import analog_split, EPropConfig, RecurrentALIFConfig, eprop_net, eprop_trainer
 
 T, N_IN = 30, 5
 
 
 def _net(hidden=12):
-    return build_eprop_network(EPropNetworkConfig(hidden=hidden, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0),
+    return eprop_net(RecurrentALIFConfig(hidden=hidden, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0),
                                N_IN, 3, seed=2)
 
 
 def _trainer(machine, cores=3, backend="local", batch=4, lr=0.05, net=None):
-    learn = EPropLearningConfig(batch_size=batch, lr=lr, surrogate="triangle", gamma=0.3)
-    return EPropTrainer(net or _net(), learn, machine=machine, hidden_cores=cores, backend=backend)
+    learn = EPropConfig(batch_size=batch, lr=lr, surrogate="triangle", gamma=0.3)
+    return eprop_trainer(net or _net(), learn, machine=machine, hidden_cores=cores, backend=backend)
 
 
 def _train(machine, cores=3, backend="local", steps=3, batch=4, lr=0.05, net=None):
@@ -46,7 +47,7 @@ def test_stored_weights_lie_on_the_grid(bits, rounding, lr, w_max):
     # (at 2 bits the default range 2 max|w0| rounds every initial weight to 0: the range is set)
     m = MachineConfig(dtype="float64", weight_bits=bits, rounding=rounding, weight_max=w_max)
     net = _net()
-    ranges = weight_store_options(m, net)["weight_max"]
+    ranges = weight_store_options(m, net).ranges
     w0 = {p.name: p.weights for p in net.projections}
     start, _ = _train(m, steps=0)
     w, _ = _train(m, lr=lr)                       # Adam steps of about lr: a level in 3 steps
@@ -70,9 +71,9 @@ def test_range_scope_population_or_projection():
     net = _net()
     peak = {p.name: float(np.abs(p.weights).max()) for p in net.projections}
     assert peak["hidden->hidden"] < peak["input->hidden"]        # recurrent weights start smaller
-    pop = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5), net)["weight_max"]
+    pop = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5), net).ranges
     own = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5, weight_range_scope="projection"),
-                               net)["weight_max"]
+                               net).ranges
     assert own == pytest.approx({k: 1.5 * v for k, v in peak.items()})
     # a core's input and recurrent weights share the grid of the larger
     assert pop["hidden->hidden"] == pop["input->hidden"] == pytest.approx(1.5 * peak["input->hidden"])
@@ -81,10 +82,10 @@ def test_range_scope_population_or_projection():
         MachineConfig(weight_bits=4, weight_range_scope="core")
     # per-projection factors (pre->post, or pre_to_post as Hydra takes on the command line) replace weight_range
     mixed = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5, weight_range_scope="projection",
-                                               weight_ranges={"hidden_to_hidden": 6.0}), net)["weight_max"]
+                                               weight_ranges={"hidden_to_hidden": 6.0}), net).ranges
     assert mixed == pytest.approx({**own, "hidden->hidden": 6.0 * peak["hidden->hidden"]})
     mixed_pop = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5,
-                                                   weight_ranges={"hidden->hidden": 0.5}), net)["weight_max"]
+                                                   weight_ranges={"hidden->hidden": 0.5}), net).ranges
     assert mixed_pop == pytest.approx({**pop, "hidden->hidden": 0.5 * peak["input->hidden"]})
     with pytest.raises(ConfigError, match=r"machine.weight_ranges: no projection named 'hidden->out'; this "
                                           r"network's projections are \['hidden->hidden', "):
@@ -100,11 +101,11 @@ def test_memory_counts_the_stored_bits():
     for bits in (32, 8, 4):
         _, cores = _train(MachineConfig(weight_bits=bits), cores=2, steps=1, net=net)
         got[bits] = cores
-        for c in cores:
-            est = learning_bytes(net, net[c["population"]], c["slice"][1] - c["slice"][0], 4, "float32", "symmetric",
-                                 weight_store_options(MachineConfig(weight_bits=bits), net))
-            for k, v in est.items():                           # the mapper's estimate = what the core holds
-                assert c["memory"][k] == v, (bits, c["population"], k)
+        tr = _trainer(MachineConfig(weight_bits=bits), cores=2, net=net)
+        try:                                                   # the mapper's estimate = what the core holds
+            assert [c["memory"] for c in cores] == tr.sim.mapping.memory, bits
+        finally:
+            tr.close()
     tot = {b: sum(c["memory"]["weights"] for c in got[b]) for b in got}
     assert tot[32] == 4 * sum(n_w.values())
     # packed per projection and core, ceil(n bits / 8); 2 hidden cores of 10 neurons
@@ -218,17 +219,17 @@ def test_learns_a_tiny_task_at_low_precision(bits):
 
     xtr, ytr = data(160)
     xte, yte = data(100)
-    net = build_eprop_network(EPropNetworkConfig(hidden=12, v_th=0.6, tau_mem_ms=10.0, w_in_scale=4.0,
+    net = eprop_net(RecurrentALIFConfig(hidden=12, v_th=0.6, tau_mem_ms=10.0, w_in_scale=4.0,
                                                  w_out_scale=10.0), n_in, 2, seed=1)
-    learn = EPropLearningConfig(batch_size=B, lr=0.02, surrogate="triangle", gamma=0.3)
-    tr = EPropTrainer(net, learn, machine=MachineConfig(dtype="float64", weight_bits=bits), hidden_cores=3,
+    learn = EPropConfig(batch_size=B, lr=0.02, surrogate="triangle", gamma=0.3)
+    tr = eprop_trainer(net, learn, machine=MachineConfig(dtype="float64", weight_bits=bits), hidden_cores=3,
                       backend="local")
     try:
-        before, _ = tr.evaluate(xte, yte)
+        before, _ = tr.evaluate(analog_split(xte, yte), B)
         for _ in range(3):
             for first in range(0, len(ytr), B):
                 tr.train_batch(np.ascontiguousarray(xtr[first:first + B].transpose(1, 0, 2)), ytr[first:first + B])
-        after, _ = tr.evaluate(xte, yte)
+        after, _ = tr.evaluate(analog_split(xte, yte), B)
     finally:
         tr.close()
     assert after >= 0.8 and after > before + 0.1, (before, after)
@@ -238,11 +239,11 @@ def test_float32_machine_gives_the_cores_no_store():
     assert weight_store_options(MachineConfig(), _net()) is None
     net = _net()
     half = weight_store_options(MachineConfig(weight_bits=4, weight_range=0.5, weight_range_scope="projection"),
-                                net)["weight_max"]
+                                net).ranges
     for p in net.projections:                       # the range follows machine.weight_range x max |w0|
         assert half[p.name] == pytest.approx(0.5 * np.abs(p.weights).max())
     ws = weight_store_options(MachineConfig(weight_bits=8, weight_max=0.5), _net())
-    assert set(ws["weight_max"].values()) == {0.5}
+    assert set(ws.ranges.values()) == {0.5}
 
 
 @pytest.mark.parametrize("changes, message", [

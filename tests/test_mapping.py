@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 
 from spinnray.config import MachineConfig
-from spinnray.machine.core import Core, specs_from_mapping
+from spinnray.machine.core import Core
+from spinnray.mapping import specs_from_mapping
 from spinnray.errors import BudgetError, MappingError, RoutingError
-from spinnray.mapping.place import check_routes, estimate_core_memory, map_network
+from spinnray.mapping import check_routes, estimate_core_memory, map_network
 from spinnray.model.network import Network
 from spinnray.model.neurons import ALIF, LI, LIF, SpikeSource
 from spinnray.machine.router import RoutingEntry, RoutingTable
+
+from helpers import held_bytes
 
 MODELS = [LIF(), LIF(tau_syn_ms=0.0, reset="subtract"), ALIF(refractory_steps=2), LI()]
 
@@ -398,7 +401,7 @@ def test_memory_by_hand():
     want_in = {"weights": 0, "delays": 0, "neuron_state": 0, "spike_history": 0, "key_table": 0}
     assert m.memory == [want_in, want_h, want_h]
     for spec, mem in zip(specs_from_mapping(m, 2), m.memory):
-        assert Core(spec).memory() == mem
+        assert Core(spec).memory() == held_bytes(Core(spec)) == mem
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -413,8 +416,9 @@ def test_memory_estimate_equals_the_core(seed, batch, dtype):
     specs = specs_from_mapping(m, batch)
     assert [s.core_id for s in specs] == list(range(m.n_cores))
     for spec, pl, mem in zip(specs, m.placements, m.memory):
-        core_mem = Core(spec).memory()
-        assert core_mem == mem, (pl, core_mem, mem)
+        core = Core(spec)
+        core_mem = core.memory()
+        assert core_mem == held_bytes(core) == mem, (pl, core_mem, mem)
         pop = net[pl.slice.population]
         n_src = sum(len(m.cores_of(name)) for name in {q.pre.name for q in net.incoming(pop)})
         assert estimate_core_memory(net, pop, pl.slice.lo, pl.slice.hi, dtype, batch, n_src) == mem

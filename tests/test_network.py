@@ -16,6 +16,7 @@ import pytest
 
 from spinnray.errors import NetworkError
 from spinnray.model.network import MAX_DELAY_STEPS, Network
+from spinnray.machine.synapses import accumulate_events
 from spinnray.model.neurons import (
     ALIF,
     LI,
@@ -24,11 +25,8 @@ from spinnray.model.neurons import (
     LIFState,
     LIState,
     SpikeSource,
-    accumulate_events,
-    decays,
-    init_state,
+
     model_from_dict,
-    step,
 )
 
 # ------------------------------------------------------------------ helpers
@@ -373,11 +371,11 @@ def ref_li(model: LI, dt: float, x: np.ndarray):
 def run_steps(model, dt, x, dtype=np.float64):
     """Drive ``step`` over x (T, B, N); returns the spikes and the list of states."""
     T, B, N = x.shape
-    state = init_state(model, B, N, dtype)
-    c = decays(model, dt)
+    state = model.init_state(B, N, dtype)
+    c = model.consts(dt)
     spikes, states = [], []
     for t in range(T):
-        s, state = step(model, x[t].astype(dtype), state, c)
+        s, state = model.step(x[t].astype(dtype), state, c)
         spikes.append(s)
         states.append(state)
     return spikes, states
@@ -459,17 +457,17 @@ def test_step_keeps_float32(model):
 
 
 def test_decays_and_init_state():
-    assert decays(LIF(tau_mem_ms=20.0, tau_syn_ms=5.0), 0.5) == {"a": math.exp(-0.1), "b": math.exp(-0.025)}
-    assert decays(LIF(tau_syn_ms=0.0), 1.0)["a"] == 0.0
-    assert decays(ALIF(tau_mem_ms=10.0, tau_adapt_ms=100.0), 2.0) == {"alpha": math.exp(-0.2),
+    assert LIF(tau_mem_ms=20.0, tau_syn_ms=5.0).consts(0.5) == {"a": math.exp(-0.1), "b": math.exp(-0.025)}
+    assert LIF(tau_syn_ms=0.0).consts(1.0)["a"] == 0.0
+    assert ALIF(tau_mem_ms=10.0, tau_adapt_ms=100.0).consts(2.0) == {"alpha": math.exp(-0.2),
                                                                       "rho": math.exp(-0.02)}
-    assert decays(SpikeSource(), 1.0) == {}
-    st = init_state(ALIF(), 2, 5, np.float32)
+    assert SpikeSource().consts(1.0) == {}
+    st = ALIF().init_state(2, 5, np.float32)
     assert [a.shape for a in st] == [(2, 5)] * 4 and [a.dtype for a in st][-1] == np.int32
     assert all(not a.any() for a in st)
-    assert init_state(SpikeSource(), 2, 5, np.float64) == ()
+    assert SpikeSource().init_state(2, 5, np.float64) == ()
     with raises_naming(NetworkError, "SpikeSource"):
-        step(SpikeSource(), np.zeros((1, 1)), (), {})
+        SpikeSource().step(np.zeros((1, 1)), (), {})
 
 
 # -------------------------------------------------------- accumulate_events

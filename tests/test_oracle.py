@@ -94,7 +94,7 @@ def test_float32_machine_close_to_oracle():
 def test_analog_blocks_equal_step_by_step_and_any_column_split(dtype, n, sparse):
     """The analog input projected a block of steps at a time is bit-identical to step by step, and a
     column's value does not depend on the columns beside it (what makes any core split agree)."""
-    from spinnray.machine.core import analog_input, analog_input_block
+    from spinnray.machine.synapses import analog_input, analog_input_block
 
     rng = np.random.default_rng(n)
     x = rng.normal(size=(9, 3, 13)).astype(dtype)

@@ -8,14 +8,17 @@ import pytest
 
 from spinnray.config import MachineConfig
 from spinnray.data import encode_yin_yang, yin_yang
-from spinnray.experiments.eventprop import EventPropLearningConfig, EventPropNetworkConfig, EventPropTrainer, build_network, evaluate
+from spinnray.rules.eventprop import after_batch
+from spinnray.rules.eventprop.core import EventPropCore
 
-NET = EventPropNetworkConfig(steps=50, hidden=40)
+from helpers import EventPropConfig, FeedForwardConfig, eventprop_trainer, spikes_split, yinyang_net
+
+NET = FeedForwardConfig(steps=50, hidden=40)
 
 
 def trainer(replicas=1, cores=None, backend="local", dtype="float64", batch=24, lr=5e-3):
-    learn = EventPropLearningConfig(batch_size=batch, lr=lr)
-    return EventPropTrainer(build_network(NET, seed=0), learn, machine=MachineConfig(dtype=dtype),
+    learn = EventPropConfig(batch_size=batch, lr=lr)
+    return eventprop_trainer(yinyang_net(NET, seed=0), learn, machine=MachineConfig(dtype=dtype),
                             cores_per_population=cores, replicas=replicas, backend=backend)
 
 
@@ -36,14 +39,14 @@ def test_tiny_network_learns_above_chance():
     xt, yt = data(300, 40)
     tr = trainer(dtype="float32", lr=1e-2)
     try:
-        before, _ = evaluate(tr, xt, yt, 24)
+        before, _ = tr.evaluate(spikes_split(xt, yt), 24)
         rng = np.random.default_rng(0)
         for epoch in range(4):
             order = rng.permutation(len(y))
             for first in range(0, len(y), 24):
                 idx = order[first:first + 24]
                 tr.train_batch(x[:, idx], y[idx])
-        after, _ = evaluate(tr, xt, yt, 24)
+        after, _ = tr.evaluate(spikes_split(xt, yt), 24)
     finally:
         tr.close()
     assert after > 0.6 and after > before + 0.1, (before, after)   # chance is 1/3
@@ -73,7 +76,7 @@ def test_replicas_and_hidden_split_give_the_same_weights(reference_weights, repl
         tr.close()
     for name, ref in reference_weights.items():
         np.testing.assert_allclose(w[name], ref, rtol=1e-9, atol=1e-12, err_msg=name)
-        assert not np.allclose(ref, build_network(NET, seed=0).projections[0 if name.startswith("input") else 1].weights)
+        assert not np.allclose(ref, yinyang_net(NET, seed=0).projections[0 if name.startswith("input") else 1].weights)
 
 
 @pytest.mark.ray
@@ -97,10 +100,10 @@ def test_ray_training_is_bit_identical_to_local(ray_session):
 
 
 def test_training_never_writes_into_the_network():
-    net = build_network(NET, seed=0)
+    net = yinyang_net(NET, seed=0)
     before = [p.weights.copy() for p in net.projections]
     x, y = data(24, 42)
-    tr = EventPropTrainer(net, EventPropLearningConfig(batch_size=24), machine=MachineConfig(dtype="float64"),
+    tr = eventprop_trainer(net, EventPropConfig(batch_size=24), machine=MachineConfig(dtype="float64"),
                           cores_per_population=None, replicas=2, backend="local")
     try:
         tr.train_batch(x, y)
@@ -122,15 +125,15 @@ def test_bump_raises_only_silent_label_neurons():
     try:
         outs = [pl for pl in tr.learners if pl.slice.population == "output"]
         for out in outs:
-            w_big = tr.sim.call("get_weights", cores=[out.core_id])[out.core_id]
+            w_big = tr.sim.call(EventPropCore.get_weights, cores=[out.core_id])[out.core_id]
             w_big[0][:, 2] = -5.0                              # output 2 can never fire
-            tr.sim.call("set_weights", {out.core_id: (w_big,)}, cores=[out.core_id])
+            tr.sim.call(EventPropCore.set_weights, {out.core_id: (w_big,)}, cores=[out.core_id])
         res = tr.forward(x, y)
         silent = res.outputs["label_silent"]
         assert silent[y == 2].all() and silent.any()
         before = tr.weights()["hidden->output"]
-        tr._bump(res, y)
-        assert tr.bumps["output"] == 1
+        after_batch(tr, res, y)
+        assert tr.counters["weight_bumps"]["output"] == 1
         tr.check_replicas()                                    # the replicas stay identical
         diff = tr.weights(replica=1)["hidden->output"] - before
         assert np.allclose(diff[:, 2], tr.learn.bump)
@@ -144,7 +147,7 @@ def test_stagger_interleaves_the_rounding_grids():
     joint spike steps pin x down to half a step of input time; plain rounding to a whole step."""
     from spinnray.data.yinyang import spike_steps_yin_yang
     from spinnray.errors import ConfigError
-    from spinnray.experiments.eventprop import YinYangDataConfig, encode_inputs
+    from spinnray.data.yinyang import YinYangConfig as YinYangDataConfig, encode_inputs
 
     xs = np.linspace(0.0, 1.0, 6001)
     samples = np.stack([xs, xs, 1 - xs, 1 - xs], axis=1)
@@ -181,7 +184,7 @@ def test_stagger_interleaves_the_rounding_grids():
 
 # ------------------------------------------------------------ validation selection
 def test_val_selection_takes_the_earliest_best_validation_epoch():
-    from spinnray.experiments.eventprop import val_selection
+    from spinnray.experiments.train import val_selection
 
     hist = [{"epoch": e + 1, "val_accuracy": v, "test_accuracy": t, "test_loss": 1.0 - t}
             for e, (v, t) in enumerate([(0.5, 0.52), (0.7, 0.71), (0.7, 0.74), (0.6, 0.8)])]

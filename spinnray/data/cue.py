@@ -36,12 +36,17 @@ there is no tie.  A trainer should put the loss only on the recall steps:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
+from spinnray.config import opt
 from spinnray.data._checks import check_int, check_real
+from spinnray.data.base import ArraySplit, Dataset, Timing, register
 from spinnray.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LEFT",
@@ -270,3 +275,71 @@ def cue_accumulation(
     if return_sides:
         return x, labels, sides
     return x, labels
+
+
+# --------------------------------------------------------------------------- #
+# the data set of a run (data.name = cue)
+# --------------------------------------------------------------------------- #
+#: seed stride between the fresh training sets of ``data.resample`` (the test sets use 10,000 + test_seed)
+RESAMPLE_STRIDE = 1_000_003
+
+
+@dataclass(frozen=True)
+class CueConfig:
+    """Trials of the cue-accumulation task (Bellec et al. 2020) at the network's ``dt_ms``."""
+
+    name: str = opt("cue", "data set", choices=("cue",))
+    train_size: int = opt(2000, "training trials", min=1)
+    test_size: int = opt(500, "test trials", min=1)
+    data_seed: int = opt(0, "training-set seed", min=0)
+    test_seed: int = opt(1, "test-set seed", min=0)
+    n_cues: int = opt(7, "cues per trial (odd)", min=1)
+    total_ms: float = opt(2250.0, "trial length (ms)", min=1.0)
+    p_group: float | None = opt(None, "null = every cue left or right with p 1/2; p = each trial favours a random "
+                                      "side and puts every cue there with p 1 - p (Bellec et al.'s generator: 0.3, "
+                                      "an easier task)", min=0.0, max=1.0)
+    resample: bool = opt(False, "train every epoch on fresh trials (epoch e >= 1 uses the seed data_seed + "
+                                "RESAMPLE_STRIDE x e), as Bellec et al. did; false = the same train_size trials "
+                                "every epoch")
+    limit: int | None = opt(None, "use only the first N training and N test trials", min=1)
+
+
+def epoch_seed(cfg: CueConfig, epoch: int) -> int:
+    """Seed of the training trials of ``epoch`` (0-based): ``data_seed`` for the first epoch and
+    whenever ``data.resample`` is false, else ``data_seed + RESAMPLE_STRIDE * epoch``."""
+    return cfg.data_seed + (RESAMPLE_STRIDE * epoch if cfg.resample else 0)
+
+
+def epoch_training_set(cfg: CueConfig, epoch: int, dt_ms: float = 1.0):
+    """``(x (N, T, C) float32, y int64)``: the training trials of ``epoch`` (see :func:`epoch_seed`)."""
+    x, y = cue_accumulation(cfg.train_size, epoch_seed(cfg, epoch), n_cues=cfg.n_cues, total_ms=cfg.total_ms,
+                            dt_ms=dt_ms, p_group=cfg.p_group)
+    if cfg.limit is not None:
+        x, y = x[:cfg.limit], y[:cfg.limit]
+    return np.asarray(x, np.float32), np.asarray(y, np.int64)
+
+
+@register("cue", CueConfig)
+def load(cfg: CueConfig, timing: Timing) -> Dataset:
+    """Training and test trials; the loss window is the recall period.  With ``resample`` the
+    training split is refilled in place at the start of every epoch."""
+    kw = dict(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=timing.dt_ms, p_group=cfg.p_group)
+    xtr, ytr = epoch_training_set(cfg, 0, timing.dt_ms)
+    xte, yte = cue_accumulation(cfg.test_size, cfg.test_seed + 10_000, **kw)
+    if cfg.limit is not None:
+        xte, yte = xte[:cfg.limit], yte[:cfg.limit]
+    win = cue_decision_window(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=timing.dt_ms)
+    train = ArraySplit(xtr, ytr)
+    state = {"epoch": 0}
+
+    def begin_epoch(epoch: int) -> None:
+        if not cfg.resample or epoch == state["epoch"]:
+            return
+        x, y = epoch_training_set(cfg, epoch, timing.dt_ms)
+        train.x[...], train.labels[...] = x, y
+        state["epoch"] = epoch
+        log.info("epoch %d: %d fresh training trials (seed %d)", epoch + 1, len(y), epoch_seed(cfg, epoch))
+
+    return Dataset("cue", "analog", xtr.shape[2], xtr.shape[1], ["left", "right"], train,
+                   ArraySplit(np.asarray(xte, np.float32), yte), loss_window=win.stop - win.start,
+                   begin_epoch=begin_epoch)

@@ -62,6 +62,7 @@ splits (as in TensorFlow).  The unknown clips are taken from the first
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -74,7 +75,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spinnray.config import opt
 from spinnray.data._checks import check_int, check_real
+from spinnray.data.base import ArraySplit, Dataset, Timing, register
 from spinnray.errors import ConfigError, DataError
 
 __all__ = [
@@ -714,3 +717,52 @@ def load_speech_commands(
         x = x / scale
     labels = np.array([c.label for c in clips], dtype=np.int64)
     return SpeechData(x.astype(np.float32, copy=False), labels, CLASS_NAMES, tuple(clips), scale)
+
+
+# --------------------------------------------------------------------------- #
+# the data set of a run (data.name = speech_commands; keywords: spinnray.data.keywords)
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class SpeechConfig:
+    """Keyword spotting on Speech Commands v1 features (40 log-mel bands + deltas, 100 steps of 10 ms
+    hop, one per network step): the real set at ``root`` (``speech_commands``) or the offline
+    espeak-ng set (``keywords``, :mod:`spinnray.data.keywords`)."""
+
+    name: str = opt("keywords", "keywords (offline espeak-ng set) | speech_commands (real GSC v1 at root)",
+                    choices=("keywords", "speech_commands"))
+    root: str | None = opt(None, "data directory: the GSC v1 root, or where the offline keyword set is "
+                                 "written (null = ~/.cache/spinnray/keywords)")
+    cache_dir: str | None = opt(None, "feature cache directory (null = inside root)")
+    per_word: int = opt(500, "offline keyword set: clips per word", min=1)
+    data_seed: int = opt(0, "offline keyword set: generator seed", min=0)
+    limit: int | None = opt(None, "use only the first N training and N test samples", min=1)
+
+
+def dataset_from_root(cfg: SpeechConfig, root: Path) -> Dataset:
+    """Training and test features of the Speech Commands layout at ``root`` (GSC v1 lists)."""
+    xtr, ytr, names = load_speech_commands(root, "training", cache_dir=cfg.cache_dir, progress=True)
+    xte, yte, _ = load_speech_commands(root, "testing", cache_dir=cfg.cache_dir, progress=True)
+    if cfg.limit is not None:
+        xtr, ytr, xte, yte = xtr[:cfg.limit], ytr[:cfg.limit], xte[:cfg.limit], yte[:cfg.limit]
+    xtr, xte = np.asarray(xtr, np.float32), np.asarray(xte, np.float32)
+    return Dataset(cfg.name, "analog", xtr.shape[2], xtr.shape[1], list(names), ArraySplit(xtr, ytr),
+                   ArraySplit(xte, yte))
+
+
+@register("speech_commands", SpeechConfig)
+def load(cfg: SpeechConfig, timing: Timing) -> Dataset:
+    if cfg.root is None:
+        raise ConfigError("data.root = null: data.name=speech_commands needs the path of the "
+                          "speech_commands_v0.01 directory")
+    return dataset_from_root(cfg, Path(cfg.root).expanduser())
+
+
+@register("keywords", SpeechConfig)
+def load_keywords(cfg: SpeechConfig, timing: Timing) -> Dataset:
+    """The offline keyword set at ``data.root`` (default ``~/.cache/spinnray/keywords``),
+    generated there on first use (:mod:`spinnray.data.keywords`)."""
+    # imported here, not by the package: ``python -m spinnray.data.keywords`` must find the module
+    # unimported (runpy warns otherwise)
+    keywords = importlib.import_module("spinnray.data.keywords")
+    root = Path(cfg.root or "~/.cache/spinnray/keywords").expanduser()
+    return dataset_from_root(cfg, keywords.ensure_keyword_dataset(root, per_word=cfg.per_word, seed=cfg.data_seed))

@@ -224,7 +224,7 @@ class Checkpointer:
         DataError), when checkpoints are off, or after ``max_restarts`` restarts.
         On ``ray``, when the placement cannot be made again because nodes were
         lost and ``cluster.replace_lost_nodes`` is on, the chips are spread over
-        the nodes still alive (:func:`spinnray.backends.backend.surviving_cluster`).
+        the nodes still alive (:func:`spinnray.backends.surviving_cluster`).
         """
         from spinnray.errors import ConfigError, MappingError
 
@@ -239,7 +239,7 @@ class Checkpointer:
         except MappingError as e:
             if self.backend != "ray" or not getattr(self.cluster, "replace_lost_nodes", False):
                 raise
-            from spinnray.backends.backend import surviving_cluster
+            from spinnray.backends import surviving_cluster
 
             smaller = surviving_cluster(self.cluster)
             log.warning("cannot place the machine as before (%s); continuing on %d node(s) %s",

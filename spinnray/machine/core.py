@@ -1,46 +1,49 @@
-"""One emulated processing element (PE): a plain class, no Ray import.
+"""One emulated processing element (PE), forward phases only: a plain class, no Ray import.
 
-A :class:`Core` owns a slice of one population: the neurons' state, the
-incoming weights of those neurons (stored at the target, as on SpiNNaker),
-their delays, and a ring of recent pre-synaptic spikes per source population.
-It runs in rounds of K steps (the tick phases of one round):
+A :class:`Core` owns a slice of one population: the neurons' state, the incoming weights of
+those neurons (stored at the target, as on SpiNNaker), their delays, and a ring of recent
+pre-synaptic spikes per source population.  It runs in rounds of K steps (the tick phases of
+one round, driven by :mod:`spinnray.machine.schedule`):
 
-1. ``run_block(t0, K)``: for each step, *synapse* (sum the rows of the spikes
-   that arrive now, in canonical order), *neuron* (step the model), *record*;
-   then *send*: one spike packet with every event of the K steps.
-2. ``deliver(frames, t0, K)``: *receive* the packets the router multicast to
-   this core for the same round, into the spike history.
+1. ``run_block(t0, K)``: for each step, *synapse* (sum the rows of the spikes that arrive now,
+   in canonical order: :mod:`spinnray.machine.synapses`), *neuron* (the model's step),
+   *record*; then *send*: one spike packet with every event of the K steps.
+2. ``deliver(frames, t0, K)``: *receive* the packets the router multicast to this core for the
+   same round, into the spike history.
 
-Delays are at least K steps, so a spike emitted in a round is never needed
-before the next round begins (NEST's min-delay rule); that makes the results
-identical for every K <= min delay.
+Delays are at least K steps, so a spike emitted in a round is never needed before the next
+round begins (NEST's min-delay rule); that makes the results identical for every K <= min delay.
 
-The *layered* schedule (``core.layered = True``, feed-forward networks only)
-runs one round per level of the network instead (:meth:`Network.levels`):
-in round r the cores of level r step through the whole run, ``run_block(0,
-T)``, and send one packet with all their events; every core keeps what it
-receives as a sorted list of input events (counted as ``input_events``)
-instead of a ring, and reads step t's input from it.  The sums are taken in
-the same order as in rounds of K steps, so the results are identical.
+The *layered* schedule (``reset(..., layered=True)``, feed-forward networks only) runs one
+round per level of the network instead: in round r the cores of level r step through the whole
+run, ``run_block(0, T)``, and send one packet with all their events; every core keeps what it
+receives as a sorted list of input events (counted as ``input_events``) instead of a ring, and
+reads step t's input from it.  The sums are taken in the same order as in rounds of K steps,
+so the results are identical.
 
-Synaptic input is summed strictly in the order (projection, delay, sample, pre-synaptic neuron) by
-:func:`~spinnray.model.neurons.accumulate_events`, so they are identical for every
-partitioning of the populations as well.
+Learning cores (:mod:`spinnray.rules`) extend this class; they observe each step through
+:meth:`Core._after_step` and each delivery through :meth:`Core._on_delivered`.
+
+Memory: :func:`forward_memory` is the one model of what a forward core holds, used by the
+mapping to check the budget before any core exists and by :meth:`Core.memory` for the report
+(tests check it against the arrays a core really holds).
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from spinnray.machine import packet
 from spinnray.errors import BudgetError, PacketError, SpinnrayError
+from spinnray.machine import packet
 from spinnray.machine.counters import CoreCounters
-from spinnray.model.neurons import AnalogSource, NeuronModel, SpikeSource, accumulate_events, decays, init_state, step
+from spinnray.machine.synapses import ANALOG_BLOCK_ELEMENTS, accumulate_events, analog_input_block
+from spinnray.model.neurons import NeuronModel, SpikeSource
 
-__all__ = ["IncomingSpec", "CoreSpec", "Core", "specs_from_mapping"]
+__all__ = ["IncomingSpec", "CoreSpec", "CoreShape", "Core", "build_core", "forward_memory", "invoke"]
 
 _MAX_REASONS = 20
 
@@ -60,9 +63,62 @@ class IncomingSpec:
     analog: bool = False               # pre is an AnalogSource: host-written x[t], no events
 
 
+@dataclass(frozen=True)
+class SynapseShape:
+    """What the memory of one incoming projection depends on (no arrays)."""
+
+    pre_size: int
+    per_synapse_delays: bool = False
+    masked: bool = False
+    error_keyed: bool = False
+    analog: bool = False
+
+
+@dataclass(frozen=True)
+class CoreShape:
+    """What a core's memory depends on, known before the core exists: the mapping builds it from
+    the network, a core from its spec (:attr:`CoreSpec.shape`)."""
+
+    model: NeuronModel
+    n: int
+    batch: int
+    dtype: str
+    incoming: tuple[SynapseShape, ...]
+    history: tuple[tuple[int, int], ...]        # (depth in steps, pre population size) per pre population
+    n_sources: int                              # source slices in the key table
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def synapses(self) -> int:
+        """Weights held: sum over projections of pre_size x n."""
+        return sum(s.pre_size for s in self.incoming) * self.n
+
+
+def forward_memory(shape: CoreShape, state_batch: int | None = None) -> dict[str, int]:
+    """Bytes by category of what a forward core holds (``state_batch``: the samples of the
+    current run, whose neuron state is allocated per run; default the mapped batch)."""
+    item, n, batch = shape.itemsize, shape.n, shape.batch
+    analog = sum(s.pre_size for s in shape.incoming if s.analog)
+    return {
+        # host-written analog input, double-buffered per step (the host streams it in)
+        **({"input_buffer": 2 * batch * analog * item} if analog else {}),
+        "weights": shape.synapses * item,
+        "delays": sum(s.pre_size * n for s in shape.incoming if s.per_synapse_delays),
+        "neuron_state": (batch if state_batch is None else state_batch) * n * shape.model.state_bytes(item),
+        "spike_history": sum(depth * batch * size for depth, size in shape.history),
+        "key_table": shape.n_sources * 4 * 8,   # prefix, population, lo, size (int64)
+    }
+
+
 @dataclass(frozen=True, eq=False)
 class CoreSpec:
-    """Everything needed to build one core (picklable: sent to a Ray actor)."""
+    """Everything needed to build one core (picklable: sent to a Ray actor).
+
+    ``learning`` is None for a forward core, or the typed spec of a learning rule's core
+    (:mod:`spinnray.rules`), whose ``core_class`` builds it (:func:`build_core`)."""
 
     core_id: int
     chip: int
@@ -82,122 +138,43 @@ class CoreSpec:
     sources: tuple[tuple[int, str, int, int], ...] = ()  # (key prefix, pre population, lo, hi)
     replica: int = 0
     error_key_base: int | None = None                    # error events about this slice's neurons
-    learning: dict | None = None                         # rule and its constants (see make_core)
+    learning: Any = None                                 # a rule's typed core spec, or None
 
     @property
     def n(self) -> int:
         return self.hi - self.lo
 
-
-def specs_from_mapping(mapping, batch: int = 1, learning: dict | None = None) -> list[CoreSpec]:
-    """Cut the network's arrays into the per-core specs of ``mapping``.
-
-    ``learning``: ``{population: constants}`` for the populations that learn
-    (see :func:`make_core`); their cores keep masks and the error keys of
-    their pre-synaptic neurons.
-    """
-    learning = learning or {}
-    from spinnray.mapping.place import history_depth   # mapping imports router, which imports metrics only
-
-    net, machine = mapping.network, mapping.machine
-    specs = []
-    for pl in mapping.placements:
-        pop = net[pl.slice.population]
-        lo, hi = pl.slice.lo, pl.slice.hi
-        learns = pop.name in learning
-        incoming = []
-        for proj in net.incoming(pop):
-            err_keys = None
-            pre_cores = mapping.cores_of(proj.pre.name, pl.replica)
-            if learns and pre_cores and all(q.error_key_base is not None for q in pre_cores):
-                err_keys = np.zeros(proj.pre.size, np.uint32)
-                for q in pre_cores:
-                    err_keys[q.slice.lo:q.slice.hi] = q.error_key_base + np.arange(q.slice.n)
-            incoming.append(IncomingSpec(
-                name=proj.name, pre=proj.pre.name, pre_size=proj.pre.size,
-                weights=np.ascontiguousarray(proj.weights[:, lo:hi], dtype=machine.dtype),
-                delays=proj.delays if np.isscalar(proj.delays) else np.ascontiguousarray(proj.delays[:, lo:hi]),
-                delay_values=tuple(int(d) for d in proj.delay_values()),
-                mask=np.ascontiguousarray(proj.mask[:, lo:hi]) if learns and proj.mask is not None else None,
-                error_keys=err_keys,
-                analog=isinstance(proj.pre.model, AnalogSource),
-            ))
-        depth = history_depth(net, pop)
-        sources = tuple((q.core_id, q.slice.population, q.slice.lo, q.slice.hi)
-                        for q in mapping.placements if q.replica == pl.replica and q.slice.population in depth)
-        specs.append(CoreSpec(
-            core_id=pl.core_id, chip=pl.chip, pe=pl.pe, population=pop.name, model=pop.model,
-            lo=lo, hi=hi, key_base=pl.key_base, key_bits=mapping.key_bits, dt_ms=net.dt_ms,
-            dtype=machine.dtype, batch=batch, budget_bytes=machine.sram_per_pe_bytes,
-            incoming=tuple(incoming),
-            history={name: (d, net.populations[name].size) for name, d in depth.items()},
-            sources=sources, replica=pl.replica, error_key_base=pl.error_key_base,
-            learning=learning.get(pop.name),
-        ))
-    return specs
+    @property
+    def shape(self) -> CoreShape:
+        return CoreShape(
+            self.model, self.n, self.batch, self.dtype,
+            tuple(SynapseShape(inc.pre_size, not np.isscalar(inc.delays), inc.mask is not None,
+                               inc.error_keys is not None, inc.analog) for inc in self.incoming),
+            tuple(self.history.values()), len(self.sources))
 
 
-def analog_input(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``x @ w`` for x (batch, n_in) and w (n_in, n), summed strictly in input order.
-
-    Like :func:`~spinnray.model.neurons.accumulate_events`, a column's value never
-    depends on how many other columns sit beside it (BLAS matmul does), so the
-    result is bit-identical for any split of the post population over cores.
-    """
-    prod = x[:, :, None] * w[None, :, :]          # (batch, n_in, n)
-    if w.shape[1] >= 2:
-        return np.add.reduce(prod, axis=1)       # row by row over inputs: sequential
-    return np.cumsum(prod, axis=1)[:, -1]
+def invoke(core: "Core", method, args: tuple = ()):
+    """``method`` of the cores' classes (``Core.checksum``, ``LearningCore.gradients``, ...) on
+    ``core``, dispatched to the core's own override.  Backends call cores through this: the
+    caller names a real method of a class (a typo fails where it is written), never a string."""
+    if not callable(method) or not hasattr(type(core), method.__name__):
+        raise SpinnrayError(f"core {core.id} ({type(core).__name__}) has no method {getattr(method, '__name__', method)!r}")
+    return getattr(core, method.__name__)(*args)
 
 
-#: elements of a block of projected input (steps x batch x n) and of the (events, n) product of its sparse path
-ANALOG_BLOCK_ELEMENTS = 262_144
-
-
-def analog_input_block(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """:func:`analog_input` of several steps at once: x (steps, batch, n_in) -> (steps, batch, n),
-    equal to calling it step by step (the same sequential sum over inputs).
-
-    Mostly-zero input (spike trains written as analog 0/1, as in the cue task) is summed over
-    its nonzero entries only, in input order (:func:`~spinnray.model.neurons.accumulate_events`): the
-    skipped terms are zeros, which change no sum (at most the sign of an all-zero one)."""
-    steps, batch, n_in = x.shape
-    n = w.shape[1]
-    nz = np.count_nonzero(x)
-    if nz * 4 <= x.size:
-        if nz * n > ANALOG_BLOCK_ELEMENTS and steps > 1:   # bound the (events, n) temporary
-            h = steps // 2
-            return np.concatenate([analog_input_block(x[:h], w), analog_input_block(x[h:], w)])
-        k, b, i = np.nonzero(x)                    # C order: inputs ascending within (step, sample)
-        rows = x[k, b, i][:, None] * w[i]          # (events, n)
-        return accumulate_events(steps * batch, k * batch + b, rows).reshape(steps, batch, n)
-    # One input at a time over the whole block: the same sequential sum as analog_input, in
-    # n_in operations on (steps, batch, n) arrays (no (steps, batch, n_in, n) product).
-    out = x[:, :, 0, None] * w[0]
-    tmp = np.empty_like(out)
-    for i in range(1, n_in):
-        out += np.multiply(x[:, :, i, None], w[i], out=tmp)
-    return out
-
-
-def make_core(spec: CoreSpec) -> "Core":
-    """The core class for ``spec``: a learning core where ``spec.learning`` says so."""
-    if spec.learning is None:
-        return Core(spec)
-    rule = spec.learning.get("rule")
-    if rule == "eventprop":
-        from spinnray.rules.eventprop.core import EventPropCore
-
-        return EventPropCore(spec)
-    if rule == "eprop":
-        from spinnray.rules.eprop.core import EPropCore
-
-        return EPropCore(spec)
-    raise SpinnrayError(f"core {spec.core_id}: unknown learning rule {rule!r}")
+def build_core(spec: CoreSpec) -> "Core":
+    """The core of ``spec`` (a learning rule's class where ``spec.learning`` names one), checked
+    against the PE's memory budget."""
+    cls = Core if spec.learning is None else spec.learning.core_class
+    core = cls(spec)
+    core.check_budget("holds")
+    return core
 
 
 class Core:
     """The behaviour of one PE; see the module docstring for the phases."""
+
+    learns = False          # takes part in reverse passes (the learning cores of spinnray.rules)
 
     def __init__(self, spec: CoreSpec):
         self.spec = spec
@@ -205,7 +182,7 @@ class Core:
         self._last_step = -1                  # the last step of the current round (run_block)
         self.dtype = np.dtype(spec.dtype)
         self.model = spec.model
-        self.consts = decays(spec.model, spec.dt_ms)
+        self.consts = spec.model.consts(spec.dt_ms)
         # The core owns its weights: a copy, never the network's array nor another
         # replica's (and writable even when the spec came read-only from Ray).
         self.weights = [np.array(inc.weights, order="C", copy=True) for inc in spec.incoming]
@@ -218,7 +195,7 @@ class Core:
         self._src_lo = np.array([s[2] for s in src], np.int64)
         self._pre_names = pre_names
         self._src_n = np.array([s[3] - s[2] for s in src], np.int64)
-        self.state = init_state(spec.model, spec.batch, spec.n, self.dtype)
+        self.state = spec.model.init_state(spec.batch, spec.n, self.dtype)
         self.inputs: np.ndarray | None = None   # (steps, batch, n) bool for a SpikeSource
         self.analog_pres = tuple(inc.pre for inc in spec.incoming if inc.analog)
         self.analog: dict[str, np.ndarray] = {}  # pre -> (steps, batch, pre_size) host-written input
@@ -227,37 +204,37 @@ class Core:
         self.reasons: list[str] = []
         self.record_vars: tuple[str, ...] = ("spikes",)
         self.recorded: dict[str, np.ndarray] = {}
-        self.layered = False                     # set by the backend before reset(): see the module docstring
+        self.layered = False                     # the schedule of the current run (reset)
         self._no_input = np.zeros((spec.batch, spec.n), self.dtype)
         self._inbox: dict[str, list] = {}        # layered: pre -> chunks of (step, sample, pre) as delivered
         self._events: dict[str, tuple] | None = None   # layered: pre -> (sample, pre, bounds by step), sorted
         self._events_peak = 0                    # layered: bytes of this run's input events once indexed
-        self._init_learning()
+
+    def check_budget(self, what: str) -> None:
+        """BudgetError when what this core holds now exceeds its PE's SRAM."""
         used = sum(self.memory().values())
-        if used > spec.budget_bytes:
-            raise BudgetError(f"core {self.id} ({spec.population}[{spec.lo}, {spec.hi})) holds {used} bytes; "
+        if used > self.spec.budget_bytes:
+            spec = self.spec
+            raise BudgetError(f"core {self.id} ({spec.population}[{spec.lo}, {spec.hi})) {what} {used} bytes; "
                               f"the budget is {spec.budget_bytes} bytes")
 
-    # ------------------------------------------------------------------- hooks
-    # A learning core overrides these; the base core does nothing in them.
-    def _init_learning(self) -> None:
-        """Allocate learning state (before the budget check)."""
-
-    def _after_step(self, t: int, spikes: np.ndarray, before: tuple, fired: tuple) -> None:
-        """Called after step ``t`` with the spikes, the state before the step and
-        ``fired = np.nonzero(spikes)`` (sample and neuron indices)."""
+    # ------------------------------------------------------------ extensions
+    def _after_step(self, t: int, spikes: np.ndarray | None, before: tuple, fired: tuple | None) -> None:
+        """After step ``t``: the spikes, the state before the step and ``fired = np.nonzero(spikes)``
+        (a learning core records what its reverse pass needs here)."""
 
     def _on_delivered(self, pre: str, steps: np.ndarray, b: np.ndarray, idx: np.ndarray) -> None:
-        """Called with the pre-synaptic spikes a round delivered."""
+        """The pre-synaptic spikes a round delivered (a learning core records them here)."""
 
     def finish(self) -> None:
-        """Called by the backend after the last round of a forward run."""
+        """After the last round of a forward run (an output core computes its loss here)."""
 
     def flush(self) -> None:
         """Do the work of the round's last step that the exchange does not wait for (a
         learning core's trace update).  A backend may call it between sending the round's
         frames and taking the reply; :meth:`run_block` and :meth:`finish` call it anyway."""
 
+    # ------------------------------------------------------------ parameters
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the incoming weight matrices this core holds, one per projection."""
         return [w.copy() for w in self.weights]
@@ -274,7 +251,7 @@ class Core:
         return crc
 
     def learning_state(self) -> dict:
-        """What a checkpoint keeps of a core without learning state: its counters."""
+        """What a checkpoint keeps of a core: its counters (a learning core adds its own)."""
         return {"counters": self.counters.as_dict()}
 
     def load_learning_state(self, state: dict) -> None:
@@ -285,116 +262,30 @@ class Core:
         """Spike and error events this core has sent since it was built."""
         return self.counters.spike_events_sent + self.counters.error_events_sent
 
-    def begin_backward(self, steps: int, scale: float) -> None:
-        """Prepare a reverse pass over ``steps`` steps (learning cores)."""
-
-    def apply_own(self, lr: float) -> None:
-        """Adam on this core's own gradient of the last reverse pass (learning cores;
-        a plain core has nothing to learn)."""
-
-    def backward_block(self, i: int) -> list[bytes]:
-        """Reverse step ``i``: the error frames to send (none for a plain core)."""
-        return []
-
-    def backward_layer(self, steps: int) -> list[bytes]:
-        """Layered schedule: every reverse step ``steps-1 .. 0`` at once; the error
-        frames to send, events carrying their step as offset (none for a plain core)."""
-        return []
-
-    def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
-        """A plain core takes no error events: count and note them.  ``span``:
-        steps the frames may cover (the layered schedule's T, with ``i = 0``)."""
-        for frame in frames:
-            self.counters.packets_received += 1
-            self.counters.bytes_received += len(frame)
-            self.counters.rejected += 1
-            self._note(f"core {self.id}: error frame at reverse step {i} for a core that does not learn")
-
-    def _error_frames(self, i: int, keys: list, batch_idx: list, payload: list,
-                      offsets: list | None = None) -> list[bytes]:
-        """One error frame of reverse step ``i`` from lists of key, batch-index and payload arrays
-        (counted as sent); none when there is no event.  ``offsets``: per event, its step
-        minus ``i`` (the layered schedule's frame of the whole run); None = all 0."""
-        if not keys or not sum(len(k) for k in keys):
-            return []
-        k = np.concatenate(keys)
-        off = np.zeros(len(k), np.uint16) if offsets is None else np.concatenate(offsets).astype(np.uint16)
-        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=off,
-                              batch=np.concatenate(batch_idx).astype(np.uint16) if self.spec.batch > 1 else None,
-                              payload=np.concatenate(payload).astype(np.float32))
-        c = self.counters
-        c.packets_sent += 1
-        c.error_events_sent += len(k)
-        c.bytes_sent += len(frame)
-        # per step, not per frame: a layered frame carries every step of the reverse pass
-        per_step = len(k) if offsets is None else int(np.bincount(off).max())
-        c.max_events_per_step = max(c.max_events_per_step, per_step)
-        return [frame]
-
-    def _error_events(self, frames: list[bytes], i: int, what: str, refuse: str | None = None, span: int = 1):
-        """The valid error events of reverse step ``i`` addressed to this core's neurons.
-
-        Yields ``(batch index, local neuron, payload, step offset)`` arrays and the source
-        core per frame; offsets lie below ``span`` (1: all 0; the layered schedule's frames
-        cover a run).  A frame that does not
-        decode, is not an error frame of step ``i``, or arrives while ``refuse`` (a reason) is set,
-        is rejected; events whose keys are not this core's are dropped; both are counted and noted.
-        ``what`` names the events in the notes ("error events", "learning signals").
-        """
-        c = self.counters
-        base = self.spec.error_key_base
-        for frame in frames:
-            c.packets_received += 1
-            c.bytes_received += len(frame)
-            try:
-                p = packet.decode(frame, max_offset=span - 1, n_batch=self.batch)
-                if p.kind != packet.Kind.ERROR or p.step != i:
-                    raise PacketError(f"expected {what} of reverse step {i}, got kind {int(p.kind)} step {p.step}")
-                if refuse:
-                    raise PacketError(refuse)
-            except PacketError as e:
-                c.rejected += 1
-                self._note(f"core {self.id}: rejected frame: {e.reason}")
-                continue
-            c.error_events_received += p.n
-            local = p.keys.astype(np.int64) - (base if base is not None else 0)
-            ok = (base is not None) & (local >= 0) & (local < self.spec.n)
-            if not np.all(ok):
-                c.dropped += int((~ok).sum())
-                self._note(f"core {self.id}: {int((~ok).sum())} {what} with foreign keys")
-            b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
-            yield b, local[ok], p.payload[ok].astype(self.dtype), p.offsets[ok], p.src
-
     # ------------------------------------------------------------------ memory
     def memory(self) -> dict[str, int]:
-        """Bytes by category of the arrays this core holds now."""
-        state = sum(a.nbytes for a in self.state)
-        return {
-            "weights": sum(w.nbytes for w in self.weights),
-            "delays": sum(d.nbytes for d in self.delays if d is not None),
-            "neuron_state": state,
-            "spike_history": sum(h.nbytes for h in self.hist.values()),
-            "key_table": sum(a.nbytes for a in (self._src_prefix, self._src_pre, self._src_lo, self._src_n)),
-            **({"input_spikes": self.inputs.nbytes} if self.inputs is not None else {}),
-            # layered: the run's input events, at their peak (held from the core's round to its last step)
-            **({"input_events": max(self._event_bytes(), self._events_peak)} if self.layered else {}),
-            # The host streams analog input in step by step: one step double-buffered
-            # is what the PE holds (the emulator keeps the whole run outside the model).
-            **({"input_buffer": 2 * self.spec.batch * self.dtype.itemsize *
-                sum(inc.pre_size for inc in self.spec.incoming if inc.analog)} if self.analog_pres else {}),
-        }
+        """Bytes by category of what this core holds now: :func:`forward_memory` and the run's
+        input spikes or (layered) input events."""
+        mem = forward_memory(self.spec.shape, state_batch=self.batch)
+        if self.inputs is not None:
+            mem["input_spikes"] = self.inputs.nbytes
+        if self.layered:   # the run's input events, at their peak (held from the core's round to its last step)
+            mem["input_events"] = max(self._event_bytes(), self._events_peak)
+        return mem
 
     # ------------------------------------------------------------------- setup
     def reset(self, steps: int, batch: int | None = None, inputs: np.ndarray | None = None,
-              record: tuple[str, ...] = ("spikes",)) -> None:
-        """Zero state and history for a new run of ``steps`` steps of ``batch`` samples."""
+              record: tuple[str, ...] = ("spikes",), layered: bool = False) -> None:
+        """Zero state and history for a new run of ``steps`` steps of ``batch`` samples;
+        ``layered``: the run follows the layered schedule (module docstring)."""
         batch = self.spec.batch if batch is None else batch
         if not 0 <= batch <= self.spec.batch:
             raise SpinnrayError(f"core {self.id}: batch {batch} outside [0, {self.spec.batch}] (the mapped batch)")
+        self.layered = layered
         self.batch = batch
         self._no_input = np.zeros((batch, self.spec.n), self.dtype)
         self._no_input.flags.writeable = False
-        self.state = init_state(self.model, batch, self.spec.n, self.dtype)
+        self.state = self.model.init_state(batch, self.spec.n, self.dtype)
         for h in self.hist.values():
             h[:] = False
         self._inbox = {name: [] for name in self.hist}
@@ -407,10 +298,7 @@ class Core:
                 raise SpinnrayError(f"core {self.id} ({self.spec.population}[{self.spec.lo}, {self.spec.hi})): "
                                     f"input spikes of shape {got}; expected {want} (steps, batch, neurons)")
             self.inputs = np.ascontiguousarray(inputs, bool)
-            used = sum(self.memory().values())
-            if used > self.spec.budget_bytes:
-                raise BudgetError(f"core {self.id} ({self.spec.population}): input spikes of {steps} steps make "
-                                  f"{used} bytes; the budget is {self.spec.budget_bytes} bytes")
+            self.check_budget(f"with input spikes of {steps} steps holds")
         self.analog = {}
         self._analog_block = {}                  # pre -> (first step, (steps, batch, n) projected input)
         if self.analog_pres:
@@ -543,7 +431,7 @@ class Core:
         record_s = "spikes" in self.recorded
         for t in k_steps:
             before = self.state
-            s, self.state = step(self.model, self.synaptic_input(t), self.state, self.consts)
+            s, self.state = self.model.step(self.synaptic_input(t), self.state, self.consts)
             if s is None:                               # a non-spiking readout
                 self._after_step(t, s, before, None)
             else:
@@ -558,7 +446,7 @@ class Core:
                     out_i.append(i)
                     self.counters.max_events_per_step = max(self.counters.max_events_per_step, len(b))
             if record_v:
-                self.recorded["v"][t] = self.state.v_pre if hasattr(self.state, "v_pre") else self.state.v
+                self.recorded["v"][t] = self.model.voltage(self.state)
         self.counters.steps += k
         if not out_i:
             return []

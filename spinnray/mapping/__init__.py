@@ -1,8 +1,12 @@
-"""Where the network goes: partition into slices, place on (chip, PE), allocate keys, build and
-check the routing tables, spread chips over nodes, cut the per-core specs."""
+"""Where the network goes: partition into slices under the neuron cap and SRAM budget, place them
+on (chip, PE), allocate keys, build the routing tables and check their invariant, spread the
+chips over cluster nodes, and cut the per-core specs.  Imports :mod:`spinnray.machine` and
+:mod:`spinnray.model`; nothing above."""
 
-from spinnray.mapping.place import (Mapping, Placement, Slice, assign_nodes, check_node_routes, check_routes,
-                                    estimate_core_memory, map_network, node_tables)
+from spinnray.mapping.place import Mapping, Placement, Slice, assign_nodes, map_network, node_tables
+from spinnray.mapping.routes import check_node_routes, check_routes
+from spinnray.mapping.specs import Learning, core_shape, estimate_core_memory, history_depth, specs_from_mapping
 
-__all__ = ["Slice", "Placement", "Mapping", "map_network", "estimate_core_memory", "check_routes",
-           "assign_nodes", "node_tables", "check_node_routes"]
+__all__ = ["Slice", "Placement", "Mapping", "map_network", "assign_nodes", "node_tables", "check_routes",
+           "check_node_routes", "Learning", "core_shape", "estimate_core_memory", "history_depth",
+           "specs_from_mapping"]

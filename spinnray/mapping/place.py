@@ -29,16 +29,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from spinnray.config import MachineConfig
-from spinnray.errors import BudgetError, MappingError, RoutingError
-from spinnray.model.network import Network, Population, Projection
-from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource
+from spinnray.errors import BudgetError, MappingError
+from spinnray.model.network import Network, Projection
 from spinnray.machine.router import RoutingEntry, RoutingTable
+from spinnray.mapping.specs import Learning, estimate_core_memory, history_depth
 
-__all__ = ["Slice", "Placement", "Mapping", "map_network", "estimate_core_memory", "check_routes",
-           "assign_nodes", "node_tables", "check_node_routes"]
+__all__ = ["Slice", "Placement", "Mapping", "map_network", "assign_nodes", "node_tables", "KEY_SPACE_BITS"]
 
 KEY_SPACE_BITS = 32
 
@@ -118,62 +116,12 @@ class Mapping:
             "replicas": self.replicas,
             "slices": {name: [[p.slice.lo, p.slice.hi] for p in self.cores_of(name)]
                        for name, pop in self.network.populations.items()
-                       if not isinstance(pop.model, AnalogSource)},
+                       if pop.model.has_core},
             "nodes": self.nodes,
             "node_of_chip": {str(c): n for c, n in sorted({p.chip: p.node for p in self.placements}.items())},
             "cores_per_node": [sum(1 for p in self.placements if p.node == n) for n in range(self.nodes)],
             "routing_entries_per_node": {str(n): len(t) for n, t in sorted(self.node_tables().items())},
         }
-
-
-def _state_arrays(model) -> tuple[int, int]:
-    """(float arrays, int32 arrays) of neuron state per neuron per sample."""
-    if isinstance(model, LIF):
-        return 3, 0
-    if isinstance(model, ALIF):
-        return 3, 1
-    if isinstance(model, LI):
-        return 2, 0
-    return 0, 0
-
-
-def history_depth(network: Network, post: Population) -> dict[str, int]:
-    """Steps of spike history the cores of ``post`` keep per pre population."""
-    depth: dict[str, int] = {}
-    for proj in network.incoming(post):
-        if isinstance(proj.pre.model, AnalogSource):
-            continue              # host-written input: no spike history
-        depth[proj.pre.name] = max(depth.get(proj.pre.name, 0), proj.max_delay)
-    return depth
-
-
-def estimate_core_memory(network: Network, pop: Population, lo: int, hi: int, dtype: str,
-                         batch: int, n_source_slices: int = 0) -> dict[str, int]:
-    """Bytes by category that a core holding ``pop[lo:hi]`` will allocate.
-
-    The :class:`~spinnray.machine.core.Core` computes the same categories from the
-    arrays it really holds; a test asserts they agree.
-    """
-    n = hi - lo
-    item = np.dtype(dtype).itemsize
-    weights = delays = 0
-    for proj in network.incoming(pop):
-        weights += proj.pre.size * n * item
-        if not np.isscalar(proj.delays):
-            delays += proj.pre.size * n
-    n_float, n_int = _state_arrays(pop.model)
-    history = sum(d * batch * network.populations[name].size
-                  for name, d in history_depth(network, pop).items())
-    analog = sum(p.pre.size for p in network.incoming(pop) if isinstance(p.pre.model, AnalogSource))
-    return {
-        # host-written analog input, double-buffered per step (the host streams it in)
-        **({"input_buffer": 2 * batch * analog * item} if analog else {}),
-        "weights": weights,
-        "delays": delays,
-        "neuron_state": batch * n * (n_float * item + n_int * 4),
-        "spike_history": history,
-        "key_table": n_source_slices * 4 * 8,   # prefix, population, lo, size (int64)
-    }
 
 
 def _fits(mem: dict[str, int], budget: int) -> bool:
@@ -192,19 +140,18 @@ class _OverBudget(Exception):
 
 def map_network(network: Network, machine: MachineConfig | None = None,
                 cores_per_population: int | dict[str, int] | None = None,
-                batch: int = 1, replicas: int = 1, error_populations=(),
-                learning_bytes=None) -> Mapping:
+                batch: int = 1, replicas: int = 1, learning: Learning | None = None) -> Mapping:
     """Partition, place, allocate keys and build the routing table.
 
     ``cores_per_population``: None (as few cores as cap and budget allow), an
     int for every population (clamped to the population size: a core holds at
     least one neuron) or a dict population -> cores.  ``replicas`` copies of
     the whole network are placed one after the other, each with its own keys
-    and routes (data parallelism).  Slices of ``error_populations`` get a
+    and routes (data parallelism).  ``learning`` (a rule's :class:`Learning`): the
+    populations that learn (their cores' memory model) and ``learning.error_populations``,
+    whose slices get a
     second key block, ``(n_cores + core_id) << key_bits``, for the error
     events sent about their neurons, routed to the core that owns them.
-    ``learning_bytes(pop, n) -> dict`` adds a learning rule's per-core state
-    to the budget.
     Raises :class:`BudgetError` (population, bytes needed, budget) or
     :class:`MappingError` (cap, machine size, routing-table capacity).
     """
@@ -222,8 +169,7 @@ def map_network(network: Network, machine: MachineConfig | None = None,
     more: dict[str, int] = {}
     while True:
         try:
-            return _map_once(network, machine, cores_per_population, batch, replicas, error_populations,
-                             learning_bytes, more)
+            return _map_once(network, machine, cores_per_population, batch, replicas, learning, more)
         except _OverBudget as e:
             forced = cores_per_population.get(e.population) if isinstance(cores_per_population, dict) \
                 else cores_per_population
@@ -232,8 +178,7 @@ def map_network(network: Network, machine: MachineConfig | None = None,
             more[e.population] = e.cores + 1
 
 
-def _map_once(network, machine, cores_per_population, batch, replicas, error_populations, learning_bytes,
-              more) -> Mapping:
+def _map_once(network, machine, cores_per_population, batch, replicas, learning, more) -> Mapping:
     budget = machine.sram_per_pe_bytes
     cap = machine.neurons_per_core
 
@@ -241,7 +186,7 @@ def _map_once(network, machine, cores_per_population, batch, replicas, error_pop
     # so slicing uses a first estimate without them and is checked again below.
     slices: list[Slice] = []
     for pop in network.populations.values():
-        if isinstance(pop.model, AnalogSource):
+        if not pop.model.has_core:
             continue              # written by the host into its targets' memory: no core of its own
         want = cores_per_population.get(pop.name) if isinstance(cores_per_population, dict) \
             else cores_per_population
@@ -256,7 +201,7 @@ def _map_once(network, machine, cores_per_population, batch, replicas, error_pop
         else:
             k = max(-(-pop.size // cap), more.get(pop.name, 0))
             while k < pop.size and not all(
-                    _fits(estimate_core_memory(network, pop, a, b, machine.dtype, batch), budget)
+                    _fits(estimate_core_memory(network, pop, a, b, machine.dtype, batch, learning=learning), budget)
                     for a, b in zip(_edges(pop.size, k)[:-1], _edges(pop.size, k)[1:])):
                 k += 1
         e = _edges(pop.size, k)
@@ -271,8 +216,8 @@ def _map_once(network, machine, cores_per_population, batch, replicas, error_pop
 
     # Keys: one block of 2**key_bits per slice that sends (and one per slice
     # that receives error events).
-    senders = {p.pre.name for p in network.projections if not isinstance(p.pre.model, AnalogSource)}
-    error_populations = set(error_populations)
+    senders = {p.pre.name for p in network.projections if p.pre.model.has_core}
+    error_populations = set(learning.error_populations) if learning is not None else set()
     if not slices:
         raise MappingError("the network has only AnalogSource populations: nothing to place on cores")
     key_bits = max(1, math.ceil(math.log2(max(s.n for s in slices))))
@@ -324,9 +269,7 @@ def _map_once(network, machine, cores_per_population, batch, replicas, error_pop
         pop = network[p.slice.population]
         n_src = sum(1 for q in placements
                     if q.replica == p.replica and q.slice.population in history_depth(network, pop))
-        mem = estimate_core_memory(network, pop, p.slice.lo, p.slice.hi, machine.dtype, batch, n_src)
-        if learning_bytes is not None:
-            mem.update(learning_bytes(pop, p.slice.n))
+        mem = estimate_core_memory(network, pop, p.slice.lo, p.slice.hi, machine.dtype, batch, n_src, learning)
         if not _fits(mem, budget):
             cores_now = sum(1 for q in placements if q.replica == 0 and q.slice.population == pop.name)
             raise _OverBudget(pop.name, cores_now,
@@ -342,54 +285,6 @@ def _connected(proj: Projection, pre: Slice, post: Slice) -> bool:
     if proj.mask is None:
         return True
     return bool(proj.mask[pre.lo:pre.hi, post.lo:post.hi].any())
-
-
-def check_routes(mapping: Mapping) -> None:
-    """Assert the routing invariant; raise :class:`RoutingError` naming the key.
-
-    For every sending slice and every neuron in it, the table delivers the key
-    to exactly the cores that hold a post-synaptic slice connected to it; keys
-    of a non-sending slice match no entry; no key matches two entries.
-    """
-    net = mapping.network
-    table = mapping.table
-    for src in mapping.placements:
-        n = src.slice.n
-        if src.key_base is None:
-            continue
-        keys = src.key_base + np.arange(n, dtype=np.uint64)
-        want = {dst.core_id
-                for proj in net.outgoing(net[src.slice.population])
-                for dst in mapping.placements
-                if dst.replica == src.replica and dst.slice.population == proj.post.name
-                and _connected(proj, src.slice, dst.slice)}
-        for key in keys:
-            hits = [e for e in table.entries if (int(key) & e.mask) == e.key]
-            if len(hits) > 1:
-                raise RoutingError(f"key {int(key):#010x} of core {src.core_id} matches {len(hits)} entries")
-            got = set(hits[0].destinations) if hits else set()
-            if got != want:
-                raise RoutingError(f"key {int(key):#010x} of core {src.core_id} ({src.slice.population}"
-                                   f"[{src.slice.lo + int(key) - src.key_base}]) reaches cores {sorted(got)}; "
-                                   f"expected {sorted(want)}")
-    # Error keys about a slice's neurons reach exactly the core that owns it.
-    for p in mapping.placements:
-        if p.error_key_base is not None:
-            keys = p.error_key_base + np.arange(p.slice.n, dtype=np.int64)
-            hit = table.lookup(keys.astype(np.uint32))
-            if (hit < 0).any() or any(table.entries[h].destinations != (p.core_id,) for h in set(hit.tolist())):
-                raise RoutingError(f"error keys of core {p.core_id} do not all reach exactly core {p.core_id}")
-    # A block that belongs to a slice that sends nothing is routed nowhere.
-    for p in mapping.placements:
-        if p.key_base is None:
-            key = p.core_id << mapping.key_bits
-            if key < 2 ** KEY_SPACE_BITS and table.lookup(np.array([key], np.uint32))[0] >= 0:
-                raise RoutingError(f"key {key:#010x} of non-sending core {p.core_id} is routed")
-    # Batch lookup agrees with the scalar walk above.
-    for e in table.entries:
-        idx = table.lookup(np.array([e.key], np.uint32))[0]
-        if idx < 0 or table.entries[idx] is not e:
-            raise RoutingError(f"lookup of entry key {e.key:#010x} does not return its own entry")
 
 
 def assign_nodes(mapping: Mapping, nodes: int | None = None, chips_per_node: int | None = None) -> Mapping:
@@ -474,40 +369,3 @@ def node_tables(mapping: Mapping) -> dict[int, RoutingTable]:
                 entries.append(RoutingEntry(e.key, e.mask, local, links))
         tables[n] = RoutingTable(entries)
     return tables
-
-
-def check_node_routes(mapping: Mapping, tables: dict[int, RoutingTable] | None = None) -> None:
-    """Assert that the per-node tables deliver like the machine's table.
-
-    For every entry of the machine's table and every node that may send its
-    keys, routing the entry's key through the sender's table (local
-    destinations, then one hop along each link into that node's table) reaches
-    exactly the entry's destinations, each once, every reached core on the node
-    whose table delivered it.  Raises :class:`RoutingError` naming the key.
-    """
-    tables = mapping.node_tables() if tables is None else tables
-    node = mapping.node_of()
-    for i, e in enumerate(mapping.table.entries):
-        key = np.array([e.key], np.uint32)
-        if mapping.table.lookup(key)[0] != i:
-            continue                    # shadowed by an earlier entry: never routes its own key
-        sources = _entry_sources(mapping, e)
-        senders = {node[s] for s in sources} if sources is not None else set(range(mapping.nodes))
-        for n in sorted(senders):
-            hit = tables[n].lookup(key)[0]
-            if hit < 0:
-                raise RoutingError(f"key {e.key:#010x}: no entry on node {n}, which sends it")
-            first = tables[n].entries[hit]
-            reached = list(first.destinations)
-            for link in first.links:
-                h = tables[link].lookup(key)[0]
-                if h < 0:
-                    raise RoutingError(f"key {e.key:#010x}: node {n} links to node {link}, which has no entry")
-                reached += list(tables[link].entries[h].destinations)
-                if any(node[d] != link for d in tables[link].entries[h].destinations):
-                    raise RoutingError(f"key {e.key:#010x}: node {link}'s entry names cores of other nodes")
-            if any(node[d] != n for d in first.destinations):
-                raise RoutingError(f"key {e.key:#010x}: node {n}'s entry names cores of other nodes")
-            if sorted(reached) != list(e.destinations):
-                raise RoutingError(f"key {e.key:#010x} sent from node {n} reaches cores {sorted(reached)}; "
-                                   f"expected {list(e.destinations)}")

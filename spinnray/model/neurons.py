@@ -1,14 +1,15 @@
-"""Neuron models and their pure step functions (numpy only).
+"""Neuron models: each one owns its parameters, decay constants, state, step and memory (numpy only).
 
-Every model is a frozen dataclass of parameters (units in the names) that
-refuses to be built invalid, plus a step function with one signature::
+A model is a frozen dataclass of parameters (units in the names) that refuses to be built
+invalid.  Everything a core needs to run it comes from the model itself::
 
-    step(inp, state, consts) -> (spikes, state)
+    consts = model.consts(dt_ms)                    # decay factors, once per core
+    state = model.init_state(batch, n, dtype)       # a NamedTuple of (batch, n) arrays
+    spikes, state = model.step(inp, state, consts)  # one step under synaptic input inp
+    model.state_bytes(itemsize)                     # bytes of state per neuron and sample
 
-``inp`` is the synaptic input that arrives this step, shape ``(batch, n)``;
-``state`` is a NamedTuple of arrays of the same shape; ``consts`` are the decay
-factors precomputed once from the parameters and ``dt_ms``.  Nothing here
-allocates per step beyond the new state arrays.
+so adding a model is one class here: the mapping, the cores and ``model_from_dict`` (the
+``model:`` key of YAML networks, by :attr:`NeuronModel.kind`) find it without other edits.
 
 Discretization (dt = one step, decays ``a = exp(-dt/tau_syn)``,
 ``b = exp(-dt/tau_mem)``), after Béna et al. 2024 (EventProp on SpiNNaker2):
@@ -42,125 +43,64 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from spinnray.checks import check_int, check_real, show
 from spinnray.errors import NetworkError
 
-__all__ = [
-    "LIF", "ALIF", "LI", "SpikeSource", "AnalogSource", "NeuronModel", "model_from_dict",
-    "LIFState", "ALIFState", "LIState", "init_state", "step", "decays",
-]
+__all__ = ["NeuronModel", "LIF", "ALIF", "LI", "SpikeSource", "AnalogSource", "model_from_dict",
+           "LIFState", "ALIFState", "LIState"]
 
 
-def _positive(obj, name: str, allow_zero: bool = False) -> None:
-    value = getattr(obj, name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not allow_zero):
-        need = ">= 0" if allow_zero else "> 0"
-        raise NetworkError(f"{type(obj).__name__}.{name} = {value!r}: expected a finite number {need}")
+def _decay(tau_ms: float, dt_ms: float) -> float:
+    return 0.0 if tau_ms == 0 else math.exp(-dt_ms / tau_ms)
 
 
-def _finite(obj, name: str) -> None:
-    value = getattr(obj, name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise NetworkError(f"{type(obj).__name__}.{name} = {value!r}: expected a finite number")
+class NeuronModel:
+    """Base of every model.  ``kind`` names it in configs; ``spiking`` says whether it sends
+    spikes; ``has_core``: False for a population written by the host (no core, no keys)."""
 
+    kind: ClassVar[str] = ""
+    spiking: ClassVar[bool] = False
+    has_core: ClassVar[bool] = True
+    _KINDS: ClassVar[dict[str, type]] = {}
 
-@dataclass(frozen=True)
-class LIF:
-    """Current-based leaky integrate-and-fire neuron with exponential synapse."""
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            NeuronModel._KINDS[cls.kind] = cls
 
-    tau_mem_ms: float = 20.0
-    tau_syn_ms: float = 5.0
-    v_th: float = 1.0
-    v_reset: float = 0.0
-    reset: str = "zero"
+    def _positive(self, name: str, allow_zero: bool = False) -> None:
+        check_real(f"{type(self).__name__}.{name}", getattr(self, name), 0.0, strict=not allow_zero,
+                   error=NetworkError)
 
-    kind = "lif"
-    spiking = True
+    def _finite(self, name: str) -> None:
+        check_real(f"{type(self).__name__}.{name}", getattr(self, name), error=NetworkError)
 
-    def __post_init__(self):
-        _positive(self, "tau_mem_ms")
-        _positive(self, "tau_syn_ms", allow_zero=True)
-        _finite(self, "v_th")
-        _finite(self, "v_reset")
-        if self.reset not in ("zero", "subtract"):
-            raise NetworkError(f"LIF.reset = {self.reset!r}: expected 'zero' or 'subtract'")
+    def consts(self, dt_ms: float) -> dict[str, float]:
+        """The per-step constants of a step of ``dt_ms``."""
+        return {}
 
+    def init_state(self, batch: int, n: int, dtype) -> tuple:
+        """Zero state of ``n`` neurons for ``batch`` samples."""
+        return ()
 
-@dataclass(frozen=True)
-class ALIF:
-    """Adaptive LIF neuron of Bellec et al. 2020 (reset by subtraction)."""
+    def state_bytes(self, itemsize: int) -> int:
+        """Bytes of state per neuron and sample at a working dtype of ``itemsize`` bytes."""
+        return 0
 
-    tau_mem_ms: float = 20.0
-    tau_adapt_ms: float = 200.0
-    beta: float = 0.07
-    v_th: float = 1.0
-    refractory_steps: int = 0
+    def step(self, inp: np.ndarray, state: tuple, c: dict) -> tuple[np.ndarray | None, tuple]:
+        """Advance ``state`` by one step under input ``inp`` (batch, n); returns
+        ``(spikes bool (batch, n) or None for a non-spiking model, new_state)``.  The
+        arithmetic stays in the dtype of ``inp`` (python floats do not promote)."""
+        raise NetworkError(f"model {self!r} has no step function (a source replays its input)")
 
-    kind = "alif"
-    spiking = True
-
-    def __post_init__(self):
-        _positive(self, "tau_mem_ms")
-        _positive(self, "tau_adapt_ms")
-        _positive(self, "v_th")
-        _positive(self, "beta", allow_zero=True)
-        if not isinstance(self.refractory_steps, int) or isinstance(self.refractory_steps, bool) \
-                or self.refractory_steps < 0:
-            raise NetworkError(f"ALIF.refractory_steps = {self.refractory_steps!r}: expected an int >= 0")
-
-
-@dataclass(frozen=True)
-class LI:
-    """Leaky integrator (non-spiking readout); ``V`` is its output."""
-
-    tau_mem_ms: float = 20.0
-    tau_syn_ms: float = 0.0
-
-    kind = "li"
-    spiking = False
-
-    def __post_init__(self):
-        _positive(self, "tau_mem_ms")
-        _positive(self, "tau_syn_ms", allow_zero=True)
-
-
-@dataclass(frozen=True)
-class SpikeSource:
-    """Replays the spikes given to each run (input population)."""
-
-    kind = "source"
-    spiking = True
-
-
-@dataclass(frozen=True)
-class AnalogSource:
-    """Real-valued input written by the host into the cores it projects to."""
-
-    kind = "analog"
-    spiking = False
-
-
-NeuronModel = LIF | ALIF | LI | SpikeSource | AnalogSource
-_MODELS = {cls.kind: cls for cls in (LIF, ALIF, LI, SpikeSource, AnalogSource)}
-
-
-def model_from_dict(d: dict, where: str = "model") -> NeuronModel:
-    """Build a model from ``{"model": kind, **params}`` (configs and YAML)."""
-    d = dict(d)
-    kind = d.pop("model", None)
-    if kind not in _MODELS:
-        raise NetworkError(f"{where}.model = {kind!r}: expected one of {sorted(_MODELS)}")
-    cls = _MODELS[kind]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise NetworkError(f"{where}: unknown parameter(s) {unknown} for model {kind!r}; "
-                           f"expected some of {sorted(known)}")
-    return cls(**d)
+    @staticmethod
+    def voltage(state: tuple) -> np.ndarray:
+        """The membrane potential recorded as ``v`` (before reset, where the model keeps it)."""
+        return state.v
 
 
 class LIFState(NamedTuple):
@@ -181,91 +121,150 @@ class LIState(NamedTuple):
     v: np.ndarray      # (batch, n) output
 
 
-def decays(model: NeuronModel, dt_ms: float) -> dict[str, float]:
-    """The per-step decay factors of ``model`` for a step of ``dt_ms``."""
+@dataclass(frozen=True)
+class LIF(NeuronModel):
+    """Current-based leaky integrate-and-fire neuron with exponential synapse."""
 
-    def ex(tau):
-        return 0.0 if tau == 0 else math.exp(-dt_ms / tau)
+    tau_mem_ms: float = 20.0
+    tau_syn_ms: float = 5.0
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    reset: str = "zero"
 
-    if isinstance(model, (LIF, LI)):
-        return {"a": ex(model.tau_syn_ms), "b": ex(model.tau_mem_ms)}
-    if isinstance(model, ALIF):
-        return {"alpha": ex(model.tau_mem_ms), "rho": ex(model.tau_adapt_ms)}
-    return {}
+    kind: ClassVar[str] = "lif"
+    spiking: ClassVar[bool] = True
 
+    def __post_init__(self):
+        self._positive("tau_mem_ms")
+        self._positive("tau_syn_ms", allow_zero=True)
+        self._finite("v_th")
+        self._finite("v_reset")
+        if self.reset not in ("zero", "subtract"):
+            raise NetworkError(f"LIF.reset = {show(self.reset)}: expected 'zero' or 'subtract'")
 
-def init_state(model: NeuronModel, batch: int, n: int, dtype) -> tuple:
-    """Zero state of ``n`` neurons for ``batch`` samples."""
-    z = lambda: np.zeros((batch, n), dtype)  # noqa: E731
-    if isinstance(model, LIF):
-        return LIFState(z(), z(), z())
-    if isinstance(model, ALIF):
-        return ALIFState(z(), z(), z(), np.zeros((batch, n), np.int32))
-    if isinstance(model, LI):
-        return LIState(z(), z())
-    return ()
+    def consts(self, dt_ms):
+        return {"a": _decay(self.tau_syn_ms, dt_ms), "b": _decay(self.tau_mem_ms, dt_ms)}
 
+    def init_state(self, batch, n, dtype):
+        return LIFState(*(np.zeros((batch, n), dtype) for _ in range(3)))
 
-def step(model: NeuronModel, inp: np.ndarray, state: tuple, c: dict) -> tuple[np.ndarray | None, tuple]:
-    """Advance ``state`` by one step under input ``inp`` (batch, n).
+    def state_bytes(self, itemsize):
+        return 3 * itemsize
 
-    Returns ``(spikes bool (batch, n) or None for LI, new_state)``.  The
-    arithmetic stays in the dtype of ``inp`` (python floats do not promote).
-    """
-    if isinstance(model, LIF):
+    def step(self, inp, state, c):
         i = c["a"] * state.i + inp
         v = c["b"] * state.v + (1.0 - c["b"]) * i
-        s = v > model.v_th
-        if model.reset == "zero":
-            v_new = np.where(s, np.asarray(model.v_reset, v.dtype), v)
+        s = v > self.v_th
+        if self.reset == "zero":
+            v_new = np.where(s, np.asarray(self.v_reset, v.dtype), v)
         else:
-            v_new = v - s.astype(v.dtype) * np.asarray(model.v_th, v.dtype)
+            v_new = v - s.astype(v.dtype) * np.asarray(self.v_th, v.dtype)
         return s, LIFState(i, v_new, v)
-    if isinstance(model, ALIF):
+
+    @staticmethod
+    def voltage(state):
+        return state.v_pre
+
+
+@dataclass(frozen=True)
+class ALIF(NeuronModel):
+    """Adaptive LIF neuron of Bellec et al. 2020 (reset by subtraction)."""
+
+    tau_mem_ms: float = 20.0
+    tau_adapt_ms: float = 200.0
+    beta: float = 0.07
+    v_th: float = 1.0
+    refractory_steps: int = 0
+
+    kind: ClassVar[str] = "alif"
+    spiking: ClassVar[bool] = True
+
+    def __post_init__(self):
+        self._positive("tau_mem_ms")
+        self._positive("tau_adapt_ms")
+        self._positive("v_th")
+        self._positive("beta", allow_zero=True)
+        if not isinstance(self.refractory_steps, int):
+            raise NetworkError(f"ALIF.refractory_steps = {show(self.refractory_steps)}: expected an integer >= 0")
+        check_int("ALIF.refractory_steps", self.refractory_steps, 0, error=NetworkError)
+
+    def consts(self, dt_ms):
+        return {"alpha": _decay(self.tau_mem_ms, dt_ms), "rho": _decay(self.tau_adapt_ms, dt_ms)}
+
+    def init_state(self, batch, n, dtype):
+        z = lambda: np.zeros((batch, n), dtype)  # noqa: E731
+        return ALIFState(z(), z(), z(), np.zeros((batch, n), np.int32))
+
+    def state_bytes(self, itemsize):
+        return 3 * itemsize + 4
+
+    def step(self, inp, state, c):
         a = c["rho"] * state.a + (1.0 - c["rho"]) * state.z
-        thr = model.v_th + model.beta * a
+        thr = self.v_th + self.beta * a
         v = c["alpha"] * state.v + (1.0 - c["alpha"]) * inp - state.z * thr
         s = v > thr
         r = state.r
-        if model.refractory_steps:
+        if self.refractory_steps:
             s &= r == 0
-            r = np.where(s, model.refractory_steps, np.maximum(r - 1, 0)).astype(np.int32)
+            r = np.where(s, self.refractory_steps, np.maximum(r - 1, 0)).astype(np.int32)
         return s, ALIFState(v, a, s.astype(v.dtype), r)
-    if isinstance(model, LI):
+
+
+@dataclass(frozen=True)
+class LI(NeuronModel):
+    """Leaky integrator (non-spiking readout); ``V`` is its output."""
+
+    tau_mem_ms: float = 20.0
+    tau_syn_ms: float = 0.0
+
+    kind: ClassVar[str] = "li"
+
+    def __post_init__(self):
+        self._positive("tau_mem_ms")
+        self._positive("tau_syn_ms", allow_zero=True)
+
+    def consts(self, dt_ms):
+        return {"a": _decay(self.tau_syn_ms, dt_ms), "b": _decay(self.tau_mem_ms, dt_ms)}
+
+    def init_state(self, batch, n, dtype):
+        return LIState(np.zeros((batch, n), dtype), np.zeros((batch, n), dtype))
+
+    def state_bytes(self, itemsize):
+        return 2 * itemsize
+
+    def step(self, inp, state, c):
         i = c["a"] * state.i + inp
         v = c["b"] * state.v + (1.0 - c["b"]) * i
         return None, LIState(i, v)
-    raise NetworkError(f"model {model!r} has no step function (a SpikeSource replays its input)")
 
 
-def accumulate_events(n_batch: int, b: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Sum event rows per sample, in event order: ``out[b[e]] += rows[e]``.
+@dataclass(frozen=True)
+class SpikeSource(NeuronModel):
+    """Replays the spikes given to each run (input population)."""
 
-    ``b`` (n_events,) sample index of each event; ``rows`` (n_events, n) the
-    synaptic row each event adds.  The sum for every (sample, column) is taken
-    strictly sequentially in event order, starting from zero, so a column's
-    value never depends on which other columns or samples are computed beside
-    it.  This is what makes spikes bit-identical for any number of cores per
-    population and any batch composition (BLAS matmul is not: its result for a
-    column changes with the matrix width).  Returns (n_batch, n).
-    """
-    n = rows.shape[1]
-    out_dtype = rows.dtype
-    if len(b) == 0:
-        return np.zeros((n_batch, n), out_dtype)
-    # With two or more contiguous columns, numpy reduces a non-last axis row by
-    # row (the inner loop runs over columns), i.e. strictly in event order, and
-    # about 10x faster than cumsum.  With one column the reduced axis becomes
-    # the inner loop and numpy sums pairwise, so cumsum (sequential by
-    # definition) is kept there.  tests/test_network.py pins both paths
-    # against a plain sequential loop.
-    sequential_reduce = n >= 2
-    if n_batch == 1:
-        rows = np.ascontiguousarray(rows)
-        return np.add.reduce(rows, axis=0, keepdims=True) if sequential_reduce else np.cumsum(rows, axis=0)[-1:]
-    order = np.argsort(b, kind="stable")
-    bs = b[order]
-    rank = np.arange(len(bs)) - np.searchsorted(bs, bs, side="left")
-    padded = np.zeros((n_batch, int(rank.max()) + 1, n), out_dtype)
-    padded[bs, rank] = rows[order]            # zeros after a sample's last event add exactly nothing
-    return np.add.reduce(padded, axis=1) if sequential_reduce else np.cumsum(padded, axis=1)[:, -1]
+    kind: ClassVar[str] = "source"
+    spiking: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class AnalogSource(NeuronModel):
+    """Real-valued input written by the host into the cores it projects to."""
+
+    kind: ClassVar[str] = "analog"
+    has_core: ClassVar[bool] = False
+
+
+def model_from_dict(d: dict, where: str = "model") -> NeuronModel:
+    """Build a model from ``{"model": kind, **params}`` (configs and YAML)."""
+    d = dict(d)
+    kind = d.pop("model", None)
+    kinds = NeuronModel._KINDS
+    if kind not in kinds:
+        raise NetworkError(f"{where}.model = {show(kind)}: expected one of {sorted(kinds)}")
+    cls = kinds[kind]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise NetworkError(f"{where}: unknown parameter(s) {unknown} for model {kind!r}; "
+                           f"expected some of {sorted(known)}")
+    return cls(**d)

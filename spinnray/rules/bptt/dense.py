@@ -52,8 +52,8 @@ plus ``weights``, ``gradients`` and ``optimizer`` (two Adam moments) of every ma
 activations scale with ``block_size x window`` instead of ``L x T``.  The cost: up to two
 forward passes instead of one.  Numpy temporaries of one step are not counted.
 
-:class:`DenseTrainer` adds Adam (one update per mini-batch) and :func:`run_dense` is the
-``kind: bptt`` scenario runner (``learning.rule = bptt | tlbptt``).
+:class:`DenseTrainer` adds Adam (one update per mini-batch); :mod:`spinnray.experiments.dense` runs it
+(``learning.rule = bptt | tlbptt``).
 
 Gradient clipping (``clip_norm = c``, ``learning.clip_norm``) is per local block: before Adam,
 the matrices of block ``b`` (its ``F_l``, ``R_l`` and ``O_b``) are rescaled together to a global
@@ -70,22 +70,17 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from spinnray.rules.bptt.reference import ALIFNetConfig, check_clip_norm, clip_by_norm, softmax_cross_entropy, spike_and_pseudo_derivative
-from spinnray.config import RunConfig, from_dict, opt
 from spinnray.errors import ConfigError, DataError
-from spinnray.rules.eventprop.numerics import Adam
+from spinnray.rules.optim import Adam
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RULES", "DeepWeights", "init_deep_weights", "block_ranges", "Workspace", "DeepALIF",
-           "training_memory_bytes", "DenseTrainer", "DenseNetworkConfig", "DenseLearningConfig", "run_dense"]
-
-RULES = ("bptt", "tlbptt")
+__all__ = ["DeepWeights", "init_deep_weights", "block_ranges", "Workspace", "DeepALIF", "training_memory_bytes",
+           "DenseTrainer"]
 
 
 def _check_int(name: str, value, lo: int) -> int:
@@ -456,11 +451,12 @@ class DenseTrainer:
             np.fill_diagonal(r, 0.0)
         return losses[-1], logits[-1]
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 64) -> tuple[float, float]:
-        """(accuracy, mean loss) of the output readout on ``x`` (N, T, n_in)."""
+    def evaluate(self, split, batch: int = 64) -> tuple[float, float]:
+        """(accuracy, mean loss) of the output readout on a data split (:class:`spinnray.data.Split`)."""
         correct, loss = 0, 0.0
+        y = split.labels
         for first in range(0, len(y), batch):
-            xb = np.ascontiguousarray(np.asarray(x[first:first + batch]).transpose(1, 0, 2))
+            xb = split.batch(np.arange(first, min(first + batch, len(y)))).astype(np.float32, copy=False)
             counts: list = []
             lg = self.net.forward(self.weights, xb, spikes=counts)[-1]
             self.spikes.append(np.sum(counts, axis=0) if counts else np.zeros(self.net.layers))
@@ -476,157 +472,3 @@ class DenseTrainer:
                "optimizer": sum(o.m.nbytes + o.v.nbytes for o in self.opts), **ws}
         out["total"] = sum(out.values())
         return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The scenario runner (kind: bptt)
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DenseNetworkConfig:
-    layers: int = opt(1, "hidden layers (each recurrent ALIF of `hidden` neurons)", min=1)
-    hidden: int = opt(100, "ALIF neurons per hidden layer", min=1)
-    dt_ms: float = opt(1.0, "ms per step", min=1e-6)
-    tau_mem_ms: float = opt(20.0, "membrane time constant (ms)", min=1e-6)
-    tau_adapt_ms: float = opt(2000.0, "threshold-adaptation time constant (ms)", min=1e-6)
-    beta: float = opt(0.0175, "threshold jump per unit of adaptation (0 = LIF)", min=0.0)
-    v_th: float = opt(0.6, "baseline threshold", min=1e-9)
-    tau_out_ms: float = opt(20.0, "readout time constant (ms)", min=1e-6)
-    w_in_scale: float = opt(1.0, "input weights ~ N(0, scale / sqrt(inputs))", min=0.0)
-    w_rec_scale: float = opt(1.0, "recurrent weights ~ N(0, scale / sqrt(hidden)), no self-connections", min=0.0)
-    w_ff_scale: float = opt(1.0, "layer-to-layer weights ~ N(0, scale / sqrt(hidden))", min=0.0)
-    w_out_scale: float = opt(1.0, "readout weights ~ N(0, scale / sqrt(hidden))", min=0.0)
-    recurrent: bool = opt(True, "recurrent weights in every hidden layer")
-
-
-@dataclass(frozen=True)
-class DenseLearningConfig:
-    rule: str = opt("tlbptt", "bptt (full, end-to-end) | tlbptt (truncated windows, local blocks)", choices=RULES)
-    window: int | None = opt(None, "tlbptt: truncation window in steps (null = T: no truncation)", min=1)
-    block_size: int | None = opt(None, "tlbptt: hidden layers per local block, each with its own readout "
-                                       "(null = all layers: one block)", min=1)
-    epochs: int = opt(5, "passes over the training set", min=1)
-    batch_size: int = opt(32, "samples per Adam update", min=1)
-    lr: float = opt(0.005, "Adam learning rate", min=0.0)
-    lr_decay: float = opt(1.0, "learning-rate factor every lr_decay_every epochs", min=0.0, max=1.0)
-    lr_decay_every: int = opt(1, "epochs between learning-rate decays", min=1)
-    beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
-    beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
-    eps: float = opt(1e-5, "Adam epsilon", min=0.0)
-    weight_decay: float = opt(0.0, "L2 coefficient added to every gradient", min=0.0)
-    clip_norm: float | None = opt(None, "rescale each local block's gradient (all its matrices) to at most this "
-                                        "L2 norm before Adam (null = no clipping)")
-    surrogate: str = opt("triangle", "pseudo-derivative", choices=("triangle", "multi_gaussian"))
-    gamma: float = opt(0.3, "pseudo-derivative scale", min=1e-9)
-    window_steps: int | None = opt(None, "loss on the mean readout of the last N steps (null = all; cue: the "
-                                         "recall period)", min=1)
-    eval_every: int = opt(1, "evaluate on the test set every N epochs (and after the last)", min=1)
-    eval_batch: int = opt(100, "test samples per forward pass", min=1)
-
-
-def run_dense(cfg: RunConfig, out_dir, scenario: str) -> dict:
-    """``kind: bptt``: dense single-process training (``learning.rule = bptt | tlbptt``) on the
-    e-prop data (:func:`spinnray.experiments.eprop.load_eprop_data`); returns the metrics.
-
-    Besides accuracy and memory, every ``history`` row has ``grad_norm_median`` and
-    ``grad_norm_max`` (the L2 norms of the blocks' gradients over the epoch's updates, before
-    clipping) and ``clipped_fraction`` (the share of those rescaled by ``learning.clip_norm``);
-    the metrics have ``clip_norm`` and ``clipped_updates`` ((update, block) pairs rescaled).
-    Raises ConfigError naming ``learning.clip_norm`` unless it is null or a finite number > 0."""
-    from spinnray.experiments.eprop import EPropDataConfig, EpochData, load_eprop_data
-    from spinnray.machine.counters import SCHEMA_VERSION
-    from spinnray.experiments.runner import _progress
-    from spinnray.experiments.eventprop import peak_rss_bytes
-
-    net_cfg = from_dict(DenseNetworkConfig, cfg.network, "network")
-    data = from_dict(EPropDataConfig, cfg.data, "data")
-    learn = from_dict(DenseLearningConfig, cfg.learning, "learning")
-    check_clip_norm(learn.clip_norm, "learning.clip_norm")
-    if learn.rule == "bptt" and (learn.window is not None or learn.block_size is not None):
-        raise ConfigError(f"learning.rule = bptt with learning.window = {learn.window} and learning.block_size = "
-                          f"{learn.block_size}: full BPTT has neither; expected null, or learning.rule = tlbptt")
-    t_start = time.perf_counter()
-    xtr, ytr, xte, yte, names, window = load_eprop_data(data, net_cfg.dt_ms)
-    if learn.window_steps is None and window is not None:
-        learn = replace(learn, window_steps=window)
-    steps, n_in = xtr.shape[1], xtr.shape[2]
-    acfg = ALIFNetConfig(n_in=n_in, n_h=net_cfg.hidden, n_out=len(names), tau_m_ms=net_cfg.tau_mem_ms,
-                         tau_a_ms=net_cfg.tau_adapt_ms, beta=net_cfg.beta, v_th=net_cfg.v_th,
-                         tau_out_ms=net_cfg.tau_out_ms, dt_ms=net_cfg.dt_ms, surrogate=learn.surrogate,
-                         gamma=learn.gamma, loss_window=learn.window_steps, dtype=cfg.machine.dtype)
-    if learn.window is not None and learn.window > steps:
-        log.warning("learning.window = %d exceeds T = %d: no truncation", learn.window, steps)
-    net = DeepALIF(acfg, net_cfg.layers, block_size=learn.block_size, window=learn.window,
-                   recurrent=net_cfg.recurrent)
-    w0 = init_deep_weights(acfg, net_cfg.layers, learn.block_size, np.random.default_rng([cfg.seed, 5]),
-                           in_scale=net_cfg.w_in_scale, rec_scale=net_cfg.w_rec_scale, out_scale=net_cfg.w_out_scale,
-                           ff_scale=net_cfg.w_ff_scale, recurrent=net_cfg.recurrent)
-    tr = DenseTrainer(net, w0, lr=learn.lr, betas=(learn.beta1, learn.beta2), eps=learn.eps,
-                      weight_decay=learn.weight_decay, clip_norm=learn.clip_norm)
-    B = learn.batch_size
-    mem = tr.memory(steps, B)
-    log.info("dense %s: %d x %d ALIF layers, %d block(s), window %s; %d train / %d test samples of %d steps; "
-             "training memory %d bytes", learn.rule, net_cfg.layers, net_cfg.hidden, len(net.blocks),
-             learn.window or steps, len(ytr), len(yte), steps, mem["total"])
-    rng = np.random.default_rng([cfg.seed, 13])
-    history, train_s, samples, tested = [], 0.0, 0, 0
-    lr = learn.lr
-    fresh = EpochData(data, xtr, ytr, net_cfg.dt_ms)      # data.resample: fresh cue trials every epoch
-    for epoch in range(learn.epochs):
-        fresh.begin(epoch)
-        order = rng.permutation(len(ytr))
-        tr.lr = lr
-        losses, correct = [], 0
-        first_update, clipped_before = len(tr.grad_norms), tr.clipped
-        t0 = time.perf_counter()
-        with _progress(len(ytr), f"epoch {epoch + 1}/{learn.epochs}", cfg.progress) as bar:
-            for first in range(0, len(ytr), B):
-                idx = order[first:first + B]
-                xb = np.ascontiguousarray(xtr[idx].transpose(1, 0, 2))
-                loss, logits = tr.train_batch(xb, ytr[idx])
-                losses.append(loss)
-                correct += int((logits.argmax(axis=1) == ytr[idx]).sum())
-                bar.update(len(idx))
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{correct / (first + len(idx)):.3f}")
-        train_s += time.perf_counter() - t0
-        samples += len(ytr)
-        norms = np.asarray(tr.grad_norms[first_update:], dtype=np.float64)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "train_accuracy": correct / len(ytr),
-               "lr": lr, "grad_norm_median": float(np.median(norms)), "grad_norm_max": float(norms.max()),
-               "clipped_fraction": (tr.clipped - clipped_before) / norms.size}
-        if (epoch + 1) % learn.eval_every == 0 or epoch + 1 == learn.epochs:
-            row["test_accuracy"], row["test_loss"] = tr.evaluate(xte, yte, learn.eval_batch)
-            tested += len(yte)
-        history.append(row)
-        log.info("epoch %d: train loss %.4f acc %.4f | test acc %s", epoch + 1, row["train_loss"],
-                 row["train_accuracy"], f"{row['test_accuracy']:.4f}" if "test_accuracy" in row else "-")
-        if (epoch + 1) % learn.lr_decay_every == 0:
-            lr *= learn.lr_decay
-    tested_rows = [h for h in history if "test_accuracy" in h]
-    spikes = int(np.sum(tr.spikes)) if tr.spikes else 0
-    dense_events = tested * steps * net_cfg.hidden * net_cfg.layers
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "scenario": scenario, "kind": cfg.kind, "rule": learn.rule, "backend": "dense", "seed": cfg.seed,
-        "data": data.name, "classes": names, "cores": 1, "steps": steps, "inputs": n_in,
-        "layers": net_cfg.layers, "hidden": net_cfg.hidden, "blocks": len(net.blocks),
-        "block_size": net.block_size, "window": min(learn.window or steps, steps),
-        "loss_window_steps": acfg.window(steps),
-        "epochs": learn.epochs, "batch_size": B, "clip_norm": learn.clip_norm, "clipped_updates": tr.clipped,
-        "wall_s": round(time.perf_counter() - t_start, 3), "train_s": round(train_s, 3),
-        "train_samples_per_s": samples / train_s if train_s else 0.0,
-        "test_accuracy": tested_rows[-1]["test_accuracy"], "test_loss": tested_rows[-1]["test_loss"],
-        "best_test_accuracy": max(h["test_accuracy"] for h in tested_rows),
-        "history": history,
-        "training_memory_bytes": mem["total"],
-        "training_memory": mem,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "samples": samples + tested,
-        # one process, no packets: the test-set spikes of the hidden layers against dense
-        "traffic": {"spike_events": spikes, "error_events": 0, "packets": 0, "bytes": 0,
-                    "dense_equivalent_events": dense_events, "dropped": 0, "rejected": 0,
-                    "sparsity": spikes / dense_events if dense_events else 0.0},
-        "memory": {"per_core_max_bytes": mem["total"], "total_bytes": mem["total"],
-                   "budget_bytes_per_core": None, "by_category_bytes": {k: v for k, v in mem.items() if k != "total"}},
-        "machine": asdict(cfg.machine),
-    }

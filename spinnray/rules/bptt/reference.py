@@ -81,7 +81,7 @@ import numpy as np
 
 from spinnray.config import from_dict, opt
 from spinnray.errors import ConfigError, DataError
-from spinnray.rules.eventprop.numerics import Adam as _ArrayAdam
+from spinnray.rules.optim import Adam as _ArrayAdam
 
 __all__ = [
     "ALIFNetConfig", "Weights", "Record", "init_weights", "spike_and_pseudo_derivative", "forward",

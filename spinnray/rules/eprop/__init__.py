@@ -1,0 +1,135 @@
+"""e-prop (Bellec et al. 2020; Rostami et al. 2022 on SpiNNaker2): model-parallel online learning
+of recurrent ALIF networks with eligibility traces on the cores and learning signals through the
+routers.
+
+:mod:`~spinnray.rules.eprop.numerics` holds the pseudo-derivatives and the readout loss,
+:mod:`~spinnray.rules.eprop.core` the hidden and readout cores (and their memory models).  This
+module registers the rule: its ``learning.*`` config, the cores of a recurrent ALIF network
+(``network.name = recurrent_alif``: the hidden populations learn with eligibility traces, the
+readout sends the learning signals), and its metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from spinnray.config import opt
+from spinnray.errors import ConfigError
+from spinnray.mapping import Learning
+from spinnray.model.builders import hidden_populations
+from spinnray.model.network import Network
+from spinnray.rules.eprop.core import EPropHiddenSpec, EPropReadoutSpec
+from spinnray.rules.eprop.numerics import SURROGATES, SurrogateSpec
+from spinnray.rules.learning import weight_store_options
+from spinnray.rules.optim import AdamSpec
+from spinnray.rules.registry import Rule, register
+
+__all__ = ["EPropConfig", "learning", "hidden_core_split", "RULE", "TRAINING_STATE"]
+
+#: memory categories that make up the training state (the paper's 680 KB)
+TRAINING_STATE = ("weights", "weight_accumulator", "gradients", "optimizer", "traces", "learning_signal", "feedback")
+
+
+@dataclass(frozen=True)
+class EPropConfig:
+    """The ``learning.*`` keys of e-prop (Adam, the pseudo-derivative, the feedback, the loss window,
+    the firing-rate regulariser)."""
+
+    rule: str = opt("eprop", "learning rule", choices=("eprop",))
+    epochs: int = opt(10, "passes over the training set", min=1)
+    batch_size: int = opt(1, "samples per update: 1 = online, as on the chip; B = lockstep mini-batch", min=1)
+    lr: float = opt(0.01, "Adam learning rate (Rostami et al.: 0.01)", min=0.0)
+    lr_decay: float = opt(0.3, "learning-rate factor every lr_decay_every epochs", min=0.0, max=1.0)
+    lr_decay_every: int = opt(6, "epochs between learning-rate decays", min=1)
+    beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
+    beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
+    eps: float = opt(1e-5, "Adam epsilon (Rostami et al.: 1e-5)", min=0.0)
+    weight_decay: float = opt(0.0, "L2 coefficient added to every gradient", min=0.0)
+    surrogate: str = opt("multi_gaussian", "pseudo-derivative", choices=SURROGATES)
+    gamma: float = opt(0.5, "pseudo-derivative scale (triangle: 0.3, multi_gaussian: 0.5)", min=1e-9)
+    feedback: str = opt("symmetric", "learning-signal weights: symmetric (W_out) or random (fixed)",
+                        choices=("symmetric", "random"))
+    window_steps: int | None = opt(None, "loss on the mean readout of the last N steps (null = all; "
+                                         "cue: the recall period)", min=1)
+    eval_every: int = opt(1, "evaluate on the test set every N epochs (and after the last)", min=1)
+    rate_reg: float = opt(0.0, "firing-rate regulariser c (Bellec et al.'s reg_f, their value 1): the loss "
+                               "gains c sum_j (r_j - r*)^2, rates in spikes per ms; 0 = off", min=0.0)
+    rate_target_hz: float = opt(10.0, "the regulariser's target rate r* (Hz; Bellec et al.: 10)", min=0.0)
+
+
+def learning(network, cfg: EPropConfig, machine) -> Learning:
+    """The hidden populations learn with traces; the readout ``output`` sends the learning signals."""
+    hidden = hidden_populations(network)
+    if not hidden or "output" not in network.populations:
+        raise ConfigError("e-prop trains a recurrent ALIF network with populations 'hidden' (and 'lif') and a "
+                          "readout 'output' (network.name = recurrent_alif)")
+    adam = AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps)
+    ws = weight_store_options(machine, network)
+    spec = EPropHiddenSpec(adam, tau_out_ms=network["output"].model.tau_mem_ms,
+                           surrogate=SurrogateSpec(cfg.surrogate, cfg.gamma), weight_decay=cfg.weight_decay,
+                           window_steps=cfg.window_steps, rate_reg=cfg.rate_reg, rate_target_hz=cfg.rate_target_hz,
+                           weight_store=ws)
+    readout = EPropReadoutSpec(adam, weight_decay=cfg.weight_decay, window_steps=cfg.window_steps,
+                               feedback=cfg.feedback, feedback_seed=0, weight_store=ws)
+    return Learning({**{p: spec for p in hidden}, "output": readout}, frozenset(hidden))
+
+
+def hidden_core_split(net: Network, cores) -> dict[str, int]:
+    """Cores per hidden population: ``cores`` (int) shared in proportion to the neurons
+    (at least one each), or a dict naming them."""
+    pops = hidden_populations(net)
+    if isinstance(cores, dict):
+        missing = [p for p in pops if p not in cores]
+        if missing:
+            raise ConfigError(f"parallel.cores_per_population = {dict(cores)}: expected cores for {pops}")
+        return {p: cores[p] for p in pops}
+    if len(pops) == 1:
+        return {pops[0]: cores}
+    if not isinstance(cores, int) or isinstance(cores, bool) or cores < len(pops):
+        raise ConfigError(f"parallel.cores_per_population = {cores!r}: the hidden layer has {len(pops)} "
+                          f"populations ({', '.join(pops)}, one neuron model each); expected at least {len(pops)}")
+    total = sum(net[p].size for p in pops)
+    lif = min(max(1, round(cores * net["lif"].size / total)), cores - 1)
+    return {"lif": lif, "hidden": cores - lif}
+
+
+def cores(network, cores_per_population):
+    """The hidden cores of ``parallel.cores_per_population`` (:func:`hidden_core_split`), the
+    readout on one core."""
+    hidden = cores_per_population
+    if isinstance(hidden, dict):
+        hidden = {k: v for k, v in hidden.items() if k in hidden_populations(network)}
+        if list(hidden) == ["hidden"]:
+            hidden = hidden["hidden"]
+    return {**hidden_core_split(network, hidden), "output": 1}
+
+
+def check(cfg: EPropConfig, parallel, network, data) -> None:
+    if parallel.replicas != 1:
+        raise ConfigError(f"parallel.replicas = {parallel.replicas}: e-prop here is model-parallel; expected 1")
+    if parallel.schedule != "lockstep":
+        raise ConfigError(f"parallel.schedule = {parallel.schedule!r}: the recurrent ALIF layer exchanges "
+                          "spikes every step; expected 'lockstep'")
+
+
+def adapt(cfg: EPropConfig, data) -> EPropConfig:
+    """The loss window of the data set (the cue task's recall period) when none is set."""
+    if cfg.window_steps is None and data.loss_window is not None:
+        return replace(cfg, window_steps=data.loss_window)
+    return cfg
+
+
+def training_state_bytes(memory_per_core: list[dict]) -> int:
+    """Sum of the training-state categories over the cores (weights, gradients, Adam, traces)."""
+    return sum(v for mem in memory_per_core for k, v in mem.items() if k in TRAINING_STATE)
+
+
+def metrics(trainer, cores: list[dict]) -> dict:
+    """e-prop's own keys of ``metrics.json``."""
+    hidden = hidden_populations(trainer.sim.network)
+    return {"hidden_cores": sum(1 for c in cores if c["population"] in hidden),
+            "training_state_bytes": training_state_bytes([c["memory"] for c in cores])}
+
+
+RULE = register(Rule("eprop", "eprop", EPropConfig, "on_chip", learning=learning, cores=cores, reverse_rounds=1,
+                     order_stream=13, check=check, metrics=metrics, adapt=adapt))

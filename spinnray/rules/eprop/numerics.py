@@ -38,22 +38,34 @@ per hidden neuron (float payload) through the router.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from spinnray.errors import ConfigError
 
-__all__ = ["SURROGATES", "pseudo_derivative", "softmax_cross_entropy", "check_learning"]
+__all__ = ["SURROGATES", "SurrogateSpec", "pseudo_derivative", "softmax_cross_entropy"]
 
 SURROGATES = ("triangle", "multi_gaussian")
+
+
+@dataclass(frozen=True)
+class SurrogateSpec:
+    """A pseudo-derivative: ``kind`` (one of :data:`SURROGATES`), its scale ``gamma`` and the
+    multi-Gaussian's ``lens``, ``scale`` and ``height`` (Yin et al. 2021)."""
+
+    kind: str = "triangle"
+    gamma: float = 0.3
+    lens: float = 0.5
+    scale: float = 6.0
+    height: float = 0.15
 
 
 def _normal_pdf(x: np.ndarray, mu: float, sigma: float) -> np.ndarray:
     return np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
 
 
-def pseudo_derivative(h: np.ndarray, kind: str, gamma: float, v_th: float,
-                      lens: float = 0.5, scale: float = 6.0, height: float = 0.15) -> np.ndarray:
+def pseudo_derivative(h: np.ndarray, s: SurrogateSpec, v_th: float) -> np.ndarray:
     """dz/dv as a function of ``h = (v - A) / v_th``; same shape and dtype as ``h``.
 
     * ``triangle`` (Bellec et al.): ``(gamma / v_th) max(0, 1 - |h|)``;
@@ -61,13 +73,13 @@ def pseudo_derivative(h: np.ndarray, kind: str, gamma: float, v_th: float,
       ``(gamma / v_th) [(1 + height) N(h; 0, lens) - height N(h; lens, scale lens)
       - height N(h; -lens, scale lens)]``.
     """
-    if kind == "triangle":
-        return (np.maximum(0.0, 1.0 - np.abs(h)) * (gamma / v_th)).astype(h.dtype, copy=False)
-    if kind == "multi_gaussian":
-        g = (1.0 + height) * _normal_pdf(h, 0.0, lens) - height * _normal_pdf(h, lens, scale * lens) \
-            - height * _normal_pdf(h, -lens, scale * lens)
-        return (g * (gamma / v_th)).astype(h.dtype, copy=False)
-    raise ConfigError(f"learning.surrogate = {kind!r}: expected one of {list(SURROGATES)}")
+    if s.kind == "triangle":
+        return (np.maximum(0.0, 1.0 - np.abs(h)) * (s.gamma / v_th)).astype(h.dtype, copy=False)
+    if s.kind == "multi_gaussian":
+        g = (1.0 + s.height) * _normal_pdf(h, 0.0, s.lens) - s.height * _normal_pdf(h, s.lens, s.scale * s.lens) \
+            - s.height * _normal_pdf(h, -s.lens, s.scale * s.lens)
+        return (g * (s.gamma / v_th)).astype(h.dtype, copy=False)
+    raise ConfigError(f"learning.surrogate = {s.kind!r}: expected one of {list(SURROGATES)}")
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,23 +89,3 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     p /= p.sum(axis=1, keepdims=True)
     loss = -np.log(np.maximum(p[np.arange(len(labels)), labels], np.finfo(p.dtype).tiny))
     return loss, p
-
-
-def check_learning(L: dict, where: str = "learning") -> None:
-    """Refuse e-prop constants that make no sense, naming the key."""
-    if L.get("surrogate", "triangle") not in SURROGATES:
-        raise ConfigError(f"{where}.surrogate = {L.get('surrogate')!r}: expected one of {list(SURROGATES)}")
-    for key in ("gamma", "lr", "tau_out_ms"):
-        v = L.get(key)
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ConfigError(f"{where}.{key} = {v!r}: expected a finite number > 0")
-    for key in ("rate_reg", "rate_target_hz"):
-        v = L.get(key)
-        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                  and math.isfinite(v) and v >= 0):
-            raise ConfigError(f"{where}.{key} = {v!r}: expected a finite number >= 0")
-    if L.get("feedback", "symmetric") not in ("symmetric", "random"):
-        raise ConfigError(f"{where}.feedback = {L.get('feedback')!r}: expected 'symmetric' or 'random'")
-    w = L.get("window_steps")
-    if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
-        raise ConfigError(f"{where}.window_steps = {w!r}: expected None (all steps) or an int >= 1")

@@ -26,13 +26,13 @@ error events of every step having arrived before, each carrying its step.
 Weights never leave the core; gradients are read out, reduced across
 replicas by the trainer, and applied by each core's own Adam.
 
-Weight storage (``spec.learning["weight_store"]``, the dict of
-:func:`spinnray.rules.weight_stores.weight_store_options`, from ``machine.weight_bits``,
+Weight storage (``spec.learning.weight_store``, the
+:class:`~spinnray.rules.learning.WeightStoreSpec` from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``transfer``, ``weight_max``, ``weight_range``,
 ``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``): absent (or
 None) the core keeps float weights and Adam updates them in place; given, each
 incoming projection's slice lives in a :mod:`spinnray.machine.quant` store, built,
-seeded, read, updated and counted as :mod:`spinnray.rules.weight_stores` describes,
+seeded, read, updated and counted as :mod:`spinnray.rules.learning` describes,
 exactly as on the e-prop cores.  Forward and reverse passes use the effective
 weights read when a run starts; the device clock ``elapsed_s`` advances by
 ``spec.batch x T x dt`` per run (the mapped lockstep batch, the same on every
@@ -48,57 +48,66 @@ population over cores.
 from __future__ import annotations
 
 import numpy as np
+from dataclasses import dataclass
 
-from spinnray.machine.core import Core, CoreSpec
 from spinnray.errors import BudgetError, NetworkError, SpinnrayError
-from spinnray.rules.eventprop.numerics import (Adam, TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times, spike_times,
-                        ttfs_loss)
+from spinnray.machine.core import CoreShape, CoreSpec, forward_memory
 from spinnray.model.neurons import LIF
-from spinnray.rules.weight_stores import WeightStoreMixin, weight_store_bytes
+from spinnray.rules.eventprop.numerics import (TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times,
+                                               spike_times, ttfs_loss)
+from spinnray.rules.learning import LearningCore, WeightStoreSpec, learning_memory
+from spinnray.rules.optim import AdamSpec
 
-__all__ = ["EventPropCore", "learning_bytes"]
-
-
-def learning_bytes(network, pop, n: int, batch: int, dtype: str, spikes_per_neuron: float = 2.0,
-                   weight_store: dict | None = None, error_populations=None) -> dict[str, int]:
-    """The learning state of a core holding ``n`` neurons of ``pop`` (for the budget).
-
-    The spike records depend on the data: they are estimated at
-    ``spikes_per_neuron`` spikes per neuron and sample (own spikes 10 bytes
-    each: step, sample, neuron as int16 and I - V_pre; pre-synaptic spikes 6
-    bytes); the real size is checked against the budget after every forward run.
-    ``weight_store`` (:func:`spinnray.rules.weight_stores.weight_store_options`, None =
-    float weights): ``weights`` and ``weight_accumulator`` are then the bytes of
-    the stores, each incoming projection packed separately (they replace the
-    mapper's ``weights`` at ``dtype``).  ``error_populations``: the populations
-    that take error events (the simulator's); a core keeps error keys (4 bytes
-    per pre neuron) only for projections from them.  None = every projection
-    (an upper bound).
-    """
-    item = np.dtype(dtype).itemsize
-    w = sum(p.pre.size * n for p in network.incoming(pop))
-    masks = sum(p.pre.size * n for p in network.incoming(pop) if p.mask is not None)
-    keys = sum(p.pre.size * 4 for p in network.incoming(pop)
-               if error_populations is None or p.pre.name in error_populations)
-    pre_neurons = sum(size for size in {p.pre.name: p.pre.size for p in network.incoming(pop)}.values())
-    records = int(batch * spikes_per_neuron * (10 * n + 6 * pre_neurons))
-    stores = weight_store_bytes(network, pop, n, weight_store)
-    return {"gradients": w * item, "optimizer": 2 * w * item, "masks": masks,
-            "error_keys": keys, "adjoint": 3 * batch * n * item, "spike_records": records, **stores}
+__all__ = ["EventPropCoreSpec", "EventPropCore"]
 
 
-class EventPropCore(WeightStoreMixin, Core):
-    """A LIF slice trained with EventProp.
+@dataclass(frozen=True)
+class EventPropCoreSpec:
+    """What an EventProp core is built with (typed ``learning`` of its :class:`CoreSpec`).
 
-    ``spec.learning`` keys: ``tau_syn_ms``, ``guard``, ``lr``, ``betas``,
-    ``eps``, and for the output core ``loss`` (a dict of :class:`TTFSLoss`
-    fields), ``interpolate`` (spike-time interpolation) and ``silent_ms`` (the
-    silent-neuron surrogate of :func:`spinnray.rules.eventprop.numerics.silent_times`; 0 = off).
+    ``loss`` is set on the output core (it computes the loss from its first spikes);
+    ``interpolate``: spike times inside the step; ``silent_ms``: the silent-neuron surrogate
+    of :func:`~spinnray.rules.eventprop.numerics.silent_times` (0 = off);
+    ``spikes_per_neuron``: the mapper's estimate of the spike records (checked after every
+    forward run against what the core really holds)."""
+
+    adam: AdamSpec
+    tau_syn_ms: float
+    guard: float
+    interpolate: bool = True
+    loss: TTFSLoss | None = None
+    silent_ms: float = 0.0
+    weight_store: WeightStoreSpec | None = None
+    spikes_per_neuron: float = 2.0
+
+    @property
+    def core_class(self):
+        return EventPropCore
+
+    def static_memory(self, shape: CoreShape) -> dict[str, int]:
+        """Stores, gradients, Adam, masks, error keys and the adjoint (lamV, lamI, err_in)."""
+        mem = learning_memory(shape, self.weight_store)
+        mem.setdefault("masks", 0)
+        mem.setdefault("error_keys", 0)
+        mem["adjoint"] = 3 * shape.batch * shape.n * shape.itemsize
+        return mem
+
+    def memory(self, shape: CoreShape) -> dict[str, int]:
+        """The mapper's estimate: forward arrays, :meth:`static_memory`, and spike records at
+        ``spikes_per_neuron`` spikes per neuron and sample (own spikes 10 bytes each: step,
+        sample, neuron as int16 and I - V_pre; pre-synaptic spikes 6 bytes)."""
+        pre_neurons = sum(size for _, size in shape.history)
+        records = int(shape.batch * self.spikes_per_neuron * (10 * shape.n + 6 * pre_neurons))
+        return {**forward_memory(shape), **self.static_memory(shape), "spike_records": records}
+
+
+class EventPropCore(LearningCore):
+    """A LIF slice trained with EventProp (:class:`EventPropCoreSpec`).
+
     With ``silent_ms > 0`` the output core also tracks each neuron's highest
     pre-reset voltage and its step, and in the reverse round of that step adds
     ``c * dL/dt~`` (:func:`spinnray.rules.eventprop.numerics.silent_injection_factor`) to
-    ``lamV`` of every neuron that stayed silent.  ``weight_store`` (all
-    cores; optional): low-precision or PCM weight storage (module docstring).
+    ``lamV`` of every neuron that stayed silent.
     """
 
     def __init__(self, spec: CoreSpec):
@@ -111,21 +120,14 @@ class EventPropCore(WeightStoreMixin, Core):
                 raise NetworkError(f"EventProp needs every delay to be 1 step; projection {inc.name!r} has "
                                    f"{list(inc.delay_values)}")
         super().__init__(spec)
-
-    # ------------------------------------------------------------------ state
-    def _init_learning(self) -> None:
-        L, spec = self.spec.learning, self.spec
-        self.tau_syn_ms = float(L["tau_syn_ms"])
-        self.guard = float(L["guard"])
-        self.loss = TTFSLoss(**L["loss"]) if L.get("loss") is not None else None
-        self.interpolate = bool(L.get("interpolate", True))
-        self.silent_ms = float(L.get("silent_ms", 0.0))
+        L = spec.learning
+        self.tau_syn_ms = float(L.tau_syn_ms)
+        self.guard = float(L.guard)
+        self.loss = L.loss
+        self.interpolate = bool(L.interpolate)
+        self.silent_ms = float(L.silent_ms)
         if not self.silent_ms >= 0:
             raise SpinnrayError(f"core {self.id}: silent_ms = {self.silent_ms!r}; expected >= 0")
-        self.grads = [np.zeros_like(w) for w in self.weights]
-        self.opts = [Adam(w.shape, w.dtype, float(L["lr"]), tuple(L.get("betas", (0.9, 0.999))),
-                          float(L.get("eps", 1e-8))) for w in self.weights]
-        self.masks = [inc.mask for inc in spec.incoming]
         self.error_keys = [inc.error_keys for inc in spec.incoming]
         n = spec.n
         self.lam_v = np.zeros((spec.batch, n), self.dtype)
@@ -137,7 +139,6 @@ class EventPropCore(WeightStoreMixin, Core):
         self._received_peak = 0
         self._err_dirty = False
         self._clear_records()
-        self._init_stores(L.get("weight_store"))
 
     def _clear_records(self) -> None:
         self._own = []                                   # chunks of (t, b, i, I - V_pre)
@@ -151,13 +152,10 @@ class EventPropCore(WeightStoreMixin, Core):
         self.silent_grad = None
 
     def memory(self) -> dict[str, int]:
-        mem = super().memory()                  # weights (stores), gradients, optimizer
-        mem.update({
-            "masks": sum(m.nbytes for m in self.masks if m is not None),
-            "error_keys": sum(k.nbytes for k in self.error_keys if k is not None),
-            "adjoint": self.lam_v.nbytes + self.lam_i.nbytes + self.err_in.nbytes,
-        })
-        if self.layered:            # error events of the whole run, kept until the reverse pass (their peak)
+        """The static arrays of :class:`EventPropCoreSpec` and what the current run holds: spike
+        records and, layered, the error events of the whole reverse pass (at their peak)."""
+        mem = super().memory()
+        if self.layered:
             mem["error_events"] = max(sum(a.nbytes for a in self._received), self._received_peak)
         records = 0
         if self.own_events is not None:
@@ -171,11 +169,11 @@ class EventPropCore(WeightStoreMixin, Core):
         return mem
 
     # ---------------------------------------------------------------- forward
-    def reset(self, steps, batch=None, inputs=None, record=("spikes",)) -> None:
+    def reset(self, steps, batch=None, inputs=None, record=("spikes",), layered=False) -> None:
         """``inputs`` of an output core are the labels ``(batch,)`` of the run (or None).
         With weight stores: the run's effective weights are read (PCM: with read noise)
         at the device clock, which then advances by ``spec.batch x steps x dt``."""
-        super().reset(steps, batch, None, record)
+        super().reset(steps, batch, None, record, layered)
         self._clear_records()
         self.steps = steps
         self._read_stores(self.spec.batch, steps)
@@ -428,21 +426,6 @@ class EventPropCore(WeightStoreMixin, Core):
         return rep
 
     # ------------------------------------------------------------ parameters
-    def apply(self, grads: list[np.ndarray] | None, lr: float | None = None) -> None:
-        """One Adam step on every incoming projection with the (reduced) gradients;
-        ``grads=None``: this core's own (:meth:`gradients`; one replica).
-
-        With weight stores the step ``delta = -lr m_hat / (sqrt(v_hat) + eps)`` is
-        computed into a zero array, masked, and given to the store."""
-        if grads is None:
-            grads = self.gradients()
-        for j, (w, g) in enumerate(zip(self.weights, grads)):
-            self._adam_step(j, np.asarray(g, w.dtype), lr)
-
-    def apply_own(self, lr: float) -> None:
-        """:meth:`apply` with this core's own gradient (one replica: nothing to reduce)."""
-        self.apply(None, lr)
-
     def bump(self, amount: float, columns=None) -> None:
         """Add ``amount`` to incoming weights (the silent-neuron remedy of
         Wunderlich & Pehle's training code; masked synapses stay absent).
@@ -463,7 +446,7 @@ class EventPropCore(WeightStoreMixin, Core):
             w[:, cols] += amount if m is None else amount * m[:, cols]
 
     def learning_state(self) -> dict:
-        """The learning state of :class:`~spinnray.rules.weight_stores.WeightStoreMixin` and the guard count."""
+        """The learning state of :class:`~spinnray.rules.learning.LearningCore` and the guard count."""
         return {**super().learning_state(), "guarded_total": self.guarded_total}
 
     def load_learning_state(self, state: dict) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from spinnray.errors import ConfigError
 
 __all__ = ["TTFSLoss", "spike_times", "silent_times", "silent_injection_factor", "ttfs_loss", "predict",
-           "adjoint_step", "Adam"]
+           "adjoint_step"]
 
 
 @dataclass(frozen=True)
@@ -176,34 +176,3 @@ def adjoint_step(lam_v: np.ndarray, lam_i: np.ndarray, spiked: np.ndarray, denom
     jump = np.where(spiked, (lam_v + err) / den, 0.0)
     lam_v_new = b * lam_v + jump
     return lam_v_new.astype(lam_v.dtype, copy=False), lam_i_new.astype(lam_i.dtype, copy=False), int(low.sum())
-
-
-class Adam:
-    """Adam on one array, as torch.optim.Adam (bias-corrected, eps outside the sqrt)."""
-
-    def __init__(self, shape, dtype, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.lr, self.b1, self.b2, self.eps = lr, betas[0], betas[1], eps
-        self.m = np.zeros(shape, dtype)
-        self.v = np.zeros(shape, dtype)
-        self.t = 0
-
-    def step(self, param: np.ndarray, grad: np.ndarray) -> None:
-        """Update ``param`` in place."""
-        self.t += 1
-        self.m *= self.b1
-        self.m += (1 - self.b1) * grad
-        self.v *= self.b2
-        self.v += (1 - self.b2) * grad * grad
-        m_hat = self.m / (1 - self.b1 ** self.t)
-        v_hat = self.v / (1 - self.b2 ** self.t)
-        param -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(param.dtype, copy=False)
-
-    def state(self) -> dict:
-        return {"m": self.m.copy(), "v": self.v.copy(), "t": self.t, "lr": self.lr}
-
-    def load(self, state: dict) -> None:
-        self.m[...] = state["m"]
-        self.v[...] = state["v"]
-        self.t = int(state["t"])
-        self.lr = float(state["lr"])
-

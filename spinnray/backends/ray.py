@@ -1,243 +1,40 @@
-"""Run cores and routers in-process (``local``) or as Ray actors (``ray``).
+"""The ``ray`` backend: every core a Ray actor, one router actor per node, rounds over TCP.
 
-This is the only module that imports Ray.  Both backends drive the same
-:class:`~spinnray.machine.core.Core` and :class:`~spinnray.machine.router.Router` objects
-through the same rounds; only the carrier differs:
+This is the only module that imports Ray.  A run is one Ray call per core (a Ray call costs
+about 0.7 ms here, a round must cost far less); inside it each core actor runs its program
+(:mod:`spinnray.machine.schedule`) and every round travels over a persistent TCP stream to its
+node's router actor (:mod:`spinnray.backends.transport`).  With several nodes, routers forward
+inter-node events to each other once per round.  On ``ray`` every actor of node ``n`` is pinned
+to Ray node ``node_ids[n]`` (hard ``NodeAffinitySchedulingStrategy``).
 
-* ``local``: one process; each round calls every core's ``run_block``, the
-  routers' ``route`` and every core's ``deliver`` in turn.
-* ``ray``: every core is a Ray actor (``num_cpus=0``, so any number fit on
-  two CPUs) and so is each node's router.  A run is one Ray call per core;
-  inside it the rounds travel over persistent TCP streams through the router
-  actors (:mod:`spinnray.backends.transport`), because a Ray call per message costs
-  about 0.7 ms here and a round must cost far less (DESIGN.md section 4).
-
-Schedules.  By default a run is ``ceil(T / K)`` rounds of K steps (and a
-reverse pass one round per step).  Given ``levels`` (core id -> the level of
-its population in a feed-forward network, :meth:`Network.levels`), a run is
-*layered*: one round per level, in which the cores of that level step through
-the whole run and every core takes what it was sent (reverse: the highest
-level first, each core's whole reverse pass in its round).  Same results,
-far fewer rounds: see :mod:`spinnray.machine.core`.
-
-Nodes.  The mapping's chips may be spread over cluster nodes
-(:func:`spinnray.mapping.place.assign_nodes`); then there is one router per node
-with its own table (:func:`spinnray.mapping.place.node_tables`), cores talk to
-their node's router, and routers forward inter-node events to each other once
-per round.  On ``ray`` every actor of node ``n`` is pinned to Ray node
-``node_ids[n]`` (hard ``NodeAffinitySchedulingStrategy``); ``local`` runs the
-same routers in-process, so results and counters are identical.
-
-Failures.  A core that raises, dies or hangs stops the run: the routers close
-their streams at once, so every other core and router stops too, and the
-driver raises one error naming the core (its chip and node), the round and
-step, and the phase, within ``timeout_s`` of a hang.  After that the backend
-refuses to run again.
+Failures.  A core that raises, dies or hangs stops the run: the routers close their streams at
+once, so every other core and router stops too, and the driver raises one error naming the
+core (its chip and node), the round and step, and the phase, within ``timeout_s`` of a hang.
+After that the backend refuses to run again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import NamedTuple
+from dataclasses import replace
 
 import numpy as np
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from spinnray.machine.core import CoreSpec, make_core
-from spinnray.errors import MappingError, PacketError, RoutingError, SpinnrayError, TransportError
+import spinnray
+from spinnray.backends.base import check_strict, node_plan, with_nodes
+from spinnray.backends.transport import CoreLink, RouterServer
+from spinnray.errors import MappingError, SpinnrayError, TransportError
+from spinnray.machine.core import CoreSpec, build_core, invoke
 from spinnray.machine.counters import bytes_by_link_class
 from spinnray.machine.router import Router, RoutingTable
-from spinnray.backends.transport import CoreLink, RouterServer
+from spinnray.machine.schedule import TrainStep, backward_program, run_program
 
-__all__ = ["LocalBackend", "RayBackend", "TrainStep", "make_backend", "ensure_ray", "rounds", "cluster_nodes",
-           "resolve_nodes"]
+__all__ = ["RayBackend", "ensure_ray", "cluster_nodes", "resolve_nodes", "surviving_cluster"]
 
 log = logging.getLogger(__name__)
-
-
-def rounds(steps: int, k: int):
-    """``(t0, length)`` of each exchange round of a run of ``steps`` steps."""
-    for t0 in range(0, steps, k):
-        yield t0, min(k, steps - t0)
-
-
-class TrainStep(NamedTuple):
-    """What follows a forward run in the same call to every core (one Ray call per
-    core for a whole training step): the reverse pass with loss scale ``scale``
-    over ``rounds`` rounds (None: one per step of the run; e-prop's learning
-    signals need 1), then, with ``lr``, every core's Adam step on its own gradient
-    (when nothing needs reducing: one replica, or model-parallel e-prop)."""
-
-    scale: float
-    rounds: int | None = None
-    lr: float | None = None
-
-
-def layered_forward(core, steps: int, level: int, n_levels: int, exchange) -> None:
-    """The layered forward run of one core: round r steps the cores of level r
-    through the whole run; ``exchange(frames)`` returns what was routed to it."""
-    for r in range(n_levels):
-        core.deliver(exchange(core.run_block(0, steps) if r == level else []), 0, steps)
-
-
-def layered_backward(core, steps: int, level: int, n_levels: int, exchange) -> None:
-    """The layered reverse pass of one core: the highest level first."""
-    for r in range(n_levels):
-        core.deliver_errors(exchange(core.backward_layer(steps) if n_levels - 1 - r == level else []), 0, steps)
-
-
-def _check_strict(core_reports: list[dict], router_reports: list[dict]) -> None:
-    """Raise on anything dropped or rejected (it was counted either way)."""
-    reasons = [r for rep in router_reports + core_reports for r in rep["reasons"]]
-    dropped = sum(rep["counters"]["dropped"] for rep in router_reports + core_reports)
-    rejected = sum(rep["counters"]["rejected"] for rep in router_reports + core_reports)
-    if rejected:
-        raise PacketError(f"{rejected} frame(s) rejected; first: {reasons[0] if reasons else '?'}")
-    if dropped:
-        raise RoutingError(f"{dropped} event(s) dropped; first: {reasons[0] if reasons else '?'}")
-
-
-def _with_nodes(core_reports: list[dict], node_of: dict[int, int], ray_ids: list[str] | None = None,
-                actual: dict[int, str] | None = None) -> list[dict]:
-    """Core reports with ``node`` (index) and, on Ray, ``ray_node_id``."""
-    for rep in core_reports:
-        rep["node"] = node_of[rep["core_id"]]
-        if actual is not None:
-            rep["ray_node_id"] = actual.get(rep["core_id"], ray_ids[rep["node"]] if ray_ids else None)
-    return core_reports
-
-
-def _node_plan(core_ids: list[int], table: RoutingTable, node_of: dict[int, int] | None,
-               tables: dict[int, RoutingTable] | None) -> tuple[dict[int, int], dict[int, RoutingTable], int]:
-    node_of = dict(node_of) if node_of is not None else {c: 0 for c in core_ids}
-    n_nodes = max(node_of.values(), default=0) + 1
-    tables = tables if tables is not None else ({0: table} if n_nodes == 1 else None)
-    if tables is None or sorted(tables) != list(range(n_nodes)):
-        raise SpinnrayError(f"{n_nodes} nodes need one routing table each (spinnray.mapping.place.node_tables); "
-                            f"got tables for nodes {sorted(tables or {})}")
-    empty = [n for n in range(n_nodes) if n not in set(node_of.values())]
-    if empty:
-        raise SpinnrayError(f"nodes {empty} hold no core; every node index in 0..{n_nodes - 1} needs a core")
-    return node_of, tables, n_nodes
-
-
-class LocalBackend:
-    """All cores and routers in this process, stepped round by round.
-
-    ``node_of`` (core -> node index) and ``tables`` (node -> routing table,
-    :func:`spinnray.mapping.place.node_tables`) emulate one router per node exactly
-    as the ray backend runs them; by default everything is on one node.
-    """
-
-    name = "local"
-
-    def __init__(self, specs: list[CoreSpec], table: RoutingTable, strict: bool = True, *,
-                 node_of: dict[int, int] | None = None, tables: dict[int, RoutingTable] | None = None):
-        self.cores = [make_core(s) for s in specs]
-        self.node_of, tables, self.n_nodes = _node_plan([s.core_id for s in specs], table, node_of, tables)
-        self.routers = [Router(tables[n], [c.id for c in self.cores if self.node_of[c.id] == n], max_offset=0,
-                               n_batch=1, router_id=n, node=n,
-                               node_of=self.node_of if self.n_nodes > 1 else None)
-                        for n in range(self.n_nodes)]
-        self.router = self.routers[0]
-        self.strict = strict
-
-    def _route(self, inbox: dict[int, list[bytes]]) -> dict[int, list[bytes]]:
-        """One round through every node's router (two phases with several)."""
-        if self.n_nodes == 1:
-            return self.router.route(inbox)
-        phase1 = [r.route_local({c: inbox[c] for c in r.cores}) for r in self.routers]
-        out = {}
-        for n, r in enumerate(self.routers):
-            forwarded = {m: phase1[m][1].get(n, []) for m in range(self.n_nodes) if m != n}
-            out.update(r.deliver(phase1[n][0], r.route_forwarded(forwarded)))
-        return out
-
-    def _configure(self, max_offset: int, n_batch: int) -> None:
-        for r in self.routers:
-            r.configure(max_offset=max_offset, n_batch=n_batch)
-
-    def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
-            record: tuple[str, ...], levels: dict[int, int] | None = None,
-            train: TrainStep | None = None) -> dict[int, dict[str, np.ndarray]]:
-        """One forward run; ``batch`` gives each core's number of samples;
-        ``levels``: the layered schedule (module docstring); ``train``: then the
-        reverse pass (:meth:`run_backward`) and Adam (:class:`TrainStep`)."""
-        for c in self.cores:
-            c.layered = levels is not None
-            c.reset(steps, batch[c.id], inputs.get(c.id), record)
-        if levels is not None:
-            self._configure(steps - 1, max(batch.values()))
-            n = max(levels.values()) + 1
-            for r in range(n):
-                out = self._route({c.id: c.run_block(0, steps) if levels[c.id] == r else [] for c in self.cores})
-                for c in self.cores:
-                    c.deliver(out[c.id], 0, steps)
-        else:
-            self._configure(k - 1, max(batch.values()))
-            for t0, kk in rounds(steps, k):
-                inbox = {c.id: c.run_block(t0, kk) for c in self.cores}
-                out = self._route(inbox)
-                for c in self.cores:
-                    c.deliver(out[c.id], t0, kk)
-        for c in self.cores:
-            c.finish()
-        if train is not None:                   # run_backward checks strictness too
-            self.run_backward(steps if train.rounds is None else train.rounds, max(batch.values()), train.scale,
-                              levels)
-            if train.lr is not None:
-                for c in self.cores:
-                    c.apply_own(train.lr)
-        elif self.strict:
-            _check_strict(*self.reports())
-        return {c.id: c.recorded for c in self.cores}
-
-    def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None) -> None:
-        """Reverse rounds i = steps-1 .. 0 carrying error events (EventProp);
-        ``levels``: one round per level instead, the highest first."""
-        for c in self.cores:
-            c.begin_backward(steps, scale)
-        if levels is not None:
-            self._configure(steps - 1, batch)
-            top = max(levels.values())
-            for r in range(top + 1):
-                out = self._route({c.id: c.backward_layer(steps) if levels[c.id] == top - r else []
-                                   for c in self.cores})
-                for c in self.cores:
-                    c.deliver_errors(out[c.id], 0, steps)
-            if self.strict:
-                _check_strict(*self.reports())
-            return
-        self._configure(0, batch)
-        for i in reversed(range(steps)):
-            inbox = {c.id: c.backward_block(i) for c in self.cores}
-            out = self._route(inbox)
-            for c in self.cores:
-                c.deliver_errors(out[c.id], i)
-        if self.strict:
-            _check_strict(*self.reports())
-
-    def events_sent(self) -> int:
-        """Spike and error events the cores have sent so far."""
-        return sum(c.events_sent() for c in self.cores)
-
-    def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
-        """``method(*args[core])`` on each core (all, or ``cores``); results by core id."""
-        ids = [c.id for c in self.cores] if cores is None else list(cores)
-        by_id = {c.id: c for c in self.cores}
-        return {cid: getattr(by_id[cid], method)(*(args or {}).get(cid, ())) for cid in ids}
-
-    def reports(self) -> tuple[list[dict], list[dict]]:
-        """Per-core reports (with ``node``) and one report per router."""
-        cores = _with_nodes([c.report() for c in self.cores], self.node_of)
-        routers = [{"router_id": r.router_id, "node": r.node, "counters": r.counters.as_dict(),
-                    "reasons": list(r.reasons)} for r in self.routers]
-        for rep in routers:
-            rep["by_link_class"] = bytes_by_link_class([rep], cores)
-        return cores, routers
-
-    def close(self) -> None:
-        pass
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, ship_code: bool = False) -> None:
@@ -251,15 +48,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, ship_
     ``py_modules``), so the other nodes need only the dependencies (numpy,
     msgpack, ray) and run exactly this code.
     """
-    import ray
-
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
     if ship_code:
-        import spinnray
-
         kwargs["runtime_env"] = {"py_modules": [spinnray]}
     if address is None:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
@@ -271,8 +64,6 @@ def cluster_nodes() -> list[dict]:
     """The alive nodes of the Ray cluster in spinnray's default order: the
     driver's node first (the head node when the driver's node is unknown),
     then the others by node id.  Each ``{"node_id", "address", "head"}``."""
-    import ray
-
     try:
         here = ray.get_runtime_context().get_node_id()
     except Exception:      # a Ray Client driver has no node of its own
@@ -293,8 +84,6 @@ def surviving_cluster(cluster):
     The placement changes; the results do not (any node count computes the
     same, bit for bit).  MappingError when no node is alive.
     """
-    from dataclasses import replace
-
     alive = [a["node_id"] for a in cluster_nodes()]
     if not alive:
         raise MappingError("no alive node left in the Ray cluster to continue on")
@@ -339,14 +128,12 @@ def resolve_nodes(n_nodes: int, node_ids=None) -> list[str]:
 
 
 def _actor_classes():
-    import ray
-
     @ray.remote(num_cpus=0)
     class CoreActor:
         """One emulated PE in its own process."""
 
         def __init__(self, spec: CoreSpec):
-            self.core = make_core(spec)
+            self.core = build_core(spec)
             self.link: CoreLink | None = None
 
         def connect(self, address, timeout_s: float) -> None:
@@ -355,35 +142,26 @@ def _actor_classes():
         def run(self, steps, k, batch, inputs, record, layer=None, train=None):
             """A forward run; ``layer``: (level, number of levels) of the layered schedule;
             ``train`` (:class:`TrainStep`): then the reverse pass and Adam, in the same call."""
-            core = self.core
-            core.layered = layer is not None
-            core.reset(steps, batch, inputs, record)
-            if layer is not None:
-                layered_forward(core, steps, *layer, lambda frames: self.link.exchange(frames, 0))
-            else:
-                for t0, kk in rounds(steps, k):
-                    self.link.send(core.run_block(t0, kk), t0)
-                    core.flush()            # e.g. e-prop's last trace update, while the router routes
-                    core.deliver(self.link.receive(t0), t0, kk)
-            core.finish()
-            if train is not None:
-                self.backward(steps if train.rounds is None else train.rounds, train.scale, layer)
-                if train.lr is not None:
-                    core.apply_own(train.lr)
-            return core.recorded, core.problems(), core.events_sent()
+            return self._drive(run_program(self.core, steps, k, batch, inputs, record, layer, train))
 
         def backward(self, steps, scale, layer=None):
-            core = self.core
-            core.begin_backward(steps, scale)
-            if layer is not None:
-                layered_backward(core, steps, *layer, lambda frames: self.link.exchange(frames, 0))
-            else:
-                for i in reversed(range(steps)):
-                    core.deliver_errors(self.link.exchange(core.backward_block(i), i), i)
-            return core.problems(), core.events_sent()
+            return self._drive(backward_program(self.core, steps, scale, layer))
+
+        def _drive(self, program):
+            """Run one core's program over its stream: send a round's frames, do the round's
+            deferred work while the router routes (core.flush), take the reply."""
+            frames, step = next(program)
+            while True:
+                self.link.send(frames, step)
+                self.core.flush()
+                incoming = self.link.receive(step)
+                try:
+                    frames, step = program.send(incoming)
+                except StopIteration as done:
+                    return done.value
 
         def call(self, method, args):
-            return getattr(self.core, method)(*args)
+            return invoke(self.core, method, args)
 
         def report(self) -> dict:
             return self.core.report()
@@ -461,11 +239,8 @@ class RayBackend:
                  timeout_s: float = 120.0, *, node_of: dict[int, int] | None = None,
                  tables: dict[int, RoutingTable] | None = None, node_ids=None,
                  placement_timeout_s: float = 120.0):
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         if not ray.is_initialized():
-            raise SpinnrayError("backend 'ray' needs Ray started: call spinnray.backends.backend.ensure_ray() "
+            raise SpinnrayError("backend 'ray' needs Ray started: call spinnray.backends.ensure_ray() "
                                 "or ray.init() first")
         self._ray = ray
         CoreActor, RouterActor = _actor_classes()
@@ -475,7 +250,7 @@ class RayBackend:
         self.specs = {s.core_id: s for s in specs}
         self.core_ids = [s.core_id for s in specs]
         self._events: dict[int, int] = {}
-        self.node_of, tables, self.n_nodes = _node_plan(self.core_ids, table, node_of, tables)
+        self.node_of, tables, self.n_nodes = node_plan(self.core_ids, table, node_of, tables)
         self.ray_node_ids = resolve_nodes(self.n_nodes, node_ids)
         self.actors: dict = {}
         self.routers: list = []
@@ -581,13 +356,15 @@ class RayBackend:
     def _strict(self, core_problems: int) -> None:
         """Fetch the full reports only when a core or a router saw a problem."""
         if self.strict and core_problems + sum(self._ray.get([r.problems.remote() for r in self.routers])):
-            _check_strict(*self.reports())
+            check_strict(*self.reports())
 
-    def call(self, method: str, args: dict[int, tuple] | None = None, cores=None) -> dict:
+    def call(self, method, args: dict[int, tuple] | None = None, cores=None) -> dict:
+        """``method(core, *args[core])`` inside each core actor (all, or ``cores``): results by
+        core id.  ``method`` is a function of the core's class, e.g. ``LearningCore.gradients``."""
         self._check_alive()
         ids = self.core_ids if cores is None else list(cores)
         return self._gather({self.actors[cid].call.remote(method, (args or {}).get(cid, ())): cid for cid in ids},
-                            f"call {method}()")
+                            f"call {getattr(method, '__qualname__', method)}()")
 
     def _check_alive(self) -> None:
         if self.failed:
@@ -690,7 +467,7 @@ class RayBackend:
     def reports(self) -> tuple[list[dict], list[dict]]:
         """Per-core reports (with ``node`` and ``ray_node_id``), one report per router."""
         ray = self._ray
-        cores = _with_nodes(ray.get([self.actors[c].report.remote() for c in self.core_ids]), self.node_of,
+        cores = with_nodes(ray.get([self.actors[c].report.remote() for c in self.core_ids]), self.node_of,
                             self.ray_node_ids, self.actual_nodes)
         routers = ray.get([r.report.remote() for r in self.routers])
         for rep in routers:
@@ -720,15 +497,3 @@ def _unwrap(e: Exception) -> Exception:
     return cause if isinstance(cause, SpinnrayError) else e
 
 
-def make_backend(name: str, specs: list[CoreSpec], table: RoutingTable, strict: bool = True,
-                 timeout_s: float = 120.0, *, node_of: dict[int, int] | None = None,
-                 tables: dict[int, RoutingTable] | None = None, node_ids=None,
-                 placement_timeout_s: float = 120.0):
-    """The ``local`` or ``ray`` backend for ``specs``; ``node_of``/``tables``
-    spread the cores over nodes with one router each (default: one node)."""
-    if name == "local":
-        return LocalBackend(specs, table, strict, node_of=node_of, tables=tables)
-    if name == "ray":
-        return RayBackend(specs, table, strict, timeout_s, node_of=node_of, tables=tables, node_ids=node_ids,
-                          placement_timeout_s=placement_timeout_s)
-    raise SpinnrayError(f"backend = {name!r}: expected 'local' or 'ray'")

@@ -1,11 +1,18 @@
-"""Low-precision and PCM weight storage of the learning cores (e-prop and EventProp), written once.
+"""What every learning core has in common: weights in optional low-precision or PCM stores, one
+Adam per incoming projection, gradients, error events, and the learner interface the schedule
+and the trainers use.
 
-Both learning cores (:class:`~spinnray.rules.eprop.core.EPropCore`,
-:class:`~spinnray.rules.eventprop.core.EventPropCore`) keep their incoming weights,
-their gradients and one Adam optimiser per projection; :class:`WeightStoreMixin`
-holds what they do with them alike.
+:class:`LearningCore` is a :class:`~spinnray.machine.core.Core` that takes part in reverse
+passes (``learns = True``).  Its learner interface, called by :mod:`spinnray.machine.schedule`
+and by trainers through ``Simulator.call(LearningCore.method, ...)``:
 
-Weight storage (``spec.learning["weight_store"]``, the dict of
+* ``begin_backward(steps, scale)``, ``backward_block(i) -> frames``,
+  ``backward_layer(steps) -> frames``, ``deliver_errors(frames, i, span)``: the reverse pass;
+* ``gradients()``: dL/dW of each incoming projection; ``apply(grads, lr)``: one Adam step with
+  ``grads`` (None: its own gradient);
+* ``learning_state()`` / ``load_learning_state(state)``: what a checkpoint keeps.
+
+Weight storage (``spec.learning.weight_store``, the :class:`WeightStoreSpec` of
 :func:`weight_store_options`, from ``machine.weight_bits``, ``rounding``,
 ``accumulate``, ``transfer``, ``weight_max``, ``weight_range``,
 ``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``).  Absent (or
@@ -19,13 +26,13 @@ incoming projection's slice lives in a :mod:`spinnray.machine.quant` store:
 * ``synapse = pcm``: :class:`~spinnray.machine.quant.PCMWeights`, differential PCM pairs.
 
 The forward (and reverse) pass uses the *effective* weights, read from the
-store when a run starts (:meth:`WeightStoreMixin._read_stores`: one read per
+store when a run starts (:meth:`LearningCore._read_stores`: one read per
 run, PCM with fresh read noise, at the core's device clock ``elapsed_s``),
 times the projection's mask; the clock then advances by ``samples x T x dt``
 (each core says which ``samples``).  An update ``delta`` (Adam's step
 ``-lr m_hat / (sqrt(v_hat) + eps)`` computed into a zero array, or an EventProp
 weight bump) is masked and given to ``store.apply(delta, elapsed_s)``
-(:meth:`WeightStoreMixin._update_weights`); a digital store is deterministic, so
+(:meth:`LearningCore._update_weights`); a digital store is deterministic, so
 the core's float copy is refreshed at once, a PCM copy at the next read.
 
 Seeds: a projection's store is seeded by
@@ -46,19 +53,47 @@ from __future__ import annotations
 
 import copy
 import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from spinnray.errors import ConfigError
+from spinnray.errors import ConfigError, PacketError
+from spinnray.machine import packet
+from spinnray.machine.core import Core, CoreShape, CoreSpec
 from spinnray.machine.quant import PCMParams, make_weight_store
+from spinnray.rules.optim import Adam
 
-__all__ = ["PCM_BYTES_PER_WEIGHT", "WeightStoreMixin", "weight_store_bytes", "weight_store_options"]
+__all__ = ["PCM_BYTES_PER_WEIGHT", "WeightStoreSpec", "weight_store_options", "LearningCore", "learning_memory"]
 
 #: bytes per weight of the PCM model's device state: two devices x (G, t_p, nu), float32 each
 PCM_BYTES_PER_WEIGHT = 24
 
 
-def weight_store_options(machine, network) -> dict | None:
+@dataclass(frozen=True)
+class WeightStoreSpec:
+    """How a learning core stores its weights (from the ``machine.*`` weight options):
+    ``ranges`` maps every projection name to its grid's range ``w_max``."""
+
+    weight_bits: int
+    rounding: str
+    accumulate: bool
+    transfer: str
+    synapse: str
+    pcm: PCMParams
+    seed: int
+    ranges: dict = field(default_factory=dict)
+
+    def bytes(self, weights: int) -> dict[str, int]:
+        """``weights`` and ``weight_accumulator`` bytes of a store of ``weights`` weights."""
+        if self.synapse == "pcm":
+            return {"weights": PCM_BYTES_PER_WEIGHT * weights, "weight_accumulator": 4 * weights}
+        out = {"weights": -(-weights * self.weight_bits // 8)}
+        if self.accumulate and self.weight_bits < 32:
+            out["weight_accumulator"] = 4 * weights
+        return out
+
+
+def weight_store_options(machine, network) -> WeightStoreSpec | None:
     """``learning["weight_store"]`` for the learning cores from ``machine`` (a MachineConfig).
 
     None when the machine stores float weights (``weight_bits = 32``, ``synapse = ideal``).
@@ -79,18 +114,17 @@ def weight_store_options(machine, network) -> dict | None:
     training far past its own initial peak (about 10x on the keyword task, bench/RESULTS.md);
     a per-projection range then saturates it.
     """
-    ws = getattr(machine, "weight_store", None)
-    if ws is None:
+    if machine.float_weights:
         return None
-    factor = float(ws.get("weight_range", 2.0))
-    scope = ws.get("weight_range_scope", "population")
+    factor = float(machine.weight_range)
+    scope = machine.weight_range_scope
     peaks = {p.name: float(np.abs(p.weights).max()) if p.weights.size else 0.0 for p in network.projections}
     if scope == "population":
         into: dict[str, float] = {}
         for p in network.projections:
             into[p.post.name] = max(into.get(p.post.name, 0.0), peaks[p.name])
         peaks = {p.name: into[p.post.name] for p in network.projections}
-    factors = {k.replace("_to_", "->"): v for k, v in (ws.get("weight_ranges") or {}).items()}   # CLI-safe names
+    factors = {k.replace("_to_", "->"): v for k, v in (machine.weight_ranges or {}).items()}   # CLI-safe names
     unknown = sorted(set(factors) - set(peaks))
     if unknown:
         raise ConfigError(f"machine.weight_ranges: no projection named {unknown[0]!r}; this network's projections "
@@ -98,66 +132,146 @@ def weight_store_options(machine, network) -> dict | None:
     ranges = {}
     for p in network.projections:
         peak, f = peaks[p.name], float(factors.get(p.name, factor))
-        ranges[p.name] = float(ws["weight_max"]) if ws["weight_max"] is not None else (f * peak if peak > 0 else 1.0)
-    return dict(ws, weight_max=ranges)
+        ranges[p.name] = float(machine.weight_max) if machine.weight_max is not None else \
+            (f * peak if peak > 0 else 1.0)
+    return WeightStoreSpec(machine.weight_bits, machine.rounding, machine.accumulate, machine.transfer,
+                           machine.synapse, machine.pcm, machine.weight_seed, ranges)
 
 
-def _store_bytes(weights: int, ws: dict | None) -> dict[str, int]:
-    """``weights`` and ``weight_accumulator`` bytes of a store of ``weights`` weights."""
-    if ws is None:
-        return {}
-    if ws.get("synapse", "ideal") == "pcm":
-        return {"weights": PCM_BYTES_PER_WEIGHT * weights, "weight_accumulator": 4 * weights}
-    bits = int(ws["weight_bits"])
-    out = {"weights": -(-weights * bits // 8)}
-    if ws.get("accumulate", True) and bits < 32:
-        out["weight_accumulator"] = 4 * weights
-    return out
+
+def learning_memory(shape: CoreShape, store: WeightStoreSpec | None) -> dict[str, int]:
+    """What every learning core holds beyond the forward arrays: the weight stores (replacing the
+    float ``weights``), gradients, Adam's two moments, masks and the error keys of pre neurons."""
+    item = shape.itemsize
+    mem: dict[str, int] = {}
+    if store is not None:
+        for s in shape.incoming:
+            for k, v in store.bytes(s.pre_size * shape.n).items():
+                mem[k] = mem.get(k, 0) + v
+    w = shape.synapses
+    mem["gradients"] = w * item
+    mem["optimizer"] = 2 * w * item
+    masks = sum(s.pre_size * shape.n for s in shape.incoming if s.masked)
+    if masks:
+        mem["masks"] = masks
+    keys = sum(s.pre_size * 4 for s in shape.incoming if s.error_keyed)
+    if keys:
+        mem["error_keys"] = keys
+    return mem
 
 
-def weight_store_bytes(network, pop, n: int, weight_store: dict | None) -> dict[str, int]:
-    """``weights`` and ``weight_accumulator`` bytes of the stores of a core holding ``n`` neurons
-    of ``pop``: summed over its incoming projections, each packed separately ({} for None)."""
-    out: dict[str, int] = {}
-    if weight_store is not None:
-        for p in network.incoming(pop):
-            for k, v in _store_bytes(p.pre.size * n, weight_store).items():
-                out[k] = out.get(k, 0) + v
-    return out
+class LearningCore(Core):
+    """A core that learns (module docstring).  Subclasses implement the reverse pass."""
 
+    learns = True
 
-class WeightStoreMixin:
-    """Weights, their Adam optimisers and optional stores of a learning core (module docstring).
+    def __init__(self, spec: CoreSpec):
+        super().__init__(spec)
+        L = spec.learning
+        self.grads = [np.zeros_like(w) for w in self.weights]
+        self.opts = [Adam.of(L.adam, w.shape, w.dtype) for w in self.weights]
+        self.masks = [inc.mask for inc in spec.incoming]
+        self._init_stores(L.weight_store)
 
-    Mixed in before :class:`~spinnray.machine.core.Core` (``class C(WeightStoreMixin, Core)``); the core
-    sets ``self.grads``, ``self.opts`` (one :class:`~spinnray.rules.eventprop.numerics.Adam` per projection) and
-    ``self.masks`` (None or a 0/1 array per projection) in ``_init_learning`` and then calls
-    :meth:`_init_stores`.  ``self.stores`` is None (float weights) or one store per projection;
-    ``self.elapsed_s`` is the device clock in seconds.
-    """
+    # ------------------------------------------------------- learner interface
+    def begin_backward(self, steps: int, scale: float) -> None:
+        raise NotImplementedError
+
+    def backward_block(self, i: int) -> list[bytes]:
+        raise NotImplementedError
+
+    def backward_layer(self, steps: int) -> list[bytes]:
+        raise NotImplementedError
+
+    def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
+        raise NotImplementedError
+
+    def apply(self, grads: list[np.ndarray] | None = None, lr: float | None = None) -> None:
+        """One Adam step of every incoming projection with ``grads`` (None: this core's own)."""
+        if grads is None:
+            grads = self.gradients()
+        for j, (w, g) in enumerate(zip(self.weights, grads)):
+            self._adam_step(j, np.asarray(g, w.dtype), lr)
+
+    # ------------------------------------------------------------------ memory
+    def memory(self) -> dict[str, int]:
+        """The forward arrays with the rule's own (:meth:`static_memory` of the spec) and what
+        the current run holds."""
+        mem = super().memory()
+        mem.update(self.spec.learning.static_memory(self.spec.shape))
+        return mem
+
+    # ------------------------------------------------------------ error events
+    def _error_frames(self, i: int, keys: list, batch_idx: list, payload: list,
+                      offsets: list | None = None) -> list[bytes]:
+        """One error frame of reverse step ``i`` from lists of key, batch-index and payload arrays
+        (counted as sent); none when there is no event.  ``offsets``: per event, its step
+        minus ``i`` (the layered schedule's frame of the whole run); None = all 0."""
+        if not keys or not sum(len(k) for k in keys):
+            return []
+        k = np.concatenate(keys)
+        off = np.zeros(len(k), np.uint16) if offsets is None else np.concatenate(offsets).astype(np.uint16)
+        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=off,
+                              batch=np.concatenate(batch_idx).astype(np.uint16) if self.spec.batch > 1 else None,
+                              payload=np.concatenate(payload).astype(np.float32))
+        c = self.counters
+        c.packets_sent += 1
+        c.error_events_sent += len(k)
+        c.bytes_sent += len(frame)
+        # per step, not per frame: a layered frame carries every step of the reverse pass
+        per_step = len(k) if offsets is None else int(np.bincount(off).max())
+        c.max_events_per_step = max(c.max_events_per_step, per_step)
+        return [frame]
+
+    def _error_events(self, frames: list[bytes], i: int, what: str, refuse: str | None = None, span: int = 1):
+        """The valid error events of reverse step ``i`` addressed to this core's neurons.
+
+        Yields ``(batch index, local neuron, payload, step offset, source core)`` per frame;
+        offsets lie below ``span`` (1: all 0; the layered schedule's frames cover a run).  A frame
+        that does not decode, is not an error frame of step ``i``, or arrives while ``refuse`` (a
+        reason) is set, is rejected; events whose keys are not this core's are dropped; both are
+        counted and noted.  ``what`` names the events in the notes ("error events", "learning signals").
+        """
+        c = self.counters
+        base = self.spec.error_key_base
+        for frame in frames:
+            c.packets_received += 1
+            c.bytes_received += len(frame)
+            try:
+                p = packet.decode(frame, max_offset=span - 1, n_batch=self.batch)
+                if p.kind != packet.Kind.ERROR or p.step != i:
+                    raise PacketError(f"expected {what} of reverse step {i}, got kind {int(p.kind)} step {p.step}")
+                if refuse:
+                    raise PacketError(refuse)
+            except PacketError as e:
+                c.rejected += 1
+                self._note(f"core {self.id}: rejected frame: {e.reason}")
+                continue
+            c.error_events_received += p.n
+            local = p.keys.astype(np.int64) - (base if base is not None else 0)
+            ok = (base is not None) & (local >= 0) & (local < self.spec.n)
+            if not np.all(ok):
+                c.dropped += int((~ok).sum())
+                self._note(f"core {self.id}: {int((~ok).sum())} {what} with foreign keys")
+            b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
+            yield b, local[ok], p.payload[ok].astype(self.dtype), p.offsets[ok], p.src
 
     # ------------------------------------------------------------------ state
-    def _init_stores(self, ws: dict | None) -> None:
+    def _init_stores(self, ws: "WeightStoreSpec | None") -> None:
         """One weight store per incoming projection; None = float weights."""
         self.stores = None
         self.elapsed_s = 0.0            # emulated time of this core's device clock (s)
         if ws is None:
             return
         spec = self.spec
-        pcm = ws.get("pcm")
-        if isinstance(pcm, dict):
-            pcm = PCMParams(**pcm)
-        ranges = ws.get("weight_max")
         cols = np.arange(spec.lo, spec.hi)
         self.stores = []
         for j, (inc, w) in enumerate(zip(spec.incoming, self.weights)):
-            w_max = ranges.get(inc.name) if isinstance(ranges, dict) else ranges
-            seed = np.random.SeedSequence(int(ws.get("seed", 0)), spawn_key=(zlib.crc32(inc.name.encode()),))
+            seed = np.random.SeedSequence(ws.seed, spawn_key=(zlib.crc32(inc.name.encode()),))
             self.stores.append(make_weight_store(
-                w.astype(np.float64), weight_bits=int(ws.get("weight_bits", 32)), rounding=ws.get("rounding", "nearest"),
-                synapse=ws.get("synapse", "ideal"), w_max=w_max, accumulate=bool(ws.get("accumulate", True)),
-                transfer=ws.get("transfer", "round"),
-                pcm=pcm, seed=seed, t_s=0.0, columns=cols))
+                w.astype(np.float64), weight_bits=ws.weight_bits, rounding=ws.rounding, synapse=ws.synapse,
+                w_max=ws.ranges[inc.name], accumulate=ws.accumulate, transfer=ws.transfer,
+                pcm=ws.pcm, seed=seed, t_s=0.0, columns=cols))
             self.weights[j][...] = self._stored(j)
 
     def _is_pcm(self, j: int) -> bool:
@@ -211,20 +325,6 @@ class WeightStoreMixin:
         delta = np.zeros_like(w)
         opt.step(delta, g)
         self._update_weights(j, delta)
-
-    # ---------------------------------------------------------------- memory
-    def memory(self) -> dict[str, int]:
-        """The core's memory with the stores' bytes as ``weights`` (and ``weight_accumulator``),
-        plus ``gradients`` and the Adam moments (``optimizer``)."""
-        mem = super().memory()
-        if getattr(self, "stores", None) is not None:
-            mem["weights"] = sum(st.stored_bytes for st in self.stores)
-            acc = sum(st.accumulator_bytes for st in self.stores)
-            if acc:
-                mem["weight_accumulator"] = acc
-        mem["gradients"] = sum(g.nbytes for g in self.grads)
-        mem["optimizer"] = sum(o.m.nbytes + o.v.nbytes for o in self.opts)
-        return mem
 
     # ------------------------------------------------------------ parameters
     def get_weights(self) -> list[np.ndarray]:

@@ -1,0 +1,43 @@
+"""What the two backends share: the strictness check, node plans, and the reports' node fields."""
+
+from __future__ import annotations
+
+from spinnray.errors import PacketError, RoutingError, SpinnrayError
+from spinnray.machine.router import RoutingTable
+
+__all__ = ["check_strict", "with_nodes", "node_plan"]
+
+
+def check_strict(core_reports: list[dict], router_reports: list[dict]) -> None:
+    """Raise on anything dropped or rejected (it was counted either way)."""
+    reasons = [r for rep in router_reports + core_reports for r in rep["reasons"]]
+    dropped = sum(rep["counters"]["dropped"] for rep in router_reports + core_reports)
+    rejected = sum(rep["counters"]["rejected"] for rep in router_reports + core_reports)
+    if rejected:
+        raise PacketError(f"{rejected} frame(s) rejected; first: {reasons[0] if reasons else '?'}")
+    if dropped:
+        raise RoutingError(f"{dropped} event(s) dropped; first: {reasons[0] if reasons else '?'}")
+
+
+def with_nodes(core_reports: list[dict], node_of: dict[int, int], ray_ids: list[str] | None = None,
+                actual: dict[int, str] | None = None) -> list[dict]:
+    """Core reports with ``node`` (index) and, on Ray, ``ray_node_id``."""
+    for rep in core_reports:
+        rep["node"] = node_of[rep["core_id"]]
+        if actual is not None:
+            rep["ray_node_id"] = actual.get(rep["core_id"], ray_ids[rep["node"]] if ray_ids else None)
+    return core_reports
+
+
+def node_plan(core_ids: list[int], table: RoutingTable, node_of: dict[int, int] | None,
+               tables: dict[int, RoutingTable] | None) -> tuple[dict[int, int], dict[int, RoutingTable], int]:
+    node_of = dict(node_of) if node_of is not None else {c: 0 for c in core_ids}
+    n_nodes = max(node_of.values(), default=0) + 1
+    tables = tables if tables is not None else ({0: table} if n_nodes == 1 else None)
+    if tables is None or sorted(tables) != list(range(n_nodes)):
+        raise SpinnrayError(f"{n_nodes} nodes need one routing table each (spinnray.mapping.place.node_tables); "
+                            f"got tables for nodes {sorted(tables or {})}")
+    empty = [n for n in range(n_nodes) if n not in set(node_of.values())]
+    if empty:
+        raise SpinnrayError(f"nodes {empty} hold no core; every node index in 0..{n_nodes - 1} needs a core")
+    return node_of, tables, n_nodes

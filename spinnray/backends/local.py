@@ -1,0 +1,108 @@
+"""The ``local`` backend: every core and router in this process, stepped round by round.
+
+Each round collects every core's frames (:func:`spinnray.machine.schedule.drive_lockstep`),
+routes them through the routers of every node (one router per node, as the ``ray`` backend
+runs them, so results and counters are identical) and hands each core its frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spinnray.backends.base import check_strict, node_plan, with_nodes
+from spinnray.machine.core import CoreSpec, build_core, invoke
+from spinnray.machine.counters import bytes_by_link_class
+from spinnray.machine.router import Router, RoutingTable
+from spinnray.machine.schedule import TrainStep, backward_program, drive_lockstep, run_program
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend:
+    """All cores and routers in this process.
+
+    ``node_of`` (core -> node index) and ``tables`` (node -> routing table,
+    :func:`spinnray.mapping.node_tables`) emulate one router per node exactly
+    as the ray backend runs them; by default everything is on one node.
+    """
+
+    name = "local"
+
+    def __init__(self, specs: list[CoreSpec], table: RoutingTable, strict: bool = True, *,
+                 node_of: dict[int, int] | None = None, tables: dict[int, RoutingTable] | None = None):
+        self.cores = [build_core(s) for s in specs]
+        self.by_id = {c.id: c for c in self.cores}
+        self.node_of, tables, self.n_nodes = node_plan([s.core_id for s in specs], table, node_of, tables)
+        self.routers = [Router(tables[n], [c.id for c in self.cores if self.node_of[c.id] == n], max_offset=0,
+                               n_batch=1, router_id=n, node=n,
+                               node_of=self.node_of if self.n_nodes > 1 else None)
+                        for n in range(self.n_nodes)]
+        self.router = self.routers[0]
+        self.strict = strict
+
+    def _route(self, inbox: dict[int, list[bytes]]) -> dict[int, list[bytes]]:
+        """One round through every node's router (two phases with several)."""
+        if self.n_nodes == 1:
+            return self.router.route(inbox)
+        phase1 = [r.route_local({c: inbox[c] for c in r.cores}) for r in self.routers]
+        out = {}
+        for n, r in enumerate(self.routers):
+            forwarded = {m: phase1[m][1].get(n, []) for m in range(self.n_nodes) if m != n}
+            out.update(r.deliver(phase1[n][0], r.route_forwarded(forwarded)))
+        return out
+
+    def _configure(self, max_offset: int, n_batch: int) -> None:
+        for r in self.routers:
+            r.configure(max_offset=max_offset, n_batch=n_batch)
+
+    def _flush(self, ids: list[int]) -> None:
+        for cid in ids:
+            self.by_id[cid].flush()
+
+    def run(self, steps: int, k: int, batch: dict[int, int], inputs: dict[int, np.ndarray],
+            record: tuple[str, ...], levels: dict[int, int] | None = None,
+            train: TrainStep | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """One forward run (:func:`spinnray.machine.schedule.run_program` on every core);
+        ``batch`` gives each core's number of samples; ``levels`` (core -> level): the layered
+        schedule; ``train``: then the reverse pass and the optimizer step."""
+        n_levels = max(levels.values()) + 1 if levels is not None else 0
+        self._configure((steps if levels is not None else k) - 1, max(batch.values()))
+        programs = {c.id: run_program(c, steps, k, batch[c.id], inputs.get(c.id), record,
+                                      (levels[c.id], n_levels) if levels is not None else None, train)
+                    for c in self.cores}
+        results = drive_lockstep(programs, self._route, self._flush)
+        if self.strict:
+            check_strict(*self.reports())
+        return {cid: rec for cid, (rec, _, _) in results.items()}
+
+    def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None) -> None:
+        """The reverse pass of the last run (:func:`spinnray.machine.schedule.backward_program`)."""
+        n_levels = max(levels.values()) + 1 if levels is not None else 0
+        self._configure(steps - 1 if levels is not None else 0, batch)
+        programs = {c.id: backward_program(c, steps, scale, (levels[c.id], n_levels) if levels is not None else None)
+                    for c in self.cores}
+        drive_lockstep(programs, self._route)
+        if self.strict:
+            check_strict(*self.reports())
+
+    def events_sent(self) -> int:
+        """Spike and error events the cores have sent so far."""
+        return sum(c.events_sent() for c in self.cores)
+
+    def call(self, method, args: dict[int, tuple] | None = None, cores=None) -> dict:
+        """``method(core, *args[core])`` on each core (all, or ``cores``): results by core id.
+        ``method`` is a function of the core's class, e.g. ``LearningCore.gradients``."""
+        ids = [c.id for c in self.cores] if cores is None else list(cores)
+        return {cid: invoke(self.by_id[cid], method, (args or {}).get(cid, ())) for cid in ids}
+
+    def reports(self) -> tuple[list[dict], list[dict]]:
+        """Per-core reports (with ``node``) and one report per router."""
+        cores = with_nodes([c.report() for c in self.cores], self.node_of)
+        routers = [{"router_id": r.router_id, "node": r.node, "counters": r.counters.as_dict(),
+                    "reasons": list(r.reasons)} for r in self.routers]
+        for rep in routers:
+            rep["by_link_class"] = bytes_by_link_class([rep], cores)
+        return cores, routers
+
+    def close(self) -> None:
+        pass

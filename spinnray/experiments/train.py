@@ -1,0 +1,147 @@
+"""A training run on the emulated cores (kinds ``eventprop`` and ``eprop``): any on-chip rule on
+any data set its network can take, by configuration.
+
+The data set (``data.*``, :mod:`spinnray.data`), the network (``network.*``,
+:mod:`spinnray.model.builders`) and the rule (``learning.*``, :mod:`spinnray.rules`) come from
+their registries; the :class:`~spinnray.experiments.trainer.Trainer` runs them on the cores; the
+epoch loop (:mod:`~spinnray.experiments.loop`) checkpoints and recovers; at the end
+``metrics.json``, ``cores.json`` and ``routers.json`` are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from spinnray.data.base import Timing, load_dataset
+from spinnray.experiments.checkpoint import Checkpointer, config_fingerprint, training_data, trajectory, warm_start
+from spinnray.experiments.loop import Position, run_epochs
+from spinnray.experiments.setup import Run
+from spinnray.experiments.summary import layer_traffic, peak_rss_bytes, write_json
+from spinnray.experiments.trainer import Trainer
+from spinnray.machine.counters import SCHEMA_VERSION
+from spinnray.model.builders import DataShape
+from spinnray.report import save_raster
+
+__all__ = ["run_training", "val_selection"]
+
+log = logging.getLogger("spinnray")
+
+
+def val_selection(history: list[dict]) -> dict:
+    """Model selection on the validation set: the epoch with the best validation accuracy (the
+    earliest of ties) and its test accuracy and loss; {} without one."""
+    rows = [h for h in history if "val_accuracy" in h]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+    return {"val_selected_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
+            "val_selected_test_accuracy": best["test_accuracy"], "val_selected_test_loss": best["test_loss"]}
+
+
+def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
+    cfg, rule, net_cfg = run.config, run.rule, run.network
+    data = load_dataset(run.data, Timing(net_cfg.dt_ms, getattr(net_cfg, "steps", None)))
+    learn = rule.adapt(run.learning, data) if rule.adapt is not None else run.learning
+    if rule.check is not None:
+        rule.check(learn, cfg.parallel, net_cfg, data)
+    net = run.builder.build(net_cfg, DataShape(data.n_inputs, data.n_classes, data.input_kind), cfg.seed)
+    t_start = time.perf_counter()
+
+    def make_trainer(cluster=cfg.cluster):
+        return Trainer(net, rule, learn, machine=cfg.machine, parallel=cfg.parallel, backend=cfg.backend,
+                       cluster=cluster)
+
+    trainer = make_trainer()
+    init = ()
+    if cfg.init_from:
+        init = (warm_start(cfg.init_from, run.kind, net, trainer.sim.mapping),)
+        trainer.close()
+        trainer = make_trainer()            # built from the loaded weights (a weight store's range follows them)
+    setup_s = time.perf_counter() - t_start
+    mapping = trainer.sim.mapping
+    log.info("%s on %d cores (%d replica(s)), backend %s; %d train / %d test samples of %d steps x %d inputs",
+             rule.name, mapping.n_cores, cfg.parallel.replicas, cfg.backend, len(data.train), len(data.test),
+             data.steps, data.n_inputs)
+    ck = Checkpointer(cfg, out_dir, run.kind, config_fingerprint(
+        asdict(net_cfg), training_data(run.data), trajectory(learn), cfg.seed, cfg.parallel.cores_per_population,
+        cfg.parallel.replicas, cfg.machine.identity(), *init))
+    pos = Position(lr=learn.lr)
+    rng = np.random.default_rng([cfg.seed, rule.order_stream])
+    if cfg.resume:
+        state = ck.restore(cfg.resume, trainer, rng)
+        pos = Position.from_dict(state)
+        log.info("resumed from %s at epoch %d, sample %d", state["path"], pos.epoch + 1, pos.first)
+    elif ck.enabled:
+        ck.save(pos.as_dict(), trainer, rng)      # the initial state: a failure before the first interval restarts here
+    B = learn.batch_size
+
+    def step(tr: Trainer, idx, pos: Position):
+        tr.counters = pos.counters
+        return tr.train_batch(data.train.batch(idx), data.train.labels[idx])
+
+    def end_epoch(tr: Trainer, epoch: int, pos: Position) -> None:
+        tr.check_replicas()
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(pos.losses)),
+               "train_accuracy": pos.correct / len(data.train), "lr": tr.lr, "train_s": round(pos.epoch_s, 3),
+               "train_events": pos.epoch_events}
+        last = epoch + 1 == learn.epochs
+        if (epoch + 1) % learn.eval_every == 0 or last:
+            log.info("epoch %d: testing on %d samples", epoch + 1, len(data.test))
+            row["test_accuracy"], row["test_loss"] = tr.evaluate(data.test, B, keep_first=last)
+            pos.tested_samples += len(data.test)
+            if last:
+                save_raster(out_dir, tr.first_spikes, net_cfg.dt_ms)
+            if data.val is not None:
+                row["val_accuracy"], row["val_loss"] = tr.evaluate(data.val, B)
+        pos.history.append(row)
+        log.info("epoch %d: train loss %.4f acc %.4f | test %s%s | %.1f s, %.3g events/s", epoch + 1,
+                 row["train_loss"], row["train_accuracy"],
+                 f"loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else "-",
+                 f" | val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else "", pos.epoch_s,
+                 pos.epoch_events / pos.epoch_s if pos.epoch_s else 0.0)
+        if (epoch + 1) % learn.lr_decay_every == 0:
+            pos.lr = tr.lr * learn.lr_decay
+
+    box = {"trainer": trainer, "pos": pos}
+    try:
+        pos = run_epochs(box, epochs=learn.epochs, labels=lambda: data.train.labels, batch_size=B, ck=ck, rng=rng,
+                         make_trainer=make_trainer, step=step, end_epoch=end_epoch, show_progress=cfg.progress,
+                         begin_epoch=data.begin_epoch)
+        trainer = box["trainer"]
+        m = trainer.sim.metrics()
+        cores, routers = trainer.sim.reports()
+        crc = trainer.checksum()
+    finally:
+        box["trainer"].close()
+    history, train_s, samples = pos.history, pos.train_s, pos.samples
+    tested = [h for h in history if "test_accuracy" in h]
+    emulated_ms = samples * data.steps * net_cfg.dt_ms
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "scenario": scenario, "kind": run.kind, "rule": rule.name, "backend": cfg.backend, "seed": cfg.seed,
+        "data": data.name, "classes": data.class_names, "cores": m["cores"], "replicas": cfg.parallel.replicas,
+        "steps": data.steps, "inputs": data.n_inputs, "schedule": cfg.parallel.schedule, "epochs": learn.epochs,
+        "batch_size": B, "wall_s": round(time.perf_counter() - t_start, 3), "setup_s": round(setup_s, 3),
+        "train_s": round(train_s, 3), "train_samples_per_s": samples / train_s if train_s else 0.0,
+        "realtime_factor": emulated_ms / (train_s * 1000) if train_s else 0.0,
+        "test_accuracy": tested[-1]["test_accuracy"], "test_loss": tested[-1]["test_loss"],
+        "best_test_accuracy": max(h["test_accuracy"] for h in tested),
+        **val_selection(history),
+        "history": history,
+        "max_core_bytes": max(sum(c["memory"].values()) for c in cores),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "samples": samples + pos.tested_samples,
+        "weights_crc32": crc, "restarts": ck.restarts,
+        **(rule.metrics(trainer, cores) if rule.metrics is not None else {}),
+        "layers": layer_traffic(cores, net, data.steps, samples + pos.tested_samples, samples),
+        "traffic": m["traffic"], "memory": m["memory"], "mapping": m["mapping"],
+        "machine": asdict(cfg.machine),
+    }
+    write_json(out_dir / "cores.json", cores)
+    write_json(out_dir / "routers.json", routers)
+    return metrics

@@ -1,0 +1,260 @@
+"""Network builders: what a run's ``network.*`` describes, registered by ``network.name``.
+
+A builder turns its typed config, the shape of the data (inputs, classes, spikes or analog) and
+the seed into a :class:`~spinnray.model.network.Network`::
+
+    @register("feedforward", FeedForwardConfig)
+    def build_feedforward(cfg, data, seed) -> Network: ...
+
+so a new network family is one function here and its ``conf/network/NAME.yaml``.  A builder
+registered with ``build=None`` names a network that a rule builds itself (the dense BPTT's
+layers, :mod:`spinnray.rules.bptt`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from spinnray.config import opt
+from spinnray.errors import ConfigError
+from spinnray.model.network import Network
+from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource, SpikeSource, model_from_dict
+
+__all__ = ["DataShape", "register", "builder", "builder_names", "FeedForwardConfig", "RecurrentALIFConfig",
+           "RandomNetworkConfig", "build_feedforward", "build_recurrent_alif", "build_random", "source_rates"]
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a builder needs to know of the data: input channels, classes, spikes or analog."""
+
+    n_inputs: int
+    n_classes: int
+    input_kind: str = "analog"
+
+
+@dataclass(frozen=True)
+class Builder:
+    name: str
+    config: type
+    build: Callable | None        # (cfg, DataShape | None, seed) -> Network
+
+
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str, config: type, build: Callable | None = None):
+    """Register ``build(cfg, data, seed) -> Network`` as network ``name``; usable as a decorator."""
+    if build is not None:
+        _REGISTRY[name] = Builder(name, config, build)
+        return build
+
+    def deco(fn):
+        _REGISTRY[name] = Builder(name, config, fn)
+        return fn
+
+    return deco
+
+
+def register_config(name: str, config: type) -> None:
+    """A network that a rule builds itself (no :class:`Network`)."""
+    _REGISTRY[name] = Builder(name, config, None)
+
+
+def builder_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def builder(name) -> Builder:
+    if name not in _REGISTRY:
+        raise ConfigError(f"network.name = {name!r}: expected one of {builder_names()}")
+    return _REGISTRY[name]
+
+
+# --------------------------------------------------------------------------------- feedforward
+@dataclass(frozen=True)
+class FeedForwardConfig:
+    """input spikes -> hidden LIF -> output LIF, one output neuron per class (``network.name =
+    feedforward``; Wunderlich & Pehle's Yin-Yang network)."""
+
+    name: str = opt("feedforward", "network builder", choices=("feedforward",))
+    steps: int = opt(50, "steps per sample (network.steps = T)", min=2)
+    dt_ms: float = opt(1.0, "milliseconds per step", min=1e-6)
+    hidden: int = opt(200, "hidden LIF neurons", min=1)
+    tau_mem_ms: float = opt(20.0, "membrane time constant", min=1e-6)
+    tau_syn_ms: float = opt(5.0, "synaptic time constant", min=1e-6)
+    w_in_mean: float = opt(1.5, "initial input->hidden weights: mean (Wunderlich & Pehle)")
+    w_in_std: float = opt(0.78, "initial input->hidden weights: standard deviation", min=0.0)
+    w_out_mean: float = opt(0.93, "initial hidden->output weights: mean")
+    w_out_std: float = opt(0.1, "initial hidden->output weights: standard deviation", min=0.0)
+
+
+def build_feedforward(cfg: FeedForwardConfig, data: DataShape, seed: int) -> Network:
+    """``input`` (a spike source of the data's channels) -> ``hidden`` -> ``output`` (one LIF per
+    class), weights drawn from ``seed``."""
+    if data.input_kind != "spikes":
+        raise ConfigError(f"network.name = feedforward takes spike input; the data set gives {data.input_kind} "
+                          "input (use a spiking data set, or network.name = recurrent_alif)")
+    n_in, n_out = data.n_inputs, data.n_classes
+    rng = np.random.default_rng([seed, 7])
+    net = Network(dt_ms=cfg.dt_ms)
+    net.population("input", n_in, SpikeSource())
+    net.population("hidden", cfg.hidden, LIF(tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms))
+    net.population("output", n_out, LIF(tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms))
+    net.connect("input", "hidden", rng.normal(cfg.w_in_mean, cfg.w_in_std, (n_in, cfg.hidden)), delays=1)
+    net.connect("hidden", "output", rng.normal(cfg.w_out_mean, cfg.w_out_std, (cfg.hidden, n_out)), delays=1)
+    return net
+
+
+register("feedforward", FeedForwardConfig, build_feedforward)
+
+
+# ------------------------------------------------------------------------------ recurrent_alif
+@dataclass(frozen=True)
+class RecurrentALIFConfig:
+    """input (written by the host) -> recurrent ALIF (optionally partly LIF) -> LI readout, one
+    per class (``network.name = recurrent_alif``; Rostami et al.'s keyword network)."""
+
+    name: str = opt("recurrent_alif", "network builder", choices=("recurrent_alif",))
+    hidden: int = opt(120, "recurrent ALIF neurons (Rostami et al.: 120)", min=1)
+    dt_ms: float = opt(1.0, "ms per step", min=1e-6)
+    tau_mem_ms: float = opt(5.0, "hidden membrane time constant (ms)", min=1e-6)
+    tau_adapt_ms: float = opt(150.0, "threshold-adaptation time constant (ms)", min=1e-6)
+    beta: float = opt(0.184, "threshold-adaptation strength (0 = LIF)", min=0.0)
+    v_th: float = opt(1.6, "baseline threshold", min=1e-9)
+    tau_out_ms: float = opt(10.0, "readout time constant (ms)", min=1e-6)
+    w_in_scale: float = opt(1.0, "input weights ~ N(0, scale / sqrt(inputs))", min=0.0)
+    w_rec_scale: float = opt(1.0, "recurrent weights ~ N(0, scale / sqrt(hidden)), no self-connections", min=0.0)
+    w_out_scale: float = opt(1.0, "readout weights ~ N(0, scale / sqrt(hidden))", min=0.0)
+    recurrent: bool = opt(True, "recurrent hidden weights (false: feed-forward hidden layer)")
+    refractory_steps: int = opt(0, "hidden neurons cannot spike for this many steps after a spike (Bellec et "
+                                   "al.'s n_ref = 5 blocks 4 steps: 4 here)", min=0)
+    n_lif: int = opt(0, "of the hidden neurons, how many are plain LIF (beta = 0; Bellec et al.'s cue "
+                        "task: 50 of 100), in their own population 'lif' on their own cores", min=0)
+
+
+def build_recurrent_alif(cfg: RecurrentALIFConfig, data: DataShape, seed: int) -> Network:
+    """The input -> recurrent hidden -> readout network with seeded initial weights.
+
+    With ``cfg.n_lif = m > 0`` the first m hidden neurons are plain LIF (ALIF with
+    beta = 0) in a population ``lif`` and the other ``hidden - m`` stay in ``hidden``;
+    one population per neuron model, as a SpiNNaker core runs one model.  The weights
+    are the same draws as for one population, split by rows and columns.
+    """
+    n_in, n_out = data.n_inputs, data.n_classes
+    rng = np.random.default_rng([seed, 5])
+    h, m = cfg.hidden, cfg.n_lif
+    if not isinstance(m, int) or isinstance(m, bool) or not 0 <= m < h:
+        raise ConfigError(f"network.n_lif = {m!r}: expected an int in [0, network.hidden = {h}) (an all-LIF "
+                          "network is network.beta = 0)")
+    net = Network(dt_ms=cfg.dt_ms)
+    net.population("input", n_in, AnalogSource())
+    pops = [("lif", slice(0, m)), ("hidden", slice(m, h))] if m else [("hidden", slice(0, h))]
+    for name, sl in pops:
+        beta = 0.0 if name == "lif" else cfg.beta
+        net.population(name, sl.stop - sl.start, ALIF(tau_mem_ms=cfg.tau_mem_ms, tau_adapt_ms=cfg.tau_adapt_ms,
+                                                      beta=beta, v_th=cfg.v_th,
+                                                      refractory_steps=cfg.refractory_steps))
+    net.population("output", n_out, LI(tau_mem_ms=cfg.tau_out_ms, tau_syn_ms=0.0))
+    w_in = rng.normal(0, cfg.w_in_scale / np.sqrt(n_in), (n_in, h))
+    for name, sl in pops:
+        net.connect("input", name, w_in[:, sl])
+    if cfg.recurrent:
+        w_rec = rng.normal(0, cfg.w_rec_scale / np.sqrt(h), (h, h))
+        for pre, psl in pops:
+            for post, qsl in pops:
+                mask = ~np.eye(h, dtype=bool)[psl, qsl]
+                net.connect(pre, post, w_rec[psl, qsl], delays=1, mask=mask)
+    w_out = rng.normal(0, cfg.w_out_scale / np.sqrt(h), (h, n_out))
+    for name, sl in pops:
+        net.connect(name, "output", w_out[sl], delays=1)
+    return net
+
+
+def hidden_populations(net: Network) -> list[str]:
+    """The recurrent populations of an e-prop network: ``hidden`` and, if any, ``lif``."""
+    return [name for name in ("lif", "hidden") if name in net.populations]
+
+
+register("recurrent_alif", RecurrentALIFConfig, build_recurrent_alif)
+
+
+# --------------------------------------------------------------------------------------- random
+@dataclass(frozen=True)
+class RandomNetworkConfig:
+    """A network written out in YAML: populations and random projections (``network.name = random``)."""
+
+    name: str = opt("random", "network builder", choices=("random",))
+
+    steps: int = opt(500, "steps per trial (network.steps = T)", min=1)
+    dt_ms: float = opt(1.0, "milliseconds per step", min=1e-6)
+    populations: dict = opt(None, "name -> {size, model: source|lif|alif|li, model parameters; "
+                                  "rate_hz for a source}", factory=dict)
+    projections: tuple[dict, ...] = opt((), "list of {pre, post, p_connect, weight_mean, weight_std, "
+                                            "delay | delay_min and delay_max}", factory=tuple)
+
+
+_PROJ_KEYS = {"pre", "post", "p_connect", "weight_mean", "weight_std", "delay", "delay_min", "delay_max", "name"}
+
+
+def build_random(cfg: RandomNetworkConfig, data: DataShape | None, seed: int) -> Network:
+    """The network of ``cfg`` with weights drawn from ``seed`` (the data shape is not used: the
+    populations are written out)."""
+    if not cfg.populations:
+        raise ConfigError("network.populations is empty: expected name -> {size, model, ...}")
+    rng = np.random.default_rng([seed, 1])
+    net = Network(dt_ms=cfg.dt_ms)
+    for name, spec in cfg.populations.items():
+        spec = dict(spec)
+        where = f"network.populations.{name}"
+        size = spec.pop("size", None)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"{where}.size = {size!r}: expected an integer >= 1")
+        rate = spec.pop("rate_hz", None)
+        model = model_from_dict(spec, where)
+        if model.kind == "source":
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < float("inf"):
+                raise ConfigError(f"{where}.rate_hz = {rate!r}: a source needs a finite rate in Hz >= 0")
+        elif rate is not None:
+            raise ConfigError(f"{where}.rate_hz: only a source population takes a rate")
+        net.population(name, size, model)
+    for i, spec in enumerate(cfg.projections):
+        where = f"network.projections[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} = {spec!r}: expected a mapping")
+        unknown = sorted(set(spec) - _PROJ_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed keys are {sorted(_PROJ_KEYS)}")
+        for key in ("pre", "post"):
+            if spec.get(key) not in net.populations:
+                raise ConfigError(f"{where}.{key} = {spec.get(key)!r}: expected one of {sorted(net.populations)}")
+        pre, post = net[spec["pre"]], net[spec["post"]]
+        p = spec.get("p_connect", 1.0)
+        if not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ConfigError(f"{where}.p_connect = {p!r}: expected a probability in [0, 1]")
+        shape = (pre.size, post.size)
+        mask = None if p == 1 else rng.random(shape) < p
+        w = rng.normal(float(spec.get("weight_mean", 0.0)), float(spec.get("weight_std", 0.0)), shape)
+        if "delay" in spec:
+            delays = spec["delay"]
+        elif "delay_min" in spec and "delay_max" in spec:
+            lo, hi = spec["delay_min"], spec["delay_max"]
+            if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+                raise ConfigError(f"{where}: delay_min = {lo!r}, delay_max = {hi!r}; expected ints 1 <= min <= max")
+            delays = rng.integers(lo, hi + 1, shape)
+        else:
+            delays = 1
+        net.connect(pre, post, w, delays=delays, mask=mask, name=spec.get("name"))
+    return net
+
+
+def source_rates(cfg: RandomNetworkConfig) -> dict[str, float]:
+    """Firing rate in Hz of every spike-source population of ``cfg``."""
+    return {name: float(spec["rate_hz"]) for name, spec in cfg.populations.items()
+            if dict(spec).get("model") == "source"}
+
+
+register("random", RandomNetworkConfig, build_random)

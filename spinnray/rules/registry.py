@@ -1,0 +1,76 @@
+"""The learning rules a run can name (``learning.rule``), registered by their packages.
+
+A :class:`Rule` says everything the experiments need to train with it: its typed config (the
+``learning.*`` keys), which experiment runs it (``forward``: no learning; ``on_chip``: on the
+emulated cores; ``dense``: one process, no cores), and for on-chip rules how the network's
+populations learn (:attr:`Rule.learning`, the typed core specs the mapping and the cores take),
+how many cores each population gets, how many reverse rounds a training step needs, and the
+rule's own per-batch work and metrics.  A new rule is a package ``spinnray/rules/NAME/`` that
+calls :func:`register` (and its ``conf/learning/NAME.yaml``): nothing else names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from spinnray.config import opt
+from spinnray.errors import ConfigError
+
+__all__ = ["Rule", "register", "rule", "rule_names", "ForwardConfig"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One learning rule (module docstring).
+
+    ``learning(network, cfg, machine) -> Learning``: the typed core spec of every population
+    that learns and the populations that receive error events (on-chip rules).
+    ``cores(network, cores_per_population)``: the cores each population gets (e.g. the loss
+    needs every output neuron on one core).  ``check(cfg, parallel, network, data)``: refuse
+    what the rule cannot do, naming the option.  ``after_batch(trainer, result, labels)``: the
+    rule's own work after a training step.  ``metrics(trainer, cores)``: its own keys of
+    ``metrics.json``.  ``order_stream``: the stream of the data order (``[seed, stream]``).
+    """
+
+    name: str
+    kind: str
+    config: type
+    runner: str
+    learning: Callable | None = None
+    cores: Callable | None = None
+    reverse_rounds: int | None = None
+    order_stream: int = 13
+    check: Callable | None = None
+    after_batch: Callable | None = None
+    metrics: Callable | None = None
+    adapt: Callable | None = None          # (cfg, dataset) -> cfg: settings the data implies (loss window)
+
+
+_REGISTRY: dict[str, Rule] = {}
+
+
+def register(r: Rule) -> Rule:
+    _REGISTRY[r.name] = r
+    return r
+
+
+def rule_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def rule(name) -> Rule:
+    if name not in _REGISTRY:
+        raise ConfigError(f"learning.rule = {name!r}: expected one of {rule_names()}")
+    return _REGISTRY[name]
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """No learning: ``epochs`` repeats the trials (fresh input spikes each epoch)."""
+
+    rule: str = opt("none", "learning rule", choices=("none",))
+    epochs: int = opt(1, "passes over the trials", min=1)
+
+
+register(Rule("none", "forward", ForwardConfig, "forward"))
