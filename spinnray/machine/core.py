@@ -306,7 +306,7 @@ class Core:
         steps the frames may cover (the layered schedule's T, with ``i = 0``)."""
         for frame in frames:
             self.counters.packets_received += 1
-            self.counters.bytes_received += len(frame)
+            self.counters.bytes_received += packet.frame_nbytes(frame)
             self.counters.rejected += 1
             self._note(f"core {self.id}: error frame at reverse step {i} for a core that does not learn")
 
@@ -345,7 +345,7 @@ class Core:
         base = self.spec.error_key_base
         for frame in frames:
             c.packets_received += 1
-            c.bytes_received += len(frame)
+            c.bytes_received += packet.frame_nbytes(frame)
             try:
                 p = packet.decode(frame, max_offset=span - 1, n_batch=self.batch)
                 if p.kind != packet.Kind.ERROR or p.step != i:
@@ -598,7 +598,7 @@ class Core:
         keys_l, offs_l, b_l = [], [], []
         for frame in frames:
             c.packets_received += 1
-            c.bytes_received += len(frame)
+            c.bytes_received += packet.frame_nbytes(frame)
             try:
                 p = packet.decode(frame, max_offset=k - 1, n_batch=self.batch)
                 if p.step != t0:
