@@ -52,7 +52,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spinnray.errors import PacketError  # noqa: E402
-from spinnray.machine import packet  # noqa: E402
 from spinnray.machine.packet import (  # noqa: E402
     BATCH_DTYPE, KEY_DTYPE, MAX_EVENTS, MAX_FRAME_BYTES, OFFSET_DTYPE, PAYLOAD_DTYPE, VERSION, Kind, Packet,
     decode, encode, encode_packet,
@@ -119,7 +118,7 @@ def legacy_decode(frame, *, max_offset=None, n_batch=None) -> Packet:
         raise PacketError(f"frame must be at most MAX_FRAME_BYTES={MAX_FRAME_BYTES} bytes, got {len(frame)}")
     try:
         items = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True, **_LEGACY_LIMITS)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - as it was
         detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise PacketError(f"frame is not valid msgpack: {detail}") from None
     if type(items) is not list:

@@ -1,10 +1,15 @@
 """Tests of the wire format: round trips, every rejection reason, and a fuzz."""
 
+import struct
+import time
+import tracemalloc
+
 import msgpack
 import numpy as np
 import pytest
 
 from spinnray.errors import PacketError
+from spinnray.machine import packet as packet_module
 from spinnray.machine.packet import (
     BATCH_DTYPE,
     KEY_DTYPE,
@@ -18,6 +23,8 @@ from spinnray.machine.packet import (
     decode,
     encode,
     encode_packet,
+    frame_nbytes,
+    spike_round,
     subset,
 )
 
@@ -547,13 +554,6 @@ def test_spike_round_leaves_unusual_rounds_to_decode(bad):
 #
 # decode reads the header bytes itself: whatever the bytes, it raises only PacketError,
 # with a short reason, in time and memory linear in the frame (a small constant times it).
-
-import struct  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
-
-from spinnray.machine import packet as packet_module  # noqa: E402
-from spinnray.machine.packet import frame_nbytes, spike_round  # noqa: E402
 
 MAX_REASON = 200   # characters: a reason never grows with the frame
 

@@ -646,7 +646,7 @@ def _as_bytes(frame) -> bytes:
         raise PacketError(f"frame must be bytes-like, got {type(frame).__name__:.60}")
     try:
         view = memoryview(frame)   # the buffer itself, whatever a subclass overrides
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a released view raises ValueError; any failure is a bad frame
         raise PacketError(f"frame must be a readable buffer, got {type(frame).__name__:.60} ({type(e).__name__})") \
             from None
     with view:
@@ -666,7 +666,7 @@ def frame_nbytes(frame) -> int:
         try:
             with memoryview(frame) as view:
                 return view.nbytes
-        except Exception:   # a released memoryview, a subclass with a broken buffer
+        except Exception:  # noqa: BLE001 - a released memoryview, a subclass with a broken buffer
             return 0
     return 0
 
