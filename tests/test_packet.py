@@ -1,10 +1,15 @@
 """Tests of the wire format: round trips, every rejection reason, and a fuzz."""
 
+import struct
+import time
+import tracemalloc
+
 import msgpack
 import numpy as np
 import pytest
 
 from spinnray.errors import PacketError
+from spinnray.machine import packet as packet_module
 from spinnray.machine.packet import (
     BATCH_DTYPE,
     KEY_DTYPE,
@@ -18,6 +23,8 @@ from spinnray.machine.packet import (
     decode,
     encode,
     encode_packet,
+    frame_nbytes,
+    spike_round,
     subset,
 )
 
@@ -541,3 +548,269 @@ def test_spike_round_leaves_unusual_rounds_to_decode(bad):
     # sample indices beyond one byte are checked exactly when the batch is that large
     assert spike_round([encode(Kind.SPIKE, 1, 40, [1], [0], batch=[299])], step=40, max_offset=0,
                        n_batch=300) is not None
+
+
+# ----------------------------------------------------------------- hostile frames (issue 22)
+#
+# decode reads the header bytes itself: whatever the bytes, it raises only PacketError,
+# with a short reason, in time and memory linear in the frame (a small constant times it).
+
+MAX_REASON = 200   # characters: a reason never grows with the frame
+
+
+def _reason(frame, **kwargs):
+    """The reason decode gives for ``frame`` (which must be rejected), checked to be short."""
+    with pytest.raises(PacketError) as info:
+        decode(frame, **kwargs)
+    reason = info.value.reason
+    assert isinstance(reason, str) and 0 < len(reason) <= MAX_REASON, reason
+    return reason
+
+
+def _peak_ratio(frame, **kwargs):
+    """(peak bytes tracemalloc sees while decode rejects ``frame``, seconds); the frame
+    itself exists before tracing starts, so it is not counted."""
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        try:
+            decode(frame, **kwargs)
+        except PacketError:
+            pass
+        seconds = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak, seconds
+
+
+def _header(kind=0, src=3, step=7, n=2):
+    """The packb bytes of the first five items (fixarray(9) included)."""
+    return msgpack.packb([VERSION, kind, src, step, n], use_bin_type=True)[1:].join([b"\x99", b""])
+
+
+def _nest(kind, depth, leaf=b"\xc0"):
+    """``depth`` levels of one-element containers around ``leaf``: arrays, maps (key 0), or
+    both alternating."""
+    if kind == "array":
+        return b"\x91" * depth + leaf
+    if kind == "map":
+        return b"\x81\x00" * depth + leaf
+    return b"\x91\x81\x00" * (depth // 2) + leaf
+
+
+def test_issue_frame_nested_in_version_is_a_packet_error():
+    """The reported frame: RecursionError (repr of the nested list in the reason) before."""
+    reason = _reason(b"\x99" + b"\x91" * 1000 + b"\xc0" + b"\x00" * 8)
+    assert reason == "version must be 1, got list of 1 item(s) (type byte 0x91)"
+
+
+@pytest.mark.parametrize("depth", [10, 100_000])
+@pytest.mark.parametrize("shape", ["array", "map", "mix"])
+def test_rejects_deeply_nested_frames(shape, depth):
+    nested = _nest(shape, depth)
+    first = f"0x{nested[0]:02x}"
+    # at the top level: never unpacked, nothing recurses
+    top = _reason(nested)
+    if shape == "map":
+        assert top == "frame must be an array of 9 items, got dict (type byte 0x81)"
+    else:
+        assert "not valid msgpack" in top and f"is a nested {'list' if shape == 'array' else 'dict'} " \
+            f"(type byte 0x{nested[1]:02x})" in top, top
+    assert "item 1 of the top-level array of 2 is a nested" in _reason(b"\x92\x01" + nested)
+    # in the place of each item of a frame: the reason names the field and the type byte
+    good = frame_items(random_packet(np.random.default_rng(9), Kind.ERROR, 3, with_batch=True))
+    names = ["version", "kind", "src", "step", "n", "keys", "offsets", "batch", "payload"]
+    for i, name in enumerate(names):
+        frame = b"\x99" + b"".join(nested if j == i else pack(good[j]) for j in range(9))
+        reason = _reason(frame)
+        assert reason.startswith(name) and f"(type byte {first})" in reason, reason
+
+
+def test_nested_frame_of_48_megabytes_is_rejected_at_once():
+    """Issue 22's second report: msgpack unpacked such a frame for 17 s and 3.5 GB."""
+    count = 48_000_000
+    frame = _header(n=2) + b"\xdd" + struct.pack(">I", count) + b"\x90" * count
+    assert "keys must be bin, got list of 48000000 item(s) (type byte 0xdd)" == _reason(frame)
+    peak, seconds = _peak_ratio(frame)
+    assert peak < 64 * 1024 and seconds < 0.5
+
+
+@pytest.mark.parametrize("name, frame, match", [
+    ("bin32 declaring 4 GB", _header(n=1) + b"\xc6\xff\xff\xff\xff" + bytes(1000), "keys must be 4 bytes long"),
+    ("n beyond MAX_EVENTS and a bin32 of 4 GB",
+     _header(n=2**30 - 1) + b"\xc6\xff\xff\xff\xfc" + bytes(1000), "n must be in"),
+    ("n = MAX_EVENTS, short body", _header(n=MAX_EVENTS) + b"\xc6" + struct.pack(">I", 4 * MAX_EVENTS) + bytes(5000),
+     "truncated in keys"),
+    ("array32 header claiming 2**32-1 items", b"\xdd\xff\xff\xff\xff" + bytes(3000), "exceeds max_array_len"),
+    ("array of 8 claiming more items than bytes", b"\x98" + b"\xdb\xff\xff\xff\xff" + bytes(3000), "truncated"),
+    ("str32 in src declaring 4 GB", _header()[:3] + b"\xdb\xff\xff\xff\xff" + bytes(2000), "src must be an int, got str"),
+    ("map32 in keys declaring 2**32-1 pairs", _header() + b"\xdf\xff\xff\xff\xff" + bytes(2000), "keys must be bin"),
+    ("ext32 in payload declaring 4 GB",
+     _header(n=0) + b"\xc4\x00" * 3 + b"\xc9\xff\xff\xff\xff\x01" + bytes(2000), "payload must be bin"),
+    ("payload bin16 beyond the end", _header(kind=1, n=100) + b"\xc5\x01\x90" + bytes(400) + b"\xc4\xc8" + bytes(200)
+     + b"\xc4\x00" + b"\xc5\x01\x90" + bytes(10), "truncated in payload"),
+])
+def test_oversized_declared_lengths_are_rejected_without_allocating(name, frame, match):
+    assert match in _reason(frame)
+    peak, seconds = _peak_ratio(frame)
+    assert peak < 4 * len(frame) + 64 * 1024, (name, peak, len(frame))
+    assert seconds < 0.1
+
+
+def test_memory_of_valid_and_invalid_frames_is_linear():
+    """Valid frames are viewed, not copied; a bytearray is copied once; numpy checks of the
+    event fields stay within 4x the frame."""
+    rng = np.random.default_rng(5)
+    for n in (1_000, 100_000):
+        p = random_packet(rng, Kind.ERROR, n, with_batch=True, max_offset=300, n_batch=300)
+        frame = encode_packet(p)
+        for f, kwargs in ((frame, {}), (frame, dict(max_offset=300, n_batch=300)), (bytearray(frame), {})):
+            tracemalloc.start()
+            try:
+                q = decode(f, **kwargs)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert q.n == n and peak < 4 * len(frame) + 64 * 1024, (n, type(f), peak)
+        bad = bytearray(frame)
+        bad[-1] ^= 0x80            # the last float's high byte: a NaN or a huge finite value
+        bad[-1] |= 0x7F
+        bad[-2] |= 0x80
+        peak, _ = _peak_ratio(bytes(bad))
+        assert "payload must be finite" in _reason(bytes(bad))
+        assert peak < 4 * len(frame) + 64 * 1024
+
+
+def test_reasons_show_at_most_a_few_bytes_as_hex():
+    reason = _reason(_header()[:3] + msgpack.packb("A" * 10_000))
+    assert "41 41 41 41 41 41 41 41 ..." in reason and "A" not in reason.split("got")[1]
+    reason = _reason(encode(Kind.SPIKE, 0, 0, [1], [0]) + bytes(range(200)))
+    assert "ExtraData: 200 byte(s)" in reason and "00 01 02 03 04 05 06 07 ..." in reason
+
+
+def test_wrong_type_reasons_name_field_and_type_byte():
+    items = frame_items(random_packet(np.random.default_rng(6), Kind.SPIKE, 2, with_batch=False))
+    for i, name in enumerate(["version", "kind", "src", "step", "n", "keys", "offsets", "batch", "payload"]):
+        for value, byte in [([1, [2]], 0x92), ({"a": 1}, 0x81), ("x", 0xA1), (msgpack.ExtType(3, b"ab"), 0xD5),
+                            (1.5, 0xCB), (None, 0xC0)]:
+            frame = pack(items[:i] + [value] + items[i + 1:])
+            reason = _reason(frame)
+            assert reason.startswith(name) and f"type byte 0x{byte:02x}" in reason, reason
+    assert _reason(b"\x99\x01\xc1") == "kind must be one of SPIKE=0, ERROR=1, got never-used byte (type byte 0xc1)"
+
+
+def test_non_canonical_encodings_are_rejected():
+    """A frame is exactly what msgpack.packb writes, so a decoded frame re-encodes to the
+    same bytes; the same values in a larger int or bin encoding are refused, by name."""
+    frame = encode(Kind.SPIKE, 3, 7, [1, 2], [0, 1])
+    assert frame[3] == 3 and frame[4] == 7
+    assert "src = 3 must be in msgpack's smallest int encoding" in _reason(frame[:3] + b"\xcc\x03" + frame[4:])
+    assert "step = 7" in _reason(frame[:4] + b"\xd0\x07" + frame[5:])
+    assert "version = 1" in _reason(b"\x99\xcd\x00\x01" + frame[2:])
+    assert frame[6:8] == b"\xc4\x08"
+    reason = _reason(frame[:6] + b"\xc5\x00\x08" + frame[8:])
+    assert "keys: a bin of 8 bytes must have msgpack's smallest length prefix (type byte 0xc4)" in reason
+
+
+@pytest.mark.parametrize("value", [0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1])
+def test_fast_reader_takes_every_encoded_frame(value):
+    """_layout (the fast path) takes every frame encode writes, at every int encoding
+    boundary, and n at every bin prefix boundary; the careful reader agrees."""
+    for n in (0, 63, 64, 127, 128, 16383, 16384):
+        p = random_packet(np.random.default_rng(n), Kind.ERROR, n, with_batch=bool(n % 2))
+        p = p._replace(src=value, step=min(value, 2**32 - 2**16 - 1))
+        frame = encode_packet(p)
+        assert packet_module._layout(frame) is not None, (value, n)
+        assert_same(packet_module._decode_careful(frame, None, None), decode(frame))
+        assert encode_packet(decode(frame)) == frame
+
+
+def test_unusual_buffers_raise_only_packet_error():
+    released = memoryview(b"abc")
+    released.release()
+
+    class Weird(bytes):
+        def __bytes__(self):
+            raise RuntimeError("never called")
+
+        def __len__(self):
+            raise RuntimeError("never called")
+
+    frame = encode(Kind.SPIKE, 1, 2, [3], [0])
+    assert "readable buffer" in _reason(released)
+    assert_same(decode(Weird(frame)), decode(frame))
+    assert_same(decode(memoryview(np.frombuffer(frame, np.uint8))), decode(frame))
+    assert frame_nbytes(frame) == len(frame) and frame_nbytes(bytearray(frame)) == len(frame)
+    assert frame_nbytes(memoryview(np.zeros(3, np.uint16))) == 6
+    assert frame_nbytes(released) == 0 and frame_nbytes(None) == 0 and frame_nbytes(Weird(frame)) == len(frame)
+
+
+_HOSTILE_ITEMS = [b"\x91" * 50 + b"\xc0", b"\x81\x00" * 50 + b"\xc0", b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff",
+                  b"\xc6\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff", b"\xc9\xff\xff\xff\xff\x01", b"\xcf" + b"\xff" * 8,
+                  b"\xd3\x80" + bytes(7), b"\xc1", b"\xc0", b"\xc3", b"\xca\x7f\xc0\x00\x00", b"\xd4\x01\x00"]
+
+
+def _hostile(rng, frame, items):
+    """One variant of a valid frame, of the kinds _mutate makes and worse: a nested
+    container or a huge declared length in place of an item, random bytes, a header
+    of another array length, bit flips, truncations."""
+    op = rng.integers(5)
+    if op == 0:
+        i = int(rng.integers(9))
+        raw = [pack(x) for x in items]
+        raw[i] = _HOSTILE_ITEMS[rng.integers(len(_HOSTILE_ITEMS))]
+        return b"\x99" + b"".join(raw)
+    if op == 1:
+        b = bytearray(frame)
+        for i in rng.integers(0, len(b), rng.integers(1, 3)):
+            b[i] ^= 1 << int(rng.integers(8))          # single-bit flips
+        return bytes(b)
+    if op == 2:
+        return bytes([int(rng.choice([0x90, 0x98, 0x9A, 0xDC, 0xDD, 0x80, 0xC1]))]) + frame[1:]
+    if op == 3:
+        return frame[:int(rng.integers(0, len(frame)))] + rng.bytes(int(rng.integers(0, 12)))
+    return _mutate(rng, frame, items)
+
+
+def test_fuzz_only_packet_error_or_exact_reencode():
+    """20,000 variants of valid frames (seeded): each raises PacketError with a short reason,
+    or decodes to a packet that re-encodes to exactly the same bytes; the fast and careful
+    readers agree on every one."""
+    rng = np.random.default_rng(2222)
+    bases = []
+    for n in (0, 1, 2, 5, 40, 70):
+        for kind in Kind:
+            for with_batch in (False, True):
+                p = random_packet(rng, kind, n, with_batch)
+                if rng.random() < 0.5:
+                    p = p._replace(src=int(rng.choice([5, 200, 300, 70000])), step=int(rng.choice([0, 100, 1000, 90000])))
+                bases.append((encode_packet(p), frame_items(p)))
+    accepted = 0
+    for _ in range(20_000):
+        frame, items = bases[rng.integers(len(bases))]
+        mutant = _hostile(rng, frame, items)
+        kwargs = {}
+        if rng.random() < 0.5:
+            kwargs = dict(max_offset=int(rng.integers(0, 20)), n_batch=int(rng.integers(1, 40)))
+        try:
+            q = decode(mutant if rng.random() < 0.9 else bytearray(mutant), **kwargs)
+        except PacketError as e:
+            assert isinstance(e.reason, str) and 0 < len(e.reason) <= MAX_REASON, e.reason
+            with pytest.raises(PacketError) as careful:
+                packet_module._decode_careful(mutant, kwargs.get("max_offset"), kwargs.get("n_batch"))
+            assert careful.value.reason == e.reason
+            continue
+        accepted += 1
+        assert isinstance(q, Packet) and isinstance(q.kind, Kind)
+        assert encode_packet(q) == mutant
+        assert_same(packet_module._decode_careful(mutant, kwargs.get("max_offset"), kwargs.get("n_batch")), q)
+    assert 0 < accepted < 20_000 // 2
+
+
+def test_spike_round_answers_none_for_hostile_frames():
+    good = encode(Kind.SPIKE, 1, 40, [1, 2], [0, 1], batch=[0, 3])
+    for bad in [b"\x91" * 100_000 + b"\xc0", b"\x99" + b"\x91" * 1000 + b"\xc0" + b"\x00" * 8,
+                _header(n=MAX_EVENTS) + b"\xc6" + struct.pack(">I", 4 * MAX_EVENTS), b"", None,
+                good[:3] + b"\xcc\x01" + good[4:]]:
+        assert spike_round([good, bad], step=40, max_offset=1, n_batch=32) is None

@@ -471,3 +471,96 @@ def test_counters_accumulate_over_rounds_and_as_dict():
     assert d["bytes_in"] == d["bytes_out"] == 3 * len(f)
     assert d["links"] == {"0->1": [6, 3 * len(f)]}
     assert packet.decode(f).n == 2
+
+
+# ------------------------------------------------------- hostile frames (issue 22)
+
+
+def _hostile_frames():
+    """(name, frame, text expected in the reason): nested containers, huge declared
+    lengths, garbage; packet.decode rejects each with a short PacketError."""
+    import struct
+
+    head = msgpack.packb([1, 0, 2, 0, 2], use_bin_type=True)[1:]     # version .. n of a frame from core 2
+    return [
+        ("nested in version", b"\x99" + b"\x91" * 1000 + b"\xc0" + b"\x00" * 8, "version must be 1, got list"),
+        ("nested 100000 deep", b"\x91" * 100_000 + b"\xc0", "nested list (type byte 0x91)"),
+        ("nested maps", b"\x81\x00" * 50_000 + b"\xc0", "got dict (type byte 0x81)"),
+        ("nested array in keys", b"\x99" + head + b"\xdd" + struct.pack(">I", 10**6) + b"\x90" * 10**6,
+         "keys must be bin, got list"),
+        ("bin32 declaring 4 GB", b"\x99" + head + b"\xc6\xff\xff\xff\xff" + bytes(64), "keys must be 8 bytes long"),
+        ("n = MAX_EVENTS, short body", b"\x99" + msgpack.packb([1, 0, 2, 0, packet.MAX_EVENTS])[1:] + b"\xc6"
+         + struct.pack(">I", 4 * packet.MAX_EVENTS) + bytes(64), "truncated in keys"),
+        ("random bytes", bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)), "type byte"),
+        ("non-canonical src", spike(2, [0x101])[:3] + b"\xcc\x02" + spike(2, [0x101])[4:], "smallest int encoding"),
+        ("None", None, "bytes-like"),
+    ]
+
+
+def test_hostile_frames_are_rejected_and_valid_frames_routed_unchanged():
+    """Nested, oversized and garbage frames in a round are each counted as rejected with a
+    reason, and the round's valid frames are routed exactly as in a round without them."""
+    table = RoutingTable([RoutingEntry(0x100, 0xFFFFFF00, (0, 1)), RoutingEntry(0x200, 0xFFFFFF00, (3,))])
+    valid = {2: [spike(2, [0x101, 0x102], offsets=[0, 1], batch=[0, 1]), spike(2, [0x103, 0x201], batch=[1, 0])],
+             3: [spike(3, [0x104], offsets=[3], batch=[1])]}
+    clean = Router(table, [0, 1, 2, 3], max_offset=3, n_batch=2)
+    want = clean.route(valid)
+    hostile = _hostile_frames()
+    inbox = {2: [valid[2][0]] + [h[1] for h in hostile] + [valid[2][1]], 3: list(valid[3])}
+    router = Router(table, [0, 1, 2, 3], max_offset=3, n_batch=2)
+    out = router.route(inbox)                             # never raises
+    assert out == want
+    c, w = router.counters, clean.counters
+    assert c.rejected == len(hostile) and c.dropped == 0
+    assert c.packets_in == w.packets_in + len(hostile)
+    assert (c.packets_out, c.bytes_out, c.spike_events_in, c.spike_events_out, c.links) == \
+        (w.packets_out, w.bytes_out, w.spike_events_in, w.spike_events_out, w.links)
+    assert c.bytes_in == w.bytes_in + sum(len(h[1]) for h in hostile if h[1] is not None)
+    assert len(router.reasons) == len(hostile)
+    for (name, _, match), reason in zip(hostile, router.reasons):
+        assert "from core 2" in reason and match in reason and len(reason) < 250, (name, reason)
+
+
+def test_hostile_frames_forwarded_by_a_router_are_rejected():
+    table = RoutingTable([RoutingEntry(0x100, 0xFFFFFF00, (1,))])
+    r = Router(table, [1], max_offset=3, n_batch=2, router_id=1, node=1, node_of={2: 0, 1: 1})
+    good = spike(2, [0x101], batch=[1])
+    hostile = [h[1] for h in _hostile_frames()]
+    out = r.deliver(r.route_forwarded({0: hostile[:4] + [good] + hostile[4:]}))
+    assert out == {1: [good]}
+    c = r.counters
+    assert c.rejected == len(hostile) and c.from_routers_packets == len(hostile) + 1
+    assert c.from_routers_events == 1 and all("router of node 0" in x for x in r.reasons)
+
+
+def test_core_deliver_rejects_hostile_frames_and_keeps_the_valid_ones():
+    """Core.deliver: the round's fast path (spike_round) declines, the frame-by-frame path
+    counts each hostile frame as rejected and stores the valid events as without them."""
+    from spinnray.machine.core import Core
+    from spinnray.model.network import Network
+    from spinnray.model.neurons import LIF, SpikeSource
+    from spinnray.simulator import Simulator
+
+    net = Network()
+    net.population("inp", 8, SpikeSource())
+    net.population("hid", 6, LIF(v_th=0.3))
+    net.connect("inp", "hid", np.full((8, 6), 0.4), delays=1)
+    with Simulator(net) as sim:
+        sim.run(2, {"inp": np.zeros((2, 8), bool)})
+        cores = sim.backend.cores
+        src = next(c for c in cores if c.spec.population == "inp")
+        hid = next(c for c in cores if c.spec.population == "hid")
+        assert type(hid) is Core
+        good = packet.encode(Kind.SPIKE, src.id, 2, keys=[src.spec.key_base + 3], offsets=[0])
+        hostile = [h[1] for h in _hostile_frames()]
+        c = hid.counters
+        hid.deliver([good], 2, 1)
+        ring = {name: r.copy() for name, r in hid.hist.items()}
+        assert ring["inp"][2 % len(ring["inp"]), 0, 3]
+        rejected, received, dropped = c.rejected, c.spike_events_received, c.dropped
+        hid.deliver(hostile[:5] + [good] + hostile[5:], 2, 1)        # never raises
+        assert c.rejected == rejected + len(hostile) and c.dropped == dropped
+        assert c.spike_events_received == received + 1
+        assert all(np.array_equal(hid.hist[name], r) for name, r in ring.items())
+        assert any("version must be 1, got list" in r for r in hid.reasons)
+        assert all(len(r) < 250 for r in hid.reasons)

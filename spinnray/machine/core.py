@@ -486,7 +486,7 @@ class Core:
         keys_l, offs_l, b_l = [], [], []
         for frame in frames:
             c.packets_received += 1
-            c.bytes_received += len(frame)
+            c.bytes_received += packet.frame_nbytes(frame)
             try:
                 p = packet.decode(frame, max_offset=k - 1, n_batch=self.batch)
                 if p.step != t0:

@@ -233,7 +233,7 @@ class Router:
         for src in sorted(inbox):
             for frame in inbox[src]:
                 c.packets_in += 1
-                c.bytes_in += len(frame) if isinstance(frame, (bytes, bytearray, memoryview)) else 0
+                c.bytes_in += packet.frame_nbytes(frame)
                 p = self._decode(frame, src, f"core {src}")
                 if p is None:
                     continue
@@ -280,7 +280,7 @@ class Router:
         for node in sorted(forwarded):
             for frame in forwarded[node]:
                 c.from_routers_packets += 1
-                c.from_routers_bytes += len(frame)
+                c.from_routers_bytes += packet.frame_nbytes(frame)
                 p = self._decode(frame, None, f"router of node {node}")
                 if p is None:
                     continue

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Generator, NamedTuple
 
+from spinnray.machine import packet
+
 __all__ = ["TrainStep", "rounds", "run_program", "backward_program", "take_errors", "drive_lockstep", "Program"]
 
 #: a core's program: yields (frames, step), is sent the frames delivered, returns its result
@@ -99,7 +101,7 @@ def take_errors(core, frames: list[bytes], i: int, span: int) -> None:
     for frame in frames:
         c = core.counters
         c.packets_received += 1
-        c.bytes_received += len(frame)
+        c.bytes_received += packet.frame_nbytes(frame)
         c.rejected += 1
         core._note(f"core {core.id}: error frame at reverse step {i} for a core that does not learn")
 

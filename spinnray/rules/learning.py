@@ -236,7 +236,7 @@ class LearningCore(Core):
         base = self.spec.error_key_base
         for frame in frames:
             c.packets_received += 1
-            c.bytes_received += len(frame)
+            c.bytes_received += packet.frame_nbytes(frame)
             try:
                 p = packet.decode(frame, max_offset=span - 1, n_batch=self.batch)
                 if p.kind != packet.Kind.ERROR or p.step != i:
