@@ -1,8 +1,6 @@
 """Checkpoints: atomic files read back strictly; a stopped run resumes to the
 same result as an uninterrupted one; a killed core actor is survived."""
 
-import pickle
-
 import numpy as np
 import pytest
 
@@ -16,19 +14,20 @@ from spinnray.experiments.runner import run
 
 def test_roundtrip_atomic_and_strict(tmp_path):
     state = {"kind": "eprop", "fingerprint": "abc", "w": np.arange(5.0), "epoch": 3}
-    p = save_checkpoint(tmp_path / "a.ckpt", state)
+    p = save_checkpoint(tmp_path / "eprop-000000003.ckpt", state)
     assert not list(tmp_path.glob("*.tmp"))
     got = load_checkpoint(p, "eprop", "abc")
     np.testing.assert_array_equal(got["w"], state["w"])
     assert got["epoch"] == 3 and got["path"] == str(p)
-    save_checkpoint(tmp_path / "b.ckpt", dict(state, epoch=4))
+    save_checkpoint(tmp_path / "eprop-000000004.ckpt", dict(state, epoch=4))
+    save_checkpoint(tmp_path / "zzz.ckpt", dict(state, epoch=5))         # not a KIND-NNNNNNNNN.ckpt name
     assert load_checkpoint(tmp_path)["epoch"] == 4                      # a directory: the newest
     with pytest.raises(DataError, match="a 'eprop' run; this run is 'eventprop'"):
         load_checkpoint(p, "eventprop")
     with pytest.raises(DataError, match="different network/data/learning"):
         load_checkpoint(p, "eprop", "xyz")
     bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(MAGIC + (1).to_bytes(4, "little") + pickle.dumps(state)[:20])
+    bad.write_bytes(p.read_bytes()[:-1])
     with pytest.raises(DataError, match="bad.ckpt: corrupt checkpoint"):
         load_checkpoint(bad)
     (tmp_path / "x.ckpt").write_bytes(b"hello world!")
