@@ -199,6 +199,11 @@ def _state_equal(state: dict, key: str, name: str, want) -> None:
         raise DataError(f"{name}.{key} = {got!r}; this run's store has {want!r}")
 
 
+def _plain_params(params) -> dict:
+    """A dataclass's fields as a dict of numbers, bools and lists (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
+
+
 def _state_counters(state: dict, name: str, want: dict) -> dict:
     got = state["counters"]
     if not isinstance(got, dict) or set(got) != set(want) or not all(
@@ -764,7 +769,7 @@ class PCMWeights:
         accumulator, the time of the last programming, the counters, the programming and read
         noise streams, and the settings (checked on load); :meth:`load_state` continues bit for bit."""
         return {"kind": "pcm", "shape": list(self.shape), "w_max": self.w_max,
-                "params": dataclasses.asdict(self.params), "g": self._g.copy(), "t_p": self._t.copy(),
+                "params": _plain_params(self.params), "g": self._g.copy(), "t_p": self._t.copy(),
                 "nu": self.nu.copy(), "accumulator": self._acc.copy(), "t_last": self._t_last,
                 "counters": dict(self.counters), "prog_rng": self._prog_rng.state(),
                 "read_rng": self._read_rng.state()}
@@ -780,7 +785,7 @@ class PCMWeights:
         _state_equal(st, "kind", name, "pcm")
         _state_equal(st, "shape", name, list(self.shape))
         _state_equal(st, "w_max", name, self.w_max)
-        _state_equal(st, "params", name, dataclasses.asdict(self.params))
+        _state_equal(st, "params", name, _plain_params(self.params))
         dev = (2,) + self.shape
         g = _state_array(st, "g", name, np.float32, dev)
         t_p = _state_array(st, "t_p", name, np.float32, dev)
