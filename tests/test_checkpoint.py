@@ -105,6 +105,42 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch, kind):
         run(_cfg(kind=kind, resume=str(ckpts[-1]), learning={"lr": 0.02}), tmp_path / "other", "t")
 
 
+LOW_PRECISION = {"4bit": {"weight_bits": 4, "rounding": "stochastic"}, "pcm": {"synapse": "pcm"}}
+
+
+@pytest.mark.parametrize("store", list(LOW_PRECISION))
+@pytest.mark.parametrize("kind", ["eprop", "eventprop"])
+def test_stopped_low_precision_run_resumes_bit_for_bit(tmp_path, monkeypatch, kind, store):
+    """With weight stores (4-bit stochastic rounding, PCM devices) the checkpoint holds each store's
+    plain state (codes or devices, accumulators, random streams, device clock): a run stopped and
+    resumed from the file ends with the weights (weights_crc32 of the stores) of an uninterrupted one."""
+    machine = LOW_PRECISION[store]
+    full = run(_cfg(kind=kind, machine=machine), tmp_path / "full", "t")
+
+    def stop(_):
+        raise KeyboardInterrupt
+
+    _interrupt_after(monkeypatch, 9, stop, kind)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(kind=kind, machine=machine), tmp_path / "stopped", "t")
+    monkeypatch.undo()
+    st = load_checkpoint(tmp_path / "stopped" / "checkpoints")
+    assert st["batches"] == 8
+    stores = [s for c in st["cores"].values() for s in c.get("stores", ())]
+    assert stores and all(type(s) is dict and s["kind"] == ("pcm" if store == "pcm" else "mixed_precision")
+                          for s in stores)
+    resumed = run(_cfg(kind=kind, machine=machine, resume=str(tmp_path / "stopped" / "checkpoints")),
+                  tmp_path / "resumed", "t")
+    _same_run(resumed, full)
+    if kind == "eprop":         # the random streams matter: another position of one of them, another result
+        rows = stores[0]["quantizer"]["rng"]["pcg64"] if store == "4bit" else stores[0]["read_rng"]["pcg64"]
+        rows[:, 1] += np.uint64(1)
+        st.pop("path")
+        save_checkpoint(tmp_path / "moved" / "eprop-000000008.ckpt", st)
+        moved = run(_cfg(kind=kind, machine=machine, resume=str(tmp_path / "moved")), tmp_path / "r2", "t")
+        assert moved["weights_crc32"] != full["weights_crc32"]
+
+
 @pytest.mark.parametrize("kind", ["eprop", "eventprop"])
 def test_training_is_extended_from_a_finished_run(tmp_path, kind):
     """A finished 1-epoch run resumed with learning.epochs = 2 ends as an uninterrupted 2-epoch run."""
