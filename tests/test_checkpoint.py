@@ -6,7 +6,7 @@ import pytest
 
 from spinnray.experiments import eprop as eprop_train
 from spinnray.experiments import eventprop as train
-from spinnray.experiments.checkpoint import MAGIC, load_checkpoint, save_checkpoint
+from spinnray.experiments.checkpoint import load_checkpoint, save_checkpoint
 from spinnray.config import from_dict, RunConfig
 from spinnray.errors import ConfigError, DataError
 from spinnray.experiments.runner import run

@@ -12,20 +12,17 @@ import os
 import pickle
 import struct
 import sys
-from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
+from test_checkpoint import _cfg
 
 from spinnray.config import RunConfig, from_dict
 from spinnray.errors import ConfigError, DataError
 from spinnray.experiments.checkpoint import (LOCK_NAME, MAGIC, VERSION, Checkpointer, convert_v1, latest,
                                              load_checkpoint, main, save_checkpoint, validate_state)
 from spinnray.experiments.runner import run
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_checkpoint import _cfg  # noqa: E402
 
 
 def _v1(state_bytes: bytes) -> bytes:
@@ -265,12 +262,12 @@ def test_validate_state_names_the_core_and_the_array():
     validate_state(want, got(), "f.ckpt", labels)
     cases = [
         (got(weights=[np.zeros((4, 6), np.float32)]),
-         r"f.ckpt: core 3 \(hidden\[0:5\]\): weights\[0\] is an array of shape \(4, 6\) float32; this run's core "
-         r"holds an array of shape \(4, 5\) float32"),
+         (r"f.ckpt: core 3 \(hidden\[0:5\]\): weights\[0\] is an array of shape \(4, 6\) float32; this run's core "
+          r"holds an array of shape \(4, 5\) float32")),
         (got(weights=[np.zeros((4, 5), np.float64)]), r"weights\[0\] is an array of shape \(4, 5\) float64"),
         (got(weights=[np.full((4, 5), np.nan, np.float32)]), r"core 3 \(hidden\[0:5\]\): weights\[0\] holds 20 NaN"),
-        (got(opts=[{"m": np.zeros((4, 5), np.float32), "t": 2.0, "lr": 0.1}]), r"opts\[0\].t is 2.0 \(float\); "
-                                                                                 "expected a finite int"),
+        (got(opts=[{"m": np.zeros((4, 5), np.float32), "t": 2.0, "lr": 0.1}]),
+         r"opts\[0\].t is 2.0 \(float\); expected a finite int"),
         (got(opts=[{"m": np.zeros((4, 5), np.float32), "t": 2, "lr": float("inf")}]), r"opts\[0\].lr is inf"),
         (got(opts=[{"t": 2, "lr": 0.1}]), r"opts\[0\].m is missing"),
         (got(weights=[]), r"weights is a list of 0; this run's core holds a list of 1"),
@@ -350,7 +347,7 @@ def test_a_second_run_on_the_same_directory_is_refused(tmp_path):
     assert not stale.exists() and other.exists()            # a crashed writer's file goes, others stay
     assert (d / LOCK_NAME).read_text().startswith(f"pid {os.getpid()} on ")
     with pytest.raises(ConfigError, match=rf"checkpoint.dir = '{d}': another run holds this checkpoint directory "
-                                          rf"\(pid {os.getpid()} on .*\)"):
+                                          rf"\(pid {os.getpid()} on .*: an earlier run in this process .*close\(\) it\)"):
         Checkpointer(_ck_cfg(d), tmp_path, "eprop", "fp")
     Checkpointer(_ck_cfg(d, every=0), tmp_path, "eprop", "fp")       # no checkpoints written: no lock needed
     a.close()

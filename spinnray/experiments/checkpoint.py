@@ -558,6 +558,10 @@ def warm_start(path, kind: str, network, mapping) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the lock
+def _holder() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
 class _DirectoryLock:
     """An exclusive ``flock`` on ``directory/LOCK_NAME``, held until :meth:`release` (or the process ends)."""
 
@@ -578,17 +582,20 @@ class _DirectoryLock:
                 holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown"
             finally:
                 os.close(fd)
+            if holder == _holder():
+                holder += (": an earlier run in this process whose Checkpointer is still alive, e.g. kept by the "
+                           "traceback of its failure; close() it")
             raise ConfigError(f"checkpoint.dir = {str(directory)!r}: another run holds this checkpoint directory "
                               f"({holder}); two runs rotating the same directory would delete each other's "
-                              "checkpoints. Give this run its own checkpoint.dir (or none: RUN_DIR/checkpoints), "
-                              "or wait for the other run to end") from None
+                              "checkpoints. Give this run its own checkpoint.dir (or none: RUN_DIR/checkpoints), or "
+                              "wait for the other run to end") from None
         except OSError as e:                      # a file system without locks: run unlocked, and say so
             os.close(fd)
             log.warning("checkpoint.dir = %s: cannot lock %s (%s); do not let two runs share it", directory, path,
                         e.strerror or e)
             return
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        os.write(fd, f"{_holder()}\n".encode())
         self.fd = fd
 
     def release(self) -> None:
