@@ -1,13 +1,11 @@
 """Checkpoints: atomic files read back strictly; a stopped run resumes to the
 same result as an uninterrupted one; a killed core actor is survived."""
 
-import pickle
-
 import numpy as np
 import pytest
 
 from spinnray.experiments.trainer import Trainer
-from spinnray.experiments.checkpoint import MAGIC, load_checkpoint, save_checkpoint
+from spinnray.experiments.checkpoint import load_checkpoint, save_checkpoint
 from spinnray.config import from_dict, RunConfig
 from spinnray.errors import ConfigError, DataError
 from spinnray.experiments.runner import run
@@ -15,19 +13,20 @@ from spinnray.experiments.runner import run
 
 def test_roundtrip_atomic_and_strict(tmp_path):
     state = {"kind": "eprop", "fingerprint": "abc", "w": np.arange(5.0), "epoch": 3}
-    p = save_checkpoint(tmp_path / "a.ckpt", state)
+    p = save_checkpoint(tmp_path / "eprop-000000003.ckpt", state)
     assert not list(tmp_path.glob("*.tmp"))
     got = load_checkpoint(p, "eprop", "abc")
     np.testing.assert_array_equal(got["w"], state["w"])
     assert got["epoch"] == 3 and got["path"] == str(p)
-    save_checkpoint(tmp_path / "b.ckpt", dict(state, epoch=4))
+    save_checkpoint(tmp_path / "eprop-000000004.ckpt", dict(state, epoch=4))
+    save_checkpoint(tmp_path / "zzz.ckpt", dict(state, epoch=5))         # not a KIND-NNNNNNNNN.ckpt name
     assert load_checkpoint(tmp_path)["epoch"] == 4                      # a directory: the newest
     with pytest.raises(DataError, match="a 'eprop' run; this run is 'eventprop'"):
         load_checkpoint(p, "eventprop")
     with pytest.raises(DataError, match="different network/data/learning"):
         load_checkpoint(p, "eprop", "xyz")
     bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(MAGIC + (1).to_bytes(4, "little") + pickle.dumps(state)[:20])
+    bad.write_bytes(p.read_bytes()[:-1])
     with pytest.raises(DataError, match="bad.ckpt: corrupt checkpoint"):
         load_checkpoint(bad)
     (tmp_path / "x.ckpt").write_bytes(b"hello world!")
@@ -99,6 +98,42 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch, kind):
     # a resume with another configuration is refused, naming why
     with pytest.raises(DataError, match="different network/data/learning"):
         run(_cfg(kind=kind, resume=str(ckpts[-1]), learning={"lr": 0.02}), tmp_path / "other", "t")
+
+
+LOW_PRECISION = {"4bit": {"weight_bits": 4, "rounding": "stochastic"}, "pcm": {"synapse": "pcm"}}
+
+
+@pytest.mark.parametrize("store", list(LOW_PRECISION))
+@pytest.mark.parametrize("kind", ["eprop", "eventprop"])
+def test_stopped_low_precision_run_resumes_bit_for_bit(tmp_path, monkeypatch, kind, store):
+    """With weight stores (4-bit stochastic rounding, PCM devices) the checkpoint holds each store's
+    plain state (codes or devices, accumulators, random streams, device clock): a run stopped and
+    resumed from the file ends with the weights (weights_crc32 of the stores) of an uninterrupted one."""
+    machine = LOW_PRECISION[store]
+    full = run(_cfg(kind=kind, machine=machine), tmp_path / "full", "t")
+
+    def stop(_):
+        raise KeyboardInterrupt
+
+    _interrupt_after(monkeypatch, 9, stop, kind)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(kind=kind, machine=machine), tmp_path / "stopped", "t")
+    monkeypatch.undo()
+    st = load_checkpoint(tmp_path / "stopped" / "checkpoints")
+    assert st["batches"] == 8
+    stores = [s for c in st["cores"].values() for s in c.get("stores", ())]
+    assert stores and all(type(s) is dict and s["kind"] == ("pcm" if store == "pcm" else "mixed_precision")
+                          for s in stores)
+    resumed = run(_cfg(kind=kind, machine=machine, resume=str(tmp_path / "stopped" / "checkpoints")),
+                  tmp_path / "resumed", "t")
+    _same_run(resumed, full)
+    if kind == "eprop":         # the random streams matter: another position of one of them, another result
+        rows = stores[0]["quantizer"]["rng"]["pcg64"] if store == "4bit" else stores[0]["read_rng"]["pcg64"]
+        rows[:, 1] += np.uint64(1)
+        st.pop("path")
+        save_checkpoint(tmp_path / "moved" / "eprop-000000008.ckpt", st)
+        moved = run(_cfg(kind=kind, machine=machine, resume=str(tmp_path / "moved")), tmp_path / "r2", "t")
+        assert moved["weights_crc32"] != full["weights_crc32"]
 
 
 @pytest.mark.parametrize("kind", ["eprop", "eventprop"])

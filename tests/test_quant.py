@@ -583,3 +583,138 @@ def test_split_pcm_store_equals_the_whole(rng):
     (a, pa), (b, pb) = store(np.arange(2)), store(np.arange(2, 5))
     np.testing.assert_array_equal(whole, np.concatenate([a, b], axis=2))
     assert pw.counters["refreshes"] == pa.counters["refreshes"] + pb.counters["refreshes"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-data state (checkpoints)
+# ---------------------------------------------------------------------------------------------
+
+def _plain(x) -> bool:
+    """Only what a checkpoint file holds: None, bools, numbers, strings, lists, dicts, numeric arrays."""
+    if isinstance(x, dict):
+        return all(type(k) is str and _plain(v) for k, v in x.items())
+    if isinstance(x, list):
+        return all(_plain(v) for v in x)
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "biuf"
+    return x is None or type(x) in (bool, int, float, str)
+
+
+def _stores():
+    """(name, builder) of every store kind; the builder takes the seed."""
+    cols = np.arange(3, 8)
+    return [
+        ("4bit-stochastic-acc", lambda s: MixedPrecisionWeights(np.linspace(-1, 1, 20).reshape(4, 5), Quantizer(
+            4, 1.0, "stochastic", s, cols), accumulate=True)),
+        ("2bit-stochastic-direct", lambda s: MixedPrecisionWeights(np.linspace(-1, 1, 20).reshape(4, 5), Quantizer(
+            2, 1.0, "stochastic", s), accumulate=False)),
+        ("8bit-nearest-threshold", lambda s: MixedPrecisionWeights(np.linspace(-1, 1, 20).reshape(4, 5), Quantizer(
+            8, 1.0, "nearest", s, cols), transfer="threshold")),
+        ("float32", lambda s: MixedPrecisionWeights(np.linspace(-1, 1, 20).reshape(4, 5), Quantizer(32, 1.0, seed=s))),
+        ("pcm", lambda s: PCMWeights((4, 5), PCMParams(), s, w_max=1.0, w_init=np.linspace(-1, 1, 20).reshape(4, 5),
+                                     columns=cols)),
+    ]
+
+
+def _drive(store, steps, t0=0.0):
+    rng = np.random.default_rng(99)
+    out = []
+    for k in range(steps):
+        t = t0 + 0.5 * k
+        store.apply(rng.normal(0, 0.2, store.shape), t)
+        out.append(store.read(t).copy())
+    return out
+
+
+@pytest.mark.parametrize("name,make", _stores(), ids=[n for n, _ in _stores()])
+def test_store_state_is_plain_data_and_continues_bit_for_bit(name, make):
+    a = make(7)
+    _drive(a, 5)
+    st = a.state()
+    assert _plain(st), st
+    want = _drive(a, 6, t0=3.0)
+    b = make(123)                                   # another seed: every stream comes from the state
+    b.load_state(st)
+    got = _drive(b, 6, t0=3.0)
+    for x, y in zip(want, got):
+        np.testing.assert_array_equal(x, y)
+    assert b.counters == a.counters
+    c = make(7)
+    c.load_state(a.state())
+    assert c.state().keys() == st.keys()
+    st["codes" if "codes" in st else "g"][...] = 0       # the state is a copy, not a view of the store
+    assert not np.array_equal(a.state()["codes" if "codes" in st else "g"], st["codes" if "codes" in st else "g"])
+
+
+def test_noise_state_round_trips_one_stream_and_per_column():
+    for cols in (None, [4, 9, 2]):
+        a = Noise(5, cols)
+        a.random((2, 3))
+        st = a.state()
+        assert st["pcg64"].shape == (1 if cols is None else 3, 6) and st["pcg64"].dtype == np.uint64
+        b = Noise(6, cols)
+        b.load_state(st)
+        np.testing.assert_array_equal(a.standard_normal((4, 3)), b.standard_normal((4, 3)))
+    with pytest.raises(DataError, match=r"rng.columns: not this store's columns \(4, 9, 2\)"):
+        Noise(5, [4, 9, 2]).load_state(Noise(5, [4, 9, 3]).state(), "rng")
+    with pytest.raises(DataError, match="rng.columns: per-column streams; this run's store has one stream"):
+        Noise(5).load_state(Noise(5, [1]).state(), "rng")
+
+
+def _broken(st, **changes):
+    out = dict(st)
+    out.update(changes)
+    return out
+
+
+def test_store_load_state_refuses_what_does_not_fit_and_changes_nothing():
+    make = dict(_stores())
+    a = make["4bit-stochastic-acc"](1)
+    _drive(a, 3)
+    st = a.state()
+    b = make["4bit-stochastic-acc"](2)
+    before = b.state()
+    q = st["quantizer"]
+    cases = [
+        (_broken(st, codes=st["codes"][:3]), r"s.codes: int8 \(3, 5\); expected int8 \(4, 5\)"),
+        (_broken(st, codes=st["codes"].astype(np.int16)), r"s.codes: int16 \(4, 5\); expected int8"),
+        (_broken(st, codes=np.full((4, 5), 8, np.int8)), r"s.codes: codes outside \[-7, 7\]"),
+        (_broken(st, accumulator=np.full((4, 5), np.nan, np.float32)), "s.accumulator: holds NaN"),
+        (_broken(st, accumulator=None), r"s.accumulator: NoneType; expected float32"),
+        (_broken(st, transfer="threshold"), "s.transfer = 'threshold'; this run's store has 'round'"),
+        (_broken(st, quantizer=_broken(q, bits=8)), "s.quantizer.bits = 8; this run's store has 4"),
+        (_broken(st, quantizer=_broken(q, w_max=2.0)), "s.quantizer.w_max = 2.0; this run's store has 1.0"),
+        (_broken(st, quantizer=_broken(q, rng=_broken(q["rng"], pcg64=q["rng"]["pcg64"][:2]))),
+         r"s.quantizer.rng.pcg64: uint64 \(2, 6\); expected uint64 \(5, 6\)"),
+        (_broken(st, counters={"updates": 1.5}), "s.counters = "),
+        (_broken(st, extra=1), "s: unexpected extra"),
+        ({k: v for k, v in st.items() if k != "codes"}, "s: missing codes"),
+        (make["pcm"](1).state(), "s: missing .*unexpected"),
+        ([1, 2], "s: expected a dict of the store's state, got list"),
+    ]
+    for bad, why in cases:
+        with pytest.raises(DataError, match=why):
+            b.load_state(bad, "s")
+        now = b.state()
+        np.testing.assert_array_equal(now["quantizer"]["rng"]["pcg64"], before["quantizer"]["rng"]["pcg64"])
+        np.testing.assert_array_equal(now["codes"], before["codes"])
+    p = make["pcm"](1)
+    _drive(p, 2)
+    ps = p.state()
+    fresh = make["pcm"](2)
+    for bad, why in [
+        (_broken(ps, g=np.full((2, 4, 5), 30.0, np.float32)), r"s.g: conductances outside \[0, 25.0\] uS"),
+        (_broken(ps, nu=-ps["nu"] - 1), "s.nu: negative drift exponents"),
+        (_broken(ps, t_last=float("nan")), "s.t_last = nan"),
+        (_broken(ps, params=_broken(ps["params"], dg_pulse_us=0.5)), "s.params = "),
+        (_broken(ps, read_rng=_broken(ps["read_rng"], pcg64=ps["read_rng"]["pcg64"][:, :5])), "s.read_rng.pcg64"),
+    ]:
+        g0 = fresh.state()
+        with pytest.raises(DataError, match=why):
+            fresh.load_state(bad, "s")
+        g1 = fresh.state()
+        for k in ("g", "t_p", "nu"):
+            np.testing.assert_array_equal(g0[k], g1[k])
+        np.testing.assert_array_equal(g0["prog_rng"]["pcg64"], g1["prog_rng"]["pcg64"])
+    fresh.load_state(ps, "s")
+    assert fresh.state()["t_last"] == ps["t_last"]

@@ -58,7 +58,7 @@ class Position:
 
 
 def run_epochs(box: dict, *, epochs: int, labels, batch_size: int, ck, rng, make_trainer,
-               step, end_epoch, show_progress: bool, loss_window: int = 20, begin_epoch=None) -> Position:
+               step, end_epoch, show_progress: bool, loss_window: int = 50, begin_epoch=None) -> Position:
     """Train until ``pos.epoch == epochs``; returns the final position.
 
     ``box["trainer"]`` is the trainer; after a restart it holds the rebuilt one (the caller
@@ -104,13 +104,13 @@ def run_epochs(box: dict, *, epochs: int, labels, batch_size: int, ck, rng, make
                     if ck.due(pos.batches):
                         t0, ev0 = _account(pos, trainer, t0, ev0)
                         ck.save(pos.as_dict(), trainer, rng)
+            _account(pos, trainer, t0, ev0)
+            pos.samples += n
+            end_epoch(trainer, epoch, pos)        # the test pass is recovered like training
         except SpinnrayError as e:
             box["trainer"], state = ck.recover(e, trainer, make_trainer, rng)
             box["pos"] = pos = Position.from_dict(state)
             continue
-        _account(pos, trainer, t0, ev0)
-        pos.samples += n
-        end_epoch(trainer, epoch, pos)
         pos.epoch, pos.first, pos.order = epoch + 1, 0, None
     return pos
 

@@ -56,20 +56,43 @@ def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
         return Trainer(net, rule, learn, machine=cfg.machine, parallel=cfg.parallel, backend=cfg.backend,
                        cluster=cluster)
 
-    trainer = make_trainer()
     init = ()
     if cfg.init_from:
-        init = (warm_start(cfg.init_from, run.kind, net, trainer.sim.mapping),)
-        trainer.close()
-        trainer = make_trainer()            # built from the loaded weights (a weight store's range follows them)
+        trainer = make_trainer()
+        try:
+            init = (warm_start(cfg.init_from, run.kind, net, trainer.sim.mapping),)
+        finally:
+            trainer.close()
+    trainer = make_trainer()                # (built from the loaded weights: a weight store's range follows them)
+    ck = None
+    try:
+        ck = Checkpointer(cfg, out_dir, run.kind, config_fingerprint(
+            asdict(net_cfg), training_data(run.data), trajectory(learn), cfg.seed, cfg.parallel.cores_per_population,
+            cfg.parallel.replicas, cfg.machine.identity(), *init))
+        return _train(run, data, learn, net, trainer, make_trainer, ck, out_dir, scenario, t_start)
+    finally:
+        if ck is not None:
+            ck.close()                      # the checkpoint directory's lock
+
+
+def _train(run: Run, data, learn, net, trainer: Trainer, make_trainer, ck: Checkpointer, out_dir: Path,
+           scenario: str, t_start: float) -> dict:
+    """The epochs, the test passes and the metrics of :func:`run_training`; closes the trainer."""
+    box = {"trainer": trainer}
+    try:
+        return _epochs(run, data, learn, net, box, make_trainer, ck, out_dir, scenario, t_start)
+    finally:
+        box["trainer"].close()
+
+
+def _epochs(run: Run, data, learn, net, box: dict, make_trainer, ck: Checkpointer, out_dir: Path, scenario: str,
+            t_start: float) -> dict:
+    cfg, rule, net_cfg = run.config, run.rule, run.network
+    trainer = box["trainer"]
     setup_s = time.perf_counter() - t_start
-    mapping = trainer.sim.mapping
     log.info("%s on %d cores (%d replica(s)), backend %s; %d train / %d test samples of %d steps x %d inputs",
-             rule.name, mapping.n_cores, cfg.parallel.replicas, cfg.backend, len(data.train), len(data.test),
-             data.steps, data.n_inputs)
-    ck = Checkpointer(cfg, out_dir, run.kind, config_fingerprint(
-        asdict(net_cfg), training_data(run.data), trajectory(learn), cfg.seed, cfg.parallel.cores_per_population,
-        cfg.parallel.replicas, cfg.machine.identity(), *init))
+             rule.name, trainer.sim.mapping.n_cores, cfg.parallel.replicas, cfg.backend, len(data.train),
+             len(data.test), data.steps, data.n_inputs)
     pos = Position(lr=learn.lr)
     rng = np.random.default_rng([cfg.seed, rule.order_stream])
     if cfg.resume:
@@ -107,17 +130,14 @@ def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
         if (epoch + 1) % learn.lr_decay_every == 0:
             pos.lr = tr.lr * learn.lr_decay
 
-    box = {"trainer": trainer, "pos": pos}
-    try:
-        pos = run_epochs(box, epochs=learn.epochs, labels=lambda: data.train.labels, batch_size=B, ck=ck, rng=rng,
-                         make_trainer=make_trainer, step=step, end_epoch=end_epoch, show_progress=cfg.progress,
-                         begin_epoch=data.begin_epoch)
-        trainer = box["trainer"]
-        m = trainer.sim.metrics()
-        cores, routers = trainer.sim.reports()
-        crc = trainer.checksum()
-    finally:
-        box["trainer"].close()
+    box["pos"] = pos
+    pos = run_epochs(box, epochs=learn.epochs, labels=lambda: data.train.labels, batch_size=B, ck=ck, rng=rng,
+                     make_trainer=make_trainer, step=step, end_epoch=end_epoch, show_progress=cfg.progress,
+                     begin_epoch=data.begin_epoch)
+    trainer = box["trainer"]
+    m = trainer.sim.metrics()
+    cores, routers = trainer.sim.reports()
+    crc = trainer.checksum()
     history, train_s, samples = pos.history, pos.train_s, pos.samples
     tested = [h for h in history if "test_accuracy" in h]
     emulated_ms = samples * data.steps * net_cfg.dt_ms

@@ -138,6 +138,81 @@ def _seed_sequence(seed, name: str = "seed") -> np.random.SeedSequence:
     raise ConfigError(f"{name} = {seed!r}: expected an integer >= 0 or a numpy SeedSequence")
 
 
+# ---------------------------------------------------------------------------------------------
+# Plain-data state (checkpoints): numbers, strings, lists, dicts and numpy arrays, no objects
+# ---------------------------------------------------------------------------------------------
+
+_U64 = (1 << 64) - 1
+
+
+def _pack_pcg64(gens) -> np.ndarray:
+    """The PCG64 states of ``gens`` as a ``(len(gens), 6)`` uint64 array: the 128-bit state and
+    increment as (high, low) words, ``has_uint32`` and ``uinteger``."""
+    out = np.zeros((len(gens), 6), np.uint64)
+    for i, g in enumerate(gens):
+        s = g.bit_generator.state
+        if s.get("bit_generator") != "PCG64":
+            raise TypeError(f"a {s.get('bit_generator')!r} generator: only PCG64 states are saved")
+        st, inc = int(s["state"]["state"]), int(s["state"]["inc"])
+        out[i] = (st >> 64, st & _U64, inc >> 64, inc & _U64, int(s["has_uint32"]), int(s["uinteger"]))
+    return out
+
+
+def _unpack_pcg64(row) -> dict:
+    hi, lo, ihi, ilo, has, u = (int(v) for v in row)
+    return {"bit_generator": "PCG64", "state": {"state": (hi << 64) | lo, "inc": (ihi << 64) | ilo},
+            "has_uint32": has, "uinteger": u}
+
+
+def _state_dict(state, name: str, keys) -> dict:
+    """``state`` checked to be a dict holding exactly ``keys``; DataError naming ``name`` otherwise."""
+    if not isinstance(state, dict):
+        raise DataError(f"{name}: expected a dict of the store's state, got {type(state).__name__}")
+    got, want = set(state), set(keys)
+    if got != want:
+        extra, missing = sorted(map(str, got - want)), sorted(map(str, want - got))
+        raise DataError(f"{name}: {'missing ' + ', '.join(missing) if missing else ''}"
+                        f"{'; ' if missing and extra else ''}{'unexpected ' + ', '.join(extra) if extra else ''}")
+    return state
+
+
+def _state_array(state: dict, key: str, name: str, dtype, shape, finite: bool = True) -> np.ndarray:
+    """``state[key]`` checked to be an array of ``dtype`` and ``shape`` (finite if asked); a copy."""
+    a = state[key]
+    if not isinstance(a, np.ndarray) or a.dtype != np.dtype(dtype) or a.shape != tuple(shape):
+        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise DataError(f"{name}.{key}: {got}; expected {np.dtype(dtype)} {tuple(shape)}")
+    if finite and a.dtype.kind in "fc" and not np.isfinite(a).all():
+        raise DataError(f"{name}.{key}: holds NaN or infinite values")
+    return a.copy()
+
+
+def _state_equal(state: dict, key: str, name: str, want) -> None:
+    """``state[key]`` must equal this object's ``want`` (a setting of the run, not state)."""
+    got = state[key]
+    norm = (lambda v: list(v) if isinstance(v, tuple) else v)
+    if isinstance(want, dict) and isinstance(got, dict):
+        same = {k: norm(v) for k, v in got.items()} == {k: norm(v) for k, v in want.items()}
+    else:
+        same = type(got) is type(want) and got == want
+    if not same:
+        raise DataError(f"{name}.{key} = {got!r}; this run's store has {want!r}")
+
+
+def _plain_params(params) -> dict:
+    """A dataclass's fields as a dict of numbers, bools and lists (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
+
+
+def _state_counters(state: dict, name: str, want: dict) -> dict:
+    got = state["counters"]
+    if not isinstance(got, dict) or set(got) != set(want) or not all(
+            type(got[k]) is type(v) and (not isinstance(v, float) or math.isfinite(got[k])) for k, v in want.items()):
+        raise DataError(f"{name}.counters = {got!r}: expected the counters {sorted(want)} "
+                        f"of types {[type(want[k]).__name__ for k in sorted(want)]}")
+    return dict(got)
+
+
 class Noise:
     """Random numbers for arrays whose last axis holds columns: one stream, or one per column.
 
@@ -178,6 +253,38 @@ class Noise:
         for j, g in enumerate(self._gens):
             out[..., j] = getattr(g, method)(*args, size=shape[:-1])
         return out
+
+    def state(self) -> dict:
+        """The streams' positions as plain data: ``columns`` (int64 array, or None for one stream)
+        and ``pcg64`` (uint64 ``(streams, 6)``, see :func:`_pack_pcg64`)."""
+        gens = [self._gen] if self.columns is None else self._gens
+        return {"columns": None if self.columns is None else np.array(self.columns, np.int64),
+                "pcg64": _pack_pcg64(gens)}
+
+    def load_state(self, state: dict, name: str = "noise") -> None:
+        """Continue from :meth:`state` of a Noise with the same columns (DataError naming ``name`` otherwise)."""
+        self._set(self._check_state(state, name))
+
+    def _set(self, states: list) -> None:
+        for g, s in zip([self._gen] if self.columns is None else self._gens, states):
+            g.bit_generator.state = s
+
+    def _check_state(self, state: dict, name: str) -> list:
+        """The generator states of ``state``, checked against this Noise's columns; changes nothing."""
+        st = _state_dict(state, name, ("columns", "pcg64"))
+        cols = st["columns"]
+        if self.columns is None:
+            if cols is not None:
+                raise DataError(f"{name}.columns: per-column streams; this run's store has one stream")
+        elif not (isinstance(cols, np.ndarray) and cols.dtype == np.int64 and cols.shape == (len(self.columns),)
+                  and tuple(int(c) for c in cols) == self.columns):
+            raise DataError(f"{name}.columns: not this store's columns {self.columns[:8]}"
+                            f"{'...' if len(self.columns) > 8 else ''}")
+        gens = [self._gen] if self.columns is None else self._gens
+        rows = _state_array(st, "pcg64", name, np.uint64, (len(gens), 6))
+        if (rows[:, 4] > 1).any() or (rows[:, 5] > 0xFFFFFFFF).any():
+            raise DataError(f"{name}.pcg64: not PCG64 states (has_uint32 > 1 or uinteger > 2**32 - 1)")
+        return [_unpack_pcg64(r) for r in rows]
 
     def random(self, shape) -> np.ndarray:
         """U[0, 1) of ``shape`` (float64)."""
@@ -286,6 +393,20 @@ class Quantizer:
         """``decode(encode(w, rng))``: ``w`` on the grid, saturated at ``+-w_max``, float32."""
         return self.decode(self.encode(w, rng))
 
+    def state(self) -> dict:
+        """Plain data: the settings (checked on load) and the stochastic-rounding streams."""
+        return {"bits": self.bits, "w_max": self.w_max, "rounding": self.rounding, "rng": self.rng.state()}
+
+    def load_state(self, state: dict, name: str = "quantizer") -> None:
+        """Continue from :meth:`state` of a quantizer with the same settings (DataError otherwise)."""
+        self.rng._set(self._check_state(state, name))
+
+    def _check_state(self, state: dict, name: str) -> list:
+        st = _state_dict(state, name, ("bits", "w_max", "rounding", "rng"))
+        for key in ("bits", "w_max", "rounding"):
+            _state_equal(st, key, name, getattr(self, key))
+        return self.rng._check_state(st["rng"], f"{name}.rng")
+
     def stored_bytes(self, shape) -> int:
         """Bytes to store an array of ``shape`` at ``bits`` per weight, packed (two 4-bit codes
         per byte, four 2-bit codes per byte), rounded up to a whole byte."""
@@ -363,6 +484,38 @@ class MixedPrecisionWeights:
     def accumulator_bytes(self) -> int:
         """Bytes of the float32 accumulator (0 without one)."""
         return 0 if self._acc is None else int(self._acc.nbytes)
+
+    def state(self) -> dict:
+        """Plain data for a checkpoint (arrays copied): codes, accumulator (None without one),
+        counters, the quantizer's settings and random streams; :meth:`load_state` continues bit for bit."""
+        return {"kind": "mixed_precision", "shape": list(self.shape), "accumulate": self.accumulate,
+                "transfer": self.transfer, "quantizer": self.q.state(), "codes": self._codes.copy(),
+                "accumulator": None if self._acc is None else self._acc.copy(), "counters": dict(self.counters)}
+
+    def load_state(self, state: dict, name: str = "store") -> None:
+        """Continue from :meth:`state` of a store with the same shape and settings.
+
+        Everything is checked before anything changes: DataError naming ``name`` and the entry
+        for other settings, a wrong shape or dtype, non-finite values or codes off the grid."""
+        st = _state_dict(state, name, ("kind", "shape", "accumulate", "transfer", "quantizer", "codes",
+                                       "accumulator", "counters"))
+        _state_equal(st, "kind", name, "mixed_precision")
+        _state_equal(st, "shape", name, list(self.shape))
+        _state_equal(st, "accumulate", name, self.accumulate)
+        _state_equal(st, "transfer", name, self.transfer)
+        codes = _state_array(st, "codes", name, self.q.code_dtype, self.shape)
+        if not self.q.passthrough and codes.size and int(np.abs(codes.astype(np.int64)).max()) > self.q.levels:
+            raise DataError(f"{name}.codes: codes outside [-{self.q.levels}, {self.q.levels}]")
+        if self._acc is None:
+            if st["accumulator"] is not None:
+                raise DataError(f"{name}.accumulator: present; this run's store has no accumulator")
+            acc = None
+        else:
+            acc = _state_array(st, "accumulator", name, np.float32, self.shape)
+        counters = _state_counters(st, name, self.counters)
+        streams = self.q._check_state(st["quantizer"], f"{name}.quantizer")
+        self.q.rng._set(streams)
+        self._codes, self._acc, self.counters, self._cache = codes, acc, counters, None
 
     def program(self, w, t_s: float | None = None) -> None:
         """Store ``w`` (shape ``self.shape``) afresh: encoded with the quantizer's rounding, the
@@ -609,6 +762,51 @@ class PCMWeights:
     def accumulator(self) -> np.ndarray:
         """A copy of the pending updates chi (float32, weight units)."""
         return self._acc.copy()
+
+    # -- checkpoint state ---------------------------------------------------------------------
+    def state(self) -> dict:
+        """Plain data for a checkpoint (arrays copied): the devices (``g``, ``t_p``, ``nu``), the
+        accumulator, the time of the last programming, the counters, the programming and read
+        noise streams, and the settings (checked on load); :meth:`load_state` continues bit for bit."""
+        return {"kind": "pcm", "shape": list(self.shape), "w_max": self.w_max,
+                "params": _plain_params(self.params), "g": self._g.copy(), "t_p": self._t.copy(),
+                "nu": self.nu.copy(), "accumulator": self._acc.copy(), "t_last": self._t_last,
+                "counters": dict(self.counters), "prog_rng": self._prog_rng.state(),
+                "read_rng": self._read_rng.state()}
+
+    def load_state(self, state: dict, name: str = "store") -> None:
+        """Continue from :meth:`state` of a store with the same shape, range and device parameters.
+
+        Everything is checked before anything changes: DataError naming ``name`` and the entry
+        for other settings, a wrong shape or dtype, non-finite values or conductances outside
+        ``[0, g_max]``."""
+        st = _state_dict(state, name, ("kind", "shape", "w_max", "params", "g", "t_p", "nu", "accumulator",
+                                       "t_last", "counters", "prog_rng", "read_rng"))
+        _state_equal(st, "kind", name, "pcm")
+        _state_equal(st, "shape", name, list(self.shape))
+        _state_equal(st, "w_max", name, self.w_max)
+        _state_equal(st, "params", name, _plain_params(self.params))
+        dev = (2,) + self.shape
+        g = _state_array(st, "g", name, np.float32, dev)
+        t_p = _state_array(st, "t_p", name, np.float32, dev)
+        nu = _state_array(st, "nu", name, np.float32, dev)
+        acc = _state_array(st, "accumulator", name, np.float32, self.shape)
+        if g.size and (g.min() < 0 or g.max() > self.params.g_max_us):
+            raise DataError(f"{name}.g: conductances outside [0, {self.params.g_max_us}] uS")
+        if nu.size and nu.min() < 0:
+            raise DataError(f"{name}.nu: negative drift exponents")
+        t_last = st["t_last"]
+        if type(t_last) is not float or not math.isfinite(t_last):
+            raise DataError(f"{name}.t_last = {t_last!r}: expected a finite time in seconds")
+        counters = _state_counters(st, name, self.counters)
+        prog = self._prog_rng._check_state(st["prog_rng"], f"{name}.prog_rng")
+        read = self._read_rng._check_state(st["read_rng"], f"{name}.read_rng")
+        self._prog_rng._set(prog)
+        self._read_rng._set(read)
+        self._g, self._t, self.nu, self._acc = g, t_p, nu, acc
+        self._t_last, self.counters = t_last, counters
+        self._version += 1
+        self._cache = None
 
     # -- checks -------------------------------------------------------------------------------
     @staticmethod

@@ -51,13 +51,12 @@ with is not counted: a PE multiplies by the codes.
 
 from __future__ import annotations
 
-import copy
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from spinnray.errors import ConfigError, PacketError
+from spinnray.errors import ConfigError, DataError, PacketError
 from spinnray.machine import packet
 from spinnray.machine.core import Core, CoreShape, CoreSpec
 from spinnray.machine.quant import PCMParams, make_weight_store
@@ -355,19 +354,39 @@ class LearningCore(Core):
 
     def learning_state(self) -> dict:
         """Weights, Adam moments and step counts, and the counters (for checkpoints); with weight
-        stores also the stores (codes, accumulators, devices, random streams) and the device clock,
-        so that a resume continues bit for bit."""
+        stores also each store's :meth:`~spinnray.machine.quant.MixedPrecisionWeights.state` (codes,
+        accumulators, devices, random streams: plain numbers, strings and arrays, no objects) and the
+        device clock, so that a resume continues bit for bit."""
         out = {"weights": self.get_weights(), "opts": [o.state() for o in self.opts], **super().learning_state()}
         if self.stores is not None:
-            out["stores"] = copy.deepcopy(self.stores)
+            out["stores"] = [st.state() for st in self.stores]
             out["elapsed_s"] = self.elapsed_s
         return out
 
     def load_learning_state(self, state: dict) -> None:
-        """Restore what :meth:`learning_state` returned (a state without stores is programmed)."""
+        """Restore what :meth:`learning_state` returned (a state without stores is programmed).
+
+        Stores are given their saved state in place (they were built from the same options); a
+        state that does not fit them (other shapes, settings or number of stores) is refused with
+        a DataError naming the core and the store, before anything changes."""
         if self.stores is not None and "stores" in state:
-            self.stores = copy.deepcopy(state["stores"])
-            self.elapsed_s = float(state["elapsed_s"])
+            spec = self.spec
+            where = f"core {spec.core_id} ({spec.population}[{spec.lo}:{spec.hi}])"
+            got, t = state["stores"], state.get("elapsed_s")
+            if not isinstance(got, list) or len(got) != len(self.stores):
+                raise DataError(f"{where}: {len(got) if isinstance(got, list) else 'no list of'} weight stores "
+                                f"in the state; this core has {len(self.stores)}")
+            if type(t) is not float or not np.isfinite(t) or t < 0:
+                raise DataError(f"{where}: elapsed_s = {t!r}: expected a finite time >= 0 in seconds")
+            backup = [st.state() for st in self.stores]
+            try:
+                for j, (st, s) in enumerate(zip(self.stores, got)):
+                    st.load_state(s, f"{where} stores[{j}] ({spec.incoming[j].name})")
+            except DataError:
+                for st, b in zip(self.stores, backup):      # the ones already loaded go back
+                    st.load_state(b)
+                raise
+            self.elapsed_s = t
             for j, w in enumerate(self.weights):
                 w[...] = self._stored(j)
         else:
