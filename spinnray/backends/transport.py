@@ -39,7 +39,15 @@ and counted (``rejected_connections``, with a short reason), and never fails
 or changes the run.  The answer is sent only to an authenticated client: a
 core that gets none was refused.  Once every local core and every other
 router is in, the listener closes, so no later connection is possible; a
-router that fails closes it at once.
+router that fails closes it at once.  A core the router dropped during the
+handshake (too slow, say) connects again, up to ``_CORE_ATTEMPTS`` times.
+
+What this protects: who may open a stream (authentication of both ends, bound
+to this run, this router and this role and id; no replay, the nonces are
+fresh).  What it does not: the frames that follow are neither encrypted nor
+MACed, so an attacker on the path who can read or hijack an established TCP
+connection is not stopped (Ray's own token guards the control plane that
+carries the secret; the cluster network is assumed private otherwise).
 
 An *envelope* frames the packets of one round on the stream::
 
