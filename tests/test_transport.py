@@ -494,7 +494,7 @@ def test_strangers_are_rejected_counted_and_change_nothing():
     links = [CoreLink(c, server.address, 10.0, secret=SECRET) for c in cores]
     setup = time.monotonic() - t0
     try:
-        assert setup < 1.0, setup               # not the 5 s the silent stranger may take
+        assert setup < 3.0, setup               # not the 5 s the silent stranger may take
         got = run_rounds(links)
         assert got == expected_rounds(cores)
         wait_for(lambda: server.rejected_connections == len(STRANGERS))    # the silent one: at listener close
@@ -652,7 +652,7 @@ def test_core_with_the_wrong_secret_is_refused_and_counted():
         t0 = time.monotonic()
         with pytest.raises(TransportError, match="refused this core .*3 attempt"):
             CoreLink(0, server.address, 5.0, secret=b"x" * 32)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 3.0
         assert server.rejected_connections == 3 and server.error is None
         link = CoreLink(0, server.address, 5.0, secret=SECRET)
         assert link.exchange([b"a"], 0) == []          # cross: nothing from other cores
@@ -734,7 +734,7 @@ def test_router_refuses_a_peer_with_another_secret_and_closes_its_listener_at_on
         t0 = time.monotonic()
         with pytest.raises(TransportError, match="core 0"):
             CoreLink(0, servers[0].address, 30.0, secret=SECRET)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 3.0
     finally:
         for s in servers:
             s.close()
@@ -768,7 +768,7 @@ def test_failed_router_closes_its_listener_at_once():
         t0 = time.monotonic()
         with pytest.raises(TransportError, match="core 0: cannot connect"):
             CoreLink(0, server.address, 30.0, secret=SECRET)
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 3.0          # not the 30 s timeout
     finally:
         server.close()
     other = RouterServer(cross, [0, 1], HOST, 30.0, secret=SECRET)
@@ -777,7 +777,7 @@ def test_failed_router_closes_its_listener_at_once():
     t0 = time.monotonic()
     with pytest.raises(TransportError, match="core 1"):
         CoreLink(1, other.address, 30.0, secret=SECRET)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 3.0          # not the 30 s timeout
     first.close()
 
 
