@@ -44,6 +44,7 @@ import helpers
 STEPS, BATCH, CORES = 80, 2, 2
 MACHINE = MachineConfig(pes_per_chip=2, sram_per_pe_bytes=1 << 20)   # 8 cores -> 4 chips
 HOST = "127.0.0.1"
+SECRET = b"a test secret of 32 bytes, fixed"
 
 
 def make_network(seed: int = 5) -> Network:
@@ -254,11 +255,13 @@ def _tcp_machine(mapping, timeout_s):
     for n, table in sorted(mapping.node_tables().items()):
         r = Router(table, [c for c in node_of if node_of[c] == n], max_offset=0, n_batch=BATCH, router_id=n,
                    node=n, node_of=node_of)
-        servers.append((r, RouterServer(r.route_local, r.cores, HOST, timeout_s, node=n, nodes=mapping.nodes,
+        servers.append((r, RouterServer(r.route_local, r.cores, HOST, timeout_s, secret=SECRET, node=n,
+                                        nodes=mapping.nodes,
                                         finish=lambda local, fwd, r=r: r.deliver(local, r.route_forwarded(fwd)))))
     for n, (_, s) in enumerate(servers):
         s.start({m: t.address for m, (_, t) in enumerate(servers) if m != n})
-    links = {c: CoreLink(c, servers[node_of[c]][1].address, timeout_s) for c in sorted(node_of)}
+    links = {c: CoreLink(c, servers[node_of[c]][1].address, timeout_s, secret=SECRET, router_node=node_of[c])
+             for c in sorted(node_of)}
     return servers, links
 
 
@@ -318,10 +321,10 @@ def test_big_envelopes_both_ways_at_once_do_not_deadlock():
     servers = []
     for n in (0, 1):
         servers.append(RouterServer(lambda inbox, n=n: (None, {1 - n: [big[n]] + inbox[n]}), [n], HOST, 20.0,
-                                    node=n, nodes=2, finish=lambda state, fwd, n=n: {n: fwd[1 - n]}))
+                                    secret=SECRET, node=n, nodes=2, finish=lambda state, fwd, n=n: {n: fwd[1 - n]}))
     for n in (0, 1):
         servers[n].start({1 - n: servers[1 - n].address})
-    links = {n: CoreLink(n, servers[n].address, 20.0) for n in (0, 1)}
+    links = {n: CoreLink(n, servers[n].address, 20.0, secret=SECRET, router_node=n) for n in (0, 1)}
     got = {}
     threads = [threading.Thread(target=lambda n=n: got.update({n: links[n].exchange([b"hello %d" % n], 0)}))
                for n in (0, 1)]

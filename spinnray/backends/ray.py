@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from dataclasses import replace
 
 import numpy as np
@@ -136,8 +137,8 @@ def _actor_classes():
             self.core = build_core(spec)
             self.link: CoreLink | None = None
 
-        def connect(self, address, timeout_s: float) -> None:
-            self.link = CoreLink(self.core.id, tuple(address), timeout_s)
+        def connect(self, address, timeout_s: float, secret: bytes, router_node: int = 0) -> None:
+            self.link = CoreLink(self.core.id, tuple(address), timeout_s, secret=secret, router_node=router_node)
 
         def run(self, steps, k, batch, inputs, record, layer=None, train=None):
             """A forward run; ``layer``: (level, number of levels) of the layered schedule;
@@ -173,15 +174,20 @@ def _actor_classes():
     class RouterActor:
         """The multicast router of one node; its TCP server thread runs the rounds."""
 
-        def __init__(self, table: RoutingTable, cores: list[int], timeout_s: float, node: int = 0,
-                     nodes: int = 1, node_of: dict[int, int] | None = None):
+        def __init__(self, table: RoutingTable, cores: list[int], timeout_s: float, node: int, nodes: int,
+                     node_of: dict[int, int] | None, secret: bytes):
             self.router = r = Router(table, cores, max_offset=0, n_batch=1, router_id=node, node=node,
                                      node_of=node_of)
             host = ray.util.get_node_ip_address()
+
+            def rejected(reason: str) -> None:      # a stranger's connection: counted, never a problem
+                r.counters.rejected_connections += 1
+
             if nodes == 1:
-                self.server = RouterServer(r.route, cores, host, timeout_s)
+                self.server = RouterServer(r.route, cores, host, timeout_s, secret=secret, on_reject=rejected)
             else:
-                self.server = RouterServer(r.route_local, cores, host, timeout_s, node=node, nodes=nodes,
+                self.server = RouterServer(r.route_local, cores, host, timeout_s, secret=secret, node=node,
+                                           nodes=nodes, on_reject=rejected,
                                            finish=lambda local, fwd: r.deliver(local, r.route_forwarded(fwd)))
 
         def address(self):
@@ -212,7 +218,8 @@ def _actor_classes():
                 return {"router_id": self.router.router_id, "node": self.router.node,
                         "ray_node_id": ray.get_runtime_context().get_node_id(),
                         "counters": self.router.counters.as_dict(),
-                        "reasons": list(self.router.reasons), "error": self.server.error}
+                        "reasons": list(self.router.reasons), "error": self.server.error,
+                        "connection_reasons": list(self.server.rejections)}
 
         def state(self) -> tuple[str | None, str]:
             """(error or None, the round it is at): cheap, for failure reports."""
@@ -258,10 +265,13 @@ class RayBackend:
         def pin(n):
             return NodeAffinitySchedulingStrategy(self.ray_node_ids[n], soft=False)
 
+        # This run's key for the router streams (transport module docstring): it reaches the
+        # actors only as call arguments, never a socket, file or environment variable.
+        secret = secrets.token_bytes(32)
         try:
             self.routers = [RouterActor.options(scheduling_strategy=pin(n)).remote(
                 tables[n], [c for c in self.core_ids if self.node_of[c] == n], timeout_s, n, self.n_nodes,
-                self.node_of if self.n_nodes > 1 else None) for n in range(self.n_nodes)]
+                self.node_of if self.n_nodes > 1 else None, secret) for n in range(self.n_nodes)]
             self.router = self.routers[0]
             self.actors = {s.core_id: CoreActor.options(scheduling_strategy=pin(self.node_of[s.core_id])).remote(s)
                            for s in specs}
@@ -270,7 +280,7 @@ class RayBackend:
             if self.n_nodes > 1:
                 self._place([r.start.remote({m: addresses[m] for m in range(self.n_nodes) if m != n})
                              for n, r in enumerate(self.routers)], placement_timeout_s, "start the routers")
-            self._place([a.connect.remote(addresses[self.node_of[cid]], timeout_s)
+            self._place([a.connect.remote(addresses[self.node_of[cid]], timeout_s, secret, self.node_of[cid])
                          for cid, a in self.actors.items()], placement_timeout_s, "start and connect the cores")
             nodes = self._place([a.node.remote() for a in self.actors.values()]
                                 + [r.node.remote() for r in self.routers], placement_timeout_s, "locate the actors")

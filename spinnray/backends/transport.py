@@ -16,13 +16,47 @@ Between two routers there are two streams, one per direction, used without
 blocking: a router sends and reads its peers' envelopes at the same time, so
 two routers sending big envelopes to each other never wait on each other.
 
+Every stream is authenticated before anything else is read from it.  Each run
+(each ``RayBackend``) draws a random secret that reaches its actors only as
+Ray call arguments; a core or router proves it knows the secret with an HMAC
+challenge-response, and the router proves it back (mutual), so a stranger on
+the network can neither take a core's slot, nor stall or bloat a router, nor
+pose as a router::
+
+    router -> client  challenge '<4s32s'      b"SPNC", router nonce Nr (32 random bytes)
+    client -> router  hello     '<4sII32s32s' b"SPNH", role, id, client nonce Nc,
+                                              HMAC-SHA256(secret, b"spinnray/1 client" Nr role id router)
+    router -> client  answer    '<4s32s'      b"SPNA",
+                                              HMAC-SHA256(secret, b"spinnray/1 router" Nr Nc role id router)
+
+``role`` is ``ROLE_CORE`` (``id`` the core id) or ``ROLE_ROUTER`` (``id`` the
+node index), ``router`` the node index of the router connected to, and
+``role id router`` packed ``'<III'``.  The router reads exactly the 76 bytes
+of a hello, without blocking on any one connection (a selector over all of
+them), each within ``min(AUTH_TIMEOUT_S, timeout_s)`` of its accept; a
+connection that fails (silent, slow, closed, malformed, wrong MAC) is dropped
+and counted (``rejected_connections``, with a short reason), and never fails
+or changes the run.  The answer is sent only to an authenticated client: a
+core that gets none was refused.  Once every local core and every other
+router is in, the listener closes, so no later connection is possible; a
+router that fails closes it at once.  A core the router dropped during the
+handshake (too slow, say) connects again, up to ``_CORE_ATTEMPTS`` times.
+
+What this protects: who may open a stream (authentication of both ends, bound
+to this run, this router and this role and id; no replay, the nonces are
+fresh).  What it does not: the frames that follow are neither encrypted nor
+MACed, so an attacker on the path who can read or hijack an established TCP
+connection is not stopped (Ray's own token guards the control plane that
+carries the secret; the cluster network is assumed private otherwise).
+
 An *envelope* frames the packets of one round on the stream::
 
     header  '<4sIII'  magic b"SPNR", round, sender id, frame count
     frames  '<I' length, then that many bytes (a packet of spinnray.machine.packet)
 
-The first envelope on a stream is a hello: round ``HELLO_ROUND`` and the core
-id from a core, round ``PEER_HELLO_ROUND`` and the node index from a router.
+Every declared size is checked before anything is allocated: a frame is at
+most ``MAX_FRAME_BYTES`` (the packet layer's bound), an envelope at most
+``MAX_FRAMES`` frames and ``MAX_ENVELOPE_BYTES``.
 Rounds are numbered per connection from 0 and never reordered, so results
 do not depend on timing.  A peer (core or router) that is late by more than
 ``timeout_s`` within a round, closes its stream, or sends a malformed
@@ -35,6 +69,9 @@ this module is tested with plain threads.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import select
 import selectors
 import socket
@@ -43,18 +80,74 @@ import threading
 import time
 
 from spinnray.errors import TransportError
+from spinnray.machine.packet import MAX_FRAME_BYTES
 
-__all__ = ["CoreLink", "RouterServer", "encode_envelope", "read_envelope", "HELLO_ROUND", "PEER_HELLO_ROUND"]
+__all__ = ["CoreLink", "RouterServer", "encode_envelope", "read_envelope", "ROLE_CORE", "ROLE_ROUTER",
+           "AUTH_TIMEOUT_S", "MAX_FRAME_BYTES", "MAX_ENVELOPE_BYTES", "MAX_FRAMES"]
 
 _HEADER = struct.Struct("<4sIII")
 _LEN = struct.Struct("<I")
 MAGIC = b"SPNR"
-HELLO_ROUND = 0xFFFFFFFF
-PEER_HELLO_ROUND = 0xFFFFFFFE
 ROUTER_ID = 0xFFFFFFFF
-MAX_ENVELOPE_BYTES = 1 << 30
 MAX_FRAMES = 1 << 20
+MAX_ENVELOPE_BYTES = 16 * MAX_FRAME_BYTES     # 768 MiB: sixteen of the largest packets
+_MAX_BUFFERED = 2 * (MAX_ENVELOPE_BYTES + _HEADER.size + _LEN.size * MAX_FRAMES)   # a peer is at most a round ahead
 _PEEK_BYTES = 1 << 16     # read_envelope takes an envelope this size or smaller in one read
+
+# The handshake (module docstring).
+_CHALLENGE = struct.Struct("<4s32s")
+_HELLO = struct.Struct("<4sII32s32s")
+_ANSWER = struct.Struct("<4s32s")
+_IDENT = struct.Struct("<III")
+MAGIC_CHALLENGE, MAGIC_HELLO, MAGIC_ANSWER = b"SPNC", b"SPNH", b"SPNA"
+ROLE_CORE, ROLE_ROUTER = 1, 2
+_ROLE_NAMES = {ROLE_CORE: "core", ROLE_ROUTER: "router"}
+AUTH_TIMEOUT_S = 5.0      # a connection must authenticate this soon after its accept (at most timeout_s)
+_MIN_SECRET_BYTES = 16
+_MAX_PENDING = 128        # connections waiting to authenticate beyond the expected peers; the oldest is dropped
+_MAX_NOTES = 20           # reasons of rejected connections kept verbatim (the count is exact)
+_CORE_ATTEMPTS = 3        # a core refused during the handshake (e.g. too slow) connects again this often
+
+
+def _check_secret(secret) -> bytes:
+    if not isinstance(secret, bytes) or len(secret) < _MIN_SECRET_BYTES:
+        raise TransportError(f"the run's secret must be bytes of at least {_MIN_SECRET_BYTES} (secrets.token_bytes(32)), "
+                             f"got {type(secret).__name__}"
+                             f"{f' of {len(secret)} bytes' if isinstance(secret, (bytes, bytearray)) else ''}")
+    return secret
+
+
+def _client_mac(secret: bytes, router_nonce: bytes, role: int, ident: int, router: int) -> bytes:
+    """What a client proves: it knows the secret, answering this router's nonce as ``role`` ``ident``."""
+    return hmac.digest(secret, b"spinnray/1 client" + router_nonce + _IDENT.pack(role, ident, router), hashlib.sha256)
+
+
+def _router_mac(secret: bytes, router_nonce: bytes, client_nonce: bytes, role: int, ident: int,
+                router: int) -> bytes:
+    """What the router proves back: it knows the secret and saw exactly this hello."""
+    return hmac.digest(secret, b"spinnray/1 router" + router_nonce + client_nonce + _IDENT.pack(role, ident, router),
+                       hashlib.sha256)
+
+
+def _hello(secret: bytes, challenge: bytes, role: int, ident: int, router: int, what: str) -> tuple[bytes, bytes, bytes]:
+    """``(hello, router nonce, client nonce)`` answering ``challenge``; TransportError if it is none."""
+    magic, router_nonce = _CHALLENGE.unpack(challenge)
+    if magic != MAGIC_CHALLENGE:
+        raise TransportError(f"{what} sent no spinnray challenge (not a spinnray router)")
+    client_nonce = secrets.token_bytes(32)
+    mac = _client_mac(secret, router_nonce, role, ident, router)
+    return _HELLO.pack(MAGIC_HELLO, role, ident, client_nonce, mac), router_nonce, client_nonce
+
+
+def _answer_ok(secret: bytes, answer: bytes, router_nonce: bytes, client_nonce: bytes, role: int, ident: int,
+               router: int) -> bool:
+    magic, mac = _ANSWER.unpack(answer)
+    return magic == MAGIC_ANSWER and hmac.compare_digest(
+        mac, _router_mac(secret, router_nonce, client_nonce, role, ident, router))
+
+
+class _Refused(TransportError):
+    """The router closed the connection before answering: it dropped this client."""
 
 
 def encode_envelope(rnd: int, sender: int, frames: list[bytes]) -> bytes:
@@ -82,6 +175,14 @@ def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
     return bytes(buf)
 
 
+def _check_size(size: int, total: int, what: str) -> None:
+    """A declared frame size (and the envelope's running total) within bounds, before any allocation."""
+    if size > MAX_FRAME_BYTES:
+        raise TransportError(f"frame of {size} bytes (> MAX_FRAME_BYTES = {MAX_FRAME_BYTES}) reading {what}")
+    if total > MAX_ENVELOPE_BYTES:
+        raise TransportError(f"envelope over {MAX_ENVELOPE_BYTES} bytes reading {what}")
+
+
 def _parse_envelope(data, what: str) -> tuple[int, int, int, list[tuple[int, int]]] | None:
     """``(end, round, sender, frame spans)`` of the envelope at the start of ``data`` (bytes or
     bytearray), or None while it is incomplete; TransportError naming ``what`` if it is malformed."""
@@ -99,8 +200,7 @@ def _parse_envelope(data, what: str) -> tuple[int, int, int, list[tuple[int, int
         (size,) = _LEN.unpack_from(data, pos)
         pos += _LEN.size
         total += size
-        if total > MAX_ENVELOPE_BYTES:
-            raise TransportError(f"envelope over {MAX_ENVELOPE_BYTES} bytes reading {what}")
+        _check_size(size, total, what)
         if len(data) < pos + size:
             return None
         spans.append((pos, pos + size))
@@ -134,10 +234,26 @@ def read_envelope(sock: socket.socket, what: str) -> tuple[int, int, list[bytes]
     for _ in range(n):
         (size,) = _LEN.unpack(_recv_exact(sock, _LEN.size, what))
         total += size
-        if total > MAX_ENVELOPE_BYTES:
-            raise TransportError(f"envelope over {MAX_ENVELOPE_BYTES} bytes reading {what}")
+        _check_size(size, total, what)        # before the frame's buffer is allocated
         frames.append(_recv_exact(sock, size, what))
     return rnd, sender, frames
+
+
+def _recv_fixed(sock: socket.socket, n: int, what: str, where: str) -> bytes:
+    """The ``n`` bytes of a handshake message (a client's blocking read): _Refused when the
+    other end closes or resets the connection, TransportError on the socket's timeout."""
+    buf = b""
+    while len(buf) < n:
+        try:
+            got = sock.recv(n - len(buf))
+        except socket.timeout:
+            raise TransportError(f"{where}: timed out waiting for {what}") from None
+        except OSError as e:
+            raise _Refused(f"{where}: connection lost waiting for {what}: {e}") from None
+        if not got:
+            raise _Refused(f"{where}: connection closed waiting for {what}")
+        buf += got
+    return buf
 
 
 def _tune(sock: socket.socket) -> None:
@@ -145,18 +261,56 @@ def _tune(sock: socket.socket) -> None:
 
 
 class CoreLink:
-    """A core's end of its stream to the router."""
+    """A core's end of its stream to the router of node ``router_node``.
 
-    def __init__(self, core_id: int, address: tuple[str, int], timeout_s: float):
+    Connecting authenticates both ways with the run's ``secret`` (module
+    docstring): a router that cannot prove the secret is refused.  A core
+    the router dropped during the handshake (too slow, say) connects again,
+    up to ``_CORE_ATTEMPTS`` times within ``timeout_s``."""
+
+    def __init__(self, core_id: int, address: tuple[str, int], timeout_s: float, *, secret: bytes,
+                 router_node: int = 0):
         self.core_id = core_id
         self.timeout_s = timeout_s
         self.round = 0
+        secret = _check_secret(secret)
+        deadline = time.monotonic() + timeout_s
+        for attempt in range(1, _CORE_ATTEMPTS + 1):
+            try:
+                sock = socket.create_connection(address, timeout=max(deadline - time.monotonic(), 0.001))
+            except OSError as e:
+                raise TransportError(f"core {core_id}: cannot connect to router at {address}: {e}") from None
+            try:
+                _tune(sock)
+                self._authenticate(sock, secret, address, router_node)
+            except _Refused as e:
+                sock.close()
+                if attempt == _CORE_ATTEMPTS or time.monotonic() >= deadline:
+                    raise TransportError(f"{e} ({attempt} attempt(s))") from None
+                time.sleep(0.05)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            break
+        self.sock = sock
+        sock.settimeout(timeout_s)
+
+    def _authenticate(self, sock: socket.socket, secret: bytes, address, router_node: int) -> None:
+        where = f"core {self.core_id}: router at {address}"
+        challenge = _recv_fixed(sock, _CHALLENGE.size, "its challenge", where)
+        hello, router_nonce, client_nonce = _hello(secret, challenge, ROLE_CORE, self.core_id, router_node, where)
         try:
-            self.sock = socket.create_connection(address, timeout=timeout_s)
+            sock.sendall(hello)
         except OSError as e:
-            raise TransportError(f"core {core_id}: cannot connect to router at {address}: {e}") from None
-        _tune(self.sock)
-        self.sock.sendall(encode_envelope(HELLO_ROUND, core_id, []))
+            raise _Refused(f"{where}: connection lost sending the hello: {e}") from None
+        try:
+            answer = _recv_fixed(sock, _ANSWER.size, "its answer", where)
+        except _Refused as e:
+            raise _Refused(f"{e}: the router refused this core") from None
+        if not _answer_ok(secret, answer, router_nonce, client_nonce, ROLE_CORE, self.core_id, router_node):
+            raise TransportError(f"{where} failed authentication: it cannot prove this run's secret "
+                                 f"(not this run's router)")
 
     def exchange(self, frames: list[bytes], step: int) -> list[bytes]:
         """Send this round's frames and wait for the frames routed to this core."""
@@ -213,6 +367,8 @@ class _PeerStream:
             if not data:
                 raise TransportError("connection closed by peer")
             self.buf += data
+            if len(self.buf) > _MAX_BUFFERED:
+                raise TransportError(f"more than {_MAX_BUFFERED} bytes buffered (two whole envelopes)")
             if len(data) < (1 << 20):
                 return
 
@@ -227,6 +383,28 @@ class _PeerStream:
         return rnd, sender, frames
 
 
+class _Pending:
+    """A connection accepted and challenged, whose hello is still coming."""
+
+    __slots__ = ("sock", "peer", "nonce", "deadline", "buf")
+
+    def __init__(self, sock: socket.socket, peer, nonce: bytes, deadline: float):
+        self.sock, self.peer, self.nonce, self.deadline = sock, peer, nonce, deadline
+        self.buf = b""
+
+
+class _Outgoing:
+    """This router's connection to another router, while it authenticates."""
+
+    __slots__ = ("node", "sock", "buf", "router_nonce", "client_nonce")
+
+    def __init__(self, node: int, sock: socket.socket):
+        self.node, self.sock = node, sock
+        self.buf = bytearray()
+        self.router_nonce: bytes | None = None
+        self.client_nonce: bytes | None = None
+
+
 class RouterServer:
     """A router's end: accepts one stream per local core (and per other
     router) and runs the rounds.
@@ -234,6 +412,12 @@ class RouterServer:
     One node (``nodes == 1``): ``route`` maps ``{core: [frames]}`` to
     ``{core: [frames]}`` (a :meth:`spinnray.machine.router.Router.route`) and the
     serving thread starts at once.
+
+    Every connection authenticates first (module docstring) with the run's
+    ``secret``; one that does not is dropped, counted in
+    ``rejected_connections`` (``on_reject(reason)`` is called too) and never
+    disturbs the run.  The listener closes once every local core and every
+    other router is in, or the router fails.
 
     Several nodes: ``route(inbox) -> (state, {node: [frames]})`` is the
     first phase (:meth:`~spinnray.machine.router.Router.route_local`) and
@@ -246,10 +430,15 @@ class RouterServer:
     and every other router must deliver within ``timeout_s``.
     """
 
-    def __init__(self, route, cores: list[int], host: str, timeout_s: float, *, node: int = 0,
-                 nodes: int = 1, finish=None):
+    def __init__(self, route, cores: list[int], host: str, timeout_s: float, *, secret: bytes, node: int = 0,
+                 nodes: int = 1, finish=None, on_reject=None):
         if nodes > 1 and finish is None:
             raise TransportError(f"router {node}: {nodes} nodes need a finish() phase")
+        self.secret = _check_secret(secret)
+        self.auth_timeout_s = min(AUTH_TIMEOUT_S, timeout_s)
+        self.on_reject = on_reject        # called with each reason (under self.lock), e.g. to count it
+        self.rejected_connections = 0
+        self.rejections: list[str] = []   # the first _MAX_NOTES reasons
         self.route = route
         self.finish = finish
         self.cores = sorted(cores)
@@ -308,6 +497,7 @@ class RouterServer:
     def _fail(self, message: str) -> None:
         if self.error is None:            # the first cause is the one worth reporting
             self.error = message
+        self._close_listener()            # cores still connecting fail at once, not after their timeout
         for s in list(self.conns.values()) + list(self.peer_out.values()) + list(self.peer_in.values()):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -315,38 +505,215 @@ class RouterServer:
                 pass
             s.close()
 
-    def _connect_peers(self) -> None:
-        for m in self.peers:
-            addr = self.peer_addresses[m]
-            try:
-                sock = socket.create_connection(addr, timeout=self.timeout_s)
-            except OSError as e:
-                raise TransportError(f"cannot connect to router {m} (node {m}) at {addr}: {e}") from None
-            _tune(sock)
-            sock.settimeout(self.timeout_s)
-            self.peer_out[m] = sock
-            sock.sendall(encode_envelope(PEER_HELLO_ROUND, self.node, []))
+    def _close_listener(self) -> None:
+        try:
+            self.listener.close()
+        except OSError:
+            pass
 
-    def _accept(self) -> None:
-        self.listener.settimeout(None)
-        while len(self.conns) < len(self.cores) or len(self.peer_in) < len(self.peers):
-            sock, _ = self.listener.accept()
-            _tune(sock)
-            sock.settimeout(self.timeout_s)
-            rnd, sender, frames = read_envelope(sock, "a hello")
-            if rnd == PEER_HELLO_ROUND and not frames and sender in self.peers and sender not in self.peer_in:
-                self.peer_in[sender] = sock
-                continue
-            if rnd != HELLO_ROUND or frames or sender not in self.cores or sender in self.conns:
+    def _reject(self, reason: str, peer=None) -> None:
+        """Count a connection dropped before it authenticated; note why (bounded, no attacker bytes)."""
+        where = f" from {peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
+        note = f"{self.name}: rejected a connection{where}: {reason}"[:300]
+        with self.lock:
+            self.rejected_connections += 1
+            if len(self.rejections) < _MAX_NOTES:
+                self.rejections.append(note)
+            if self.on_reject is not None:
+                self.on_reject(note)
+
+    def _setup(self) -> None:
+        """Connect to every other router and accept every local core and other
+        router, all authenticated, then close the listener.
+
+        One selector over the listener, every connection still authenticating
+        (in or out) and the wake-up socket: no single connection is waited for,
+        so a stranger that connects first and says nothing delays no one; it is
+        dropped ``auth_timeout_s`` after its accept, or when the listener closes."""
+        sel = selectors.DefaultSelector()
+        pending: dict[socket.socket, _Pending] = {}
+        outgoing: dict[int, _Outgoing] = {}
+        try:
+            self.listener.setblocking(False)
+            sel.register(self.listener, selectors.EVENT_READ, ("listen", None))
+            sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+            peer_deadline = time.monotonic() + self.timeout_s
+            for m in self.peers:
+                out = outgoing[m] = self._connect_peer(m)
+                sel.register(out.sock, selectors.EVENT_READ, ("out", out))
+            while (len(self.conns) < len(self.cores) or len(self.peer_in) < len(self.peers)
+                   or len(self.peer_out) < len(self.peers)):
+                deadlines = [p.deadline for p in pending.values()]
+                if len(self.peer_out) < len(self.peers):
+                    deadlines.append(peer_deadline)
+                ready = sel.select(max(0.0, min(deadlines) - time.monotonic()) if deadlines else None)
+                if self.closing:
+                    raise TransportError(f"closed while connecting ({self.error or 'close()'})")
+                for key, _ in ready:
+                    kind, item = key.data
+                    if kind == "listen":
+                        self._accept_pending(sel, pending)
+                    elif kind == "in" and item.sock in pending:
+                        self._read_hello(sel, pending, item)
+                    elif kind == "out" and item.node not in self.peer_out:
+                        self._peer_handshake(sel, item)
+                    elif kind == "wake":
+                        try:
+                            self._wake_r.recv(64)
+                        except OSError:
+                            pass
+                now = time.monotonic()
+                for p in [p for p in pending.values() if p.deadline <= now]:
+                    self._drop(sel, pending, p, f"no authentication within {self.auth_timeout_s:g} s")
+                if len(self.peer_out) < len(self.peers) and now >= peer_deadline:
+                    m = min(set(self.peers) - set(self.peer_out))
+                    raise TransportError(f"router {m} (node {m}) at {self.peer_addresses[m]} did not authenticate "
+                                         f"within the timeout of {self.timeout_s} s")
+        finally:
+            # All in (or failed): no later connection is possible.
+            self._close_listener()
+            for p in list(pending.values()):
+                self._drop(None, pending, p, "still unauthenticated when the listener closed")
+            for m, out in outgoing.items():
+                if self.peer_out.get(m) is not out.sock:
+                    out.sock.close()
+            sel.close()
+
+    def _accept_pending(self, sel, pending: dict) -> None:
+        """Accept what is waiting (a bounded batch) and send each its challenge."""
+        for _ in range(64):
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if self.closing:
+                    raise TransportError("closed while connecting") from None
+                time.sleep(0.01)    # e.g. out of file descriptors: the drops above free some
+                self._reject(f"accept failed: {e.strerror or type(e).__name__}")
+                return
+            p = _Pending(sock, peer, secrets.token_bytes(32), time.monotonic() + self.auth_timeout_s)
+            try:
+                sock.setblocking(False)
+                _tune(sock)
+                if sock.send(_CHALLENGE.pack(MAGIC_CHALLENGE, p.nonce)) != _CHALLENGE.size:
+                    raise OSError("the challenge did not fit the send buffer")
+            except OSError as e:
+                self._reject(f"connection lost before the challenge went out ({e.strerror or e})", peer)
                 sock.close()
-                raise TransportError(f"unexpected hello from sender {sender} (round {rnd})")
-            self.conns[sender] = sock
+                continue
+            pending[sock] = p
+            sel.register(sock, selectors.EVENT_READ, ("in", p))
+            if len(pending) > _MAX_PENDING + len(self.cores) + len(self.peers):
+                self._drop(sel, pending, min(pending.values(), key=lambda q: q.deadline),
+                           "too many connections waiting to authenticate (the oldest is dropped)")
+
+    def _drop(self, sel, pending: dict, p: _Pending, reason: str) -> None:
+        pending.pop(p.sock, None)
+        if sel is not None:
+            try:
+                sel.unregister(p.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+        self._reject(reason, p.peer)      # counted before the stranger sees its connection end
+        p.sock.close()
+
+    def _read_hello(self, sel, pending: dict, p: _Pending) -> None:
+        """Take what has arrived of a hello (never more than its 76 bytes); once whole, check it."""
+        try:
+            data = p.sock.recv(_HELLO.size - len(p.buf))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._drop(sel, pending, p, f"connection lost before authenticating ({e.strerror or type(e).__name__})")
+            return
+        if not data:
+            self._drop(sel, pending, p, f"closed after {len(p.buf)} of the {_HELLO.size} bytes of a hello")
+            return
+        p.buf += data
+        if len(p.buf) < _HELLO.size:
+            return
+        magic, role, ident, client_nonce, mac = _HELLO.unpack(p.buf)
+        if magic != MAGIC_HELLO or role not in _ROLE_NAMES:
+            self._drop(sel, pending, p, "malformed hello (not a spinnray hello)")
+            return
+        if not hmac.compare_digest(mac, _client_mac(self.secret, p.nonce, role, ident, self.node)):
+            self._drop(sel, pending, p, f"failed authentication (wrong MAC) claiming {_ROLE_NAMES[role]} {ident}")
+            return
+        # Authentic: from a holder of this run's secret, so one of ours.
+        del pending[p.sock]
+        sel.unregister(p.sock)
+        sock = p.sock
+        if role == ROLE_CORE and (ident not in self.cores or ident in self.conns):
+            sock.close()
+            raise TransportError(f"unexpected hello from sender {ident} (core "
+                                 f"{'already connected' if ident in self.conns else 'not on this router'})")
+        if role == ROLE_ROUTER and (ident not in self.peers or ident in self.peer_in):
+            sock.close()
+            raise TransportError(f"unexpected hello from sender {ident} (router "
+                                 f"{'already connected' if ident in self.peer_in else 'not a peer'})")
+        answer = _ANSWER.pack(MAGIC_ANSWER, _router_mac(self.secret, p.nonce, client_nonce, role, ident, self.node))
+        try:
+            if sock.send(answer) != _ANSWER.size:
+                raise OSError("the answer did not fit the send buffer")
+        except OSError as e:
+            self._reject(f"{_ROLE_NAMES[role]} {ident}: connection lost during authentication "
+                         f"({e.strerror or e})", p.peer)
+            sock.close()
+            return
+        if role == ROLE_CORE:
+            sock.settimeout(self.timeout_s)
+            self.conns[ident] = sock
+        else:
+            self.peer_in[ident] = sock
+
+    def _connect_peer(self, m: int) -> _Outgoing:
+        addr = self.peer_addresses[m]
+        try:
+            sock = socket.create_connection(addr, timeout=self.timeout_s)
+        except OSError as e:
+            raise TransportError(f"cannot connect to router {m} (node {m}) at {addr}: {e}") from None
+        _tune(sock)
+        sock.setblocking(False)
+        return _Outgoing(m, sock)
+
+    def _peer_handshake(self, sel, out: _Outgoing) -> None:
+        """This router as the client of router ``out.node``: read its challenge, send the hello,
+        check its answer.  Any failure fails this router (it cannot run without that peer)."""
+        m = out.node
+        what = f"router {m} (node {m}) at {self.peer_addresses[m]}"
+        try:
+            data = out.sock.recv(_CHALLENGE.size - len(out.buf))      # the answer has the same size
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            raise TransportError(f"lost {what} during authentication: {e}") from None
+        if not data:
+            raise TransportError(f"{what} closed the connection during authentication "
+                                 f"({'before its challenge' if out.router_nonce is None else 'it refused us'})")
+        out.buf += data
+        if len(out.buf) < _CHALLENGE.size:
+            return
+        if out.router_nonce is None:
+            hello, out.router_nonce, out.client_nonce = _hello(self.secret, bytes(out.buf), ROLE_ROUTER, self.node,
+                                                               m, what)
+            out.buf = bytearray()
+            try:
+                out.sock.settimeout(self.timeout_s)
+                out.sock.sendall(hello)
+                out.sock.setblocking(False)
+            except OSError as e:
+                raise TransportError(f"lost {what} sending the hello: {e}") from None
+            return
+        if not _answer_ok(self.secret, bytes(out.buf), out.router_nonce, out.client_nonce, ROLE_ROUTER, self.node, m):
+            raise TransportError(f"{what} failed authentication: it cannot prove this run's secret")
+        sel.unregister(out.sock)
+        out.sock.settimeout(self.timeout_s)
+        self.peer_out[m] = out.sock
 
     def _serve(self) -> None:
         try:
-            if self.peers:
-                self._connect_peers()
-            self._accept()
+            self._setup()
         except (TransportError, OSError) as e:
             self._fail(f"{self.name}: {e}")
             return

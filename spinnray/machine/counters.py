@@ -98,7 +98,10 @@ holds) and ``reasons`` (first notes of dropped or rejected traffic).
 to ``[events, bytes]`` this router delivered from core src's packets to core
 dst, which lives on this router's node; ``peers`` maps a destination node to
 ``[events, bytes]`` forwarded to its router), ``by_link_class`` (this
-router's ``links`` grouped by :data:`LINK_CLASSES`) and ``reasons``.
+router's ``links`` grouped by :data:`LINK_CLASSES`) and ``reasons``.  On the ray
+backend also ``error`` and ``connection_reasons`` (why the first connections in
+``rejected_connections`` were dropped: strangers on the router's port that did
+not authenticate; they never change a run, and are always 0 on ``local``).
 :func:`bytes_by_link_class` groups the links by :data:`LINK_CLASSES`.
 
 ``raster.npz`` (optional) -- the spikes of one sample, written with
@@ -148,7 +151,9 @@ class RouterCounters:
     """What one router took in and multicast out; ``links`` is the traffic
     matrix ``(src core, dst core) -> [events, bytes]`` of what this router
     delivered to its cores; ``forwarded_*`` and ``peers`` what it sent on to
-    other nodes' routers, ``from_routers_*`` what they sent to it."""
+    other nodes' routers, ``from_routers_*`` what they sent to it;
+    ``rejected_connections`` the connections to its TCP port (ray backend)
+    dropped because they did not authenticate."""
 
     packets_in: int = 0
     bytes_in: int = 0
@@ -166,6 +171,7 @@ class RouterCounters:
     from_routers_packets: int = 0  # frames other nodes' routers forwarded to this one
     from_routers_events: int = 0
     from_routers_bytes: int = 0
+    rejected_connections: int = 0  # connections to the router's port dropped before they authenticated
     links: dict = field(default_factory=dict)
     peers: dict = field(default_factory=dict)   # dst node -> [events, bytes] forwarded to it
 
