@@ -63,14 +63,46 @@ def test_bad_values_name_key_value_and_allowed(override, message):
     assert message in str(e.value)
 
 
-def test_every_config_option_is_documented_in_conf():
-    """Each field of the typed sections appears, with a comment, in conf/."""
-    text = (ROOT / "conf" / "config.yaml").read_text() + (ROOT / "conf" / "machine" / "spinnaker2.yaml").read_text()
-    for cls in (MachineConfig, ParallelConfig, ClusterConfig):
+def _documented_keys(path, indent: int = 0) -> dict[str, str]:
+    """Keys at ``indent`` spaces of a conf file and the comment on their line."""
+    out = {}
+    for ln in path.read_text().splitlines():
+        body = ln[indent:]
+        if ln.startswith(" " * indent) and body[:1].isalpha() and ":" in body:
+            out[body.split(":", 1)[0]] = body.split("#", 1)[1].strip() if "#" in body else ""
+    return out
+
+
+def test_every_config_option_is_documented_in_conf_and_every_conf_key_is_an_option():
+    """Each field of every typed section appears, with a comment, in its conf file, and every key of a
+    conf file is a field: the groups machine, parallel, network, data and learning, checkpoint, cluster."""
+    from spinnray.config import CheckpointConfig
+    from spinnray.data.base import dataset_entry
+    from spinnray.model.builders import builder
+    from spinnray.rules import rule
+
+    conf = ROOT / "conf"
+    files = [(MachineConfig, conf / "machine" / "spinnaker2.yaml", 0),
+             (ParallelConfig, conf / "parallel" / "default.yaml", 0)]
+    top = _documented_keys(conf / "config.yaml")
+    for section, cls in (("checkpoint", CheckpointConfig), ("cluster", ClusterConfig)):
+        assert section in top
+    files += [(CheckpointConfig, conf / "config.yaml", 2), (ClusterConfig, conf / "config.yaml", 2)]
+    for p in sorted((conf / "network").glob("*.yaml")):
+        files.append((builder(p.stem).config, p, 0))
+    for p in sorted((conf / "data").glob("*.yaml")):
+        files.append((dataset_entry(p.stem).config, p, 0))
+    for p in sorted((conf / "learning").glob("*.yaml")):
+        files.append((rule(p.stem).config, p, 0))
+    for cls, path, indent in files:
+        keys = _documented_keys(path, indent)
+        names = [name for name, _, _ in describe(cls)]
         for name, _, help_text in describe(cls):
             assert help_text, f"{cls.__name__}.{name} has no help"
-            lines = [ln for ln in text.splitlines() if ln.strip().startswith(f"{name}:")]
-            assert lines and "#" in lines[0], f"{name} is not documented in conf/"
+            assert name in keys and keys[name], f"{cls.__name__}.{name} is not documented in {path.name}"
+        if indent == 0:
+            extra = sorted(set(keys) - set(names) - {"pcm"})
+            assert not extra, f"{path}: keys {extra} are no option of {cls.__name__}"
 
 
 def test_forward_run_writes_metrics(tmp_path):
