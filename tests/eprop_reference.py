@@ -3,7 +3,7 @@
 Written from the equations of the e-prop brief (Bellec et al. 2020 with the
 (1 - alpha), (1 - rho) factors) with explicit Python loops over time, pre and
 post neurons, in float64, and no spinnray numerics: it is the second
-implementation that :mod:`spinnray.rules.bptt.reference` (and the distributed e-prop) are
+implementation that ``bptt_reference`` (and the distributed e-prop) are
 checked against.  Slow on purpose; use tiny networks.
 
 Parameters come as a plain mapping ``p`` with the keys of the network

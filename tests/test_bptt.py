@@ -14,7 +14,7 @@ import eprop_reference as ref
 import numpy as np
 import pytest
 
-from spinnray.rules.bptt.reference import (
+from bptt_reference import (
     ALIFNetConfig,
     DenseBPTTTrainer,
     Weights,

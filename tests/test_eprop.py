@@ -1,7 +1,7 @@
 """Model-parallel e-prop on the emulated cores, against independent references.
 
 * tests/eprop_reference.py: a hand-written e-prop with explicit loops (float64);
-* spinnray.rules.bptt.reference: dense BPTT (equal to e-prop when there is no recurrence);
+* tests/bptt_reference.py: dense BPTT (equal to e-prop when there is no recurrence);
 * the same training on 1, 3 and 12 hidden cores, local and ray: identical weights.
 """
 
@@ -10,7 +10,7 @@ import pytest
 
 import eprop_reference as ref
 from spinnray import ALIF, LI, AnalogSource, MachineConfig, Network, Simulator
-from spinnray.rules.bptt.reference import ALIFNetConfig, Weights, loss_and_grads
+from bptt_reference import ALIFNetConfig, Weights, loss_and_grads
 from spinnray.config import from_dict
 from spinnray.errors import ConfigError, NetworkError
 from spinnray.rules.eprop import TRAINING_STATE, hidden_core_split

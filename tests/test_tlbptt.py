@@ -1,6 +1,6 @@
 """Truncated local BPTT (spinnray.rules.bptt.dense) against independent references.
 
-* spinnray.rules.bptt.reference: the existing dense BPTT of one recurrent ALIF layer (full and truncated);
+* tests/bptt_reference.py: the existing dense BPTT of one recurrent ALIF layer (full and truncated);
 * a hand-written forward loop below (its own code, float64, smooth sigmoid spikes) in which the
   truncation and the block boundaries are made literal by holding the state entering every window
   and the input of every block fixed: central finite differences of its loss are the truncated
@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from spinnray.rules.bptt.reference import ALIFNetConfig, init_weights, loss_and_grads
+from bptt_reference import ALIFNetConfig, init_weights, loss_and_grads
 from spinnray.rules.bptt.dense import (DeepALIF, DeepWeights, DenseTrainer, block_ranges, init_deep_weights,
                                   training_memory_bytes)
 from spinnray.errors import ConfigError, DataError
@@ -401,8 +401,8 @@ def test_small_clip_norm_rescales_each_block_to_exactly_that_norm(weight_decay):
 
 
 def test_one_block_window_T_with_clipping_equals_dense_bptt_trainer():
-    """One layer, one block, window = T: the clipped trainer follows spinnray.rules.bptt.reference's clipped trainer."""
-    from spinnray.rules.bptt.reference import DenseBPTTTrainer, Weights
+    """One layer, one block, window = T: the clipped trainer follows tests/bptt_reference.py's clipped trainer."""
+    from bptt_reference import DenseBPTTTrainer, Weights
 
     cfg = ALIFNetConfig(n_in=5, n_h=7, n_out=3, v_th=0.6, surrogate="multi_gaussian", dtype="float64")
     rng = np.random.default_rng(3)

@@ -15,8 +15,7 @@ from spinnray.errors import ConfigError
 from spinnray.experiments.setup import Run
 from spinnray.experiments.summary import peak_rss_bytes, progress
 from spinnray.machine.counters import SCHEMA_VERSION
-from spinnray.rules.bptt.dense import DeepALIF, DenseTrainer, init_deep_weights
-from spinnray.rules.bptt.reference import ALIFNetConfig, check_clip_norm
+from spinnray.rules.bptt.dense import ALIFNetConfig, DeepALIF, DenseTrainer, check_clip_norm, init_deep_weights
 
 __all__ = ["run_dense"]
 

@@ -2,7 +2,7 @@
 temporally-truncated local BPTT (Guo et al. 2023), the memory baselines of e-prop.
 
 The network (numpy only, no Ray; time-major ``(T, batch, n)``): ``L`` hidden layers of
-``n_h`` recurrent ALIF neurons, each with the dynamics of :mod:`spinnray.rules.bptt.reference` (the same
+``n_h`` recurrent ALIF neurons, each with the dynamics of :mod:`spinnray.rules.eprop` (the pseudo-derivatives of :mod:`spinnray.rules.losses`, the same
 pseudo-derivatives, the same stop-gradient reset)::
 
     a_l[t] = rho a_l[t-1] + (1 - rho) z_l[t-1]
@@ -13,7 +13,8 @@ pseudo-derivatives, the same stop-gradient reset)::
 
 ``F_l`` (pre, n_h) are the feed-forward weights (``F_0`` is ``W_in``), ``R_l`` (n_h, n_h)
 the recurrent weights (zero diagonal).  With one layer this is exactly the network of
-:mod:`spinnray.rules.bptt.reference`.
+the independent single-layer BPTT that the tests check it against
+(``tests/bptt_reference.py``).
 
 Local blocks.  The layers are grouped into blocks of ``block_size`` consecutive layers
 (the last block may be smaller).  Every block ``b`` has its own leaky readout on its top
@@ -27,7 +28,7 @@ block below is a constant (no gradient crosses a block boundary).  One block = e
 Temporal truncation.  The sequence is cut into windows ``[0, K), [K, 2K), ...`` of
 ``window = K`` steps.  The forward state flows across window boundaries; no adjoint does
 (the state entering a window is a constant).  This is the truncation of
-:func:`spinnray.rules.bptt.reference.loss_and_grads` (``truncation=K``), whose backward recursions
+the single-layer BPTT of the tests (``truncation=K``), whose backward recursions
 (``gz``, ``dv``, ``da``, ``dy``) are used block by block here, extended to the layer below
 within a block: ``gz_l[t] += (1 - alpha) dv_{l+1}[t] @ F_{l+1}^T``.  ``K >= T`` and one block
 is full BPTT.
@@ -57,7 +58,7 @@ forward passes instead of one.  Numpy temporaries of one step are not counted.
 
 Gradient clipping (``clip_norm = c``, ``learning.clip_norm``) is per local block: before Adam,
 the matrices of block ``b`` (its ``F_l``, ``R_l`` and ``O_b``) are rescaled together to a global
-L2 norm of at most ``c`` (:func:`spinnray.rules.bptt.reference.clip_by_norm`), each block on its own.  Why per
+L2 norm of at most ``c`` (:func:`clip_by_norm`), each block on its own.  Why per
 block: block ``b``'s gradient is that of its own loss ``L_b`` only, so a per-block norm keeps
 every block's update a function of its own loss and window (blocks stay local: they need not
 exchange a norm), and a block whose gradient explodes does not shrink the step of a healthy
@@ -70,10 +71,13 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from spinnray.rules.bptt.reference import ALIFNetConfig, check_clip_norm, clip_by_norm, softmax_cross_entropy, spike_and_pseudo_derivative
+from spinnray.checks import check_int, check_real
+from spinnray.config import from_dict, opt
+from spinnray.rules.losses import SURROGATES, SurrogateSpec, softmax_cross_entropy, spike_and_pseudo_derivative
 from spinnray.errors import ConfigError, DataError
 from spinnray.rules.optim import Adam
 
@@ -83,17 +87,142 @@ __all__ = ["DeepWeights", "init_deep_weights", "block_ranges", "Workspace", "Dee
            "DenseTrainer"]
 
 
-def _check_int(name: str, value, lo: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
-        raise ConfigError(f"{name} = {value!r}: expected an integer >= {lo}")
-    return int(value)
+_DEFAULT_GAMMA = {"triangle": 0.3, "multi_gaussian": 0.5, "sigmoid": None}
+
+
+@dataclass(frozen=True)
+class ALIFNetConfig:
+    """A recurrent ALIF network with a leaky-integrator readout.
+
+    Defaults are the keyword-spotting network of Rostami et al. 2022
+    (80-120-12, tau_m 5 ms, tau_a 150 ms, beta 0.184, threshold 1.6,
+    tau_out 10 ms, multi-Gaussian pseudo-derivative).  Building it with an
+    invalid value raises :class:`ConfigError` naming the field.
+    """
+
+    n_in: int = opt(80, "input channels", min=1)
+    n_h: int = opt(120, "hidden ALIF neurons (recurrent, no self-connections)", min=1)
+    n_out: int = opt(12, "readout neurons = classes", min=2)
+    tau_m_ms: float = opt(5.0, "membrane time constant (ms)")
+    tau_a_ms: float = opt(150.0, "adaptation time constant (ms)")
+    beta: float = opt(0.184, "adaptation strength (threshold units per unit of a)", min=0.0)
+    v_th: float = opt(1.6, "baseline threshold")
+    tau_out_ms: float = opt(10.0, "readout time constant (ms)")
+    dt_ms: float = opt(1.0, "ms per step")
+    surrogate: str = opt("multi_gaussian", "pseudo-derivative: triangle, multi_gaussian or sigmoid (smooth test mode)",
+                         choices=SURROGATES)
+    gamma: float | None = opt(None, "pseudo-derivative height; null = 0.3 (triangle) or 0.5 (multi_gaussian)")
+    mg_lens: float = opt(0.5, "multi-Gaussian: width of the central Gaussian (in units of h)")
+    mg_scale: float = opt(6.0, "multi-Gaussian: width factor of the two side Gaussians")
+    mg_height: float = opt(0.15, "multi-Gaussian: weight of the two side Gaussians", min=0.0)
+    steepness: float = opt(5.0, "sigmoid mode: z = sigmoid(steepness h)")
+    loss_window: int | None = opt(None, "T_w: the logits average the last T_w steps; null = all T steps", min=1)
+    dtype: str = opt("float64", "arithmetic of weights, state and gradients", choices=("float32", "float64"))
+
+    def __post_init__(self):
+        for name in ("n_in", "n_h"):
+            check_int(name, getattr(self, name), 1)
+        check_int("n_out", self.n_out, 2)
+        for name in ("tau_m_ms", "tau_a_ms", "tau_out_ms", "dt_ms", "v_th", "mg_lens", "mg_scale", "steepness"):
+            check_real(name, getattr(self, name), 0.0, strict=True)
+        check_real("beta", self.beta, 0.0)
+        check_real("mg_height", self.mg_height, 0.0)
+        if self.surrogate not in SURROGATES:
+            raise ConfigError(f"surrogate = {self.surrogate!r}: expected one of {list(SURROGATES)}")
+        if self.gamma is not None:
+            check_real("gamma", self.gamma, 0.0, strict=True)
+        if self.loss_window is not None:
+            check_int("loss_window", self.loss_window, 1)
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype = {self.dtype!r}: expected 'float32' or 'float64'")
+
+    @classmethod
+    def from_dict(cls, data, prefix: str = "network") -> "ALIFNetConfig":
+        """Build from a mapping (a Hydra section), refusing unknown keys and wrong types."""
+        return from_dict(cls, data, prefix)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def gamma_value(self) -> float | None:
+        """``gamma``, or the surrogate's default when it is null."""
+        return _DEFAULT_GAMMA[self.surrogate] if self.gamma is None else self.gamma
+
+    @property
+    def surrogate_spec(self) -> SurrogateSpec:
+        return SurrogateSpec(self.surrogate, self.gamma_value, self.mg_lens, self.mg_scale, self.mg_height,
+                             self.steepness)
+
+    def decays(self) -> tuple[float, float, float]:
+        """``(alpha, rho, kappa)`` for one step of ``dt_ms``."""
+        return (math.exp(-self.dt_ms / self.tau_m_ms), math.exp(-self.dt_ms / self.tau_a_ms),
+                math.exp(-self.dt_ms / self.tau_out_ms))
+
+    def window(self, steps: int) -> int:
+        """T_w for a sequence of ``steps`` steps; raises ConfigError if it does not fit."""
+        if self.loss_window is None:
+            return steps
+        if self.loss_window > steps:
+            raise ConfigError(f"loss_window = {self.loss_window}: exceeds the sequence length T = {steps}; "
+                              f"expected 1 <= loss_window <= T")
+        return self.loss_window
+
+    @property
+    def n_weights(self) -> int:
+        """Trainable weights: n_in n_h + n_h (n_h - 1) + n_h n_out (the W_rec diagonal is absent)."""
+        return self.n_in * self.n_h + self.n_h * (self.n_h - 1) + self.n_h * self.n_out
+
+
+
+
+def check_clip_norm(value, name: str = "clip_norm") -> float | None:
+    """``value`` as a float if it is a finite number > 0, None if it is None (no clipping);
+    anything else raises ConfigError naming ``name``."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) \
+            or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} = {value!r}: expected a finite number > 0, or null for no clipping")
+    return float(value)
+
+
+def gradient_norm(arrays) -> float:
+    """Global L2 norm ``sqrt(sum over every array of the sum of its squared entries)``,
+    accumulated in float64 whatever the arrays' dtype."""
+    total = 0.0
+    for a in arrays:
+        flat = np.asarray(a, dtype=np.float64).ravel()
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def clip_by_norm(arrays, max_norm: float | None) -> tuple[float, bool]:
+    """Rescale ``arrays`` in place to a global L2 norm of at most ``max_norm``.
+
+    With ``n = gradient_norm(arrays)``: if ``n > max_norm`` every array is multiplied by
+    ``max_norm / n`` (same direction, norm ``max_norm`` up to rounding); otherwise, or when
+    ``max_norm`` is None, or when ``n`` is not finite (a diverged gradient is not hidden),
+    the arrays are left untouched, bit for bit.  Returns ``(n, clipped)``, ``n`` the norm
+    before clipping.  Raises ConfigError on a bad ``max_norm`` (:func:`check_clip_norm`).
+    """
+    max_norm = check_clip_norm(max_norm)
+    arrays = list(arrays)
+    n = gradient_norm(arrays)
+    if max_norm is None or not math.isfinite(n) or n <= max_norm:
+        return n, False
+    scale = max_norm / n
+    for a in arrays:
+        a *= scale
+    return n, True
 
 
 def block_ranges(layers: int, block_size: int | None) -> list[tuple[int, int]]:
     """Layer ranges ``[lo, hi)`` of the blocks: ``block_size`` layers each, the last one
     possibly smaller; None = one block of all layers.  Raises ConfigError on bad values."""
-    _check_int("layers", layers, 1)
-    bs = layers if block_size is None else _check_int("block_size", block_size, 1)
+    check_int("layers", layers, 1)
+    bs = layers if block_size is None else check_int("block_size", block_size, 1)
     return [(lo, min(lo + bs, layers)) for lo in range(0, layers, bs)]
 
 
@@ -131,7 +260,7 @@ def init_deep_weights(cfg: ALIFNetConfig, layers: int, block_size: int | None, r
     ``F_0`` (in_scale), ``R_0`` (rec_scale; zeros without ``recurrent``, diagonal 0), the output
     readout ``O_last`` (out_scale), then for ``l >= 1``: ``F_l`` (ff_scale), ``R_l``; then the
     auxiliary readouts ``O_0 ..`` (out_scale).  With one layer and ``rng = default_rng(seed)``
-    this equals :func:`spinnray.rules.bptt.reference.init_weights`; with ``rng = default_rng([seed, 5])`` the
+    this equals the test oracle's ``init_weights``; with ``rng = default_rng([seed, 5])`` the
     initial weights of :func:`spinnray.experiments.eprop.build_eprop_network`.
     """
     nb = len(block_ranges(layers, block_size))
@@ -196,7 +325,7 @@ class DeepALIF:
 
     Args:
         cfg: neuron constants, sizes (``n_h`` = width of every layer), surrogate, loss window
-            and dtype (:class:`spinnray.rules.bptt.reference.ALIFNetConfig`).
+            and dtype (:class:`ALIFNetConfig`).
         layers: hidden layers L >= 1.
         block_size: layers per local block (None = one block: end-to-end).
         window: truncation window K in steps (None = the whole sequence: no truncation).
@@ -210,12 +339,13 @@ class DeepALIF:
         if not isinstance(cfg, ALIFNetConfig):
             raise ConfigError(f"cfg = {cfg!r}: expected an ALIFNetConfig")
         self.cfg = cfg
-        self.layers = _check_int("layers", layers, 1)
+        self.layers = check_int("layers", layers, 1)
         self.blocks = block_ranges(layers, block_size)
         self.block_size = max(hi - lo for lo, hi in self.blocks)
-        self.window = None if window is None else _check_int("window", window, 1)
+        self.window = None if window is None else check_int("window", window, 1)
         self.recurrent = bool(recurrent)
         self.alpha, self.rho, self.kappa = cfg.decays()
+        self.surrogate = cfg.surrogate_spec
         #: bytes by category of the workspace of the last :meth:`loss_and_grads`
         self.last_memory: dict[str, int] = {}
 
@@ -261,7 +391,7 @@ class DeepALIF:
         ws.a[l] = rho * ws.a[l] + (1.0 - rho) * zp
         thr = cfg.v_th + cfg.beta * ws.a[l]
         ws.v[l] = alpha * ws.v[l] + (1.0 - alpha) * (inp @ w.ff[l] + zp @ w.rec[l]) - zp * thr
-        return spike_and_pseudo_derivative(cfg, (ws.v[l] - thr) / cfg.v_th)
+        return spike_and_pseudo_derivative((ws.v[l] - thr) / cfg.v_th, self.surrogate, cfg.v_th)
 
     def _readout_step(self, b: int, t: int, w: DeepWeights, ws: Workspace, z_top_prev, steps: int, t_w: int):
         k = self.kappa
@@ -365,7 +495,9 @@ class DeepALIF:
         logits = None
 
         def set_error(b, lg):
-            losses[b], d = softmax_cross_entropy(lg, labels)
+            loss, d = softmax_cross_entropy(lg, labels)
+            losses[b] = float(loss.mean())
+            d[np.arange(len(labels)), labels] -= 1.0          # softmax - onehot
             ws.err[b] = d / (t_w * batch)
 
         if n_loss_windows > 1:               # pass 1: the errors, before any window's backward
@@ -401,8 +533,8 @@ def training_memory_bytes(cfg: ALIFNetConfig, layers: int, steps: int, batch: in
     """Bytes one update holds (module docstring): the :class:`Workspace` by category plus
     ``weights``, ``gradients`` and ``optimizer`` (two Adam moments), ``total`` their sum.
     Constant in ``steps`` once ``steps >= window``."""
-    _check_int("steps", steps, 1)
-    _check_int("batch", batch, 1)
+    check_int("steps", steps, 1)
+    check_int("batch", batch, 1)
     net = DeepALIF(cfg, layers, block_size=block_size, window=window)
     w = init_deep_weights(cfg, layers, block_size, np.random.default_rng(0))
     out = {"weights": w.nbytes, "gradients": w.nbytes, "optimizer": 2 * w.nbytes,
@@ -442,11 +574,11 @@ class DenseTrainer:
             norms.append(n)
             self.clipped += clipped
         self.grad_norms.append(norms)
-        for opt, w, gr in zip(self.opts, self.weights.arrays(), g.arrays()):
-            opt.lr = self.lr
+        for adam, w, gr in zip(self.opts, self.weights.arrays(), g.arrays()):
+            adam.lr = self.lr
             if self.weight_decay:
                 gr = gr + self.weight_decay * w
-            opt.step(w, gr)
+            adam.step(w, gr)
         for r in self.weights.rec:
             np.fill_diagonal(r, 0.0)
         return losses[-1], logits[-1]
@@ -462,7 +594,7 @@ class DenseTrainer:
             self.spikes.append(np.sum(counts, axis=0) if counts else np.zeros(self.net.layers))
             yb = np.asarray(y[first:first + batch])
             correct += int((lg.argmax(axis=1) == yb).sum())
-            loss += softmax_cross_entropy(lg.astype(np.float64), yb)[0] * len(yb)
+            loss += float(softmax_cross_entropy(lg.astype(np.float64), yb)[0].mean()) * len(yb)
         return correct / len(y), loss / len(y)
 
     def memory(self, steps: int, batch: int) -> dict[str, int]:

@@ -1,12 +1,40 @@
 """e-prop (Bellec et al. 2020; Rostami et al. 2022 on SpiNNaker2): model-parallel online learning
 of recurrent ALIF networks with eligibility traces on the cores and learning signals through the
-routers.
+routers.  :mod:`~spinnray.rules.eprop.core` holds the hidden and readout cores (and their memory
+models); this module registers the rule: its ``learning.*`` config, the cores of a recurrent ALIF
+network (``network.name = recurrent_alif``), and its metrics.
 
-:mod:`~spinnray.rules.eprop.numerics` holds the pseudo-derivatives and the readout loss,
-:mod:`~spinnray.rules.eprop.core` the hidden and readout cores (and their memory models).  This
-module registers the rule: its ``learning.*`` config, the cores of a recurrent ALIF network
-(``network.name = recurrent_alif``: the hidden populations learn with eligibility traces, the
-readout sends the learning signals), and its metrics.
+The network (Bellec et al. 2020; Rostami et al. 2022 on SpiNNaker2), one
+step ``t`` of ``dt``; weights indexed (pre, post)::
+
+    a[t] = rho a[t-1] + (1 - rho) z[t-1]                       hidden ALIF
+    A[t] = v_th + beta a[t]
+    v[t] = alpha v[t-1] + (1 - alpha) (x[t] W_in + z[t-1] W_rec) - z[t-1] A[t]
+    z[t] = H(v[t] - A[t])
+    y[t] = kappa y[t-1] + (1 - kappa) z[t-1] W_out            LI readout (one-step router delay)
+    logits = mean of y[t] over the loss window [T - T_w, T);  loss = CE(softmax(logits), label)
+
+``psi[t]`` is the pseudo-derivative dz/dv, a function of ``h = (v - A)/v_th``
+(:func:`spinnray.rules.losses.pseudo_derivative`).  The reset term ``z[t-1] A[t]`` is a constant
+for every gradient (as in Bellec et al.).
+
+e-prop, for pre input ``i`` of post neuron ``j`` (``pre_i[t]`` is ``x_i[t]``
+or ``z_i[t-d]``)::
+
+    eps_v_i[t]  = alpha eps_v_i[t-1] + (1 - alpha) pre_i[t]        one per pre neuron
+    e_ij[t-1]   = psi_j[t-1] (eps_v_i[t-1] - beta eps_a_ij[t-1])     eligibility trace
+    eps_a_ij[t] = rho eps_a_ij[t-1] + (1 - rho) e_ij[t-1]
+    ebar_ij[t]  = kappa ebar_ij[t-1] + (1 - kappa) e_ij[t-1]         readout-filtered trace
+    acc_ij     += ebar_ij[t]   for t in the loss window
+    err_k       = (softmax(logits) - onehot(label))_k / (T_w B)      at the end of the sample
+    L_j         = sum_k B_jk err_k   (B = W_out: symmetric; or fixed random)
+    dW_ij       = sum over samples of L_j acc_ij
+
+The readout's own gradient is exact: ``dW_out[j, k] = sum_b err_k sum_window
+zbar_j`` with ``zbar`` the kappa-filtered input spikes.  Because the loss
+depends on the time-averaged logits, ``L_j`` is one number per sample: the
+readout core sends it once, at the end of the sample, as one error event
+per hidden neuron (float payload) through the router.
 """
 
 from __future__ import annotations
@@ -19,12 +47,15 @@ from spinnray.mapping import Learning
 from spinnray.model.builders import hidden_populations
 from spinnray.model.network import Network
 from spinnray.rules.eprop.core import EPropHiddenSpec, EPropReadoutSpec
-from spinnray.rules.eprop.numerics import SURROGATES, SurrogateSpec
+from spinnray.rules.losses import SurrogateSpec
 from spinnray.rules.learning import weight_store_options
 from spinnray.rules.optim import AdamSpec
 from spinnray.rules.registry import Rule, register
 
-__all__ = ["EPropConfig", "learning", "hidden_core_split", "RULE", "TRAINING_STATE"]
+__all__ = ["EPropConfig", "learning", "hidden_core_split", "RULE", "TRAINING_STATE", "SURROGATES"]
+
+#: the pseudo-derivatives e-prop offers (:mod:`spinnray.rules.losses`)
+SURROGATES = ("triangle", "multi_gaussian")
 
 #: memory categories that make up the training state (the paper's 680 KB)
 TRAINING_STATE = ("weights", "weight_accumulator", "gradients", "optimizer", "traces", "learning_signal", "feedback")

@@ -9,7 +9,7 @@ signals ``L_j`` as error events (float payload), one per hidden neuron and
 sample, through the router to the cores that own those neurons.  Weights never
 leave their core: each applies Adam to its own slice.
 
-The equations are in :mod:`spinnray.rules.eprop.numerics`.  A hidden core is built from an
+The equations are in :mod:`spinnray.rules.eprop`.  A hidden core is built from an
 :class:`EPropHiddenSpec`, the readout core from an :class:`EPropReadoutSpec`; their
 ``memory(shape)`` is the one memory model of each (the mapping's budget check and the
 cores' own reports).
@@ -19,7 +19,7 @@ with ``P`` pre neurons over all incoming projections and batch ``B``:
 weights, gradients, two Adam moments (``4 P n``), ``eps_v`` (``B P``) and
 two per-synapse traces ``d`` and ``acc`` (``2 B P n``; ``d`` only for ALIF,
 beta > 0).  ``d = eps_v - beta eps_a`` (so that ``e = psi d``) obeys its own
-recurrence, exact algebra on the equations of :mod:`spinnray.rules.eprop.numerics`::
+recurrence, exact algebra on the equations of :mod:`spinnray.rules.eprop`::
 
     d_ij[t] = (rho - beta (1 - rho) psi_j[t-1]) d_ij[t-1] + (eps_v_i[t] - rho eps_v_i[t-1])
 
@@ -70,7 +70,7 @@ import numpy as np
 from spinnray.errors import NetworkError, SpinnrayError
 from spinnray.machine.core import CoreShape, CoreSpec, forward_memory
 from spinnray.model.neurons import ALIF, LI
-from spinnray.rules.eprop.numerics import SurrogateSpec, pseudo_derivative, softmax_cross_entropy
+from spinnray.rules.losses import SurrogateSpec, pseudo_derivative, softmax_cross_entropy
 from spinnray.rules.learning import LearningCore, WeightStoreSpec, learning_memory
 from spinnray.rules.optim import AdamSpec
 

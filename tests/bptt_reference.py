@@ -1,4 +1,5 @@
-"""Dense single-process BPTT of a recurrent ALIF network (numpy only, no Ray).
+"""The test oracle of the BPTT gradients: a dense single-process BPTT of one recurrent ALIF layer
+(numpy only), written out independently of :mod:`spinnray.rules.bptt.dense`.
 
 This is the full-BPTT baseline against which model-parallel e-prop is
 measured: the same discrete network, its exact gradient by hand-derived
@@ -74,13 +75,13 @@ below 2).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from spinnray.config import from_dict, opt
 from spinnray.errors import ConfigError, DataError
+from spinnray.checks import check_int, check_real
+from spinnray.rules.bptt.dense import ALIFNetConfig, check_clip_norm, clip_by_norm, gradient_norm
 from spinnray.rules.optim import Adam as _ArrayAdam
 
 __all__ = [
@@ -88,101 +89,6 @@ __all__ = [
     "softmax_cross_entropy", "loss_and_grads", "training_memory_bytes", "Adam", "DenseBPTTTrainer",
     "gradient_norm", "clip_by_norm", "check_clip_norm",
 ]
-
-SURROGATES = ("triangle", "multi_gaussian", "sigmoid")
-_DEFAULT_GAMMA = {"triangle": 0.3, "multi_gaussian": 0.5, "sigmoid": None}
-
-
-def _check_positive(name: str, value, allow_zero: bool = False) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} = {value!r}: expected a finite number {'>= 0' if allow_zero else '> 0'}")
-
-
-def _check_int(name: str, value, lo: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
-        raise ConfigError(f"{name} = {value!r}: expected an integer >= {lo}")
-
-
-@dataclass(frozen=True)
-class ALIFNetConfig:
-    """A recurrent ALIF network with a leaky-integrator readout.
-
-    Defaults are the keyword-spotting network of Rostami et al. 2022
-    (80-120-12, tau_m 5 ms, tau_a 150 ms, beta 0.184, threshold 1.6,
-    tau_out 10 ms, multi-Gaussian pseudo-derivative).  Building it with an
-    invalid value raises :class:`ConfigError` naming the field.
-    """
-
-    n_in: int = opt(80, "input channels", min=1)
-    n_h: int = opt(120, "hidden ALIF neurons (recurrent, no self-connections)", min=1)
-    n_out: int = opt(12, "readout neurons = classes", min=2)
-    tau_m_ms: float = opt(5.0, "membrane time constant (ms)")
-    tau_a_ms: float = opt(150.0, "adaptation time constant (ms)")
-    beta: float = opt(0.184, "adaptation strength (threshold units per unit of a)", min=0.0)
-    v_th: float = opt(1.6, "baseline threshold")
-    tau_out_ms: float = opt(10.0, "readout time constant (ms)")
-    dt_ms: float = opt(1.0, "ms per step")
-    surrogate: str = opt("multi_gaussian", "pseudo-derivative: triangle, multi_gaussian or sigmoid (smooth test mode)",
-                         choices=SURROGATES)
-    gamma: float | None = opt(None, "pseudo-derivative height; null = 0.3 (triangle) or 0.5 (multi_gaussian)")
-    mg_lens: float = opt(0.5, "multi-Gaussian: width of the central Gaussian (in units of h)")
-    mg_scale: float = opt(6.0, "multi-Gaussian: width factor of the two side Gaussians")
-    mg_height: float = opt(0.15, "multi-Gaussian: weight of the two side Gaussians", min=0.0)
-    steepness: float = opt(5.0, "sigmoid mode: z = sigmoid(steepness h)")
-    loss_window: int | None = opt(None, "T_w: the logits average the last T_w steps; null = all T steps", min=1)
-    dtype: str = opt("float64", "arithmetic of weights, state and gradients", choices=("float32", "float64"))
-
-    def __post_init__(self):
-        for name in ("n_in", "n_h"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("n_out", self.n_out, 2)
-        for name in ("tau_m_ms", "tau_a_ms", "tau_out_ms", "dt_ms", "v_th", "mg_lens", "mg_scale", "steepness"):
-            _check_positive(name, getattr(self, name))
-        _check_positive("beta", self.beta, allow_zero=True)
-        _check_positive("mg_height", self.mg_height, allow_zero=True)
-        if self.surrogate not in SURROGATES:
-            raise ConfigError(f"surrogate = {self.surrogate!r}: expected one of {list(SURROGATES)}")
-        if self.gamma is not None:
-            _check_positive("gamma", self.gamma)
-        if self.loss_window is not None:
-            _check_int("loss_window", self.loss_window, 1)
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"dtype = {self.dtype!r}: expected 'float32' or 'float64'")
-
-    @classmethod
-    def from_dict(cls, data, prefix: str = "network") -> "ALIFNetConfig":
-        """Build from a mapping (a Hydra section), refusing unknown keys and wrong types."""
-        return from_dict(cls, data, prefix)
-
-    @property
-    def np_dtype(self) -> np.dtype:
-        return np.dtype(self.dtype)
-
-    @property
-    def gamma_value(self) -> float | None:
-        """``gamma``, or the surrogate's default when it is null."""
-        return _DEFAULT_GAMMA[self.surrogate] if self.gamma is None else self.gamma
-
-    def decays(self) -> tuple[float, float, float]:
-        """``(alpha, rho, kappa)`` for one step of ``dt_ms``."""
-        return (math.exp(-self.dt_ms / self.tau_m_ms), math.exp(-self.dt_ms / self.tau_a_ms),
-                math.exp(-self.dt_ms / self.tau_out_ms))
-
-    def window(self, steps: int) -> int:
-        """T_w for a sequence of ``steps`` steps; raises ConfigError if it does not fit."""
-        if self.loss_window is None:
-            return steps
-        if self.loss_window > steps:
-            raise ConfigError(f"loss_window = {self.loss_window}: exceeds the sequence length T = {steps}; "
-                              f"expected 1 <= loss_window <= T")
-        return self.loss_window
-
-    @property
-    def n_weights(self) -> int:
-        """Trainable weights: n_in n_h + n_h (n_h - 1) + n_h n_out (the W_rec diagonal is absent)."""
-        return self.n_in * self.n_h + self.n_h * (self.n_h - 1) + self.n_h * self.n_out
-
 
 class Weights(NamedTuple):
     """The three weight matrices, ``(pre, post)``; gradients use the same type."""
@@ -232,7 +138,7 @@ def init_weights(cfg: ALIFNetConfig, seed: int = 0, gain_in: float = 1.0, gain_r
     this function so both start from the same weights.
     """
     for name, g in (("gain_in", gain_in), ("gain_rec", gain_rec), ("gain_out", gain_out)):
-        _check_positive(name, g, allow_zero=True)
+        check_real(name, g, 0.0)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed = {seed!r}: expected an integer >= 0")
     rng = np.random.default_rng(seed)
@@ -377,7 +283,7 @@ def loss_and_grads(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, labels: 
     ``truncation`` or ``loss_window``.
     """
     if truncation is not None:
-        _check_int("truncation", truncation, 1)
+        check_int("truncation", truncation, 1)
     steps, batch = _check_inputs(cfg, weights, x)
     labels = _check_labels(cfg, labels, batch)
     dt = cfg.np_dtype
@@ -439,8 +345,8 @@ def training_memory_bytes(cfg: ALIFNetConfig, steps: int, batch: int = 1) -> dic
     ``per_step`` = bytes added by one more step, ``total`` the sum.  Not
     counted: Python objects and the loss window's running sum.
     """
-    _check_int("steps", steps, 1)
-    _check_int("batch", batch, 1)
+    check_int("steps", steps, 1)
+    check_int("batch", batch, 1)
     w = _empty_weights(cfg)
     adam = Adam(w, lr=1e-3)
     rec = _allocate_record(cfg, steps, batch, full=False)
@@ -459,47 +365,6 @@ def training_memory_bytes(cfg: ALIFNetConfig, steps: int, batch: int = 1) -> dic
     return out
 
 
-def check_clip_norm(value, name: str = "clip_norm") -> float | None:
-    """``value`` as a float if it is a finite number > 0, None if it is None (no clipping);
-    anything else raises ConfigError naming ``name``."""
-    if value is None:
-        return None
-    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) \
-            or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} = {value!r}: expected a finite number > 0, or null for no clipping")
-    return float(value)
-
-
-def gradient_norm(arrays) -> float:
-    """Global L2 norm ``sqrt(sum over every array of the sum of its squared entries)``,
-    accumulated in float64 whatever the arrays' dtype."""
-    total = 0.0
-    for a in arrays:
-        flat = np.asarray(a, dtype=np.float64).ravel()
-        total += float(np.dot(flat, flat))
-    return math.sqrt(total)
-
-
-def clip_by_norm(arrays, max_norm: float | None) -> tuple[float, bool]:
-    """Rescale ``arrays`` in place to a global L2 norm of at most ``max_norm``.
-
-    With ``n = gradient_norm(arrays)``: if ``n > max_norm`` every array is multiplied by
-    ``max_norm / n`` (same direction, norm ``max_norm`` up to rounding); otherwise, or when
-    ``max_norm`` is None, or when ``n`` is not finite (a diverged gradient is not hidden),
-    the arrays are left untouched, bit for bit.  Returns ``(n, clipped)``, ``n`` the norm
-    before clipping.  Raises ConfigError on a bad ``max_norm`` (:func:`check_clip_norm`).
-    """
-    max_norm = check_clip_norm(max_norm)
-    arrays = list(arrays)
-    n = gradient_norm(arrays)
-    if max_norm is None or not math.isfinite(n) or n <= max_norm:
-        return n, False
-    scale = max_norm / n
-    for a in arrays:
-        a *= scale
-    return n, True
-
-
 class Adam:
     """Adam over a :class:`Weights` triple (bias-corrected, eps outside the sqrt).
 
@@ -510,8 +375,8 @@ class Adam:
 
     def __init__(self, weights: Weights, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-5):
-        _check_positive("lr", lr)
-        _check_positive("eps", eps)
+        check_real("lr", lr, 0.0, strict=True)
+        check_real("eps", eps, 0.0, strict=True)
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not isinstance(b, (int, float)) or not 0.0 <= b < 1.0:
                 raise ConfigError(f"{name} = {b!r}: expected a number in [0, 1)")
@@ -523,7 +388,7 @@ class Adam:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        _check_positive("lr", value)
+        check_real("lr", value, 0.0, strict=True)
         for o in self._opts:
             o.lr = value
 
@@ -553,7 +418,7 @@ class DenseBPTTTrainer:
                  lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-5,
                  truncation: int | None = None, clip_norm: float | None = None):
         if truncation is not None:
-            _check_int("truncation", truncation, 1)
+            check_int("truncation", truncation, 1)
         self.clip_norm = check_clip_norm(clip_norm)
         self.last_grad_norm = 0.0
         self.clipped = 0
@@ -578,8 +443,8 @@ class DenseBPTTTrainer:
 
     def fit(self, x: np.ndarray, labels: np.ndarray, *, epochs: int = 1, batch_size: int = 32) -> list[float]:
         """``epochs`` passes over shuffled mini-batches (order from ``seed``); mean loss per epoch."""
-        _check_int("epochs", epochs, 1)
-        _check_int("batch_size", batch_size, 1)
+        check_int("epochs", epochs, 1)
+        check_int("batch_size", batch_size, 1)
         n = np.shape(x)[1] if np.ndim(x) == 3 else -1
         labels = np.asarray(labels)
         if n < 1 or labels.shape != (n,):
