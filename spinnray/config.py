@@ -16,8 +16,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from spinnray.checks import check_real
 from spinnray.errors import ConfigError
-from spinnray.machine.quant import BITS, ROUNDINGS, SYNAPSES, TRANSFERS, PCMParams
 
 __all__ = ["MachineConfig", "ParallelConfig", "ClusterConfig", "RunConfig", "from_dict", "opt", "describe"]
 
@@ -128,6 +130,113 @@ def describe(cls) -> list[tuple[str, Any, str]]:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         out.append((f.name, default, f.metadata.get("help", "")))
     return out
+
+
+#: the weight options of the learning cores (:mod:`spinnray.machine.quant`)
+BITS = (32, 16, 8, 4, 2)
+ROUNDINGS = ("nearest", "stochastic")
+TRANSFERS = ("round", "threshold")
+SYNAPSES = ("ideal", "pcm")
+
+# g_max (uS) at which the program-and-verify polynomial was fitted (Joshi et al. 2020; aihwkit)
+_PV_G_REF_US = 25.0
+
+
+@dataclass(frozen=True)
+class PCMParams:
+    """Parameters of the PCM synapse model. Every default is sourced in its ``help``.
+
+    Sources: [N18] Nandakumar et al., "A phase-change memory model for neuromorphic computing",
+    J. Appl. Phys. 124, 152135 (2018), with constants as coded in Demirag et al.'s SRNN-PCM
+    (github YigitDemirag/srnn-pcm, xbar.py). [D21] Demirag, Frenkel, Payvand, Indiveri 2021
+    (arXiv 2108.01804), same code. [J20] Nandakumar et al. ICECS 2019 and Joshi et al.,
+    Nat. Commun. 11:2473 (2020), the fits in IBM aihwkit's ``PCMLikeNoiseModel``.
+
+    Raises:
+        ConfigError: naming the field (``PCMParams.<field>``), its value and what is allowed.
+    """
+
+    g_max_us: float = opt(25.0, "largest conductance of one device, uS [J20: g_max = 25 uS]")
+    g_reset_us: float = opt(0.1, "conductance after a RESET pulse (amorphous state), uS [N18/D21: G0 = 0.1 uS]",
+                            min=0.0)
+    g_reset_std_us: float = opt(0.01, "std of the RESET conductance, uS [N18/D21: 10 % of G0]", min=0.0)
+    dg_pulse_us: float = opt(0.75, "mean conductance step of one SET pulse = device granularity, uS "
+                             "[D21: 0.75 uS, 'minimum achievable conductance jump'; N18: 0.88 uS at low G]")
+    prog_noise_pulse_us: float = opt(0.26, "std of one SET pulse's step, uS; n pulses: 0.26 sqrt(n) "
+                                     "[N18: 0.26 uS at low G, the growth 0.091 uS/uS is not modeled]", min=0.0)
+    prog_verify_coeffs: tuple[float, ...] = opt(
+        None, "program-and-verify error std polynomial c0 + c1 x + c2 x^2 in x = g_T/g_max, uS at g_max = 25 uS "
+        "(scaled by g_max/25) [J20: 0.26348, 1.9650, -1.1731]",
+        factory=lambda: (0.26348, 1.9650, -1.1731))
+    prog_noise_scale: float = opt(1.0, "factor on the program-and-verify error (0 = exact writes) [J20]", min=0.0)
+    read_noise_rel: float = opt(0.03, "read noise std relative to G(t), per read [N18: 0.03]", min=0.0)
+    read_noise_abs_us: float = opt(0.13, "read noise std floor, uS, per read [N18: 0.13 uS]", min=0.0)
+    nu_mean: float = opt(0.05, "mean drift exponent [J20 fit: 0.049 at g_T >= 0.6 g_max, 0.06 at 0.1 g_max]",
+                         min=0.0)
+    nu_std: float = opt(0.01, "per-device spread of the drift exponent (nu clipped at 0) "
+                        "[J20 fit: 0.008 to 0.023 over g_T in 0.1-1 g_max]", min=0.0)
+    t0_s: float = opt(20.0, "drift reference time t0, s: G(t) = G(t_p) ((t - t_p + t0)/t0)^-nu "
+                      "[J20: t0 = 20 s; N18 used 38.6 s]")
+    refresh: bool = opt(True, "refresh a pair whose larger device has reached refresh_threshold g_max [D21]")
+    refresh_threshold: float = opt(0.75, "refresh level as a fraction of g_max [D21: 9 uS of G_max 12 uS]",
+                                   min=0.0, max=1.0)
+
+    def __post_init__(self):
+        def f(name):
+            return f"PCMParams.{name}"
+
+        check_real(f("g_max_us"), self.g_max_us, 0.0, strict=True)
+        check_real(f("t0_s"), self.t0_s, 0.0, strict=True)
+        check_real(f("dg_pulse_us"), self.dg_pulse_us, 0.0, strict=True)
+        for name in ("g_reset_us", "g_reset_std_us", "prog_noise_pulse_us", "prog_noise_scale",
+                     "read_noise_rel", "read_noise_abs_us", "nu_mean", "nu_std"):
+            check_real(f(name), getattr(self, name), 0.0)
+        if self.dg_pulse_us > self.g_max_us:
+            raise ConfigError(f"{f('dg_pulse_us')} = {self.dg_pulse_us!r}: expected <= g_max_us = {self.g_max_us}")
+        if self.g_reset_us >= self.g_max_us:
+            raise ConfigError(f"{f('g_reset_us')} = {self.g_reset_us!r}: expected < g_max_us = {self.g_max_us}")
+        if not isinstance(self.refresh, bool):
+            raise ConfigError(f"{f('refresh')} = {self.refresh!r}: expected true or false")
+        thr = self.refresh_threshold
+        check_real(f("refresh_threshold"), thr, 0.0, strict=True)
+        if thr > 1.0:
+            raise ConfigError(f"{f('refresh_threshold')} = {thr!r}: expected a fraction of g_max in (0, 1]")
+        if self.refresh and thr * self.g_max_us - self.dg_pulse_us <= self.g_reset_us:
+            raise ConfigError(f"{f('refresh_threshold')} = {thr!r}: refresh_threshold * g_max_us - dg_pulse_us "
+                              f"= {thr * self.g_max_us - self.dg_pulse_us:g} uS must exceed g_reset_us = "
+                              f"{self.g_reset_us} uS, or a refresh frees no headroom")
+        c = self.prog_verify_coeffs
+        if not isinstance(c, (tuple, list)) or len(c) == 0 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in c):
+            raise ConfigError(f"{f('prog_verify_coeffs')} = {c!r}: expected a non-empty list of finite numbers")
+        object.__setattr__(self, "prog_verify_coeffs", tuple(float(v) for v in c))
+
+    @classmethod
+    def noise_free(cls, **overrides) -> PCMParams:
+        """All stochastic effects off (programming, RESET spread, read noise, nu spread); drift with
+        ``nu = nu_mean`` kept. Keyword overrides apply on top."""
+        base = dict(g_reset_std_us=0.0, prog_noise_pulse_us=0.0, prog_noise_scale=0.0, read_noise_rel=0.0,
+                    read_noise_abs_us=0.0, nu_std=0.0)
+        base.update(overrides)
+        return cls(**base)
+
+    def replace(self, **changes) -> PCMParams:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def prog_verify_std_us(self, g_target_us) -> np.ndarray:
+        """Program-and-verify error std (uS) for target conductances ``g_target_us`` (uS)."""
+        x = np.asarray(g_target_us, np.float64) / self.g_max_us
+        poly = np.zeros_like(x)
+        for i, c in enumerate(self.prog_verify_coeffs):
+            poly = poly + c * x ** i
+        return self.prog_noise_scale * np.maximum(poly, 0.0) * (self.g_max_us / _PV_G_REF_US)
+
+    def pulse_noise_std_us(self, dg_us) -> np.ndarray:
+        """Programming noise std (uS) of a pulsed change of nominal size ``dg_us = n dg_pulse_us``:
+        ``prog_noise_pulse_us sqrt(|dg_us| / dg_pulse_us)``."""
+        return self.prog_noise_pulse_us * np.sqrt(np.abs(np.asarray(dg_us, np.float64)) / self.dg_pulse_us)
+
 
 
 @dataclass(frozen=True)

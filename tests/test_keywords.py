@@ -61,7 +61,7 @@ def test_hum_is_at_50_hz_and_noise_is_seeded():
     assert f[np.argmax(np.abs(np.fft.rfft(y)))] == 50.0
     np.testing.assert_array_equal(noise("pink", 1000, np.random.default_rng(3)),
                                   noise("pink", 1000, np.random.default_rng(3)))
-    with pytest.raises(ConfigError, match="kind='blue'"):
+    with pytest.raises(ConfigError, match="kind = 'blue'"):
         noise("blue", 10, np.random.default_rng(0))
 
 
@@ -81,7 +81,7 @@ def test_plan_splits_speakers_and_counts():
         assert (splits.count("training"), splits.count("validation"), splits.count("testing")) == (16, 2, 2)
     assert sum(p.word == "marvin" for p in plans) == 5  # ceil(20 / 4)
     assert plan_keyword_dataset(20, seed=4)[0] == plans and plan_keyword_dataset(20, seed=5)[0] != plans
-    with pytest.raises(ConfigError, match="per_word=0"):
+    with pytest.raises(ConfigError, match="per_word = 0"):
         plan_keyword_dataset(0, 0)
 
 

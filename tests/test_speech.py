@@ -116,9 +116,9 @@ def test_log_and_delta_channels_and_padding():
 
 
 def test_feature_params_validation():
-    with pytest.raises(ConfigError, match="fmax_hz=9000"):
+    with pytest.raises(ConfigError, match="fmax_hz = 9000"):
         FeatureParams(fmax_hz=9000.0)
-    with pytest.raises(ConfigError, match="n_fft=256"):
+    with pytest.raises(ConfigError, match="n_fft = 256"):
         FeatureParams(n_fft=256)
     with pytest.raises(ConfigError, match="cover no FFT bin"):
         mel_filterbank(FeatureParams(n_mels=200, fmin_hz=0.0))
@@ -301,7 +301,7 @@ def test_errors_name_the_path(dataset, tmp_path):
     root, _, _ = dataset
     with pytest.raises(DataError, match="nowhere"):
         load_speech_commands(tmp_path / "nowhere", "training")
-    with pytest.raises(ConfigError, match="split='train'"):
+    with pytest.raises(ConfigError, match="split = 'train'"):
         load_speech_commands(root, "train")
 
     (root / "testing_list.txt").rename(root / "t.txt")

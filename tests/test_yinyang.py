@@ -149,7 +149,7 @@ def test_generator_argument_errors(kwargs, name, value):
     with pytest.raises(ConfigError) as info:
         yin_yang(**kwargs)
     message = str(info.value)
-    assert f"{name}=" in message and value in message
+    assert f"{name} = " in message and value in message
     assert isinstance(info.value, ValueError)
 
 
@@ -235,7 +235,7 @@ def test_loader_wrong_shape_dtype_values(tmp_path, samples, labels, culprit, exp
 
 @pytest.mark.parametrize("split", ["training", "", None, "TRAIN"])
 def test_loader_unknown_split(tmp_path, split):
-    with pytest.raises(ConfigError, match="split=") as info:
+    with pytest.raises(ConfigError, match="split = ") as info:
         load_yin_yang_arrays(tmp_path, split)
     assert repr(split) in str(info.value)
 
@@ -286,7 +286,7 @@ def test_wunderlich_out_of_window():
     with pytest.raises(ConfigError) as info:
         encode_yin_yang(x, scheme="wunderlich", steps=30)
     message = str(info.value)
-    assert "steps=30" in message and "step 30" in message and "need steps >= 31" in message
+    assert "steps = 30" in message and "step 30" in message and "need steps >= 31" in message
     # fits exactly with one more step; and a smaller window fits smaller values
     assert encode_yin_yang(x, scheme="wunderlich", steps=31).shape == (31, 1, 5)
     small = np.array([[0.1, 0.2, 0.3, 0.0]])
@@ -319,7 +319,7 @@ def test_bena_minimal_window():
     x = np.array([[0.0, 0.4, 0.6, 1.0]])
     s = spike_steps_yin_yang(x, scheme="bena", steps=4, t_min_step=2)
     assert s.tolist() == [[3, 3, 2, 2, 0]]
-    with pytest.raises(ConfigError, match=r"steps=3: expected steps >= t_min_step \+ 2 = 4"):
+    with pytest.raises(ConfigError, match=r"steps = 3: expected steps >= t_min_step \+ 2 = 4"):
         spike_steps_yin_yang(x, scheme="bena", steps=3, t_min_step=2)
 
 
@@ -368,7 +368,7 @@ def test_encoder_argument_errors(kwargs, name, value):
         with pytest.raises(ConfigError) as info:
             fn(samples, **kwargs)
         message = str(info.value)
-        assert f"{name}=" in message and value in message
+        assert f"{name} = " in message and value in message
 
 
 def test_encoder_arguments_are_keyword_only():

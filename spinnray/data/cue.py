@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spinnray.config import opt
-from spinnray.data._checks import check_int, check_real
+from spinnray.checks import check_int, check_real
 from spinnray.data.base import ArraySplit, Dataset, Timing, register
 from spinnray.errors import ConfigError
 
@@ -70,7 +70,7 @@ def _steps(name: str, ms: float, dt_ms: float) -> int:
     ratio = ms / dt_ms
     steps = int(round(ratio))
     if abs(ratio - steps) > 1e-9 * max(1.0, abs(ratio)):
-        raise ConfigError(f"{name}={ms!r} ms: expected a whole multiple of dt_ms={dt_ms!r} ms")
+        raise ConfigError(f"{name} = {ms!r} ms: expected a whole multiple of dt_ms = {dt_ms!r} ms")
     return steps
 
 
@@ -104,14 +104,14 @@ class CueLayout:
     def group(self, index: int) -> slice:
         """Channels of group ``index`` (0 left, 1 right, 2 recall, 3 background)."""
         if not 0 <= index < N_GROUPS:
-            raise ConfigError(f"group index={index!r}: expected 0..{N_GROUPS - 1}")
+            raise ConfigError(f"group index = {index!r}: expected 0..{N_GROUPS - 1}")
         c = self.channels_per_group
         return slice(index * c, (index + 1) * c)
 
     def cue_window(self, k: int) -> slice:
         """Steps of cue ``k`` (0-based)."""
         if not 0 <= k < self.n_cues:
-            raise ConfigError(f"cue k={k!r}: expected 0..{self.n_cues - 1}")
+            raise ConfigError(f"cue k = {k!r}: expected 0..{self.n_cues - 1}")
         return slice(self.cue_starts[k], self.cue_starts[k] + self.cue_steps)
 
     @property
@@ -148,22 +148,22 @@ def cue_layout(
     """
     n_cues = check_int("n_cues", n_cues, minimum=1)
     if n_cues % 2 == 0:
-        raise ConfigError(f"n_cues={n_cues}: expected an odd number, so that one side always has more cues")
-    dt_ms = check_real("dt_ms", dt_ms, strict=True)
-    cue = _steps("cue_ms", check_real("cue_ms", cue_ms, strict=True), dt_ms)
-    gap = _steps("gap_ms", check_real("gap_ms", gap_ms, strict=False), dt_ms)
-    recall = _steps("recall_ms", check_real("recall_ms", recall_ms, strict=True), dt_ms)
-    steps = _steps("total_ms", check_real("total_ms", total_ms, strict=True), dt_ms)
+        raise ConfigError(f"n_cues = {n_cues}: expected an odd number, so that one side always has more cues")
+    dt_ms = check_real("dt_ms", dt_ms, 0.0, strict=True)
+    cue = _steps("cue_ms", check_real("cue_ms", cue_ms, 0.0, strict=True), dt_ms)
+    gap = _steps("gap_ms", check_real("gap_ms", gap_ms, 0.0, strict=False), dt_ms)
+    recall = _steps("recall_ms", check_real("recall_ms", recall_ms, 0.0, strict=True), dt_ms)
+    steps = _steps("total_ms", check_real("total_ms", total_ms, 0.0, strict=True), dt_ms)
     channels_per_group = check_int("channels_per_group", channels_per_group, minimum=1)
     if cue < 1 or recall < 1:
-        raise ConfigError(f"cue_ms={cue_ms!r}, recall_ms={recall_ms!r}: expected at least one step of dt_ms={dt_ms!r}")
+        raise ConfigError(f"cue_ms = {cue_ms!r}, recall_ms = {recall_ms!r}: expected at least one step of dt_ms = {dt_ms!r}")
     cue_starts = tuple(gap + k * (cue + gap) for k in range(n_cues))
     cues_end = cue_starts[-1] + cue
     recall_start = steps - recall
     if cues_end > recall_start:
         raise ConfigError(
-            f"total_ms={total_ms!r}: too short; {n_cues} cues of {cue_ms!r} ms with gaps of {gap_ms!r} ms end at "
-            f"{cues_end * dt_ms:g} ms and recall_ms={recall_ms!r} needs the last {recall * dt_ms:g} ms; "
+            f"total_ms = {total_ms!r}: too short; {n_cues} cues of {cue_ms!r} ms with gaps of {gap_ms!r} ms end at "
+            f"{cues_end * dt_ms:g} ms and recall_ms = {recall_ms!r} needs the last {recall * dt_ms:g} ms; "
             f"expected total_ms >= {(cues_end + recall) * dt_ms:g}"
         )
     return CueLayout(n_cues, steps, cue_starts, cue, recall_start, channels_per_group, dt_ms)
@@ -239,18 +239,18 @@ def cue_accumulation(
         total_ms=total_ms,
         channels_per_group=channels_per_group,
     )
-    p_active = check_real("rate_hz", rate_hz, strict=False) * layout.dt_ms / 1000.0
-    p_background = check_real("background_hz", background_hz, strict=False) * layout.dt_ms / 1000.0
+    p_active = check_real("rate_hz", rate_hz, 0.0, strict=False) * layout.dt_ms / 1000.0
+    p_background = check_real("background_hz", background_hz, 0.0, strict=False) * layout.dt_ms / 1000.0
     for name, value, p in (("rate_hz", rate_hz, p_active), ("background_hz", background_hz, p_background)):
         if p > 1.0:
             raise ConfigError(
-                f"{name}={value!r} Hz at dt_ms={layout.dt_ms!r}: spike probability per step {p:g} > 1; "
+                f"{name} = {value!r} Hz at dt_ms = {layout.dt_ms!r}: spike probability per step {p:g} > 1; "
                 f"expected {name} <= {1000.0 / layout.dt_ms:g}"
             )
     if p_group is not None:
-        p_group = check_real("p_group", p_group, strict=False)
+        p_group = check_real("p_group", p_group, 0.0, strict=False)
         if p_group > 1.0:
-            raise ConfigError(f"p_group={p_group!r}: expected a probability in [0, 1] or None")
+            raise ConfigError(f"p_group = {p_group!r}: expected a probability in [0, 1] or None")
 
     steps, n_ch = layout.steps, layout.n_channels
     left, right, recall, background = (layout.group(g) for g in range(N_GROUPS))

@@ -75,6 +75,7 @@ from pathlib import Path
 import numpy as np
 
 from spinnray.data.speech import BACKGROUND_DIR, KEYWORDS, SAMPLE_RATE, TESTING_LIST, VALIDATION_LIST, write_wav
+from spinnray.checks import check_int
 from spinnray.errors import ConfigError, DataError
 
 __all__ = [
@@ -132,14 +133,6 @@ NOISE_FILE_SECONDS = 60
 NOISE_RMS_DBFS = -30.0
 _INSTALL_HINT = ("install it with `apt-get install -y espeak-ng` (Debian/Ubuntu), `dnf install espeak-ng` "
                  "(Fedora) or `brew install espeak-ng` (macOS)")
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name}={value!r}: expected an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ConfigError(f"{name}={value}: expected an integer >= {minimum}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- #
@@ -201,8 +194,8 @@ def plan_keyword_dataset(per_word: int, seed: int) -> tuple[list[ClipPlan], dict
     Raises:
         ConfigError: ``per_word`` < 1 or ``seed`` < 0.
     """
-    per_word = _check_int("per_word", per_word, 1)
-    seed = _check_int("seed", seed, 0)
+    per_word = check_int("per_word", per_word, 1)
+    seed = check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     pool = speakers()
     order = rng.permutation(len(pool))
@@ -274,7 +267,7 @@ def noise(kind: str, n: int, rng: np.random.Generator, sample_rate: int = SAMPLE
     ``1 / h``, random phases) plus white noise 26 dB down.
     """
     if kind not in NOISE_KINDS:
-        raise ConfigError(f"noise kind={kind!r}: expected one of {', '.join(NOISE_KINDS)}")
+        raise ConfigError(f"noise kind = {kind!r}: expected one of {', '.join(NOISE_KINDS)}")
     if kind == "hum":
         t = np.arange(n) / sample_rate
         phases = rng.uniform(0, 2 * np.pi, 6)
@@ -425,7 +418,7 @@ def generate_keyword_dataset(root: str | os.PathLike, per_word: int = DEFAULT_PE
     root = Path(root)
     _require_espeak()
     plans, _ = plan_keyword_dataset(per_word, seed)
-    workers = _check_int("workers", workers, 1) if workers is not None else max(1, min(2, os.cpu_count() or 1))
+    workers = check_int("workers", workers, 1) if workers is not None else max(1, min(2, os.cpu_count() or 1))
     if root.exists() and any(root.iterdir()):
         raise DataError(f"{root} is not empty; expected a new or empty directory for the keyword data set")
     root.mkdir(parents=True, exist_ok=True)
@@ -487,8 +480,8 @@ def ensure_keyword_dataset(root: str | os.PathLike, per_word: int = DEFAULT_PER_
             ``root`` holds something else.
     """
     root = Path(root)
-    per_word = _check_int("per_word", per_word, 1)
-    seed = _check_int("seed", seed, 0)
+    per_word = check_int("per_word", per_word, 1)
+    seed = check_int("seed", seed, 0)
     if _is_complete(root, per_word, seed):
         return root
     if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not _ours(root))):

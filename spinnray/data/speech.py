@@ -76,7 +76,7 @@ from pathlib import Path
 import numpy as np
 
 from spinnray.config import opt
-from spinnray.data._checks import check_int, check_real
+from spinnray.checks import check_int, check_real
 from spinnray.data.base import ArraySplit, Dataset, Timing, register
 from spinnray.errors import ConfigError, DataError
 
@@ -155,12 +155,12 @@ class FeatureParams:
                      "steps"):
             check_int(name, getattr(self, name), minimum=1)
         if self.n_fft < self.win_length:
-            raise ConfigError(f"n_fft={self.n_fft}: expected >= win_length={self.win_length}")
-        check_real("fmin_hz", self.fmin_hz)
-        check_real("log_eps", self.log_eps, strict=True)
-        fmax = check_real("fmax_hz", self.fmax_hz, minimum=self.fmin_hz, strict=True)
+            raise ConfigError(f"n_fft = {self.n_fft}: expected >= win_length = {self.win_length}")
+        check_real("fmin_hz", self.fmin_hz, 0.0)
+        check_real("log_eps", self.log_eps, 0.0, strict=True)
+        fmax = check_real("fmax_hz", self.fmax_hz, self.fmin_hz, strict=True)
         if fmax > self.sample_rate / 2:
-            raise ConfigError(f"fmax_hz={fmax!r}: expected <= sample_rate / 2 = {self.sample_rate / 2:g}")
+            raise ConfigError(f"fmax_hz = {fmax!r}: expected <= sample_rate / 2 = {self.sample_rate / 2:g}")
 
     @property
     def n_features(self) -> int:
@@ -203,7 +203,7 @@ def mel_filterbank(params: FeatureParams | None = None) -> np.ndarray:
     empty = np.flatnonzero(bank.max(axis=1) == 0.0)
     if empty.size:
         raise ConfigError(
-            f"n_mels={p.n_mels}, n_fft={p.n_fft}: mel filter(s) {empty.tolist()} cover no FFT bin; "
+            f"n_mels = {p.n_mels}, n_fft = {p.n_fft}: mel filter(s) {empty.tolist()} cover no FFT bin; "
             f"expected fewer mels or a larger n_fft"
         )
     return bank
@@ -386,7 +386,7 @@ def _scan_words(root: Path) -> dict[str, list[str]]:
 
 def _split_index(split: str) -> int:
     if split not in SPLITS:
-        raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+        raise ConfigError(f"split = {split!r}: expected one of {', '.join(SPLITS)}")
     return SPLITS.index(split)
 
 
@@ -425,8 +425,8 @@ def speech_commands_index(
     index = _split_index(split)
     root = _check_root(root)
     seed = check_int("seed", seed, minimum=0)
-    silence_fraction = check_real("silence_fraction", silence_fraction)
-    unknown_fraction = check_real("unknown_fraction", unknown_fraction)
+    silence_fraction = check_real("silence_fraction", silence_fraction, 0.0)
+    unknown_fraction = check_real("unknown_fraction", unknown_fraction, 0.0)
     clip_samples = check_int("clip_samples", clip_samples, minimum=1)
     if max_per_class is not None:
         max_per_class = check_int("max_per_class", max_per_class, minimum=1)
@@ -688,7 +688,7 @@ def load_speech_commands(
     """
     params = params or FeatureParams()
     if not isinstance(params, FeatureParams):
-        raise ConfigError(f"params={params!r}: expected a FeatureParams")
+        raise ConfigError(f"params = {params!r}: expected a FeatureParams")
     root = _check_root(root)
     _split_index(split)
     options = {"seed": seed, "max_per_class": max_per_class, "silence_fraction": silence_fraction,
@@ -709,11 +709,11 @@ def load_speech_commands(
     elif rescale is None:
         scale = np.ones(params.n_features, dtype=np.float32)
     elif isinstance(rescale, str):
-        raise ConfigError(f"rescale={rescale!r}: expected 'train', 'clip', None or an array of divisors")
+        raise ConfigError(f"rescale = {rescale!r}: expected 'train', 'clip', None or an array of divisors")
     else:
         scale = np.broadcast_to(np.asarray(rescale, dtype=np.float32), (params.n_features,)).copy()
         if not (np.isfinite(scale).all() and (scale > 0).all()):
-            raise ConfigError(f"rescale={rescale!r}: expected finite divisors > 0")
+            raise ConfigError(f"rescale = {rescale!r}: expected finite divisors > 0")
         x = x / scale
     labels = np.array([c.label for c in clips], dtype=np.int64)
     return SpeechData(x.astype(np.float32, copy=False), labels, CLASS_NAMES, tuple(clips), scale)

@@ -21,7 +21,6 @@ Both add a bias input (spike at step 0) as the last column when ``bias=True``.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spinnray.checks import check_int, check_real
 from spinnray.config import opt
 from spinnray.data.base import Dataset, RasterSplit, Timing, register
 from spinnray.errors import ConfigError, DataError
@@ -64,28 +64,6 @@ _SEED_LIMIT = 2**32  # numpy.random.RandomState accepts integer seeds in [0, 2**
 # --------------------------------------------------------------------------- #
 # argument checks
 # --------------------------------------------------------------------------- #
-def _check_int(name: str, value, minimum: int | None = None, limit: int | None = None) -> int:
-    """Return ``value`` as int; ConfigError unless it is an integer in range."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name}={value!r}: expected an integer, got {type(value).__name__}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name}={value}: expected an integer >= {minimum}")
-    if limit is not None and value >= limit:
-        raise ConfigError(f"{name}={value}: expected an integer < {limit}")
-    return value
-
-
-def _check_positive_real(name: str, value) -> float:
-    """Return ``value`` as float; ConfigError unless it is a finite real > 0."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name}={value!r}: expected a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ConfigError(f"{name}={value!r}: expected a finite number > 0")
-    return value
-
-
 # --------------------------------------------------------------------------- #
 # generator
 # --------------------------------------------------------------------------- #
@@ -154,14 +132,14 @@ def yin_yang(
     Raises:
         ConfigError: an argument has the wrong type or is out of range.
     """
-    size = _check_int("size", size, minimum=0)
-    seed = _check_int("seed", seed, minimum=0, limit=_SEED_LIMIT)
-    r_big = _check_positive_real("r_big", r_big)
-    r_small = _check_positive_real("r_small", r_small)
+    size = check_int("size", size, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=_SEED_LIMIT - 1)
+    r_big = check_real("r_big", r_big, 0.0, strict=True)
+    r_small = check_real("r_small", r_small, 0.0, strict=True)
     if not r_small < 0.5 * r_big:
         raise ConfigError(
-            f"r_small={r_small!r}: expected r_small < 0.5 * r_big = {0.5 * r_big!r} "
-            f"(r_big={r_big!r}); otherwise class 1 has no area and sampling cannot finish"
+            f"r_small = {r_small!r}: expected r_small < 0.5 * r_big = {0.5 * r_big!r} "
+            f"(r_big = {r_big!r}); otherwise class 1 has no area and sampling cannot finish"
         )
 
     rng = np.random.RandomState(seed)
@@ -218,7 +196,7 @@ def load_yin_yang_arrays(directory: str | os.PathLike, split: str) -> tuple[np.n
             and what was expected.
     """
     if not isinstance(split, str) or split not in CANONICAL:
-        raise ConfigError(f"split={split!r}: expected one of {sorted(CANONICAL)}")
+        raise ConfigError(f"split = {split!r}: expected one of {sorted(CANONICAL)}")
     root = Path(directory)
     expected = f"{split}_samples.npy and {split}_labels.npy"
     if not root.exists():
@@ -324,13 +302,13 @@ def spike_steps_yin_yang(
         ConfigError: an argument is invalid, or a spike falls outside the window.
     """
     if not isinstance(scheme, str) or scheme not in SCHEMES:
-        raise ConfigError(f"scheme={scheme!r}: expected one of {list(SCHEMES)}")
-    steps = _check_int("steps", steps, minimum=1)
-    dt_ms = _check_positive_real("dt_ms", dt_ms)
-    t_max_ms = _check_positive_real("t_max_ms", t_max_ms)
-    t_min_step = _check_int("t_min_step", t_min_step, minimum=0)
+        raise ConfigError(f"scheme = {scheme!r}: expected one of {list(SCHEMES)}")
+    steps = check_int("steps", steps, minimum=1)
+    dt_ms = check_real("dt_ms", dt_ms, 0.0, strict=True)
+    t_max_ms = check_real("t_max_ms", t_max_ms, 0.0, strict=True)
+    t_min_step = check_int("t_min_step", t_min_step, minimum=0)
     if not isinstance(bias, (bool, np.bool_)):
-        raise ConfigError(f"bias={bias!r}: expected True or False")
+        raise ConfigError(f"bias = {bias!r}: expected True or False")
     x = _check_samples(samples)
 
     if scheme == "wunderlich":
@@ -339,14 +317,14 @@ def spike_steps_yin_yang(
             row, col = (int(v) for v in np.unravel_index(int(np.argmax(step)), step.shape))
             last = int(step[row, col])
             raise ConfigError(
-                f"steps={steps}: too few for scheme 'wunderlich'; samples[{row}, {col}]={float(x[row, col])!r} "
-                f"spikes at step {last} (t_max_ms={t_max_ms!r}, dt_ms={dt_ms!r}); need steps >= {last + 1}"
+                f"steps = {steps}: too few for scheme 'wunderlich'; samples[{row}, {col}]={float(x[row, col])!r} "
+                f"spikes at step {last} (t_max_ms = {t_max_ms!r}, dt_ms = {dt_ms!r}); need steps >= {last + 1}"
             )
     else:  # "bena"
         if steps < t_min_step + 2:
             raise ConfigError(
-                f"steps={steps}: expected steps >= t_min_step + 2 = {t_min_step + 2} for scheme 'bena' "
-                f"(t_min_step={t_min_step})"
+                f"steps = {steps}: expected steps >= t_min_step + 2 = {t_min_step + 2} for scheme 'bena' "
+                f"(t_min_step = {t_min_step})"
             )
         span = steps - 1 - t_min_step
         step = np.rint(t_min_step + span * (1.0 - x))

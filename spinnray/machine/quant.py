@@ -103,31 +103,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from spinnray.checks import check_real
+from spinnray.config import BITS, ROUNDINGS, SYNAPSES, TRANSFERS, PCMParams
 from spinnray.errors import ConfigError, DataError
 
 __all__ = ["BITS", "ROUNDINGS", "SYNAPSES", "TRANSFERS", "Noise", "Quantizer", "MixedPrecisionWeights", "PCMParams",
            "PCMWeights", "make_weight_store"]
 
-BITS = (32, 16, 8, 4, 2)
-ROUNDINGS = ("nearest", "stochastic")
-TRANSFERS = ("round", "threshold")
-SYNAPSES = ("ideal", "pcm")
 
-# g_max (uS) at which the program-and-verify polynomial was fitted (Joshi et al. 2020; aihwkit)
-_PV_G_REF_US = 25.0
-
-
-def _opt(default, help: str, *, choices=None, min=None, max=None, factory=None):
-    """A dataclass field with the validation metadata :func:`spinnray.config.from_dict` reads (the
-    same helper as ``spinnray.config.opt``; defined here so that ``config`` can import this module)."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
 
 
 def _seed_sequence(seed, name: str = "seed") -> np.random.SeedSequence:
@@ -309,14 +295,6 @@ def _finite_array(x, name: str, shape=None, dtype=np.float64) -> np.ndarray:
     return a
 
 
-def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) \
-        and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ConfigError(f"{name} = {value!r}: expected a finite number {'>= 0' if allow_zero else '> 0'}")
-    return float(value)
-
-
 # ---------------------------------------------------------------------------------------------
 # Uniform symmetric quantization
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +320,7 @@ class Quantizer:
         if rounding not in ROUNDINGS:
             raise ConfigError(f"rounding = {rounding!r}: expected one of {list(ROUNDINGS)}")
         self.bits = int(bits)
-        self.w_max = _check_positive("w_max", w_max)
+        self.w_max = check_real("w_max", w_max, 0.0, strict=True)
         self.rounding = rounding
         #: the random numbers of stochastic rounding (a :class:`Noise`)
         self.rng = Noise(seed, columns)
@@ -575,102 +553,6 @@ class MixedPrecisionWeights:
 # PCM devices
 # ---------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class PCMParams:
-    """Parameters of the PCM synapse model. Every default is sourced in its ``help``.
-
-    Sources: [N18] Nandakumar et al., "A phase-change memory model for neuromorphic computing",
-    J. Appl. Phys. 124, 152135 (2018), with constants as coded in Demirag et al.'s SRNN-PCM
-    (github YigitDemirag/srnn-pcm, xbar.py). [D21] Demirag, Frenkel, Payvand, Indiveri 2021
-    (arXiv 2108.01804), same code. [J20] Nandakumar et al. ICECS 2019 and Joshi et al.,
-    Nat. Commun. 11:2473 (2020), the fits in IBM aihwkit's ``PCMLikeNoiseModel``.
-
-    Raises:
-        ConfigError: naming the field (``PCMParams.<field>``), its value and what is allowed.
-    """
-
-    g_max_us: float = _opt(25.0, "largest conductance of one device, uS [J20: g_max = 25 uS]")
-    g_reset_us: float = _opt(0.1, "conductance after a RESET pulse (amorphous state), uS [N18/D21: G0 = 0.1 uS]",
-                            min=0.0)
-    g_reset_std_us: float = _opt(0.01, "std of the RESET conductance, uS [N18/D21: 10 % of G0]", min=0.0)
-    dg_pulse_us: float = _opt(0.75, "mean conductance step of one SET pulse = device granularity, uS "
-                             "[D21: 0.75 uS, 'minimum achievable conductance jump'; N18: 0.88 uS at low G]")
-    prog_noise_pulse_us: float = _opt(0.26, "std of one SET pulse's step, uS; n pulses: 0.26 sqrt(n) "
-                                     "[N18: 0.26 uS at low G, the growth 0.091 uS/uS is not modeled]", min=0.0)
-    prog_verify_coeffs: tuple[float, ...] = _opt(
-        None, "program-and-verify error std polynomial c0 + c1 x + c2 x^2 in x = g_T/g_max, uS at g_max = 25 uS "
-        "(scaled by g_max/25) [J20: 0.26348, 1.9650, -1.1731]",
-        factory=lambda: (0.26348, 1.9650, -1.1731))
-    prog_noise_scale: float = _opt(1.0, "factor on the program-and-verify error (0 = exact writes) [J20]", min=0.0)
-    read_noise_rel: float = _opt(0.03, "read noise std relative to G(t), per read [N18: 0.03]", min=0.0)
-    read_noise_abs_us: float = _opt(0.13, "read noise std floor, uS, per read [N18: 0.13 uS]", min=0.0)
-    nu_mean: float = _opt(0.05, "mean drift exponent [J20 fit: 0.049 at g_T >= 0.6 g_max, 0.06 at 0.1 g_max]",
-                         min=0.0)
-    nu_std: float = _opt(0.01, "per-device spread of the drift exponent (nu clipped at 0) "
-                        "[J20 fit: 0.008 to 0.023 over g_T in 0.1-1 g_max]", min=0.0)
-    t0_s: float = _opt(20.0, "drift reference time t0, s: G(t) = G(t_p) ((t - t_p + t0)/t0)^-nu "
-                      "[J20: t0 = 20 s; N18 used 38.6 s]")
-    refresh: bool = _opt(True, "refresh a pair whose larger device has reached refresh_threshold g_max [D21]")
-    refresh_threshold: float = _opt(0.75, "refresh level as a fraction of g_max [D21: 9 uS of G_max 12 uS]",
-                                   min=0.0, max=1.0)
-
-    def __post_init__(self):
-        def f(name):
-            return f"PCMParams.{name}"
-
-        _check_positive(f("g_max_us"), self.g_max_us)
-        _check_positive(f("t0_s"), self.t0_s)
-        _check_positive(f("dg_pulse_us"), self.dg_pulse_us)
-        for name in ("g_reset_us", "g_reset_std_us", "prog_noise_pulse_us", "prog_noise_scale",
-                     "read_noise_rel", "read_noise_abs_us", "nu_mean", "nu_std"):
-            _check_positive(f(name), getattr(self, name), allow_zero=True)
-        if self.dg_pulse_us > self.g_max_us:
-            raise ConfigError(f"{f('dg_pulse_us')} = {self.dg_pulse_us!r}: expected <= g_max_us = {self.g_max_us}")
-        if self.g_reset_us >= self.g_max_us:
-            raise ConfigError(f"{f('g_reset_us')} = {self.g_reset_us!r}: expected < g_max_us = {self.g_max_us}")
-        if not isinstance(self.refresh, bool):
-            raise ConfigError(f"{f('refresh')} = {self.refresh!r}: expected true or false")
-        thr = self.refresh_threshold
-        _check_positive(f("refresh_threshold"), thr)
-        if thr > 1.0:
-            raise ConfigError(f"{f('refresh_threshold')} = {thr!r}: expected a fraction of g_max in (0, 1]")
-        if self.refresh and thr * self.g_max_us - self.dg_pulse_us <= self.g_reset_us:
-            raise ConfigError(f"{f('refresh_threshold')} = {thr!r}: refresh_threshold * g_max_us - dg_pulse_us "
-                              f"= {thr * self.g_max_us - self.dg_pulse_us:g} uS must exceed g_reset_us = "
-                              f"{self.g_reset_us} uS, or a refresh frees no headroom")
-        c = self.prog_verify_coeffs
-        if not isinstance(c, (tuple, list)) or len(c) == 0 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in c):
-            raise ConfigError(f"{f('prog_verify_coeffs')} = {c!r}: expected a non-empty list of finite numbers")
-        object.__setattr__(self, "prog_verify_coeffs", tuple(float(v) for v in c))
-
-    @classmethod
-    def noise_free(cls, **overrides) -> PCMParams:
-        """All stochastic effects off (programming, RESET spread, read noise, nu spread); drift with
-        ``nu = nu_mean`` kept. Keyword overrides apply on top."""
-        base = dict(g_reset_std_us=0.0, prog_noise_pulse_us=0.0, prog_noise_scale=0.0, read_noise_rel=0.0,
-                    read_noise_abs_us=0.0, nu_std=0.0)
-        base.update(overrides)
-        return cls(**base)
-
-    def replace(self, **changes) -> PCMParams:
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
-
-    def prog_verify_std_us(self, g_target_us) -> np.ndarray:
-        """Program-and-verify error std (uS) for target conductances ``g_target_us`` (uS)."""
-        x = np.asarray(g_target_us, np.float64) / self.g_max_us
-        poly = np.zeros_like(x)
-        for i, c in enumerate(self.prog_verify_coeffs):
-            poly = poly + c * x ** i
-        return self.prog_noise_scale * np.maximum(poly, 0.0) * (self.g_max_us / _PV_G_REF_US)
-
-    def pulse_noise_std_us(self, dg_us) -> np.ndarray:
-        """Programming noise std (uS) of a pulsed change of nominal size ``dg_us = n dg_pulse_us``:
-        ``prog_noise_pulse_us sqrt(|dg_us| / dg_pulse_us)``."""
-        return self.prog_noise_pulse_us * np.sqrt(np.abs(np.asarray(dg_us, np.float64)) / self.dg_pulse_us)
-
-
 class PCMWeights:
     """Weights stored on differential PCM pairs: drift, read noise, pulsed programming, refresh.
 
@@ -713,7 +595,7 @@ class PCMWeights:
             raise ConfigError(f"shape = {shape!r}: expected a tuple of integers >= 0") from None
         if any(s < 0 for s in self.shape) or np.ndim(shape) > 1:
             raise ConfigError(f"shape = {shape!r}: expected a tuple of integers >= 0")
-        self.w_max = _check_positive("w_max", w_max)
+        self.w_max = check_real("w_max", w_max, 0.0, strict=True)
         p = self.params
         self._scale = self.w_max / p.g_max_us            # weight units per uS
         #: one pulse in weight units: the granularity of apply()
@@ -998,12 +880,12 @@ def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest
         raise ConfigError(f"machine.rounding = {rounding!r}: expected one of {list(ROUNDINGS)}")
     w = _finite_array(w_init, "w_init")
     if w_max is None:
-        _check_positive("headroom", headroom)
+        check_real("headroom", headroom, 0.0, strict=True)
         peak = float(np.abs(w).max()) if w.size else 0.0
         w_max = headroom * peak if peak > 0 else 1.0
     else:
         try:
-            _check_positive("w_max", w_max)
+            check_real("w_max", w_max, 0.0, strict=True)
         except ConfigError:
             raise ConfigError(f"machine.weight_max = {w_max!r}: expected a finite number > 0 or null") from None
     if synapse == "pcm":

@@ -59,7 +59,8 @@ import numpy as np
 from spinnray.errors import ConfigError, DataError, PacketError
 from spinnray.machine import packet
 from spinnray.machine.core import Core, CoreShape, CoreSpec
-from spinnray.machine.quant import PCMParams, make_weight_store
+from spinnray.config import PCMParams
+from spinnray.machine.quant import make_weight_store
 from spinnray.rules.optim import Adam
 
 __all__ = ["PCM_BYTES_PER_WEIGHT", "WeightStoreSpec", "weight_store_options", "LearningCore", "learning_memory"]
