@@ -31,7 +31,8 @@ def main(cfg: DictConfig):
             ensure_ray(typed.cluster.address, typed.cluster.num_cpus,      # once per process
                        ship_code=typed.cluster.ship_code)
         metrics = run(typed, hc.runtime.output_dir, scenario)
-    except SpinnrayError as e:
+    except (SpinnrayError, OSError) as e:
+        # a configuration, data or machine error names its cause; an OSError names the path
         log.error("%s: %s", type(e).__name__, e)
         if hc.mode == RunMode.MULTIRUN:
             # One bad job must not end the sweep: the comparison lists it with this reason.

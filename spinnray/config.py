@@ -24,9 +24,14 @@ from spinnray.errors import ConfigError
 __all__ = ["MachineConfig", "ParallelConfig", "ClusterConfig", "RunConfig", "from_dict", "opt", "describe"]
 
 
-def opt(default, help: str, *, choices=None, min=None, max=None, factory=None):
-    """A dataclass field with validation metadata."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
+#: the longest path, and path component, a ``path=True`` option accepts (Linux's PATH_MAX and NAME_MAX)
+MAX_PATH, MAX_NAME = 4096, 255
+
+
+def opt(default, help: str, *, choices=None, min=None, max=None, factory=None, path: bool = False):
+    """A dataclass field with validation metadata (``path``: a file system path, refused when
+    empty, too long or holding a NUL byte)."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "path": path}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -115,11 +120,25 @@ def from_dict(cls, data, prefix: str = ""):
                 raise ConfigError(f"{key} = {value!r}: expected >= {meta['min']}")
             if meta.get("max") is not None and value > meta["max"]:
                 raise ConfigError(f"{key} = {value!r}: expected <= {meta['max']}")
+        if meta.get("path") and isinstance(value, str):
+            check_path(key, value)
         kwargs[f.name] = value
     try:
         return cls(**kwargs)
     except ConfigError as e:
         raise ConfigError(f"{prefix}: {e}" if prefix else str(e)) from None
+
+
+def check_path(key: str, value: str) -> str:
+    """``value`` if it can name a file or directory; ConfigError naming ``key`` otherwise."""
+    if not value.strip():
+        raise ConfigError(f"{key} = {value!r}: expected a path, or null for the default")
+    if "\x00" in value:
+        raise ConfigError(f"{key}: the path holds a NUL byte")
+    if len(value) > MAX_PATH or any(len(part) > MAX_NAME for part in value.split("/")):
+        raise ConfigError(f"{key} = {value[:60]!r}... ({len(value)} characters): expected a path of at most "
+                          f"{MAX_PATH} characters, each component at most {MAX_NAME}")
+    return value
 
 
 def describe(cls) -> list[tuple[str, Any, str]]:
@@ -244,11 +263,11 @@ class MachineConfig:
     """The emulated SpiNNaker2 machine."""
 
     name: str = opt("spinnaker2", "a label for reports")
-    pes_per_chip: int = opt(152, "processing elements (ARM cores) per chip", min=1)
-    sram_per_pe_bytes: int = opt(131072, "local SRAM of one PE in bytes (128 KB on SpiNNaker2)", min=1)
-    neurons_per_core: int = opt(256, "most neurons one PE may hold", min=1)
-    routing_entries_per_chip: int = opt(1024, "routing-table entries per chip router", min=1)
-    chips: int = opt(64, "chips available to place slices on", min=1)
+    pes_per_chip: int = opt(152, "processing elements (ARM cores) per chip", min=1, max=4096)
+    sram_per_pe_bytes: int = opt(131072, "local SRAM of one PE in bytes (128 KB on SpiNNaker2)", min=1, max=2**34)
+    neurons_per_core: int = opt(256, "most neurons one PE may hold", min=1, max=65536)
+    routing_entries_per_chip: int = opt(1024, "routing-table entries per chip router", min=1, max=2**24)
+    chips: int = opt(64, "chips available to place slices on", min=1, max=2**20)
     dtype: str = opt("float32", "arithmetic of weights and state on the cores",
                      choices=("float32", "float64"))
     strict: bool = opt(True, "raise on any dropped or rejected packet (they are always counted)")
@@ -274,7 +293,8 @@ class MachineConfig:
     synapse: str = opt("ideal", "ideal (digital store of weight_bits) | pcm (differential PCM pairs: programming "
                                 "and read noise, drift; needs weight_bits 32)", choices=SYNAPSES)
     pcm: PCMParams = opt(None, "PCM device parameters (machine.synapse = pcm)", factory=PCMParams)
-    weight_seed: int = opt(0, "seed of stochastic rounding and PCM noise (per projection and neuron)", min=0)
+    weight_seed: int = opt(0, "seed of stochastic rounding and PCM noise (per projection and neuron)", min=0,
+                           max=2**63 - 1)
 
     def __post_init__(self):
         # the weight-storage options, also when built directly (from_dict checks the rest)
@@ -340,9 +360,10 @@ class ParallelConfig:
     cores_per_population: int | dict | None = opt(
         None, "cores per non-source population (an int, or population -> cores); null = as few as the cap "
               "and budget allow", min=1)
-    replicas: int = opt(1, "data-parallel copies of the network (EventProp)", min=1)
-    exchange_interval: int = opt(1, "K: steps between spike exchanges; must be <= the minimum delay", min=1)
-    batch_size: int = opt(1, "samples run in lockstep on every core, one packet per round carries all", min=1)
+    replicas: int = opt(1, "data-parallel copies of the network (EventProp)", min=1, max=65536)
+    exchange_interval: int = opt(1, "K: steps between spike exchanges; must be <= the minimum delay", min=1, max=255)
+    batch_size: int = opt(1, "samples run in lockstep on every core, one packet per round carries all (a packet "
+                                  "indexes samples with 16 bits)", min=1, max=65535)
     schedule: str = opt("lockstep", "lockstep: rounds of K steps, every core stepping together; layered: one "
                                     "round per level of a feed-forward network (same results, far fewer rounds)",
                         choices=("lockstep", "layered"))
@@ -360,16 +381,17 @@ class ClusterConfig:
     """
 
     address: str | None = opt(None, "null = start an embedded local Ray; 'auto' or 'ray://host:port' = join a cluster")
-    num_cpus: int | None = opt(None, "CPUs for the embedded local Ray instance (null = all)", min=1)
-    round_timeout_s: float = opt(120.0, "seconds a core or router waits for one exchange round before failing", min=0.001)
+    num_cpus: int | None = opt(None, "CPUs for the embedded local Ray instance (null = all)", min=1, max=4096)
+    round_timeout_s: float = opt(120.0, "seconds a core or router waits for one exchange round before failing",
+                                 min=0.001, max=86400.0)
     nodes: int | None = opt(None, "cluster nodes the chips are spread over, one router each (null = 1, or as "
-                                  "chips_per_node implies)", min=1)
+                                  "chips_per_node implies)", min=1, max=65536)
     chips_per_node: int | None = opt(None, "chips on each node, in chip order (null = split the chips evenly "
-                                           "over cluster.nodes)", min=1)
+                                           "over cluster.nodes)", min=1, max=2**20)
     node_ids: tuple[str, ...] | None = opt(None, "Ray node ids (hex) of node 0, 1, ...; null = the alive nodes, "
                                                  "the driver's first, then by node id")
     placement_timeout_s: float = opt(120.0, "seconds to wait for the actors to start on their nodes before "
-                                            "failing", min=0.001)
+                                            "failing", min=0.001, max=86400.0)
     ship_code: bool = opt(False, "upload this checkout's spinnray package with the job (Ray runtime_env "
                                  "py_modules), so other nodes need only the dependencies")
     replace_lost_nodes: bool = opt(True, "when a restart from a checkpoint finds fewer alive nodes than the "
@@ -380,11 +402,11 @@ class ClusterConfig:
 class CheckpointConfig:
     """When training state is written (atomically) and how many files are kept."""
 
-    every: int = opt(0, "write a checkpoint every N mini-batches (0 = never)", min=0)
-    dir: str | None = opt(None, "where checkpoints go (null = RUN_DIR/checkpoints)")
-    keep: int = opt(2, "checkpoints kept (older ones are deleted)", min=1)
+    every: int = opt(0, "write a checkpoint every N mini-batches (0 = never)", min=0, max=2**40)
+    dir: str | None = opt(None, "where checkpoints go (null = RUN_DIR/checkpoints)", path=True)
+    keep: int = opt(2, "checkpoints kept (older ones are deleted)", min=1, max=10000)
     max_restarts: int = opt(3, "after a core or node failure, rebuild the cores and continue from the last "
-                               "checkpoint at most this many times (needs every > 0)", min=0)
+                               "checkpoint at most this many times (needs every > 0)", min=0, max=1000)
 
 
 @dataclass(frozen=True)
@@ -397,7 +419,7 @@ class RunConfig:
 
     kind: str | None = opt(None, "what the run does; null = as learning.rule implies (none: forward, eventprop, "
                                  "eprop, bptt and tlbptt: bptt)", choices=("forward", "eventprop", "eprop", "bptt"))
-    seed: int = opt(0, "master seed: weights, data order, input spikes", min=0)
+    seed: int = opt(0, "master seed: weights, data order, input spikes", min=0, max=2**63 - 1)
     backend: str = opt("ray", "run cores in-process or as Ray actors", choices=("local", "ray"))
     machine: MachineConfig = opt(None, "the emulated machine", factory=MachineConfig)
     parallel: ParallelConfig = opt(None, "cores, replicas, exchange interval, batch", factory=ParallelConfig)
@@ -409,8 +431,8 @@ class RunConfig:
                                   factory=lambda: ("spikes",))
     progress: bool = opt(True, "show a progress bar on long work")
     checkpoint: CheckpointConfig = opt(None, "training checkpoints", factory=CheckpointConfig)
-    resume: str | None = opt(None, "continue a training run from this checkpoint file or directory")
-    init_from: str | None = opt(None, "start training from the weights of this checkpoint (file or directory: "
+    resume: str | None = opt(None, "continue a training run from this checkpoint file or directory", path=True)
+    init_from: str | None = opt(None, path=True, help="start training from the weights of this checkpoint (file or directory: "
                                       "the newest) of the same network; optimizer, data order and schedule "
                                       "start fresh (fine-tuning, moving to another weight precision)")
     report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report.build)")

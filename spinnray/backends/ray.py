@@ -33,7 +33,7 @@ from spinnray.machine.counters import bytes_by_link_class
 from spinnray.machine.router import Router, RoutingTable
 from spinnray.machine.schedule import TrainStep, backward_program, run_program
 
-__all__ = ["RayBackend", "ensure_ray", "cluster_nodes", "resolve_nodes", "surviving_cluster"]
+__all__ = ["RayBackend", "ensure_ray", "cluster_nodes", "resolve_nodes", "surviving_cluster", "admit", "ACTOR_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,36 @@ def resolve_nodes(n_nodes: int, node_ids=None) -> list[str]:
     return chosen
 
 
+#: unshared memory of one core actor process, measured (tests/integration and bench/RESULTS.md, issue 22:
+#: 59 MB USS per actor of a forward run; 106 MB RSS with the pages shared between actors); rounded up
+ACTOR_BYTES = 64 * 2**20
+
+
+def _node_memory(node_id: str) -> float | None:
+    """Bytes of memory Ray reports for the node (its ``memory`` resource), or None if unknown."""
+    for n in ray.nodes():
+        if n.get("NodeID") == node_id and n.get("Alive"):
+            return n.get("Resources", {}).get("memory")
+    return None
+
+
+def admit(node_of: dict[int, int], ray_node_ids: list[str]) -> None:
+    """Refuse, before any actor starts, a mapping whose core actors (and router) would not fit the
+    memory Ray reports for their node: MappingError with the numbers, instead of a placement
+    timeout or the machine running out of memory."""
+    for n, node_id in enumerate(ray_node_ids):
+        actors = sum(1 for v in node_of.values() if v == n) + 1          # the cores and the node's router
+        have = _node_memory(node_id)
+        need = actors * ACTOR_BYTES
+        if have is not None and need > have:
+            raise MappingError(
+                f"the mapping puts {actors - 1} core actors and a router on node {n} (Ray node {node_id[:12]}): at "
+                f"about {ACTOR_BYTES / 2**20:.0f} MB each they need {need / 2**30:.1f} GB, but Ray reports "
+                f"{have / 2**30:.1f} GB of memory there (about {int(have // ACTOR_BYTES) - 1} cores fit); use fewer "
+                "cores (parallel.cores_per_population, machine.neurons_per_core), more nodes (cluster.nodes) or "
+                "backend=local")
+
+
 def _actor_classes():
     @ray.remote(num_cpus=0)
     class CoreActor:
@@ -166,6 +196,9 @@ def _actor_classes():
 
         def report(self) -> dict:
             return self.core.report()
+
+        def pid(self) -> int:
+            return os.getpid()
 
         def node(self) -> str:
             return ray.get_runtime_context().get_node_id()
@@ -221,9 +254,10 @@ def _actor_classes():
                         "reasons": list(self.router.reasons), "error": self.server.error,
                         "connection_reasons": list(self.server.rejections)}
 
-        def state(self) -> tuple[str | None, str]:
-            """(error or None, the round it is at): cheap, for failure reports."""
-            return self.server.error, self.server.where(self.server.rounds)
+        def state(self) -> tuple[str | None, str, int | None]:
+            """(error or None, the round it is at, the core it failed waiting for or None): cheap, for
+            failure reports."""
+            return self.server.error, self.server.where(self.server.rounds), self.server.late_core
 
     return CoreActor, RouterActor
 
@@ -259,6 +293,7 @@ class RayBackend:
         self._events: dict[int, int] = {}
         self.node_of, tables, self.n_nodes = node_plan(self.core_ids, table, node_of, tables)
         self.ray_node_ids = resolve_nodes(self.n_nodes, node_ids)
+        admit(self.node_of, self.ray_node_ids)
         self.actors: dict = {}
         self.routers: list = []
 
@@ -434,17 +469,24 @@ class RayBackend:
         elif died:
             # the round its node's router was at (another router's if that one is gone too:
             # rounds run in lockstep, so they are at most one apart)
-            at = states[self.node_of[died[0]]][1] or next((a for _, a in states if a), None)
+            at = states[self.node_of[died[0]]][1] or next((a for _, a, _ in states if a), None)
             msg = (f"core {died[0]} ({self._where(died[0])}) died during the {what}"
                    f"{f', at {at}' if at else ''}"
                    f"{f' (cores {died[1:]} too)' if len(died) > 1 else ''}: {_first_line(errors[died[0]])}")
+        elif any(late is not None for _, _, late in states):
+            # a core that is alive but sent nothing (hung or stopped): its router waited for it and
+            # names it; the cores waiting behind it failed only because the router gave up
+            n, (_, at, cid) = next((n, s) for n, s in enumerate(states) if s[2] is not None)
+            msg = (f"core {cid} ({self._where(cid)}) sent nothing to router {n} within "
+                   f"cluster.round_timeout_s = {self.timeout_s} s during the {what}, at {at}: the core hangs or "
+                   "its process is stopped")
         else:
             cid = min(causes)
             msg = f"core {cid} ({self._where(cid)}) in the {what}: {causes[cid]}"
         # The routers' own errors, not the echoes of our abort: a router that
         # was aborted closed its streams, and its peers saw that as a lost router.
-        aborted = [n for n, (e, _) in enumerate(states) if e and "aborted:" in e]
-        for e, _ in states:
+        aborted = [n for n, (e, _, _) in enumerate(states) if e and "aborted:" in e]
+        for e, _, _ in states:
             if e and "aborted:" not in e and not any(f"lost router {n} (node {n})" in e for n in aborted):
                 msg += f"; {e}"
         self.failed = msg
@@ -454,8 +496,8 @@ class RayBackend:
         refs = [r.abort.remote(reason) for r in self.routers]
         self._ray.wait(refs, num_returns=len(refs), timeout=5.0)
 
-    def _router_states(self) -> list[tuple[str | None, str | None]]:
-        """``(error, round it is at)`` of each router; a dead or silent router
+    def _router_states(self) -> list[tuple[str | None, str | None, int | None]]:
+        """``(error, round it is at, late core)`` of each router; a dead or silent router
         is an error of its own."""
         ray = self._ray
         refs = [r.state.remote() for r in self.routers]
@@ -463,16 +505,16 @@ class RayBackend:
         out = []
         for n, ref in enumerate(refs):
             if ref not in done:
-                out.append((f"router {n} (node {n}) did not answer within 5 s", None))
+                out.append((f"router {n} (node {n}) did not answer within 5 s", None, None))
                 continue
             try:
                 out.append(tuple(ray.get(ref)))
             except ray.exceptions.RayError as e:
-                out.append((f"router {n} (node {n}) is dead: {_first_line(e)}", None))
+                out.append((f"router {n} (node {n}) is dead: {_first_line(e)}", None, None))
         return out
 
     def _router_errors(self) -> list[str]:
-        return [e for e, _ in self._router_states() if e]
+        return [e for e, _, _ in self._router_states() if e]
 
     def reports(self) -> tuple[list[dict], list[dict]]:
         """Per-core reports (with ``node`` and ``ray_node_id``), one report per router."""

@@ -82,7 +82,7 @@ import time
 from spinnray.errors import TransportError
 from spinnray.machine.packet import MAX_FRAME_BYTES
 
-__all__ = ["CoreLink", "RouterServer", "encode_envelope", "read_envelope", "ROLE_CORE", "ROLE_ROUTER",
+__all__ = ["core_wait_s", "CoreLink", "RouterServer", "encode_envelope", "read_envelope", "ROLE_CORE", "ROLE_ROUTER",
            "AUTH_TIMEOUT_S", "MAX_FRAME_BYTES", "MAX_ENVELOPE_BYTES", "MAX_FRAMES"]
 
 _HEADER = struct.Struct("<4sIII")
@@ -260,6 +260,12 @@ def _tune(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def core_wait_s(timeout_s: float) -> float:
+    """How long a core waits for the router's reply to a round: a margin beyond the router's own
+    ``timeout_s`` per core, so that the router fails first and names the late core."""
+    return 1.5 * timeout_s + 1.0
+
+
 class CoreLink:
     """A core's end of its stream to the router of node ``router_node``.
 
@@ -294,7 +300,10 @@ class CoreLink:
                 raise
             break
         self.sock = sock
-        sock.settimeout(timeout_s)
+        # The router waits timeout_s for each core; a core waits longer for the reply, so a late
+        # core is named by the router (which knows whom it waits on), not by the cores waiting
+        # behind it, which then fail at once when the router closes their streams.
+        sock.settimeout(core_wait_s(timeout_s))
 
     def _authenticate(self, sock: socket.socket, secret: bytes, address, router_node: int) -> None:
         where = f"core {self.core_id}: router at {address}"
@@ -331,7 +340,7 @@ class CoreLink:
         try:
             rnd, _, incoming = read_envelope(self.sock, "the router's reply")
         except TransportError as e:
-            raise TransportError(f"{where}, phase receive (timeout {self.timeout_s} s): {e}") from None
+            raise TransportError(f"{where}, phase receive (timeout {core_wait_s(self.timeout_s):g} s): {e}") from None
         if rnd != self.round:
             raise TransportError(f"{where}, phase receive: router replied for round {rnd}")
         self.round += 1
@@ -448,6 +457,7 @@ class RouterServer:
         self.peers = [m for m in range(nodes) if m != node]
         self.name = "router" if nodes == 1 else f"router {node}"
         self.error: str | None = None
+        self.late_core: int | None = None    # the core whose round it failed waiting for (a hang or a stop)
         self.rounds = 0
         self.run: tuple | None = None   # (first round, K, steps, backward, layered, forward_rounds)
         self.lock = threading.Lock()   # held while a round is routed (readers of the counters take it)
@@ -767,6 +777,7 @@ class RouterServer:
             reason = "connection closed by peer"
         if data:
             return False
+        self.late_core = core
         self._fail(f"{self.name}: core {core}, idle before {self.where(self.rounds)}, phase collect: {reason}")
         return True
 
@@ -844,6 +855,7 @@ class RouterServer:
             try:
                 r, sender, frames = read_envelope(self.conns[core], f"{self.where(rnd)} from core {core}")
             except TransportError as e:
+                self.late_core = core
                 self._fail(f"{self.name}: core {core}, {self.where(rnd)}, phase collect "
                            f"(timeout {self.timeout_s} s): {e}")
                 return False

@@ -289,19 +289,19 @@ class CueConfig:
     """Trials of the cue-accumulation task (Bellec et al. 2020) at the network's ``dt_ms``."""
 
     name: str = opt("cue", "data set", choices=("cue",))
-    train_size: int = opt(2000, "training trials", min=1)
-    test_size: int = opt(500, "test trials", min=1)
-    data_seed: int = opt(0, "training-set seed", min=0)
-    test_seed: int = opt(1, "test-set seed", min=0)
-    n_cues: int = opt(7, "cues per trial (odd)", min=1)
-    total_ms: float = opt(2250.0, "trial length (ms)", min=1.0)
+    train_size: int = opt(2000, "training trials", min=1, max=10_000_000)
+    test_size: int = opt(500, "test trials", min=1, max=10_000_000)
+    data_seed: int = opt(0, "training-set seed", min=0, max=2**32 - 1)
+    test_seed: int = opt(1, "test-set seed", min=0, max=2**32 - 1)
+    n_cues: int = opt(7, "cues per trial (odd)", min=1, max=10_001)
+    total_ms: float = opt(2250.0, "trial length (ms)", min=1.0, max=1e7)
     p_group: float | None = opt(None, "null = every cue left or right with p 1/2; p = each trial favours a random "
                                       "side and puts every cue there with p 1 - p (Bellec et al.'s generator: 0.3, "
                                       "an easier task)", min=0.0, max=1.0)
     resample: bool = opt(False, "train every epoch on fresh trials (epoch e >= 1 uses the seed data_seed + "
                                 "RESAMPLE_STRIDE x e), as Bellec et al. did; false = the same train_size trials "
                                 "every epoch")
-    limit: int | None = opt(None, "use only the first N training and N test trials", min=1)
+    limit: int | None = opt(None, "use only the first N training and N test trials", min=1, max=10_000_000)
 
 
 def epoch_seed(cfg: CueConfig, epoch: int) -> int:

@@ -39,8 +39,8 @@ class FilesConfig:
     """A user's data set in the documented ``.npz`` layout (module docstring)."""
 
     name: str = opt("files", "data set", choices=("files",))
-    path: str | None = opt(None, "directory holding train.npz, test.npz and optionally val.npz")
-    limit: int | None = opt(None, "use only the first N samples of each split", min=1)
+    path: str | None = opt(None, "directory holding train.npz, test.npz and optionally val.npz", path=True)
+    limit: int | None = opt(None, "use only the first N samples of each split", min=1, max=10_000_000)
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

@@ -19,8 +19,8 @@ class PoissonConfig:
     """Poisson input trials."""
 
     name: str = opt("poisson", "input generator", choices=("poisson",))
-    trials: int = opt(4, "input trials (samples) per epoch", min=1)
-    limit: int | None = opt(None, "use only the first N trials (null = all)", min=1)
+    trials: int = opt(4, "input trials (samples) per epoch", min=1, max=10_000_000)
+    limit: int | None = opt(None, "use only the first N trials (null = all)", min=1, max=10_000_000)
 
 
 register_config("poisson", PoissonConfig)

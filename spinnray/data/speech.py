@@ -731,11 +731,11 @@ class SpeechConfig:
     name: str = opt("keywords", "keywords (offline espeak-ng set) | speech_commands (real GSC v1 at root)",
                     choices=("keywords", "speech_commands"))
     root: str | None = opt(None, "data directory: the GSC v1 root, or where the offline keyword set is "
-                                 "written (null = ~/.cache/spinnray/keywords)")
-    cache_dir: str | None = opt(None, "feature cache directory (null = inside root)")
-    per_word: int = opt(500, "offline keyword set: clips per word", min=1)
-    data_seed: int = opt(0, "offline keyword set: generator seed", min=0)
-    limit: int | None = opt(None, "use only the first N training and N test samples", min=1)
+                                 "written (null = ~/.cache/spinnray/keywords)", path=True)
+    cache_dir: str | None = opt(None, "feature cache directory (null = inside root)", path=True)
+    per_word: int = opt(500, "offline keyword set: clips per word", min=1, max=100_000)
+    data_seed: int = opt(0, "offline keyword set: generator seed", min=0, max=2**32 - 1)
+    limit: int | None = opt(None, "use only the first N training and N test samples", min=1, max=10_000_000)
 
 
 def dataset_from_root(cfg: SpeechConfig, root: Path) -> Dataset:

@@ -375,15 +375,15 @@ class YinYangConfig:
     seed 41), encoded as one spike per input plus a bias spike."""
 
     name: str = opt("yinyang", "data set", choices=("yinyang",))
-    root: str | None = opt(None, "directory with the published .npy arrays; null = generate them")
-    train_size: int = opt(5000, "training samples (generated)", min=1)
-    train_seed: int = opt(42, "generator seed of the training set (canonical 42)", min=0)
-    test_size: int = opt(1000, "test samples (generated)", min=1)
-    test_seed: int = opt(40, "generator seed of the test set (canonical 40)", min=0)
+    root: str | None = opt(None, "directory with the published .npy arrays; null = generate them", path=True)
+    train_size: int = opt(5000, "training samples (generated)", min=1, max=10_000_000)
+    train_seed: int = opt(42, "generator seed of the training set (canonical 42)", min=0, max=2**32 - 1)
+    test_size: int = opt(1000, "test samples (generated)", min=1, max=10_000_000)
+    test_seed: int = opt(40, "generator seed of the test set (canonical 40)", min=0, max=2**32 - 1)
     val_size: int = opt(1000, "validation samples tested after every epoch (model selection only; never "
-                              "trained on); 0 = none", min=0)
-    val_seed: int = opt(41, "generator seed of the validation set (canonical 41)", min=0)
-    limit: int | None = opt(None, "use only the first N training, test and validation samples", min=1)
+                              "trained on); 0 = none", min=0, max=10_000_000)
+    val_seed: int = opt(41, "generator seed of the validation set (canonical 41)", min=0, max=2**32 - 1)
+    limit: int | None = opt(None, "use only the first N training, test and validation samples", min=1, max=10_000_000)
     encoding: str = opt("wunderlich", "spike-time encoding: wunderlich (t = x * t_max) or bena (latency)",
                         choices=("wunderlich", "bena"))
     t_max_ms: float = opt(30.0, "latest input spike time (wunderlich encoding)", min=1e-6)

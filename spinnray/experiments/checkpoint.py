@@ -632,11 +632,15 @@ class Checkpointer:
         self.written: list[Path] = []             # the files this run wrote and has not deleted, oldest first
         self._lock = None
         if self.enabled:
-            self._lock = _DirectoryLock(self.dir)
-            weakref.finalize(self, self._lock.release)
-            for stale in self.dir.glob("*.ckpt.tmp"):
-                log.info("removing %s, left by a writer that stopped", stale)
-                stale.unlink(missing_ok=True)
+            try:
+                self._lock = _DirectoryLock(self.dir)
+                weakref.finalize(self, self._lock.release)
+                for stale in self.dir.glob("*.ckpt.tmp"):
+                    log.info("removing %s, left by a writer that stopped", stale)
+                    stale.unlink(missing_ok=True)
+            except OSError as e:
+                raise ConfigError(f"checkpoint.dir = {str(self.dir)!r}: cannot use it for checkpoints "
+                                  f"({type(e).__name__}: {e.strerror or e})") from None
 
     def close(self) -> None:
         """Release the directory's lock (the files stay)."""

@@ -81,15 +81,15 @@ class FeedForwardConfig:
     feedforward``; Wunderlich & Pehle's Yin-Yang network)."""
 
     name: str = opt("feedforward", "network builder", choices=("feedforward",))
-    steps: int = opt(50, "steps per sample (network.steps = T)", min=2)
-    dt_ms: float = opt(1.0, "milliseconds per step", min=1e-6)
-    hidden: int = opt(200, "hidden LIF neurons", min=1)
-    tau_mem_ms: float = opt(20.0, "membrane time constant", min=1e-6)
-    tau_syn_ms: float = opt(5.0, "synaptic time constant", min=1e-6)
-    w_in_mean: float = opt(1.5, "initial input->hidden weights: mean (Wunderlich & Pehle)")
-    w_in_std: float = opt(0.78, "initial input->hidden weights: standard deviation", min=0.0)
-    w_out_mean: float = opt(0.93, "initial hidden->output weights: mean")
-    w_out_std: float = opt(0.1, "initial hidden->output weights: standard deviation", min=0.0)
+    steps: int = opt(50, "steps per sample (network.steps = T)", min=2, max=1_000_000)
+    dt_ms: float = opt(1.0, "milliseconds per step", min=1e-6, max=1000.0)
+    hidden: int = opt(200, "hidden LIF neurons", min=1, max=1_000_000)
+    tau_mem_ms: float = opt(20.0, "membrane time constant", min=1e-6, max=1e6)
+    tau_syn_ms: float = opt(5.0, "synaptic time constant", min=1e-6, max=1e6)
+    w_in_mean: float = opt(1.5, "initial input->hidden weights: mean (Wunderlich & Pehle)", max=1e6)
+    w_in_std: float = opt(0.78, "initial input->hidden weights: standard deviation", min=0.0, max=1e6)
+    w_out_mean: float = opt(0.93, "initial hidden->output weights: mean", max=1e6)
+    w_out_std: float = opt(0.1, "initial hidden->output weights: standard deviation", min=0.0, max=1e6)
 
 
 def build_feedforward(cfg: FeedForwardConfig, data: DataShape, seed: int) -> Network:
@@ -119,21 +119,21 @@ class RecurrentALIFConfig:
     per class (``network.name = recurrent_alif``; Rostami et al.'s keyword network)."""
 
     name: str = opt("recurrent_alif", "network builder", choices=("recurrent_alif",))
-    hidden: int = opt(120, "recurrent ALIF neurons (Rostami et al.: 120)", min=1)
-    dt_ms: float = opt(1.0, "ms per step", min=1e-6)
-    tau_mem_ms: float = opt(5.0, "hidden membrane time constant (ms)", min=1e-6)
-    tau_adapt_ms: float = opt(150.0, "threshold-adaptation time constant (ms)", min=1e-6)
-    beta: float = opt(0.184, "threshold-adaptation strength (0 = LIF)", min=0.0)
-    v_th: float = opt(1.6, "baseline threshold", min=1e-9)
-    tau_out_ms: float = opt(10.0, "readout time constant (ms)", min=1e-6)
-    w_in_scale: float = opt(1.0, "input weights ~ N(0, scale / sqrt(inputs))", min=0.0)
-    w_rec_scale: float = opt(1.0, "recurrent weights ~ N(0, scale / sqrt(hidden)), no self-connections", min=0.0)
-    w_out_scale: float = opt(1.0, "readout weights ~ N(0, scale / sqrt(hidden))", min=0.0)
+    hidden: int = opt(120, "recurrent ALIF neurons (Rostami et al.: 120)", min=1, max=1_000_000)
+    dt_ms: float = opt(1.0, "ms per step", min=1e-6, max=1000.0)
+    tau_mem_ms: float = opt(5.0, "hidden membrane time constant (ms)", min=1e-6, max=1e6)
+    tau_adapt_ms: float = opt(150.0, "threshold-adaptation time constant (ms)", min=1e-6, max=1e6)
+    beta: float = opt(0.184, "threshold-adaptation strength (0 = LIF)", min=0.0, max=1e6)
+    v_th: float = opt(1.6, "baseline threshold", min=1e-9, max=1e6)
+    tau_out_ms: float = opt(10.0, "readout time constant (ms)", min=1e-6, max=1e6)
+    w_in_scale: float = opt(1.0, "input weights ~ N(0, scale / sqrt(inputs))", min=0.0, max=1e6)
+    w_rec_scale: float = opt(1.0, "recurrent weights ~ N(0, scale / sqrt(hidden)), no self-connections", min=0.0, max=1e6)
+    w_out_scale: float = opt(1.0, "readout weights ~ N(0, scale / sqrt(hidden))", min=0.0, max=1e6)
     recurrent: bool = opt(True, "recurrent hidden weights (false: feed-forward hidden layer)")
     refractory_steps: int = opt(0, "hidden neurons cannot spike for this many steps after a spike (Bellec et "
-                                   "al.'s n_ref = 5 blocks 4 steps: 4 here)", min=0)
+                                   "al.'s n_ref = 5 blocks 4 steps: 4 here)", min=0, max=1_000_000)
     n_lif: int = opt(0, "of the hidden neurons, how many are plain LIF (beta = 0; Bellec et al.'s cue "
-                        "task: 50 of 100), in their own population 'lif' on their own cores", min=0)
+                        "task: 50 of 100), in their own population 'lif' on their own cores", min=0, max=1_000_000)
 
 
 def build_recurrent_alif(cfg: RecurrentALIFConfig, data: DataShape, seed: int) -> Network:
@@ -189,8 +189,8 @@ class RandomNetworkConfig:
 
     name: str = opt("random", "network builder", choices=("random",))
 
-    steps: int = opt(500, "steps per trial (network.steps = T)", min=1)
-    dt_ms: float = opt(1.0, "milliseconds per step", min=1e-6)
+    steps: int = opt(500, "steps per trial (network.steps = T)", min=1, max=1_000_000)
+    dt_ms: float = opt(1.0, "milliseconds per step", min=1e-6, max=1000.0)
     populations: dict = opt(None, "name -> {size, model: source|lif|alif|li, model parameters; "
                                   "rate_hz for a source}", factory=dict)
     projections: tuple[dict, ...] = opt((), "list of {pre, post, p_connect, weight_mean, weight_std, "

@@ -70,7 +70,7 @@ class ForwardConfig:
     """No learning: ``epochs`` repeats the trials (fresh input spikes each epoch)."""
 
     rule: str = opt("none", "learning rule", choices=("none",))
-    epochs: int = opt(1, "passes over the trials", min=1)
+    epochs: int = opt(1, "passes over the trials", min=1, max=1_000_000)
 
 
 register(Rule("none", "forward", ForwardConfig, "forward"))

@@ -67,25 +67,25 @@ class EPropConfig:
     the firing-rate regulariser)."""
 
     rule: str = opt("eprop", "learning rule", choices=("eprop",))
-    epochs: int = opt(10, "passes over the training set", min=1)
-    batch_size: int = opt(1, "samples per update: 1 = online, as on the chip; B = lockstep mini-batch", min=1)
-    lr: float = opt(0.01, "Adam learning rate (Rostami et al.: 0.01)", min=0.0)
+    epochs: int = opt(10, "passes over the training set", min=1, max=1_000_000)
+    batch_size: int = opt(1, "samples per update: 1 = online, as on the chip; B = lockstep mini-batch", min=1, max=65535)
+    lr: float = opt(0.01, "Adam learning rate (Rostami et al.: 0.01)", min=0.0, max=10.0)
     lr_decay: float = opt(0.3, "learning-rate factor every lr_decay_every epochs", min=0.0, max=1.0)
-    lr_decay_every: int = opt(6, "epochs between learning-rate decays", min=1)
+    lr_decay_every: int = opt(6, "epochs between learning-rate decays", min=1, max=1_000_000)
     beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
     beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
-    eps: float = opt(1e-5, "Adam epsilon (Rostami et al.: 1e-5)", min=0.0)
-    weight_decay: float = opt(0.0, "L2 coefficient added to every gradient", min=0.0)
+    eps: float = opt(1e-5, "Adam epsilon (Rostami et al.: 1e-5)", min=0.0, max=1.0)
+    weight_decay: float = opt(0.0, "L2 coefficient added to every gradient", min=0.0, max=1000.0)
     surrogate: str = opt("multi_gaussian", "pseudo-derivative", choices=SURROGATES)
-    gamma: float = opt(0.5, "pseudo-derivative scale (triangle: 0.3, multi_gaussian: 0.5)", min=1e-9)
+    gamma: float = opt(0.5, "pseudo-derivative scale (triangle: 0.3, multi_gaussian: 0.5)", min=1e-9, max=100.0)
     feedback: str = opt("symmetric", "learning-signal weights: symmetric (W_out) or random (fixed)",
                         choices=("symmetric", "random"))
     window_steps: int | None = opt(None, "loss on the mean readout of the last N steps (null = all; "
                                          "cue: the recall period)", min=1)
-    eval_every: int = opt(1, "evaluate on the test set every N epochs (and after the last)", min=1)
+    eval_every: int = opt(1, "evaluate on the test set every N epochs (and after the last)", min=1, max=1_000_000)
     rate_reg: float = opt(0.0, "firing-rate regulariser c (Bellec et al.'s reg_f, their value 1): the loss "
-                               "gains c sum_j (r_j - r*)^2, rates in spikes per ms; 0 = off", min=0.0)
-    rate_target_hz: float = opt(10.0, "the regulariser's target rate r* (Hz; Bellec et al.: 10)", min=0.0)
+                               "gains c sum_j (r_j - r*)^2, rates in spikes per ms; 0 = off", min=0.0, max=1e6)
+    rate_target_hz: float = opt(10.0, "the regulariser's target rate r* (Hz; Bellec et al.: 10)", min=0.0, max=1e6)
 
 
 def learning(network, cfg: EPropConfig, machine) -> Learning:

@@ -33,22 +33,22 @@ class EventPropConfig:
     remedies)."""
 
     rule: str = opt("eventprop", "learning rule", choices=("eventprop",))
-    epochs: int = opt(40, "passes over the training set", min=1)
-    batch_size: int = opt(32, "mini-batch (all replicas together)", min=1)
-    lr: float = opt(5e-3, "Adam learning rate", min=0.0)
+    epochs: int = opt(40, "passes over the training set", min=1, max=1_000_000)
+    batch_size: int = opt(32, "mini-batch (all replicas together)", min=1, max=65535)
+    lr: float = opt(5e-3, "Adam learning rate", min=0.0, max=10.0)
     lr_decay: float = opt(0.95, "learning-rate factor every lr_decay_every epochs", min=0.0, max=1.0)
-    lr_decay_every: int = opt(1, "epochs between learning-rate decays", min=1)
+    lr_decay_every: int = opt(1, "epochs between learning-rate decays", min=1, max=1_000_000)
     beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
     beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
-    eps: float = opt(1e-8, "Adam epsilon", min=0.0)
+    eps: float = opt(1e-8, "Adam epsilon", min=0.0, max=1.0)
     loss: str = opt("wunderlich", "TTFS loss: wunderlich (tau0, tau1, alpha) or bena (xi, alpha, beta in steps)",
                     choices=("wunderlich", "bena"))
-    tau0_ms: float = opt(0.5, "wunderlich loss: softmax temperature", min=1e-9)
-    tau1_ms: float = opt(6.4, "wunderlich loss: regulariser time constant", min=1e-9)
-    alpha: float = opt(3e-3, "wunderlich loss: regulariser weight", min=0.0)
-    guard: float = opt(1e-3, "lower bound of I - V at a spike in the adjoint jump (counted when used)", min=1e-12)
+    tau0_ms: float = opt(0.5, "wunderlich loss: softmax temperature", min=1e-9, max=1e6)
+    tau1_ms: float = opt(6.4, "wunderlich loss: regulariser time constant", min=1e-9, max=1e6)
+    alpha: float = opt(3e-3, "wunderlich loss: regulariser weight", min=0.0, max=1e6)
+    guard: float = opt(1e-3, "lower bound of I - V at a spike in the adjoint jump (counted when used)", min=1e-12, max=1e6)
     bump: float = opt(5e-3, "silent-neuron heuristic (Wunderlich & Pehle's code): added to a layer's weights "
-                            "after a mini-batch with too many silent neurons; 0 = off", min=0.0)
+                            "after a mini-batch with too many silent neurons; 0 = off", min=0.0, max=1e6)
     quiet_hidden: float = opt(1.0, "bump the hidden weights when more than this fraction of hidden neurons "
                                    "stayed silent (mean over the mini-batch); 1 = never (the reference's 0.3 "
                                    "held Yin-Yang near 91 % here)", min=0.0, max=1.0)
@@ -56,10 +56,10 @@ class EventPropConfig:
                                    "as the label, when more than this fraction of samples had a silent label",
                               min=0.0, max=1.0)
     interpolate: bool = opt(True, "interpolate output spike times inside the step")
-    eval_every: int = opt(1, "test (and validate) every N epochs (and after the last)", min=1)
+    eval_every: int = opt(1, "test (and validate) every N epochs (and after the last)", min=1, max=1_000_000)
     silent_ms: float = opt(0.0, "silent-output surrogate: an output neuron that never fired counts as firing at "
                                 "T + silent_ms * (1 - its peak voltage), which gives it a gradient; 0 = off "
-                                "(silent outputs sit at T with no gradient)", min=0.0)
+                                "(silent outputs sit at T with no gradient)", min=0.0, max=1e6)
 
 
 def _layers(network) -> tuple[list[str], str]:
