@@ -1,7 +1,8 @@
 """Where cores run: ``local`` (every core and router in this process) or ``ray`` (every core a Ray
 actor, one router actor per node, rounds over authenticated TCP streams).  Both carry the same
 schedule (:mod:`spinnray.machine.schedule`) with identical results; :mod:`spinnray.backends.ray`
-is the only module that imports Ray."""
+is the only module that imports Ray.  May import: ``errors``, ``checks``, ``config``, ``model``,
+``machine``, ``mapping``, ``rules`` (a core spec names its rule's core class)."""
 
 from __future__ import annotations
 

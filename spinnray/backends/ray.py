@@ -19,12 +19,12 @@ import logging
 import os
 import secrets
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-import spinnray
 from spinnray.backends.base import check_strict, node_plan, with_nodes
 from spinnray.backends.transport import CoreLink, RouterServer
 from spinnray.errors import MappingError, SpinnrayError, TransportError
@@ -54,7 +54,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, ship_
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
     if ship_code:
-        kwargs["runtime_env"] = {"py_modules": [spinnray]}
+        kwargs["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parents[1])]}   # this spinnray package
     if address is None:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
     else:

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from spinnray.errors import ConfigError, DataError
+from spinnray.registry import Registry
 
 __all__ = ["Timing", "Split", "ArraySplit", "RasterSplit", "Dataset", "register", "dataset_entry", "dataset_names",
            "load_dataset"]
@@ -104,14 +105,14 @@ class DatasetEntry:
     load: Callable | None          # (cfg, Timing) -> Dataset; None: the run generates its input itself
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("data.name")
 
 
 def register(name: str, config: type):
     """Decorator: register ``load(cfg, timing) -> Dataset`` as data set ``name`` with its typed config."""
 
     def deco(load):
-        _REGISTRY[name] = DatasetEntry(name, config, load)
+        DATASETS.add(name, DatasetEntry(name, config, load))
         return load
 
     return deco
@@ -119,17 +120,15 @@ def register(name: str, config: type):
 
 def register_config(name: str, config: type) -> None:
     """A data set whose input the run generates itself (no loader), e.g. Poisson trials."""
-    _REGISTRY[name] = DatasetEntry(name, config, None)
+    DATASETS.add(name, DatasetEntry(name, config, None))
 
 
 def dataset_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def dataset_entry(name) -> DatasetEntry:
-    if name not in _REGISTRY:
-        raise ConfigError(f"data.name = {name!r}: expected one of {dataset_names()}")
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def load_dataset(cfg, timing: Timing) -> Dataset:

@@ -1,7 +1,7 @@
 """Where the network goes: partition into slices under the neuron cap and SRAM budget, place them
 on (chip, PE), allocate keys, build the routing tables and check their invariant, spread the
-chips over cluster nodes, and cut the per-core specs.  Imports :mod:`spinnray.machine` and
-:mod:`spinnray.model`; nothing above."""
+chips over cluster nodes, and cut the per-core specs.  May import: ``errors``, ``checks``,
+``config``, ``model``, ``machine``."""
 
 from spinnray.mapping.place import Mapping, Placement, Slice, assign_nodes, map_network, node_tables
 from spinnray.mapping.routes import check_node_routes, check_routes

@@ -3,8 +3,8 @@
 A builder turns its typed config, the shape of the data (inputs, classes, spikes or analog) and
 the seed into a :class:`~spinnray.model.network.Network`::
 
-    @register("feedforward", FeedForwardConfig)
     def build_feedforward(cfg, data, seed) -> Network: ...
+    register("feedforward", FeedForwardConfig, build_feedforward)
 
 so a new network family is one function here and its ``conf/network/NAME.yaml``.  A builder
 registered with ``build=None`` names a network that a rule builds itself (the dense BPTT's
@@ -20,6 +20,7 @@ import numpy as np
 
 from spinnray.config import opt
 from spinnray.errors import ConfigError
+from spinnray.registry import Registry
 from spinnray.model.network import Network
 from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource, SpikeSource, model_from_dict
 
@@ -43,35 +44,21 @@ class Builder:
     build: Callable | None        # (cfg, DataShape | None, seed) -> Network
 
 
-_REGISTRY: dict[str, Builder] = {}
+BUILDERS: Registry[Builder] = Registry("network.name")
 
 
-def register(name: str, config: type, build: Callable | None = None):
-    """Register ``build(cfg, data, seed) -> Network`` as network ``name``; usable as a decorator."""
-    if build is not None:
-        _REGISTRY[name] = Builder(name, config, build)
-        return build
-
-    def deco(fn):
-        _REGISTRY[name] = Builder(name, config, fn)
-        return fn
-
-    return deco
-
-
-def register_config(name: str, config: type) -> None:
-    """A network that a rule builds itself (no :class:`Network`)."""
-    _REGISTRY[name] = Builder(name, config, None)
+def register(name: str, config: type, build: Callable | None = None) -> None:
+    """Register ``build(cfg, data, seed) -> Network`` as network ``name``; ``build=None``: a network
+    that a rule builds itself (no :class:`Network`)."""
+    BUILDERS.add(name, Builder(name, config, build))
 
 
 def builder_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return BUILDERS.names()
 
 
 def builder(name) -> Builder:
-    if name not in _REGISTRY:
-        raise ConfigError(f"network.name = {name!r}: expected one of {builder_names()}")
-    return _REGISTRY[name]
+    return BUILDERS.get(name)
 
 
 # --------------------------------------------------------------------------------- feedforward

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from spinnray.config import opt
-from spinnray.errors import ConfigError
+from spinnray.registry import Registry
 
 __all__ = ["Rule", "register", "rule", "rule_names", "ForwardConfig"]
 
@@ -47,22 +47,19 @@ class Rule:
     adapt: Callable | None = None          # (cfg, dataset) -> cfg: settings the data implies (loss window)
 
 
-_REGISTRY: dict[str, Rule] = {}
+RULES: Registry[Rule] = Registry("learning.rule")
 
 
 def register(r: Rule) -> Rule:
-    _REGISTRY[r.name] = r
-    return r
+    return RULES.add(r.name, r)
 
 
 def rule_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return RULES.names()
 
 
 def rule(name) -> Rule:
-    if name not in _REGISTRY:
-        raise ConfigError(f"learning.rule = {name!r}: expected one of {rule_names()}")
-    return _REGISTRY[name]
+    return RULES.get(name)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spinnray.config import opt
-from spinnray.model.builders import register_config
+from spinnray.model.builders import register as register_network
 from spinnray.rules.registry import Rule, register
 
 __all__ = ["DeepALIFConfig", "DenseConfig"]
@@ -62,6 +62,6 @@ class DenseConfig:
     eval_batch: int = opt(100, "test samples per forward pass", min=1, max=65535)
 
 
-register_config("deep_alif", DeepALIFConfig)
+register_network("deep_alif", DeepALIFConfig)          # built by spinnray.rules.bptt.dense, not a Network
 register(Rule("bptt", "bptt", DenseConfig, "dense", order_stream=13))
 register(Rule("tlbptt", "bptt", DenseConfig, "dense", order_stream=13))
