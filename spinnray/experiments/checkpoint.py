@@ -64,7 +64,7 @@ from spinnray.errors import ConfigError, DataError
 log = logging.getLogger("spinnray")
 
 __all__ = ["MAGIC", "VERSION", "DTYPES", "LOCK_NAME", "Checkpointer", "save_checkpoint", "load_checkpoint",
-           "validate_state", "convert_v1", "config_fingerprint", "trajectory", "training_data", "latest",
+           "validate_state", "convert_v1", "config_fingerprint", "settings", "setting_differences", "trajectory", "training_data", "latest",
            "warm_start"]
 
 MAGIC = b"SPNRCKPT"
@@ -89,39 +89,54 @@ _POSITION_INTS = ("epoch", "first", "correct", "samples", "batches")
 _POSITION_FLOATS = ("lr", "train_s")
 
 
-def config_fingerprint(*parts) -> str:
-    """A short hash of the configuration that must match between a run and its resume."""
-    text = json.dumps(parts, sort_keys=True, default=str)
+def settings(**sections) -> dict:
+    """The settings that must match between a run and its resume, flat: ``{"learning.lr": 0.01,
+    ...}`` (nested mappings become dotted keys; other values are kept as plain data)."""
+    out: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict) and value:
+            for k in sorted(value, key=str):
+                walk(f"{prefix}.{k}", value[k])
+        else:
+            out[prefix] = list(value) if isinstance(value, tuple) else value
+
+    for name, value in sections.items():
+        walk(name, value)
+    return out
+
+
+def config_fingerprint(values: dict) -> str:
+    """A short hash of the :func:`settings` that must match between a run and its resume."""
+    text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def setting_differences(saved: dict, now: dict) -> list[str]:
+    """``"key: A in the checkpoint, B now"`` for every setting that differs (or exists on one side only)."""
+    out = []
+    for key in sorted(set(saved) | set(now), key=str):
+        a, b = saved.get(key, "(unset)"), now.get(key, "(unset)")
+        if a != b:
+            out.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
 
 
 def trajectory(learn) -> dict:
     """The learning options that shape the training up to any point: all but ``epochs``.
 
-    A run resumed with a larger ``learning.epochs`` continues exactly as an
-    uninterrupted run of that many epochs would (the epoch orders come from
-    the checkpointed RNG), so training can be extended from a checkpoint.
+    A run resumed with a larger ``learning.epochs`` continues exactly as an uninterrupted run of
+    that many epochs would (the epoch orders come from the checkpointed RNG), so training can be
+    extended from a checkpoint.
     """
-    out = {k: v for k, v in asdict(learn).items() if k != "epochs"}
-    if out.get("rate_reg") == 0.0:
-        # checkpoints from before the firing-rate regulariser match runs without it
-        out.pop("rate_reg")
-        out.pop("rate_target_hz", None)
-    return out
+    return {k: v for k, v in asdict(learn).items() if k != "epochs"}
 
 
 def training_data(data) -> dict:
-    """The data options that shape the training: all but the test and validation sets' sizes and seeds.
-
-    A finished run resumed with another test set trains nothing more and tests its final weights
-    on that set (``resume=RUN/checkpoints data.test_size=2000 data.test_seed=2``).
-    """
-    out = {k: v for k, v in asdict(data).items() if k not in ("test_size", "test_seed", "val_size", "val_seed")}
-    if out.get("resample") is False:
-        del out["resample"]          # checkpoints from before the option match runs without it
-    if "p_group" in out and out["p_group"] is None:
-        del out["p_group"]           # likewise the unbiased cue generator, as before data.p_group
-    return out
+    """The data options that shape the training: all but the test and validation sets' sizes and
+    seeds.  A finished run resumed with another test set trains nothing more and tests its final
+    weights on that set (``resume=RUN data.test_size=2000 data.test_seed=2``)."""
+    return {k: v for k, v in asdict(data).items() if k not in ("test_size", "test_seed", "val_size", "val_seed")}
 
 
 # ------------------------------------------------------------------------------------------------ encoding
@@ -350,14 +365,19 @@ def save_checkpoint(path, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(path, kind: str | None = None, fingerprint: str | None = None) -> dict:
-    """Read a checkpoint (a file, or a directory: its newest ``{kind}-NNNNNNNNN.ckpt``); ``kind`` and
-    ``fingerprint``, when given, must match.
+def load_checkpoint(path, kind: str | None = None, fingerprint: str | None = None,
+                    values: dict | None = None) -> dict:
+    """Read a checkpoint (a file; a directory: its newest ``{kind}-NNNNNNNNN.ckpt``, also in its
+    ``checkpoints/`` subdirectory, so a run's output directory will do); ``kind`` and ``fingerprint``,
+    when given, must match (``values``: the run's :func:`settings`, so that a refusal names every
+    setting that differs).
 
     Raises :class:`DataError` naming the path for a missing, foreign, old-format, corrupt or
     mismatching file.
     """
     path = Path(path)
+    if path.is_dir() and not (latest(path, kind) or latest(path)) and (path / "checkpoints").is_dir():
+        path = path / "checkpoints"            # a run's output directory
     if path.is_dir():
         found = latest(path, kind) or latest(path)
         if found is None:
@@ -378,8 +398,13 @@ def load_checkpoint(path, kind: str | None = None, fingerprint: str | None = Non
     if kind is not None and state.get("kind") != kind:
         raise DataError(f"{path}: a checkpoint of a {state.get('kind')!r} run; this run is {kind!r}")
     if fingerprint is not None and state.get("fingerprint") != fingerprint:
-        raise DataError(f"{path}: written by a run with a different network/data/learning configuration "
-                        f"(fingerprint {state.get('fingerprint')} != {fingerprint}); resume needs the same one")
+        diff = setting_differences(state["settings"], values) if isinstance(state.get("settings"), dict) and \
+            values is not None else []
+        why = "; ".join(diff[:12]) + (f"; and {len(diff) - 12} more" if len(diff) > 12 else "") if diff else \
+            f"fingerprint {state.get('fingerprint')} != {fingerprint}"
+        raise DataError(f"{path}: written by a run with a different network/data/learning configuration ({why}); "
+                        "a resume needs the same settings (learning.epochs may grow; data.test_size and "
+                        "data.test_seed may change)")
     state["path"] = str(path)
     return state
 
@@ -620,12 +645,12 @@ class Checkpointer:
     writer left; rotating (``keep``), it deletes only files it wrote.
     """
 
-    def __init__(self, cfg, out_dir, kind: str, fingerprint: str):
+    def __init__(self, cfg, out_dir, kind: str, values: dict):
         c = cfg.checkpoint
         self.every, self.keep, self.max_restarts = c.every, c.keep, c.max_restarts
         self.enabled = c.every > 0
         self.dir = Path(c.dir) if c.dir else Path(out_dir) / "checkpoints"
-        self.kind, self.fingerprint = kind, fingerprint
+        self.kind, self.values, self.fingerprint = kind, values, config_fingerprint(values)
         self.backend, self.cluster = cfg.backend, cfg.cluster
         self.last: str | None = None
         self.restarts = 0
@@ -657,7 +682,8 @@ class Checkpointer:
         return self.enabled and batches % self.every == 0
 
     def save(self, pos: dict, trainer, rng) -> None:
-        state = {"kind": self.kind, "fingerprint": self.fingerprint, "rng": rng.bit_generator.state,
+        state = {"kind": self.kind, "fingerprint": self.fingerprint, "settings": self.values,
+                 "rng": rng.bit_generator.state,
                  "cores": trainer.state(), **{k: v for k, v in pos.items() if k != "path"}}
         path = save_checkpoint(self.dir / f"{self.kind}-{pos['batches']:09d}.ckpt", state)
         self.last = str(path)
@@ -676,7 +702,7 @@ class Checkpointer:
         and the loop position; DataError naming the file, the core and the entry otherwise."""
         if path is None:
             raise DataError("no checkpoint to continue from")
-        st = load_checkpoint(path, self.kind, self.fingerprint)
+        st = load_checkpoint(path, self.kind, self.fingerprint, self.values)
         where = st["path"]
         validate_state(trainer.state(), st.get("cores"), where, _core_labels(trainer))
         gen = st.get("rng")
@@ -692,7 +718,7 @@ class Checkpointer:
         trainer.load_state(st["cores"])
         rng.bit_generator.state = gen
         self.last = where
-        return {k: v for k, v in st.items() if k not in ("kind", "fingerprint", "rng", "cores", "version")}
+        return {k: v for k, v in st.items() if k not in ("kind", "fingerprint", "settings", "rng", "cores", "version")}
 
     def recover(self, error: Exception, trainer, make_trainer, rng):
         """After a failure during training: rebuild the cores with

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spinnray.data.base import Timing, load_dataset
-from spinnray.experiments.checkpoint import Checkpointer, config_fingerprint, training_data, trajectory, warm_start
+from spinnray.experiments.checkpoint import Checkpointer, settings, training_data, trajectory, warm_start
 from spinnray.experiments.loop import Position, run_epochs
 from spinnray.experiments.setup import Run
 from spinnray.experiments.summary import layer_traffic, peak_rss_bytes, write_json
@@ -66,9 +66,10 @@ def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
     trainer = make_trainer()                # (built from the loaded weights: a weight store's range follows them)
     ck = None
     try:
-        ck = Checkpointer(cfg, out_dir, run.kind, config_fingerprint(
-            asdict(net_cfg), training_data(run.data), trajectory(learn), cfg.seed, cfg.parallel.cores_per_population,
-            cfg.parallel.replicas, cfg.machine.identity(), *init))
+        ck = Checkpointer(cfg, out_dir, run.kind, settings(
+            network=asdict(net_cfg), data=training_data(run.data), learning=trajectory(learn), seed=cfg.seed,
+            parallel={"cores_per_population": cfg.parallel.cores_per_population, "replicas": cfg.parallel.replicas},
+            machine=cfg.machine.identity(), init_from=init[0] if init else None))
         return _train(run, data, learn, net, trainer, make_trainer, ck, out_dir, scenario, t_start)
     finally:
         if ck is not None:
