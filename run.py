@@ -1,7 +1,9 @@
 """Run a spinnray scenario: ``python run.py scenario=NAME key=value ...``.
 
-``python run.py -m ...`` sweeps (Hydra multirun).  Every run writes
-``metrics.json`` into its Hydra output directory.
+``python run.py -m ...`` sweeps (Hydra multirun).  Every run writes ``metrics.json`` into its
+Hydra output directory.  Exit status: 0 when every run succeeded; 2 for a refused configuration,
+a data or machine error (the message names the key, the value and what is allowed); 1 when some
+jobs of a sweep failed (each left an ``error.txt``; the comparison lists them).
 """
 
 import logging
@@ -13,18 +15,42 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from spinnray.backends import ensure_ray
+from spinnray.config import RunConfig, from_dict
+from spinnray.errors import ConfigError, SpinnrayError
+from spinnray.experiments.cli import check_overrides
+from spinnray.experiments.runner import run
+
 log = logging.getLogger("spinnray")
+CONF = Path(__file__).resolve().parent / "conf"
+JOBS = {"run": 0, "failed": []}          # this process's jobs (a sweep runs them one after the other)
+
+
+def summary(scenario: str, m: dict) -> str:
+    """The run's one-line result: spikes sent and deliveries apart, each against dense."""
+    tr = m["traffic"]
+    dense = tr["dense_equivalent_events"]
+    sent, delivered = tr.get("spike_events_sent", tr["spike_events"]), tr["spike_events"]
+    line = (f"scenario {scenario} on {m['backend']}: {m['cores']} cores, {m['wall_s']:.2f} s wall; "
+            f"{sent} spikes sent ({sent / dense:.4f} of dense {dense})" if dense else
+            f"scenario {scenario} on {m['backend']}: {m['cores']} cores, {m['wall_s']:.2f} s wall; {sent} spikes sent")
+    line += f", {delivered} deliveries to cores"
+    if tr.get("error_events"):
+        line += f", {tr['error_events_sent']} error events sent"
+    if "test_accuracy" in m:
+        line += f"; test accuracy {100 * m['test_accuracy']:.2f} %"
+    mem = m["memory"]
+    if mem.get("budget_bytes_per_core"):
+        line += (f"; largest core {mem['per_core_max_bytes'] / 1024:.1f} KB of its "
+                 f"{mem['budget_bytes_per_core'] / 1024:.0f} KB")
+    return line
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from spinnray.backends import ensure_ray
-    from spinnray.config import RunConfig, from_dict
-    from spinnray.errors import SpinnrayError
-    from spinnray.experiments.runner import run
-
     hc = HydraConfig.get()
     scenario = hc.runtime.choices.get("scenario", "?")
+    JOBS["run"] += 1
     try:
         typed = from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
         if typed.backend == "ray":
@@ -37,14 +63,21 @@ def main(cfg: DictConfig):
         if hc.mode == RunMode.MULTIRUN:
             # One bad job must not end the sweep: the comparison lists it with this reason.
             (Path(hc.runtime.output_dir) / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+            JOBS["failed"].append(hc.runtime.output_dir)
             return None
         sys.exit(2)
-    log.info("scenario %s on %s: %d cores, %.2f s wall, %d spike events (%.4f of dense), "
-             "max %.1f KB per core", scenario, metrics["backend"], metrics["cores"], metrics["wall_s"],
-             metrics["traffic"]["spike_events"], metrics["traffic"]["sparsity"],
-             metrics["memory"]["per_core_max_bytes"] / 1024)
+    log.info("%s", summary(scenario, metrics))
     return metrics.get("test_accuracy", metrics["wall_s"])
 
 
 if __name__ == "__main__":
+    try:
+        check_overrides(sys.argv[1:], CONF)
+    except ConfigError as e:
+        print(f"ConfigError: {e}", file=sys.stderr)
+        sys.exit(2)
     main()
+    if JOBS["failed"]:
+        print(f"{len(JOBS['failed'])} of {JOBS['run']} jobs failed (each left an error.txt): "
+              + ", ".join(JOBS["failed"]), file=sys.stderr)
+        sys.exit(1)

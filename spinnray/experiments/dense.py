@@ -12,7 +12,7 @@ import numpy as np
 
 from spinnray.data.base import Timing, load_dataset
 from spinnray.errors import ConfigError
-from spinnray.experiments.setup import Run
+from spinnray.experiments.setup import Run, check_steps
 from spinnray.experiments.summary import peak_rss_bytes, progress
 from spinnray.machine.counters import SCHEMA_VERSION
 from spinnray.rules.bptt.dense import ALIFNetConfig, DeepALIF, DenseTrainer, check_clip_norm, init_deep_weights
@@ -37,7 +37,8 @@ def run_dense(run: Run, out_dir, scenario: str) -> dict:
         raise ConfigError(f"learning.rule = bptt with learning.window = {learn.window} and learning.block_size = "
                           f"{learn.block_size}: full BPTT has neither; expected null, or learning.rule = tlbptt")
     t_start = time.perf_counter()
-    data = load_dataset(run.data, Timing(net_cfg.dt_ms))
+    data = load_dataset(run.data, Timing(net_cfg.dt_ms, net_cfg.steps))
+    check_steps(net_cfg, data)
     if learn.window_steps is None and data.loss_window is not None:
         learn = replace(learn, window_steps=data.loss_window)
     steps, n_in, names = data.steps, data.n_inputs, data.class_names
@@ -86,7 +87,8 @@ def run_dense(run: Run, out_dir, scenario: str) -> dict:
                "lr": lr, "grad_norm_median": float(np.median(norms)), "grad_norm_max": float(norms.max()),
                "clipped_fraction": (tr.clipped - clipped_before) / norms.size}
         if (epoch + 1) % learn.eval_every == 0 or epoch + 1 == learn.epochs:
-            row["test_accuracy"], row["test_loss"] = tr.evaluate(data.test, learn.eval_batch)
+            with progress(len(data.test), "testing", cfg.progress) as bar:
+                row["test_accuracy"], row["test_loss"] = tr.evaluate(data.test, learn.eval_batch, bar.update)
             tested += len(yte)
         history.append(row)
         log.info("epoch %d: train loss %.4f acc %.4f | test acc %s", epoch + 1, row["train_loss"],

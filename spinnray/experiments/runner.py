@@ -14,7 +14,7 @@ from spinnray.config import RunConfig
 from spinnray.errors import ConfigError
 from spinnray.experiments.dense import run_dense
 from spinnray.experiments.forward import run_forward
-from spinnray.experiments.setup import Run, resolve
+from spinnray.experiments.setup import Run, check_parallel, resolve
 from spinnray.experiments.summary import write_json
 from spinnray.experiments.train import run_training
 from spinnray.report import report_after_run
@@ -43,6 +43,7 @@ def run(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
     """Run ``cfg`` and write ``metrics.json`` (and the reports) into ``out_dir``."""
     typed = resolve(cfg)
     check_weight_store_kind(typed)
+    check_parallel(typed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = RUNNERS[typed.rule.runner](typed, out_dir, scenario)

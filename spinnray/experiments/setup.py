@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from spinnray.config import RunConfig, from_dict
+from spinnray.config import ParallelConfig, RunConfig, from_dict
 from spinnray.data.base import DatasetEntry, dataset_entry
 from spinnray.errors import ConfigError
 from spinnray.model.builders import Builder, builder
 from spinnray.rules.registry import Rule, rule
 
-__all__ = ["Run", "resolve", "DEFAULT_NETWORK"]
+__all__ = ["Run", "resolve", "DEFAULT_NETWORK", "check_steps", "check_parallel"]
 
 #: the network builder a rule uses when ``network.name`` is not given
 DEFAULT_NETWORK = {"none": "random", "eventprop": "feedforward", "eprop": "recurrent_alif", "bptt": "deep_alif",
@@ -66,3 +66,26 @@ def resolve(cfg: RunConfig) -> Run:
         raise ConfigError(f"kind = {cfg.kind!r} with learning.rule = {r.name!r}: the rule makes a run of kind "
                           f"{r.kind!r}; leave kind out (it follows the rule) or set it to {r.kind!r}")
     return Run(cfg, r, learning, b, network, d, data)
+
+
+def check_steps(network, data) -> None:
+    """ConfigError when ``network.steps`` is set and differs from the data set's sample length."""
+    steps = getattr(network, "steps", None)
+    if steps is not None and steps != data.steps:
+        raise ConfigError(f"network.steps = {steps}: the {data.name} data set's samples have {data.steps} steps "
+                          f"of {network.dt_ms} ms; expected network.steps = null (the data's length) or {data.steps}")
+
+
+def check_parallel(run: Run) -> None:
+    """Refuse the ``parallel.*`` options a kind of run does not use, naming the one to use instead."""
+    p, d = run.config.parallel, ParallelConfig()
+    if run.rule.runner == "on_chip" and p.batch_size != d.batch_size:
+        raise ConfigError(f"parallel.batch_size = {p.batch_size}: a training run's mini-batch is learning.batch_size "
+                          "(the replicas share it); leave parallel.batch_size at 1")
+    if run.rule.runner == "dense":
+        used = [f"parallel.{k} = {getattr(p, k)!r}" for k in ("cores_per_population", "replicas", "batch_size",
+                                                               "exchange_interval", "schedule")
+                if getattr(p, k) != getattr(d, k)]
+        if used:
+            raise ConfigError(f"{', '.join(used)}: learning.rule = {run.rule.name} trains in one process, on no "
+                              "emulated cores; leave the parallel options at their defaults")

@@ -20,7 +20,7 @@ import numpy as np
 from spinnray.data.base import Timing, load_dataset
 from spinnray.experiments.checkpoint import Checkpointer, settings, training_data, trajectory, warm_start
 from spinnray.experiments.loop import Position, run_epochs
-from spinnray.experiments.setup import Run
+from spinnray.experiments.setup import Run, check_steps
 from spinnray.experiments.summary import layer_traffic, peak_rss_bytes, write_json
 from spinnray.experiments.trainer import Trainer
 from spinnray.machine.counters import SCHEMA_VERSION
@@ -46,6 +46,7 @@ def val_selection(history: list[dict]) -> dict:
 def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
     cfg, rule, net_cfg = run.config, run.rule, run.network
     data = load_dataset(run.data, Timing(net_cfg.dt_ms, getattr(net_cfg, "steps", None)))
+    check_steps(net_cfg, data)
     learn = rule.adapt(run.learning, data) if rule.adapt is not None else run.learning
     if rule.check is not None:
         rule.check(learn, cfg.parallel, net_cfg, data)
@@ -116,12 +117,14 @@ def _epochs(run: Run, data, learn, net, box: dict, make_trainer, ck: Checkpointe
         last = epoch + 1 == learn.epochs
         if (epoch + 1) % learn.eval_every == 0 or last:
             log.info("epoch %d: testing on %d samples", epoch + 1, len(data.test))
-            row["test_accuracy"], row["test_loss"] = tr.evaluate(data.test, B, keep_first=last)
+            row["test_accuracy"], row["test_loss"] = tr.evaluate(data.test, B, keep_first=last,
+                                                                 show_progress=cfg.progress)
             pos.tested_samples += len(data.test)
             if last:
                 save_raster(out_dir, tr.first_spikes, net_cfg.dt_ms)
             if data.val is not None:
-                row["val_accuracy"], row["val_loss"] = tr.evaluate(data.val, B)
+                row["val_accuracy"], row["val_loss"] = tr.evaluate(data.val, B, show_progress=cfg.progress,
+                                                                   desc="validation")
         pos.history.append(row)
         log.info("epoch %d: train loss %.4f acc %.4f | test %s%s | %.1f s, %.3g events/s", epoch + 1,
                  row["train_loss"], row["train_accuracy"],

@@ -19,6 +19,7 @@ import numpy as np
 from spinnray.config import ClusterConfig, MachineConfig, ParallelConfig
 from spinnray.errors import SpinnrayError
 from spinnray.machine.core import Core
+from spinnray.experiments.summary import progress
 from spinnray.machine.schedule import TrainStep
 from spinnray.model.network import Network
 from spinnray.rules.learning import LearningCore
@@ -92,19 +93,23 @@ class Trainer:
                 for pl in self.learners}
         self.sim.call(LearningCore.apply, args, cores=ids)
 
-    def evaluate(self, split, batch: int, keep_first: bool = False) -> tuple[float, float]:
+    def evaluate(self, split, batch: int, keep_first: bool = False, show_progress: bool = False,
+                 desc: str = "testing") -> tuple[float, float]:
         """(accuracy, mean loss) over a data split, ``batch`` samples per run.  ``keep_first``:
         record the first batch's spikes into ``first_spikes``."""
         correct, loss = 0, 0.0
         y = split.labels
-        for first in range(0, len(y), batch):
-            idx = np.arange(first, min(first + batch, len(y)))
-            rec = ("spikes",) if keep_first and first == 0 else ()
-            res = self.forward(split.batch(idx), y[idx], record=rec)
-            if rec:
-                self.first_spikes = res.spikes
-            correct += int((res.outputs["pred"] == y[idx]).sum())
-            loss += float(res.outputs["loss"].sum())
+        with progress(len(y), desc, show_progress) as bar:
+            for first in range(0, len(y), batch):
+                idx = np.arange(first, min(first + batch, len(y)))
+                rec = ("spikes",) if keep_first and first == 0 else ()
+                res = self.forward(split.batch(idx), y[idx], record=rec)
+                if rec:
+                    self.first_spikes = res.spikes
+                correct += int((res.outputs["pred"] == y[idx]).sum())
+                loss += float(res.outputs["loss"].sum())
+                bar.update(len(idx))
+                bar.set_postfix(acc=f"{correct / (first + len(idx)):.3f}")
         return correct / len(y), loss / len(y)
 
     # ---------------------------------------------------------------- state

@@ -106,6 +106,8 @@ class RecurrentALIFConfig:
     per class (``network.name = recurrent_alif``; Rostami et al.'s keyword network)."""
 
     name: str = opt("recurrent_alif", "network builder", choices=("recurrent_alif",))
+    steps: int | None = opt(None, "steps per sample: null = the data set's own length (set, it must equal it)",
+                            min=1, max=1_000_000)
     hidden: int = opt(120, "recurrent ALIF neurons (Rostami et al.: 120)", min=1, max=1_000_000)
     dt_ms: float = opt(1.0, "ms per step", min=1e-6, max=1000.0)
     tau_mem_ms: float = opt(5.0, "hidden membrane time constant (ms)", min=1e-6, max=1e6)

@@ -20,6 +20,8 @@ class DeepALIFConfig:
     process (``network.name = deep_alif``; the network of :mod:`spinnray.rules.bptt.dense`)."""
 
     name: str = opt("deep_alif", "network builder", choices=("deep_alif",))
+    steps: int | None = opt(None, "steps per sample: null = the data set's own length (set, it must equal it)",
+                            min=1, max=1_000_000)
     layers: int = opt(1, "hidden layers (each recurrent ALIF of `hidden` neurons)", min=1, max=1000)
     hidden: int = opt(100, "ALIF neurons per hidden layer", min=1, max=1_000_000)
     dt_ms: float = opt(1.0, "ms per step", min=1e-6, max=1000.0)

@@ -583,8 +583,9 @@ class DenseTrainer:
             np.fill_diagonal(r, 0.0)
         return losses[-1], logits[-1]
 
-    def evaluate(self, split, batch: int = 64) -> tuple[float, float]:
-        """(accuracy, mean loss) of the output readout on a data split (:class:`spinnray.data.Split`)."""
+    def evaluate(self, split, batch: int = 64, on_batch=None) -> tuple[float, float]:
+        """(accuracy, mean loss) of the output readout on a data split (:class:`spinnray.data.Split`);
+        ``on_batch(n)`` is told of each batch of ``n`` samples done (a progress bar)."""
         correct, loss = 0, 0.0
         y = split.labels
         for first in range(0, len(y), batch):
@@ -595,6 +596,8 @@ class DenseTrainer:
             yb = np.asarray(y[first:first + batch])
             correct += int((lg.argmax(axis=1) == yb).sum())
             loss += float(softmax_cross_entropy(lg.astype(np.float64), yb)[0].mean()) * len(yb)
+            if on_batch is not None:
+                on_batch(len(yb))
         return correct / len(y), loss / len(y)
 
     def memory(self, steps: int, batch: int) -> dict[str, int]:
