@@ -66,7 +66,8 @@ def _int_array(path: Path, arrays: dict, key: str, n: int | None = None) -> np.n
 def _scalar(path: Path, arrays: dict, key: str, hi: int) -> int:
     a = arrays.get(key)
     if a is None or a.shape != () or not np.issubdtype(a.dtype, np.integer) or not 1 <= int(a) <= hi:
-        raise DataError(f"{path}: {key} = {None if a is None else a!r}; expected an integer scalar in [1, {hi}]")
+        shown = "missing" if a is None else (str(a.item()) if a.shape == () else f"an array of shape {a.shape}")
+        raise DataError(f"{path}: {key} = {shown}; expected an integer scalar in [1, {hi}]")
     return int(a)
 
 
@@ -93,10 +94,14 @@ def _split(path: Path, dt_ms: float, steps: int | None, limit: int | None):
         if steps is not None and x.shape[1] != steps:
             raise DataError(f"{path}: x has {x.shape[1]} steps; the network runs network.steps = {steps}")
         return "analog", x.shape[2], x.shape[1], ArraySplit(x, labels[:n]), names
+    if "event_sample" not in arrays:
+        raise DataError(f"{path}: neither x (analog input) nor event_sample, event_channel and event_step or "
+                        "event_time_ms (spike events)")
     sample = _int_array(path, arrays, "event_sample")
     channel = _int_array(path, arrays, "event_channel", len(sample))
     channels = _scalar(path, arrays, "channels", MAX_CHANNELS)
     file_steps = _scalar(path, arrays, "steps", MAX_STEPS)
+    steps_from = "the file's steps" if steps is None else "network.steps"
     steps = file_steps if steps is None else steps
     if "event_step" in arrays:
         step = _int_array(path, arrays, "event_step", len(sample))
@@ -112,8 +117,7 @@ def _split(path: Path, dt_ms: float, steps: int | None, limit: int | None):
                             ("event step", step, steps)):
         if len(values) and (values.min() < 0 or values.max() >= hi):
             bad = int(values.min()) if values.min() < 0 else int(values.max())
-            raise DataError(f"{path}: {key} {bad} outside [0, {hi})" + (
-                " (the network's network.steps)" if key == "event step" else ""))
+            raise DataError(f"{path}: {key} {bad} outside [0, {hi})" + (f" ({steps_from})" if key == "event step" else ""))
     keep = sample < n
     if steps * n * channels > 4 << 30:
         raise DataError(f"{path}: {n} samples x {steps} steps x {channels} channels do not fit in memory as a "
