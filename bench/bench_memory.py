@@ -99,11 +99,11 @@ def main():
            "2 layers, tlbptt window 50, block 1": [dense(t, 2, 32, 50, 1) for t in ts],
            "2 layers, tlbptt window 10, block 1": [dense(t, 2, 32, 10, 1) for t in ts]}
     print("Training memory (bytes, float32), counted from the arrays each rule holds.\n")
-    print(f"80-120-12 network, batch 1 | " + " | ".join(f"T = {t}" for t in ts))
+    print("80-120-12 network, batch 1 | " + " | ".join(f"T = {t}" for t in ts))
     print("|---" * (len(ts) + 1) + "|")
     for k, v in rows.items():
         print(f"| {k} | " + " | ".join(f"{x:,}" for x in v) + " |")
-    print(f"\n80-120-120-12 network (tlbptt_kws), batch 32 | " + " | ".join(f"T = {t}" for t in ts))
+    print("\n80-120-120-12 network (tlbptt_kws), batch 32 | " + " | ".join(f"T = {t}" for t in ts))
     print("|---" * (len(ts) + 1) + "|")
     for k, v in two.items():
         print(f"| {k} | " + " | ".join(f"{x:,}" for x in v) + " |")
