@@ -3,6 +3,10 @@
     python bench/bench_eprop_step.py [--repeats N]                   # this checkout
     PYTHONPATH=/path/to/other/checkout python bench/bench_eprop_step.py   # another one, for A/B
 
+(the other checkout must have the 0.2 layout: the trainer is built by bench/trainers.py from
+the rule registry and ``Trainer``; for older ones run their own bench/bench_eprop_step.py, which
+prints the same CRC32s).
+
 Measures ``time.process_time()`` (CPU seconds of this process, less sensitive than wall time
 to other jobs on a shared machine) and wall time per ``train_batch`` of 32 samples, after one
 warm-up batch, on
