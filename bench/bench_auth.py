@@ -3,14 +3,20 @@
 Usage: python bench/bench_auth.py [--quick] [--repeats R] [--base REV] [--json PATH] [--markdown]
 
 There is no switch to turn authentication off (on purpose), so "without" is
-the code before it: the tree of ``--base`` (default: the merge base of this
-branch and ``main``), exported with ``git archive`` to a temporary directory.
-Nothing else differs between the two trees but the authentication commits.
+the code before it: the tree of ``--base``, exported with ``git archive`` to a
+temporary directory.  The default is the tree just before authentication came
+into this history: the first parent of the first first-parent commit that
+brought ``ROLE_CORE`` into ``spinnray/backends/transport.py`` (the merge of
+``sec-transport``; while that branch was unmerged this was its merge base with
+``main``).  Nothing else differs between the two trees but the authentication
+commits and what came after them on this history.
 
 Two measurements, both alternating with / without authentication:
 
-* ``setup``: the forward scenario (scenarios/forward.yaml: 100 Poisson inputs
-  -> 200 recurrent LIF -> 20 LIF) mapped with 4 and 16 cores per population
+* ``setup``: the forward scenario's network (``network.name = random``, read
+  from each tree's ``conf/network/random.yaml``, or the ``network`` section of
+  its ``scenarios/forward.yaml`` in trees before the conf groups: 100 Poisson
+  inputs -> 200 recurrent LIF -> 20 LIF) mapped with 4 and 16 cores per population
   (12 and 48 core actors, one router, one node), on the ``ray`` backend: the
   wall time from the ``Simulator`` constructor's start (mapping, actor start,
   every core connecting to the router) to the end of the first round (a
@@ -52,22 +58,41 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------ the child: one setup sample
 
 
+def forward_network(code_dir: Path):
+    """``(network, source rates)`` of the forward scenario, built by the tree in ``code_dir``
+    (imported already): its network section from ``conf/network/random.yaml`` (the conf groups)
+    or from ``scenarios/forward.yaml`` (before them), built by ``spinnray.model.builders`` (or,
+    in trees before the registries, ``spinnray.experiments.runner``)."""
+    import yaml
+
+    from spinnray.config import from_dict
+
+    conf = code_dir / "conf" / "network" / "random.yaml"
+    if conf.exists():
+        section = yaml.safe_load(conf.read_text())
+    else:
+        section = yaml.safe_load((code_dir / "scenarios" / "forward.yaml").read_text())["network"]
+    try:
+        from spinnray.model.builders import RandomNetworkConfig, build_random, source_rates
+    except ImportError:
+        from spinnray.experiments.runner import ForwardNetworkConfig, build_forward_network
+
+        return build_forward_network(from_dict(ForwardNetworkConfig, section, "network"), 0)
+    cfg = from_dict(RandomNetworkConfig, section, "network")
+    return build_random(cfg, None, 0), source_rates(cfg)
+
+
 def child(code_dir: str) -> None:
     """Build the forward scenario's backend for each size once; print the timings as JSON."""
     sys.path.insert(0, code_dir)
     import numpy as np
-    import yaml
 
     import spinnray
-    from spinnray.backends import transport
-    from spinnray.backends import ensure_ray
-    from spinnray.config import from_dict
-    from spinnray.experiments.runner import ForwardNetworkConfig, build_forward_network
+    from spinnray.backends import ensure_ray, transport
     from spinnray.simulator import Simulator, poisson_spikes
 
     assert Path(spinnray.__file__).resolve().is_relative_to(Path(code_dir).resolve()), spinnray.__file__
-    scenario = yaml.safe_load((Path(code_dir) / "scenarios" / "forward.yaml").read_text())
-    net, rates = build_forward_network(from_dict(ForwardNetworkConfig, scenario["network"], "network"), 0)
+    net, rates = forward_network(Path(code_dir))
     inputs = {name: poisson_spikes(rate, 1, 1, net[name].size, net.dt_ms, np.random.default_rng(0))
               for name, rate in rates.items()}
     ensure_ray(None, num_cpus=2)
@@ -142,11 +167,25 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def default_base() -> str:
+    """The tree just before authentication (module docstring): the first parent of the oldest
+    first-parent commit whose change (against its first parent) adds or removes ``ROLE_CORE`` in
+    the transport."""
+    out = subprocess.run(["git", "-C", str(ROOT), "log", "--first-parent", "--diff-merges=first-parent", "--no-patch",
+                          "-S", "ROLE_CORE", "--format=%H", "HEAD", "--", "spinnray/backends/transport.py"],
+                         check=True, capture_output=True, text=True).stdout.split()
+    if not out:
+        sys.exit("bench_auth: no commit on this history brings in ROLE_CORE; give the tree without "
+                 "authentication with --base REV")
+    return out[-1] + "^1"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 setup samples of each tree (a smoke run)")
     ap.add_argument("--repeats", type=int, default=5, help="setup samples of each tree (default 5)")
-    ap.add_argument("--base", default=None, help="the tree without authentication (default: merge base with main)")
+    ap.add_argument("--base", default=None, help="the tree without authentication (default: the first parent of "
+                                                 "the commit that brought it into this history)")
     ap.add_argument("--json", metavar="PATH", help="write every number to PATH")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table for bench/RESULTS.md")
     ap.add_argument("--child", metavar="DIR", help=argparse.SUPPRESS)
@@ -156,8 +195,7 @@ def main(argv=None) -> int:
         return 0
     repeats = 2 if args.quick else args.repeats
     command = shlex.join(["python", "bench/bench_auth.py", *(sys.argv[1:] if argv is None else argv)])
-    base = args.base or subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
-                                       capture_output=True, text=True).stdout.strip()
+    base = args.base or default_base()
     base = subprocess.run(["git", "-C", str(ROOT), "rev-parse", base], check=True, capture_output=True,
                           text=True).stdout.strip()
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True, capture_output=True,

@@ -55,13 +55,12 @@ def main() -> None:
         x, y = bench_eprop.data(100, args.batch, seed=1)
     else:
         from spinnray.config import MachineConfig
-        from spinnray.experiments.eprop import EPropConfig, RecurrentALIFConfig, EPropTrainer, \
-            build_eprop_network
+        from trainers import EPropConfig, RecurrentALIFConfig, eprop_net, eprop_trainer
 
         net = eprop_net(RecurrentALIFConfig(hidden=args.hidden, w_in_scale=4.0, w_out_scale=10.0),
-                                  args.inputs, bench_eprop.N_OUT, seed=0)
+                        args.inputs, bench_eprop.N_OUT, seed=0)
         tr = eprop_trainer(net, EPropConfig(batch_size=args.batch), backend=args.backend,
-                          hidden_cores=12, machine=MachineConfig(dtype="float32", sram_per_pe_bytes=1 << 24))
+                           hidden_cores=12, machine=MachineConfig(dtype="float32", sram_per_pe_bytes=1 << 24))
         rng = np.random.default_rng(1)
         x = rng.normal(0, 0.5, (100, args.batch, args.inputs)).astype(np.float32)
         y = rng.integers(0, bench_eprop.N_OUT, args.batch)

@@ -3,6 +3,10 @@
     python bench/bench_eprop_step.py [--repeats N]                   # this checkout
     PYTHONPATH=/path/to/other/checkout python bench/bench_eprop_step.py   # another one, for A/B
 
+(the other checkout must have the 0.2 layout: the trainer is built by bench/trainers.py from
+the rule registry and ``Trainer``; for older ones run their own bench/bench_eprop_step.py, which
+prints the same CRC32s).
+
 Measures ``time.process_time()`` (CPU seconds of this process, less sensitive than wall time
 to other jobs on a shared machine) and wall time per ``train_batch`` of 32 samples, after one
 warm-up batch, on
@@ -26,7 +30,7 @@ import numpy as np
 
 import spinnray
 from spinnray.config import MachineConfig
-from spinnray.experiments.eprop import EPropConfig, RecurrentALIFConfig, EPropTrainer, build_eprop_network
+from trainers import EPropConfig, RecurrentALIFConfig, eprop_net, eprop_trainer
 
 
 def _case(name: str):
@@ -39,8 +43,8 @@ def _case(name: str):
     from spinnray.data.cue import cue_accumulation
 
     net = eprop_net(RecurrentALIFConfig(hidden=100, tau_mem_ms=20.0, tau_adapt_ms=2000.0, beta=35.0,
-                                                 v_th=0.6, tau_out_ms=20.0, w_in_scale=25.0, w_out_scale=20.0),
-                              40, 2, seed=0)
+                                        v_th=0.6, tau_out_ms=20.0, w_in_scale=25.0, w_out_scale=20.0),
+                    40, 2, seed=0)
     learn = EPropConfig(batch_size=32, lr=0.005, surrogate="triangle", gamma=0.3, window_steps=150)
     x, y = cue_accumulation(32, 0, total_ms=2250.0)
     return net, learn, 4, np.ascontiguousarray(x.transpose(1, 0, 2)), y
@@ -49,7 +53,7 @@ def _case(name: str):
 def measure(name: str, repeats: int) -> dict:
     net, learn, cores, x, y = _case(name)
     tr = eprop_trainer(net, learn, machine=MachineConfig(sram_per_pe_bytes=1 << 24), hidden_cores=cores,
-                      backend="local")
+                       backend="local")
     try:
         tr.train_batch(x, y)                       # warm-up
         w0, c0 = time.perf_counter(), time.process_time()

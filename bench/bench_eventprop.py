@@ -34,15 +34,15 @@ import numpy as np
 from spinnray.backends import ensure_ray
 from spinnray.config import MachineConfig
 from spinnray.data import yin_yang
-from spinnray.experiments.eventprop import (EventPropConfig, FeedForwardConfig, EventPropTrainer, YinYangDataConfig,
-                            build_network, encode_inputs)
+from spinnray.data.yinyang import YinYangConfig, encode_inputs
+from trainers import EventPropConfig, FeedForwardConfig, eventprop_trainer, yinyang_net
 
 BATCH = 32
 
 
 def spinnray_runner(net_cfg, backend, replicas, learn, schedule):
     tr = eventprop_trainer(yinyang_net(net_cfg, 0), learn, machine=MachineConfig(), cores_per_population=None,
-                          replicas=replicas, backend=backend, schedule=schedule)
+                           replicas=replicas, backend=backend, schedule=schedule)
 
     def step(x, y):
         tr.train_batch(x, y)
@@ -117,13 +117,12 @@ def main():
 
     old = EventPropConfig(batch_size=BATCH, bump=5e-3, silent_ms=0.0)
     configs = {"5-200-3, T=160 x 0.25 ms (default)": (FeedForwardConfig(steps=160, dt_ms=0.25, hidden=200),
-                                                      YinYangDataConfig(stagger=0.5),
-                                                      EventPropConfig(batch_size=BATCH, bump=0.0,
-                                                                              silent_ms=20.0)),
+                                                      YinYangConfig(stagger=0.5),
+                                                      EventPropConfig(batch_size=BATCH, bump=0.0, silent_ms=20.0)),
                "5-200-3, T=100 x 0.5 ms": (FeedForwardConfig(steps=100, dt_ms=0.5, hidden=200),
-                                           YinYangDataConfig(), old),
+                                           YinYangConfig(), old),
                "5-120-3, T=40 x 1 ms": (FeedForwardConfig(steps=40, dt_ms=1.0, hidden=120),
-                                        YinYangDataConfig(), old)}
+                                        YinYangConfig(), old)}
     if args.only_default:
         configs = dict(list(configs.items())[:1])
     xs, ys = yin_yang(BATCH * args.batches, 42)

@@ -63,7 +63,7 @@ def log(msg: str) -> None:
     print(f"[bench_exchange {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def yinyang_net(n_cores: int, topology: str) -> Network:
+def build_network(n_cores: int, topology: str) -> Network:
     """One always-spiking LIF population of n_cores*100 neurons, projecting onto itself."""
     size = n_cores * EVENTS_PER_CORE
     net = Network(dt_ms=1.0)
@@ -111,7 +111,7 @@ def calibrate(sim: Simulator, k: int, target_s: float) -> int:
 
 
 def measure_point(topology: str, n: int, k: int, repeats: int, target_s: float) -> dict:
-    net = yinyang_net(n, topology)
+    net = build_network(n, topology)
     machine = MachineConfig(sram_per_pe_bytes=SRAM_BYTES)
     sims = {}
     try:

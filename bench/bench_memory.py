@@ -4,11 +4,13 @@
 Every figure is counted from arrays, none measured from the process:
 
 * e-prop: the training state the emulated cores hold (``cores.json`` memory categories in
-  ``spinnray.experiments.eprop.TRAINING_STATE`` plus ``weight_accumulator``), for the paper network
+  ``spinnray.rules.eprop.TRAINING_STATE`` plus ``weight_accumulator``), for the paper network
   (80 inputs -> 120 recurrent ALIF on 12 cores -> 12 LI readouts), batch 1, float32; at 32 bits and
   at 4 bits (``machine.weight_bits=4``; with and without the float32 accumulator); T only changes
   how long a sample runs, so it is built once and checked equal at T = 100 and T = 1000.
-* EventProp: ``spinnray.rules.eventprop.core.learning_bytes`` plus the float32 weights of a
+* EventProp: the learning cores' memory model (``EventPropCoreSpec.memory`` of
+  ``spinnray.rules.eventprop.core``: the float32 weights, gradients, Adam, masks, error keys, adjoint
+  and spike records; not the forward-only neuron state, spike history and key table) of a
   feed-forward 80-120-12 LIF network (EventProp here has no recurrence), batch 1; its spike records
   grow with the spikes of a sample, estimated at ``--rate`` Hz for every neuron (input included),
   so ``spikes_per_neuron = rate x T x dt``.
@@ -22,18 +24,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from spinnray.rules.bptt.reference import ALIFNetConfig
 from spinnray.config import MachineConfig
-from spinnray.rules.bptt.dense import training_memory_bytes
-from spinnray.experiments.eprop import TRAINING_STATE, EPropConfig, RecurrentALIFConfig, EPropTrainer, \
-    build_eprop_network
-from spinnray.rules.eventprop.core import learning_bytes as eventprop_bytes
+from spinnray.machine.core import forward_memory
+from spinnray.mapping import core_shape
 from spinnray.model.network import Network
 from spinnray.model.neurons import LIF, SpikeSource
+from spinnray.rules import rule
+from spinnray.rules.bptt.dense import ALIFNetConfig, training_memory_bytes
+from spinnray.rules.eprop import TRAINING_STATE
+from trainers import EPropConfig, EventPropConfig, RecurrentALIFConfig, eprop_net, eprop_trainer
 
 N_IN, N_H, N_OUT = 80, 120, 12
 STATE = set(TRAINING_STATE) | {"weight_accumulator"}
@@ -42,7 +46,7 @@ STATE = set(TRAINING_STATE) | {"weight_accumulator"}
 def eprop_state(steps: int, **machine) -> int:
     net = eprop_net(RecurrentALIFConfig(w_in_scale=4.0, w_out_scale=10.0), N_IN, N_OUT, seed=0)
     tr = eprop_trainer(net, EPropConfig(batch_size=1), backend="local", hidden_cores=12,
-                      machine=MachineConfig(dtype="float32", **machine))
+                       machine=MachineConfig(dtype="float32", **machine))
     try:
         rng = np.random.default_rng(0)
         tr.train_batch(rng.normal(0, 0.5, (steps, 1, N_IN)).astype(np.float32), rng.integers(0, N_OUT, 1))
@@ -60,11 +64,14 @@ def eventprop_state(steps: int, rate_hz: float, dt_ms: float = 1.0) -> int:
     net.connect("input", "hidden", np.zeros((N_IN, N_H)))
     net.connect("hidden", "output", np.zeros((N_H, N_OUT)))
     spikes = rate_hz * steps * dt_ms / 1000.0
+    learning = rule("eventprop").learning(net, EventPropConfig(batch_size=1), MachineConfig(dtype="float32"))
     total = 0
     for name in ("hidden", "output"):
         pop = net[name]
-        pre = sum(p.pre.size for p in net.incoming(pop))
-        total += 4 * pre * pop.size + sum(eventprop_bytes(net, pop, pop.size, 1, "float32", spikes).values())
+        shape = core_shape(net, pop, 0, pop.size, "float32", 1, learning=learning)
+        mem = replace(learning.spec(name), spikes_per_neuron=spikes).memory(shape)
+        forward_only = set(forward_memory(shape)) - {"weights"}
+        total += sum(v for k, v in mem.items() if k not in forward_only)
     return total
 
 
@@ -92,11 +99,11 @@ def main():
            "2 layers, tlbptt window 50, block 1": [dense(t, 2, 32, 50, 1) for t in ts],
            "2 layers, tlbptt window 10, block 1": [dense(t, 2, 32, 10, 1) for t in ts]}
     print("Training memory (bytes, float32), counted from the arrays each rule holds.\n")
-    print(f"80-120-12 network, batch 1 | " + " | ".join(f"T = {t}" for t in ts))
+    print("80-120-12 network, batch 1 | " + " | ".join(f"T = {t}" for t in ts))
     print("|---" * (len(ts) + 1) + "|")
     for k, v in rows.items():
         print(f"| {k} | " + " | ".join(f"{x:,}" for x in v) + " |")
-    print(f"\n80-120-120-12 network (tlbptt_kws), batch 32 | " + " | ".join(f"T = {t}" for t in ts))
+    print("\n80-120-120-12 network (tlbptt_kws), batch 32 | " + " | ".join(f"T = {t}" for t in ts))
     print("|---" * (len(ts) + 1) + "|")
     for k, v in two.items():
         print(f"| {k} | " + " | ".join(f"{x:,}" for x in v) + " |")

@@ -120,9 +120,8 @@ class EventPropWork:
     kind = "eventprop"
 
     def __init__(self, replicas: int, hidden_cores: int, batch: int, hidden: int = EP_HIDDEN):
-        from spinnray.data.yinyang import yin_yang
-        from spinnray.experiments.eventprop import (EventPropConfig, FeedForwardConfig, YinYangDataConfig,
-                                    build_network, encode_inputs)
+        from spinnray.data.yinyang import YinYangConfig, encode_inputs, yin_yang
+        from trainers import EventPropConfig, FeedForwardConfig, yinyang_net
 
         self.replicas, self.hidden_cores, self.batch, self.hidden = replicas, hidden_cores, batch, hidden
         self.net = yinyang_net(FeedForwardConfig(steps=EP_STEPS, dt_ms=EP_DT, hidden=hidden), seed=0)
@@ -131,23 +130,25 @@ class EventPropWork:
         # and every configuration
         self.learn = EventPropConfig(batch_size=batch, lr=0.0, bump=0.0)
         x, self.y = yin_yang(batch, 42)
-        self.x = encode_inputs(x, YinYangDataConfig(), EP_STEPS, EP_DT)
+        self.x = encode_inputs(x, YinYangConfig(), EP_STEPS, EP_DT)
         self.label = f"EventProp R={replicas} hidden cores={hidden_cores} B={batch}"
 
     def make(self, backend: str, nodes: int):
-        from spinnray.experiments.eventprop import EventPropTrainer
+        from trainers import eventprop_trainer
 
         return eventprop_trainer(self.net, self.learn, machine=machine(),
-                                cores_per_population={"input": 1, "hidden": self.hidden_cores},
-                                replicas=self.replicas, backend=backend, cluster=ClusterConfig(nodes=nodes))
+                                 cores_per_population={"input": 1, "hidden": self.hidden_cores},
+                                 replicas=self.replicas, backend=backend, cluster=ClusterConfig(nodes=nodes))
 
     def step(self, tr) -> None:
         tr.train_batch(self.x, self.y)
 
     def driver_bytes(self, tr) -> int:
         """Bytes the driver gathers (gradients) and sends back (their sums) per mini-batch."""
+        from spinnray.rules.learning import LearningCore
+
         ids = [pl.core_id for pl in tr.learners]
-        grads = tr.sim.call("gradients", cores=ids)
+        grads = tr.sim.call(LearningCore.gradients, cores=ids)
         return 2 * sum(g.nbytes for gs in grads.values() for g in gs)
 
 
@@ -157,11 +158,11 @@ class EPropWork:
     kind = "eprop"
 
     def __init__(self, hidden_cores: int, batch: int, hidden: int = 120):
-        from spinnray.experiments.eprop import EPropConfig, RecurrentALIFConfig, build_eprop_network
+        from trainers import EPropConfig, RecurrentALIFConfig, eprop_net
 
         self.hidden_cores, self.batch, self.hidden = hidden_cores, batch, hidden
         self.net = eprop_net(RecurrentALIFConfig(hidden=hidden, w_in_scale=4.0, w_out_scale=10.0),
-                                       N_IN, N_OUT, seed=0)
+                             N_IN, N_OUT, seed=0)
         # e-prop refuses lr = 0; 1e-12 moves no float32 weight (Adam steps are ~lr): see EventPropWork
         self.learn = EPropConfig(batch_size=batch, lr=1e-12)
         rng = np.random.default_rng(1)
@@ -170,10 +171,10 @@ class EPropWork:
         self.label = f"e-prop 80-{hidden}-12 hidden cores={hidden_cores} B={batch}"
 
     def make(self, backend: str, nodes: int):
-        from spinnray.experiments.eprop import EPropTrainer
+        from trainers import eprop_trainer
 
         return eprop_trainer(self.net, self.learn, machine=machine(), hidden_cores=self.hidden_cores,
-                            backend=backend, cluster=ClusterConfig(nodes=nodes))
+                             backend=backend, cluster=ClusterConfig(nodes=nodes))
 
     def step(self, tr) -> None:
         tr.train_batch(self.x, self.y)
@@ -296,11 +297,10 @@ def recovery(kind: str, kill_at: int = 5, mid_batch: bool = False) -> dict:
     import ray
 
     from spinnray.experiments import checkpoint
-    from spinnray.experiments import eprop as eprop_train
-    from spinnray.experiments import eventprop as train
     from spinnray.experiments.runner import run
+    from spinnray.experiments.trainer import Trainer
 
-    cls = eprop_train.EPropTrainer if kind == "eprop" else train.EventPropTrainer
+    cls = Trainer          # one trainer class for every on-chip rule (was EPropTrainer / EventPropTrainer)
     ev: list[tuple] = []
     calls = {"n": 0}
     orig = {"train_batch": cls.train_batch, "close": cls.close, "__init__": cls.__init__}
