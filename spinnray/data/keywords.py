@@ -73,6 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from spinnray.data.speech import BACKGROUND_DIR, KEYWORDS, SAMPLE_RATE, TESTING_LIST, VALIDATION_LIST, write_wav
 from spinnray.checks import check_int
@@ -413,7 +414,6 @@ def generate_keyword_dataset(root: str | os.PathLike, per_word: int = DEFAULT_PE
         DataError: espeak-ng is missing or fails; ``root`` is not empty.
         ConfigError: a bad ``per_word``, ``seed`` or ``workers``.
     """
-    from tqdm import tqdm
 
     root = Path(root)
     _require_espeak()

@@ -74,6 +74,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from spinnray.config import opt
 from spinnray.checks import check_int, check_real
@@ -533,7 +534,6 @@ def _clip_samples_of(root: Path, clip: Clip, noise_cache: dict, clip_samples: in
 
 def _compute_features(root: Path, clips: list[Clip], params: FeatureParams, progress: bool, desc: str) -> np.ndarray:
     """Read every clip and compute its features, in batches; float32 (N, steps, 2 n_mels)."""
-    from tqdm import tqdm
 
     bank = mel_filterbank(params)
     out = np.empty((len(clips), params.steps, params.n_features), dtype=np.float32)

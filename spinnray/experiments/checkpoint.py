@@ -44,7 +44,9 @@ removes ``*.ckpt.tmp`` files a crashed writer left behind.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import io
 import json
 import logging
 import math
@@ -59,7 +61,9 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
-from spinnray.errors import ConfigError, DataError
+from spinnray.backends import surviving_cluster
+from spinnray.errors import ConfigError, DataError, MappingError
+from spinnray.machine import quant
 
 log = logging.getLogger("spinnray")
 
@@ -731,8 +735,6 @@ class Checkpointer:
         lost and ``cluster.replace_lost_nodes`` is on, the chips are spread over
         the nodes still alive (:func:`spinnray.backends.surviving_cluster`).
         """
-        from spinnray.errors import ConfigError, MappingError
-
         if isinstance(error, (ConfigError, DataError)) or not self.enabled or self.restarts >= self.max_restarts:
             raise error
         self.restarts += 1
@@ -744,8 +746,6 @@ class Checkpointer:
         except MappingError as e:
             if self.backend != "ray" or not getattr(self.cluster, "replace_lost_nodes", False):
                 raise
-            from spinnray.backends import surviving_cluster
-
             smaller = surviving_cluster(self.cluster)
             log.warning("cannot place the machine as before (%s); continuing on %d node(s) %s",
                         e, smaller.nodes, list(smaller.node_ids) if smaller.node_ids else "(the alive ones)")
@@ -785,10 +785,7 @@ def convert_v1(src, dst, *, trust: bool = False) -> Path:
     let in (any other class or function in the file is a DataError).  Weight stores become their
     plain :meth:`state`.  Returns ``dst``.
     """
-    import io
-    import pickle
-
-    from spinnray.machine import quant
+    import pickle   # here only: nothing else in spinnray may read a pickle
 
     src = Path(src)
     if not trust:
@@ -833,7 +830,6 @@ def convert_v1(src, dst, *, trust: bool = False) -> Path:
 
 def main(argv=None) -> int:
     """``python -m spinnray.experiments.checkpoint info FILE`` | ``convert --trust OLD NEW``."""
-    import argparse
 
     ap = argparse.ArgumentParser(prog="python -m spinnray.experiments.checkpoint",
                                  description="Inspect a checkpoint, or convert a format-1 (pickle) one you wrote.")
