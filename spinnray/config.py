@@ -435,4 +435,4 @@ class RunConfig:
     init_from: str | None = opt(None, path=True, help="start training from the weights of this checkpoint (file or directory: "
                                       "the newest) of the same network; optimizer, data order and schedule "
                                       "start fresh (fine-tuning, moving to another weight precision)")
-    report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report.build)")
+    report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report)")

@@ -1,4 +1,4 @@
-"""Run reports and sweep comparisons (spinnray.report.build), on tiny local runs."""
+"""Run reports and sweep comparisons (spinnray.report), on tiny local runs."""
 
 import csv
 import json
@@ -14,7 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from spinnray.report import build as report
+from spinnray import report
+from spinnray.report import plots, runs
 from spinnray.config import RunConfig, from_dict
 from spinnray.errors import DataError
 from spinnray.machine.counters import LINK_CLASSES, bytes_by_link_class, link_class
@@ -118,7 +119,7 @@ def test_a_short_run_writes_every_file(fwd, ep):
             import base64
             assert base64.b64encode((out / name).read_bytes()).decode() in html, name
         assert "src='data:image/png;base64," in html and ".png'" not in html
-    assert (fwd / report.RASTER_FILE).exists() and (ep / report.RASTER_FILE).exists()
+    assert (fwd / runs.RASTER_FILE).exists() and (ep / runs.RASTER_FILE).exists()
 
 
 def test_every_png_is_a_valid_non_trivial_image(fwd, ep):
@@ -130,13 +131,13 @@ def test_every_png_is_a_valid_non_trivial_image(fwd, ep):
 
 def test_every_figure_names_the_run_and_labels_its_axes(fwd, monkeypatch):
     figs = []
-    original = report._save
+    original = plots.save_png
 
     def keep(fig, path):
         figs.append(fig)
         return original(fig, path)
 
-    monkeypatch.setattr(report, "_save", keep)
+    monkeypatch.setattr(plots, "save_png", keep)
     report.build_report(fwd, html_file=False)
     assert len(figs) == len(FORWARD_PNGS)
     for fig in figs:
@@ -245,7 +246,7 @@ def test_raster_round_trip_and_format(tmp_path):
     spikes = {"a": rng.random((30, 2, 7)) < 0.2, "b": rng.random((30, 2, 4)) < 0.3}
     path = report.save_raster(tmp_path, spikes, 0.5, sample=1)
     with np.load(path) as z:                            # the documented layout, read without the loader
-        assert int(z["format_version"]) == report.RASTER_VERSION and float(z["dt_ms"]) == 0.5
+        assert int(z["format_version"]) == runs.RASTER_VERSION and float(z["dt_ms"]) == 0.5
         assert int(z["steps"]) == 30 and int(z["sample"]) == 1
         assert list(z["populations"]) == ["a", "b"] and list(z["sizes"]) == [7, 4]
         for i, name in enumerate(["a", "b"]):
@@ -279,7 +280,7 @@ def test_forward_raster_is_the_first_sample(tmp_path):
     assert not (tmp_path / "report.md").exists()               # report=false
     m = json.loads((tmp_path / "metrics.json").read_text())
     cores = json.loads((tmp_path / "cores.json").read_text())
-    r = report.load_raster(tmp_path / report.RASTER_FILE)
+    r = report.load_raster(tmp_path / runs.RASTER_FILE)
     assert r.steps == 30 and r.dt_ms == 1.0 and set(r.spikes) == set(m["rates_hz"])
     for name, (t, _) in r.spikes.items():
         assert t.size == round(m["rates_hz"][name] * 30 * r.sizes[name] / 1000.0)

@@ -82,7 +82,7 @@ rule's own counters (EventProp: ``guarded_spikes``, ``weight_bumps``),
 * ``learning_signals_per_sample`` -- e-prop: learning-signal error events
   this population's cores received, per training sample.
 
-A report (:mod:`spinnray.report.build`) shows each phase present as events per
+A report (:mod:`spinnray.report.run_report`) shows each phase present as events per
 sample against ``dense_per_sample``.
 
 ``cores.json`` -- a list, one object per core: ``core_id``, ``chip``, ``pe``,
@@ -105,7 +105,7 @@ not authenticate; they never change a run, and are always 0 on ``local``).
 :func:`bytes_by_link_class` groups the links by :data:`LINK_CLASSES`.
 
 ``raster.npz`` (optional) -- the spikes of one sample, written with
-:func:`spinnray.report.build.save_raster`; the format is documented there.
+:func:`spinnray.report.runs.save_raster`; the format is documented there.
 """
 
 from __future__ import annotations

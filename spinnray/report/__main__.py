@@ -1,5 +1,5 @@
 import sys
 
-from spinnray.report.build import main
+from spinnray.report.cli import main
 
 sys.exit(main())

@@ -1,0 +1,249 @@
+"""Comparisons across runs: one row per run (or Hydra multirun job, ``0/``, ``1/``, ... each with
+``metrics.json`` and ``.hydra/overrides.yaml``), the overrides as columns, then the key metrics
+(:data:`COMPARE_COLUMNS`); written as ``comparison.csv``, ``comparison.md`` and
+``comparison_<metric>_vs_<param>.png``.  :func:`sweep_callback` does this when a Hydra sweep ends."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+
+from spinnray.errors import DataError, SpinnrayError
+from spinnray.report.document import Document
+from spinnray.report.plots import figure, save_png
+from spinnray.report.runs import (
+    fmt,
+    load_metrics,
+    lookup,
+    read_overrides,
+    run_label,
+    unit_of,
+)
+
+log = logging.getLogger("spinnray")
+
+# Comparison columns: (column name, dotted metrics.json key or None for derived, unit).
+COMPARE_COLUMNS = (
+    ("test_accuracy", "test_accuracy", "fraction"),
+    ("best_test_accuracy", "best_test_accuracy", "fraction"),
+    ("test_loss", "test_loss", "mean per sample"),
+    ("ms_per_step", "ms_per_step", "ms"),
+    ("train_samples_per_s", "train_samples_per_s", "samples/s"),
+    ("wall_s", "wall_s", "s"),
+    ("cores", "cores", "cores"),
+    ("spike_events_per_sample", None, "events per sample"),
+    ("error_events_per_sample", None, "events per training sample"),
+    ("traffic.spike_events_sent", "traffic.spike_events_sent", "events"),
+    ("traffic.error_events_sent", "traffic.error_events_sent", "events"),
+    ("traffic.sparsity", "traffic.sparsity", "sent / dense"),
+    ("traffic.bytes", "traffic.bytes", "bytes"),
+    ("training_memory_bytes", None, "bytes"),
+    ("memory.per_core_max_bytes", "memory.per_core_max_bytes", "bytes"),
+    ("memory.max_utilisation", "memory.max_utilisation", "fraction of budget"),
+)
+
+_COLUMN_NAMES = {c[0] for c in COMPARE_COLUMNS}
+# Plotted against each swept parameter unless --metric says otherwise (those that some run has).
+DEFAULT_PLOTS = ("test_accuracy", "ms_per_step", "train_samples_per_s", "traffic.bytes", "training_memory_bytes",
+                 "memory.per_core_max_bytes")
+
+_DERIVED_NOTE = {
+    "training_memory_bytes": "the memory one training update holds, to compare rules: dense BPTT and truncated "
+                             "local BPTT runs: `training_memory_bytes` (weights, gradients, Adam, stored "
+                             "activations, inputs, state); e-prop runs: `training_state_bytes` (weights, "
+                             "accumulators, gradients, Adam, traces, learning signals, feedback over all cores); "
+                             "empty for other kinds",
+    "spike_events_per_sample": "forward runs: `traffic.spike_events_sent / samples`; training runs: the sum over "
+                               "populations of `layers.P.spike_events_per_sample`",
+    "error_events_per_sample": "forward runs: `traffic.error_events_sent / samples`; training runs: the sum over "
+                               "populations of `layers.P.error_events_sent_per_sample`",
+}
+
+# --------------------------------------------------------------------------- sweeps
+def find_jobs(multirun_dir) -> list[Path]:
+    """Job directories of a Hydra multirun: numbered subdirectories, in number
+    order, that hold ``metrics.json`` or ``.hydra/``; :class:`DataError` if none."""
+    root = Path(multirun_dir)
+    jobs = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()
+                   and ((p / "metrics.json").exists() or (p / ".hydra").is_dir())), key=lambda p: int(p.name)) \
+        if root.is_dir() else []
+    if not jobs:
+        raise DataError(f"{root}: no metrics.json and no multirun job directories (0/, 1/, ... with metrics.json "
+                        "or .hydra/); expected a run directory or a Hydra multirun directory")
+    return jobs
+
+
+def _derived(m: dict, name: str):
+    if name == "training_memory_bytes":
+        v = m.get("training_memory_bytes", m.get("training_state_bytes"))
+        return v if _number(v) else None
+    layers = m.get("layers")
+    key, per_layer = {"spike_events_per_sample": ("spike_events_sent", "spike_events_per_sample"),
+                      "error_events_per_sample": ("error_events_sent", "error_events_sent_per_sample")}[name]
+    if isinstance(layers, dict):
+        vals = [d[per_layer] for d in layers.values() if per_layer in d]
+        return sum(vals) if vals else None
+    if isinstance(m.get("samples"), int) and m["samples"] and key in m["traffic"]:
+        return m["traffic"][key] / m["samples"]
+    return None
+
+
+def _row_metrics(m: dict) -> dict:
+    row = {}
+    for name, key, _ in COMPARE_COLUMNS:
+        if key is None:
+            row[name] = _derived(m, name)
+        else:
+            try:
+                row[name] = lookup(m, key)
+            except KeyError:
+                row[name] = None
+    return row
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _plot_sweep(title: str, rows: list[dict], param: str, metric: str, swept: list[str], path: Path) -> Path | None:
+    pts = [r for r in rows if r.get(metric) is not None and param in r and _number(r[metric])]
+    if not pts:
+        return None
+    others = [p for p in swept if p != param]
+    groups: dict[tuple, list[dict]] = {}
+    for r in pts:
+        groups.setdefault(tuple(fmt(r.get(o)) for o in others), []).append(r)
+    numeric = all(_number(r[param]) for r in pts)
+    cats = list(dict.fromkeys(fmt(r[param]) for r in pts))
+    fig = figure(7, 4.5)
+    ax = fig.subplots()
+    for g, members in groups.items():
+        label = ", ".join(f"{o}={v}" for o, v in zip(others, g)) or None
+        if numeric:
+            members = sorted(members, key=lambda r: r[param])
+            ax.plot([r[param] for r in members], [r[metric] for r in members], "o-", label=label)
+        else:
+            ax.plot([cats.index(fmt(r[param])) for r in members], [r[metric] for r in members], "o", label=label)
+    if not numeric:
+        ax.set_xticks(range(len(cats)), cats)
+    unit = dict((c[0], c[2]) for c in COMPARE_COLUMNS).get(metric) or unit_of(metric)
+    ax.set(xlabel=f"{param} (swept override)", ylabel=f"{metric} ({unit})" if unit else metric)
+    ax.grid(alpha=0.3)
+    if others:
+        ax.legend(fontsize="small")
+    ax.set_title(f"{title}: {metric} against {param}", fontsize=10)
+    return save_png(fig, path)
+
+
+def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None) -> dict[str, Path]:
+    """Write ``comparison.csv``, ``comparison.md`` and comparison plots of the
+    runs ``run_dirs`` into ``out_dir``; return ``{file name: path}``.
+
+    One row per run: ``job`` (directory name), each override of
+    ``.hydra/overrides.yaml`` as a column, the :data:`COMPARE_COLUMNS` any run
+    has, and ``status`` (``ok``, or why the run has no usable ``metrics.json``;
+    such a run is also logged as a warning).  A parameter is *swept* when its
+    column takes more than one value; each ``plot_metrics`` entry (a column
+    name or a dotted metrics.json key; default: those of :data:`DEFAULT_PLOTS`
+    that some run has) is plotted against each swept parameter.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, scenarios, metrics_by_job = [], [], {}
+    for d in map(Path, run_dirs):
+        row = {"job": d.name}
+        try:
+            row.update(read_overrides(d))
+            m = load_metrics(d / "metrics.json")
+        except DataError as e:
+            log.warning("comparison: %s", e)
+            err = d / "error.txt"                  # written by run.py when a sweep job failed
+            row["status"] = ("failed: " + err.read_text().strip()) if err.is_file() else str(e)
+            rows.append(row)
+            continue
+        metrics_by_job[d.name] = m
+        scenarios.append(str(m.get("scenario", "?")))
+        row.update({k: v for k, v in _row_metrics(m).items() if v is not None})
+        row["status"] = "ok"
+        rows.append(row)
+    if not metrics_by_job:
+        raise DataError(f"{out_dir}: none of the {len(rows)} runs has a usable metrics.json: "
+                        + "; ".join(r["status"] for r in rows))
+    metric_cols = [c[0] for c in COMPARE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    plot_metrics = list(plot_metrics or [c for c in DEFAULT_PLOTS if c in metric_cols])
+    for pm in plot_metrics:                      # a dotted key not among the columns becomes one
+        if pm not in metric_cols:
+            for r in rows:
+                if r["job"] in metrics_by_job:
+                    try:
+                        r[pm] = lookup(metrics_by_job[r["job"]], pm)
+                    except KeyError:
+                        r[pm] = None
+            metric_cols.append(pm)
+    override_cols = []
+    for r in rows:
+        override_cols += [k for k in r if k not in override_cols and k not in metric_cols
+                          and k not in _COLUMN_NAMES and k not in ("job", "status")]
+    cols = ["job"] + override_cols + metric_cols + ["status"]
+    swept = [k for k in override_cols if len({fmt(r.get(k)) for r in rows}) > 1]
+    written = {}
+    with open(out_dir / "comparison.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else fmt(r[c]) if isinstance(r[c], (bool, list, dict)) else r[c]
+                        for c in cols])
+    written["comparison.csv"] = out_dir / "comparison.csv"
+    title = title or f"{'/'.join(dict.fromkeys(scenarios))} | {run_label(out_dir)}"
+    doc = Document()
+    doc.h(1, f"Comparison: {title}")
+    doc.p(f"{len(rows)} runs in `{out_dir.resolve()}`; swept parameters: "
+          + (", ".join(f"`{s}`" for s in swept) or "none") + ". Values are read from each run's `metrics.json` "
+          "(column = dotted key) and `.hydra/overrides.yaml`; floats to 6 significant digits (full precision in "
+          "`comparison.csv`); empty = the run has no such key.")
+    doc.table(cols, [["" if r.get(c) is None else r[c] for c in cols] for r in rows])
+    notes = [f"`{k}` *(derived)*: {v}" for k, v in _DERIVED_NOTE.items() if k in metric_cols]
+    if notes:
+        doc.p("Derived columns: " + "; ".join(notes) + ".")
+    for metric in plot_metrics:
+        for param in swept:
+            name = "comparison_" + re.sub(r"[^A-Za-z0-9]+", "_", f"{metric}_vs_{param}").strip("_") + ".png"
+            p = _plot_sweep(title, rows, param, metric, swept, out_dir / name)
+            if p is not None:
+                written[name] = p
+                doc.img(name, f"{metric} against {param}")
+    if not swept:
+        doc.p("No parameter takes more than one value, so there is nothing to plot.")
+    (out_dir / "comparison.md").write_text(doc.markdown())
+    written["comparison.md"] = out_dir / "comparison.md"
+    return written
+
+
+def sweep_callback(metric=None):
+    """A Hydra callback that compares the jobs when a multirun ends (if the
+    composed config's ``report`` is true), as ``python -m spinnray.report
+    SWEEP_DIR`` would.  Enable it in ``conf/config.yaml``::
+
+        hydra:
+          callbacks:
+            report:
+              _target_: spinnray.report.sweep_callback
+
+    (or ``+hydra.callbacks.report._target_=spinnray.report.sweep_callback`` on the
+    command line).  ``metric``: a list of columns to plot, as ``--metric``."""
+    from hydra.experimental.callback import Callback
+
+    class SweepReport(Callback):
+        def on_multirun_end(self, config, **kwargs) -> None:
+            if not config.get("report", True):
+                return
+            sweep = Path(config.hydra.sweep.dir)
+            try:
+                files = compare_runs(find_jobs(sweep), sweep, list(metric) if metric else None)
+                log.info("compared the jobs of %s: %s", sweep, ", ".join(sorted(files)))
+            except SpinnrayError as e:
+                log.error("comparison of %s failed: %s", sweep, e)
+
+    return SweepReport()
