@@ -31,6 +31,7 @@ MOVED = {
     "spinnray.runner": "spinnray.experiments.runner",
     "spinnray.backend": "spinnray.backends",
     "spinnray.transport": "spinnray.backends.transport",
+    "spinnray.report.build": "spinnray.report (spinnray.report.runs, spinnray.report.run_report, spinnray.report.compare)",
 }
 
 
