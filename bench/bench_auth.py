@@ -131,7 +131,15 @@ def setup_sample(code_dir: Path) -> dict:
 
 
 def load_transport(code_dir: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, code_dir / "spinnray" / "backends" / "transport.py")
+    """The transport of ``code_dir``: a single ``transport.py`` (before 0.2.x split it into a package,
+    loaded from its file so two trees sit side by side) or, for this tree, the package itself."""
+    single = code_dir / "spinnray" / "backends" / "transport.py"
+    if not single.exists():
+        if code_dir.resolve() != ROOT.resolve():
+            sys.exit(f"bench_auth: {code_dir} has the transport package layout; only this tree's package can be "
+                     "loaded in-process (give --base a tree with spinnray/backends/transport.py)")
+        return importlib.import_module("spinnray.backends.transport")
+    spec = importlib.util.spec_from_file_location(name, single)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -172,7 +180,8 @@ def default_base() -> str:
     first-parent commit whose change (against its first parent) adds or removes ``ROLE_CORE`` in
     the transport."""
     out = subprocess.run(["git", "-C", str(ROOT), "log", "--first-parent", "--diff-merges=first-parent", "--no-patch",
-                          "-S", "ROLE_CORE", "--format=%H", "HEAD", "--", "spinnray/backends/transport.py"],
+                          "-S", "ROLE_CORE", "--format=%H", "HEAD", "--", "spinnray/backends/transport.py",
+                          "spinnray/backends/transport"],
                          check=True, capture_output=True, text=True).stdout.split()
     if not out:
         sys.exit("bench_auth: no commit on this history brings in ROLE_CORE; give the tree without "

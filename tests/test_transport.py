@@ -793,7 +793,7 @@ def test_failed_router_closes_its_listener_at_once():
 def test_declared_frame_over_the_bound_is_refused_before_allocating():
     import tracemalloc
 
-    from spinnray.backends.transport import MAX_FRAME_BYTES, _parse_envelope
+    from spinnray.backends.transport.envelope import MAX_FRAME_BYTES, parse_envelope
 
     a, b = socket.socketpair()
     with a, b:
@@ -808,7 +808,7 @@ def test_declared_frame_over_the_bound_is_refused_before_allocating():
             tracemalloc.stop()
         assert peak < 1 << 20
     with pytest.raises(TransportError, match="MAX_FRAME_BYTES"):
-        _parse_envelope(struct.pack("<4sIII", b"SPNR", 0, 0, 1) + struct.pack("<I", 1 << 30), "y")
+        parse_envelope(struct.pack("<4sIII", b"SPNR", 0, 0, 1) + struct.pack("<I", 1 << 30), "y")
 
 
 def test_round_timeout_names_the_lowest_core_not_delivered(server_factory):

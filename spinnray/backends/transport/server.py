@@ -1,353 +1,45 @@
-"""Out-of-band data path for the Ray backend: TCP streams through the routers.
-
-Ray is used to place and start the actors; the per-round traffic does not
-pay a Ray call (~0.7 ms here).  Each core actor keeps one TCP connection to
-its node's router actor, where a thread runs the rounds:
-
-    core c:  send envelope(round r, frames of c)  ->  router of c's node
-    router:  once every local core's envelope of round r is in, route them
-    router:  (several nodes) send envelope(round r, frames for node m) to
-             every other router m, even if empty, and read theirs
-    router:  send envelope(round r, frames for c)  ->  core c
-
-so every round is in lockstep over the whole machine: a router delivers
-round r only when all its cores and all other routers have sent round r.
-Between two routers there are two streams, one per direction, used without
-blocking: a router sends and reads its peers' envelopes at the same time, so
-two routers sending big envelopes to each other never wait on each other.
-
-Every stream is authenticated before anything else is read from it.  Each run
-(each ``RayBackend``) draws a random secret that reaches its actors only as
-Ray call arguments; a core or router proves it knows the secret with an HMAC
-challenge-response, and the router proves it back (mutual), so a stranger on
-the network can neither take a core's slot, nor stall or bloat a router, nor
-pose as a router::
-
-    router -> client  challenge '<4s32s'      b"SPNC", router nonce Nr (32 random bytes)
-    client -> router  hello     '<4sII32s32s' b"SPNH", role, id, client nonce Nc,
-                                              HMAC-SHA256(secret, b"spinnray/1 client" Nr role id router)
-    router -> client  answer    '<4s32s'      b"SPNA",
-                                              HMAC-SHA256(secret, b"spinnray/1 router" Nr Nc role id router)
-
-``role`` is ``ROLE_CORE`` (``id`` the core id) or ``ROLE_ROUTER`` (``id`` the
-node index), ``router`` the node index of the router connected to, and
-``role id router`` packed ``'<III'``.  The router reads exactly the 76 bytes
-of a hello, without blocking on any one connection (a selector over all of
-them), each within ``min(AUTH_TIMEOUT_S, timeout_s)`` of its accept; a
-connection that fails (silent, slow, closed, malformed, wrong MAC) is dropped
-and counted (``rejected_connections``, with a short reason), and never fails
-or changes the run.  The answer is sent only to an authenticated client: a
-core that gets none was refused.  Once every local core and every other
-router is in, the listener closes, so no later connection is possible; a
-router that fails closes it at once.  A core the router dropped during the
-handshake (too slow, say) connects again, up to ``_CORE_ATTEMPTS`` times.
-
-What this protects: who may open a stream (authentication of both ends, bound
-to this run, this router and this role and id; no replay, the nonces are
-fresh).  What it does not: the frames that follow are neither encrypted nor
-MACed, so an attacker on the path who can read or hijack an established TCP
-connection is not stopped (Ray's own token guards the control plane that
-carries the secret; the cluster network is assumed private otherwise).
-
-An *envelope* frames the packets of one round on the stream::
-
-    header  '<4sIII'  magic b"SPNR", round, sender id, frame count
-    frames  '<I' length, then that many bytes (a packet of spinnray.machine.packet)
-
-Every declared size is checked before anything is allocated: a frame is at
-most ``MAX_FRAME_BYTES`` (the packet layer's bound), an envelope at most
-``MAX_FRAMES`` frames and ``MAX_ENVELOPE_BYTES``.
-Rounds are numbered per connection from 0 and never reordered, so results
-do not depend on timing.  A peer (core or router) that is late by more than
-``timeout_s`` within a round, closes its stream, or sends a malformed
-envelope turns into a :class:`TransportError` naming the core or router, the
-round (and step, see :meth:`RouterServer.begin_run`) and the phase; the
-router that sees it closes all its streams, so the cores and routers waiting
-on it fail at once instead of after their own timeouts.  No Ray import here:
-this module is tested with plain threads.
-"""
+"""The router's end: a thread that accepts and authenticates its cores and peer routers, then runs
+the rounds (gather every local core's envelope, route, exchange with the other routers, deliver)."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import select
 import selectors
 import socket
-import struct
 import threading
 import time
 
+from spinnray.backends.transport.auth import (
+    ANSWER,
+    AUTH_TIMEOUT_S,
+    CHALLENGE,
+    HELLO,
+    MAGIC_ANSWER,
+    MAGIC_CHALLENGE,
+    MAGIC_HELLO,
+    ROLE_CORE,
+    ROLE_NAMES,
+    ROLE_ROUTER,
+    answer_ok,
+    check_secret,
+    client_mac,
+    make_hello,
+    router_mac,
+)
+from spinnray.backends.transport.envelope import (
+    MAX_BUFFERED,
+    ROUTER_ID,
+    encode_envelope,
+    parse_envelope,
+    read_envelope,
+    tune,
+)
 from spinnray.errors import TransportError
-from spinnray.machine.packet import MAX_FRAME_BYTES
 
-__all__ = ["core_wait_s", "CoreLink", "RouterServer", "encode_envelope", "read_envelope", "ROLE_CORE", "ROLE_ROUTER",
-           "AUTH_TIMEOUT_S", "MAX_FRAME_BYTES", "MAX_ENVELOPE_BYTES", "MAX_FRAMES"]
-
-_HEADER = struct.Struct("<4sIII")
-_LEN = struct.Struct("<I")
-MAGIC = b"SPNR"
-ROUTER_ID = 0xFFFFFFFF
-MAX_FRAMES = 1 << 20
-MAX_ENVELOPE_BYTES = 16 * MAX_FRAME_BYTES     # 768 MiB: sixteen of the largest packets
-_MAX_BUFFERED = 2 * (MAX_ENVELOPE_BYTES + _HEADER.size + _LEN.size * MAX_FRAMES)   # a peer is at most a round ahead
-_PEEK_BYTES = 1 << 16     # read_envelope takes an envelope this size or smaller in one read
-
-# The handshake (module docstring).
-_CHALLENGE = struct.Struct("<4s32s")
-_HELLO = struct.Struct("<4sII32s32s")
-_ANSWER = struct.Struct("<4s32s")
-_IDENT = struct.Struct("<III")
-MAGIC_CHALLENGE, MAGIC_HELLO, MAGIC_ANSWER = b"SPNC", b"SPNH", b"SPNA"
-ROLE_CORE, ROLE_ROUTER = 1, 2
-_ROLE_NAMES = {ROLE_CORE: "core", ROLE_ROUTER: "router"}
-AUTH_TIMEOUT_S = 5.0      # a connection must authenticate this soon after its accept (at most timeout_s)
-_MIN_SECRET_BYTES = 16
 _MAX_PENDING = 128        # connections waiting to authenticate beyond the expected peers; the oldest is dropped
 _MAX_NOTES = 20           # reasons of rejected connections kept verbatim (the count is exact)
-_CORE_ATTEMPTS = 3        # a core refused during the handshake (e.g. too slow) connects again this often
-
-
-def _check_secret(secret) -> bytes:
-    if not isinstance(secret, bytes) or len(secret) < _MIN_SECRET_BYTES:
-        raise TransportError(f"the run's secret must be bytes of at least {_MIN_SECRET_BYTES} (secrets.token_bytes(32)), "
-                             f"got {type(secret).__name__}"
-                             f"{f' of {len(secret)} bytes' if isinstance(secret, (bytes, bytearray)) else ''}")
-    return secret
-
-
-def _client_mac(secret: bytes, router_nonce: bytes, role: int, ident: int, router: int) -> bytes:
-    """What a client proves: it knows the secret, answering this router's nonce as ``role`` ``ident``."""
-    return hmac.digest(secret, b"spinnray/1 client" + router_nonce + _IDENT.pack(role, ident, router), hashlib.sha256)
-
-
-def _router_mac(secret: bytes, router_nonce: bytes, client_nonce: bytes, role: int, ident: int,
-                router: int) -> bytes:
-    """What the router proves back: it knows the secret and saw exactly this hello."""
-    return hmac.digest(secret, b"spinnray/1 router" + router_nonce + client_nonce + _IDENT.pack(role, ident, router),
-                       hashlib.sha256)
-
-
-def _hello(secret: bytes, challenge: bytes, role: int, ident: int, router: int, what: str) -> tuple[bytes, bytes, bytes]:
-    """``(hello, router nonce, client nonce)`` answering ``challenge``; TransportError if it is none."""
-    magic, router_nonce = _CHALLENGE.unpack(challenge)
-    if magic != MAGIC_CHALLENGE:
-        raise TransportError(f"{what} sent no spinnray challenge (not a spinnray router)")
-    client_nonce = secrets.token_bytes(32)
-    mac = _client_mac(secret, router_nonce, role, ident, router)
-    return _HELLO.pack(MAGIC_HELLO, role, ident, client_nonce, mac), router_nonce, client_nonce
-
-
-def _answer_ok(secret: bytes, answer: bytes, router_nonce: bytes, client_nonce: bytes, role: int, ident: int,
-               router: int) -> bool:
-    magic, mac = _ANSWER.unpack(answer)
-    return magic == MAGIC_ANSWER and hmac.compare_digest(
-        mac, _router_mac(secret, router_nonce, client_nonce, role, ident, router))
-
-
-class _Refused(TransportError):
-    """The router closed the connection before answering: it dropped this client."""
-
-
-def encode_envelope(rnd: int, sender: int, frames: list[bytes]) -> bytes:
-    parts = [_HEADER.pack(MAGIC, rnd, sender, len(frames))]
-    for f in frames:
-        parts.append(_LEN.pack(len(f)))
-        parts.append(f)
-    return b"".join(parts)
-
-
-def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        try:
-            r = sock.recv_into(view[got:], n - got)
-        except socket.timeout:
-            raise TransportError(f"timed out reading {what}") from None
-        except OSError as e:
-            raise TransportError(f"connection lost reading {what}: {e}") from None
-        if r == 0:
-            raise TransportError(f"connection closed by peer while reading {what}")
-        got += r
-    return bytes(buf)
-
-
-def _check_size(size: int, total: int, what: str) -> None:
-    """A declared frame size (and the envelope's running total) within bounds, before any allocation."""
-    if size > MAX_FRAME_BYTES:
-        raise TransportError(f"frame of {size} bytes (> MAX_FRAME_BYTES = {MAX_FRAME_BYTES}) reading {what}")
-    if total > MAX_ENVELOPE_BYTES:
-        raise TransportError(f"envelope over {MAX_ENVELOPE_BYTES} bytes reading {what}")
-
-
-def _parse_envelope(data, what: str) -> tuple[int, int, int, list[tuple[int, int]]] | None:
-    """``(end, round, sender, frame spans)`` of the envelope at the start of ``data`` (bytes or
-    bytearray), or None while it is incomplete; TransportError naming ``what`` if it is malformed."""
-    if len(data) < _HEADER.size:
-        return None
-    magic, rnd, sender, n = _HEADER.unpack_from(data, 0)
-    if magic != MAGIC:
-        raise TransportError(f"bad envelope magic {bytes(magic)!r} reading {what}")
-    if n > MAX_FRAMES:
-        raise TransportError(f"envelope with {n} frames (> {MAX_FRAMES}) reading {what}")
-    pos, total, spans = _HEADER.size, 0, []
-    for _ in range(n):
-        if len(data) < pos + _LEN.size:
-            return None
-        (size,) = _LEN.unpack_from(data, pos)
-        pos += _LEN.size
-        total += size
-        _check_size(size, total, what)
-        if len(data) < pos + size:
-            return None
-        spans.append((pos, pos + size))
-        pos += size
-    return pos, rnd, sender, spans
-
-
-def read_envelope(sock: socket.socket, what: str) -> tuple[int, int, list[bytes]]:
-    """Read one envelope; returns ``(round, sender, frames)``.
-
-    Usually two system calls: a peek at what has arrived and, when it holds the whole envelope,
-    one read of exactly that many bytes (nothing of a following envelope is consumed).  Otherwise
-    the header, each length and each frame are read in turn."""
-    try:
-        peek = sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
-    except socket.timeout:
-        raise TransportError(f"timed out reading {what}") from None
-    except OSError as e:
-        raise TransportError(f"connection lost reading {what}: {e}") from None
-    whole = _parse_envelope(peek, what)
-    if whole is not None:
-        end, rnd, sender, spans = whole
-        data = _recv_exact(sock, end, what)
-        return rnd, sender, [data[a:b] for a, b in spans]
-    magic, rnd, sender, n = _HEADER.unpack(_recv_exact(sock, _HEADER.size, what))
-    if magic != MAGIC:
-        raise TransportError(f"bad envelope magic {magic!r} reading {what}")
-    if n > MAX_FRAMES:
-        raise TransportError(f"envelope with {n} frames (> {MAX_FRAMES}) reading {what}")
-    frames, total = [], 0
-    for _ in range(n):
-        (size,) = _LEN.unpack(_recv_exact(sock, _LEN.size, what))
-        total += size
-        _check_size(size, total, what)        # before the frame's buffer is allocated
-        frames.append(_recv_exact(sock, size, what))
-    return rnd, sender, frames
-
-
-def _recv_fixed(sock: socket.socket, n: int, what: str, where: str) -> bytes:
-    """The ``n`` bytes of a handshake message (a client's blocking read): _Refused when the
-    other end closes or resets the connection, TransportError on the socket's timeout."""
-    buf = b""
-    while len(buf) < n:
-        try:
-            got = sock.recv(n - len(buf))
-        except socket.timeout:
-            raise TransportError(f"{where}: timed out waiting for {what}") from None
-        except OSError as e:
-            raise _Refused(f"{where}: connection lost waiting for {what}: {e}") from None
-        if not got:
-            raise _Refused(f"{where}: connection closed waiting for {what}")
-        buf += got
-    return buf
-
-
-def _tune(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def core_wait_s(timeout_s: float) -> float:
-    """How long a core waits for the router's reply to a round: a margin beyond the router's own
-    ``timeout_s`` per core, so that the router fails first and names the late core."""
-    return 1.5 * timeout_s + 1.0
-
-
-class CoreLink:
-    """A core's end of its stream to the router of node ``router_node``.
-
-    Connecting authenticates both ways with the run's ``secret`` (module
-    docstring): a router that cannot prove the secret is refused.  A core
-    the router dropped during the handshake (too slow, say) connects again,
-    up to ``_CORE_ATTEMPTS`` times within ``timeout_s``."""
-
-    def __init__(self, core_id: int, address: tuple[str, int], timeout_s: float, *, secret: bytes,
-                 router_node: int = 0):
-        self.core_id = core_id
-        self.timeout_s = timeout_s
-        self.round = 0
-        secret = _check_secret(secret)
-        deadline = time.monotonic() + timeout_s
-        for attempt in range(1, _CORE_ATTEMPTS + 1):
-            try:
-                sock = socket.create_connection(address, timeout=max(deadline - time.monotonic(), 0.001))
-            except OSError as e:
-                raise TransportError(f"core {core_id}: cannot connect to router at {address}: {e}") from None
-            try:
-                _tune(sock)
-                self._authenticate(sock, secret, address, router_node)
-            except _Refused as e:
-                sock.close()
-                if attempt == _CORE_ATTEMPTS or time.monotonic() >= deadline:
-                    raise TransportError(f"{e} ({attempt} attempt(s))") from None
-                time.sleep(0.05)
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            break
-        self.sock = sock
-        # The router waits timeout_s for each core; a core waits longer for the reply, so a late
-        # core is named by the router (which knows whom it waits on), not by the cores waiting
-        # behind it, which then fail at once when the router closes their streams.
-        sock.settimeout(core_wait_s(timeout_s))
-
-    def _authenticate(self, sock: socket.socket, secret: bytes, address, router_node: int) -> None:
-        where = f"core {self.core_id}: router at {address}"
-        challenge = _recv_fixed(sock, _CHALLENGE.size, "its challenge", where)
-        hello, router_nonce, client_nonce = _hello(secret, challenge, ROLE_CORE, self.core_id, router_node, where)
-        try:
-            sock.sendall(hello)
-        except OSError as e:
-            raise _Refused(f"{where}: connection lost sending the hello: {e}") from None
-        try:
-            answer = _recv_fixed(sock, _ANSWER.size, "its answer", where)
-        except _Refused as e:
-            raise _Refused(f"{e}: the router refused this core") from None
-        if not _answer_ok(secret, answer, router_nonce, client_nonce, ROLE_CORE, self.core_id, router_node):
-            raise TransportError(f"{where} failed authentication: it cannot prove this run's secret "
-                                 f"(not this run's router)")
-
-    def exchange(self, frames: list[bytes], step: int) -> list[bytes]:
-        """Send this round's frames and wait for the frames routed to this core."""
-        self.send(frames, step)
-        return self.receive(step)
-
-    def send(self, frames: list[bytes], step: int) -> None:
-        """The first half of :meth:`exchange`: send this round's frames (then :meth:`receive`)."""
-        where = f"core {self.core_id}, round {self.round} (step {step})"
-        try:
-            self.sock.sendall(encode_envelope(self.round, self.core_id, frames))
-        except OSError as e:
-            raise TransportError(f"{where}, phase send: connection to router lost: {e}") from None
-
-    def receive(self, step: int) -> list[bytes]:
-        """The second half of :meth:`exchange`: wait for the frames routed to this core."""
-        where = f"core {self.core_id}, round {self.round} (step {step})"
-        try:
-            rnd, _, incoming = read_envelope(self.sock, "the router's reply")
-        except TransportError as e:
-            raise TransportError(f"{where}, phase receive (timeout {core_wait_s(self.timeout_s):g} s): {e}") from None
-        if rnd != self.round:
-            raise TransportError(f"{where}, phase receive: router replied for round {rnd}")
-        self.round += 1
-        return incoming
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class _PeerStream:
@@ -376,14 +68,14 @@ class _PeerStream:
             if not data:
                 raise TransportError("connection closed by peer")
             self.buf += data
-            if len(self.buf) > _MAX_BUFFERED:
-                raise TransportError(f"more than {_MAX_BUFFERED} bytes buffered (two whole envelopes)")
+            if len(self.buf) > MAX_BUFFERED:
+                raise TransportError(f"more than {MAX_BUFFERED} bytes buffered (two whole envelopes)")
             if len(data) < (1 << 20):
                 return
 
     def take(self) -> tuple[int, int, list[bytes]] | None:
         buf = self.buf
-        whole = _parse_envelope(buf, f"an envelope from router {self.node} (node {self.node})")
+        whole = parse_envelope(buf, f"an envelope from router {self.node} (node {self.node})")
         if whole is None:
             return None
         pos, rnd, sender, spans = whole
@@ -443,7 +135,7 @@ class RouterServer:
                  nodes: int = 1, finish=None, on_reject=None):
         if nodes > 1 and finish is None:
             raise TransportError(f"router {node}: {nodes} nodes need a finish() phase")
-        self.secret = _check_secret(secret)
+        self.secret = check_secret(secret)
         self.auth_timeout_s = min(AUTH_TIMEOUT_S, timeout_s)
         self.on_reject = on_reject        # called with each reason (under self.lock), e.g. to count it
         self.rejected_connections = 0
@@ -605,8 +297,8 @@ class RouterServer:
             p = _Pending(sock, peer, secrets.token_bytes(32), time.monotonic() + self.auth_timeout_s)
             try:
                 sock.setblocking(False)
-                _tune(sock)
-                if sock.send(_CHALLENGE.pack(MAGIC_CHALLENGE, p.nonce)) != _CHALLENGE.size:
+                tune(sock)
+                if sock.send(CHALLENGE.pack(MAGIC_CHALLENGE, p.nonce)) != CHALLENGE.size:
                     raise OSError("the challenge did not fit the send buffer")
             except OSError as e:
                 self._reject(f"connection lost before the challenge went out ({e.strerror or e})", peer)
@@ -631,24 +323,24 @@ class RouterServer:
     def _read_hello(self, sel, pending: dict, p: _Pending) -> None:
         """Take what has arrived of a hello (never more than its 76 bytes); once whole, check it."""
         try:
-            data = p.sock.recv(_HELLO.size - len(p.buf))
+            data = p.sock.recv(HELLO.size - len(p.buf))
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
             self._drop(sel, pending, p, f"connection lost before authenticating ({e.strerror or type(e).__name__})")
             return
         if not data:
-            self._drop(sel, pending, p, f"closed after {len(p.buf)} of the {_HELLO.size} bytes of a hello")
+            self._drop(sel, pending, p, f"closed after {len(p.buf)} of the {HELLO.size} bytes of a hello")
             return
         p.buf += data
-        if len(p.buf) < _HELLO.size:
+        if len(p.buf) < HELLO.size:
             return
-        magic, role, ident, client_nonce, mac = _HELLO.unpack(p.buf)
-        if magic != MAGIC_HELLO or role not in _ROLE_NAMES:
+        magic, role, ident, client_nonce, mac = HELLO.unpack(p.buf)
+        if magic != MAGIC_HELLO or role not in ROLE_NAMES:
             self._drop(sel, pending, p, "malformed hello (not a spinnray hello)")
             return
-        if not hmac.compare_digest(mac, _client_mac(self.secret, p.nonce, role, ident, self.node)):
-            self._drop(sel, pending, p, f"failed authentication (wrong MAC) claiming {_ROLE_NAMES[role]} {ident}")
+        if not hmac.compare_digest(mac, client_mac(self.secret, p.nonce, role, ident, self.node)):
+            self._drop(sel, pending, p, f"failed authentication (wrong MAC) claiming {ROLE_NAMES[role]} {ident}")
             return
         # Authentic: from a holder of this run's secret, so one of ours.
         del pending[p.sock]
@@ -662,12 +354,12 @@ class RouterServer:
             sock.close()
             raise TransportError(f"unexpected hello from sender {ident} (router "
                                  f"{'already connected' if ident in self.peer_in else 'not a peer'})")
-        answer = _ANSWER.pack(MAGIC_ANSWER, _router_mac(self.secret, p.nonce, client_nonce, role, ident, self.node))
+        answer = ANSWER.pack(MAGIC_ANSWER, router_mac(self.secret, p.nonce, client_nonce, role, ident, self.node))
         try:
-            if sock.send(answer) != _ANSWER.size:
+            if sock.send(answer) != ANSWER.size:
                 raise OSError("the answer did not fit the send buffer")
         except OSError as e:
-            self._reject(f"{_ROLE_NAMES[role]} {ident}: connection lost during authentication "
+            self._reject(f"{ROLE_NAMES[role]} {ident}: connection lost during authentication "
                          f"({e.strerror or e})", p.peer)
             sock.close()
             return
@@ -683,7 +375,7 @@ class RouterServer:
             sock = socket.create_connection(addr, timeout=self.timeout_s)
         except OSError as e:
             raise TransportError(f"cannot connect to router {m} (node {m}) at {addr}: {e}") from None
-        _tune(sock)
+        tune(sock)
         sock.setblocking(False)
         return _Outgoing(m, sock)
 
@@ -693,7 +385,7 @@ class RouterServer:
         m = out.node
         what = f"router {m} (node {m}) at {self.peer_addresses[m]}"
         try:
-            data = out.sock.recv(_CHALLENGE.size - len(out.buf))      # the answer has the same size
+            data = out.sock.recv(CHALLENGE.size - len(out.buf))      # the answer has the same size
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
@@ -702,10 +394,10 @@ class RouterServer:
             raise TransportError(f"{what} closed the connection during authentication "
                                  f"({'before its challenge' if out.router_nonce is None else 'it refused us'})")
         out.buf += data
-        if len(out.buf) < _CHALLENGE.size:
+        if len(out.buf) < CHALLENGE.size:
             return
         if out.router_nonce is None:
-            hello, out.router_nonce, out.client_nonce = _hello(self.secret, bytes(out.buf), ROLE_ROUTER, self.node,
+            hello, out.router_nonce, out.client_nonce = make_hello(self.secret, bytes(out.buf), ROLE_ROUTER, self.node,
                                                                m, what)
             out.buf = bytearray()
             try:
@@ -715,7 +407,7 @@ class RouterServer:
             except OSError as e:
                 raise TransportError(f"lost {what} sending the hello: {e}") from None
             return
-        if not _answer_ok(self.secret, bytes(out.buf), out.router_nonce, out.client_nonce, ROLE_ROUTER, self.node, m):
+        if not answer_ok(self.secret, bytes(out.buf), out.router_nonce, out.client_nonce, ROLE_ROUTER, self.node, m):
             raise TransportError(f"{what} failed authentication: it cannot prove this run's secret")
         sel.unregister(out.sock)
         out.sock.settimeout(self.timeout_s)
