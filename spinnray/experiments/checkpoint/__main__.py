@@ -1,0 +1,3 @@
+from spinnray.experiments.checkpoint.cli import main
+
+raise SystemExit(main())
