@@ -151,6 +151,21 @@ class Simulator:
         unknown = set(record) - {"spikes", "v"}
         if unknown:
             raise ConfigError(f"record = {sorted(unknown)}: expected some of ['spikes', 'v']")
+        arrays, analog, batch = self._split_inputs(steps, inputs)
+        per_core, shards = self._shard(batch, arrays, analog, targets)
+        batches = {pl.core_id: len(shards[pl.replica]) for pl in self.mapping.placements}
+        recorded = self.backend.run(steps, k, batches, per_core, tuple(record), levels=self.levels,
+                                    train=train)
+        self.last_run = (steps, max(batches.values()))
+        self.steps_run += steps
+        self.samples_run += batch
+        senders = {p.pre.name for p in self.network.projections if not isinstance(p.pre.model, AnalogSource)}
+        self.dense_equivalent_events += steps * batch * sum(
+            self.network.populations[name].size for name in senders)
+        return self._gather(recorded, steps, batch)
+
+    def _split_inputs(self, steps: int, inputs) -> tuple[dict, dict, int]:
+        """Every source population's input, checked: ``(spikes, analog values, batch)`` (steps x batch x n)."""
         inputs = dict(inputs or {})
         batch = None
         arrays = {}
@@ -181,7 +196,10 @@ class Simulator:
                 arrays[pop.name] = x
         if inputs:
             raise SpinnrayError(f"inputs for {sorted(inputs)}: no such SpikeSource or AnalogSource population")
-        batch = batch or 1
+        return arrays, analog, batch or 1
+
+    def _shard(self, batch: int, arrays: dict, analog: dict, targets) -> tuple[dict, list]:
+        """What each core gets of the batch: replicas take contiguous, near-equal shards."""
         capacity = self.batch_size * self.replicas
         if batch > capacity:
             raise SpinnrayError(f"batch {batch} exceeds parallel.batch_size x replicas = {self.batch_size} x "
@@ -205,15 +223,10 @@ class Simulator:
                         per_core[pl.core_id]["targets"] = y[idx]
                     else:
                         per_core[pl.core_id] = y[idx]
-        batches = {pl.core_id: len(shards[pl.replica]) for pl in self.mapping.placements}
-        recorded = self.backend.run(steps, k, batches, per_core, tuple(record), levels=self.levels,
-                                    train=train)
-        self.last_run = (steps, max(batches.values()))
-        self.steps_run += steps
-        self.samples_run += batch
-        senders = {p.pre.name for p in self.network.projections if not isinstance(p.pre.model, AnalogSource)}
-        self.dense_equivalent_events += steps * batch * sum(
-            self.network.populations[name].size for name in senders)
+        return per_core, shards
+
+    def _gather(self, recorded: dict, steps: int, batch: int) -> RunResult:
+        """The cores' records joined back into whole populations and the whole batch."""
         result = RunResult(steps, batch)
         for name in self.network.populations:
             for var, target in (("spikes", result.spikes), ("v", result.v)):
