@@ -75,14 +75,16 @@ def _no_ray_unless_marked(request, monkeypatch):
     ray = sys.modules.get("ray")
     was_running = ray is not None and ray.is_initialized()
 
-    def refuse(*args, **kwargs):
-        raise RuntimeError(_not_marked(request.node.nodeid, "starts Ray"))
+    def refusal(what):
+        def refuse(*args, **kwargs):
+            raise RuntimeError(_not_marked(request.node.nodeid, what))
+        return refuse
 
     if ray is not None:
-        monkeypatch.setattr(ray, "init", refuse)
+        monkeypatch.setattr(ray, "init", refusal("starts Ray"))
     backend = sys.modules.get("spinnray.backends.ray")
-    if backend is not None:
-        monkeypatch.setattr(backend.RayBackend, "__init__", refuse)
+    if backend is not None:                 # Ray already up (an earlier Ray test): the backend would use it
+        monkeypatch.setattr(backend.RayBackend, "__init__", refusal("builds a RayBackend"))
     yield
     ray = sys.modules.get("ray")
     if ray is not None and not was_running and ray.is_initialized():
