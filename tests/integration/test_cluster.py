@@ -32,14 +32,16 @@ from spinnray.mapping import assign_nodes, map_network
 from spinnray.simulator import Simulator
 
 import helpers
-from helpers import CLUSTER_BATCH as BATCH
-from helpers import CLUSTER_CORES as CORES
-from helpers import CLUSTER_MACHINE as MACHINE
-from helpers import CLUSTER_STEPS as STEPS
-from helpers import cluster_forward as forward
-from helpers import cluster_inputs as make_inputs
-from helpers import cluster_network as make_network
-from helpers import expected_link_classes
+from helpers import (
+    CLUSTER_BATCH as BATCH,
+    CLUSTER_CORES as CORES,
+    CLUSTER_MACHINE as MACHINE,
+    CLUSTER_STEPS as STEPS,
+    cluster_forward as forward,
+    cluster_inputs as make_inputs,
+    cluster_network as make_network,
+    expected_link_classes,
+)
 
 CHILD_TIMEOUT_S = 420
 

@@ -8,8 +8,7 @@ import pytest
 
 from spinnray.rules.bptt.dense import DeepALIF, DenseTrainer, init_deep_weights
 
-from helpers import analog_split
-from helpers import composed as _compose
+from helpers import analog_split, composed as _compose
 from oracle.bptt_reference import ALIFNetConfig
 
 

@@ -3,7 +3,10 @@ K = 1 and 3, and, for the same mapping, identical counters on both backends (loc
 
 import pytest
 
+from unit import test_simulator as local_tests
 from unit.test_simulator import CORES, assert_same, run_all
+
+reference = local_tests.reference          # the fixture: the local run on one core that Ray must equal
 
 
 @pytest.mark.ray

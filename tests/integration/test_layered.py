@@ -3,7 +3,10 @@
 
 import pytest
 
+from unit.machine import test_schedule as local_tests
 from unit.machine.test_schedule import assert_same, assert_same_training, event_counters, forward, packets, train
+
+ff_reference = local_tests.ff_reference    # the fixture: lockstep on the local backend, the reference
 
 
 @pytest.mark.ray

@@ -7,9 +7,21 @@ import time
 from spinnray.backends.transport import CoreLink, RouterServer
 from spinnray.errors import TransportError
 
-from unit.backends.test_transport import (HOST, SECRET, TIMEOUT, cross, expected_rounds, frames_of, run_cores,
-                                          run_rounds, silent, wait_for)
-from unit.backends.test_transport import server_factory  # noqa: F401 - the fixture the tests below use
+from unit.backends import test_transport as transport_tests
+from unit.backends.test_transport import (
+    HOST,
+    SECRET,
+    TIMEOUT,
+    cross,
+    expected_rounds,
+    frames_of,
+    run_cores,
+    run_rounds,
+    silent,
+    wait_for,
+)
+
+server_factory = transport_tests.server_factory          # the fixture of the tests below
 
 
 def test_late_core_makes_waiting_cores_fail_and_router_names_it(server_factory):

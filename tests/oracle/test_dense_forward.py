@@ -14,10 +14,12 @@ import pytest
 from spinnray.config import MachineConfig
 from spinnray.simulator import Simulator
 
-from helpers import EQ_BATCH as BATCH
-from helpers import EQ_STEPS as STEPS
-from helpers import equivalence_inputs as make_inputs
-from helpers import equivalence_network as make_network
+from helpers import (
+    EQ_BATCH as BATCH,
+    EQ_STEPS as STEPS,
+    equivalence_inputs as make_inputs,
+    equivalence_network as make_network,
+)
 
 
 def oracle(net, inputs, steps):

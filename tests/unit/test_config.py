@@ -2,7 +2,7 @@
 
 import pytest
 
-from spinnray.config import ClusterConfig, MachineConfig, ParallelConfig, describe, from_dict
+from spinnray.config import ClusterConfig, MachineConfig, ParallelConfig, RunConfig, describe, from_dict
 from spinnray.errors import ConfigError
 
 from helpers import ROOT, composed
@@ -85,3 +85,55 @@ def test_bad_weight_options_name_the_value(changes, message):
     with pytest.raises(ConfigError) as e:
         from_dict(MachineConfig, changes, "machine")
     assert message in str(e.value)
+
+
+# ------------------------------------------------------------ from_dict
+def test_from_dict_builds_the_typed_sections():
+    cfg = from_dict(RunConfig, {"seed": 4, "machine": {"dtype": "float64", "sram_per_pe_bytes": 4096},
+                                "parallel": {"cores_per_population": {"hidden": 3}},
+                                "cluster": {"round_timeout_s": 5, "node_ids": ["a", "b"]}})
+    assert cfg.seed == 4 and cfg.machine == MachineConfig(dtype="float64", sram_per_pe_bytes=4096)
+    assert cfg.parallel == ParallelConfig(cores_per_population={"hidden": 3})
+    assert cfg.cluster.round_timeout_s == 5.0 and isinstance(cfg.cluster.round_timeout_s, float)   # ints pass as floats
+    assert cfg.cluster.node_ids == ("a", "b")
+    assert from_dict(RunConfig, None) == RunConfig() and from_dict(MachineConfig, cfg.machine) is cfg.machine
+
+
+@pytest.mark.parametrize("cls, data, prefix, message", [
+    (RunConfig, {"sed": 1}, "", "sed: unknown key; allowed keys are ['kind', 'seed', "),
+    (RunConfig, {"machine": {"dtpye": "float64"}}, "", "machine.dtpye: unknown key; allowed keys are ["),
+    (ParallelConfig, {"cores": 2}, "parallel", "parallel.cores: unknown key"),
+])
+def test_from_dict_names_an_unknown_key_and_the_allowed_ones(cls, data, prefix, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(cls, data, prefix)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"seed": "3"}, "seed = '3': expected an integer"),
+    ({"seed": 2.0}, "seed = 2.0: expected an integer"),
+    ({"seed": True}, "seed = True: expected an integer"),
+    ({"progress": "yes"}, "progress = 'yes': expected true or false"),
+    ({"backend": 1}, "backend = 1: expected a string"),
+    ({"machine": {"dtype": None}}, "machine.dtype = None: expected a string"),
+    ({"record": "spikes"}, "record = 'spikes': expected a list"),
+    ({"record": ["spikes", 2]}, "record[1] = 2: expected a string"),
+    ({"network": [1]}, "network = [1]: expected a mapping"),
+    ({"machine": 3}, "machine = 3: expected a mapping"),
+    ({"cluster": {"round_timeout_s": "fast"}}, "cluster.round_timeout_s = 'fast': expected a finite number"),
+])
+def test_from_dict_names_a_value_of_the_wrong_type(data, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(RunConfig, data)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_from_dict_refuses_a_non_finite_number(value):
+    with pytest.raises(ConfigError) as e:
+        from_dict(RunConfig, {"cluster": {"round_timeout_s": value}})
+    assert f"cluster.round_timeout_s = {value!r}: expected a finite number" in str(e.value)
+    with pytest.raises(ConfigError) as e:                      # an optional number too (float | None)
+        from_dict(RunConfig, {"machine": {"weight_max": value}})
+    assert str(e.value).startswith(f"machine.weight_max = {value!r}: expected ")

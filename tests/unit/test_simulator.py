@@ -5,17 +5,19 @@ K checked against the minimum delay, and nothing silent: malformed frames are co
 import numpy as np
 import pytest
 
-from spinnray.config import MachineConfig
+from spinnray.config import MachineConfig, ParallelConfig
 from spinnray.errors import BudgetError, ConfigError, PacketError, SpinnrayError
 from spinnray.machine import packet
 from spinnray.model.network import Network
 from spinnray.model.neurons import LIF, SpikeSource
 from spinnray.simulator import Simulator
 
-from helpers import EQ_BATCH as BATCH
-from helpers import EQ_STEPS as STEPS
-from helpers import equivalence_inputs as make_inputs
-from helpers import equivalence_network as make_network
+from helpers import (
+    EQ_BATCH as BATCH,
+    EQ_STEPS as STEPS,
+    equivalence_inputs as make_inputs,
+    equivalence_network as make_network,
+)
 
 CORES = (1, 2, 3, 5)
 
@@ -160,3 +162,36 @@ def test_budget_error_names_population_bytes_and_budget():
 def test_backward_before_forward_is_a_clear_error():
     with Simulator(small_net()) as sim, pytest.raises(SpinnrayError, match="needs a forward run"):
         sim.backward(1.0)
+
+
+# ------------------------------------------------------------ how the network is spread
+def test_parallel_keywords_become_the_parallel_config():
+    with Simulator(small_net(), cores_per_population=2, batch_size=3, exchange_interval=1) as sim:
+        assert sim.parallel == ParallelConfig(cores_per_population=2, batch_size=3, exchange_interval=1)
+        assert len(sim.mapping.cores_of("hid")) == 2 and sim.batch_size == 3
+    with Simulator(small_net(), parallel=ParallelConfig(replicas=2)) as sim:
+        assert sim.replicas == 2 and sim.mapping.n_cores == 2 * 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"cores_per_population": 0}, "parallel.cores_per_population = 0: expected >= 1"),
+    ({"batch_size": "2"}, "parallel.batch_size = '2': expected an integer"),
+    ({"replicas": 1.5}, "parallel.replicas = 1.5: expected an integer"),
+    ({"schedule": "async"}, "parallel.schedule = 'async': expected one of ['lockstep', 'layered']"),
+    ({"cores": 2}, "parallel.cores: unknown key"),
+])
+def test_parallel_keywords_are_validated_naming_the_key(kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        Simulator(small_net(), **kwargs)
+    assert message in str(e.value)
+
+
+def test_parallel_and_its_keywords_together_are_refused():
+    with pytest.raises(ConfigError, match=r"give parallel= or its fields \['batch_size', 'cores_per_population'\], "
+                                          "not both"):
+        Simulator(small_net(), parallel=ParallelConfig(), cores_per_population=2, batch_size=2)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ConfigError, match="backend = 'gpu': expected 'local' or 'ray'"):
+        Simulator(small_net(), backend="gpu")

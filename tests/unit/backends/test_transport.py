@@ -1,8 +1,9 @@
 """Tests of the TCP data path (spinnray.backends.transport) with plain threads, no Ray.
 
-Also routers of several nodes over TCP (threads), as the ray backend runs
-them: they deliver what one router does, and a lost or silent peer router is an error naming the
-router, round and phase.  Timeouts are kept small (0.5 s) so that the failure cases run in about a second.
+Also the routers of several nodes over TCP, as the ray backend runs them: they deliver what one
+router does, and a lost or silent peer router is an error naming the router, round and phase.
+Timeouts are kept small (0.5 s) so that the failure cases run in about a second; the two cases
+that take longer are in tests/integration/test_transport.py.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from spinnray.machine import packet
 from spinnray.machine.router import Router, RoutingEntry, RoutingTable
 from spinnray.mapping import assign_nodes, map_network
 
-from helpers import CLUSTER_BATCH as BATCH
-from helpers import CLUSTER_CORES as CORES
-from helpers import CLUSTER_MACHINE as MACHINE
-from helpers import cluster_network as make_network
+from helpers import (
+    CLUSTER_BATCH as BATCH,
+    CLUSTER_CORES as CORES,
+    CLUSTER_MACHINE as MACHINE,
+    cluster_network as make_network,
+)
 
 NODE_SECRET = b"a test secret of 32 bytes, fixed"
 

@@ -369,8 +369,7 @@ def test_encoder_arguments_are_keyword_only():
 def test_stagger_interleaves_the_rounding_grids():
     """With stagger 0.5 the mirrored inputs round on a grid half a step off that of x, so the
     joint spike steps pin x down to half a step of input time; plain rounding to a whole step."""
-    from spinnray.data.yinyang import YinYangConfig as YinYangDataConfig
-    from spinnray.data.yinyang import encode_inputs, spike_steps_yin_yang
+    from spinnray.data.yinyang import YinYangConfig as YinYangDataConfig, encode_inputs, spike_steps_yin_yang
     from spinnray.errors import ConfigError
 
     xs = np.linspace(0.0, 1.0, 6001)

@@ -1,9 +1,10 @@
 """spinnray.experiments.checkpoint: the file format (data, never code) and the directory it lives in.
 
-A pickle checkpoint (format 1) is refused without being read; a file whose bytes changed is
-refused by its SHA-256, and a file whose hash was recomputed over a crafted header is refused
-by the size and structure checks before anything is allocated; every value type round-trips;
-a checkpoint directory is locked by the run writing it.
+A pickle checkpoint (format 1) is refused without being read; a file whose hash was recomputed
+over a crafted header is refused by the size and structure checks before anything is allocated;
+every value type round-trips; a state that does not fit is named by core and array; a checkpoint
+directory is locked by the run writing it.  (What needs a real run -- every flipped byte refused,
+format-1 conversion, resuming -- is in tests/integration/test_checkpoint.py.)
 """
 
 import hashlib

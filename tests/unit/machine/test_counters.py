@@ -7,9 +7,7 @@ from spinnray.config import ClusterConfig
 from spinnray.errors import DataError
 from spinnray.machine.counters import LINK_CLASSES, bytes_by_link_class, link_class
 
-from helpers import cluster_forward as forward
-from helpers import cluster_network as make_network
-from helpers import expected_link_classes
+from helpers import cluster_forward as forward, cluster_network as make_network, expected_link_classes
 
 
 def test_link_class_rules():

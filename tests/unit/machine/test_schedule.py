@@ -1,4 +1,8 @@
-"""The layered schedule (``parallel.schedule = layered``) against lockstep.
+"""spinnray.machine.schedule: drive_lockstep and the rounds of a run, and the layered schedule
+(``parallel.schedule = layered``) against lockstep.
+
+drive_lockstep collects every program's frames, routes them and hands each program its own, round
+by round, equal to stepping the cores by hand; a program that ends before the others is refused.
 
 A feed-forward network runs one exchange round per level of the network
 (:meth:`Network.levels`) instead of one per K steps, and the EventProp reverse
@@ -7,10 +11,8 @@ packet counts changes: spikes, recorded v, losses, gradients, trained weights,
 guarded-spike counts and the spike/error event counters are bit-identical to
 the default lockstep schedule, which is the independent reference here (exact
 ``np.array_equal``, float32 and float64), for any cores per population and
-replicas, on ``local`` and ``ray``.  Also: recurrent networks are refused by
-name, a layered run whose buffered input events overflow a core's SRAM raises
-BudgetError naming the core, and error frames whose step offsets reach beyond
-the run are rejected and counted, never used.
+replicas, on the local backend (on Ray: tests/integration/test_layered.py).
+Recurrent networks are refused by name.
 """
 
 import numpy as np
@@ -19,6 +21,10 @@ import pytest
 from spinnray.config import MachineConfig
 from spinnray.data import encode_yin_yang, yin_yang
 from spinnray.errors import ConfigError, SpinnrayError
+from spinnray.machine.core import build_core
+from spinnray.machine.router import Router
+from spinnray.machine.schedule import drive_lockstep, rounds, run_program
+from spinnray.mapping import map_network, specs_from_mapping
 from spinnray.model.network import Network
 from spinnray.model.neurons import LI, LIF, AnalogSource, SpikeSource
 from spinnray.rules.learning import LearningCore
@@ -301,3 +307,85 @@ def test_layered_reverse_pass_of_a_deeper_network_with_a_skip(replicas, cores, d
     assert all(np.count_nonzero(g0[r["core_id"]][0]) > 0 for r in h1)
     assert sum(r["counters"]["error_events_sent"] for r in rep0 if r["population"] == "out") > 0
     assert sum(r["counters"]["error_events_sent"] for r in rep0 if r["population"] == "h2") > 0
+
+
+# ------------------------------------------------------------ drive_lockstep
+def _echo_program(name: str, rounds: int, log: list):
+    """A core's program of ``rounds`` rounds: sends ``name:r`` in round r, keeps what it is handed."""
+    got = []
+    for r in range(rounds):
+        got.append((yield [f"{name}:{r}".encode()], r))
+        log.append((name, r))
+    return name, got
+
+
+def test_drive_lockstep_collects_routes_and_hands_back_every_round():
+    """Every round: both programs' frames are collected first, ``flush`` sees the cores of the round,
+    ``route`` gets them all at once, and each program is handed exactly what the route gave it."""
+    log, seen, flushed = [], [], []
+
+    def swap(inbox):
+        seen.append({cid: list(frames) for cid, frames in inbox.items()})
+        return {0: inbox[1] + [b"to-0"], 1: inbox[0]}
+
+    programs = {0: _echo_program("a", 3, log), 1: _echo_program("b", 3, log)}
+    results = drive_lockstep(programs, swap, flush=lambda ids: flushed.append(sorted(ids)))
+    assert results == {0: ("a", [[b"b:0", b"to-0"], [b"b:1", b"to-0"], [b"b:2", b"to-0"]]),
+                       1: ("b", [[b"a:0"], [b"a:1"], [b"a:2"]])}
+    assert seen == [{0: [f"a:{r}".encode()], 1: [f"b:{r}".encode()]} for r in range(3)]
+    assert flushed == [[0, 1]] * 3
+    assert log == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]    # round by round
+
+
+def test_drive_lockstep_refuses_a_program_that_ends_early():
+    programs = {0: _echo_program("a", 2, []), 1: _echo_program("b", 3, []), 2: _echo_program("c", 3, [])}
+    with pytest.raises(RuntimeError, match=r"cores \[0\] ended their program while others go on"):
+        drive_lockstep(programs, lambda inbox: {cid: [] for cid in inbox})
+
+
+def test_rounds_cover_the_run_in_steps_of_k():
+    assert list(rounds(10, 3)) == [(0, 3), (3, 3), (6, 3), (9, 1)]
+    assert list(rounds(6, 3)) == [(0, 3), (3, 3)]
+    assert list(rounds(1, 4)) == [(0, 1)]
+
+
+def test_drive_lockstep_of_two_cores_equals_stepping_them_by_hand():
+    """A source core and a LIF core: drive_lockstep over their run_programs records what the same
+    two cores record when each round is done by hand (run_block, route, deliver), and the network
+    was busy enough for that to mean something."""
+    net = Network(dt_ms=1.0)
+    net.population("inp", 6, SpikeSource())
+    net.population("hid", 4, LIF(tau_mem_ms=5.0, tau_syn_ms=2.0, v_th=0.3))
+    net.connect("inp", "hid", np.random.default_rng(0).uniform(0.2, 0.8, (6, 4)), delays=2)
+    steps, k, batch = 20, 2, 2
+    x = np.random.default_rng(1).random((steps, batch, 6)) < 0.4
+    mapping = map_network(net, MachineConfig(dtype="float64"), 1, batch=batch)
+    src = mapping.cores_of("inp")[0].core_id
+    record = ("spikes", "v")
+
+    def machine():
+        cores = {s.core_id: build_core(s) for s in specs_from_mapping(mapping, batch)}
+        return cores, Router(mapping.table, sorted(cores), max_offset=k - 1, n_batch=batch)
+
+    cores, router = machine()
+    driven = drive_lockstep({cid: run_program(c, steps, k, batch, x if cid == src else None, record)
+                             for cid, c in cores.items()}, router.route)
+
+    cores, router = machine()
+    for cid, c in cores.items():
+        c.reset(steps, batch, x if cid == src else None, record)
+    for t0, kk in rounds(steps, k):
+        routed = router.route({cid: c.run_block(t0, kk) for cid, c in cores.items()})
+        for cid, c in cores.items():
+            c.deliver(routed[cid], t0, kk)
+    for c in cores.values():
+        c.finish()
+
+    assert sorted(driven) == sorted(cores)
+    hid = mapping.cores_of("hid")[0].core_id
+    assert 0 < driven[hid][0]["spikes"].mean() < 1
+    for cid, c in cores.items():
+        rec, _, sent = driven[cid]
+        assert sorted(rec) == sorted(c.recorded) and sent == c.events_sent()
+        for key in rec:
+            assert np.array_equal(rec[key], c.recorded[key]), (cid, key)

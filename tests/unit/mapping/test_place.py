@@ -16,9 +16,7 @@ from spinnray.model.network import Network
 from spinnray.model.neurons import ALIF, LI, LIF, SpikeSource
 from spinnray.simulator import Simulator
 
-from helpers import CLUSTER_CORES as CORES
-from helpers import CLUSTER_MACHINE as MACHINE
-from helpers import cluster_network as make_network
+from helpers import CLUSTER_CORES as CORES, CLUSTER_MACHINE as MACHINE, cluster_network as make_network
 
 MODELS = [LIF(), LIF(tau_syn_ms=0.0, reset="subtract"), ALIF(refractory_steps=2), LI()]
 

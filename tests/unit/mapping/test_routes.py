@@ -13,9 +13,7 @@ from spinnray.mapping import assign_nodes, check_node_routes, check_routes, map_
 from spinnray.model.network import Network
 from spinnray.model.neurons import LI, LIF, SpikeSource
 
-from helpers import CLUSTER_CORES as CORES
-from helpers import CLUSTER_MACHINE as MACHINE
-from helpers import cluster_network as make_network
+from helpers import CLUSTER_CORES as CORES, CLUSTER_MACHINE as MACHINE, cluster_network as make_network
 
 
 @pytest.fixture

@@ -231,3 +231,15 @@ def test_decays_and_init_state():
     assert SpikeSource().init_state(2, 5, np.float64) == ()
     with raises_naming(NetworkError, "SpikeSource"):
         SpikeSource().step(np.zeros((1, 1)), (), {})
+
+
+@pytest.mark.parametrize("model", [LIF(), ALIF(refractory_steps=2), LI(), SpikeSource()],
+                         ids=["LIF", "ALIF", "LI", "SpikeSource"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_state_bytes_are_the_bytes_of_the_initial_state(model, dtype):
+    """What the memory model charges per neuron and sample (state_bytes) is what init_state holds."""
+    batch, n = 3, 7
+    state = model.init_state(batch, n, dtype)
+    held = sum(np.asarray(a).nbytes for a in state)
+    assert model.state_bytes(np.dtype(dtype).itemsize) * batch * n == held
+    assert (held > 0) == (not isinstance(model, SpikeSource))

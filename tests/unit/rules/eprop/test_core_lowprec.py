@@ -1,7 +1,8 @@
 """Low-precision and PCM weights inside the e-prop cores (machine.weight_bits, synapse, ...).
 
 References: the grid and byte rules of spinnray.machine.quant written out by hand; the same training on
-other core splits and on Ray; the drift law of the PCM model at the documented read time.
+other core splits; the drift law of the PCM model at the documented read time.  (On Ray, and learning a
+task at low precision: tests/integration/test_lowprec.py.)
 """
 
 import numpy as np

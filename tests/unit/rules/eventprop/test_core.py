@@ -11,8 +11,7 @@ from spinnray.machine import packet
 from spinnray.rules.eventprop.core import EventPropCore
 
 from helpers import EventPropConfig, FeedForwardConfig, eventprop_trainer, yinyang_net
-from unit.machine.test_schedule import MB, yy_data
-from unit.machine.test_schedule import NET as LAYERED_NET
+from unit.machine.test_schedule import MB, NET as LAYERED_NET, yy_data
 
 NET = FeedForwardConfig(steps=50, hidden=40)
 

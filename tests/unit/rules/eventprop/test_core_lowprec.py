@@ -1,7 +1,7 @@
 """Low-precision and PCM weights inside the EventProp cores (machine.weight_bits, synapse, ...).
 
 References: the grid, Adam's first step and the byte rules written out by hand; the same training
-on other core splits, and replica counts; the PCM drift law at the documented device clock.
+on other core splits and replica counts; the PCM drift law at the documented device clock.
 """
 
 import numpy as np
