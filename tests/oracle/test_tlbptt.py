@@ -175,7 +175,7 @@ def _hand_norm(arrays):
 
 
 def test_one_block_window_T_with_clipping_equals_dense_bptt_trainer():
-    """One layer, one block, window = T: the clipped trainer follows tests/bptt_reference.py's clipped trainer."""
+    """One layer, one block, window = T: the clipped trainer follows oracle/bptt_reference.py's clipped trainer."""
     from oracle.bptt_reference import DenseBPTTTrainer, Weights
 
     cfg = ALIFNetConfig(n_in=5, n_h=7, n_out=3, v_th=0.6, surrogate="multi_gaussian", dtype="float64")
