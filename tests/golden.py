@@ -6,7 +6,7 @@ identical: the weights' CRC32, every traffic and memory counter, the loss and ac
 and the spikes of the raster (as a CRC32), never timings.
 
 ``python tests/golden.py --write`` records the table (``tests/golden.json``) from the code as
-it is; ``tests/test_golden.py`` compares every case against it.
+it is; ``tests/integration/test_golden.py`` compares every case against it.
 """
 
 from __future__ import annotations

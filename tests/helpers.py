@@ -1,13 +1,19 @@
-"""Small builders the tests share: trainers of the two on-chip rules and their networks, from the
-public API (rule registry, builders, Trainer)."""
+"""Small builders the tests of every tier share: trainers of the two on-chip rules and their
+networks (from the public API: rule registry, builders, Trainer), the networks of the equivalence
+contract and of the cluster tests, composed Hydra configs and a small training run config.
+
+``tests/`` is on ``sys.path`` (tests/conftest.py), so every test module imports this as
+``helpers`` and the references as ``oracle.<name>``."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pytest
 
-from spinnray.config import ClusterConfig, ParallelConfig
+from spinnray.config import ClusterConfig, MachineConfig, ParallelConfig, RunConfig, from_dict
 from spinnray.data.base import ArraySplit, RasterSplit
 from spinnray.experiments.trainer import Trainer
 from spinnray.model.builders import (DataShape, FeedForwardConfig, RecurrentALIFConfig, build_feedforward,
@@ -15,9 +21,19 @@ from spinnray.model.builders import (DataShape, FeedForwardConfig, RecurrentALIF
 from spinnray.rules import rule
 from spinnray.rules.eprop import EPropConfig
 from spinnray.rules.eventprop import EventPropConfig
+from spinnray.model.network import Network
+from spinnray.model.neurons import ALIF, LI, LIF, SpikeSource
+from spinnray.simulator import Simulator, poisson_spikes
 
 __all__ = ["yinyang_net", "eprop_net", "eventprop_trainer", "eprop_trainer", "spikes_split", "analog_split",
-           "EventPropConfig", "EPropConfig", "FeedForwardConfig", "RecurrentALIFConfig"]
+           "EventPropConfig", "EPropConfig", "FeedForwardConfig", "RecurrentALIFConfig", "TESTS", "ROOT",
+           "raises_naming", "composed", "training_run_cfg", "EQ_STEPS", "EQ_BATCH", "equivalence_network",
+           "equivalence_inputs", "CLUSTER_STEPS", "CLUSTER_BATCH", "CLUSTER_CORES", "CLUSTER_MACHINE",
+           "cluster_network", "cluster_inputs", "cluster_forward", "expected_link_classes"]
+
+#: this directory (tests/) and the checkout it belongs to (conf/, scenarios/, run.py, README.md)
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 
 
 def yinyang_net(cfg: FeedForwardConfig, seed: int = 0, n_in: int = 5, n_out: int = 3):
@@ -114,3 +130,153 @@ def held_bytes(core) -> dict[str, int]:
         if core.feedback is not None:
             mem["feedback"] = sum(f.nbytes for f in core.feedback)
     return mem
+
+
+def raises_naming(exc, *texts):
+    """Context manager: ``exc`` is raised and its message contains every text."""
+
+    class _Ctx:
+        def __enter__(self):
+            self._cm = pytest.raises(exc)
+            self.info = self._cm.__enter__()
+            return self.info
+
+        def __exit__(self, *a):
+            handled = self._cm.__exit__(*a)
+            msg = str(self.info.value)
+            for t in texts:
+                assert t in msg, f"{t!r} not in {msg!r}"
+            return handled
+
+    return _Ctx()
+
+
+def composed(*overrides) -> RunConfig:
+    """The typed RunConfig that ``run.py`` would run with these command-line overrides (Hydra
+    composes conf/ in process, as run.py does)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    return from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
+
+
+def training_run_cfg(backend="local", kind="eprop", **over):
+    """A small training run (e-prop on cue accumulation, or EventProp on Yin-Yang with two replicas)
+    with checkpoints every 2 mini-batches: the run of the checkpoint tests."""
+    if kind == "eprop":
+        d = {"kind": "eprop", "seed": 3, "backend": backend, "progress": False, "report": False,
+             "parallel": {"cores_per_population": 2},
+             "network": {"hidden": 10, "tau_mem_ms": 20.0, "tau_adapt_ms": 500.0, "beta": 5.0, "v_th": 0.6,
+                         "tau_out_ms": 20.0, "w_in_scale": 20.0, "w_out_scale": 10.0},
+             "data": {"name": "cue", "train_size": 24, "test_size": 8, "n_cues": 3, "total_ms": 700.0},
+             "learning": {"epochs": 2, "batch_size": 4, "lr": 0.01, "surrogate": "triangle", "gamma": 0.3},
+             "checkpoint": {"every": 2}}
+    else:                       # EventProp, two replicas of a hidden layer split over 2 cores
+        d = {"kind": "eventprop", "seed": 3, "backend": backend, "progress": False, "report": False,
+             "parallel": {"cores_per_population": 2, "replicas": 2},
+             "network": {"hidden": 20, "steps": 60, "dt_ms": 0.5},
+             "data": {"train_size": 24, "test_size": 8},
+             "learning": {"epochs": 2, "batch_size": 4, "lr": 0.01},
+             "checkpoint": {"every": 2}}
+    for k, v in over.items():
+        d[k] = v if not isinstance(v, dict) else {**d.get(k, {}), **v}
+    return from_dict(RunConfig, d)
+
+
+# ------------------------------------------------- the network of the equivalence contract (DESIGN.md 3.1)
+EQ_STEPS = 120
+EQ_BATCH = 2
+
+
+def equivalence_network(seed: int = 7) -> Network:
+    """Sources, a recurrent LIF layer with per-synapse delays, ALIF and LI readouts.
+
+    Minimum delay 3 steps, so K in {1, 3} are both legal.
+    """
+    rng = np.random.default_rng(seed)
+    net = Network(dt_ms=1.0)
+    net.population("inp", 23, SpikeSource())
+    net.population("hid", 31, LIF(tau_mem_ms=10.0, tau_syn_ms=4.0, v_th=0.5))
+    net.population("ada", 17, ALIF(tau_mem_ms=15.0, tau_adapt_ms=80.0, beta=0.3, v_th=0.4, refractory_steps=2))
+    net.population("out", 6, LI(tau_mem_ms=12.0, tau_syn_ms=3.0))
+    net.connect("inp", "hid", rng.normal(0.4, 0.4, (23, 31)), delays=rng.integers(3, 7, (23, 31)))
+    net.connect("hid", "hid", rng.normal(-0.05, 0.3, (31, 31)), delays=3, mask=rng.random((31, 31)) < 0.4)
+    net.connect("inp", "ada", rng.normal(0.5, 0.3, (23, 17)), delays=4)
+    net.connect("ada", "hid", rng.normal(0.2, 0.2, (17, 31)), delays=rng.integers(3, 5, (17, 31)))
+    net.connect("hid", "out", rng.normal(0.3, 0.2, (31, 6)), delays=3)
+    net.connect("ada", "out", rng.normal(0.3, 0.2, (17, 6)), delays=5)
+    return net
+
+
+def equivalence_inputs(seed: int = 3) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"inp": poisson_spikes(60.0, EQ_STEPS, EQ_BATCH, 23, 1.0, rng)}
+
+
+# ------------------------------------------------- the network of the cluster tests (one router per node)
+CLUSTER_STEPS, CLUSTER_BATCH, CLUSTER_CORES = 80, 2, 2
+CLUSTER_MACHINE = MachineConfig(pes_per_chip=2, sram_per_pe_bytes=1 << 20)   # 8 cores -> 4 chips
+
+
+def cluster_network(seed: int = 5) -> Network:
+    """Sources -> recurrent LIF (masked, delays 1-3) -> LIF and LI readouts."""
+    rng = np.random.default_rng(seed)
+    net = Network(dt_ms=1.0)
+    net.population("inp", 16, SpikeSource())
+    net.population("hid", 21, LIF(tau_mem_ms=10.0, tau_syn_ms=4.0, v_th=0.5))
+    net.population("out", 7, LIF(tau_mem_ms=12.0, tau_syn_ms=3.0, v_th=0.4))
+    net.population("ro", 3, LI(tau_mem_ms=12.0, tau_syn_ms=3.0))
+    net.connect("inp", "hid", rng.normal(0.4, 0.4, (16, 21)), delays=rng.integers(1, 4, (16, 21)))
+    net.connect("hid", "hid", rng.normal(-0.05, 0.3, (21, 21)), delays=2, mask=rng.random((21, 21)) < 0.3)
+    net.connect("hid", "out", rng.normal(0.3, 0.2, (21, 7)), delays=1, mask=rng.random((21, 7)) < 0.5)
+    net.connect("out", "ro", rng.normal(0.3, 0.2, (7, 3)), delays=1)
+    return net
+
+
+def cluster_inputs(steps: int = CLUSTER_STEPS, seed: int = 3) -> dict:
+    return {"inp": poisson_spikes(80.0, steps, CLUSTER_BATCH, 16, 1.0, np.random.default_rng(seed))}
+
+
+def cluster_forward(backend: str, cluster: ClusterConfig | None, steps: int = CLUSTER_STEPS):
+    """(result, reports, metrics, mapping) of one run of the cluster network, K = 1."""
+    with Simulator(cluster_network(), CLUSTER_MACHINE, cores_per_population=CLUSTER_CORES,
+                   batch_size=CLUSTER_BATCH, backend=backend, cluster=cluster) as sim:
+        res = sim.run(steps, cluster_inputs(steps), record=("spikes", "v"))
+        return res, sim.reports(), sim.metrics(), sim.mapping
+
+
+def expected_link_classes(net: Network, mapping, spikes: dict) -> tuple[dict, int]:
+    """Events per link class and router-to-router events, counted from the spikes.
+
+    Independent of the routers: a spike of a neuron in source slice S is
+    delivered once to every core holding a post-synaptic slice that some
+    projection from S's population connects to (a masked block with no
+    synapse is not routed); it crosses to each other node holding such a core
+    once.
+    """
+    from spinnray.machine.counters import LINK_CLASSES
+
+    counts = {k: 0 for k in LINK_CLASSES}
+    wire = 0
+    for src in mapping.placements:
+        pop = src.slice.population
+        if pop not in spikes:
+            continue
+        dests = []
+        for dst in mapping.placements:
+            for proj in net.projections:
+                if proj.pre.name == pop and proj.post.name == dst.slice.population and (
+                        proj.mask is None or proj.mask[src.slice.lo:src.slice.hi, dst.slice.lo:dst.slice.hi].any()):
+                    dests.append(dst)
+                    break
+        if not dests:
+            continue
+        n_spikes = int(spikes[pop][:, :, src.slice.lo:src.slice.hi].sum())
+        for dst in dests:
+            cls = ("same_core" if dst.core_id == src.core_id else "across_nodes" if dst.node != src.node
+                   else "same_chip" if dst.chip == src.chip else "same_node")
+            counts[cls] += n_spikes
+        wire += n_spikes * len({d.node for d in dests} - {src.node})
+    return counts, wire

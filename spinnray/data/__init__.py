@@ -7,14 +7,27 @@ new data set is one module here (and its ``conf/data/NAME.yaml``).  May import: 
 import importlib
 import pkgutil
 
-from spinnray.data.base import Dataset, Split, Timing, dataset_entry, dataset_names, load_dataset
+from spinnray.data.base import (
+    Dataset,
+    Split,
+    Timing,
+    dataset_entry,
+    dataset_names,
+    load_dataset,
+)
 
 for _mod in pkgutil.iter_modules(__path__):
-    if not _mod.name.startswith("_") and _mod.name not in ("base", "keywords"):
+    if not _mod.name.startswith("_") and _mod.name != "base":
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 from spinnray.data.cue import cue_accumulation, cue_decision_window, cue_layout  # noqa: E402
-from spinnray.data.speech import CLASS_NAMES, FeatureParams, load_speech_commands, speech_features  # noqa: E402
+from spinnray.data.keywords import ensure_keyword_dataset  # noqa: E402
+from spinnray.data.speech import (  # noqa: E402
+    CLASS_NAMES,
+    FeatureParams,
+    load_speech_commands,
+    speech_features,
+)
 from spinnray.data.yinyang import encode_yin_yang, load_yin_yang_arrays, yin_yang  # noqa: E402
 
 __all__ = [
@@ -23,10 +36,3 @@ __all__ = [
     "load_speech_commands", "speech_features", "FeatureParams", "CLASS_NAMES", "ensure_keyword_dataset",
 ]
 
-
-def __getattr__(name):
-    # the keywords module is imported on first use, so that ``python -m spinnray.data.keywords`` does not
-    # find it already imported by its package (runpy's RuntimeWarning)
-    if name == "ensure_keyword_dataset":
-        return importlib.import_module("spinnray.data.keywords").ensure_keyword_dataset
-    raise AttributeError(f"module 'spinnray.data' has no attribute {name!r}")

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinnray.config import opt
 from spinnray.checks import check_int, check_real
+from spinnray.config import opt
 from spinnray.data.base import ArraySplit, Dataset, Timing, register
 from spinnray.errors import ConfigError
 

@@ -62,7 +62,6 @@ splits (as in TensorFlow).  The unknown clips are taken from the first
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -76,8 +75,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from spinnray.config import opt
 from spinnray.checks import check_int, check_real
+from spinnray.config import opt
 from spinnray.data.base import ArraySplit, Dataset, Timing, register
 from spinnray.errors import ConfigError, DataError
 
@@ -755,14 +754,3 @@ def load(cfg: SpeechConfig, timing: Timing) -> Dataset:
         raise ConfigError("data.root = null: data.name=speech_commands needs the path of the "
                           "speech_commands_v0.01 directory")
     return dataset_from_root(cfg, Path(cfg.root).expanduser())
-
-
-@register("keywords", SpeechConfig)
-def load_keywords(cfg: SpeechConfig, timing: Timing) -> Dataset:
-    """The offline keyword set at ``data.root`` (default ``~/.cache/spinnray/keywords``),
-    generated there on first use (:mod:`spinnray.data.keywords`)."""
-    # imported here, not by the package: ``python -m spinnray.data.keywords`` must find the module
-    # unimported (runpy warns otherwise)
-    keywords = importlib.import_module("spinnray.data.keywords")
-    root = Path(cfg.root or "~/.cache/spinnray/keywords").expanduser()
-    return dataset_from_root(cfg, keywords.ensure_keyword_dataset(root, per_word=cfg.per_word, seed=cfg.data_seed))

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 

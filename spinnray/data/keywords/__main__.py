@@ -1,0 +1,5 @@
+import sys
+
+from spinnray.data.keywords.cli import main
+
+sys.exit(main())

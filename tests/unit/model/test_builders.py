@@ -1,0 +1,48 @@
+"""spinnray.model.builders: the recurrent ALIF network with a LIF part (network.n_lif)."""
+
+import numpy as np
+import pytest
+
+from spinnray.errors import ConfigError
+from spinnray.rules.eprop import hidden_core_split
+
+from helpers import RecurrentALIFConfig, eprop_net
+
+P = dict(tau_m_ms=5.0, tau_a_ms=150.0, tau_out_ms=10.0, dt_ms=1.0, beta=0.184, v_th=0.6,
+         mg_lens=0.5, mg_scale=6.0, mg_height=0.15, steepness=5.0)
+
+
+def _mixed_net(n_lif, hidden=8, n_in=6, n_out=3, seed=2, refractory=0):
+    cfg = RecurrentALIFConfig(hidden=hidden, n_lif=n_lif, tau_mem_ms=P["tau_m_ms"], tau_adapt_ms=P["tau_a_ms"],
+                             beta=P["beta"], v_th=P["v_th"], tau_out_ms=P["tau_out_ms"], w_in_scale=4.0,
+                             w_rec_scale=2.0, w_out_scale=3.0, refractory_steps=refractory)
+    return eprop_net(cfg, n_in, n_out, seed)
+
+
+def _full(net, by_proj, order=("lif", "hidden")):
+    """Full (pre, post) matrices of the mixed network from per-projection blocks."""
+    pops = [p for p in order if p in net.populations]
+    w_in = np.concatenate([by_proj[f"input->{p}"] for p in pops], axis=1)
+    w_rec = np.block([[by_proj[f"{a}->{b}"] for b in pops] for a in pops])
+    w_out = np.concatenate([by_proj[f"{p}->output"] for p in pops], axis=0)
+    return w_in, w_rec, w_out
+
+
+def test_lif_alif_mix_is_one_population_split_in_two():
+    """network.n_lif = m: the first m neurons are LIF in their own population, with the
+    same initial weights as one population; m = 0 is the network as before."""
+    one, mixed = _mixed_net(0), _mixed_net(3)
+    assert list(one.populations) == ["input", "hidden", "output"]
+    assert [(n, p.size, p.model.beta) for n, p in mixed.populations.items() if n in ("lif", "hidden")] == \
+        [("lif", 3, 0.0), ("hidden", 5, P["beta"])]
+    w1 = {p.name: p.weights for p in one.projections}
+    w_in, w_rec, w_out = _full(mixed, {p.name: p.weights for p in mixed.projections})
+    np.testing.assert_array_equal(w_in, w1["input->hidden"])
+    np.testing.assert_array_equal(w_rec, w1["hidden->hidden"])
+    np.testing.assert_array_equal(w_out, w1["hidden->output"])
+    with pytest.raises(ConfigError, match="network.n_lif = 8"):
+        _mixed_net(8)
+    assert hidden_core_split(mixed, 4) == {"lif": 2, "hidden": 2}
+    assert hidden_core_split(_mixed_net(1, hidden=10), 4) == {"lif": 1, "hidden": 3}
+    with pytest.raises(ConfigError, match="cores_per_population = 1"):
+        hidden_core_split(mixed, 1)
