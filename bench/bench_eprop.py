@@ -7,7 +7,7 @@ ALIF on 12 hidden cores of 10 -> 12 LI readouts on one core, float32.
 
 1. Training memory, from the arrays the cores hold (``cores.json`` memory
    categories) at T = 100 and T = 1000, beside dense BPTT of the same network
-   (the single-layer reference BPTT's ``training_memory_bytes``, ``tests/bptt_reference.py``: weights,
+   (``spinnray.rules.bptt.dense.training_memory_bytes`` of one layer: weights,
    gradients, Adam and the per-step activations it stores); writes ``bench/eprop_memory.png``.
 2. Real-time factor (emulated ms per wall ms of training: forward, learning
    signals, Adam) on ``local`` and ``ray`` at batch 1 (online) and batch 32
@@ -28,7 +28,6 @@ import math
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -38,13 +37,17 @@ from spinnray.rules.bptt.dense import ALIFNetConfig
 from spinnray.rules.eprop import TRAINING_STATE
 from trainers import EPropConfig, RecurrentALIFConfig, Trainer, eprop_net, eprop_trainer
 
-# The dense BPTT figure is the single-layer reference BPTT's count (weights, gradients, Adam, the
-# stored z and psi and the inputs), as before the 0.2 layout moved that reference out of the package
-# to tests/ as a test oracle.  spinnray.rules.bptt.dense.training_memory_bytes(cfg, 1, T, B) counts
-# the same network differently (+1,584 B: its forward state and one more activation row, fewer
-# backward carriers), so the oracle is imported to keep this benchmark's figure unchanged.
-sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
-from bptt_reference import training_memory_bytes  # noqa: E402
+from spinnray.rules.bptt.dense import training_memory_bytes as dense_training_memory_bytes
+
+
+def training_memory_bytes(cfg, steps: int, batch: int) -> dict:
+    """The dense BPTT figure: the library's count for one ALIF layer (what a dense run reports as
+    ``training_memory_bytes``).  Before 0.2 this benchmark used the single-layer reference BPTT's
+    count, now a test oracle; that one was 1,584 B lower at every T (no forward state, one activation
+    row fewer)."""
+    return dense_training_memory_bytes(cfg, 1, steps, batch)
+
+
 
 N_IN, N_OUT = 80, 12
 TORCH_ALIF = "torch BPTT B=32 (1 thread)"

@@ -61,7 +61,7 @@ node counts.  The gradient reduction of EventProp goes through the driver
 router traffic and are given separately (``driver bytes/batch``); e-prop's
 host-written analog input (every hidden core gets the whole input) likewise.
 
-3. Recovery: e-prop (tiny cue network, as in ``tests/test_checkpoint.py``)
+3. Recovery: e-prop (tiny cue network, as in ``tests/integration/test_checkpoint.py``)
    and EventProp (two replicas, hidden on two cores) run through
    ``spinnray.experiments.runner.run`` with ``backend=ray`` and ``checkpoint.every=2``;
    a patched ``train_batch`` kills the first hidden core actor at the 5th

@@ -32,7 +32,7 @@ def accumulate_events(n_batch: int, b: np.ndarray, rows: np.ndarray) -> np.ndarr
     # row (the inner loop runs over columns), i.e. strictly in event order, and
     # about 10x faster than cumsum.  With one column the reduced axis becomes
     # the inner loop and numpy sums pairwise, so cumsum (sequential by
-    # definition) is kept there.  tests/test_network.py pins both paths
+    # definition) is kept there.  tests/unit/model/test_network.py pins both paths
     # against a plain sequential loop.
     sequential_reduce = n >= 2
     if n_batch == 1:

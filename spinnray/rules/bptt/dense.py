@@ -14,7 +14,7 @@ pseudo-derivatives, the same stop-gradient reset)::
 ``F_l`` (pre, n_h) are the feed-forward weights (``F_0`` is ``W_in``), ``R_l`` (n_h, n_h)
 the recurrent weights (zero diagonal).  With one layer this is exactly the network of
 the independent single-layer BPTT that the tests check it against
-(``tests/bptt_reference.py``).
+(``tests/oracle/bptt_reference.py``).
 
 Local blocks.  The layers are grouped into blocks of ``block_size`` consecutive layers
 (the last block may be smaller).  Every block ``b`` has its own leaky readout on its top
