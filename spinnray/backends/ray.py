@@ -128,8 +128,8 @@ def resolve_nodes(n_nodes: int, node_ids=None) -> list[str]:
     return chosen
 
 
-#: unshared memory of one core actor process, measured (tests/integration and bench/RESULTS.md, issue 22:
-#: 59 MB USS per actor of a forward run; 106 MB RSS with the pages shared between actors); rounded up
+#: private memory (USS) of one core actor process of a forward run, rounded up: 56-59 MB measured by
+#: bench/bench_actor_memory.py (bench/RESULTS.md, issue 21), ~102 MB RSS with the pages actors share
 ACTOR_BYTES = 64 * 2**20
 
 
