@@ -174,7 +174,10 @@ def map_network(network: Network, machine: MachineConfig | None = None,
             forced = cores_per_population.get(e.population) if isinstance(cores_per_population, dict) \
                 else cores_per_population
             if forced is not None or e.cores >= network[e.population].size:
-                raise BudgetError(e.message) from None
+                hint = ("more cores (parallel.cores_per_population)" if e.cores < network[e.population].size
+                        else "fewer neurons, inputs or steps")
+                raise BudgetError(f"{e.message}: use {hint}, or a smaller batch per core (learning.batch_size, "
+                                  "parallel.replicas)") from None
             more[e.population] = e.cores + 1
 
 

@@ -235,7 +235,9 @@ class EventPropCore(LearningCore):
         used = sum(self.memory().values())
         if used > self.spec.budget_bytes:
             raise BudgetError(f"core {self.id} ({self.spec.population}): spike records of {self.steps} steps x "
-                              f"{self.batch} samples make {used} bytes; the budget is {self.spec.budget_bytes}")
+                              f"{self.batch} samples make {used} bytes; the budget is machine.sram_per_pe_bytes = "
+                              f"{self.spec.budget_bytes}: use a smaller learning.batch_size, more "
+                              "parallel.cores_per_population, or more parallel.replicas (each takes a share of the batch)")
         if self.loss is not None:
             fired = self.first_step >= 0
             t_ms = spike_times(self.first_step, self.v_before.astype(np.float64), self.v_at.astype(np.float64),
