@@ -46,10 +46,20 @@ def summary(scenario: str, m: dict) -> str:
     return line
 
 
+GROUPS = ("network", "data", "learning", "parallel", "machine")
+
+
+def run_label(scenario: str, overrides) -> str:
+    """The scenario's name, with the config groups the command line swapped (``forward +
+    learning=eventprop data=files``), so that logs, metrics.json and reports say what ran."""
+    swapped = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in GROUPS and "=" in o]
+    return " + ".join([scenario, " ".join(swapped)]) if swapped else scenario
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
     hc = HydraConfig.get()
-    scenario = hc.runtime.choices.get("scenario", "?")
+    scenario = run_label(hc.runtime.choices.get("scenario", "?"), hc.overrides.task)
     JOBS["run"] += 1
     try:
         typed = from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
