@@ -94,6 +94,11 @@ def learning(network, cfg: EPropConfig, machine) -> Learning:
     if not hidden or "output" not in network.populations:
         raise ConfigError("e-prop trains a recurrent ALIF network with populations 'hidden' (and 'lif') and a "
                           "readout 'output' (network.name = recurrent_alif)")
+    for proj in network.incoming(network["output"]):
+        d = proj.delays
+        if not (getattr(d, "ndim", 0) == 0 and int(d) == 1):
+            raise ConfigError(f"e-prop: the readout projection {proj.name!r} has delays other than 1; expected 1 "
+                              "(the hidden cores' traces are exact only for a one-step readout delay)")
     adam = AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps)
     ws = weight_store_options(machine, network)
     spec = EPropHiddenSpec(adam, tau_out_ms=network["output"].model.tau_mem_ms,

@@ -337,6 +337,13 @@ class EPropReadoutCore(EPropCore):
         if m.tau_syn_ms != 0:
             raise NetworkError(f"e-prop: readout {spec.population!r} has tau_syn_ms = {m.tau_syn_ms}; "
                                "expected 0 (y = kappa y + (1 - kappa) input)")
+        for inc in spec.incoming:
+            if np.isscalar(inc.delays) and int(inc.delays) != 1:
+                # the hidden cores' readout-filtered traces assume the readout sees z[t-1]; with a longer
+                # delay their gradients would be silently wrong, so the configuration is refused
+                raise NetworkError(f"e-prop: projection {inc.name!r} into the readout has delay {int(inc.delays)}; "
+                                   "expected 1 (the hidden cores' traces are exact only for a one-step readout "
+                                   "delay; longer readout delays are not supported yet)")
         super().__init__(spec)
         L = spec.learning
         B, n = spec.batch, spec.n
