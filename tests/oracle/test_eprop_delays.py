@@ -21,6 +21,7 @@ from spinnray.rules.learning import LearningCore
 from helpers import eprop_learning
 from oracle import eprop_reference as ref
 from oracle.bptt_reference import ALIFNetConfig, Weights, loss_and_grads
+from oracle.test_eprop import _net, _problem
 
 P = dict(tau_m_ms=5.0, tau_a_ms=150.0, tau_out_ms=10.0, dt_ms=1.0, beta=0.184, v_th=0.6,
          mg_lens=0.5, mg_scale=6.0, mg_height=0.15, surrogate="multi_gaussian", gamma=0.5)
@@ -31,28 +32,15 @@ TOL = 1e-12                      # float64; measured: <= 1e-15
 
 
 @lru_cache(maxsize=None)
-def problem(rec: bool, seed: int = 11):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0, 1.0, (T, B, N_IN))
-    w_in = rng.normal(0.0, 1.0, (N_IN, N_H))
-    w_rec = rng.normal(0.0, 0.5, (N_H, N_H)) * rec
-    np.fill_diagonal(w_rec, 0.0)
-    w_out = rng.normal(0.0, 1.0, (N_H, N_OUT))
-    return x, w_in, w_rec, w_out, rng.integers(0, N_OUT, B)
+def problem(rec: bool):
+    """x (T, B, n_in), W_in, W_rec (zero without recurrence), W_out, labels."""
+    return _problem(seed=11, T=T, B=B, n_in=N_IN, n_h=N_H, n_out=N_OUT, rec=float(rec))
 
 
 def network(w_in, w_rec, w_out, rec_delay: int, out_delay: int) -> Network:
     """input -> hidden (recurrent, ``rec_delay``; zero weights without recurrence, still a
     projection whose gradient counts) -> readout (``out_delay``)."""
-    net = Network(dt_ms=P["dt_ms"])
-    net.population("input", N_IN, AnalogSource())
-    net.population("hidden", N_H, ALIF(tau_mem_ms=P["tau_m_ms"], tau_adapt_ms=P["tau_a_ms"], beta=P["beta"],
-                                       v_th=P["v_th"]))
-    net.population("output", N_OUT, LI(tau_mem_ms=P["tau_out_ms"]))
-    net.connect("input", "hidden", w_in)
-    net.connect("hidden", "hidden", w_rec, delays=rec_delay, mask=~np.eye(N_H, dtype=bool))
-    net.connect("hidden", "output", w_out, delays=out_delay)
-    return net
+    return _net(w_in, w_rec, w_out, rec_delay=rec_delay, out_delay=out_delay)
 
 
 def core_grads(net: Network, x, labels, cores: int, k: int, backend: str = "local",
