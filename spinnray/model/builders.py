@@ -21,7 +21,7 @@ import numpy as np
 from spinnray.config import opt
 from spinnray.errors import ConfigError
 from spinnray.registry import Registry
-from spinnray.model.network import Network
+from spinnray.model.network import MAX_DELAY_STEPS, Network
 from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource, SpikeSource, model_from_dict
 
 __all__ = ["DataShape", "register", "builder", "builder_names", "FeedForwardConfig", "RecurrentALIFConfig",
@@ -123,6 +123,10 @@ class RecurrentALIFConfig:
                                    "al.'s n_ref = 5 blocks 4 steps: 4 here)", min=0, max=1_000_000)
     n_lif: int = opt(0, "of the hidden neurons, how many are plain LIF (beta = 0; Bellec et al.'s cue "
                         "task: 50 of 100), in their own population 'lif' on their own cores", min=0, max=1_000_000)
+    rec_delay: int = opt(1, "steps from a hidden spike to the hidden neurons it reaches (recurrent delay); the "
+                            "exchange interval K may be up to min(rec_delay, out_delay)", min=1, max=MAX_DELAY_STEPS)
+    out_delay: int = opt(1, "steps from a hidden spike to the readout (readout delay); e-prop's traces follow it",
+                         min=1, max=MAX_DELAY_STEPS)
 
 
 def build_recurrent_alif(cfg: RecurrentALIFConfig, data: DataShape, seed: int) -> Network:
@@ -156,10 +160,10 @@ def build_recurrent_alif(cfg: RecurrentALIFConfig, data: DataShape, seed: int) -
         for pre, psl in pops:
             for post, qsl in pops:
                 mask = ~np.eye(h, dtype=bool)[psl, qsl]
-                net.connect(pre, post, w_rec[psl, qsl], delays=1, mask=mask)
+                net.connect(pre, post, w_rec[psl, qsl], delays=cfg.rec_delay, mask=mask)
     w_out = rng.normal(0, cfg.w_out_scale / np.sqrt(h), (h, n_out))
     for name, sl in pops:
-        net.connect(name, "output", w_out[sl], delays=1)
+        net.connect(name, "output", w_out[sl], delays=cfg.out_delay)
     return net
 
 

@@ -18,6 +18,13 @@ Network (step index t = 0..T-1, dt = one step; ``alpha = exp(-dt/tau_m)``,
     logits = mean(y[t] for t in [T - T_w, T))
     loss = mean over the batch of cross-entropy(softmax(logits), label)
 
+With delays (``rec_delay`` = d_r, ``out_delay`` = d_o steps, both >= 1, keyword arguments of
+:func:`forward` and :func:`loss_and_grads`) a spike reaches the other hidden neurons d_r steps
+and the readout d_o steps after it was emitted: ``z[t-1] @ W_rec`` becomes ``z[t-d_r] @ W_rec``
+and ``z[t-1] @ W_out`` becomes ``z[t-d_o] @ W_out``; a neuron's own adaptation and reset still
+use its ``z[t-1]``.  In the reverse recursions ``dy[t+1]`` in ``gz`` becomes ``dy[t+d_o]``,
+``dv[t+1]`` becomes ``dv[t+d_r]``, and the parameter terms use ``z[t-d_r]``, ``z[t-d_o]``.
+
 ``W_rec`` has a zero diagonal (no self-connections, a fixed mask: its
 gradient there is zero too).  The reset term ``z[t-1] * A[t]`` is a constant
 in every gradient (stop-gradient, as in Bellec et al. 2020).  ``H`` has the
@@ -52,7 +59,8 @@ Truncated BPTT (``truncation=K``): the sequence is cut into windows
 unchanged, but no adjoint crosses them backwards (as if ``v, a, z, y`` were
 detached at the start of each window).  Step ``t0 = mK``'s own parameter
 terms still use ``z[t0-1]`` (a constant).  In the recursion above this sets
-``dv, da, dy`` to zero after step ``t0`` is processed.  ``K >= T`` is full
+``dv, da, dy`` to zero after step ``t0`` is processed (with delays: an adjoint of step
+``s`` reaches step ``t`` only when both lie in the same window).  ``K >= T`` is full
 BPTT.  The loss still needs the whole forward first (the logits average the
 window), so truncation saves compute paths, not memory, here;
 :mod:`spinnray.rules.bptt.dense` computes the same truncated gradient window by
@@ -199,18 +207,26 @@ def _allocate_record(cfg: ALIFNetConfig, steps: int, batch: int, full: bool) -> 
                   logits=np.empty((batch, cfg.n_out), dt))
 
 
+def _check_delays(rec_delay, out_delay) -> int:
+    check_int("rec_delay", rec_delay, 1)
+    check_int("out_delay", out_delay, 1)
+    return max(rec_delay, out_delay)
+
+
 def forward(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, *, full: bool = True,
-            reset: np.ndarray | None = None) -> Record:
+            reset: np.ndarray | None = None, rec_delay: int = 1, out_delay: int = 1) -> Record:
     """Run the network on ``x`` (T, B, n_in) from rest; return the :class:`Record`.
 
     ``full=False`` keeps only what the backward pass needs (``z``, ``psi``).
     ``reset`` (T, B, n_h), if given, replaces the reset term ``z[t-1] * A[t]``
     by these fixed values: this makes the stop-gradient literal, so finite
     differences of this function with the reset of the unperturbed run
-    match :func:`loss_and_grads`.  Arithmetic is in ``cfg.dtype``.
+    match :func:`loss_and_grads`.  Arithmetic is in ``cfg.dtype``.  ``rec_delay``,
+    ``out_delay``: the delays of the recurrent and readout weights (module docstring).
 
-    Raises DataError on wrong shapes, ConfigError if ``loss_window > T``.
+    Raises DataError on wrong shapes, ConfigError if ``loss_window > T`` or on a delay < 1.
     """
+    _check_delays(rec_delay, out_delay)
     steps, batch = _check_inputs(cfg, weights, x)
     t_w = cfg.window(steps)
     dt = cfg.np_dtype
@@ -227,13 +243,16 @@ def forward(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, *, full: bool =
     z_prev = np.zeros_like(v)
     y = np.zeros((batch, cfg.n_out), dt)
     y_sum = np.zeros_like(y)
+    zero = np.zeros_like(v)
     for t in range(steps):
+        z_rec = rec.z[t - rec_delay] if t >= rec_delay else zero     # z[t - d_r]
+        z_out = rec.z[t - out_delay] if t >= out_delay else zero     # z[t - d_o]
         a = rho * a + (1.0 - rho) * z_prev                       # (B, n_h)
         thr = cfg.v_th + cfg.beta * a                            # A[t]
         r = z_prev * thr if reset is None else reset[t]          # stop-gradient reset
-        v = alpha * v + (1.0 - alpha) * (x[t] @ w_in + z_prev @ w_rec) - r
+        v = alpha * v + (1.0 - alpha) * (x[t] @ w_in + z_rec @ w_rec) - r
         z, psi = spike_and_pseudo_derivative(cfg, (v - thr) / cfg.v_th)
-        y = kappa * y + (1.0 - kappa) * (z_prev @ w_out)         # (B, n_out), one-step lag
+        y = kappa * y + (1.0 - kappa) * (z_out @ w_out)          # (B, n_out)
         if t >= steps - t_w:
             y_sum += y
         rec.z[t], rec.psi[t] = z, psi
@@ -266,7 +285,7 @@ def _check_labels(cfg: ALIFNetConfig, labels, batch: int) -> np.ndarray:
 
 def loss_and_grads(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, labels: np.ndarray, *,
                    truncation: int | None = None, reset: np.ndarray | None = None,
-                   rate_reg: float = 0.0, rate_target_hz: float = 10.0
+                   rate_reg: float = 0.0, rate_target_hz: float = 10.0, rec_delay: int = 1, out_delay: int = 1
                    ) -> tuple[float, Weights, Record]:
     """Loss and its gradient by manual BPTT (recursions in the module docstring).
 
@@ -277,17 +296,19 @@ def loss_and_grads(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, labels: 
     (module docstring); None = full BPTT.  ``reset`` as in :func:`forward`.
     ``rate_reg = c > 0`` adds Bellec et al.'s firing-rate regulariser
     ``c sum_j (r_j - r*)^2`` (``r_j``: neuron j's spikes per ms over the batch
-    and the run; ``r* = rate_target_hz / 1000``) to the loss.
+    and the run; ``r* = rate_target_hz / 1000``) to the loss.  ``rec_delay``,
+    ``out_delay`` as in :func:`forward`.
 
     Raises DataError on wrong shapes or labels, ConfigError on a bad
-    ``truncation`` or ``loss_window``.
+    ``truncation``, ``loss_window`` or delay.
     """
     if truncation is not None:
         check_int("truncation", truncation, 1)
+    depth = _check_delays(rec_delay, out_delay)
     steps, batch = _check_inputs(cfg, weights, x)
     labels = _check_labels(cfg, labels, batch)
     dt = cfg.np_dtype
-    rec = forward(cfg, weights, x, full=False, reset=reset)
+    rec = forward(cfg, weights, x, full=False, reset=reset, rec_delay=rec_delay, out_delay=out_delay)
     x = np.asarray(x, dt)
     w_in, w_rec, w_out = (np.asarray(w, dt) for w in weights)
     t_w = cfg.window(steps)
@@ -301,23 +322,36 @@ def loss_and_grads(cfg: ALIFNetConfig, weights: Weights, x: np.ndarray, labels: 
         loss += float(rate_reg * np.sum((rate - rate_target_hz / 1000.0) ** 2))
         greg = (2.0 * rate_reg * per * (rate - rate_target_hz / 1000.0)).astype(dt)   # dL/dz[t], every t
     g_in, g_rec, g_out = np.zeros_like(w_in), np.zeros_like(w_rec), np.zeros_like(w_out)
-    dv = np.zeros((batch, cfg.n_h), dt)                         # adjoints at t + 1
-    da = np.zeros_like(dv)
-    dy = np.zeros((batch, cfg.n_out), dt)
-    zero = np.zeros_like(dv)
+    # the adjoints of the last `depth` steps, step s at s % depth (depth 1: the carriers at t + 1)
+    dv_at = np.zeros((depth, batch, cfg.n_h), dt)
+    da_at = np.zeros_like(dv_at)
+    dy_at = np.zeros((depth, batch, cfg.n_out), dt)
+    zero = np.zeros((batch, cfg.n_h), dt)
+    zero_y = np.zeros((batch, cfg.n_out), dt)
+
+    def later(ring, none, t, s):
+        """The adjoint of step s > t as step t sees it: zero past the end or across a truncation cut."""
+        if s >= steps or (truncation is not None and s // truncation != t // truncation):
+            return none
+        return ring[s % depth]
+
     for t in range(steps - 1, -1, -1):
-        gz = (1.0 - kappa) * (dy @ w_out.T) + (1.0 - alpha) * (dv @ w_rec.T) + (1.0 - rho) * da + greg
-        dy = kappa * dy + err if t >= steps - t_w else kappa * dy
+        gz = ((1.0 - kappa) * (later(dy_at, zero_y, t, t + out_delay) @ w_out.T)
+              + (1.0 - alpha) * (later(dv_at, zero, t, t + rec_delay) @ w_rec.T)
+              + (1.0 - rho) * later(da_at, zero, t, t + 1) + greg)
+        dy = kappa * later(dy_at, zero_y, t, t + 1)
+        if t >= steps - t_w:
+            dy = dy + err
         psi = rec.psi[t]
-        dv = alpha * dv + psi * gz
-        da = rho * da - cfg.beta * psi * gz
-        z_prev = rec.z[t - 1] if t > 0 else zero
+        dv = alpha * later(dv_at, zero, t, t + 1) + psi * gz
+        da = rho * later(da_at, zero, t, t + 1) - cfg.beta * psi * gz
+        dy_at[t % depth], dv_at[t % depth], da_at[t % depth] = dy, dv, da
+        z_rec = rec.z[t - rec_delay] if t >= rec_delay else zero
+        z_out = rec.z[t - out_delay] if t >= out_delay else zero
         cur = (1.0 - alpha) * dv
         g_in += x[t].T @ cur
-        g_rec += z_prev.T @ cur
-        g_out += z_prev.T @ ((1.0 - kappa) * dy)
-        if truncation is not None and t % truncation == 0:     # a window starts here: cut the adjoint
-            dv, da, dy = np.zeros_like(dv), np.zeros_like(da), np.zeros_like(dy)
+        g_rec += z_rec.T @ cur
+        g_out += z_out.T @ ((1.0 - kappa) * dy)
     np.fill_diagonal(g_rec, 0.0)
     return loss, Weights(g_in, g_rec, g_out), rec
 

@@ -32,7 +32,7 @@ def _problem(seed=1, T=40, B=3, n_in=6, n_h=8, n_out=3, rec=1.0):
     return x, w_in, w_rec, w_out, labels
 
 
-def _net(w_in, w_rec, w_out, beta=P["beta"]):
+def _net(w_in, w_rec, w_out, beta=P["beta"], rec_delay=1, out_delay=1):
     n_in, n_h = w_in.shape
     net = Network(dt_ms=1.0)
     net.population("input", n_in, AnalogSource())
@@ -40,8 +40,8 @@ def _net(w_in, w_rec, w_out, beta=P["beta"]):
                                        v_th=P["v_th"]))
     net.population("output", w_out.shape[1], LI(tau_mem_ms=P["tau_out_ms"]))
     net.connect("input", "hidden", w_in)
-    net.connect("hidden", "hidden", w_rec, mask=~np.eye(n_h, dtype=bool))
-    net.connect("hidden", "output", w_out)
+    net.connect("hidden", "hidden", w_rec, delays=rec_delay, mask=~np.eye(n_h, dtype=bool))
+    net.connect("hidden", "output", w_out, delays=out_delay)
     return net
 
 

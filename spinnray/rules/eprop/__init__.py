@@ -9,37 +9,42 @@ step ``t`` of ``dt``; weights indexed (pre, post)::
 
     a[t] = rho a[t-1] + (1 - rho) z[t-1]                       hidden ALIF
     A[t] = v_th + beta a[t]
-    v[t] = alpha v[t-1] + (1 - alpha) (x[t] W_in + z[t-1] W_rec) - z[t-1] A[t]
+    v[t] = alpha v[t-1] + (1 - alpha) (x[t] W_in + z[t-d_rec] W_rec) - z[t-1] A[t]
     z[t] = H(v[t] - A[t])
-    y[t] = kappa y[t-1] + (1 - kappa) z[t-1] W_out            LI readout (one-step router delay)
+    y[t] = kappa y[t-1] + (1 - kappa) z[t-d_out] W_out        LI readout
     logits = mean of y[t] over the loss window [T - T_w, T);  loss = CE(softmax(logits), label)
 
 ``psi[t]`` is the pseudo-derivative dz/dv, a function of ``h = (v - A)/v_th``
 (:func:`spinnray.rules.losses.pseudo_derivative`).  The reset term ``z[t-1] A[t]`` is a constant
-for every gradient (as in Bellec et al.).
+for every gradient (as in Bellec et al.).  ``d_rec`` and ``d_out`` (>= 1) are the delays of the
+recurrent and readout projections, one per projection (``network.rec_delay``, ``network.out_delay``;
+per-synapse delays are refused); every exchange interval K <= min(d_rec, d_out) gives the same result.
 
 e-prop, for pre input ``i`` of post neuron ``j`` (``pre_i[t]`` is ``x_i[t]``
-or ``z_i[t-d]``)::
+or ``z_i[t-d_rec]``)::
 
     eps_v_i[t]  = alpha eps_v_i[t-1] + (1 - alpha) pre_i[t]        one per pre neuron
     e_ij[t-1]   = psi_j[t-1] (eps_v_i[t-1] - beta eps_a_ij[t-1])     eligibility trace
     eps_a_ij[t] = rho eps_a_ij[t-1] + (1 - rho) e_ij[t-1]
-    ebar_ij[t]  = kappa ebar_ij[t-1] + (1 - kappa) e_ij[t-1]         readout-filtered trace
+    ebar_ij[t]  = kappa ebar_ij[t-1] + (1 - kappa) e_ij[t-d_out]     readout-filtered trace
     acc_ij     += ebar_ij[t]   for t in the loss window
     err_k       = (softmax(logits) - onehot(label))_k / (T_w B)      at the end of the sample
     L_j         = sum_k B_jk err_k   (B = W_out: symmetric; or fixed random)
     dW_ij       = sum over samples of L_j acc_ij
 
 The readout's own gradient is exact: ``dW_out[j, k] = sum_b err_k sum_window
-zbar_j`` with ``zbar`` the kappa-filtered input spikes.  Because the loss
-depends on the time-averaged logits, ``L_j`` is one number per sample: the
-readout core sends it once, at the end of the sample, as one error event
-per hidden neuron (float payload) through the router.
+zbar_j`` with ``zbar`` the kappa-filtered input spikes as they arrive
+(``z[t-d_out]``).  Because the loss depends on the time-averaged logits,
+``L_j`` is one number per sample: the readout core sends it once, at the end
+of the sample, as one error event per hidden neuron (float payload) through
+the router.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from spinnray.config import opt
 from spinnray.errors import ConfigError
@@ -94,11 +99,11 @@ def learning(network, cfg: EPropConfig, machine) -> Learning:
     if not hidden or "output" not in network.populations:
         raise ConfigError("e-prop trains a recurrent ALIF network with populations 'hidden' (and 'lif') and a "
                           "readout 'output' (network.name = recurrent_alif)")
-    for proj in network.incoming(network["output"]):
-        d = proj.delays
-        if not (getattr(d, "ndim", 0) == 0 and int(d) == 1):
-            raise ConfigError(f"e-prop: the readout projection {proj.name!r} has delays other than 1; expected 1 "
-                              "(the hidden cores' traces are exact only for a one-step readout delay)")
+    for pop in (*hidden, "output"):
+        for proj in network.incoming(network[pop]):
+            if not np.isscalar(proj.delays):
+                raise ConfigError(f"e-prop: projection {proj.name!r} has per-synapse delays; expected one delay "
+                                  "per projection (the traces of a core follow each projection's one delay)")
     adam = AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps)
     ws = weight_store_options(machine, network)
     spec = EPropHiddenSpec(adam, tau_out_ms=network["output"].model.tau_mem_ms,
@@ -107,7 +112,20 @@ def learning(network, cfg: EPropConfig, machine) -> Learning:
                            weight_store=ws)
     readout = EPropReadoutSpec(adam, weight_decay=cfg.weight_decay, window_steps=cfg.window_steps,
                                feedback=cfg.feedback, feedback_seed=0, weight_store=ws)
-    return Learning({**{p: spec for p in hidden}, "output": readout}, frozenset(hidden))
+    # one spec per hidden population: each filters its traces with its own readout delay
+    specs = {p: replace(spec, readout_delay=_readout_delay(network, p)) for p in hidden}
+    return Learning({**specs, "output": readout}, frozenset(hidden))
+
+
+def _readout_delay(network: Network, pop: str) -> int:
+    """The delay of ``pop``'s projection(s) into the readout (1 if it has none: no learning
+    signal reaches it).  Several projections must share it: each signal is filtered with one delay."""
+    delays = sorted({int(p.delays) for p in network.incoming(network["output"]) if p.pre.name == pop})
+    if len(delays) > 1:
+        names = [p.name for p in network.incoming(network["output"]) if p.pre.name == pop]
+        raise ConfigError(f"e-prop: the projections {names} from {pop!r} into the readout have delays {delays}; "
+                          "expected one delay (the learning signals of a population are filtered with one delay)")
+    return delays[0] if delays else 1
 
 
 def hidden_core_split(net: Network, cores) -> dict[str, int]:

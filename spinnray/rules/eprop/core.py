@@ -26,11 +26,12 @@ recurrence, exact algebra on the equations of :mod:`spinnray.rules.eprop`::
 a scale per post neuron plus a term per pre neuron: two passes over the
 per-synapse array instead of the six that ``eps_a`` and ``e`` take.  The
 readout-filtered trace ``ebar`` of the equations is not kept either: since
-the loss window is known in advance, the sum over the window of ``ebar[s]``
-equals ``sum_t c_t e[t]`` with per-step constants ``c_t``, so ``acc`` takes
-``c_t psi[t] d[t]`` directly.  Steps whose ``c_t`` is below ``eps(dtype)^2``
-times the largest (long before a short loss window: ``c_t`` decays as
-``kappa`` per step) add nothing that the dtype could hold and are skipped.
+the loss window and the readout delay (``EPropHiddenSpec.readout_delay``) are known
+in advance, the sum over the window of ``ebar[s]`` equals ``sum_t c_t e[t]`` with
+per-step constants ``c_t``, so ``acc`` takes ``c_t psi[t] d[t]`` directly.
+Steps whose ``c_t`` is below ``eps(dtype)^2`` times the largest (long before a
+short loss window: ``c_t`` decays as ``kappa`` per step) add nothing that the
+dtype could hold and are skipped.
 One scratch array of the same size holds a numpy temporary (``scratch``:
 counted against the budget, not as training state).  None of it grows with
 the number of steps.
@@ -80,8 +81,9 @@ __all__ = ["EPropHiddenSpec", "EPropReadoutSpec", "EPropCore", "EPropHiddenCore"
 @dataclass(frozen=True)
 class EPropHiddenSpec:
     """An e-prop hidden (ALIF) core: Adam, L2, the loss window (None = every step), the
-    readout's time constant (the traces are filtered with it), the pseudo-derivative and the
-    firing-rate regulariser (``rate_reg`` 0 = off)."""
+    readout's time constant and the delay of this population's projection into the readout
+    (the traces are filtered with both), the pseudo-derivative and the firing-rate
+    regulariser (``rate_reg`` 0 = off)."""
 
     adam: AdamSpec
     tau_out_ms: float
@@ -91,6 +93,13 @@ class EPropHiddenSpec:
     rate_reg: float = 0.0
     rate_target_hz: float = 10.0
     weight_store: WeightStoreSpec | None = None
+    readout_delay: int = 1
+
+    def __post_init__(self):
+        d = self.readout_delay
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
+            raise NetworkError(f"e-prop: readout_delay = {d!r}; expected an int >= 1 (steps from a hidden "
+                               "spike to the readout)")
 
     @property
     def core_class(self):
@@ -256,11 +265,13 @@ class EPropHiddenCore(EPropCore):
             a[:B] = 0
         self.ereg[:] = 0
         self.zcount[:] = 0
-        # sum_{s in window} ebar[s] = sum_t c_t e[t]: c_{T-1} = 0,
-        # c_t = kappa c_{t+1} + (1 - kappa) [t + 1 in window]  (ebar lags e by one step)
+        # sum_{s in window} ebar[s] = sum_t c_t e[t], with ebar lagging e by the readout delay d
+        # (ebar[t] = kappa ebar[t-1] + (1 - kappa) e[t-d]): c_t = 0 for t > T-1-d, and
+        # c_t = kappa c_{t+1} + (1 - kappa) [t + d in window] below
+        d = int(self.spec.learning.readout_delay)
         c = np.zeros(steps)
-        for t in range(steps - 2, -1, -1):
-            c[t] = self.kappa * c[t + 1] + (1.0 - self.kappa) * (t + 1 >= self.window_start)
+        for t in range(steps - 1 - d, -1, -1):
+            c[t] = self.kappa * c[t + 1] + (1.0 - self.kappa) * (t + d >= self.window_start)
         self.c_read = c.astype(self.dtype)
         # below this, c_t e[t] is under the dtype's resolution of the window's sum: skipped
         self.c_skip = float(c.max()) * float(np.finfo(self.dtype).eps) ** 2
@@ -337,13 +348,6 @@ class EPropReadoutCore(EPropCore):
         if m.tau_syn_ms != 0:
             raise NetworkError(f"e-prop: readout {spec.population!r} has tau_syn_ms = {m.tau_syn_ms}; "
                                "expected 0 (y = kappa y + (1 - kappa) input)")
-        for inc in spec.incoming:
-            if np.isscalar(inc.delays) and int(inc.delays) != 1:
-                # the hidden cores' readout-filtered traces assume the readout sees z[t-1]; with a longer
-                # delay their gradients would be silently wrong, so the configuration is refused
-                raise NetworkError(f"e-prop: projection {inc.name!r} into the readout has delay {int(inc.delays)}; "
-                                   "expected 1 (the hidden cores' traces are exact only for a one-step readout "
-                                   "delay; longer readout delays are not supported yet)")
         super().__init__(spec)
         L = spec.learning
         B, n = spec.batch, spec.n

@@ -1,8 +1,9 @@
-"""spinnray.model.builders: the recurrent ALIF network with a LIF part (network.n_lif)."""
+"""spinnray.model.builders: the recurrent ALIF network with a LIF part (network.n_lif) and its delays."""
 
 import numpy as np
 import pytest
 
+from spinnray.config import from_dict
 from spinnray.errors import ConfigError
 from spinnray.rules.eprop import hidden_core_split
 
@@ -46,3 +47,25 @@ def test_lif_alif_mix_is_one_population_split_in_two():
     assert hidden_core_split(_mixed_net(1, hidden=10), 4) == {"lif": 1, "hidden": 3}
     with pytest.raises(ConfigError, match="cores_per_population = 1"):
         hidden_core_split(mixed, 1)
+
+
+def test_recurrent_and_readout_delays_reach_every_projection():
+    """network.rec_delay and network.out_delay set the delays of every recurrent and readout
+    projection (with a LIF part too), leave the input and the weights alone, and are named when
+    out of range."""
+    cfg = RecurrentALIFConfig(hidden=8, n_lif=3, rec_delay=2, out_delay=3)
+    net = eprop_net(cfg, 4, 2)
+    assert {p.name: p.delays for p in net.projections} == {
+        "input->lif": 1, "input->hidden": 1, "lif->lif": 2, "lif->hidden": 2, "hidden->lif": 2,
+        "hidden->hidden": 2, "lif->output": 3, "hidden->output": 3}
+    assert net.min_delay == 2                   # what bounds the exchange interval K
+    one = eprop_net(RecurrentALIFConfig(hidden=8, n_lif=3), 4, 2)
+    assert {p.delays for p in one.projections} == {1}           # the defaults: the network as before
+    for a, b in zip(net.projections, one.projections):
+        np.testing.assert_array_equal(a.weights, b.weights)
+    ff = eprop_net(RecurrentALIFConfig(hidden=8, recurrent=False, out_delay=4), 4, 2)
+    assert {p.name: p.delays for p in ff.projections} == {"input->hidden": 1, "hidden->output": 4}
+    assert ff.min_delay == 4
+    for name in ("rec_delay", "out_delay"):
+        with pytest.raises(ConfigError, match=f"network.{name} = 0"):
+            from_dict(RecurrentALIFConfig, {name: 0}, "network")

@@ -1,13 +1,15 @@
-"""spinnray.rules.eprop (the rule: its learning.* config) -- bad values are named."""
+"""spinnray.rules.eprop (the rule: its learning.* config and the specs of its cores) -- bad values are named."""
 
 import numpy as np
 import pytest
 
-from spinnray import ALIF, AnalogSource, Network
+from dataclasses import replace
+
+from spinnray import ALIF, LI, AnalogSource, MachineConfig, Network
 from spinnray.config import from_dict
 from spinnray.errors import ConfigError, NetworkError
 
-from helpers import EPropConfig
+from helpers import EPropConfig, eprop_learning
 
 
 def test_bad_configs_name_the_value():
@@ -25,28 +27,49 @@ def test_bad_configs_name_the_value():
         bad.connect("input", "hidden", np.ones((3, 4)), delays=2, name="again")
 
 
-@pytest.mark.parametrize("readout_delay", [2, 3])
-def test_a_readout_delay_other_than_one_is_refused_not_approximated(readout_delay):
-    # the hidden cores' readout-filtered traces assume the readout sees z[t-1]; any other delay would
-    # give silently wrong hidden gradients, so the configuration is refused, naming the projection
-    from spinnray import LI, MachineConfig
-
-    from helpers import eprop_learning
-
+def _net(out_delays=None, rec_delays=1):
+    """input -> lif, hidden (recurrent) -> output; ``out_delays``: population -> readout delay."""
     rng = np.random.default_rng(0)
     net = Network()
     net.population("input", 3, AnalogSource())
+    net.population("lif", 2, ALIF(beta=0.0))
     net.population("hidden", 4, ALIF())
     net.population("output", 2, LI())
-    net.connect("input", "hidden", rng.normal(size=(3, 4)))
-    net.connect("hidden", "hidden", rng.normal(size=(4, 4)) * (1 - np.eye(4)))
-    net.connect("hidden", "output", rng.normal(size=(4, 2)), delays=readout_delay, name="readout")
-    with pytest.raises(ConfigError, match="'readout' has delays other than 1; expected 1"):
+    for pop, n in (("lif", 2), ("hidden", 4)):
+        net.connect("input", pop, rng.normal(size=(3, n)))
+    net.connect("hidden", "hidden", rng.normal(size=(4, 4)) * (1 - np.eye(4)), delays=rec_delays)
+    for pop, n in (("lif", 2), ("hidden", 4)):
+        net.connect(pop, "output", rng.normal(size=(n, 2)), delays=(out_delays or {}).get(pop, 1))
+    return net
+
+
+def test_each_hidden_population_gets_its_own_readout_delay():
+    """The hidden cores filter their traces with the delay of their population's projection into the
+    readout (exact for every delay: tests/oracle/test_eprop_delays.py); the readout takes any delay."""
+    learning = eprop_learning(_net({"lif": 2, "hidden": 3}), MachineConfig())
+    assert {p: learning.specs[p].readout_delay for p in ("lif", "hidden")} == {"lif": 2, "hidden": 3}
+    assert set(learning.specs) == {"lif", "hidden", "output"}
+    default = eprop_learning(_net(), MachineConfig()).specs
+    assert default["lif"].readout_delay == default["hidden"].readout_delay == 1
+    with pytest.raises(NetworkError, match="readout_delay = 0; expected an int >= 1"):
+        replace(learning.specs["hidden"], readout_delay=0)
+
+
+def test_per_synapse_and_mixed_readout_delays_are_refused_naming_the_projection():
+    net = _net()
+    net.connect("lif", "hidden", np.ones((2, 4)), delays=np.full((2, 4), 2), name="lif_to_hidden")
+    with pytest.raises(ConfigError, match="'lif_to_hidden' has per-synapse delays; expected one delay per "
+                                          "projection"):
         eprop_learning(net, MachineConfig())
-    net1 = Network()
-    net1.population("input", 3, AnalogSource())
-    net1.population("hidden", 4, ALIF())
-    net1.population("output", 2, LI())
-    net1.connect("input", "hidden", rng.normal(size=(3, 4)))
-    net1.connect("hidden", "output", rng.normal(size=(4, 2)), delays=1)
-    assert set(eprop_learning(net1, MachineConfig()).specs) == {"hidden", "output"}
+    net = _net()
+    net.connect("hidden", "output", np.ones((4, 2)), delays=np.array([[1, 2]] * 4), name="readout2")
+    with pytest.raises(ConfigError, match="'readout2' has per-synapse delays"):
+        eprop_learning(net, MachineConfig())
+    net = _net({"hidden": 2})
+    net.connect("hidden", "output", np.ones((4, 2)), delays=3, name="again")
+    with pytest.raises(ConfigError, match=r"\['hidden->output', 'again'\] from 'hidden' into the readout have "
+                                          r"delays \[2, 3\]; expected one delay"):
+        eprop_learning(net, MachineConfig())
+    net = _net({"hidden": 2})
+    net.connect("hidden", "output", np.ones((4, 2)), delays=2, name="same")     # one delay: its signals add up
+    assert eprop_learning(net, MachineConfig()).specs["hidden"].readout_delay == 2
