@@ -620,7 +620,8 @@ def from_nir(graph, *, convention: str = "spinnray", dt: float | None = None, ti
     pop_edges = list(dict.fromkeys((p.pre, p.post) for p in paths))
     back = _recurrent(pops, sources, pop_edges, "NIR node")
     recorded = {n: meta.get(f"spinnray_offset.{n}") for n in pops}
-    if all(isinstance(v, (int, np.integer)) for v in recorded.values()):   # spinnray wrote the graph
+    as_written = all(kinds[s] == str(_meta(nodes[s][1]).get("spinnray_input", "spikes")) for s in sources)
+    if as_written and all(isinstance(v, (int, np.integer)) for v in recorded.values()):   # spinnray wrote it
         k = {n: int(v) for n, v in recorded.items()}
     else:
         k = _longest(pops, sources, analog, pop_edges, back, lag)
