@@ -214,6 +214,19 @@ def _meta(node) -> dict:
     return dict(m) if isinstance(m, dict) else {}
 
 
+def _meta_int(meta: dict, key: str, default: int | None = None) -> int | None:
+    """An integer spinnray wrote into metadata; ``default`` for anything else (foreign metadata is
+    never trusted)."""
+    v = meta.get(key)
+    return int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else default
+
+
+def _meta_mask(meta: dict, shape: tuple) -> np.ndarray | None:
+    """The synapse mask spinnray wrote with a projection's weights, if it is one of ``shape``."""
+    m = meta.get("spinnray_mask")
+    return m if isinstance(m, np.ndarray) and m.dtype == bool and m.shape == shape else None
+
+
 def _flatten(graph, nir, prefix: str = "") -> tuple[dict, list]:
     """Nodes and edges of ``graph`` with nested graphs inlined (``outer.inner`` names); a nested
     graph's Input and Output nodes become pass-through nodes."""
@@ -230,7 +243,7 @@ def _flatten(graph, nir, prefix: str = "") -> tuple[dict, list]:
             edges += sub_edges
             inner_io[full] = ([f"{full}.{n}" for n in ins], [f"{full}.{n}" for n in outs])
         else:
-            nodes[full] = (_kind(full, node, nir, top=not prefix), node)
+            nodes[full] = (_kind(full, node, nir), node)
 
     def endpoint(name: str, into: bool) -> str:
         if name in inner_io:
@@ -246,7 +259,7 @@ def _flatten(graph, nir, prefix: str = "") -> tuple[dict, list]:
     return nodes, edges
 
 
-def _kind(name: str, node, nir, top: bool) -> str:
+def _kind(name: str, node, nir) -> str:
     t = type(node).__name__
     if isinstance(node, nir.Input):
         return _SOURCE
@@ -481,8 +494,8 @@ def _param(name: str, node, attr: str, n: int, default=None) -> np.ndarray:
         value = default
     a = np.asarray(value, dtype=np.float64) if value is not None else None
     if a is None or a.ndim > 1 or (a.ndim == 1 and a.size != n) or not np.all(np.isfinite(a)):
-        raise NetworkError(f"NIR node {name!r} ({type(node).__name__}): {attr} = {value!r}; expected finite numbers, "
-                           f"one or {n}")
+        raise NetworkError(f"NIR node {name!r} ({type(node).__name__}): {attr} of shape {np.shape(value)}; "
+                           f"expected finite numbers, one or {n}")
     return np.broadcast_to(a, (n,)).astype(np.float64)
 
 
@@ -542,12 +555,9 @@ def _neuron(name: str, node, n: int, conv: Convention, dt: float, unit: str, res
 def _merged(group: list[_Path], weights: list[np.ndarray], delays: list[np.ndarray]):
     """One projection for paths that spinnray's export split by delay (disjoint metadata masks of
     one projection), else None."""
-    masks = [p.meta.get("spinnray_mask") for p in group]
+    masks = [_meta_mask(p.meta, w.shape) for p, w in zip(group, weights)]
     names = {str(p.meta.get("spinnray_projection")) for p in group}
-    if len(group) < 2 or len(names) != 1 or any(m is None for m in masks):
-        return None
-    masks = [np.asarray(m, dtype=bool) for m in masks]
-    if any(m.shape != weights[0].shape for m in masks) or np.any(np.sum(masks, axis=0) > 1):
+    if len(group) < 2 or len(names) != 1 or any(m is None for m in masks) or np.any(np.sum(masks, axis=0) > 1):
         return None
     mask = np.any(masks, axis=0)
     w = np.sum([np.where(m, w, 0.0) for m, w in zip(masks, weights)], axis=0)
@@ -586,16 +596,7 @@ def from_nir(graph, *, convention: str = "spinnray", dt: float | None = None, ti
         raise ConfigError(f"reset = {reset!r}: expected 'value', 'subtract' or None (the convention's)")
     if input_kind not in (None, "spikes", "analog"):
         raise ConfigError(f"input_kind = {input_kind!r}: expected 'spikes', 'analog' or None")
-    if dt is None:
-        if "spinnray_dt" in meta:
-            recorded = str(meta.get("spinnray_time_unit", unit))
-            dt = float(meta["spinnray_dt"]) * MS_PER_UNIT[_unit(recorded)] / MS_PER_UNIT[unit]
-        elif conv.dt is not None:
-            dt = conv.dt * MS_PER_UNIT[conv.time_unit] / MS_PER_UNIT[unit]
-        else:
-            raise ConfigError(f"dt: the graph records no time step and convention {conv.name!r} has no default; "
-                              f"give the step in {unit}")
-    dt = _positive_dt(dt, "dt")
+    dt = _positive_dt(_step(meta, conv, unit) if dt is None else dt, "dt")
     written = meta.get("spinnray_convention")
     if written is not None and str(written) != conv.name:
         log.warning("NIR graph written for convention %r, read as %r", str(written), conv.name)
@@ -604,13 +605,12 @@ def from_nir(graph, *, convention: str = "spinnray", dt: float | None = None, ti
     edges = _without_pass_through(nodes, edges)
     size = _sizes(nodes, edges)
     paths, outputs = _paths(nodes, edges, size, dt)
-
     pops = [n for n, (k, _) in nodes.items() if k in (_SOURCE, _NEURON)]
     sources = [n for n in pops if nodes[n][0] == _SOURCE]
     if not sources:
         raise NetworkError("the NIR graph has no Input node; spinnray feeds a network through its inputs")
-    kinds = {s: input_kind or str(_meta(nodes[s][1]).get("spinnray_input", "spikes")) for s in sources}
-    analog = {s for s, k in kinds.items() if k == "analog"}
+    recorded_kind = {s: str(_meta(nodes[s][1]).get("spinnray_input", "spikes")) for s in sources}
+    analog = {s for s in sources if (input_kind or recorded_kind[s]) == "analog"}
     models, factors, lag = {}, {}, {}
     for n in pops:
         if n in sources:
@@ -619,10 +619,10 @@ def from_nir(graph, *, convention: str = "spinnray", dt: float | None = None, ti
             models[n], factors[n], lag[n] = _neuron(n, nodes[n][1], size[n], conv, dt, unit, reset, unit_threshold)
     pop_edges = list(dict.fromkeys((p.pre, p.post) for p in paths))
     back = _recurrent(pops, sources, pop_edges, "NIR node")
-    recorded = {n: meta.get(f"spinnray_offset.{n}") for n in pops}
-    as_written = all(kinds[s] == str(_meta(nodes[s][1]).get("spinnray_input", "spikes")) for s in sources)
-    if as_written and all(isinstance(v, (int, np.integer)) for v in recorded.values()):   # spinnray wrote it
-        k = {n: int(v) for n, v in recorded.items()}
+    recorded = {n: _meta_int(meta, f"spinnray_offset.{n}") for n in pops}
+    if written == conv.name and all(v is not None for v in recorded.values()) \
+            and all((s in analog) == (recorded_kind[s] == "analog") for s in sources):
+        k = recorded                    # spinnray wrote the graph for this reading: its own offsets
     else:
         k = _longest(pops, sources, analog, pop_edges, back, lag)
 
@@ -630,15 +630,34 @@ def from_nir(graph, *, convention: str = "spinnray", dt: float | None = None, ti
     if len(set(names.values())) != len(names):      # two nodes sanitized alike: number them
         names = {n: f"p{i}_{names[n]}" for i, n in enumerate(pops)}
     dist = _bfs(sources, pop_edges)
-    rank = {n: (int(_meta(nodes[n][1]).get("spinnray_index", 1 << 30)), dist[n], n) for n in pops}
     net = Network(dt_ms=dt * MS_PER_UNIT[unit])
-    for n in sorted(pops, key=rank.get):
+    for n in sorted(pops, key=lambda n: (_meta_int(_meta(nodes[n][1]), "spinnray_index", 1 << 30), dist[n], n)):
         net.population(names[n], size[n], models[n])
+    _connect(net, names, paths, factors, lag, back, k, analog)
+    return Imported(net, {names[n]: int(k[n]) for n in pops}, {n: names[n] for n in pops},
+                    tuple(names[n] for n in pops if n in outputs), conv.name, dt, unit)
 
-    built = []
+
+def _step(meta: dict, conv: Convention, unit: str) -> float:
+    """The step to read a graph at when none is given: the graph's own, else the convention's."""
+    recorded = meta.get("spinnray_dt")
+    if isinstance(recorded, (int, float, np.integer, np.floating)) and not isinstance(recorded, bool):
+        return float(recorded) * MS_PER_UNIT[_unit(str(meta.get("spinnray_time_unit", unit)))] / MS_PER_UNIT[unit]
+    if conv.dt is not None:
+        return conv.dt * MS_PER_UNIT[conv.time_unit] / MS_PER_UNIT[unit]
+    raise ConfigError(f"dt: the graph records no time step and convention {conv.name!r} has no default; give the "
+                      f"step in {unit}")
+
+
+def _connect(net: Network, names: dict, paths: list[_Path], factors: dict, lag: dict, back: set, k: dict,
+             analog: set) -> None:
+    """The projections of ``paths``: weights times the post neurons' factors, delays from the
+    graph's delays, the lag, recurrence and offsets (module docstring); the paths spinnray's export
+    split by delay merged back into one projection; in the order spinnray wrote them, else by
+    their populations' order."""
+    groups: dict[tuple[str, str], list] = {}
     for p in paths:
-        w = np.eye(size[p.pre]) if p.w is None else p.w.T          # (n_pre, n_post)
-        w = w * factors[p.post][None, :]
+        w = (np.eye(len(p.delta)) if p.w is None else p.w.T) * factors[p.post][None, :]      # (n_pre, n_post)
         d = p.delta + lag[p.post] + ((p.pre, p.post) in back) + k[p.post] - k[p.pre]
         where = f"NIR path {p.pre!r} -> {p.via + ' -> ' if p.via else ''}{p.post!r}"
         if p.pre in analog:
@@ -652,29 +671,22 @@ def from_nir(graph, *, convention: str = "spinnray", dt: float | None = None, ti
         elif d.max() > MAX_DELAY_STEPS:
             raise NetworkError(f"{where} needs a delay of {int(d.max())} steps; spinnray's delays are at most "
                                f"{MAX_DELAY_STEPS}")
-        built.append((p, w, d))
-    groups: dict[tuple[str, str], list] = {}
-    for item in built:
-        groups.setdefault((item[0].pre, item[0].post), []).append(item)
+        groups.setdefault((p.pre, p.post), []).append((p, w, d))
     projections = []
-    for (pre, post), group in groups.items():
+    for group in groups.values():
         merged = _merged([g[0] for g in group], [g[1] for g in group], [g[2] for g in group])
         if merged is not None:
-            first = min(group, key=lambda g: g[0].order)[0]
-            projections.append((first, *merged))
-            continue
-        for p, w, d in group:
-            m = p.meta.get("spinnray_mask")
-            m = np.asarray(m, dtype=bool) if m is not None and np.shape(m) == w.shape else None
-            projections.append((p, w, d, m))
-    projections.sort(key=lambda t: (int(t[0].meta.get("spinnray_index", 1 << 30)), t[0].order))
+            projections.append((min((g[0] for g in group), key=lambda p: p.order), *merged))
+        else:
+            projections += [(p, w, d, _meta_mask(p.meta, w.shape)) for p, w, d in group]
+    rank = {p.name: p.index for p in net.populations.values()}
+    projections.sort(key=lambda t: (_meta_int(t[0].meta, "spinnray_index", 1 << 30), rank[names[t[0].pre]],
+                                    rank[names[t[0].post]], t[0].order))
     for p, w, d, m in projections:
-        scalar = np.all(d == d.flat[0])
         name = p.meta.get("spinnray_projection")
-        name = str(name) if name is not None and not any(q.name == str(name) for q in net.projections) else None
+        name = name if isinstance(name, str) and not any(q.name == name for q in net.projections) else None
+        scalar = np.all(d == d.flat[0])
         net.connect(names[p.pre], names[p.post], w, delays=int(d.flat[0]) if scalar else d, mask=m, name=name)
-    return Imported(net, {names[n]: int(k[n]) for n in pops}, {n: names[n] for n in pops},
-                    tuple(names[n] for n in pops if n in outputs), conv.name, dt, unit)
 
 
 def _population_name(node: str) -> str:
