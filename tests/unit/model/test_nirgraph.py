@@ -364,6 +364,15 @@ def test_delay_nodes_before_and_after_the_weights_become_per_synapse_delays():
     np.testing.assert_array_equal(q.delays, 1 + np.array([[0], [2]]) + np.array([[1, 0, 3]]))
 
 
+def test_an_edge_without_weights_is_one_to_one():
+    g = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([3])}),
+                            "h": _cuba(w_in=np.array([1.0, 2.0, 4.0])),
+                            "out": nir.Output(output_type={"output": np.array([3])})},
+                     edges=[("in", "h"), ("h", "out")], type_check=False)
+    (q,) = from_nir(g, dt=1e-3, time_unit="s").network.projections
+    np.testing.assert_allclose(q.weights, np.diag([1.0, 2.0, 4.0]) / 2e-3)        # w_in / tau_syn, r = 1
+
+
 def test_the_step_comes_from_the_argument_the_graph_or_the_convention():
     g = _one_layer(metadata={"spinnray_dt": 0.5, "spinnray_time_unit": "ms"})
     assert from_nir(g).network.dt_ms == 0.5
