@@ -83,6 +83,32 @@ def test_round_trip_through_a_file_gives_the_same_network_and_the_same_spikes(tm
         np.testing.assert_array_equal(want.v[name], got.v[name])
 
 
+@pytest.mark.parametrize("convention", ["snntorch", "norse", "nir"])
+def test_a_network_written_for_a_framework_and_read_back_as_that_framework_reads_it_spikes_the_same(convention):
+    """Export for snnTorch, Norse or the NIR reference code, import under the same convention: the
+    decays come back through dt / (1 - exp(-dt/tau)) and -dt / ln(1 - dt/tau), the weights through
+    the convention's gains -- and the spikes and potentials are the same (float32, as runs compute)."""
+    reset = "subtract" if convention == "nir" else "zero"
+    rng = np.random.default_rng(0)
+    net = Network(dt_ms=1.0)
+    net.population("inp", 12, SpikeSource())
+    net.population("hid", 15, LIF(tau_mem_ms=10.0, tau_syn_ms=4.0, v_th=0.5, reset=reset))
+    net.population("sub", 7, LIF(tau_mem_ms=12.0, tau_syn_ms=0.0, v_th=0.7, reset=reset))
+    net.population("out", 4, LI(tau_mem_ms=12.0, tau_syn_ms=3.0))
+    net.connect("inp", "hid", rng.normal(0.4, 0.4, (12, 15)), delays=rng.integers(1, 4, (12, 15)))
+    net.connect("hid", "hid", rng.normal(-0.05, 0.3, (15, 15)), delays=2, mask=rng.random((15, 15)) < 0.4)
+    net.connect("inp", "sub", rng.normal(0.5, 0.3, (12, 7)), delays=1)
+    net.connect("sub", "hid", rng.normal(0.2, 0.2, (7, 15)), delays=rng.integers(1, 3, (7, 15)))
+    net.connect("hid", "out", rng.normal(0.3, 0.2, (15, 4)), delays=1)
+    back = from_nir(to_nir(net, convention=convention), convention=convention).network
+    x = {"inp": rng.random((150, 3, 12)) < 0.08}
+    want, got = _run(net, x, 150, MachineConfig()), _run(back, x, 150, MachineConfig())
+    assert want.spikes["hid"].sum() > 100 and want.spikes["sub"].sum() > 10
+    for name in want.spikes:
+        np.testing.assert_array_equal(want.spikes[name], got.spikes[name])
+    np.testing.assert_array_equal(want.v["out"], got.v["out"])
+
+
 def test_export_writes_delay_nodes_only_beyond_the_offsets_and_records_them():
     """hid is reached from inp in 1 step (offset 1); sub -> hid then needs its delays of 1-2 steps
     as Delay nodes (sub's offset is 1 too), one Linear + Delay pair per distinct delay."""
