@@ -27,8 +27,11 @@ def run_forward(run: Run, out_dir: Path, scenario: str) -> dict:
     cfg, net_cfg, data, learning = run.config, run.network, run.data, run.learning
     if run.builder.build is None:
         raise ConfigError(f"network.name = {net_cfg.name!r}: a forward run needs a network of cores")
+    if getattr(net_cfg, "steps", None) is None:
+        raise ConfigError(f"network.steps = null: a forward run of network.name = {net_cfg.name} needs the steps "
+                          "per trial; set network.steps")
     net = run.builder.build(net_cfg, None, cfg.seed)
-    rates = source_rates(net_cfg)
+    rates = source_rates(net_cfg, net)
     trials = min(data.trials, data.limit or data.trials)
     batch = cfg.parallel.batch_size * cfg.parallel.replicas      # trials per run, shared by the replicas
     t_start = time.perf_counter()

@@ -23,9 +23,11 @@ from spinnray.errors import ConfigError
 from spinnray.registry import Registry
 from spinnray.model.network import MAX_DELAY_STEPS, Network
 from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource, SpikeSource, model_from_dict
+from spinnray.model.nirgraph import CONVENTIONS, MS_PER_UNIT, from_nir, graph_time_unit, read_nir
 
 __all__ = ["DataShape", "register", "builder", "builder_names", "FeedForwardConfig", "RecurrentALIFConfig",
-           "RandomNetworkConfig", "build_feedforward", "build_recurrent_alif", "build_random", "source_rates"]
+           "RandomNetworkConfig", "NIRNetworkConfig", "build_feedforward", "build_recurrent_alif", "build_random",
+           "build_nir", "source_rates"]
 
 
 @dataclass(frozen=True)
@@ -244,10 +246,68 @@ def build_random(cfg: RandomNetworkConfig, data: DataShape | None, seed: int) ->
     return net
 
 
-def source_rates(cfg: RandomNetworkConfig) -> dict[str, float]:
-    """Firing rate in Hz of every spike-source population of ``cfg``."""
-    return {name: float(spec["rate_hz"]) for name, spec in cfg.populations.items()
-            if dict(spec).get("model") == "source"}
+def source_rates(cfg, net: Network | None = None) -> dict[str, float]:
+    """Firing rate in Hz of every spike-source population of a forward run's network: each its
+    own (``network.name = random``) or ``network.rate_hz`` for all of ``net``'s (``nir``)."""
+    if isinstance(cfg, RandomNetworkConfig):
+        return {name: float(spec["rate_hz"]) for name, spec in cfg.populations.items()
+                if dict(spec).get("model") == "source"}
+    if isinstance(cfg, NIRNetworkConfig) and net is not None:
+        return {p.name: float(cfg.rate_hz) for p in net.populations.values() if isinstance(p.model, SpikeSource)}
+    raise ConfigError(f"network.name = {cfg.name}: a forward run drives its inputs with Poisson spikes at rates this "
+                      "network does not give; use network=random or network=nir")
 
 
 register("random", RandomNetworkConfig, build_random)
+
+
+# ------------------------------------------------------------------------------------------ nir
+@dataclass(frozen=True)
+class NIRNetworkConfig:
+    """A network read from a NIR graph file (``network.name = nir``; :mod:`spinnray.model.nirgraph`,
+    ``docs/nir.md``)."""
+
+    name: str = opt("nir", "network builder", choices=("nir",))
+    path: str | None = opt(None, "the NIR graph file (.nir, HDF5) to read", path=True)
+    convention: str = opt("spinnray", "how the graph's parameters become steps: spinnray (its own graphs, exact) | "
+                                      "snntorch | norse | nir (the NIR reference code)", choices=tuple(CONVENTIONS))
+    dt_ms: float = opt(1.0, "ms per step: the graph is read at this step (snnTorch's graphs: 0.1, Norse's: 1)",
+                       min=1e-6, max=1000.0)
+    time_unit: str | None = opt(None, "unit of the graph's time constants: s | ms; null = what the graph records, "
+                                      "else the convention's (spinnray, nir: ms; snntorch, norse: s)",
+                                choices=tuple(MS_PER_UNIT))
+    reset: str | None = opt(None, "how spiking nodes reset: value (to v_reset) | subtract; null = the convention's",
+                            choices=("value", "subtract"))
+    unit_threshold: bool = opt(True, "scale each spiking population so its threshold is 1 (weights / v_threshold; "
+                                     "the spikes are unchanged; EventProp needs it)")
+    steps: int | None = opt(None, "steps per sample: null = the data set's (training); a forward run needs it",
+                            min=1, max=1_000_000)
+    rate_hz: float = opt(20.0, "forward runs: Poisson rate of every input population (Hz)", min=0.0, max=1e6)
+
+
+def build_nir(cfg: NIRNetworkConfig, data: DataShape | None, seed: int) -> Network:
+    """The network of the graph in ``cfg.path`` read at ``cfg.dt_ms`` (the seed is not used: the
+    graph holds its weights).  With a data set, the Input is analog or spiking as the data are,
+    and its size and the output population's must be the data's inputs and classes."""
+    if cfg.path is None:
+        raise ConfigError("network.path = null: network.name = nir reads its network from a NIR file; give "
+                          "network.path=FILE.nir")
+    graph = read_nir(cfg.path)
+    unit = graph_time_unit(graph, cfg.convention, cfg.time_unit)
+    imp = from_nir(graph, convention=cfg.convention, dt=cfg.dt_ms / MS_PER_UNIT[unit], time_unit=unit,
+                   reset=cfg.reset, input_kind=None if data is None else data.input_kind,
+                   unit_threshold=cfg.unit_threshold)
+    net = imp.network
+    if data is not None:
+        inputs = [p for p in net.populations.values() if not p.model.has_core or not net.incoming(p)]
+        sinks = [p for p in net.populations.values() if net.incoming(p) and not net.outgoing(p)]
+        if [p.size for p in inputs] != [data.n_inputs]:
+            raise ConfigError(f"network.path = {cfg.path!r}: the graph's inputs have {[p.size for p in inputs]} "
+                              f"channels; the data set gives {data.n_inputs}")
+        if [p.size for p in sinks] != [data.n_classes]:
+            raise ConfigError(f"network.path = {cfg.path!r}: the graph's output populations have "
+                              f"{[p.size for p in sinks]} neurons; the data set has {data.n_classes} classes")
+    return net
+
+
+register("nir", NIRNetworkConfig, build_nir)

@@ -6,6 +6,7 @@
 
         errors, checks, config, registry, _moved  <  data  <  model  <  machine  <  mapping  <  rules
         <  backends  <  simulator  <  spinnray (the package root: the public API)  <  report  <  experiments
+        <  nir (NIR files of networks and of trained runs)
 
     (``run.py`` is above all of them.)  Imports within one package, and within the lowest layer,
     are free; the root ``spinnray/__init__.py`` re-exports the simulator's API, so nothing below
@@ -31,7 +32,7 @@ PACKAGE = ROOT / "spinnray"
 
 #: lowest first; a module's layer is its first component under spinnray (the root package: "spinnray")
 LAYERS = (("errors", "checks", "config", "registry", "_moved"), ("data",), ("model",), ("machine",), ("mapping",), ("rules",),
-          ("backends",), ("simulator",), ("spinnray",), ("report",), ("experiments",))
+          ("backends",), ("simulator",), ("spinnray",), ("report",), ("experiments",), ("nir",))
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 #: (module, imported module or package) -> why it is imported inside a function
@@ -41,6 +42,11 @@ ALLOWED_IN_FUNCTIONS = {
     ("spinnray.experiments.checkpoint.convert", "pickle"):
         "the one function that may unpickle (a user's own pre-0.2 checkpoint, on request): a module-level "
         "import would put pickle in reach of everything that imports the checkpoint package",
+    ("spinnray.model.nirgraph", "nir"):
+        "an optional dependency (the extra nir): imported when a NIR graph is read, written or converted, so "
+        "that spinnray imports and runs without it (the error then says how to install it)",
+    ("spinnray.model.nirgraph", "h5py"):
+        "comes with nir (as above): read_nir sizes a file's arrays before nir reads them",
     ("spinnray.report.plots", "matplotlib"):
         "import cost only (~0.3 s), paid when a figure is drawn: matplotlib is a required dependency",
     ("spinnray.report.plots", "matplotlib.backends.backend_agg"): "as matplotlib",

@@ -1,0 +1,5 @@
+import sys
+
+from spinnray.nir.cli import main
+
+sys.exit(main())
