@@ -43,8 +43,8 @@ import numpy as np
 
 from spinnray.checks import check_int, check_real
 from spinnray.config import opt
-from spinnray.data.base import Dataset, Split, Timing, register
-from spinnray.errors import ConfigError, DataError
+from spinnray.data.base import Dataset, Split, Timing, check_indices, register
+from spinnray.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -383,11 +383,7 @@ class CueSplit(Split):
         self.labels[...] = self.trials.labels(len(self.labels))
 
     def batch(self, idx) -> np.ndarray:
-        idx = np.asarray(idx)
-        n = len(self.labels)
-        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or (
-                len(idx) and (idx.min() < 0 or idx.max() >= n)):
-            raise DataError(f"cue trials {idx!r}: expected a 1-D array of trial indices in [0, {n})"[:300])
+        idx = check_indices(idx, len(self.labels), "cue trials")
         lay = self.trials.layout
         out = np.empty((lay.steps, len(idx), lay.n_channels), dtype=np.float32)
         self.trials.fill(idx, out, axis=1)
