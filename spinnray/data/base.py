@@ -92,6 +92,14 @@ class NpzRows:
             raise DataError(f"{self.path}: {name} is compressed; rows are read in place only from an uncompressed "
                             "archive (numpy.savez)")
         self.file = open(self.path, "rb")  # noqa: SIM115 -- held open on purpose (docstring)
+        try:
+            self._locate(info, name)
+        except DataError:
+            self.file.close()
+            raise
+
+    def _locate(self, info: zipfile.ZipInfo, name: str) -> None:
+        """Find the member's rows: the offset of its data, its dtype and row shape, and check its size."""
         f = self.file
         f.seek(info.header_offset)
         local = f.read(30)                              # the member's local header: its own name and extra lengths

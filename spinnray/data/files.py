@@ -11,13 +11,13 @@ features with labels, in NumPy ``.npz`` archives read with ``allow_pickle=False`
   ``floor(t / dt_ms)``); plus the scalars ``channels`` and ``steps`` (the length of a sample in
   steps; a network that sets ``network.steps`` uses its own and events at or past it are refused).
 
-Optional everywhere: ``class_names`` (a string array; default ``"0", "1", ...``).
+Optional everywhere: ``class_names`` (a string array; default ``"0", "1", ...``).  All archives
+of a set must agree on the kind of input, channels and steps.  Anything else is refused with a
+:class:`~spinnray.errors.DataError` that names the file, the array and what was expected.
 
 Memory: spike events are held as events (a batch's raster is made when it is asked for); analog
 ``x`` is read from the file per batch when the archive is uncompressed (``numpy.savez``,
-:func:`write_analog`), and held as float32 when it is compressed (``numpy.savez_compressed``).  All archives
-of a set must agree on the kind of input, channels and steps.  Anything else is refused with a
-:class:`~spinnray.errors.DataError` that names the file, the array and what was expected.
+:func:`write_analog`), and held as float32 when it is compressed (``numpy.savez_compressed``).
 """
 
 from __future__ import annotations
