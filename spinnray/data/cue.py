@@ -37,13 +37,13 @@ there is no tie.  A trainer should put the loss only on the recall steps:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from spinnray.checks import check_int, check_real
 from spinnray.config import opt
-from spinnray.data.base import ArraySplit, Dataset, Timing, register
+from spinnray.data.base import Dataset, Split, Timing, check_indices, register
 from spinnray.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ __all__ = [
     "CueLayout",
     "cue_layout",
     "cue_decision_window",
+    "CueTrials",
+    "CueSplit",
+    "cue_trials",
     "cue_accumulation",
 ]
 
@@ -179,6 +182,127 @@ def cue_decision_window(**layout_kwargs) -> slice:
     return cue_layout(**layout_kwargs).decision_window
 
 
+def _majority(sides: np.ndarray) -> np.ndarray:
+    """int64 labels of bool (n, n_cues) cue sides: 1 (RIGHT) iff more than half were right."""
+    return (2 * sides.sum(axis=1) > sides.shape[1]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class CueTrials:
+    """The trials of one seed, any of them on demand (:func:`cue_trials` builds it).
+
+    Trial ``i`` is a fixed number of draws (:attr:`draws`) of the one stream
+    ``numpy.random.default_rng(seed)``, starting at draw ``i * draws``; PCG64 jumps there
+    (``advance``) in a few microseconds, so any subset of trials, in any order or batch
+    composition, is generated alone and equals the same rows of :func:`cue_accumulation`.
+    """
+
+    layout: CueLayout
+    seed: int
+    p_active: float
+    p_background: float
+    p_group: float | None
+
+    @property
+    def draws(self) -> int:
+        """Doubles one trial takes from the stream: the favoured side (with ``p_group``), the
+        cue sides and one uniform per (step, channel)."""
+        return (self.p_group is not None) + self.layout.n_cues + self.layout.steps * self.layout.n_channels
+
+    def _sides(self, rng: np.random.Generator) -> np.ndarray:
+        if self.p_group is None:
+            return rng.random(self.layout.n_cues) < 0.5
+        favoured = rng.random() < 0.5
+        return (rng.random(self.layout.n_cues) < 1.0 - self.p_group) == favoured
+
+    def _prob(self, side: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """Spike probability per (step, channel) of a trial with cue sides ``side``, into ``prob``."""
+        lay = self.layout
+        left, right, recall, background = (lay.group(g) for g in range(N_GROUPS))
+        prob.fill(0.0)
+        for k in range(lay.n_cues):
+            prob[lay.cue_window(k), right if side[k] else left] = self.p_active
+        prob[lay.decision_window, recall] = self.p_active
+        prob[:, background] = self.p_background
+        return prob
+
+    def sides(self, n: int) -> np.ndarray:
+        """Bool (n, n_cues), True = right: the cue sides of trials ``0 .. n-1`` (their spikes are
+        skipped, not drawn)."""
+        bits = np.random.PCG64(self.seed)
+        rng = np.random.Generator(bits)
+        out = np.empty((n, self.layout.n_cues), dtype=bool)
+        skip = self.layout.steps * self.layout.n_channels
+        for i in range(n):
+            out[i] = self._sides(rng)
+            bits.advance(skip)
+        return out
+
+    def labels(self, n: int) -> np.ndarray:
+        """int64 (n,): the labels of trials ``0 .. n-1``."""
+        return _majority(self.sides(n))
+
+    def fill(self, idx, out: np.ndarray, axis: int) -> np.ndarray:
+        """Write trial ``idx[j]`` into ``out`` at position ``j`` along ``axis`` (0: ``out`` is
+        (len(idx), T, C); 1: (T, len(idx), C)); returns the bool (len(idx), n_cues) sides."""
+        lay = self.layout
+        start = np.random.PCG64(self.seed).state
+        bits = np.random.PCG64()
+        rng = np.random.Generator(bits)
+        prob = np.empty((lay.steps, lay.n_channels), dtype=np.float64)
+        sides = np.empty((len(idx), lay.n_cues), dtype=bool)
+        for j, i in enumerate(idx):
+            bits.state = start
+            bits.advance(int(i) * self.draws)
+            sides[j] = side = self._sides(rng)
+            trial = rng.random((lay.steps, lay.n_channels)) < self._prob(side, prob)
+            if axis == 0:
+                out[j] = trial
+            else:
+                out[:, j] = trial
+        return sides
+
+
+def cue_trials(
+    seed: int,
+    *,
+    n_cues: int = 7,
+    dt_ms: float = 1.0,
+    cue_ms: float = 100.0,
+    gap_ms: float = 50.0,
+    recall_ms: float = 150.0,
+    total_ms: float = 2250.0,
+    rate_hz: float = 40.0,
+    background_hz: float = 10.0,
+    channels_per_group: int = 10,
+    p_group: float | None = None,
+) -> CueTrials:
+    """The :class:`CueTrials` of ``seed``; arguments and errors as :func:`cue_accumulation`."""
+    seed = check_int("seed", seed, minimum=0)
+    layout = cue_layout(
+        n_cues=n_cues,
+        dt_ms=dt_ms,
+        cue_ms=cue_ms,
+        gap_ms=gap_ms,
+        recall_ms=recall_ms,
+        total_ms=total_ms,
+        channels_per_group=channels_per_group,
+    )
+    p_active = check_real("rate_hz", rate_hz, 0.0, strict=False) * layout.dt_ms / 1000.0
+    p_background = check_real("background_hz", background_hz, 0.0, strict=False) * layout.dt_ms / 1000.0
+    for name, value, p in (("rate_hz", rate_hz, p_active), ("background_hz", background_hz, p_background)):
+        if p > 1.0:
+            raise ConfigError(
+                f"{name} = {value!r} Hz at dt_ms = {layout.dt_ms!r}: spike probability per step {p:g} > 1; "
+                f"expected {name} <= {1000.0 / layout.dt_ms:g}"
+            )
+    if p_group is not None:
+        p_group = check_real("p_group", p_group, 0.0, strict=False)
+        if p_group > 1.0:
+            raise ConfigError(f"p_group = {p_group!r}: expected a probability in [0, 1] or None")
+    return CueTrials(layout, seed, p_active, p_background, p_group)
+
+
 def cue_accumulation(
     size: int,
     seed: int,
@@ -195,7 +319,8 @@ def cue_accumulation(
     p_group: float | None = None,
     return_sides: bool = False,
 ):
-    """Generate ``size`` cue-accumulation trials.
+    """Generate ``size`` cue-accumulation trials, all of them in memory (a run's data set makes
+    them per mini-batch instead: :class:`CueSplit`).
 
     Random stream (``rng = numpy.random.default_rng(seed)``), trial by trial, so
     that the first ``n`` trials do not depend on ``size``:
@@ -206,6 +331,9 @@ def cue_accumulation(
     2. ``u = rng.random((T, 4 * channels_per_group))``; channel ``c`` spikes at
        step ``t`` iff ``u[t, c] < rate[t, c] * dt_ms / 1000`` (Bernoulli steps,
        the discrete Poisson process), with ``rate`` as in the module docstring.
+
+    Every trial takes the same number of draws, so trial ``i`` starts at a known
+    place in the stream (:class:`CueTrials`).
 
     Args:
         size: trials, >= 1.
@@ -229,52 +357,37 @@ def cue_accumulation(
         ConfigError: an argument has the wrong type or is out of range.
     """
     size = check_int("size", size, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    layout = cue_layout(
-        n_cues=n_cues,
-        dt_ms=dt_ms,
-        cue_ms=cue_ms,
-        gap_ms=gap_ms,
-        recall_ms=recall_ms,
-        total_ms=total_ms,
-        channels_per_group=channels_per_group,
-    )
-    p_active = check_real("rate_hz", rate_hz, 0.0, strict=False) * layout.dt_ms / 1000.0
-    p_background = check_real("background_hz", background_hz, 0.0, strict=False) * layout.dt_ms / 1000.0
-    for name, value, p in (("rate_hz", rate_hz, p_active), ("background_hz", background_hz, p_background)):
-        if p > 1.0:
-            raise ConfigError(
-                f"{name} = {value!r} Hz at dt_ms = {layout.dt_ms!r}: spike probability per step {p:g} > 1; "
-                f"expected {name} <= {1000.0 / layout.dt_ms:g}"
-            )
-    if p_group is not None:
-        p_group = check_real("p_group", p_group, 0.0, strict=False)
-        if p_group > 1.0:
-            raise ConfigError(f"p_group = {p_group!r}: expected a probability in [0, 1] or None")
-
-    steps, n_ch = layout.steps, layout.n_channels
-    left, right, recall, background = (layout.group(g) for g in range(N_GROUPS))
-    rng = np.random.default_rng(seed)
-    x = np.empty((size, steps, n_ch), dtype=np.float32)
-    sides = np.empty((size, layout.n_cues), dtype=np.int64)
-    prob = np.empty((steps, n_ch), dtype=np.float64)  # spike probability per step of this trial
-    for i in range(size):
-        if p_group is None:
-            side = rng.random(layout.n_cues) < 0.5
-        else:
-            favoured = rng.random() < 0.5
-            side = (rng.random(layout.n_cues) < 1.0 - p_group) == favoured
-        sides[i] = side
-        prob.fill(0.0)
-        for k in range(layout.n_cues):
-            prob[layout.cue_window(k), right if side[k] else left] = p_active
-        prob[layout.decision_window, recall] = p_active
-        prob[:, background] = p_background
-        x[i] = rng.random((steps, n_ch)) < prob
-    labels = (2 * sides.sum(axis=1) > layout.n_cues).astype(np.int64)
+    trials = cue_trials(seed, n_cues=n_cues, dt_ms=dt_ms, cue_ms=cue_ms, gap_ms=gap_ms, recall_ms=recall_ms,
+                        total_ms=total_ms, rate_hz=rate_hz, background_hz=background_hz,
+                        channels_per_group=channels_per_group, p_group=p_group)
+    x = np.empty((size, trials.layout.steps, trials.layout.n_channels), dtype=np.float32)
+    sides = trials.fill(range(size), x, axis=0)
+    labels = _majority(sides)
     if return_sides:
-        return x, labels, sides
+        return x, labels, sides.astype(np.int64)
     return x, labels
+
+
+class CueSplit(Split):
+    """The first ``size`` trials of a :class:`CueTrials`, made per mini-batch: only the labels
+    are held (8 bytes a trial, against 4 T C bytes of float32 input), so memory does not grow
+    with the number of trials.  :meth:`reseed` switches to another seed's trials (a fresh
+    training set), refilling ``labels`` in place."""
+
+    def __init__(self, trials: CueTrials, size: int):
+        self.trials = trials
+        self.labels = trials.labels(size)
+
+    def reseed(self, seed: int) -> None:
+        self.trials = replace(self.trials, seed=seed)
+        self.labels[...] = self.trials.labels(len(self.labels))
+
+    def batch(self, idx) -> np.ndarray:
+        idx = check_indices(idx, len(self.labels), "cue trials")
+        lay = self.trials.layout
+        out = np.empty((lay.steps, len(idx), lay.n_channels), dtype=np.float32)
+        self.trials.fill(idx, out, axis=1)
+        return out
 
 
 # --------------------------------------------------------------------------- #
@@ -311,35 +424,34 @@ def epoch_seed(cfg: CueConfig, epoch: int) -> int:
 
 
 def epoch_training_set(cfg: CueConfig, epoch: int, dt_ms: float = 1.0):
-    """``(x (N, T, C) float32, y int64)``: the training trials of ``epoch`` (see :func:`epoch_seed`)."""
-    x, y = cue_accumulation(cfg.train_size, epoch_seed(cfg, epoch), n_cues=cfg.n_cues, total_ms=cfg.total_ms,
-                            dt_ms=dt_ms, p_group=cfg.p_group)
-    if cfg.limit is not None:
-        x, y = x[:cfg.limit], y[:cfg.limit]
-    return np.asarray(x, np.float32), np.asarray(y, np.int64)
+    """``(x (N, T, C) float32, y int64)``: the training trials of ``epoch`` (see :func:`epoch_seed`),
+    all in memory (for checks; a run makes them per mini-batch)."""
+    return cue_accumulation(_size(cfg.train_size, cfg), epoch_seed(cfg, epoch), n_cues=cfg.n_cues,
+                            total_ms=cfg.total_ms, dt_ms=dt_ms, p_group=cfg.p_group)
+
+
+def _size(size: int, cfg: CueConfig) -> int:
+    return size if cfg.limit is None else min(size, cfg.limit)
 
 
 @register("cue", CueConfig)
 def load(cfg: CueConfig, timing: Timing) -> Dataset:
-    """Training and test trials; the loss window is the recall period.  With ``resample`` the
-    training split is refilled in place at the start of every epoch."""
-    kw = dict(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=timing.dt_ms, p_group=cfg.p_group)
-    xtr, ytr = epoch_training_set(cfg, 0, timing.dt_ms)
-    xte, yte = cue_accumulation(cfg.test_size, cfg.test_seed + 10_000, **kw)
-    if cfg.limit is not None:
-        xte, yte = xte[:cfg.limit], yte[:cfg.limit]
-    win = cue_decision_window(n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=timing.dt_ms)
-    train = ArraySplit(xtr, ytr)
-    state = {"epoch": 0}
+    """Training and test trials, made per mini-batch (:class:`CueSplit`); the loss window is the
+    recall period.  With ``resample`` the training split switches to the epoch's seed at the
+    start of every epoch (its labels are refilled in place)."""
+    def split(size: int, seed: int) -> CueSplit:
+        return CueSplit(cue_trials(seed, n_cues=cfg.n_cues, total_ms=cfg.total_ms, dt_ms=timing.dt_ms,
+                                   p_group=cfg.p_group), _size(size, cfg))
+
+    train = split(cfg.train_size, epoch_seed(cfg, 0))
+    test = split(cfg.test_size, cfg.test_seed + 10_000)
+    lay = train.trials.layout
 
     def begin_epoch(epoch: int) -> None:
-        if not cfg.resample or epoch == state["epoch"]:
-            return
-        x, y = epoch_training_set(cfg, epoch, timing.dt_ms)
-        train.x[...], train.labels[...] = x, y
-        state["epoch"] = epoch
-        log.info("epoch %d: %d fresh training trials (seed %d)", epoch + 1, len(y), epoch_seed(cfg, epoch))
+        seed = epoch_seed(cfg, epoch)
+        if seed != train.trials.seed:
+            train.reseed(seed)
+            log.info("epoch %d: %d fresh training trials (seed %d)", epoch + 1, len(train), seed)
 
-    return Dataset("cue", "analog", xtr.shape[2], xtr.shape[1], ["left", "right"], train,
-                   ArraySplit(np.asarray(xte, np.float32), yte), loss_window=win.stop - win.start,
-                   begin_epoch=begin_epoch)
+    return Dataset("cue", "analog", lay.n_channels, lay.steps, ["left", "right"], train, test,
+                   loss_window=lay.steps - lay.recall_start, begin_epoch=begin_epoch)

@@ -14,6 +14,10 @@ features with labels, in NumPy ``.npz`` archives read with ``allow_pickle=False`
 Optional everywhere: ``class_names`` (a string array; default ``"0", "1", ...``).  All archives
 of a set must agree on the kind of input, channels and steps.  Anything else is refused with a
 :class:`~spinnray.errors.DataError` that names the file, the array and what was expected.
+
+Memory: spike events are held as events (a batch's raster is made when it is asked for); analog
+``x`` is read from the file per batch when the archive is uncompressed (``numpy.savez``,
+:func:`write_analog`), and held as float32 when it is compressed (``numpy.savez_compressed``).
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from spinnray.config import opt
-from spinnray.data.base import ArraySplit, Dataset, RasterSplit, Timing, register
+from spinnray.data.base import ArraySplit, Dataset, EventSplit, NpzRows, Timing, register
 from spinnray.errors import ConfigError, DataError
 
 __all__ = ["FilesConfig", "load", "write_events", "write_analog"]
 
 #: the most samples, steps and channels a file may declare (sizes are checked before allocating)
 MAX_SAMPLES, MAX_STEPS, MAX_CHANNELS = 10_000_000, 1_000_000, 100_000
+#: the largest raster of one sample (bytes, one per step and channel): a batch is made of such rasters
+MAX_RASTER = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,11 @@ class FilesConfig:
     limit: int | None = opt(None, "use only the first N samples of each split", min=1, max=10_000_000)
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
+def _read(path: Path) -> dict[str, np.ndarray | None]:
+    """The archive's arrays, but ``x`` (None here: :func:`_analog` reads it)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: None if k == "x" else z[k] for k in z.files}
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
@@ -71,6 +78,19 @@ def _scalar(path: Path, arrays: dict, key: str, hi: int) -> int:
     return int(a)
 
 
+def _analog(path: Path) -> NpzRows | np.ndarray:
+    """``x``: read per batch if it is stored uncompressed (``numpy.savez``), else loaded here."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            stored = z.getinfo("x.npy").compress_type == zipfile.ZIP_STORED
+        if stored:
+            return NpzRows(path, "x")
+        with np.load(path, allow_pickle=False) as z:
+            return z["x"]
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: x is not a readable array ({type(e).__name__}: {e})"[:300]) from None
+
+
 def _split(path: Path, dt_ms: float, steps: int | None, limit: int | None):
     """``(kind, channels, steps, split, class names or None)`` of one archive."""
     arrays = _read(path)
@@ -84,16 +104,17 @@ def _split(path: Path, dt_ms: float, steps: int | None, limit: int | None):
         raise DataError(f"{path}: class_names of dtype {names.dtype}; expected a 1-D string array")
     n = len(labels) if limit is None else min(len(labels), limit)
     if "x" in arrays:
-        x = arrays["x"]
-        if x.ndim != 3 or len(x) != len(labels) or not np.issubdtype(x.dtype, np.number):
+        x = _analog(path)
+        if len(x.shape) != 3 or x.shape[0] != len(labels) or not np.issubdtype(x.dtype, np.number):
             raise DataError(f"{path}: x has shape {x.shape} and dtype {x.dtype}; expected numbers of shape "
                             f"({len(labels)}, steps, channels)")
-        x = np.asarray(x[:n], np.float32)
-        if not np.isfinite(x).all():
+        # held: float32 at once; read per batch: checked block by block, cast per batch
+        x = x.head(n) if isinstance(x, NpzRows) else np.asarray(x[:n], np.float32)
+        if not all(np.isfinite(b.astype(np.float32)).all() for b in (x.blocks() if isinstance(x, NpzRows) else [x])):
             raise DataError(f"{path}: x holds non-finite values")
         if steps is not None and x.shape[1] != steps:
             raise DataError(f"{path}: x has {x.shape[1]} steps; the network runs network.steps = {steps}")
-        return "analog", x.shape[2], x.shape[1], ArraySplit(x, labels[:n]), names
+        return "analog", x.shape[2], x.shape[1], ArraySplit(x, labels[:n], dtype=np.float32), names
     if "event_sample" not in arrays:
         raise DataError(f"{path}: neither x (analog input) nor event_sample, event_channel and event_step or "
                         "event_time_ms (spike events)")
@@ -118,13 +139,12 @@ def _split(path: Path, dt_ms: float, steps: int | None, limit: int | None):
         if len(values) and (values.min() < 0 or values.max() >= hi):
             bad = int(values.min()) if values.min() < 0 else int(values.max())
             raise DataError(f"{path}: {key} {bad} outside [0, {hi})" + (f" ({steps_from})" if key == "event step" else ""))
+    if steps * channels > MAX_RASTER:
+        raise DataError(f"{path}: one sample of {steps} steps x {channels} channels is a spike raster of more than "
+                        f"{MAX_RASTER >> 20} MB; expected fewer steps or channels")
     keep = sample < n
-    if steps * n * channels > 4 << 30:
-        raise DataError(f"{path}: {n} samples x {steps} steps x {channels} channels do not fit in memory as a "
-                        "spike raster; use data.limit")
-    raster = np.zeros((steps, n, channels), bool)
-    raster[step[keep], sample[keep], channel[keep]] = True
-    return "spikes", channels, steps, RasterSplit(raster, labels[:n]), names
+    return "spikes", channels, steps, EventSplit(sample[keep], step[keep], channel[keep], labels[:n], steps,
+                                                 channels), names
 
 
 @register("files", FilesConfig)

@@ -77,7 +77,7 @@ from tqdm import tqdm
 
 from spinnray.checks import check_int, check_real
 from spinnray.config import opt
-from spinnray.data.base import ArraySplit, Dataset, Timing, register
+from spinnray.data.base import ArraySplit, Dataset, NpzRows, Timing, register
 from spinnray.errors import ConfigError, DataError
 
 __all__ = [
@@ -502,25 +502,35 @@ class SpeechData:
     """One loaded split.  Unpacks as ``x, labels, class_names = data``.
 
     Attributes:
-        x: float32 (N, steps, 2 n_mels) features (rescaled as asked).
+        x: float32 (N, steps, 2 n_mels) features (rescaled as asked); with ``resident``
+            False the raw features, read from the cache file per batch
+            (:class:`~spinnray.data.base.NpzRows`; an array when there is no cache).
         labels: int64 (N,), indices into ``class_names``.
         class_names: :data:`CLASS_NAMES`.
         clips: the :class:`Clip` of each row.
-        scale: float32 (2 n_mels,) divisor that was applied per channel
-            (ones when not rescaled; per clip it is not a single vector: None).
+        scale: float32 (2 n_mels,) divisor that was applied per channel (ones when
+            not rescaled; per clip it is not a single vector: None); with ``resident``
+            False, the divisor every batch gets.
+        resident: False: ``x`` is raw and read per batch (:meth:`split`).
     """
 
-    x: np.ndarray
+    x: np.ndarray | NpzRows
     labels: np.ndarray
     class_names: tuple[str, ...]
     clips: tuple[Clip, ...] = field(repr=False)
     scale: np.ndarray | None
+    resident: bool = True
 
     def __iter__(self):
         return iter((self.x, self.labels, self.class_names))
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def split(self, limit: int | None = None) -> ArraySplit:
+        """The first ``limit`` rows (all: None) as a data split of a run."""
+        n = len(self.labels) if limit is None else min(limit, len(self.labels))
+        return ArraySplit(self.x, self.labels[:n], divisor=None if self.resident else self.scale)
 
 
 def _clip_samples_of(root: Path, clip: Clip, noise_cache: dict, clip_samples: int) -> np.ndarray:
@@ -573,29 +583,32 @@ def _cache_path(cache_dir: Path, root: Path, split: str, options: dict) -> Path:
     return cache_dir / f"speech_commands_{split}_{slot}.npz"
 
 
-def _read_cache(path: Path, key: str, n: int, params: FeatureParams) -> np.ndarray | None:
-    """The cached features if the file is readable, current and well-formed; else None (it will be rebuilt)."""
+def _read_cache(path: Path, key: str, n: int, params: FeatureParams) -> NpzRows | None:
+    """The cached features, read per batch, if the file is readable, current and well-formed (checked
+    block by block); else None (it will be rebuilt)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             stored_key = str(data["key"])
-            x = data["x"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        if stored_key != key:
+            log.info("feature cache %s is stale (data or parameters changed); rebuilding it", path)
+            return None
+        x = NpzRows(path, "x")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DataError) as exc:
         log.warning("feature cache %s is unreadable (%s); rebuilding it", path, exc)
         return None
-    if stored_key != key:
-        log.info("feature cache %s is stale (data or parameters changed); rebuilding it", path)
-        return None
-    if x.dtype != np.float32 or x.shape != (n, params.steps, params.n_features) or not np.isfinite(x).all():
+    if x.dtype != np.float32 or x.shape != (n, params.steps, params.n_features) or \
+            not all(np.isfinite(b).all() for b in x.blocks()):
         log.warning("feature cache %s holds %s %s, expected float32 %s; rebuilding it", path, x.dtype, x.shape,
                     (n, params.steps, params.n_features))
         return None
     return x
 
 
-def _write_cache(path: Path, key: str, x: np.ndarray) -> None:
-    """Write atomically (temporary file, then rename), so a crash never leaves a half-written cache."""
+def _write_cache(path: Path, key: str, x: np.ndarray) -> bool:
+    """Write atomically (temporary file, then rename), so a crash never leaves a half-written cache;
+    uncompressed, so that rows can be read in place.  False if it could not be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
@@ -604,10 +617,14 @@ def _write_cache(path: Path, key: str, x: np.ndarray) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("cannot write feature cache %s (%s); features will be recomputed next time", path, exc)
+        return False
+    return True
 
 
 def _raw_features(root: Path, split: str, params: FeatureParams, cache_dir: Path | None, progress: bool,
-                  options: dict) -> tuple[np.ndarray, list[Clip]]:
+                  options: dict) -> tuple[np.ndarray | NpzRows, list[Clip]]:
+    """The raw features of a split: read per batch from the cache (computed and written first if it
+    is missing or stale), or an array without a (writable) cache."""
     clips = speech_commands_index(root, split, clip_samples=params.clip_samples, **options)
     if cache_dir is None:
         return _compute_features(root, clips, params, progress, split), clips
@@ -616,29 +633,39 @@ def _raw_features(root: Path, split: str, params: FeatureParams, cache_dir: Path
     x = _read_cache(path, key, len(clips), params)
     if x is None:
         x = _compute_features(root, clips, params, progress, split)
-        _write_cache(path, key, x)
+        if _write_cache(path, key, x):
+            x = NpzRows(path, "x")          # read per batch from now on, as a cached split is
     return x, clips
 
 
-def _group_max(x: np.ndarray, n_mels: int, axes: tuple[int, ...]) -> np.ndarray:
-    """Largest |value| over ``axes`` for the log-mel and the delta channels separately, broadcast per channel."""
+def _resident(x: np.ndarray | NpzRows) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    return np.concatenate([*x.blocks(), np.empty((0, *x.row_shape), x.dtype)])
+
+
+def _group_max(x: np.ndarray, n_mels: int, axes: tuple[int, ...], zero: float = 1.0) -> np.ndarray:
+    """Largest |value| over ``axes`` for the log-mel and the delta channels separately, broadcast per
+    channel; a group whose largest is 0 gets ``zero``."""
     mel = np.abs(x[..., :n_mels]).max(axis=axes + (x.ndim - 1,), keepdims=True)
     dlt = np.abs(x[..., n_mels:]).max(axis=axes + (x.ndim - 1,), keepdims=True)
     scale = np.concatenate([np.broadcast_to(mel, mel.shape[:-1] + (n_mels,)),
                             np.broadcast_to(dlt, dlt.shape[:-1] + (x.shape[-1] - n_mels,))], axis=-1)
-    return np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return np.where(scale > 0, scale, zero).astype(np.float32)
 
 
-def feature_scale(x_train: np.ndarray, n_mels: int = 40) -> np.ndarray:
+def feature_scale(x_train: np.ndarray | NpzRows, n_mels: int = 40) -> np.ndarray:
     """Per-channel divisor, float32 (2 n_mels,): max |x| over the training features, per channel group.
 
     Channels ``0..n_mels-1`` (log-mel) share one value, channels ``n_mels..`` (deltas)
-    another; a group that is all zeros gets 1.
+    another; a group that is all zeros gets 1.  Features read per batch are scanned block by block.
     """
-    x_train = np.asarray(x_train)
-    if x_train.ndim != 3 or x_train.shape[-1] <= n_mels or len(x_train) == 0:
-        raise DataError(f"training features of shape {x_train.shape}: expected a non-empty (N, T, > {n_mels}) array")
-    return _group_max(x_train, n_mels, (0, 1)).reshape(-1)
+    blocks = x_train.blocks() if isinstance(x_train, NpzRows) else [np.asarray(x_train)]
+    shape = x_train.shape if isinstance(x_train, NpzRows) else blocks[0].shape
+    if len(shape) != 3 or shape[-1] <= n_mels or shape[0] == 0:
+        raise DataError(f"training features of shape {shape}: expected a non-empty (N, T, > {n_mels}) array")
+    most = np.max([_group_max(b, n_mels, (0, 1), zero=0.0).reshape(-1) for b in blocks if len(b)], axis=0)
+    return np.where(most > 0, most, 1.0).astype(np.float32)
 
 
 def load_speech_commands(
@@ -654,6 +681,7 @@ def load_speech_commands(
     rescale: str | np.ndarray | None = "train",
     params: FeatureParams | None = None,
     progress: bool = False,
+    resident: bool = True,
 ) -> SpeechData:
     """Load one split of Speech Commands v1 as features (see the module docstring).
 
@@ -674,11 +702,15 @@ def load_speech_commands(
             ``None`` (raw), or an explicit divisor broadcastable to (2 n_mels,).
         params: :class:`FeatureParams` (default: the paper's).
         progress: show a tqdm progress bar while computing features.
+        resident: False: keep the features in the cache file and read them per
+            batch (:meth:`SpeechData.split`), each batch divided by ``scale``; the
+            whole split is held only when there is no (writable) cache.
 
     Returns:
         :class:`SpeechData`; ``x, labels, class_names = load_speech_commands(...)``.
         Rows are in the seeded, class-mixed order of :func:`speech_commands_index`,
-        so ``x[:n]`` is a fair subset.  Memory: 32 KB per clip at the default parameters.
+        so ``x[:n]`` is a fair subset.  Memory: 32 KB per clip at the default parameters
+        (resident; none with ``resident=False`` and a cache).
 
     Raises:
         DataError: missing root, list file, noise folder or WAV; a WAV that is
@@ -695,26 +727,33 @@ def load_speech_commands(
     directory = None
     if cache:
         directory = Path(cache_dir) if cache_dir is not None else root / ".spinnray_cache"
+    if isinstance(rescale, str) and rescale not in ("train", "clip"):
+        raise ConfigError(f"rescale = {rescale!r}: expected 'train', 'clip', None or an array of divisors")
+    if isinstance(rescale, str) and rescale == "clip" and not resident:
+        raise ConfigError("rescale = 'clip' with resident = False: a batch read from the cache is divided by one "
+                          "per-channel vector; expected resident = True or rescale 'train', None or divisors")
     x, clips = _raw_features(root, split, params, directory, progress, options)
 
     if isinstance(rescale, str) and rescale == "train":
         x_train = x if split == "training" else _raw_features(root, "training", params, directory, progress,
                                                               options)[0]
         scale = feature_scale(x_train, params.n_mels)
-        x = x / scale
-    elif isinstance(rescale, str) and rescale == "clip":
+    elif isinstance(rescale, str):                    # "clip": each clip by its own maxima, below
         scale = None
-        x = x / _group_max(x, params.n_mels, (1,)) if len(x) else x
     elif rescale is None:
         scale = np.ones(params.n_features, dtype=np.float32)
-    elif isinstance(rescale, str):
-        raise ConfigError(f"rescale = {rescale!r}: expected 'train', 'clip', None or an array of divisors")
     else:
         scale = np.broadcast_to(np.asarray(rescale, dtype=np.float32), (params.n_features,)).copy()
         if not (np.isfinite(scale).all() and (scale > 0).all()):
             raise ConfigError(f"rescale = {rescale!r}: expected finite divisors > 0")
-        x = x / scale
     labels = np.array([c.label for c in clips], dtype=np.int64)
+    if not resident:
+        return SpeechData(x, labels, CLASS_NAMES, tuple(clips), scale, resident=False)
+    x = _resident(x)
+    if scale is None:
+        x = x / _group_max(x, params.n_mels, (1,)) if len(x) else x
+    elif rescale is not None:
+        x = x / scale
     return SpeechData(x.astype(np.float32, copy=False), labels, CLASS_NAMES, tuple(clips), scale)
 
 
@@ -738,14 +777,12 @@ class SpeechConfig:
 
 
 def dataset_from_root(cfg: SpeechConfig, root: Path) -> Dataset:
-    """Training and test features of the Speech Commands layout at ``root`` (GSC v1 lists)."""
-    xtr, ytr, names = load_speech_commands(root, "training", cache_dir=cfg.cache_dir, progress=True)
-    xte, yte, _ = load_speech_commands(root, "testing", cache_dir=cfg.cache_dir, progress=True)
-    if cfg.limit is not None:
-        xtr, ytr, xte, yte = xtr[:cfg.limit], ytr[:cfg.limit], xte[:cfg.limit], yte[:cfg.limit]
-    xtr, xte = np.asarray(xtr, np.float32), np.asarray(xte, np.float32)
-    return Dataset(cfg.name, "analog", xtr.shape[2], xtr.shape[1], list(names), ArraySplit(xtr, ytr),
-                   ArraySplit(xte, yte))
+    """Training and test features of the Speech Commands layout at ``root`` (GSC v1 lists), read per
+    mini-batch from the feature cache."""
+    train, test = (load_speech_commands(root, split, cache_dir=cfg.cache_dir, progress=True, resident=False)
+                   for split in ("training", "testing"))
+    return Dataset(cfg.name, "analog", train.x.shape[2], train.x.shape[1], list(train.class_names),
+                   train.split(cfg.limit), test.split(cfg.limit))
 
 
 @register("speech_commands", SpeechConfig)

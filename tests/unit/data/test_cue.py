@@ -9,6 +9,11 @@ from spinnray.data.cue import LEFT, RIGHT, cue_accumulation, cue_decision_window
 from spinnray.errors import ConfigError
 
 
+def sample_major(split) -> np.ndarray:
+    """All trials of a split, (N, T, C)."""
+    return split.batch(np.arange(len(split))).transpose(1, 0, 2)
+
+
 def test_shapes_dtypes_and_default_timing():
     x, labels = cue_accumulation(3, seed=0)
     assert x.shape == (3, 2250, 40) and x.dtype == np.float32
@@ -134,16 +139,18 @@ def test_resample_seeds_and_refusal():
     assert [epoch_seed(on, e) for e in range(3)] == [5, 5 + RESAMPLE_STRIDE, 5 + 2 * RESAMPLE_STRIDE]
     assert [epoch_seed(off, e) for e in range(3)] == [5, 5, 5]
     data = load(on, Timing(1.0))
-    xtr, ytr, xte = data.train.x.copy(), data.train.labels.copy(), data.test.x
+    xtr, ytr, xte = sample_major(data.train), data.train.labels.copy(), sample_major(data.test)
     x0, y0 = epoch_training_set(on, 0)
     x1, y1 = epoch_training_set(on, 1)
     np.testing.assert_array_equal(x0, xtr)
     np.testing.assert_array_equal(y0, ytr)
     assert not np.array_equal(x1, x0) and not np.array_equal(x1[:4], xte)
     np.testing.assert_array_equal(x1, cue_accumulation(6, 5 + RESAMPLE_STRIDE, n_cues=3, total_ms=700.0)[0])
-    data.begin_epoch(1)                                  # the training split is refilled in place
-    np.testing.assert_array_equal(data.train.x, x1)
+    labels = data.train.labels
+    data.begin_epoch(1)                                  # the training split switches seed, labels in place
+    np.testing.assert_array_equal(sample_major(data.train), x1)
     np.testing.assert_array_equal(data.train.labels, y1)
+    assert data.train.labels is labels
     with pytest.raises(ConfigError, match="data.resample: unknown key"):
         from_dict(SpeechConfig, {"name": "keywords", "resample": True}, "data")
 
@@ -159,7 +166,7 @@ def test_data_p_group_reaches_every_cue_set():
           "test_seed": 4, "resample": True, "p_group": 0.0}
     cfg = from_dict(CueConfig, kw, "data")
     data = load(cfg, Timing(1.0))
-    xtr, xte = data.train.x, data.test.x
+    xtr, xte = sample_major(data.train), sample_major(data.test)
     gen = dict(n_cues=3, total_ms=700.0, p_group=0.0)
     np.testing.assert_array_equal(xtr, cue_accumulation(5, 2, **gen)[0])
     np.testing.assert_array_equal(xte, cue_accumulation(3, 4 + 10_000, **gen)[0])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from spinnray.config import from_dict
-from spinnray.data.base import Timing
+from spinnray.data.base import NpzRows, Timing
 from spinnray.data.files import FilesConfig, load, write_analog, write_events
 from spinnray.errors import ConfigError, DataError
 
@@ -40,6 +40,24 @@ def test_analog_input_and_limit(tmp_path):
     np.testing.assert_array_equal(d.train.batch(np.array([2, 0])), x[[2, 0]].transpose(1, 0, 2).astype(np.float32))
     with pytest.raises(DataError, match="network.steps = 9"):
         load(_cfg(tmp_path), Timing(dt_ms=1.0, steps=9))
+
+
+def test_analog_input_is_read_per_batch_unless_compressed(tmp_path):
+    """An uncompressed archive's x stays in the file (read per batch), a compressed one is held as
+    float32; both give the same batches, and a non-finite value anywhere in the kept rows is refused."""
+    x = np.random.default_rng(1).normal(size=(6, 5, 3))
+    write_analog(tmp_path / "train.npz", [0, 1, 0, 1, 0, 1], x)
+    np.savez_compressed(tmp_path / "test.npz", labels=np.array([0, 1, 0, 1, 0, 1]), x=x)
+    d = load(_cfg(tmp_path), Timing(dt_ms=1.0))
+    assert isinstance(d.train.x, NpzRows) and isinstance(d.test.x, np.ndarray) and d.test.x.dtype == np.float32
+    idx = np.array([5, 2, 2])
+    np.testing.assert_array_equal(d.train.batch(idx), d.test.batch(idx))
+    np.testing.assert_array_equal(d.train.batch(idx), x[idx].astype(np.float32).transpose(1, 0, 2))
+    x[5, 4, 2] = np.inf                                   # beyond data.limit: not looked at
+    write_analog(tmp_path / "train.npz", [0, 1, 0, 1, 0, 1], x)
+    assert len(load(_cfg(tmp_path, limit=5), Timing(dt_ms=1.0)).train) == 5
+    with pytest.raises(DataError, match="train.npz: x holds non-finite values"):
+        load(_cfg(tmp_path), Timing(dt_ms=1.0))
 
 
 @pytest.mark.parametrize("arrays, message", [

@@ -20,6 +20,7 @@ from spinnray.data.speech import (
     speech_commands_index,
     speech_features,
 )
+from spinnray.data.base import NpzRows
 from spinnray.errors import ConfigError, DataError
 
 SR = 16000
@@ -272,6 +273,37 @@ def test_cache_is_used_and_rebuilt_when_stale_or_corrupt(dataset, tmp_path, monk
     # no cache at all
     load_speech_commands(root, "validation", cache=False, rescale=None)
     assert len(calls) == 5
+
+
+def test_features_read_per_batch_equal_the_held_ones_and_are_not_held(dataset, tmp_path):
+    """resident=False: a split reads its rows from the cache file per batch and divides them by the
+    training scale, giving the held features bit for bit; the cache file it opened stays its source
+    even if the cache is replaced; without a cache the features are held."""
+    root, _, _ = dataset
+    kw = {"cache_dir": tmp_path / "cache"}
+    for split in ("training", "validation"):
+        held = load_speech_commands(root, split, **kw)
+        streamed = load_speech_commands(root, split, resident=False, **kw)
+        assert isinstance(streamed.x, NpzRows) and not streamed.resident
+        np.testing.assert_array_equal(streamed.scale, held.scale)
+        idx = np.arange(len(held))[::-1]
+        np.testing.assert_array_equal(streamed.split().batch(idx), held.split().batch(idx))
+        np.testing.assert_array_equal(streamed.split().batch(idx), held.x[idx].transpose(1, 0, 2))
+        part = streamed.split(limit=3)
+        assert len(part) == 3 and part.x.row_shape == (100, 80)
+        held_bytes = [v.nbytes for v in vars(part).values() if isinstance(v, np.ndarray)]
+        assert held_bytes == [3 * 8, 80 * 4]                   # the labels and the divisor
+    part = load_speech_commands(root, "validation", resident=False, **kw).split()
+    before = part.batch(np.arange(len(part)))
+    cache = part.x.path
+    cache.with_suffix(".tmp").write_bytes(b"replaced")
+    os.replace(cache.with_suffix(".tmp"), cache)
+    np.testing.assert_array_equal(part.batch(np.arange(len(part))), before)
+    uncached = load_speech_commands(root, "validation", cache=False, resident=False)
+    assert isinstance(uncached.x, np.ndarray)
+    np.testing.assert_array_equal(uncached.split().batch(np.arange(2)), before[:, :2])
+    with pytest.raises(ConfigError, match="rescale = 'clip' with resident = False"):
+        load_speech_commands(root, "validation", rescale="clip", resident=False, **kw)
 
 
 def test_selection_is_seeded_and_capped(dataset):
