@@ -13,8 +13,8 @@ from spinnray.simulator import Simulator
 
 from helpers import eventprop_learning
 from oracle import eventprop_reference as ref
-from oracle.eventprop_cases import (B, N_HID, T, TAU_MEM, TAU_SYN, Case, data, machine_gradients, reference,
-                                    relative_errors, run_machine, simulator)
+from oracle.eventprop_cases import (B, N_HID, T, TAU_MEM, TAU_SYN, Case, conns, data, machine_gradients,
+                                    reference, relative_errors, run_machine, simulator)
 
 TOL = 1e-6          # error events carry float32 payloads; everything else is float64
 
@@ -125,6 +125,26 @@ def test_spike_records_grow_with_spikes_not_steps():
     quiet[:T] = x
     long = check_records(quiet, y)
     assert long < 1.5 * short            # four times the steps; the few spikes after T are all it adds
+
+
+@pytest.mark.parametrize("loss", ["mean_voltage", "sum_voltage", "max_voltage"])
+def test_readout_gradient_is_the_exact_derivative_of_the_discrete_loss(loss):
+    """The readout weights move no spike, so the discrete loss is smooth in them: the machine's
+    gradient of the recurrent network's readout equals central differences at the same dt (the
+    injection factor -(1-b) / (tau_syn (1-a)) is exact, not only in the limit)."""
+    case = Case(loss=loss, d_rec=2, d_out=(1, 3))
+    x, y = data()
+    _, got, _, _ = run_machine(case, x, y, 2, 1, 1)
+    layers, cs = conns(case)
+    eps, fd = 1e-6, np.zeros_like(cs[-1].W)
+    for idx in np.ndindex(fd.shape):
+        vals = []
+        for sign in (1, -1):
+            shifted = [ref.Conn(c.pre, c.post, c.W.copy(), c.D) for c in cs]
+            shifted[-1].W[idx] += sign * eps
+            vals.append(ref.voltage(ref.run(layers, shifted, x, 1.0)["out"], y, loss)[1].mean())
+        fd[idx] = (vals[0] - vals[1]) / (2 * eps)
+    np.testing.assert_allclose(got[-1], fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
 
 
 # ------------------------------------------------------------------ finite differences as dt shrinks
