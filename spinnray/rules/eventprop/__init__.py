@@ -154,4 +154,5 @@ def metrics(trainer, cores: list[dict]) -> dict:
 
 
 RULE = register(Rule("eventprop", "eventprop", EventPropConfig, "on_chip", learning=learning, cores=cores,
-                     reverse_rounds=None, order_stream=11, after_batch=after_batch, metrics=metrics))
+                     reverse_rounds=None, order_stream=11, after_batch=after_batch, metrics=metrics,
+                     errors_to_owner=True))

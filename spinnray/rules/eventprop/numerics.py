@@ -169,8 +169,8 @@ def silent_times(t_ms: np.ndarray, fired: np.ndarray, v_max: np.ndarray, steps: 
 
         t~ = steps * dt + silent_ms * max(v_th - V_max, 0)
 
-    where ``V_max`` is the highest membrane potential it reached in the window.  A silent neuron thus sits later the further it stayed below
-    threshold, and ``dt~/dV_max = -silent_ms``: the loss derivative at t~ becomes a
+    where ``V_max`` is the highest membrane potential it reached in the window.
+    A silent neuron thus sits later the further it stayed below threshold, and ``dt~/dV_max = -silent_ms``: the loss derivative at t~ becomes a
     gradient that raises (for the label) the neuron's peak voltage, where
     EventProp alone has no spike to move.  ``silent_ms = 0`` gives the plain
     ``steps * dt`` of :func:`spike_times`.  ConfigError if ``silent_ms < 0``.

@@ -140,12 +140,6 @@ def test_lockstep_error_about_a_later_step_is_rejected_and_an_earlier_one_waits_
     """Lockstep reverse rounds: an error event about a spike at step s is used in step s-1, so a
     frame about a step after the round's first arrived too late (rejected, noted, not used); one
     about an earlier step waits in the error buffer and counts in the memory account."""
-    from spinnray.model.network import Network
-    from spinnray.model.neurons import LI, LIF, SpikeSource
-    from spinnray.simulator import Simulator
-
-    from helpers import eventprop_learning
-
     rng = np.random.default_rng(0)
     net = Network()
     net.population("inp", 4, SpikeSource())
