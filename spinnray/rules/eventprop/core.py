@@ -301,6 +301,8 @@ class EventPropCore(LearningCore):
 
         self.own_events = stack(self._own, (np.int16, np.int16, np.int16, self.dtype))
         self.pre_events = {name: stack(chunks, (np.int16,) * 3) for name, chunks in self._pre.items()}
+        self._own_at = self._index(self.own_events[0])
+        self._pre_at = {name: self._index(ev[0]) for name, ev in self.pre_events.items()}
         if self.spiking:
             fired = np.zeros((self.batch, self.spec.n), bool)
             fired[self.own_events[1].astype(np.int64), self.own_events[2].astype(np.int64)] = True
@@ -348,11 +350,16 @@ class EventPropCore(LearningCore):
         return out
 
     @staticmethod
-    def _at(steps: np.ndarray, t: int) -> tuple[int, int]:
-        """``[lo, hi)`` of the records of step ``t`` in ``steps`` (sorted): found, not indexed by
-        step, so the records need no table that grows with T."""
-        lo, hi = np.searchsorted(steps, (t, t + 1))
-        return int(lo), int(hi)
+    def _index(steps: np.ndarray) -> dict[int, tuple[int, int]]:
+        """``{t: (lo, hi)}``: where the records of step ``t`` lie in ``steps`` (sorted), for the steps
+        that have records only -- as big as the records, not as T (on a chip: a pointer walking
+        the sorted records down as the reverse pass does)."""
+        if not len(steps):
+            return {}
+        starts = np.flatnonzero(np.diff(steps)) + 1
+        lo = [0] + starts.tolist()
+        hi = starts.tolist() + [len(steps)]
+        return dict(zip(steps[lo].tolist(), zip(lo, hi)))
 
     # ---------------------------------------------------------------- reverse
     def begin_backward(self, steps: int, scale: float) -> None:
@@ -429,9 +436,10 @@ class EventPropCore(LearningCore):
             order = np.lexsort((src, t))
             t, b, local, value = t[order], b[order], local[order], value[order]
         self._received = self._no_errors()
+        at = self._index(t)
         keys, bidx, payload, offsets = [], [], [], []
         for i in reversed(range(steps)):
-            lo, hi = self._at(t, i + 1)
+            lo, hi = at.get(i + 1, (0, 0))
             if hi > lo:
                 np.add.at(self.err_in, (b[lo:hi], local[lo:hi]), value[lo:hi])
                 self._err_dirty = True
@@ -461,7 +469,7 @@ class EventPropCore(LearningCore):
             # arithmetic below would give.
             if not self._err_dirty and i not in self._err_at and i not in self._inject_at \
                     and self._inject_all is None:
-                lo, hi = self._at(self.own_events[0], i + 1)
+                lo, hi = self._own_at.get(i + 1, (0, 0))
                 if hi > lo:
                     low = int((self.own_events[3][lo:hi] < self.guard).sum())
                     self.guarded += low
@@ -474,14 +482,14 @@ class EventPropCore(LearningCore):
         diff = None
         for j, (w, inc, ekeys, dmat) in enumerate(zip(self.weights, self.spec.incoming, self.error_keys,
                                                        self.delays)):
-            ev = self.pre_events[inc.pre]
+            ev, ev_at = self.pre_events[inc.pre], self._pre_at[inc.pre]
             dmin = inc.delay_values[0]
             several = len(inc.delay_values) > 1
             for d in reversed(inc.delay_values):           # the spikes whose delay d brings them to i+1
                 s = i + 1 - d
                 if s < 0:
                     continue
-                lo, hi = self._at(ev[0], s)
+                lo, hi = ev_at.get(s, (0, 0))
                 if hi == lo:
                     continue
                 b, pre = ev[1][lo:hi], ev[2][lo:hi]
@@ -500,7 +508,7 @@ class EventPropCore(LearningCore):
                 sends.append((dmin, ekeys[pre[nz]], b[nz], e[nz], s))
         # Adjoint step with this core's spikes at i+1 and their errors.
         c = self.consts
-        lo, hi = self._at(self.own_events[0], i + 1)
+        lo, hi = self._own_at.get(i + 1, (0, 0))
         if hi == lo and i not in self._err_at:             # no spike at i+1: no jump, errors unread
             new_v, new_i, low = adjoint_step(lam_v, lam_i, None, None, None, c["a"], c["b"], self.guard)
         else:
