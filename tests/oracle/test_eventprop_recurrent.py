@@ -17,6 +17,8 @@ from oracle.eventprop_cases import (B, N_HID, T, TAU_MEM, TAU_SYN, Case, conns, 
                                     reference, relative_errors, run_machine, simulator)
 
 TOL = 1e-6          # error events carry float32 payloads; everything else is float64
+#: (cores per population, replicas): every core count of 1, 2, 3, 5 and every replica count of 1-3 at least once
+SPLITS = [(1, 1), (2, 2), (3, 3), (5, 1)]
 
 
 def check(case: Case, cores: int, replicas: int, k: int = 1, schedule: str = "lockstep", x=None, y=None):
@@ -49,15 +51,17 @@ def test_recurrent_gradient_equals_dense_reference(cores, replicas):
     check(Case(), cores, replicas)
 
 
+@pytest.mark.parametrize("cores, replicas", SPLITS)
 @pytest.mark.parametrize("delay, k", [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 3)])
-def test_delays_and_exchange_interval(delay, k):
+def test_delays_and_exchange_interval(delay, k, cores, replicas):
     """Every projection delayed by 1-3 steps, K up to the minimum delay (forward and reverse
     rounds of K steps)."""
-    check(Case(d_in=delay, d_rec=delay, d_out=delay), 3, 2, k)
+    check(Case(d_in=delay, d_rec=delay, d_out=delay), cores, replicas, k)
 
 
-@pytest.mark.parametrize("cores, replicas, d, k", [(2, 1, (1, 3), 1), (3, 2, (2, 3), 2), (5, 3, (2, 3), 2)])
-def test_per_synapse_delays(cores, replicas, d, k):
+@pytest.mark.parametrize("cores, replicas", SPLITS)
+@pytest.mark.parametrize("d, k", [((1, 3), 1), ((2, 3), 2)])
+def test_per_synapse_delays(d, k, cores, replicas):
     """Per-synapse delays on the recurrent and readout projections: a core sums a pre spike's
     error over its synapses' delays before sending it (one event per spike and core)."""
     m, reps = check(Case(d_in=d[0], d_rec=d, d_out=d), cores, replicas, k)
@@ -65,23 +69,25 @@ def test_per_synapse_delays(cores, replicas, d, k):
     assert any(r["memory"].get("error_buffers", 0) > 0 for r in hidden)        # partial sums / early errors kept
 
 
+@pytest.mark.parametrize("cores, replicas", SPLITS)
 @pytest.mark.parametrize("loss", ["wunderlich", "bena", "mean_voltage", "sum_voltage", "max_voltage", "silent"])
-def test_each_loss(loss):
-    """Each loss on the recurrent network with per-synapse delays, K = 2, 2 cores and 3 replicas."""
+def test_each_loss(loss, cores, replicas):
+    """Each loss on the recurrent network with per-synapse delays and K = 2."""
     case = Case(loss="wunderlich" if loss == "silent" else loss, d_in=2, d_rec=(2, 3), d_out=2,
                 silent_ms=20.0 if loss == "silent" else 0.0)
     if loss == "silent":
         case = Case(**{**case.__dict__, "seed": 4})
-    check(case, 2, 3, 2)
+    check(case, cores, replicas, 2)
 
 
+@pytest.mark.parametrize("cores, replicas", SPLITS)
 @pytest.mark.parametrize("hid, out", [({"v_th": 0.8, "v_reset": -0.2}, {"v_th": 0.9, "v_reset": 0.1}),
                                       ({"reset": "subtract"}, {"reset": "subtract"})])
-def test_thresholds_and_resets(hid, out):
+def test_thresholds_and_resets(hid, out, cores, replicas):
     """Other thresholds, a reset below 0 and reset by subtraction: the adjoint's jump is the
     reset's size (v_th - v_reset, or v_th)."""
-    check(Case(loss="wunderlich", d_in=2, d_rec=2, d_out=2, hid=hid, out=out), 3, 1, 2)
-    check(Case(loss="mean_voltage", hid=hid), 2, 2, 1)
+    check(Case(loss="wunderlich", d_in=2, d_rec=2, d_out=2, hid=hid, out=out), cores, replicas, 2)
+    check(Case(loss="mean_voltage", hid=hid), cores, replicas, 1)
 
 
 def test_feedforward_delays_layered_equals_lockstep_and_reference():
