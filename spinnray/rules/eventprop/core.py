@@ -28,8 +28,9 @@ Reverse, step ``i`` (from T-1 down to 0) on every learning core:
 An error about a spike at s through delay d is complete in step s+d-1 and needed
 in step s-1, so in rounds of K <= min delay reverse steps (``backward_block(i, K)``,
 the lockstep schedule) nothing a core needs comes from its own round; errors that
-arrive for a later step than the next one wait in a sparse buffer (``error_buffers``
-in the memory account, with the partial sums of step 1).  Until the first error
+arrive rounds ahead of the step that uses them (about spikes before the round's first
+step) wait in a sparse buffer (``error_buffers`` in the memory account, with the
+partial sums of step 1).  Until the first error
 reaches a core its adjoint is exactly zero, and those steps send nothing and add
 nothing (they only count guarded spikes), so they are skipped.  With the layered
 schedule (feed-forward networks, :mod:`spinnray.machine.core`) a core runs all its
