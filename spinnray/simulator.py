@@ -156,7 +156,7 @@ class Simulator:
         batches = {pl.core_id: len(shards[pl.replica]) for pl in self.mapping.placements}
         recorded = self.backend.run(steps, k, batches, per_core, tuple(record), levels=self.levels,
                                     train=train)
-        self.last_run = (steps, max(batches.values()))
+        self.last_run = (steps, max(batches.values()), k)
         self.steps_run += steps
         self.samples_run += batch
         senders = {p.pre.name for p in self.network.projections if not isinstance(p.pre.model, AnalogSource)}
@@ -256,16 +256,17 @@ class Simulator:
     def backward(self, scale: float, rounds: int | None = None) -> None:
         """The reverse pass of the last run (learning cores; error events through the routers).
 
-        ``rounds``: reverse rounds to run, by default one per step of the run
-        (EventProp); e-prop's learning signals need one.
+        ``rounds``: reverse steps to run, by default every step of the run (EventProp, in
+        rounds of the run's K steps); e-prop's learning signals need one.
         """
         if self.last_run is None:
             raise SpinnrayError("Simulator.backward() needs a forward run() first")
-        steps, batch = self.last_run
+        steps, batch, k = self.last_run
         if rounds is not None and self.levels is not None:
             raise SpinnrayError("Simulator.backward(rounds=...) is for lockstep runs; the layered schedule's "
                                 "reverse pass covers every step of the run")
-        self.backend.run_backward(steps if rounds is None else rounds, batch, scale, levels=self.levels)
+        self.backend.run_backward(steps if rounds is None else rounds, batch, scale, levels=self.levels,
+                                  k=k if rounds is None else 1)
 
     def call(self, method, args: dict[int, tuple] | None = None, cores=None) -> dict:
         """``method(core, *args[core])`` on cores (all, or the ids in ``cores``), wherever they run:

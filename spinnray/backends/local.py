@@ -75,11 +75,14 @@ class LocalBackend:
             check_strict(*self.reports())
         return {cid: rec for cid, (rec, _, _) in results.items()}
 
-    def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None) -> None:
-        """The reverse pass of the last run (:func:`spinnray.machine.schedule.backward_program`)."""
+    def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None,
+                     k: int = 1) -> None:
+        """The reverse pass of the last run (:func:`spinnray.machine.schedule.backward_program`),
+        lockstep in rounds of ``k`` steps."""
         n_levels = max(levels.values()) + 1 if levels is not None else 0
-        self._configure(steps - 1 if levels is not None else 0, batch)
-        programs = {c.id: backward_program(c, steps, scale, (levels[c.id], n_levels) if levels is not None else None)
+        self._configure(steps - 1 if levels is not None else k - 1, batch)
+        programs = {c.id: backward_program(c, steps, scale, (levels[c.id], n_levels) if levels is not None else None,
+                                           k)
                     for c in self.cores}
         drive_lockstep(programs, self._route)
         if self.strict:

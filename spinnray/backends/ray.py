@@ -175,8 +175,8 @@ def _actor_classes():
             ``train`` (:class:`TrainStep`): then the reverse pass and Adam, in the same call."""
             return self._drive(run_program(self.core, steps, k, batch, inputs, record, layer, train))
 
-        def backward(self, steps, scale, layer=None):
-            return self._drive(backward_program(self.core, steps, scale, layer))
+        def backward(self, steps, scale, layer=None, k=1):
+            return self._drive(backward_program(self.core, steps, scale, layer, k))
 
         def _drive(self, program):
             """Run one core's program over its stream: send a round's frames, do the round's
@@ -384,12 +384,13 @@ class RayBackend:
         self._strict(sum(p for _, p, _ in out.values()))
         return {cid: rec for cid, (rec, _, _) in out.items()}
 
-    def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None) -> None:
+    def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None,
+                     k: int = 1) -> None:
         self._check_alive()
         layers = self._layers(levels)
-        self._configure(steps if levels is not None else 1, batch, steps, True, levels is not None)
-        out = self._gather({a.backward.remote(steps, scale, layers.get(cid)): cid for cid, a in self.actors.items()},
-                           "backward run")
+        self._configure(steps if levels is not None else k, batch, steps, True, levels is not None)
+        out = self._gather({a.backward.remote(steps, scale, layers.get(cid), k): cid
+                            for cid, a in self.actors.items()}, "backward run")
         self._events.update({cid: ev for cid, (_, ev) in out.items()})
         self._strict(sum(p for p, _ in out.values()))
 

@@ -49,11 +49,16 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def layer_traffic(cores: list[dict], net: Network, steps: int, forward_samples: int, train_samples: int) -> dict:
+def layer_traffic(cores: list[dict], net: Network, steps: int, forward_samples: int, train_samples: int,
+                  about_received: bool = False) -> dict:
     """Per population with cores: forward spike events per sample (training and test) against
     dense (T x neurons), error events sent per training sample, the learning signals an ALIF
     population received, and the error events sent *about* a population's spikes by the cores
-    above it (at most one per spike per core)."""
+    above it (at most one per spike per core).  ``about_received``: every error event goes to the
+    one core owning the neuron it is about (EventProp's), so the events a population's cores
+    received are exactly those about it, from every population it projects to (its own through
+    a recurrent projection included); otherwise the count is what the population it projects to
+    sent (exact when that one sends errors about no other)."""
     out = {}
     for name, pop in net.populations.items():
         rows = [c["counters"] for c in cores if c["population"] == name]
@@ -70,5 +75,11 @@ def layer_traffic(cores: list[dict], net: Network, steps: int, forward_samples: 
                 sum(r["error_events_received"] for r in rows) / train_samples if train_samples else 0.0
     for proj in net.projections:
         if proj.pre.name in out and proj.post.name in out:
-            out[proj.pre.name]["error_events_about_per_sample"] = out[proj.post.name]["error_events_sent_per_sample"]
+            if about_received:
+                received = sum(c["counters"]["error_events_received"] for c in cores
+                               if c["population"] == proj.pre.name)
+                about = received / train_samples if train_samples else 0.0
+            else:
+                about = out[proj.post.name]["error_events_sent_per_sample"]
+            out[proj.pre.name]["error_events_about_per_sample"] = about
     return out

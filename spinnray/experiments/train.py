@@ -162,7 +162,7 @@ def _epochs(run: Run, data, learn, net, box: dict, make_trainer, ck: Checkpointe
         "samples": samples + pos.tested_samples,
         "weights_crc32": crc, "restarts": ck.restarts,
         **(rule.metrics(trainer, cores) if rule.metrics is not None else {}),
-        "layers": layer_traffic(cores, net, data.steps, samples + pos.tested_samples, samples),
+        "layers": layer_traffic(cores, net, data.steps, samples + pos.tested_samples, samples, rule.errors_to_owner),
         "traffic": m["traffic"], "memory": m["memory"], "mapping": m["mapping"],
         "machine": asdict(cfg.machine),
     }

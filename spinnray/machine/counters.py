@@ -78,7 +78,8 @@ rule's own counters (EventProp: ``guarded_spikes``, ``weight_bumps``),
 * ``error_events_sent_per_sample`` -- error events this population's cores
   sent, per training sample;
 * ``error_events_about_per_sample`` -- backward phase: error events sent
-  *about* this population's neurons (by the cores above it), per training sample;
+  *about* this population's neurons (by the cores above it and, EventProp on a
+  recurrent population, by its own cores), per training sample;
 * ``learning_signals_per_sample`` -- e-prop: learning-signal error events
   this population's cores received, per training sample.
 

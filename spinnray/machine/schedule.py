@@ -11,7 +11,9 @@ handing a round's frames over and taking the reply, a backend may call ``core.fl
 Schedules:
 
 * **lockstep**: ``ceil(T / K)`` rounds of K steps; every core steps together, as the chip
-  does in real time.  Reverse pass (learning cores): one round per step, last step first.
+  does in real time.  Reverse pass (learning cores): the same rounds, last round first, each
+  core's reverse steps of a round in one go (``backward_block(t0, K)``, last step first): a
+  delay of at least K steps means nothing a core needs in a round comes from that round.
 * **layered** (feed-forward networks only, ``layer = (level, levels)``): one round per level
   of the network; in round r the cores of level r step through the whole run, and every core
   takes what it was sent.  Reverse: the highest level first, each core's whole reverse pass
@@ -68,14 +70,15 @@ def run_program(core, steps: int, k: int, batch: int, inputs, record: tuple[str,
             core.deliver(incoming, t0, kk)
     core.finish()
     if train is not None:
-        yield from backward_program(core, steps if train.rounds is None else train.rounds, train.scale, layer)
+        yield from backward_program(core, steps if train.rounds is None else train.rounds, train.scale, layer, k)
         if train.lr is not None and core.learns:
             core.apply(None, train.lr)
     return core.recorded, core.problems(), core.events_sent()
 
 
-def backward_program(core, steps: int, scale: float, layer: tuple[int, int] | None = None) -> Program:
-    """The reverse pass of the last run over ``steps`` steps; returns ``(problems, events sent)``."""
+def backward_program(core, steps: int, scale: float, layer: tuple[int, int] | None = None, k: int = 1) -> Program:
+    """The reverse pass of the last run over ``steps`` steps in rounds of ``k`` (lockstep);
+    returns ``(problems, events sent)``."""
     learns = core.learns
     if learns:
         core.begin_backward(steps, scale)
@@ -86,15 +89,15 @@ def backward_program(core, steps: int, scale: float, layer: tuple[int, int] | No
             incoming = yield (core.backward_layer(steps) if mine else []), 0
             take_errors(core, incoming, 0, steps)
     else:
-        for i in reversed(range(steps)):
-            incoming = yield (core.backward_block(i) if learns else []), i
-            take_errors(core, incoming, i, 1)
+        for t0, kk in reversed(list(rounds(steps, k))):
+            incoming = yield (core.backward_block(t0, kk) if learns else []), t0
+            take_errors(core, incoming, t0, kk)
     return core.problems(), core.events_sent()
 
 
 def take_errors(core, frames: list[bytes], i: int, span: int) -> None:
-    """Error frames of reverse step ``i`` to ``core``; a core that does not learn counts them
-    as rejected and notes why."""
+    """Error frames of the reverse round from step ``i`` (``span`` steps) to ``core``; a core
+    that does not learn counts them as rejected and notes why."""
     if core.learns:
         core.deliver_errors(frames, i, span)
         return

@@ -26,8 +26,8 @@ from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource, SpikeSource, mod
 from spinnray.model.nirgraph import CONVENTIONS, MS_PER_UNIT, from_nir, graph_time_unit, read_nir
 
 __all__ = ["DataShape", "register", "builder", "builder_names", "FeedForwardConfig", "RecurrentALIFConfig",
-           "RandomNetworkConfig", "NIRNetworkConfig", "build_feedforward", "build_recurrent_alif", "build_random",
-           "build_nir", "source_rates"]
+           "RecurrentLIFConfig", "RandomNetworkConfig", "NIRNetworkConfig", "build_feedforward", "build_recurrent_alif",
+           "build_recurrent_lif", "build_random", "build_nir", "source_rates"]
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,64 @@ def hidden_populations(net: Network) -> list[str]:
 
 
 register("recurrent_alif", RecurrentALIFConfig, build_recurrent_alif)
+
+
+# ------------------------------------------------------------------------------- recurrent_lif
+@dataclass(frozen=True)
+class RecurrentLIFConfig:
+    """input spikes -> recurrent LIF -> leaky-integrator readout, one per class (``network.name =
+    recurrent_lif``): the network mlGeNN trains with EventProp on the Spiking Heidelberg Digits
+    (Nowotny, Turner & Knight; their initial weights for 700 inputs and 256 hidden neurons are the
+    defaults), for a voltage loss (``learning.loss = mean_voltage | sum_voltage | max_voltage``)."""
+
+    name: str = opt("recurrent_lif", "network builder", choices=("recurrent_lif",))
+    steps: int | None = opt(None, "steps per sample: null = the data set's own length (set, it must equal it)",
+                            min=1, max=1_000_000)
+    dt_ms: float = opt(1.0, "ms per step", min=1e-6, max=1000.0)
+    hidden: int = opt(256, "recurrent LIF neurons", min=1, max=1_000_000)
+    tau_mem_ms: float = opt(20.0, "hidden membrane time constant (ms)", min=1e-6, max=1e6)
+    tau_syn_ms: float = opt(5.0, "hidden synaptic time constant (ms)", min=1e-6, max=1e6)
+    v_th: float = opt(1.0, "hidden threshold (reset to 0)", min=1e-9, max=1e6)
+    tau_out_ms: float = opt(20.0, "readout membrane time constant (ms)", min=1e-6, max=1e6)
+    tau_out_syn_ms: float = opt(5.0, "readout synaptic time constant (ms; EventProp needs > 0)", min=1e-6, max=1e6)
+    w_in_mean: float = opt(0.03, "initial input->hidden weights: mean", min=-1e6, max=1e6)
+    w_in_std: float = opt(0.01, "initial input->hidden weights: standard deviation", min=0.0, max=1e6)
+    w_rec_mean: float = opt(0.0, "initial recurrent weights: mean", min=-1e6, max=1e6)
+    w_rec_std: float = opt(0.02, "initial recurrent weights: standard deviation", min=0.0, max=1e6)
+    w_out_mean: float = opt(0.0, "initial hidden->readout weights: mean", min=-1e6, max=1e6)
+    w_out_std: float = opt(0.03, "initial hidden->readout weights: standard deviation", min=0.0, max=1e6)
+    recurrent: bool = opt(True, "recurrent hidden weights, all to all (false: a feed-forward hidden layer)")
+    delay: int = opt(1, "delay of every projection in steps (parallel.exchange_interval may rise to the smallest)",
+                     min=1, max=255)
+    rec_delay_max: int | None = opt(None, "recurrent delays drawn per synapse from [delay, rec_delay_max] steps; "
+                                          "null = all delay", min=1, max=255)
+
+
+def build_recurrent_lif(cfg: RecurrentLIFConfig, data: DataShape, seed: int) -> Network:
+    """``input`` (the data's spike channels) -> ``hidden`` (LIF, recurrent) -> ``output`` (LI, one
+    per class), weights N(mean, std) from ``seed``."""
+    if data.input_kind != "spikes":
+        raise ConfigError(f"network.name = recurrent_lif takes spike input; the data set gives {data.input_kind} "
+                          "input (use a spiking data set, or network.name = recurrent_alif)")
+    if cfg.rec_delay_max is not None and cfg.rec_delay_max < cfg.delay:
+        raise ConfigError(f"network.rec_delay_max = {cfg.rec_delay_max}: expected null or >= network.delay = "
+                          f"{cfg.delay}")
+    n_in, n_out, h = data.n_inputs, data.n_classes, cfg.hidden
+    rng = np.random.default_rng([seed, 9])
+    net = Network(dt_ms=cfg.dt_ms)
+    net.population("input", n_in, SpikeSource())
+    net.population("hidden", h, LIF(tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms, v_th=cfg.v_th))
+    net.population("output", n_out, LI(tau_mem_ms=cfg.tau_out_ms, tau_syn_ms=cfg.tau_out_syn_ms))
+    net.connect("input", "hidden", rng.normal(cfg.w_in_mean, cfg.w_in_std, (n_in, h)), delays=cfg.delay)
+    if cfg.recurrent:
+        w_rec = rng.normal(cfg.w_rec_mean, cfg.w_rec_std, (h, h))
+        delays = cfg.delay if cfg.rec_delay_max is None else rng.integers(cfg.delay, cfg.rec_delay_max + 1, (h, h))
+        net.connect("hidden", "hidden", w_rec, delays=delays)
+    net.connect("hidden", "output", rng.normal(cfg.w_out_mean, cfg.w_out_std, (h, n_out)), delays=cfg.delay)
+    return net
+
+
+register("recurrent_lif", RecurrentLIFConfig, build_recurrent_lif)
 
 
 # --------------------------------------------------------------------------------------- random

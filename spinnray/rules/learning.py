@@ -6,7 +6,8 @@ and the trainers use.
 passes (``learns = True``).  Its learner interface, called by :mod:`spinnray.machine.schedule`
 and by trainers through ``Simulator.call(LearningCore.method, ...)``:
 
-* ``begin_backward(steps, scale)``, ``backward_block(i) -> frames``,
+* ``begin_backward(steps, scale)``, ``backward_block(i, k) -> frames`` (reverse steps
+  ``i+k-1 .. i`` of a lockstep round),
   ``backward_layer(steps) -> frames``, ``deliver_errors(frames, i, span)``: the reverse pass;
 * ``gradients()``: dL/dW of each incoming projection; ``apply(grads, lr)``: one Adam step with
   ``grads`` (None: its own gradient);
@@ -177,7 +178,7 @@ class LearningCore(Core):
     def begin_backward(self, steps: int, scale: float) -> None:
         raise NotImplementedError
 
-    def backward_block(self, i: int) -> list[bytes]:
+    def backward_block(self, i: int, k: int = 1) -> list[bytes]:
         raise NotImplementedError
 
     def backward_layer(self, steps: int) -> list[bytes]:
@@ -223,14 +224,18 @@ class LearningCore(Core):
         c.max_events_per_step = max(c.max_events_per_step, per_step)
         return [frame]
 
-    def _error_events(self, frames: list[bytes], i: int, what: str, refuse: str | None = None, span: int = 1):
+    def _error_events(self, frames: list[bytes], i: int, what: str, refuse: str | None = None, span: int = 1,
+                      latest: int | None = None):
         """The valid error events of reverse step ``i`` addressed to this core's neurons.
 
-        Yields ``(batch index, local neuron, payload, step offset, source core)`` per frame;
-        offsets lie below ``span`` (1: all 0; the layered schedule's frames cover a run).  A frame
-        that does not decode, is not an error frame of step ``i``, or arrives while ``refuse`` (a
-        reason) is set, is rejected; events whose keys are not this core's are dropped; both are
-        counted and noted.  ``what`` names the events in the notes ("error events", "learning signals").
+        Yields ``(batch index, local neuron, payload, event step, source core)`` per frame; an
+        event's step is the frame's step plus its offset, offsets lie below ``span`` (1: all 0;
+        the layered schedule's frames cover a run).  ``latest`` None: the frame's step must be
+        ``i``; else any frame whose events' steps are all ``<= latest`` (EventProp's lockstep
+        rounds: errors about spikes of earlier steps, which the core keeps until it needs them).
+        A frame that does not decode, breaks these bounds or arrives while ``refuse`` (a reason)
+        is set is rejected; events whose keys are not this core's are dropped; both are counted
+        and noted.  ``what`` names the events in the notes ("error events", "learning signals").
         """
         c = self.counters
         base = self.spec.error_key_base
@@ -239,8 +244,13 @@ class LearningCore(Core):
             c.bytes_received += packet.frame_nbytes(frame)
             try:
                 p = packet.decode(frame, max_offset=span - 1, n_batch=self.batch)
-                if p.kind != packet.Kind.ERROR or p.step != i:
+                if p.kind != packet.Kind.ERROR:
                     raise PacketError(f"expected {what} of reverse step {i}, got kind {int(p.kind)} step {p.step}")
+                if latest is None and p.step != i:
+                    raise PacketError(f"expected {what} of reverse step {i}, got kind {int(p.kind)} step {p.step}")
+                if latest is not None and p.n and p.step + int(p.offsets.max()) > latest:
+                    raise PacketError(f"{what} about step {p.step + int(p.offsets.max())} arrived after reverse "
+                                      f"step {i}; expected steps <= {latest}")
                 if refuse:
                     raise PacketError(refuse)
             except PacketError as e:
@@ -254,7 +264,7 @@ class LearningCore(Core):
                 c.dropped += int((~ok).sum())
                 self._note(f"core {self.id}: {int((~ok).sum())} {what} with foreign keys")
             b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
-            yield b, local[ok], p.payload[ok].astype(self.dtype), p.offsets[ok], p.src
+            yield b, local[ok], p.payload[ok].astype(self.dtype), p.step + p.offsets[ok].astype(np.int64), p.src
 
     # ------------------------------------------------------------------ state
     def _init_stores(self, ws: "WeightStoreSpec | None") -> None:

@@ -31,6 +31,8 @@ class Rule:
     what the rule cannot do, naming the option.  ``after_batch(trainer, result, labels)``: the
     rule's own work after a training step.  ``metrics(trainer, cores)``: its own keys of
     ``metrics.json``.  ``order_stream``: the stream of the data order (``[seed, stream]``).
+    ``errors_to_owner``: each error event about a neuron goes to the one core owning it (the
+    per-layer traffic then counts the events a population's cores received as those about it).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Rule:
     after_batch: Callable | None = None
     metrics: Callable | None = None
     adapt: Callable | None = None          # (cfg, dataset) -> cfg: settings the data implies (loss window)
+    errors_to_owner: bool = False
 
 
 RULES: Registry[Rule] = Registry("learning.rule")

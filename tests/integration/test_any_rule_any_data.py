@@ -1,5 +1,6 @@
-"""Any rule on any data set its network can take, by configuration: EventProp and e-prop both train on a
-data set a user brings as files (data.name=files), with no library edit, and learn it."""
+"""Any rule on any data set its network can take, by configuration: EventProp (feed-forward with a TTFS loss,
+recurrent with a voltage loss) and e-prop train on a data set a user brings as files (data.name=files), with no
+library edit, and learn it."""
 
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def composed(*overrides) -> RunConfig:
 @pytest.mark.parametrize("rule, network, extra", [
     ("eventprop", "feedforward", ("network.steps=30", "network.dt_ms=1.0", "network.hidden=20",
                                   "learning.batch_size=8", "learning.epochs=3", "learning.lr=0.01")),
+    # a recurrent LIF network with a leaky-integrator readout and the voltage loss; delays of 2 steps, K = 2
+    ("eventprop", "recurrent_lif", ("learning.loss=mean_voltage", "network.hidden=20", "network.w_in_mean=1.0",
+                                    "network.w_in_std=0.5", "network.w_rec_std=0.1", "network.w_out_std=0.3",
+                                    "network.delay=2", "network.rec_delay_max=3", "parallel.exchange_interval=2",
+                                    "parallel.cores_per_population=2", "learning.batch_size=8", "learning.epochs=3",
+                                    "learning.lr=0.01")),
     ("eprop", "recurrent_alif", ("network.hidden=16", "parallel.cores_per_population=2", "learning.batch_size=8",
                                  "learning.epochs=3", "learning.lr=0.02", "network.v_th=0.6", "network.tau_mem_ms=10",
                                  "network.w_in_scale=4", "learning.surrogate=triangle", "learning.gamma=0.3")),
@@ -50,6 +57,11 @@ def test_both_rules_learn_a_users_spike_files(tmp_path, rule, network, extra):
             tmp_path / "out", "files")
     assert (m["rule"], m["data"], m["inputs"], m["classes"]) == (rule, "files", 10, ["early-low", "early-high"])
     assert m["test_accuracy"] >= 0.75, m["history"]          # chance is 0.5 (48 test samples)
+    if network == "recurrent_lif":                            # errors about hidden spikes from the readout and itself
+        layers = m["layers"]
+        assert layers["hidden"]["error_events_about_per_sample"] == pytest.approx(
+            layers["hidden"]["error_events_sent_per_sample"] + layers["output"]["error_events_sent_per_sample"])
+        assert layers["input"]["error_events_about_per_sample"] == 0.0
 
 
 def test_eventprop_refuses_analog_data_naming_the_option(tmp_path):

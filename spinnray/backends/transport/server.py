@@ -178,8 +178,8 @@ class RouterServer:
     def begin_run(self, k: int, steps: int, backward: bool = False, layered: bool = False,
                   forward_rounds: int | None = None) -> None:
         """Name steps in error messages: the next round is the first of a run
-        of ``steps`` steps in rounds of ``k`` (backward: one round per step,
-        last step first; layered: one round per level of the network;
+        of ``steps`` steps in rounds of ``k`` (backward: the same rounds,
+        last first; layered: one round per level of the network;
         ``forward_rounds``: a forward run of that many rounds, then its reverse
         pass).  Call between runs."""
         self.run = (self.rounds, k, steps, backward, layered, forward_rounds)
@@ -193,7 +193,7 @@ class RouterServer:
             first, backward = first + forward_rounds, True
         if layered:
             return f"round {rnd} ({'backward ' if backward else ''}layered run, level round {rnd - first})"
-        step = steps - 1 - (rnd - first) if backward else (rnd - first) * k
+        step = (-(-steps // k) - 1 - (rnd - first)) * k if backward else (rnd - first) * k   # a round's first step
         return f"round {rnd} ({'backward ' if backward else ''}step {step})"
 
     def _fail(self, message: str) -> None:

@@ -317,7 +317,7 @@ class EPropHiddenCore(EPropCore):
             g[:] = 0
         self.signal[:] = 0
 
-    def backward_block(self, i: int) -> list[bytes]:
+    def backward_block(self, i: int, k: int = 1) -> list[bytes]:
         return []
 
     def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
@@ -421,7 +421,7 @@ class EPropReadoutCore(EPropCore):
         self.err_scaled = err
         self.has_grads = True
 
-    def backward_block(self, i: int) -> list[bytes]:
+    def backward_block(self, i: int, k: int = 1) -> list[bytes]:
         """The learning signals of every hidden neuron, one error event per (sample, neuron)."""
         err = self.err_scaled
         keys, payload, bidx = [], [], []

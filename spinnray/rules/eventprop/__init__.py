@@ -1,12 +1,14 @@
 """EventProp (Wunderlich & Pehle 2021, discretized as Béna et al. 2024): exact event-based
-gradients of spiking networks, on the cores that hold the neurons; data parallel over replicas.
+gradients of spiking networks, feed-forward or recurrent, with any delays of whole steps, on the
+cores that hold the neurons; data parallel over replicas.
 
 :mod:`~spinnray.rules.eventprop.numerics` holds the losses and the adjoint step,
 :mod:`~spinnray.rules.eventprop.core` the core that learns with them (and its memory model).
-This module registers the rule: its ``learning.*`` config, which populations learn (every LIF
-population with incoming projections; the one without outgoing projections computes the
-time-to-first-spike loss on one core), and the silent-neuron weight bump of Wunderlich & Pehle's
-training code.
+This module registers the rule: its ``learning.*`` config, which populations learn (every
+population with a core and incoming projections: hidden LIF populations, recurrent or not, and
+the one output population without outgoing projections, which computes the loss on one core: a
+time-to-first-spike loss on LIF outputs, a voltage loss on a leaky-integrator output), and the
+silent-neuron weight bump of Wunderlich & Pehle's training code.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import numpy as np
 from spinnray.config import opt
 from spinnray.errors import ConfigError
 from spinnray.mapping import Learning
-from spinnray.rules.eventprop.core import EventPropCore, EventPropCoreSpec
-from spinnray.rules.eventprop.numerics import TTFSLoss
+from spinnray.rules.eventprop.core import EventPropCore, EventPropCoreSpec, model_problem
+from spinnray.rules.eventprop.numerics import VOLTAGE_LOSSES, TTFSLoss, VoltageLoss
 from spinnray.rules.learning import weight_store_options
 from spinnray.rules.optim import AdamSpec
 from spinnray.rules.registry import Rule, register
@@ -41,8 +43,11 @@ class EventPropConfig:
     beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
     beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
     eps: float = opt(1e-8, "Adam epsilon", min=0.0, max=1.0)
-    loss: str = opt("wunderlich", "TTFS loss: wunderlich (tau0, tau1, alpha) or bena (xi, alpha, beta in steps)",
-                    choices=("wunderlich", "bena"))
+    loss: str = opt("wunderlich", "the loss the output population computes: on LIF outputs a time-to-first-spike "
+                                  "cross-entropy, wunderlich (tau0, tau1, alpha) or bena (xi, alpha, beta in steps); "
+                                  "on a leaky-integrator (li) output a cross-entropy of its voltage, mean_voltage "
+                                  "(softmax over the mean of V over the sample), sum_voltage (over the sum) or "
+                                  "max_voltage (over the maximum)", choices=("wunderlich", "bena") + VOLTAGE_LOSSES)
     tau0_ms: float = opt(0.5, "wunderlich loss: softmax temperature", min=1e-9, max=1e6)
     tau1_ms: float = opt(6.4, "wunderlich loss: regulariser time constant", min=1e-9, max=1e6)
     alpha: float = opt(3e-3, "wunderlich loss: regulariser weight", min=0.0, max=1e6)
@@ -55,11 +60,12 @@ class EventPropConfig:
     quiet_output: float = opt(0.0, "else bump the incoming weights of the output neurons that stayed silent "
                                    "as the label, when more than this fraction of samples had a silent label",
                               min=0.0, max=1.0)
-    interpolate: bool = opt(True, "interpolate output spike times inside the step")
+    interpolate: bool = opt(True, "TTFS losses: interpolate output spike times inside the step")
     eval_every: int = opt(1, "test (and validate) every N epochs (and after the last)", min=1, max=1_000_000)
-    silent_ms: float = opt(0.0, "silent-output surrogate: an output neuron that never fired counts as firing at "
-                                "T + silent_ms * (1 - its peak voltage), which gives it a gradient; 0 = off "
-                                "(silent outputs sit at T with no gradient)", min=0.0, max=1e6)
+    silent_ms: float = opt(0.0, "TTFS losses' silent-output surrogate: an output neuron that never fired counts as "
+                                "firing at T + silent_ms * (v_th - its peak voltage), which gives it a gradient; "
+                                "0 = off (silent outputs sit at T with no gradient); a voltage loss gives every "
+                                "output a gradient and ignores it", min=0.0, max=1e6)
 
 
 def _layers(network) -> tuple[list[str], str]:
@@ -72,18 +78,28 @@ def _layers(network) -> tuple[list[str], str]:
     return learners, outputs[0]
 
 
+def _loss(cfg: EventPropConfig):
+    if cfg.loss in VOLTAGE_LOSSES:
+        return VoltageLoss(cfg.loss)
+    return TTFSLoss("wunderlich", cfg.tau0_ms, cfg.tau1_ms, cfg.alpha) if cfg.loss == "wunderlich" else TTFSLoss("bena")
+
+
 def learning(network, cfg: EventPropConfig, machine) -> Learning:
-    """Every learning population's :class:`EventPropCoreSpec`; errors flow to the hidden ones."""
+    """Every learning population's :class:`EventPropCoreSpec`; errors flow to the hidden ones.
+    ConfigError naming the population when EventProp's adjoint does not hold for its neurons
+    (:func:`~spinnray.rules.eventprop.core.model_problem`), or the loss does not fit the output."""
     learners, output = _layers(network)
-    tau_syn = {network[name].model.tau_syn_ms for name in learners}
-    if len(tau_syn) != 1:
-        raise ConfigError(f"EventProp's gradient uses one synaptic time constant; the populations have {tau_syn}")
-    loss = (TTFSLoss("wunderlich", cfg.tau0_ms, cfg.tau1_ms, cfg.alpha) if cfg.loss == "wunderlich"
-            else TTFSLoss("bena"))
-    common = dict(adam=AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps), tau_syn_ms=tau_syn.pop(), guard=cfg.guard,
+    loss = _loss(cfg)
+    for name in learners:
+        problem = model_problem(network[name].model, loss if name == output else None)
+        if problem:
+            raise ConfigError(f"EventProp cannot train population {name!r}"
+                              f"{' (the output)' if name == output else ''}: {problem}")
+    common = dict(adam=AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps), guard=cfg.guard,
                   interpolate=cfg.interpolate, weight_store=weight_store_options(machine, network))
-    specs = {name: EventPropCoreSpec(**common) for name in learners}
-    specs[output] = EventPropCoreSpec(**common, loss=loss, silent_ms=cfg.silent_ms)
+    specs = {name: EventPropCoreSpec(**common, tau_syn_ms=network[name].model.tau_syn_ms) for name in learners}
+    specs[output] = EventPropCoreSpec(**common, tau_syn_ms=network[output].model.tau_syn_ms, loss=loss,
+                                      silent_ms=0.0 if isinstance(loss, VoltageLoss) else cfg.silent_ms)
     return Learning(specs, frozenset(name for name in learners if name != output))
 
 
@@ -123,7 +139,7 @@ def after_batch(trainer, res, labels: np.ndarray) -> None:
         bumps["hidden"] += 1
         trainer.sim.call(EventPropCore.bump, {pl.core_id: (learn.bump,) for pl in learners},
                          cores=[pl.core_id for pl in learners if pl.slice.population in hidden])
-    elif float(np.mean(res.outputs["label_silent"])) > learn.quiet_output:
+    elif "label_silent" in res.outputs and float(np.mean(res.outputs["label_silent"])) > learn.quiet_output:
         # the labels silent anywhere in the mini-batch: every replica bumps the same columns
         cols = np.unique(np.asarray(labels)[res.outputs["label_silent"]])
         bumps["output"] += 1
@@ -138,4 +154,5 @@ def metrics(trainer, cores: list[dict]) -> dict:
 
 
 RULE = register(Rule("eventprop", "eventprop", EventPropConfig, "on_chip", learning=learning, cores=cores,
-                     reverse_rounds=None, order_stream=11, after_batch=after_batch, metrics=metrics))
+                     reverse_rounds=None, order_stream=11, after_batch=after_batch, metrics=metrics,
+                     errors_to_owner=True))

@@ -2,26 +2,40 @@
 
 Forward, the core records what its reverse pass will need, sparsely, as
 events: its own spikes with ``I - V_pre`` at each, and the pre-synaptic spikes
-it received.  An output core (``learning["loss"]`` set) also records its
-neurons' first spikes and, at the end of the forward run, computes the loss
-from them and the labels it was given.
+it received (its own population's too, through a recurrent projection).  An
+output core (``learning.loss`` set) also keeps, per sample and neuron, what its
+loss reads: the first spike (TTFS losses on LIF outputs) or the running sum and
+maximum of the voltage (:class:`~spinnray.rules.eventprop.numerics.VoltageLoss`
+on a leaky-integrator output); at the end of the forward run it computes the
+loss from them and the labels it was given.  Nothing is kept per step: the
+records grow with the spikes, not with T.
 
-Reverse, round ``i`` (from T-1 down to 0) on every learning core:
+Reverse, step ``i`` (from T-1 down to 0) on every learning core:
 
-1. *send*: for each pre-synaptic spike at step i, the partial sum
-   ``W[pre, local] . (lamV[i+1] - lamI[i+1])`` over this core's neurons, as an
-   error event keyed by the pre neuron's error key (zero sums are not sent);
+1. *send*: for each pre-synaptic spike at step s whose delay d brings it to
+   ``s + d = i + 1``, the partial sum ``W[pre, local] . (lamV[i+1] - lamI[i+1])``
+   over this core's neurons (with per-synapse delays: over the synapses of delay d,
+   kept until the projection's smallest delay completes the sum), as an error
+   event keyed by the pre neuron's error key and stamped with its spike step s
+   (zero sums are not sent);
 2. *adjoint*: ``lamV[i], lamI[i]`` from the values at i+1, the core's spikes at
-   i+1 and the errors that arrived for them;
-3. *gradient*: ``dW[pre] -= tau_syn lamI[i][sample]`` for each pre spike at i;
-4. *receive*: error events about this core's neurons at step i, summed in
-   arrival order (ascending source core), for use in round i-1.
+   i+1 and the errors that arrived for them; an LI output adds its loss's
+   ``c dL/dV[i]``;
+3. *gradient*: ``dW[pre] -= tau_syn lamI[i][sample]`` for each such pre spike;
+4. *receive*: error events about this core's spikes, summed in arrival order
+   (ascending source core) into the step they are about.
 
-Until the first error reaches a core its adjoint is exactly zero, and those
-rounds send nothing and add nothing (they only count guarded spikes), so they
-are skipped.  With the layered schedule (:mod:`spinnray.machine.core`) a core runs
-all its reverse rounds in one go (:meth:`EventPropCore.backward_layer`), the
-error events of every step having arrived before, each carrying its step.
+An error about a spike at s through delay d is complete in step s+d-1 and needed
+in step s-1, so in rounds of K <= min delay reverse steps (``backward_block(i, K)``,
+the lockstep schedule) nothing a core needs comes from its own round; errors that
+arrive rounds ahead of the step that uses them (about spikes before the round's first
+step) wait in a sparse buffer (``error_buffers`` in the memory account, with the
+partial sums of step 1).  Until the first error
+reaches a core its adjoint is exactly zero, and those steps send nothing and add
+nothing (they only count guarded spikes), so they are skipped.  With the layered
+schedule (feed-forward networks, :mod:`spinnray.machine.core`) a core runs all its
+reverse steps in one go (:meth:`EventPropCore.backward_layer`), the error events of
+every step having arrived before, each carrying its step.
 
 Weights never leave the core; gradients are read out, reduced across
 replicas by the trainer, and applied by each core's own Adam.
@@ -52,22 +66,59 @@ from dataclasses import dataclass
 
 from spinnray.errors import BudgetError, NetworkError, SpinnrayError
 from spinnray.machine.core import CoreShape, CoreSpec, forward_memory
-from spinnray.model.neurons import LIF
-from spinnray.rules.eventprop.numerics import (TTFSLoss, adjoint_step, predict, silent_injection_factor, silent_times,
-                                               spike_times, ttfs_loss)
+from spinnray.model.neurons import LI, LIF
+from spinnray.rules.eventprop.numerics import (TTFSLoss, VoltageLoss, adjoint_step, predict, predict_voltage,
+                                               reset_jump, silent_injection_factor, silent_times, spike_times,
+                                               ttfs_loss, voltage_injection_factor, voltage_logits, voltage_loss)
 from spinnray.rules.learning import LearningCore, WeightStoreSpec, learning_memory
 from spinnray.rules.optim import AdamSpec
 
-__all__ = ["EventPropCoreSpec", "EventPropCore"]
+__all__ = ["EventPropCoreSpec", "EventPropCore", "model_problem", "MAX_STEPS"]
+
+#: steps of a run: the spike records keep steps as int16
+MAX_STEPS = 32767
+
+
+def model_problem(model, loss) -> str | None:
+    """Why EventProp's adjoint does not hold for a learning population of ``model`` (None: it
+    does).  ``loss``: the population computes this loss (the output), or None (hidden).
+
+    Hidden populations and TTFS outputs are LIF with a threshold crossing the adjoint can
+    jump at: ``v_th > 0`` (the rest state 0 lies below it), ``v_reset < v_th`` when the reset
+    is to ``v_reset`` (else the neuron fires again with no crossing), and a synaptic filter
+    ``tau_syn_ms > 0`` (the gradient is ``-tau_syn lamI``; without it input spikes make ``V``
+    jump and a spike time has no derivative).  A voltage loss needs a leaky-integrator output
+    with ``tau_syn_ms > 0`` (same reason)."""
+    voltage = isinstance(loss, VoltageLoss)
+    if voltage:
+        if not isinstance(model, LI):
+            return f"learning.loss = {loss.kind!r} reads a leaky-integrator (model li) output; it is {model!r}"
+    elif not isinstance(model, LIF):
+        what = f"a TTFS loss ({loss.kind!r}) needs" if loss is not None else "hidden populations need"
+        hint = (" (an li output takes a voltage loss: learning.loss = mean_voltage, sum_voltage or max_voltage)"
+                if isinstance(model, LI) and loss is not None else "")
+        return f"{what} LIF neurons (model lif){hint}; it is {model!r}"
+    if not model.tau_syn_ms > 0:
+        return f"tau_syn_ms = {model.tau_syn_ms!r}: EventProp needs a synaptic filter, tau_syn_ms > 0"
+    if voltage:
+        return None
+    if not model.v_th > 0:
+        return f"v_th = {model.v_th!r}: expected v_th > 0 (above the rest state 0, so that every spike is a crossing)"
+    if model.reset == "zero" and not model.v_reset < model.v_th:
+        return (f"v_reset = {model.v_reset!r} with v_th = {model.v_th!r}: expected v_reset < v_th (a reset at or "
+                "above threshold fires again without a crossing)")
+    return None
 
 
 @dataclass(frozen=True)
 class EventPropCoreSpec:
     """What an EventProp core is built with (typed ``learning`` of its :class:`CoreSpec`).
 
-    ``loss`` is set on the output core (it computes the loss from its first spikes);
-    ``interpolate``: spike times inside the step; ``silent_ms``: the silent-neuron surrogate
-    of :func:`~spinnray.rules.eventprop.numerics.silent_times` (0 = off);
+    ``tau_syn_ms``: its population's synaptic time constant (the gradient's factor);
+    ``loss`` is set on the output core (it computes the loss: a :class:`TTFSLoss` from its
+    first spikes, a :class:`VoltageLoss` from an LI output's voltage); ``interpolate``: spike
+    times inside the step; ``silent_ms``: the silent-neuron surrogate of
+    :func:`~spinnray.rules.eventprop.numerics.silent_times` (TTFS only; 0 = off);
     ``spikes_per_neuron``: the mapper's estimate of the spike records (checked after every
     forward run against what the core really holds)."""
 
@@ -75,7 +126,7 @@ class EventPropCoreSpec:
     tau_syn_ms: float
     guard: float
     interpolate: bool = True
-    loss: TTFSLoss | None = None
+    loss: TTFSLoss | VoltageLoss | None = None
     silent_ms: float = 0.0
     weight_store: WeightStoreSpec | None = None
     spikes_per_neuron: float = 2.0
@@ -102,28 +153,34 @@ class EventPropCoreSpec:
 
 
 class EventPropCore(LearningCore):
-    """A LIF slice trained with EventProp (:class:`EventPropCoreSpec`).
+    """A LIF slice, or the LI output, trained with EventProp (:class:`EventPropCoreSpec`).
 
-    With ``silent_ms > 0`` the output core also tracks each neuron's highest
-    pre-reset voltage and its step, and in the reverse round of that step adds
+    With ``silent_ms > 0`` a TTFS output core also tracks each neuron's highest
+    pre-reset voltage and its step, and in the reverse step of that step adds
     ``c * dL/dt~`` (:func:`spinnray.rules.eventprop.numerics.silent_injection_factor`) to
-    ``lamV`` of every neuron that stayed silent.
+    ``lamV`` of every neuron that stayed silent.  An LI output adds ``c dL/dV[i]``
+    (:func:`~spinnray.rules.eventprop.numerics.voltage_injection_factor`) at every step
+    (mean and sum of the voltage) or at the step of the maximum.
     """
 
     def __init__(self, spec: CoreSpec):
-        m = spec.model
-        if not (isinstance(m, LIF) and m.v_th == 1.0 and m.v_reset == 0.0 and m.reset == "zero"):
-            raise NetworkError(f"EventProp needs LIF neurons with v_th 1, v_reset 0 and reset 'zero'; "
-                               f"population {spec.population!r} has {m!r}")
-        for inc in spec.incoming:
-            if inc.delay_values != (1,):
-                raise NetworkError(f"EventProp needs every delay to be 1 step; projection {inc.name!r} has "
-                                   f"{list(inc.delay_values)}")
-        super().__init__(spec)
         L = spec.learning
+        problem = model_problem(spec.model, L.loss)
+        if problem:
+            raise NetworkError(f"EventProp cannot train population {spec.population!r}: {problem}")
+        for inc in spec.incoming:
+            if inc.analog:
+                raise NetworkError(f"EventProp takes spike inputs only; projection {inc.name!r} comes from the "
+                                   f"analog source {inc.pre!r} (its gradient is not EventProp's)")
+        super().__init__(spec)
+        m = spec.model
+        self.spiking = isinstance(m, LIF)
+        self.voltage_loss = L.loss if isinstance(L.loss, VoltageLoss) else None
+        self.loss = L.loss if isinstance(L.loss, TTFSLoss) else None
+        self.jump = reset_jump(m.v_th, m.v_reset, m.reset) if self.spiking else 0.0
+        self.v_th = float(m.v_th) if self.spiking else 0.0
         self.tau_syn_ms = float(L.tau_syn_ms)
         self.guard = float(L.guard)
-        self.loss = L.loss
         self.interpolate = bool(L.interpolate)
         self.silent_ms = float(L.silent_ms)
         if not self.silent_ms >= 0:
@@ -137,6 +194,9 @@ class EventPropCore(LearningCore):
         self.guarded_total = 0
         self._received = self._no_errors()
         self._received_peak = 0
+        self._pending: dict[int, list] = {}      # lockstep: spike step -> chunks of (sample, neuron, value)
+        self._partial: dict[tuple, np.ndarray] = {}   # (projection, spike step) -> partial error sums
+        self._buffer_bytes = self._buffer_peak = 0
         self._err_dirty = False
         self._clear_records()
 
@@ -146,25 +206,29 @@ class EventPropCore(LearningCore):
         self.own_events = None
         self.pre_events = {}
         self.first_step = self.v_before = self.v_at = None
-        self.v_max = self.v_max_step = None
+        self.v_max = self.v_max_step = self.v_sum = None
         self.labels = None
         self.loss_grad = None
         self.silent_grad = None
+        self.v_grad = None
 
     def memory(self) -> dict[str, int]:
         """The static arrays of :class:`EventPropCoreSpec` and what the current run holds: spike
-        records and, layered, the error events of the whole reverse pass (at their peak)."""
+        records (and the output's per-neuron loss records), layered, the error events of the
+        whole reverse pass (at their peak), and lockstep, the error buffers at their peak (only
+        when errors arrive ahead of the next step or sums span several delays)."""
         mem = super().memory()
         if self.layered:
             mem["error_events"] = max(sum(a.nbytes for a in self._received), self._received_peak)
+        elif self._buffer_peak:
+            mem["error_buffers"] = self._buffer_peak
         records = 0
         if self.own_events is not None:
             records += sum(a.nbytes for a in self.own_events)
             records += sum(a.nbytes for ev in self.pre_events.values() for a in ev)
-        if self.first_step is not None:
-            records += self.first_step.nbytes + self.v_before.nbytes + self.v_at.nbytes
-        if self.v_max is not None:
-            records += self.v_max.nbytes + self.v_max_step.nbytes
+        for a in (self.first_step, self.v_before, self.v_at, self.v_max, self.v_max_step, self.v_sum):
+            if a is not None:
+                records += a.nbytes
         mem["spike_records"] = records
         return mem
 
@@ -173,27 +237,42 @@ class EventPropCore(LearningCore):
         """``inputs`` of an output core are the labels ``(batch,)`` of the run (or None).
         With weight stores: the run's effective weights are read (PCM: with read noise)
         at the device clock, which then advances by ``spec.batch x steps x dt``."""
+        if steps > MAX_STEPS:
+            raise SpinnrayError(f"core {self.id}: a run of {steps} steps; EventProp's spike records hold steps as "
+                                f"int16, at most {MAX_STEPS}")
         super().reset(steps, batch, None, record, layered)
         self._clear_records()
         self.steps = steps
         self._read_stores(self.spec.batch, steps)
+        if self.loss is None and self.voltage_loss is None:
+            return
+        shape = (self.batch, self.spec.n)
         if self.loss is not None:
-            shape = (self.batch, self.spec.n)
             self.first_step = np.full(shape, -1, np.int32)
             self.v_before = np.zeros(shape, self.dtype)
             self.v_at = np.zeros(shape, self.dtype)
-            if self.silent_ms > 0:
-                self.v_max = np.full(shape, -np.inf, self.dtype)
-                self.v_max_step = np.full(shape, -1, np.int32)
-            if inputs is not None:
-                labels = np.asarray(inputs)
-                if labels.shape != (self.batch,) or not np.issubdtype(labels.dtype, np.integer) \
-                        or (labels.size and (labels.min() < 0 or labels.max() >= self.spec.n)):
-                    raise SpinnrayError(f"core {self.id}: labels of shape {labels.shape}; expected ({self.batch},) "
-                                        f"ints in [0, {self.spec.n})")
-                self.labels = labels.astype(np.int64)
+        if self.silent_ms > 0 or self.voltage_loss is not None:
+            self.v_max = np.full(shape, -np.inf, self.dtype)
+            self.v_max_step = np.full(shape, -1, np.int32)
+        if self.voltage_loss is not None:
+            self.v_sum = np.zeros(shape, self.dtype)
+        if inputs is not None:
+            labels = np.asarray(inputs)
+            if labels.shape != (self.batch,) or not np.issubdtype(labels.dtype, np.integer) \
+                    or (labels.size and (labels.min() < 0 or labels.max() >= self.spec.n)):
+                raise SpinnrayError(f"core {self.id}: labels of shape {labels.shape}; expected ({self.batch},) "
+                                    f"ints in [0, {self.spec.n})")
+            self.labels = labels.astype(np.int64)
 
     def _after_step(self, t, s, before, fired) -> None:
+        if s is None:                                   # the LI output: its voltage is the loss's input
+            if self.v_sum is not None:
+                v = self.state.v
+                self.v_sum += v
+                higher = v > self.v_max
+                self.v_max[higher] = v[higher]
+                self.v_max_step[higher] = t
+            return
         if self.v_max is not None:
             higher = self.state.v_pre > self.v_max
             self.v_max[higher] = self.state.v_pre[higher]
@@ -212,7 +291,7 @@ class EventPropCore(LearningCore):
         self._pre[pre].append((steps.astype(np.int16), b.astype(np.int16), idx.astype(np.int16)))
 
     def finish(self) -> None:
-        """Index the records by step; an output core computes loss and predictions."""
+        """Sort the records by step; an output core computes loss and predictions."""
         def stack(chunks, dtypes):
             """Concatenate (t, ...) chunks and sort them by step t (stable)."""
             if not chunks:
@@ -223,14 +302,12 @@ class EventPropCore(LearningCore):
 
         self.own_events = stack(self._own, (np.int16, np.int16, np.int16, self.dtype))
         self.pre_events = {name: stack(chunks, (np.int16,) * 3) for name, chunks in self._pre.items()}
-        # First record of each step t (t = 0 .. steps + 1): the records of step t are [bound[t], bound[t+1]).
-        edges = np.arange(self.steps + 2)
-        self._own_bounds = np.searchsorted(self.own_events[0], edges, "left").tolist()
-        self._pre_bounds = {name: np.searchsorted(ev[0], edges, "left").tolist()
-                            for name, ev in self.pre_events.items()}
-        fired = np.zeros((self.batch, self.spec.n), bool)
-        fired[self.own_events[1].astype(np.int64), self.own_events[2].astype(np.int64)] = True
-        self.recorded["silent"] = (~fired).sum(axis=1)          # (batch,) neurons of this core that never fired
+        self._own_at = self._index(self.own_events[0])
+        self._pre_at = {name: self._index(ev[0]) for name, ev in self.pre_events.items()}
+        if self.spiking:
+            fired = np.zeros((self.batch, self.spec.n), bool)
+            fired[self.own_events[1].astype(np.int64), self.own_events[2].astype(np.int64)] = True
+            self.recorded["silent"] = (~fired).sum(axis=1)      # (batch,) neurons of this core that never fired
         self._own, self._pre = [], {name: [] for name in self.hist}
         used = sum(self.memory().values())
         if used > self.spec.budget_bytes:
@@ -238,15 +315,23 @@ class EventPropCore(LearningCore):
                               f"{self.batch} samples make {used} bytes; the budget is machine.sram_per_pe_bytes = "
                               f"{self.spec.budget_bytes}: use a smaller learning.batch_size, more "
                               "parallel.cores_per_population, or more parallel.replicas (each takes a share of the batch)")
+        if self.voltage_loss is not None:
+            logits = voltage_logits(self.voltage_loss, self.v_sum, self.v_max, self.steps)
+            self.recorded["logits"] = logits
+            self.recorded["pred"] = predict_voltage(logits)
+            if self.labels is not None:
+                value, self.v_grad = voltage_loss(self.voltage_loss, logits, self.labels, self.steps)
+                self.recorded["loss"] = value
         if self.loss is not None:
             fired = self.first_step >= 0
             t_ms = spike_times(self.first_step, self.v_before.astype(np.float64), self.v_at.astype(np.float64),
-                               self.steps, self.spec.dt_ms, self.interpolate)
+                               self.steps, self.spec.dt_ms, self.interpolate, self.v_th)
             self.recorded["t_first_ms"] = t_ms
             self.recorded["pred"] = predict(t_ms, fired)
             if self.labels is not None:
                 if self.silent_ms > 0:
-                    t_loss = silent_times(t_ms, fired, self.v_max, self.steps, self.spec.dt_ms, self.silent_ms)
+                    t_loss = silent_times(t_ms, fired, self.v_max, self.steps, self.spec.dt_ms, self.silent_ms,
+                                          self.v_th)
                     value, grad = ttfs_loss(t_loss, np.ones_like(fired), self.labels, self.loss, self.spec.dt_ms)
                     self.loss_grad = np.where(fired, grad, 0.0)
                     self.silent_grad = np.where(fired, 0.0, grad)
@@ -265,6 +350,18 @@ class EventPropCore(LearningCore):
             out[t] = (b[sel], k[sel], values[b[sel], k[sel]])
         return out
 
+    @staticmethod
+    def _index(steps: np.ndarray) -> dict[int, tuple[int, int]]:
+        """``{t: (lo, hi)}``: where the records of step ``t`` lie in ``steps`` (sorted), for the steps
+        that have records only -- as big as the records, not as T (on a chip: a pointer walking
+        the sorted records down as the reverse pass does)."""
+        if not len(steps):
+            return {}
+        starts = np.flatnonzero(np.diff(steps)) + 1
+        lo = [0] + starts.tolist()
+        hi = starts.tolist() + [len(steps)]
+        return dict(zip(steps[lo].tolist(), zip(lo, hi)))
+
     # ---------------------------------------------------------------- reverse
     def begin_backward(self, steps: int, scale: float) -> None:
         if self.own_events is None:
@@ -276,32 +373,58 @@ class EventPropCore(LearningCore):
         self._lam_zero = True                   # the adjoint is still exactly zero (nothing arrived yet)
         self._received = self._no_errors()      # layered: (step, source, sample, neuron, value) of the error events
         self._received_peak = 0
+        self._pending, self._partial = {}, {}
+        self._buffer_bytes = self._buffer_peak = 0
         for g in self.grads:
             g[:] = 0
         self.guarded = 0
         self.loss_scale = scale
-        # Output core: dL/dt at each first spike, and the surrogate's lamV term at each silent
-        # neuron's V_max step, grouped by the reverse round that uses them.
-        self._err_at, self._inject_at = {}, {}
+        # Output core: dL/dt at each first spike, the surrogate's lamV term at each silent
+        # neuron's V_max step, an LI output's c dL/dV: grouped by the reverse step that uses them.
+        self._err_at, self._inject_at, self._inject_all = {}, {}, None
+        c = self.consts
         if self.loss_grad is not None:
             self._err_at = self._by_step(self.first_step - 1, self.first_step >= 0,
                                          (self.loss_grad * scale).astype(self.dtype))
         if self.silent_grad is not None:
-            c = self.consts
             fac = silent_injection_factor(self.silent_ms, self.tau_syn_ms, c["a"], c["b"]) * scale
             self._inject_at = self._by_step(self.v_max_step, self.silent_grad != 0,
                                             (fac * self.silent_grad).astype(self.dtype))
+        if self.v_grad is not None:
+            inj = (voltage_injection_factor(self.tau_syn_ms, c["a"], c["b"]) * scale * self.v_grad).astype(self.dtype)
+            if self.voltage_loss.kind == "max_voltage":
+                self._inject_at = self._by_step(self.v_max_step, np.ones(inj.shape, bool), inj)
+            else:
+                self._inject_all = inj
 
-    def backward_block(self, i: int) -> list[bytes]:
-        """Reverse round ``i`` (module docstring); the error frames to send."""
-        return self._error_frames(i, *self._reverse_step(i))
+    def backward_block(self, i: int, k: int = 1) -> list[bytes]:
+        """Reverse steps ``i+k-1 .. i`` (module docstring; ``k`` <= the smallest delay); the error
+        frames to send: one per group of incoming projections with the same smallest delay, its
+        events' spike steps within ``k`` of each other (offsets from the frame's step)."""
+        groups: dict[int, list] = {}
+        for j in reversed(range(i, i + k)):
+            for dmin, keys, bidx, payload, s in self._reverse_step(j):
+                g = groups.setdefault(dmin, ([], [], [], []))
+                g[0].append(keys)
+                g[1].append(bidx)
+                g[2].append(payload)
+                g[3].append(s)
+        frames = []
+        for dmin in sorted(groups):
+            keys, bidx, payload, steps = groups[dmin]
+            first = min(steps)
+            frames += self._error_frames(first, keys, bidx, payload,
+                                         [np.full(len(x), s - first, np.uint16) for x, s in zip(keys, steps)])
+        if self._buffer_peak:
+            self._check_buffers()
+        return frames
 
     def backward_layer(self, steps: int) -> list[bytes]:
-        """The layered schedule's reverse pass: every round ``steps-1 .. 0`` in turn,
-        the error events that arrived for step ``i+1`` (kept by :meth:`deliver_errors`,
-        in arrival order) added before round ``i`` as the rounds would have added them.
-        One frame; each event's offset is its reverse step.  BudgetError when the
-        error events received do not fit the core's SRAM."""
+        """The layered schedule's reverse pass: every step ``steps-1 .. 0`` in turn,
+        the error events that arrived about spikes at ``i+1`` (kept by :meth:`deliver_errors`,
+        in arrival order) added before step ``i`` as the lockstep rounds would have added them.
+        One frame; each event's offset is the step of the spike it is about.  BudgetError
+        when the error events received do not fit the core's SRAM."""
         self._received_peak = sum(a.nbytes for a in self._received)
         used = sum(self.memory().values())
         if used > self.spec.budget_bytes:
@@ -313,67 +436,80 @@ class EventPropCore(LearningCore):
             # by step, then source core (the order the router delivers a round's frames in), then as sent
             order = np.lexsort((src, t))
             t, b, local, value = t[order], b[order], local[order], value[order]
-        bounds = np.searchsorted(t, np.arange(steps + 2), "left").tolist()
         self._received = self._no_errors()
+        at = self._index(t)
         keys, bidx, payload, offsets = [], [], [], []
         for i in reversed(range(steps)):
-            lo, hi = bounds[i + 1], bounds[i + 2]
+            lo, hi = at.get(i + 1, (0, 0))
             if hi > lo:
                 np.add.at(self.err_in, (b[lo:hi], local[lo:hi]), value[lo:hi])
                 self._err_dirty = True
-            k, bi, p = self._reverse_step(i)
-            keys += k
-            bidx += bi
-            payload += p
-            offsets += [np.full(len(x), i, np.uint16) for x in k]
+            for _, k, bi, p, s in self._reverse_step(i):
+                keys.append(k)
+                bidx.append(bi)
+                payload.append(p)
+                offsets.append(np.full(len(k), s, np.uint16))
+        if self._buffer_peak:
+            self._check_buffers()
         return self._error_frames(0, keys, bidx, payload, offsets)
 
     def _no_errors(self) -> tuple:
         """No received error events: (step, source core, sample, neuron, value)."""
         return tuple(np.zeros(0, dt) for dt in (np.int32, np.int32, np.int32, np.int32, self.dtype))
 
-    def _reverse_step(self, i: int) -> tuple[list, list, list]:
-        """Reverse step ``i`` on this core: the error events (keys, batch indices,
-        payloads, per incoming projection) it sends; the adjoint and gradient updated."""
+    def _reverse_step(self, i: int) -> list[tuple]:
+        """Reverse step ``i`` on this core: the error events it sends, per incoming projection
+        and delay ``(smallest delay of the projection, keys, batch indices, payloads, spike
+        step)``; the adjoint and gradient updated."""
         B = self.batch
+        self._pull(i + 1)
         if self._lam_zero:
             # Until the first error reaches this core the adjoint stays exactly 0 (0 decays to 0,
             # a spike's jump is err / denom = 0): nothing to send, a zero gradient; only the
             # guard still counts this core's spikes at i+1.  Event-driven, and bit for bit the
             # arithmetic below would give.
-            if not self._err_dirty and i not in self._err_at and i not in self._inject_at:
-                lo, hi = self._own_bounds[i + 1], self._own_bounds[i + 2]
+            if not self._err_dirty and i not in self._err_at and i not in self._inject_at \
+                    and self._inject_all is None:
+                lo, hi = self._own_at.get(i + 1, (0, 0))
                 if hi > lo:
                     low = int((self.own_events[3][lo:hi] < self.guard).sum())
                     self.guarded += low
                     self.guarded_total += low
-                return [], [], []
+                return []
             self._lam_zero = False
         lam_v, lam_i = self.lam_v[:B], self.lam_i[:B]
-        keys, payload, batch_idx = [], [], []
-        pre_at = []                                        # per projection: (sample, pre) of the pre spikes at i
+        sends = []
+        pre_at = []                                        # (projection, sample, pre, delay mask or None)
         diff = None
-        for w, inc, ekeys in zip(self.weights, self.spec.incoming, self.error_keys):
-            bounds = self._pre_bounds[inc.pre]
-            lo, hi = bounds[i], bounds[i + 1]
-            if hi == lo:
-                pre_at.append(None)
-                continue
-            _, b, pre = self.pre_events[inc.pre]
-            b, pre = b[lo:hi], pre[lo:hi]
-            pre_at.append((b, pre))
-            if ekeys is None:
-                continue
-            if diff is None:
-                diff = lam_v - lam_i                       # at i+1
-            e = np.einsum("ej,ej->e", w[pre], diff[b])
-            nz = e != 0                                    # zero sums are not sent
-            keys.append(ekeys[pre[nz]])
-            payload.append(e[nz])
-            batch_idx.append(b[nz])
+        for j, (w, inc, ekeys, dmat) in enumerate(zip(self.weights, self.spec.incoming, self.error_keys,
+                                                       self.delays)):
+            ev, ev_at = self.pre_events[inc.pre], self._pre_at[inc.pre]
+            dmin = inc.delay_values[0]
+            several = len(inc.delay_values) > 1
+            for d in reversed(inc.delay_values):           # the spikes whose delay d brings them to i+1
+                s = i + 1 - d
+                if s < 0:
+                    continue
+                lo, hi = ev_at.get(s, (0, 0))
+                if hi == lo:
+                    continue
+                b, pre = ev[1][lo:hi], ev[2][lo:hi]
+                sel = None if dmat is None else dmat[pre] == d
+                pre_at.append((j, b, pre, sel))
+                if ekeys is None:
+                    continue
+                if diff is None:
+                    diff = lam_v - lam_i                   # at i+1
+                e = np.einsum("ej,ej->e", w[pre] if sel is None else w[pre] * sel, diff[b])
+                if several:                                # a sum over delays: complete at the smallest
+                    e = self._partial_sum(j, s, e, last=d == dmin)
+                    if e is None:
+                        continue
+                nz = e != 0                                # zero sums are not sent
+                sends.append((dmin, ekeys[pre[nz]], b[nz], e[nz], s))
         # Adjoint step with this core's spikes at i+1 and their errors.
         c = self.consts
-        lo, hi = self._own_bounds[i + 1], self._own_bounds[i + 2]
+        lo, hi = self._own_at.get(i + 1, (0, 0))
         if hi == lo and i not in self._err_at:             # no spike at i+1: no jump, errors unread
             new_v, new_i, low = adjoint_step(lam_v, lam_i, None, None, None, c["a"], c["b"], self.guard)
         else:
@@ -387,10 +523,13 @@ class EventPropCore(LearningCore):
                 eb, ek, ev = self._err_at[i]
                 err = err.copy()
                 err[eb, ek] += ev
-            new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard)
+            new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard,
+                                             self.jump)
         if i in self._inject_at:                   # the surrogate's term at the silent neurons' V_max step
             jb, jk, jv = self._inject_at[i]
             new_v[jb, jk] += jv
+        if self._inject_all is not None:           # an LI output's mean or sum of the voltage: every step
+            new_v += self._inject_all[:B]
         self.guarded += low
         self.guarded_total += low
         if B == self.spec.batch:                   # fresh arrays: keep them instead of copying
@@ -400,27 +539,75 @@ class EventPropCore(LearningCore):
         if self._err_dirty:
             self.err_in[:B] = 0
             self._err_dirty = False
-        # Gradient at the pre spikes of step i.
-        for g, at in zip(self.grads, pre_at):
-            if at is not None:
-                np.add.at(g, at[1], -self.tau_syn_ms * new_i[at[0]])
-        return keys, batch_idx, payload
+        # Gradient at the pre spikes that arrived at i+1.
+        for j, b, pre, sel in pre_at:
+            if sel is None:
+                np.add.at(self.grads[j], pre, -self.tau_syn_ms * new_i[b])
+            else:
+                np.add.at(self.grads[j], pre, -self.tau_syn_ms * new_i[b] * sel)
+        return sends
+
+    # ------------------------------------------------------------ error buffers
+    def _partial_sum(self, j: int, s: int, e: np.ndarray, last: bool) -> np.ndarray | None:
+        """Per-synapse delays: the partial error sums of projection ``j``'s spikes at ``s`` (the
+        same records every time) add up over its delays, largest first; the smallest delay
+        (``last``) completes and returns them, the others keep them (None)."""
+        held = self._partial.pop((j, s), None)
+        if held is not None:
+            e = held + e
+            self._buffer_bytes -= held.nbytes
+        if last:
+            return e
+        self._partial[(j, s)] = e
+        self._buffer_bytes += e.nbytes
+        self._buffer_peak = max(self._buffer_peak, self._buffer_bytes)
+        return None
+
+    def _pull(self, s: int) -> None:
+        """The buffered error events about this core's spikes at step ``s``, into ``err_in``
+        (in the order they arrived)."""
+        chunks = self._pending.pop(s, None)
+        if chunks is None:
+            return
+        for b, local, value in chunks:
+            np.add.at(self.err_in, (b, local), value)
+            self._buffer_bytes -= b.nbytes + local.nbytes + value.nbytes
+        self._err_dirty = True
+
+    def _check_buffers(self) -> None:
+        used = sum(self.memory().values())
+        if used > self.spec.budget_bytes:
+            raise BudgetError(f"core {self.id} ({self.spec.population}): the error buffers of the reverse pass "
+                              f"(errors waiting for their step, sums over several delays) make {used} bytes; the "
+                              f"budget is {self.spec.budget_bytes} (fewer samples per core or more cores)")
 
     def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
-        """Error events about this core's neurons at reverse step ``i``, added to
-        ``err_in`` for the next round; layered (``span > 1``: frames of the whole
-        run), kept with their steps until :meth:`backward_layer`."""
-        got = list(self._error_events(frames, i, "error events", span=span))
-        if span == 1:
-            for b, local, value, _, _ in got:
-                np.add.at(self.err_in, (b, local), value)
-                self._err_dirty = True
+        """Error events about this core's spikes; lockstep, after reverse steps ``i+span-1 .. i``:
+        those about step ``i`` (the next step needs them) go into ``err_in``, later ones wait in
+        a buffer; layered (frames of the whole run), kept with their steps until
+        :meth:`backward_layer`."""
+        if self.layered:
+            got = list(self._error_events(frames, i, "error events", span=span))
+            if got:
+                parts = [self._received] + [(steps, np.full(len(b), src), b, local, value)
+                                            for b, local, value, steps, src in got]
+                self._received = tuple(np.concatenate(c).astype(r.dtype, copy=False)
+                                       for c, r in zip(zip(*parts), self._received))
             return
-        if got:
-            parts = [self._received] + [(i + off, np.full(len(b), src), b, local, value)
-                                        for b, local, value, off, src in got]
-            self._received = tuple(np.concatenate(c).astype(r.dtype, copy=False)
-                                   for c, r in zip(zip(*parts), self._received))
+        self._pull(i)                                  # what arrived earlier comes first
+        for b, local, value, steps, _ in self._error_events(frames, i, "error events", span=span, latest=i):
+            now = steps == i
+            if not now.all():
+                later = ~now
+                for s in np.unique(steps[later]).tolist():
+                    sel = steps == s
+                    chunk = (b[sel].astype(np.int32), local[sel].astype(np.int32), value[sel])
+                    self._pending.setdefault(s, []).append(chunk)
+                    self._buffer_bytes += sum(a.nbytes for a in chunk)
+                self._buffer_peak = max(self._buffer_peak, self._buffer_bytes)
+                b, local, value = b[now], local[now], value[now]
+            np.add.at(self.err_in, (b, local), value)
+            self._err_dirty = True
 
     def report(self) -> dict:
         rep = super().report()

@@ -1,10 +1,13 @@
-"""spinnray.model.builders: the recurrent ALIF network with a LIF part (network.n_lif) and its delays."""
+"""spinnray.model.builders: the recurrent ALIF network with a LIF part (network.n_lif) and its delays; the
+recurrent LIF network."""
 
 import numpy as np
 import pytest
 
 from spinnray.config import from_dict
 from spinnray.errors import ConfigError
+from spinnray.model.builders import DataShape, RecurrentLIFConfig, build_recurrent_lif
+from spinnray.model.neurons import LI, LIF
 from spinnray.rules.eprop import hidden_core_split
 
 from helpers import RecurrentALIFConfig, eprop_net
@@ -69,3 +72,26 @@ def test_recurrent_and_readout_delays_reach_every_projection():
     for name in ("rec_delay", "out_delay"):
         with pytest.raises(ConfigError, match=f"network.{name} = 0"):
             from_dict(RecurrentALIFConfig, {name: 0}, "network")
+
+
+def test_recurrent_lif_network_for_eventprop_voltage_losses():
+    """network.name = recurrent_lif: spike input -> recurrent LIF (delays per synapse in
+    [delay, rec_delay_max]) -> LI readout with a synaptic filter, seeded; analog data refused."""
+    cfg = RecurrentLIFConfig(hidden=10, delay=2, rec_delay_max=4, tau_out_syn_ms=3.0)
+    net = build_recurrent_lif(cfg, DataShape(7, 4, "spikes"), seed=3)
+    assert [(p.name, p.size) for p in net.populations.values()] == [("input", 7), ("hidden", 10), ("output", 4)]
+    assert isinstance(net["hidden"].model, LIF) and isinstance(net["output"].model, LI)
+    assert net["output"].model.tau_syn_ms == 3.0
+    proj = {p.name: p for p in net.projections}
+    assert set(proj) == {"input->hidden", "hidden->hidden", "hidden->output"}
+    assert proj["input->hidden"].delays == proj["hidden->output"].delays == 2 and net.min_delay == 2
+    d = proj["hidden->hidden"].delays
+    assert d.min() >= 2 and d.max() <= 4 and len(np.unique(d)) == 3
+    again = build_recurrent_lif(cfg, DataShape(7, 4, "spikes"), seed=3)
+    assert all(np.array_equal(a.weights, b.weights) for a, b in zip(net.projections, again.projections))
+    assert len(build_recurrent_lif(RecurrentLIFConfig(hidden=10, recurrent=False), DataShape(7, 4, "spikes"),
+                                   0).projections) == 2
+    with pytest.raises(ConfigError, match="recurrent_lif takes spike input; the data set gives analog"):
+        build_recurrent_lif(cfg, DataShape(7, 4, "analog"), 0)
+    with pytest.raises(ConfigError, match="network.rec_delay_max = 1: expected null or >= network.delay = 2"):
+        build_recurrent_lif(RecurrentLIFConfig(delay=2, rec_delay_max=1), DataShape(7, 4, "spikes"), 0)

@@ -1,5 +1,6 @@
 """spinnray.rules.eventprop.core: replicas and hidden-layer splits train the same weights; a layered
-reverse pass checks its error events against the SRAM budget and rejects error frames past the run."""
+reverse pass checks its error events against the SRAM budget and rejects error frames past the run; lockstep
+reverse rounds reject an error that arrives after its step and buffer one that arrives early."""
 
 import numpy as np
 import pytest
@@ -8,9 +9,12 @@ from spinnray.config import MachineConfig
 from spinnray.data import encode_yin_yang, yin_yang
 from spinnray.errors import BudgetError
 from spinnray.machine import packet
+from spinnray.model.network import Network
+from spinnray.model.neurons import LI, LIF, SpikeSource
 from spinnray.rules.eventprop.core import EventPropCore
+from spinnray.simulator import Simulator
 
-from helpers import EventPropConfig, FeedForwardConfig, eventprop_trainer, yinyang_net
+from helpers import EventPropConfig, FeedForwardConfig, eventprop_learning, eventprop_trainer, yinyang_net
 from unit.machine.test_schedule import MB, NET as LAYERED_NET, yy_data
 
 NET = FeedForwardConfig(steps=50, hidden=40)
@@ -130,3 +134,56 @@ def test_error_frame_beyond_the_span_is_rejected_and_not_used():
         assert n4 == 1 and c.rejected == rejected + 1
     finally:
         tr.close()
+
+
+def test_lockstep_error_about_a_later_step_is_rejected_and_an_earlier_one_waits_for_its_step():
+    """Lockstep reverse rounds: an error event about a spike at step s is used in step s-1, so a
+    frame about a step after the round's first arrived too late (rejected, noted, not used); one
+    about an earlier step waits in the error buffer and counts in the memory account."""
+    rng = np.random.default_rng(0)
+    net = Network()
+    net.population("inp", 4, SpikeSource())
+    net.population("hid", 6, LIF())
+    net.population("out", 2, LI(tau_syn_ms=5.0))
+    net.connect("inp", "hid", rng.normal(1.5, 0.5, (4, 6)))
+    net.connect("hid", "hid", rng.normal(0.0, 0.3, (6, 6)), delays=2)
+    net.connect("hid", "out", rng.normal(0.5, 0.5, (6, 2)))
+    machine = MachineConfig(dtype="float64")
+    x = rng.random((30, 1, 4)) < 0.15
+    with Simulator(net, machine, learning=eventprop_learning(net, machine, loss="mean_voltage")) as sim:
+        sim.run(30, {"inp": x}, targets={"out": np.array([1])})
+        hid = next(c for c in sim.backend.cores if c.spec.population == "hid")
+        out = next(c for c in sim.backend.cores if c.spec.population == "out")
+        t, _, i, _ = hid.own_events
+        k = int(np.argmax(t >= 5))
+        s, key = int(t[k]), hid.spec.error_key_base + int(i[k])
+
+        def frame(step):
+            return packet.encode(packet.Kind.ERROR, out.id, step, keys=[key], offsets=[0], payload=[0.5])
+
+        def reverse(step_of_frame, at):
+            hid.begin_backward(30, 1.0)
+            for j in reversed(range(at + 1, 30)):
+                hid.backward_block(j)
+                hid.deliver_errors([], j)
+            hid.backward_block(at)
+            hid.deliver_errors([frame(step_of_frame)], at)
+            held = hid.memory().get("error_buffers", 0)
+            for j in reversed(range(at)):
+                hid.backward_block(j)
+                hid.deliver_errors([], j)
+            return held, [g.copy() for g in hid.gradients()]
+
+        c = hid.counters
+        rejected = c.rejected
+        _, g0 = reverse(s, s)                  # about step s, delivered after step s: used next (the usual case)
+        held, g1 = reverse(s, s + 2)           # arrived two rounds early: buffered, then used at step s-1
+        assert held > 0 and c.rejected == rejected
+        assert all(np.array_equal(a, b) for a, b in zip(g0, g1)) and any(g.any() for g in g0)
+        _, g2 = reverse(s, s - 1)              # one round late: rejected, not used
+        assert c.rejected == rejected + 1 and f"about step {s} arrived after reverse step {s - 1}" in hid.reasons[-1]
+        hid.begin_backward(30, 1.0)
+        for j in reversed(range(30)):
+            hid.backward_block(j)
+            hid.deliver_errors([], j)
+        assert all(np.array_equal(a, b) for a, b in zip(g2, hid.gradients()))
