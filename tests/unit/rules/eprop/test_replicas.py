@@ -42,15 +42,20 @@ def trainer(replicas, cores, variant="plain", batch_size=B, backend="local", mac
                          replicas=replicas, backend=backend, cluster=cluster)
 
 
-def update(replicas, cores, variant="plain", samples=B, batch_size=B, backend="local", cluster=None):
-    """The weight change of one mini-batch of ``samples`` samples, on every replica, and the losses."""
+def update(replicas, cores, variant="plain", samples=B, batch_size=B, backend="local", machine=None, cluster=None,
+           reports=False):
+    """The weight change of one mini-batch of ``samples`` samples, on every replica, and the losses
+    (and, with ``reports``, the cores' reports and the replica of each)."""
     x, y = batch(size=samples)
-    tr = trainer(replicas, cores, variant, batch_size, backend, cluster=cluster)
+    tr = trainer(replicas, cores, variant, batch_size, backend, machine, cluster)
     try:
         w0 = tr.weights()
         res = tr.train_batch(x, y)
         tr.check_replicas()
         got = [{k: w[k] - w0[k] for k in w0} for w in (tr.weights(r) for r in range(replicas))]
+        if reports:
+            return got, res.outputs["loss"], tr.sim.reports()[0], {pl.core_id: pl.replica
+                                                                   for pl in tr.sim.mapping.placements}
     finally:
         tr.close()
     return got, res.outputs["loss"]
