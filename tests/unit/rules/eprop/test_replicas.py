@@ -19,8 +19,10 @@ from spinnray.rules.learning import LearningCore
 from helpers import EPropConfig, RecurrentALIFConfig, eprop_net, eprop_trainer
 
 T, N_IN, N_OUT, HIDDEN, B = 15, 5, 3, 12, 6
-#: the learning-signal-only variant, and the regulariser (strong enough to matter) with random feedback
-VARIANTS = {"plain": {}, "reg-random": {"rate_reg": 5.0, "rate_target_hz": 20.0, "feedback": "random"}}
+REG = {"rate_reg": 5.0, "rate_target_hz": 20.0, "feedback": "random"}
+#: (network, learning) options: learning signals only; the regulariser (strong enough to matter) with
+#: random feedback; and that on 4 LIF + 8 ALIF neurons (two hidden populations) with a refractory period
+VARIANTS = {"plain": ({}, {}), "reg-random": ({}, REG), "mix": ({"n_lif": 4, "refractory_steps": 2}, REG)}
 TOL = 1e-12
 
 
@@ -35,9 +37,10 @@ def batch(seed=7, size=B):
 
 
 def trainer(replicas, cores, variant="plain", batch_size=B, backend="local", machine=None, cluster=None):
-    net = eprop_net(RecurrentALIFConfig(hidden=HIDDEN, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0), N_IN, N_OUT,
-                    seed=2)
-    learn = EPropConfig(batch_size=batch_size, lr=0.01, surrogate="triangle", gamma=0.3, **VARIANTS[variant])
+    net_opts, learn_opts = VARIANTS[variant]
+    net = eprop_net(RecurrentALIFConfig(hidden=HIDDEN, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0, **net_opts),
+                    N_IN, N_OUT, seed=2)
+    learn = EPropConfig(batch_size=batch_size, lr=0.01, surrogate="triangle", gamma=0.3, **learn_opts)
     return eprop_trainer(net, learn, machine=machine or MachineConfig(dtype="float64"), hidden_cores=cores,
                          replicas=replicas, backend=backend, cluster=cluster)
 
@@ -74,7 +77,7 @@ def assert_same_update(got, want):
         assert rel(got[name], want[name]) <= TOL, (name, rel(got[name], want[name]))
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", ["plain", "reg-random"])
 @pytest.mark.parametrize("cores", [1, 3, 12])
 @pytest.mark.parametrize("replicas", [1, 2, 3, 4])
 def test_replicas_give_the_update_of_one_copy_in_lockstep(replicas, cores, variant):
@@ -83,6 +86,17 @@ def test_replicas_give_the_update_of_one_copy_in_lockstep(replicas, cores, varia
     dws, got_loss = update(replicas, cores, variant)
     np.testing.assert_allclose(got_loss, loss, rtol=TOL)
     for dw in dws:                                            # every copy took the same step
+        assert_same_update(dw, want)
+
+
+@pytest.mark.parametrize("cores,replicas", [(3, 2), (12, 4)])
+def test_lif_alif_mix_replicas_give_the_update_of_one_copy(cores, replicas):
+    """Two hidden populations (LIF and ALIF, each its cores and its regulariser), refractory neurons."""
+    want, loss = lockstep(cores, "mix")
+    dws, got_loss = update(replicas, cores, "mix")
+    np.testing.assert_allclose(got_loss, loss, rtol=TOL)
+    assert {"input->lif", "lif->hidden"} <= set(want)
+    for dw in dws:
         assert_same_update(dw, want)
 
 
