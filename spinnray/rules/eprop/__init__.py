@@ -1,9 +1,10 @@
 """e-prop (Bellec et al. 2020; Rostami et al. 2022 on SpiNNaker2): model-parallel online learning
 of recurrent ALIF networks with eligibility traces on the cores and learning signals through the
 routers; data parallel over ``parallel.replicas`` copies of the network (each on its own cores,
-each a shard of the mini-batch, their gradients summed: :mod:`~spinnray.rules.eprop.core`).  :mod:`~spinnray.rules.eprop.core` holds the hidden and readout cores (and their memory
-models); this module registers the rule: its ``learning.*`` config, the cores of a recurrent ALIF
-network (``network.name = recurrent_alif``), and its metrics.
+each a shard of the mini-batch, their gradients summed).  :mod:`~spinnray.rules.eprop.core` holds
+the hidden and readout cores (and their memory models); this module registers the rule: its
+``learning.*`` config, the cores of a recurrent ALIF network (``network.name = recurrent_alif``),
+and its metrics.
 
 The network (Bellec et al. 2020; Rostami et al. 2022 on SpiNNaker2), one
 step ``t`` of ``dt``; weights indexed (pre, post)::

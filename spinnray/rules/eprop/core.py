@@ -54,9 +54,10 @@ Firing-rate regulariser (``rate_reg`` = c > 0, Bellec et al.'s ``reg_f``; off at
 gains ``c sum_j (r_j - r*)^2`` with ``r_j`` neuron j's rate over the batch and the run in spikes
 per ms (Bellec et al.'s units) and ``r* = rate_target_hz / 1000``.  Its learning signal
 ``2 c (r_j - r*) / (B T dt)`` is the same at every step and sample and needs no message: a core
-knows its own neurons' spikes (with replicas, the copies' counts are summed first).  The gradient is that signal times ``E_ji = sum_{b,t} e_ji[t]``
-(the unfiltered eligibility trace: the loss is on ``z`` itself), kept summed over the batch as
-``(post, pre)`` (``traces``); with no recurrence it is BPTT's gradient of the same loss (tested).
+knows its own neurons' spikes (with replicas, the copies' counts are summed first).  The gradient
+is that signal times ``E_ji = sum_{b,t} e_ji[t]`` (the unfiltered eligibility trace: the loss is on
+``z`` itself), kept summed over the batch as ``(post, pre)`` (``traces``); with no recurrence it is
+BPTT's gradient of the same loss (tested).
 
 Weight storage (``spec.learning.weight_store``, from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``weight_max``, ``synapse``, ``pcm``,
