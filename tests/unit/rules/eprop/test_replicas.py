@@ -21,8 +21,10 @@ from helpers import EPropConfig, RecurrentALIFConfig, eprop_net, eprop_trainer
 T, N_IN, N_OUT, HIDDEN, B = 15, 5, 3, 12, 6
 REG = {"rate_reg": 5.0, "rate_target_hz": 20.0, "feedback": "random"}
 #: (network, learning) options: learning signals only; the regulariser (strong enough to matter) with
-#: random feedback; and that on 4 LIF + 8 ALIF neurons (two hidden populations) with a refractory period
-VARIANTS = {"plain": ({}, {}), "reg-random": ({}, REG), "mix": ({"n_lif": 4, "refractory_steps": 2}, REG)}
+#: random feedback; that on 4 LIF + 8 ALIF neurons (two hidden populations) with a refractory period;
+#: and recurrent and readout delays of 2 and 3 steps
+VARIANTS = {"plain": ({}, {}), "reg-random": ({}, REG), "mix": ({"n_lif": 4, "refractory_steps": 2}, REG),
+            "delays": ({"rec_delay": 2, "out_delay": 3}, REG)}
 TOL = 1e-12
 
 
@@ -89,13 +91,13 @@ def test_replicas_give_the_update_of_one_copy_in_lockstep(replicas, cores, varia
         assert_same_update(dw, want)
 
 
-@pytest.mark.parametrize("cores,replicas", [(3, 2), (12, 4)])
-def test_lif_alif_mix_replicas_give_the_update_of_one_copy(cores, replicas):
-    """Two hidden populations (LIF and ALIF, each its cores and its regulariser), refractory neurons."""
-    want, loss = lockstep(cores, "mix")
-    dws, got_loss = update(replicas, cores, "mix")
+@pytest.mark.parametrize("variant,cores,replicas", [("mix", 3, 2), ("mix", 12, 4), ("delays", 3, 3)])
+def test_mix_and_delays_replicas_give_the_update_of_one_copy(variant, cores, replicas):
+    """Two hidden populations (LIF and ALIF, each its cores and its regulariser) with refractory
+    neurons; recurrent and readout delays above one step."""
+    want, loss = lockstep(cores, variant)
+    dws, got_loss = update(replicas, cores, variant)
     np.testing.assert_allclose(got_loss, loss, rtol=TOL)
-    assert {"input->lif", "lif->hidden"} <= set(want)
     for dw in dws:
         assert_same_update(dw, want)
 
