@@ -45,10 +45,13 @@ def eventprop_trainer(net, learn: EventPropConfig, *, machine, cores_per_populat
 
 
 def eprop_trainer(net, learn: EPropConfig, *, machine, hidden_cores, backend: str = "local",
-                  timeout_s: float = 120.0, batch_size: int | None = None, cluster=None) -> Trainer:
-    """Model-parallel e-prop on the cores (was ``spinnray.eprop_train.EPropTrainer``)."""
+                  timeout_s: float = 120.0, batch_size: int | None = None, cluster=None,
+                  replicas: int = 1) -> Trainer:
+    """Model-parallel e-prop on the cores (was ``spinnray.eprop_train.EPropTrainer``), data parallel
+    over ``replicas`` copies."""
     if batch_size is not None:
         learn = replace(learn, batch_size=batch_size)
     cluster = replace(cluster or ClusterConfig(), round_timeout_s=timeout_s)
     return Trainer(net, rule("eprop"), learn, machine=machine,
-                   parallel=ParallelConfig(cores_per_population=hidden_cores), backend=backend, cluster=cluster)
+                   parallel=ParallelConfig(cores_per_population=hidden_cores, replicas=replicas), backend=backend,
+                   cluster=cluster)

@@ -360,7 +360,8 @@ class ParallelConfig:
     cores_per_population: int | dict | None = opt(
         None, "cores per non-source population (an int, or population -> cores); null = as few as the cap "
               "and budget allow", min=1)
-    replicas: int = opt(1, "data-parallel copies of the network (EventProp)", min=1, max=65536)
+    replicas: int = opt(1, "data-parallel copies of the network (EventProp, e-prop): each takes a share of the "
+                           "mini-batch", min=1, max=65536)
     exchange_interval: int = opt(1, "K: steps between spike exchanges; must be <= the minimum delay", min=1, max=255)
     batch_size: int = opt(1, "samples run in lockstep on every core, one packet per round carries all (a packet "
                                   "indexes samples with 16 bits)", min=1, max=65535)

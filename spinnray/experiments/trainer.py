@@ -4,9 +4,11 @@ across data-parallel replicas, and every core's optimizer step.
 With one replica (or a model-parallel rule) a whole training step is one call per core: the
 forward run, the reverse pass and each core's Adam step on its own gradient
 (:class:`~spinnray.machine.schedule.TrainStep`).  With R replicas each takes a contiguous shard
-of the mini-batch; the driver sums every slice's gradient over the replicas in replica order
-(deterministic) and every replica applies the same step to the same sum, so the replicas never
-diverge (:meth:`Trainer.check_replicas` compares their weight checksums).
+of the mini-batch; the driver sums every slice's :meth:`~spinnray.rules.learning.LearningCore.reduction_terms`
+(its gradients, and what a rule forms them from: e-prop's firing-rate regulariser needs the
+whole batch's spike counts) over the replicas in replica order (deterministic) and every replica
+applies the same step to the same sums, so the replicas never diverge
+(:meth:`Trainer.check_replicas` compares their weight checksums).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class Trainer:
 
     def _reduce_and_apply(self) -> None:
         ids = [pl.core_id for pl in self.learners]
-        grads = self.sim.call(LearningCore.gradients, cores=ids)
+        grads = self.sim.call(LearningCore.reduction_terms, cores=ids)
         total: dict[tuple, list[np.ndarray]] = {}
         for pl in sorted(self.learners, key=lambda p: p.replica):        # replica order: deterministic sums
             key = (pl.slice.population, pl.slice.lo, pl.slice.hi)

@@ -137,6 +137,7 @@ class CoreSpec:
     history: dict = field(default_factory=dict)          # pre population -> (depth, pre_size)
     sources: tuple[tuple[int, str, int, int], ...] = ()  # (key prefix, pre population, lo, hi)
     replica: int = 0
+    replicas: int = 1                                    # data-parallel copies of the network
     error_key_base: int | None = None                    # error events about this slice's neurons
     learning: Any = None                                 # a rule's typed core spec, or None
 

@@ -41,7 +41,7 @@ class TrainStep(NamedTuple):
     """What follows a forward run in the same call to every core: the reverse pass with loss
     scale ``scale`` over ``rounds`` rounds (None: one per step of the run; e-prop's learning
     signals need 1), then, with ``lr``, every learning core's optimizer step on its own
-    gradient (when nothing needs reducing: one replica, or model-parallel e-prop)."""
+    gradient (when nothing needs reducing: one replica)."""
 
     scale: float
     rounds: int | None = None

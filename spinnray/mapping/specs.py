@@ -104,6 +104,7 @@ def specs_from_mapping(mapping, batch: int = 1, learning: Learning | None = None
             dtype=machine.dtype, batch=batch, budget_bytes=machine.sram_per_pe_bytes,
             incoming=tuple(incoming),
             history={name: (d, net.populations[name].size) for name, d in depth.items()},
-            sources=sources, replica=pl.replica, error_key_base=pl.error_key_base, learning=rule,
+            sources=sources, replica=pl.replica, replicas=mapping.replicas, error_key_base=pl.error_key_base,
+            learning=rule,
         ))
     return specs

@@ -9,8 +9,10 @@ and by trainers through ``Simulator.call(LearningCore.method, ...)``:
 * ``begin_backward(steps, scale)``, ``backward_block(i, k) -> frames`` (reverse steps
   ``i+k-1 .. i`` of a lockstep round),
   ``backward_layer(steps) -> frames``, ``deliver_errors(frames, i, span)``: the reverse pass;
-* ``gradients()``: dL/dW of each incoming projection; ``apply(grads, lr)``: one Adam step with
-  ``grads`` (None: its own gradient);
+* ``gradients()``: dL/dW of each incoming projection; ``reduction_terms()``: what data-parallel
+  replicas sum elementwise (by default the gradients; a rule whose gradient is not a sum over
+  samples adds the batch sums it is formed from); ``apply(grads, lr)``: one Adam step with
+  ``grads``, the replicas' sums of ``reduction_terms()`` (None: its own gradient);
 * ``learning_state()`` / ``load_learning_state(state)``: what a checkpoint keeps.
 
 Weight storage (``spec.learning.weight_store``, the :class:`WeightStoreSpec` of
@@ -187,8 +189,14 @@ class LearningCore(Core):
     def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
         raise NotImplementedError
 
+    def reduction_terms(self) -> list[np.ndarray]:
+        """What data-parallel replicas sum elementwise (in replica order) before :meth:`apply`: the
+        gradients, each a sum over this core's samples."""
+        return self.gradients()
+
     def apply(self, grads: list[np.ndarray] | None = None, lr: float | None = None) -> None:
-        """One Adam step of every incoming projection with ``grads`` (None: this core's own)."""
+        """One Adam step of every incoming projection with ``grads``, the replicas' sums of
+        :meth:`reduction_terms` (None: this core's own gradient)."""
         if grads is None:
             grads = self.gradients()
         for j, (w, g) in enumerate(zip(self.weights, grads)):

@@ -9,8 +9,8 @@ With Ray (``ray``, ``multinode``): a 3-node ``ray.cluster_utils.Cluster`` on thi
 machine, started in a child process (the session-wide Ray of conftest.py
 lives in this one, and a process holds one Ray), which runs this file as a
 script and pickles what it saw; the tests compare that with the local
-backend here.  Results and counters equal local ones, cores run on the nodes
-configured, a killed core or a removed node is a prompt error naming the core,
+backend here.  Results and counters equal local ones (also for data-parallel e-prop with one copy
+per node), cores run on the nodes configured, a killed core or a removed node is a prompt error naming the core,
 round and phase, and an impossible placement fails at once.
 """
 
@@ -111,6 +111,10 @@ def _child_main(out_path: str) -> None:
             tr.close()
 
         out["phase_s"]["C"] = time.monotonic() - t
+        t = time.monotonic()
+        # C2: data-parallel e-prop, one copy (3 hidden cores + readout = one chip) per node.
+        out["eprop_replicas"] = eprop_replicas_step("ray", ClusterConfig(chips_per_node=1))
+        out["phase_s"]["C2"] = time.monotonic() - t
         t = time.monotonic()
         # D: default node order; then a node is removed mid-run.
         sim = Simulator(make_network(), MachineConfig(pes_per_chip=1, sram_per_pe_bytes=1 << 20),
@@ -269,6 +273,16 @@ def eprop_steps(tr) -> dict:
     return {"weights": tr.weights(), "traffic": tr.sim.metrics()["traffic"], "nodes": [c["node"] for c in cores]}
 
 
+def eprop_replicas_step(backend: str, cluster=None):
+    """One mini-batch of data-parallel e-prop (regulariser, random feedback) on 3 copies of 4 cores."""
+    from unit.rules.eprop.test_replicas import update
+
+    dws, loss, cores, replica_of = update(3, 3, "reg-random", backend=backend, cluster=cluster, reports=True,
+                                          machine=MachineConfig(dtype="float64", pes_per_chip=4))
+    return {"updates": dws, "loss": loss, "nodes": {c["core_id"]: c["node"] for c in cores},
+            "replica_of": replica_of}
+
+
 @pytest.fixture(scope="module")
 def child(tmp_path_factory):
     """What the 3-node cluster child process saw (one Cluster for all tests)."""
@@ -376,6 +390,28 @@ def test_cluster_eprop_steps_equal_local(child):
     assert got["traffic"]["inter_node"]["events"] > 0
     for name, w in ref["weights"].items():
         np.testing.assert_array_equal(got["weights"][name], w, err_msg=name)
+
+
+@pytest.mark.ray
+@pytest.mark.multinode
+def test_cluster_eprop_replicas_one_copy_per_node(child):
+    """3 copies of the e-prop network, one per node: the same update as on the local backend, and
+    as one copy running the mini-batch in lockstep (float64, <= 1e-12)."""
+    from unit.rules.eprop.test_replicas import assert_same_update, lockstep
+
+    got = child["eprop_replicas"]
+    nodes = {}
+    for cid, r in got["replica_of"].items():
+        nodes.setdefault(r, set()).add(got["nodes"][cid])
+    assert sorted(nodes) == [0, 1, 2] and all(len(n) == 1 for n in nodes.values())
+    assert len(set.union(*nodes.values())) == 3                      # each copy on a node of its own
+    ref = eprop_replicas_step("local")
+    np.testing.assert_array_equal(got["loss"], ref["loss"])
+    want, _ = lockstep(3, "reg-random")
+    for dw, local in zip(got["updates"], ref["updates"]):
+        for name in local:
+            np.testing.assert_array_equal(dw[name], local[name], err_msg=name)
+        assert_same_update(dw, want)
 
 
 @pytest.mark.ray

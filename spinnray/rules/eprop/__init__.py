@@ -1,8 +1,10 @@
 """e-prop (Bellec et al. 2020; Rostami et al. 2022 on SpiNNaker2): model-parallel online learning
 of recurrent ALIF networks with eligibility traces on the cores and learning signals through the
-routers.  :mod:`~spinnray.rules.eprop.core` holds the hidden and readout cores (and their memory
-models); this module registers the rule: its ``learning.*`` config, the cores of a recurrent ALIF
-network (``network.name = recurrent_alif``), and its metrics.
+routers; data parallel over ``parallel.replicas`` copies of the network (each on its own cores,
+each a shard of the mini-batch, their gradients summed).  :mod:`~spinnray.rules.eprop.core` holds
+the hidden and readout cores (and their memory models); this module registers the rule: its
+``learning.*`` config, the cores of a recurrent ALIF network (``network.name = recurrent_alif``),
+and its metrics.
 
 The network (Bellec et al. 2020; Rostami et al. 2022 on SpiNNaker2), one
 step ``t`` of ``dt``; weights indexed (pre, post)::
@@ -73,7 +75,8 @@ class EPropConfig:
 
     rule: str = opt("eprop", "learning rule", choices=("eprop",))
     epochs: int = opt(10, "passes over the training set", min=1, max=1_000_000)
-    batch_size: int = opt(1, "samples per update: 1 = online, as on the chip; B = lockstep mini-batch", min=1, max=65535)
+    batch_size: int = opt(1, "samples per update (all replicas together): 1 = online, as on the chip; B = "
+                             "mini-batch, in lockstep on each copy", min=1, max=65535)
     lr: float = opt(0.01, "Adam learning rate (Rostami et al.: 0.01)", min=0.0, max=10.0)
     lr_decay: float = opt(0.3, "learning-rate factor every lr_decay_every epochs", min=0.0, max=1.0)
     lr_decay_every: int = opt(6, "epochs between learning-rate decays", min=1, max=1_000_000)
@@ -159,8 +162,10 @@ def cores(network, cores_per_population):
 
 
 def check(cfg: EPropConfig, parallel, network, data) -> None:
-    if parallel.replicas != 1:
-        raise ConfigError(f"parallel.replicas = {parallel.replicas}: e-prop here is model-parallel; expected 1")
+    if parallel.replicas > cfg.batch_size:
+        raise ConfigError(f"parallel.replicas = {parallel.replicas} with learning.batch_size = {cfg.batch_size}: the "
+                          "replicas share each mini-batch, so some would never get a sample; expected "
+                          f"learning.batch_size >= {parallel.replicas} (or fewer replicas)")
     if parallel.schedule != "lockstep":
         raise ConfigError(f"parallel.schedule = {parallel.schedule!r}: the recurrent ALIF layer exchanges "
                           "spikes every step; expected 'lockstep'")
@@ -179,8 +184,10 @@ def training_state_bytes(memory_per_core: list[dict]) -> int:
 
 
 def metrics(trainer, cores: list[dict]) -> dict:
-    """e-prop's own keys of ``metrics.json``."""
+    """e-prop's own keys of ``metrics.json``, for one copy of the network (replica 0)."""
     hidden = hidden_populations(trainer.sim.network)
+    first = {pl.core_id for pl in trainer.sim.mapping.placements if pl.replica == 0}
+    cores = [c for c in cores if c["core_id"] in first]
     return {"hidden_cores": sum(1 for c in cores if c["population"] in hidden),
             "training_state_bytes": training_state_bytes([c["memory"] for c in cores])}
 

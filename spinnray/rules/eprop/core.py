@@ -9,6 +9,16 @@ signals ``L_j`` as error events (float payload), one per hidden neuron and
 sample, through the router to the cores that own those neurons.  Weights never
 leave their core: each applies Adam to its own slice.
 
+Data parallel (``parallel.replicas`` = R): R copies of this model-parallel network, each on its
+own cores, each running a shard of the mini-batch; the loss scale is 1 / (the whole mini-batch),
+so each copy's gradients are its samples' terms of the one-copy sum, and the trainer sums every
+slice's :meth:`~EPropCore.reduction_terms` over the copies before every copy applies the same
+Adam step.  The regulariser's gradient is not a sum over samples (its signal uses the batch's
+rate), so a hidden core's terms are the learning signals' part of its gradient, its summed
+unfiltered traces and its spike counts; :meth:`~EPropCore.apply` forms the regulariser's part
+from the sums.  R copies of B / R samples (any shards, an empty one too) then give the update
+of one copy running the B samples in lockstep, up to the order of float additions.
+
 The equations are in :mod:`spinnray.rules.eprop`.  A hidden core is built from an
 :class:`EPropHiddenSpec`, the readout core from an :class:`EPropReadoutSpec`; their
 ``memory(shape)`` is the one memory model of each (the mapping's budget check and the
@@ -44,9 +54,10 @@ Firing-rate regulariser (``rate_reg`` = c > 0, Bellec et al.'s ``reg_f``; off at
 gains ``c sum_j (r_j - r*)^2`` with ``r_j`` neuron j's rate over the batch and the run in spikes
 per ms (Bellec et al.'s units) and ``r* = rate_target_hz / 1000``.  Its learning signal
 ``2 c (r_j - r*) / (B T dt)`` is the same at every step and sample and needs no message: a core
-knows its own neurons' spikes.  The gradient is that signal times ``E_ji = sum_{b,t} e_ji[t]``
-(the unfiltered eligibility trace: the loss is on ``z`` itself), kept summed over the batch as
-``(post, pre)`` (``traces``); with no recurrence it is BPTT's gradient of the same loss (tested).
+knows its own neurons' spikes (with replicas, the copies' counts are summed first).  The gradient
+is that signal times ``E_ji = sum_{b,t} e_ji[t]`` (the unfiltered eligibility trace: the loss is on
+``z`` itself), kept summed over the batch as ``(post, pre)`` (``traces``); with no recurrence it is
+BPTT's gradient of the same loss (tested).
 
 Weight storage (``spec.learning.weight_store``, from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``weight_max``, ``synapse``, ``pcm``,
@@ -58,8 +69,11 @@ EventProp cores).  The device clock: a PCM store is read once per run at the
 emulated time ``t = samples_seen x T x dt`` (``samples_seen`` counts every
 sample this core ran before, training and test; with a lockstep batch of B
 samples the B samples share one read, and the clock advances by ``B T dt``, as
-if run one after the other).  Adam's step is given to the store as a delta at
-the time the run ended.  Training is bit-identical for 1, 3 or 12 cores.
+if run one after the other).  With replicas every copy's clock advances by the
+mapped batch ``spec.batch x T x dt`` per run whatever its shard (the copies run
+side by side, as EventProp's), so copies with uneven shards hold identical
+devices.  Adam's step is given to the store as a delta at the time the run
+ended.  Training is bit-identical for 1, 3 or 12 cores.
 """
 
 from __future__ import annotations
@@ -180,7 +194,9 @@ class EPropCore(LearningCore):
             raise SpinnrayError(f"learning.window_steps = {w} exceeds the run's {steps} steps")
         self.window_start = steps - w
         self.window = w
-        self._read_stores(self.batch, steps)   # this run's effective weights; the clock advances by B T dt
+        # this run's effective weights; the clock advances by B T dt, or with replicas (copies side
+        # by side) by the mapped batch whatever the shard, so uneven shards age every copy alike
+        self._read_stores(self.batch if self.spec.replicas == 1 else self.spec.batch, steps)
         self.has_grads = False
 
     def _pre_activity(self, t: int) -> np.ndarray:
@@ -215,17 +231,30 @@ class EPropCore(LearningCore):
         raise NotImplementedError
 
     def apply(self, grads=None, lr: float | None = None) -> None:
-        """One Adam step of this core's own weights with its own gradients (plus L2); every
-        e-prop core owns its gradient (``grads`` must be None: nothing is reduced)."""
-        if grads is not None:
-            raise SpinnrayError(f"core {self.id}: e-prop applies its own gradient; got gradients to apply")
+        """One Adam step of this core's own weights (plus L2) with ``grads``: the replicas' sums of
+        :meth:`reduction_terms` (data parallel), or None: this core's own gradient."""
         if not self.has_grads:
             raise SpinnrayError(f"core {self.id}: apply before a backward round")
-        for j, (w, g) in enumerate(zip(self.weights, self.gradients())):
+        grads = self.gradients() if grads is None else self._reduced(grads)
+        for j, (w, g) in enumerate(zip(self.weights, grads)):
             if self.weight_decay:
                 g = g + self.weight_decay * w
             self._adam_step(j, g, lr)
         self.has_grads = False
+
+    def _reduced(self, terms) -> list[np.ndarray]:
+        """The gradients from the replicas' sums of :meth:`reduction_terms` (checked against this
+        core's own terms: a wrong count or shape is an error naming both)."""
+        want = [np.shape(t) for t in self.reduction_terms()]
+        got = [np.shape(t) for t in terms]
+        if got != want:
+            raise SpinnrayError(f"core {self.id}: reduced terms of shapes {got}; expected {want} "
+                                "(the replicas' sums of reduction_terms())")
+        return self._from_terms(list(terms))
+
+    def _from_terms(self, terms: list) -> list[np.ndarray]:
+        """The gradients from summed :meth:`reduction_terms` (here: the gradients themselves)."""
+        return [np.asarray(g, w.dtype) for g, w in zip(terms, self.weights)]
 
     def backward_layer(self, steps: int) -> list[bytes]:
         raise SpinnrayError(f"core {self.id}: e-prop runs lockstep; the layered schedule has no learning signals")
@@ -321,20 +350,46 @@ class EPropHiddenCore(EPropCore):
         return []
 
     def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
-        """Take the learning signals, then form the gradient from the accumulated traces."""
+        """Take the learning signals, then form their part of the gradient from the accumulated
+        traces (the regulariser's part is added by :meth:`gradients` or, reduced, by :meth:`apply`)."""
         for b, local, value, _, _ in self._error_events(frames, i, "learning signals", None, span):
             np.add.at(self.signal, (b, local), value)
         B = self.batch
         for g, (a, b) in zip(self.grads, zip(self.offsets[:-1], self.offsets[1:])):
             for s in range(B):
                 g += self.signal[s][None, :] * self.acc[s, :, a:b].T
-        if self.rate_reg:
-            per = self.loss_scale / (self.steps * self.spec.dt_ms)     # d r_j / d z_j[b, t]
-            rate = self.zcount * per
-            sig = (2.0 * self.rate_reg * per) * (rate - self.rate_target)
-            for g, (a, b) in zip(self.grads, zip(self.offsets[:-1], self.offsets[1:])):
-                g += (sig[:, None] * self.ereg[:, a:b]).T.astype(g.dtype, copy=False)
         self.has_grads = True
+
+    def _with_regulariser(self, grads, ereg: np.ndarray, zcount: np.ndarray) -> list[np.ndarray]:
+        """``grads`` (the learning signals' part) plus the regulariser's, from the batch's summed
+        traces ``ereg`` and spike counts ``zcount`` (the rate needs the whole batch's count)."""
+        if not self.rate_reg:
+            return list(grads)
+        per = self.loss_scale / (self.steps * self.spec.dt_ms)     # d r_j / d z_j[b, t]
+        rate = zcount * per
+        sig = (2.0 * self.rate_reg * per) * (rate - self.rate_target)
+        return [g + (sig[:, None] * ereg[:, a:b]).T.astype(g.dtype, copy=False)
+                for g, (a, b) in zip(grads, zip(self.offsets[:-1], self.offsets[1:]))]
+
+    def gradients(self) -> list[np.ndarray]:
+        """dL/dW of each incoming projection over this core's samples, regulariser included, masked."""
+        return [g if m is None else g * m
+                for g, m in zip(self._with_regulariser(self.grads, self.ereg, self.zcount), self.masks)]
+
+    def reduction_terms(self) -> list[np.ndarray]:
+        """The learning signals' part of the gradients (masked) and, with the regulariser, its
+        summed traces ``ereg`` (n, P) and spike counts (n,): replicas sum these, and :meth:`apply`
+        forms the regulariser's part from the whole batch's rate."""
+        own = [g if m is None else g * m for g, m in zip(self.grads, self.masks)]
+        return own + [self.ereg, self.zcount] if self.rate_reg else own
+
+    def _from_terms(self, terms: list) -> list[np.ndarray]:
+        k = len(self.weights)
+        grads = [np.asarray(g, w.dtype) for g, w in zip(terms[:k], self.weights)]
+        if not self.rate_reg:
+            return grads
+        full = self._with_regulariser(grads, np.asarray(terms[k], self.dtype), np.asarray(terms[k + 1], np.int64))
+        return [g if m is None else g * m for g, m in zip(full, self.masks)]
 
 
 

@@ -6,8 +6,9 @@ import pytest
 from dataclasses import replace
 
 from spinnray import ALIF, LI, AnalogSource, MachineConfig, Network
-from spinnray.config import from_dict
+from spinnray.config import ParallelConfig, from_dict
 from spinnray.errors import ConfigError, NetworkError
+from spinnray.rules.eprop import check
 
 from helpers import EPropConfig, eprop_learning
 
@@ -73,3 +74,12 @@ def test_per_synapse_and_mixed_readout_delays_are_refused_naming_the_projection(
     net = _net({"hidden": 2})
     net.connect("hidden", "output", np.ones((4, 2)), delays=2, name="same")     # one delay: its signals add up
     assert eprop_learning(net, MachineConfig()).specs["hidden"].readout_delay == 2
+
+
+def test_replicas_are_checked_against_the_mini_batch_and_the_schedule():
+    check(EPropConfig(batch_size=4), ParallelConfig(replicas=4), None, None)       # data parallel: allowed
+    with pytest.raises(ConfigError, match=r"parallel.replicas = 4 with learning.batch_size = 3: .*expected "
+                                          r"learning.batch_size >= 4"):
+        check(EPropConfig(batch_size=3), ParallelConfig(replicas=4), None, None)
+    with pytest.raises(ConfigError, match="parallel.schedule = 'layered'"):
+        check(EPropConfig(batch_size=4), ParallelConfig(replicas=2, schedule="layered"), None, None)
