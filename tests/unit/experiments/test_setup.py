@@ -3,7 +3,9 @@
 import pytest
 
 from spinnray.config import RunConfig, from_dict
-from spinnray.errors import ConfigError
+from spinnray.errors import BudgetError, ConfigError
+from spinnray.mapping.place import map_network
+from spinnray.model.builders import DataShape
 from spinnray.experiments.setup import resolve
 
 from helpers import ROOT, composed
@@ -18,8 +20,31 @@ def test_every_scenario_composes_and_validates():
         run = resolve(cfg)                    # network, data and learning typed by their registries
         assert run.kind
         assert cfg.machine.pes_per_chip == 152
-        # only batched e-prop models its lockstep traces in DRAM, and says so in its YAML
-        assert cfg.machine.sram_per_pe_bytes == (4 * 1024 * 1024 if name == "eprop_cue" else 128 * 1024), name
+        # the chip's limits are the default: no scenario raises a PE's SRAM
+        assert cfg.machine.sram_per_pe_bytes == 128 * 1024, name
+
+
+@pytest.mark.parametrize("scenario, shape, cores", [
+    ("eprop_cue", DataShape(40, 2, "spikes"), 8 * (10 + 1)),
+    ("eprop_kws", DataShape(80, 12, "analog"), 8 * (12 + 1)),
+])
+def test_eprop_scenarios_batch_through_replicas_inside_one_chip(scenario, shape, cores):
+    """The e-prop scenarios' mini-batches run on copies of the network, each core inside the
+    chip's 128 KB and all copies on one 152-PE chip (mapped as the Trainer maps them)."""
+    run = resolve(composed(f"scenario={scenario}"))
+    par, machine = run.config.parallel, run.config.machine
+    assert par.replicas > 1 and run.learning.batch_size % par.replicas == 0
+    net = run.builder.build(run.network, shape, 0)
+    mapping = map_network(net, machine, run.rule.cores(net, par.cores_per_population),
+                          batch=run.learning.batch_size // par.replicas, replicas=par.replicas,
+                          learning=run.rule.learning(net, run.learning, machine))
+    assert mapping.n_cores == cores <= machine.pes_per_chip
+    largest = max(sum(m.values()) for m in mapping.memory)
+    assert 0.5 * machine.sram_per_pe_bytes < largest <= machine.sram_per_pe_bytes == 128 * 1024
+    # the same mini-batch in lockstep on one copy is what no longer fits the chip
+    with pytest.raises(BudgetError):
+        map_network(net, machine, run.rule.cores(net, par.cores_per_population), batch=run.learning.batch_size,
+                    learning=run.rule.learning(net, run.learning, machine))
 
 
 # ------------------------------------------------------------ resolve
