@@ -22,6 +22,13 @@ def test_every_scenario_composes_and_validates():
         assert cfg.machine.sram_per_pe_bytes == (4 * 1024 * 1024 if name == "eprop_cue" else 128 * 1024), name
 
 
+def test_every_scenario_takes_network_steps():
+    """README: every scenario takes network.steps (where the data set has its own length, check_steps
+    holds the value to it when the run starts)."""
+    for name in sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml")):
+        assert resolve(composed(f"scenario={name}", "network.steps=100")).network.steps == 100, name
+
+
 # ------------------------------------------------------------ resolve
 @pytest.mark.parametrize("section, key, value, choices", [
     ("learning", "rule", "sgd", "['bptt', 'eprop', 'eventprop', 'none', 'tlbptt']"),
