@@ -201,7 +201,12 @@ def plot_matrix(run: RunData, matrix: np.ndarray, names: list[str], path: Path) 
     ax.set_yticks(ticks, [f"{i} {names[i]}" for i in ticks], fontsize=7)
     ax.set_facecolor("white")
     ax.set(xlabel="destination core (id, population)", ylabel="source core (id, population)")
-    fig.colorbar(im, ax=ax, label="KiB sent by the router (log scale); blank = none")
+    from matplotlib.ticker import FuncFormatter
+
+    bar = fig.colorbar(im, ax=ax, label="KiB sent by the router (log scale); blank = none")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")            # 40, not 4 x 10^1
+    bar.ax.yaxis.set_major_formatter(plain)
+    bar.ax.yaxis.set_minor_formatter(plain)
     ax.set_title(plot_title(run, "router traffic, source -> destination core"), fontsize=10)
     return save_png(fig, path)
 
