@@ -85,7 +85,7 @@ def accuracy_text(m: dict) -> str | None:
     if classes:
         text += f" (chance {pct(1 / len(classes))})"
     tested = [h for h in m.get("history", []) if "test_accuracy" in h]
-    if len(tested) > 1 and "best_test_accuracy" in m:
+    if len(tested) > 1 and m.get("best_test_accuracy", m["test_accuracy"]) != m["test_accuracy"]:
         best = max(tested, key=lambda h: h["test_accuracy"])
         text += f"; best {pct(m['best_test_accuracy'])} (epoch {best.get('epoch', '?')})"
     if "val_selected_epoch" in m:
@@ -150,8 +150,9 @@ def memory_text(m: dict, brief: bool = False) -> str:
     if budget:
         text += f" of its {human_bytes(budget)} budget ({pct(big / budget)})"
         if budget != CHIP_SRAM:
+            over = big / CHIP_SRAM
             text += (f", machine.sram_per_pe_bytes changed from the chip's {human_bytes(CHIP_SRAM)}"
-                     + (f" ({pct(big / CHIP_SRAM)} of it)" if not brief else ""))
+                     + ("" if brief else f" ({sig3(over)} x that)" if over > 1 else f" ({pct(over)} of that)"))
     if brief:
         return text
     if "total_bytes" in mem:
