@@ -7,6 +7,7 @@ jobs of a sweep failed (each left an ``error.txt``; the comparison lists them).
 """
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from spinnray.config import RunConfig, from_dict
 from spinnray.errors import ConfigError, SpinnrayError
 from spinnray.experiments.cli import check_overrides
 from spinnray.experiments.runner import run
+from spinnray.experiments.setup import resolve
+from spinnray.report.headline import summary_line
 
 log = logging.getLogger("spinnray")
 CONF = Path(__file__).resolve().parent / "conf"
@@ -27,26 +30,18 @@ JOBS = {"run": 0, "failed": []}          # this process's jobs (a sweep runs the
 
 
 def summary(scenario: str, m: dict) -> str:
-    """The run's one-line result: spikes sent and deliveries apart, each against dense."""
-    tr = m["traffic"]
-    dense = tr["dense_equivalent_events"]
-    sent, delivered = tr.get("spike_events_sent", tr["spike_events"]), tr["spike_events"]
-    line = (f"scenario {scenario} on {m['backend']}: {m['cores']} cores, {m['wall_s']:.2f} s wall; "
-            f"{sent} spikes sent ({sent / dense:.4f} of dense {dense})" if dense else
-            f"scenario {scenario} on {m['backend']}: {m['cores']} cores, {m['wall_s']:.2f} s wall; {sent} spikes sent")
-    line += f", {delivered} deliveries to cores"
-    if tr.get("error_events"):
-        line += f", {tr['error_events_sent']} error events sent"
-    if "test_accuracy" in m:
-        line += f"; test accuracy {100 * m['test_accuracy']:.2f} %"
-    mem = m["memory"]
-    if mem.get("budget_bytes_per_core"):
-        line += (f"; largest core {mem['per_core_max_bytes'] / 1024:.1f} KB of its "
-                 f"{mem['budget_bytes_per_core'] / 1024:.0f} KB")
-    return line
+    """The run's one-line result (:func:`spinnray.report.headline.summary_line`, the report's headline
+    on one line): spikes sent and deliveries apart, error events against spikes, accuracy, the
+    largest core against its budget."""
+    return summary_line(scenario, m)
 
 
 GROUPS = ("network", "data", "learning", "parallel", "machine")
+
+
+def command(overrides) -> str:
+    """The command that runs this job again (a sweep's job: with its own values)."""
+    return " ".join(["python run.py", *map(shlex.quote, overrides)])
 
 
 def run_label(scenario: str, overrides) -> str:
@@ -63,10 +58,11 @@ def main(cfg: DictConfig):
     JOBS["run"] += 1
     try:
         typed = from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
-        if typed.backend == "ray":
+        if typed.backend == "ray" and resolve(typed).rule.runner != "dense":   # dense BPTT runs no cores
             ensure_ray(typed.cluster.address, typed.cluster.num_cpus,      # once per process
                        ship_code=typed.cluster.ship_code)
-        metrics = run(typed, hc.runtime.output_dir, scenario)
+        metrics = run(typed, hc.runtime.output_dir, scenario, command=command(hc.overrides.task),
+                      overrides=list(hc.overrides.task))
     except (SpinnrayError, OSError) as e:
         # a configuration, data or machine error names its cause; an OSError names the path
         log.error("%s: %s", type(e).__name__, e)

@@ -10,6 +10,7 @@ dotted key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -104,8 +105,9 @@ def from_dict(cls, data, prefix: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
+        near = difflib.get_close_matches(unknown[0], names, n=3, cutoff=0.6)
         raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key; "
-                          f"allowed keys are {names}")
+                          + (f"did you mean {' or '.join(near)}? " if near else "") + f"allowed keys are {names}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:

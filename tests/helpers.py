@@ -281,3 +281,18 @@ def expected_link_classes(net: Network, mapping, spikes: dict) -> tuple[dict, in
             counts[cls] += n_spikes
         wire += n_spikes * len({d.node for d in dests} - {src.node})
     return counts, wire
+
+
+def keep_figures(monkeypatch) -> list:
+    """The figures the report and the comparison hand to ``save_png``, in order (each still saved)."""
+    from spinnray.report import compare, plots
+
+    got, original = [], plots.save_png
+
+    def keep(fig, path):
+        got.append(fig)
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "save_png", keep)
+    monkeypatch.setattr(compare, "save_png", keep)
+    return got

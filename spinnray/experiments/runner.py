@@ -1,13 +1,16 @@
 """What ``run.py`` runs: a typed run config to ``metrics.json``, by the kind its rule names.
 
 Every run writes into its output directory ``metrics.json`` (the summary, documented key by key
-in :mod:`spinnray.machine.counters`), ``cores.json`` (one report per core: counters, memory by
-category, notes) and ``routers.json`` (one report per router); Hydra writes ``.hydra/``.
+in :mod:`spinnray.machine.counters`), ``config.json`` (the command and the configuration as typed
+and checked, every default filled in: what the report's headline describes), ``cores.json`` (one
+report per core: counters, memory by category, notes) and ``routers.json`` (one report per
+router); Hydra writes ``.hydra/``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from spinnray.config import RunConfig
@@ -19,7 +22,7 @@ from spinnray.experiments.summary import write_json
 from spinnray.experiments.train import run_training
 from spinnray.report import report_after_run
 
-__all__ = ["run", "check_weight_store_kind", "RUNNERS"]
+__all__ = ["run", "check_weight_store_kind", "RUNNERS", "typed_config"]
 
 log = logging.getLogger("spinnray")
 
@@ -39,13 +42,24 @@ def check_weight_store_kind(run: Run) -> None:
                       "kinds eprop and eventprop only; expected machine.weight_bits=32 and machine.synapse=ideal")
 
 
-def run(cfg: RunConfig, out_dir: Path, scenario: str) -> dict:
-    """Run ``cfg`` and write ``metrics.json`` (and the reports) into ``out_dir``."""
+def typed_config(run: Run, command: str | None = None, overrides=()) -> dict:
+    """``config.json``: the command that started the run (None when it was not ``run.py``), its
+    overrides, and every section as typed (``network``, ``data`` and ``learning`` by their
+    registries, so defaults the YAML leaves out are filled in), with the rule's name and kind."""
+    return {"command": command, "overrides": list(overrides), **asdict(run.config), "rule": run.rule.name,
+            "kind": run.kind, "network": asdict(run.network), "data": asdict(run.data),
+            "learning": asdict(run.learning)}
+
+
+def run(cfg: RunConfig, out_dir: Path, scenario: str, command: str | None = None, overrides=()) -> dict:
+    """Run ``cfg`` and write ``metrics.json``, ``config.json`` (and the reports) into ``out_dir``;
+    ``command`` and ``overrides``: how ``run.py`` was called, for the report's headline."""
     typed = resolve(cfg)
     check_weight_store_kind(typed)
     check_parallel(typed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", typed_config(typed, command, overrides))
     metrics = RUNNERS[typed.rule.runner](typed, out_dir, scenario)
     write_json(out_dir / "metrics.json", metrics)
     log.info("wrote %s", out_dir / "metrics.json")

@@ -25,7 +25,7 @@ from spinnray.experiments.summary import layer_traffic, peak_rss_bytes, write_js
 from spinnray.experiments.trainer import Trainer
 from spinnray.machine.counters import SCHEMA_VERSION
 from spinnray.model.builders import DataShape
-from spinnray.report import save_raster
+from spinnray.report import save_raster, save_sample
 
 __all__ = ["run_training", "val_selection"]
 
@@ -41,6 +41,21 @@ def val_selection(history: list[dict]) -> dict:
     best = max(rows, key=lambda h: (h["val_accuracy"], -h["epoch"]))
     return {"val_selected_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
             "val_selected_test_accuracy": best["test_accuracy"], "val_selected_test_loss": best["test_loss"]}
+
+
+def _save_first_sample(out_dir: Path, tr: Trainer, net, data, learn) -> None:
+    """The report's picture of the first test sample: the spikes of every spiking population
+    (``raster.npz``), and its input, the readouts' traces, label and prediction (``sample.npz``)."""
+    res = tr.first
+    save_raster(out_dir, res.spikes, net.dt_ms)
+    pred = res.outputs.get("pred")
+    x = data.test.batch(np.arange(1))[:, 0]
+    save_sample(out_dir, dt_ms=net.dt_ms, input_name=tr.input.name,
+                inputs=x if data.input_kind == "analog" else x.astype(bool),
+                readouts={name: v[:, 0] for name, v in res.v.items() if not net[name].model.spiking},
+                classes=data.class_names, label=int(data.test.labels[0]),
+                pred=None if pred is None else int(pred[0]),
+                loss_steps=getattr(learn, "window_steps", None) or data.loss_window or data.steps)
 
 
 def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
@@ -121,7 +136,7 @@ def _epochs(run: Run, data, learn, net, box: dict, make_trainer, ck: Checkpointe
                                                                  show_progress=cfg.progress)
             pos.tested_samples += len(data.test)
             if last:
-                save_raster(out_dir, tr.first_spikes, net_cfg.dt_ms)
+                _save_first_sample(out_dir, tr, net, data, learn)
             if data.val is not None:
                 row["val_accuracy"], row["val_loss"] = tr.evaluate(data.val, B, show_progress=cfg.progress,
                                                                    desc="validation")

@@ -26,7 +26,7 @@ from spinnray.machine.schedule import TrainStep
 from spinnray.model.network import Network
 from spinnray.rules.learning import LearningCore
 from spinnray.rules.registry import Rule
-from spinnray.simulator import Simulator
+from spinnray.simulator import RunResult, Simulator
 
 __all__ = ["Trainer"]
 
@@ -53,7 +53,7 @@ class Trainer:
         self.outputs = [name for name in self.learning.specs if not network.outgoing(network[name])]
         self.lr = learn.lr
         self.counters: dict = {}
-        self.first_spikes: dict = {}
+        self.first: RunResult | None = None        # the first test batch of the last evaluate(keep_first=True)
 
     def close(self) -> None:
         self.sim.close()
@@ -98,16 +98,17 @@ class Trainer:
     def evaluate(self, split, batch: int, keep_first: bool = False, show_progress: bool = False,
                  desc: str = "testing") -> tuple[float, float]:
         """(accuracy, mean loss) over a data split, ``batch`` samples per run.  ``keep_first``:
-        record the first batch's spikes into ``first_spikes``."""
+        keep the first batch's result, its spikes and ``v`` recorded, in ``first`` (the report's
+        raster and readout traces)."""
         correct, loss = 0, 0.0
         y = split.labels
         with progress(len(y), desc, show_progress) as bar:
             for first in range(0, len(y), batch):
                 idx = np.arange(first, min(first + batch, len(y)))
-                rec = ("spikes",) if keep_first and first == 0 else ()
+                rec = ("spikes", "v") if keep_first and first == 0 else ()
                 res = self.forward(split.batch(idx), y[idx], record=rec)
                 if rec:
-                    self.first_spikes = res.spikes
+                    self.first = res
                 correct += int((res.outputs["pred"] == y[idx]).sum())
                 loss += float(res.outputs["loss"].sum())
                 bar.update(len(idx))

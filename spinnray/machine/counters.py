@@ -52,6 +52,9 @@ Every run:
 ``mapping.cores_per_node``              list[int]: cores on each node, by node index
 ``mapping.routing_entries_per_node``    {node as str: int}: entries of each node's router table
 ``mapping.ray_node_ids``                list[str] (ray backend only): the Ray node id of each node index
+``mapping.populations``                 {population: {"model": str, "neurons": int, "cores": int (per
+                                        replica; 0 = written by the host), "spiking": bool, "sends_to":
+                                        [population, ...]}}: the network as placed
 ``machine``                             the :class:`~spinnray.config.MachineConfig` as a mapping
 =====================================  =====================================================
 

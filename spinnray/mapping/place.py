@@ -121,7 +121,16 @@ class Mapping:
             "node_of_chip": {str(c): n for c, n in sorted({p.chip: p.node for p in self.placements}.items())},
             "cores_per_node": [sum(1 for p in self.placements if p.node == n) for n in range(self.nodes)],
             "routing_entries_per_node": {str(n): len(t) for n, t in sorted(self.node_tables().items())},
+            "populations": self.populations(),
         }
+
+    def populations(self) -> dict[str, dict]:
+        """What a reader needs to describe the network: per population its neuron model, neurons,
+        cores per replica (0: written by the host), whether it spikes and whom it sends to."""
+        net = self.network
+        return {name: {"model": pop.model.kind, "neurons": pop.size, "cores": len(self.cores_of(name)),
+                       "spiking": pop.model.spiking, "sends_to": [p.post.name for p in net.outgoing(pop)]}
+                for name, pop in net.populations.items()}
 
 
 def _fits(mem: dict[str, int], budget: int) -> bool:

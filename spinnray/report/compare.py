@@ -10,9 +10,11 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
+
 from spinnray.errors import DataError, SpinnrayError
 from spinnray.report.document import Document
-from spinnray.report.plots import figure, save_png
+from spinnray.report.plots import byte_unit, figure, integer_ticks, save_png
 from spinnray.report.runs import (
     fmt,
     load_metrics,
@@ -107,33 +109,73 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+#: a swept parameter that repeats a run rather than varying it: its values become error bars
+REPEATS = ("seed",)
+
+
+def _scale_of(metric: str, unit: str, values: list[float]) -> tuple[float, str]:
+    """How a metric is drawn: fractions in %, bytes in KiB/MiB/GiB, else as it is."""
+    if unit in ("fraction", "fraction of budget", "sent / dense"):
+        return 100.0, "%"
+    if unit == "bytes":
+        f, u = byte_unit(max(values, default=1))
+        return 1.0 / f, u
+    return 1.0, unit
+
+
 def _plot_sweep(title: str, rows: list[dict], param: str, metric: str, swept: list[str], path: Path) -> Path | None:
+    """``metric`` against ``param``: one line per combination of the other swept parameters; runs
+    that differ only in a repeat parameter (``seed``) are one point, their mean, with an error bar of
+    one standard deviation (n in the legend).  The y axis starts at zero; integer parameters get
+    integer ticks (a log2 axis when they span a factor of 8 or more)."""
     pts = [r for r in rows if r.get(metric) is not None and param in r and _number(r[metric])]
     if not pts:
         return None
-    others = [p for p in swept if p != param]
-    groups: dict[tuple, list[dict]] = {}
-    for r in pts:
-        groups.setdefault(tuple(fmt(r.get(o)) for o in others), []).append(r)
+    others = [p for p in swept if p != param and p not in REPEATS]
+    repeats = [p for p in swept if p != param and p in REPEATS]
     numeric = all(_number(r[param]) for r in pts)
     cats = list(dict.fromkeys(fmt(r[param]) for r in pts))
+    unit = dict((c[0], c[2]) for c in COMPARE_COLUMNS).get(metric) or unit_of(metric)
+    scale, shown = _scale_of(metric, unit, [abs(r[metric]) for r in pts])
+    groups: dict[tuple, dict] = {}
+    for r in pts:
+        g = groups.setdefault(tuple(fmt(r.get(o)) for o in others), {})
+        g.setdefault(r[param] if numeric else fmt(r[param]), []).append(r[metric] * scale)
     fig = figure(7, 4.5)
     ax = fig.subplots()
-    for g, members in groups.items():
+    most = 1
+    for g, by_x in groups.items():
         label = ", ".join(f"{o}={v}" for o, v in zip(others, g)) or None
-        if numeric:
-            members = sorted(members, key=lambda r: r[param])
-            ax.plot([r[param] for r in members], [r[metric] for r in members], "o-", label=label)
-        else:
-            ax.plot([cats.index(fmt(r[param])) for r in members], [r[metric] for r in members], "o", label=label)
+        xs = sorted(by_x) if numeric else list(by_x)
+        ys = [np.mean(by_x[x]) for x in xs]
+        err = [np.std(by_x[x], ddof=1) if len(by_x[x]) > 1 else 0.0 for x in xs]
+        most = max([most] + [len(by_x[x]) for x in xs])
+        xpos = xs if numeric else [cats.index(x) for x in xs]
+        ax.errorbar(xpos, ys, yerr=err if any(err) else None, fmt="o-" if numeric else "o", capsize=4, label=label)
     if not numeric:
         ax.set_xticks(range(len(cats)), cats)
-    unit = dict((c[0], c[2]) for c in COMPARE_COLUMNS).get(metric) or unit_of(metric)
-    ax.set(xlabel=f"{param} (swept override)", ylabel=f"{metric} ({unit})" if unit else metric)
+        ax.set_xlim(-0.5, len(cats) - 0.5)
+    elif all(isinstance(r[param], int) for r in pts):
+        values = sorted({r[param] for r in pts})
+        if values[0] > 0 and values[-1] >= 8 * values[0]:
+            ax.set_xscale("log", base=2)
+        if len(values) <= 12:
+            ax.set_xticks(values, [str(v) for v in values])
+            ax.minorticks_off()
+        else:
+            integer_ticks(ax.xaxis)
+    if all(r[metric] >= 0 for r in pts):
+        ax.set_ylim(bottom=0)
+    ax.set(xlabel=f"{param} (swept override)", ylabel=f"{metric} ({shown})" if shown else metric)
     ax.grid(alpha=0.3)
     if others:
         ax.legend(fontsize="small")
-    ax.set_title(f"{title}: {metric} against {param}", fontsize=10)
+    if most > 1:
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi + 0.12 * (hi - lo))          # room for the note above the points
+        ax.text(0.01, 0.98, f"points: mean \u00b1 s.d. of up to {most} runs ({', '.join(repeats) or 'repeated'})",
+                transform=ax.transAxes, va="top", fontsize=8)
+    ax.set_title(f"{title}\n{metric} against {param}", fontsize=10)
     return save_png(fig, path)
 
 
@@ -203,12 +245,18 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
           + (", ".join(f"`{s}`" for s in swept) or "none") + ". Values are read from each run's `metrics.json` "
           "(column = dotted key) and `.hydra/overrides.yaml`; floats to 6 significant digits (full precision in "
           "`comparison.csv`); empty = the run has no such key.")
+    failed = [r["job"] for r in rows if r["status"] != "ok"]
+    if failed:
+        doc.p(f"**{len(failed)} of {len(rows)} runs failed** (jobs {', '.join(failed)}; the status column says why); "
+              "the plots show the others.")
     doc.table(cols, [["" if r.get(c) is None else r[c] for c in cols] for r in rows])
     notes = [f"`{k}` *(derived)*: {v}" for k, v in _DERIVED_NOTE.items() if k in metric_cols]
     if notes:
         doc.p("Derived columns: " + "; ".join(notes) + ".")
     for metric in plot_metrics:
         for param in swept:
+            if param in REPEATS and len(swept) > 1:
+                continue                    # a repeat is the error bars of the other parameters' plots
             name = "comparison_" + re.sub(r"[^A-Za-z0-9]+", "_", f"{metric}_vs_{param}").strip("_") + ".png"
             p = _plot_sweep(title, rows, param, metric, swept, out_dir / name)
             if p is not None:

@@ -1,16 +1,17 @@
-"""What a report reads from a run directory: ``metrics.json``, the Hydra overrides, ``cores.json``,
-``routers.json`` and ``raster.npz`` (whose format :func:`save_raster` defines), checked on the way in;
-and how numbers and their units are shown.
+"""What a report reads from a run directory: ``metrics.json``, ``config.json``, the Hydra overrides,
+``cores.json``, ``routers.json``, ``raster.npz`` and ``sample.npz`` (whose formats :func:`save_raster`
+and :func:`save_sample` define), checked on the way in; and how numbers and their units are shown.
 
 A run directory without ``metrics.json``, or with one that is not a JSON object carrying
-``schema_version``, raises :class:`DataError` naming the path; so does a corrupt ``cores.json``,
-``routers.json`` or ``raster.npz``."""
+``schema_version``, raises :class:`DataError` naming the path; so does a corrupt ``config.json``,
+``cores.json``, ``routers.json``, ``raster.npz`` or ``sample.npz``."""
 
 from __future__ import annotations
 
 import json
 import math
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ RASTER_VERSION = 1
 
 # Sections of metrics.json that have their own table (not repeated in "Key figures").
 _OWN_TABLE = {"history", "layers", "machine", "memory.per_core_bytes", "memory.by_category_bytes",
-              "mapping.slices", "mapping.routing_entries_per_chip", "traffic.bytes_by_link_class"}
+              "mapping.slices", "mapping.routing_entries_per_chip", "traffic.by_link_class", "mapping.populations"}
 
 
 # --------------------------------------------------------------------------- raster.npz
@@ -84,28 +85,114 @@ class Raster:
     spikes: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def load_raster(path) -> Raster:
-    """Read a ``raster.npz`` written by :func:`save_raster`; :class:`DataError` names the path and the fault."""
-    path = Path(path)
+@contextmanager
+def _npz(path: Path, what: str, version: int):
+    """An ``.npz`` of this module's formats, open, its ``format_version`` checked; any fault in
+    reading it (here or in the caller's body) becomes a :class:`DataError` naming the path."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            version = int(z["format_version"])
-            if version != RASTER_VERSION:
-                raise DataError(f"{path}: raster format_version {version}; this reader knows {RASTER_VERSION}")
-            names = [str(x) for x in z["populations"]]
-            sizes = [int(x) for x in z["sizes"]]
-            r = Raster(float(z["dt_ms"]), int(z["steps"]), int(z["sample"]), dict(zip(names, sizes)), {})
-            for i, name in enumerate(names):
-                t, n = z[f"step_{i}"].astype(np.int64), z[f"neuron_{i}"].astype(np.int64)
-                if t.shape != n.shape or (t.size and (t.min() < 0 or t.max() >= r.steps
-                                                      or n.min() < 0 or n.max() >= sizes[i])):
-                    raise DataError(f"{path}: spikes of {name!r} out of range (steps {r.steps}, neurons {sizes[i]})")
-                r.spikes[name] = (t, n)
+            got = int(z["format_version"])
+            if got != version:
+                raise DataError(f"{path}: {what.split('.')[0]} format_version {got}; this reader knows {version}")
+            yield z
     except DataError:
         raise
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable raster.npz ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from None
+
+
+def load_raster(path) -> Raster:
+    """Read a ``raster.npz`` written by :func:`save_raster`; :class:`DataError` names the path and the fault."""
+    path = Path(path)
+    with _npz(path, RASTER_FILE, RASTER_VERSION) as z:
+        names = [str(x) for x in z["populations"]]
+        sizes = [int(x) for x in z["sizes"]]
+        r = Raster(float(z["dt_ms"]), int(z["steps"]), int(z["sample"]), dict(zip(names, sizes)), {})
+        for i, name in enumerate(names):
+            t, n = z[f"step_{i}"].astype(np.int64), z[f"neuron_{i}"].astype(np.int64)
+            if t.shape != n.shape or (t.size and (t.min() < 0 or t.max() >= r.steps
+                                                  or n.min() < 0 or n.max() >= sizes[i])):
+                raise DataError(f"{path}: spikes of {name!r} out of range (steps {r.steps}, neurons {sizes[i]})")
+            r.spikes[name] = (t, n)
     return r
+
+
+# --------------------------------------------------------------------------- sample.npz
+SAMPLE_FILE = "sample.npz"
+SAMPLE_VERSION = 1
+
+
+def save_sample(out_dir, *, dt_ms: float, input_name: str, inputs, readouts: dict, classes, label: int,
+                pred: int | None, loss_steps: int, sample: int = 0) -> Path:
+    """Write what the raster of a training run does not show to ``out_dir/sample.npz``: the input
+    of the raster's sample and the traces of its non-spiking readouts; return its path.
+
+    ``inputs``: ``(steps, n)``, bools (spike input) or numbers (analog input); ``readouts[name]``:
+    ``(steps, n)`` numbers (the readout's ``v``); ``label``/``pred``: the sample's class and the
+    predicted one (None: not known); ``loss_steps``: the last steps of the sample the loss reads.
+    The file (``numpy.savez_compressed``) holds ``format_version`` (``SAMPLE_VERSION``), ``dt_ms``,
+    ``steps``, ``sample``, ``label``, ``pred`` (-1: not known), ``loss_steps``, ``classes`` (C,) str,
+    ``input_name`` str, ``input_spikes`` bool (whether ``input`` is spikes), ``input`` ``(steps, n)``
+    (bool or float32), ``readouts`` (R,) str and ``v_<i>`` float32 ``(steps, n)`` for readout i.
+
+    Raises :class:`DataError` for a shape that does not match the steps or a non-positive ``dt_ms``.
+    """
+    if not (isinstance(dt_ms, (int, float)) and math.isfinite(dt_ms) and dt_ms > 0):
+        raise DataError(f"save_sample: dt_ms = {dt_ms!r}: expected a number > 0 (ms per step)")
+    x = np.asarray(inputs)
+    if x.ndim != 2:
+        raise DataError(f"save_sample: input of shape {x.shape}; expected (steps, n)")
+    steps = x.shape[0]
+    spikes = x.dtype == bool
+    arrays = {}
+    for i, (name, v) in enumerate(readouts.items()):
+        v = np.asarray(v, np.float32)
+        if v.ndim != 2 or v.shape[0] != steps:
+            raise DataError(f"save_sample: readout {name!r} has shape {v.shape}; expected ({steps}, n)")
+        arrays[f"v_{i}"] = v
+    if not 0 < loss_steps <= steps:
+        raise DataError(f"save_sample: loss_steps = {loss_steps}; expected 1 to {steps}")
+    path = Path(out_dir) / SAMPLE_FILE
+    np.savez_compressed(path, format_version=np.int64(SAMPLE_VERSION), dt_ms=np.float64(dt_ms),
+                        steps=np.int64(steps), sample=np.int64(sample), label=np.int64(label),
+                        pred=np.int64(-1 if pred is None else pred), loss_steps=np.int64(loss_steps),
+                        classes=np.array([str(c) for c in classes], dtype=str), input_name=np.array(str(input_name)),
+                        input_spikes=np.bool_(spikes), input=x if spikes else x.astype(np.float32),
+                        readouts=np.array([str(k) for k in readouts], dtype=str), **arrays)
+    return path
+
+
+@dataclass
+class Sample:
+    """A loaded ``sample.npz`` (see :func:`save_sample`)."""
+
+    dt_ms: float
+    steps: int
+    sample: int
+    label: int
+    pred: int | None
+    loss_steps: int
+    classes: list[str]
+    input_name: str
+    input_spikes: bool
+    input: np.ndarray
+    readouts: dict[str, np.ndarray]
+
+
+def load_sample(path) -> Sample:
+    """Read a ``sample.npz`` written by :func:`save_sample`; :class:`DataError` names the path and the fault."""
+    path = Path(path)
+    with _npz(path, SAMPLE_FILE, SAMPLE_VERSION) as z:
+        steps, pred = int(z["steps"]), int(z["pred"])
+        s = Sample(float(z["dt_ms"]), steps, int(z["sample"]), int(z["label"]), None if pred < 0 else pred,
+                   int(z["loss_steps"]), [str(c) for c in z["classes"]], str(z["input_name"]),
+                   bool(z["input_spikes"]), z["input"], {})
+        for i, name in enumerate(str(r) for r in z["readouts"]):
+            s.readouts[name] = z[f"v_{i}"]
+    if s.input.ndim != 2 or s.input.shape[0] != steps or any(v.ndim != 2 or v.shape[0] != steps
+                                                             for v in s.readouts.values()):
+        raise DataError(f"{path}: input or readout traces do not have {steps} steps")
+    return s
 
 
 # --------------------------------------------------------------------------- loading a run
@@ -119,6 +206,8 @@ class RunData:
     routers: list | None = None
     raster: Raster | None = None
     overrides: dict = field(default_factory=dict)
+    config: dict | None = None           # config.json: the command and the typed configuration
+    sample: "Sample | None" = None
 
     @property
     def label(self) -> str:
@@ -205,8 +294,15 @@ def load_run(run_dir) -> RunData:
             if not isinstance(value, list):
                 raise DataError(f"{p}: holds a JSON {type(value).__name__}; expected a list of {name[:-1]} reports")
             setattr(data, name, value)
+    if (run_dir / "config.json").exists():
+        data.config = _read_json(run_dir / "config.json", "config.json")
+        if not isinstance(data.config, dict):
+            raise DataError(f"{run_dir / 'config.json'}: holds a JSON {type(data.config).__name__}; expected an "
+                            "object (the command and the typed configuration)")
     if (run_dir / RASTER_FILE).exists():
         data.raster = load_raster(run_dir / RASTER_FILE)
+    if (run_dir / SAMPLE_FILE).exists():
+        data.sample = load_sample(run_dir / SAMPLE_FILE)
     data.overrides = read_overrides(run_dir)
     return data
 
@@ -229,6 +325,47 @@ def fmt(v) -> str:
     return str(v)
 
 
+def sig3(v) -> str:
+    """A number to three significant digits, never in exponent form above 1: ``0.474``, ``54.7``, ``1234``."""
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def count(n) -> str:
+    """An integer with thousands separators: ``1,200,000``."""
+    return f"{int(n):,}"
+
+
+def human_bytes(n) -> str:
+    """Bytes in binary units, three significant digits: ``512 B``, ``70.1 KiB``, ``2.12 MiB``."""
+    v, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            break
+        v /= 1024
+    return f"{int(n)} B" if unit == "B" else f"{v:.0f} {unit}" if abs(v) >= 100 else f"{v:.1f} {unit}" \
+        if abs(v) >= 10 else f"{v:.2f} {unit}"
+
+
+def human_seconds(s) -> str:
+    """A duration: ``473 ms`` below a second, ``1.92 s``, ``3 min 12 s``, ``2 h 05 min``."""
+    s = float(s)
+    if s < 1:
+        return f"{sig3(1000 * s)} ms"
+    if s < 60:
+        return f"{sig3(s)} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(round(s % 60)):02d} s"
+    return f"{int(s // 3600)} h {int(round(s % 3600 / 60)):02d} min"
+
+
+def pct(fraction) -> str:
+    """A fraction as a percentage to three significant digits: ``1.77 %``; ``0 %`` for zero."""
+    return "0 %" if fraction == 0 else f"{sig3(100 * float(fraction))} %"
+
+
 def lookup(metrics: dict, dotted: str):
     """``metrics[a][b]...`` for ``"a.b..."``; KeyError if absent."""
     node = metrics
@@ -248,6 +385,32 @@ def flatten(d: dict, prefix: str = ""):
             yield from flatten(v, key + ".")
         elif not isinstance(v, list):
             yield key, v
+
+
+def flatten_all(d: dict, prefix: str = ""):
+    """Every leaf of ``d`` as ``(dotted key, value)``, lists included (a configuration's table)."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from flatten_all(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def readable(key: str, value) -> str:
+    """``value`` of ``key`` in human units (KiB, ms, %, thousands separators); "" where the value
+    already reads well."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return ""
+    unit = unit_of(key)
+    if unit == "bytes":
+        return human_bytes(value) if abs(value) >= 1024 else ""
+    if unit == "s":
+        return human_seconds(value)
+    if unit in ("fraction", "fraction of budget", "sent / dense"):
+        return pct(value)
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return count(value)
+    return ""
 
 
 def unit_of(key: str) -> str:

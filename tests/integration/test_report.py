@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 
 from spinnray.experiments.runner import run
 from spinnray import report
-from spinnray.report import plots, runs
+from spinnray.report import runs
 
-from helpers import composed
+from helpers import composed, keep_figures
 
 FORWARD_PNGS = {"raster.png", "events_per_sample.png", "traffic_matrix.png", "link_classes.png",
                 "memory_per_core.png", "routing_occupancy.png"}
@@ -35,8 +35,21 @@ def fwd(tmp_path_factory):
 def ep(tmp_path_factory):
     """Two EventProp epochs on 64 Yin-Yang samples; run() builds the report."""
     out = tmp_path_factory.mktemp("ep")
-    run(composed("scenario=eventprop_yinyang", "backend=local", "learning.epochs=2", "data.limit=64",
-                 "network.steps=40", "network.dt_ms=1.0", "progress=false"), out, "eventprop_yinyang")
+    run(composed(*EP), out, "eventprop_yinyang", command="python run.py " + " ".join(EP), overrides=EP)
+    return out
+
+
+EP = ("scenario=eventprop_yinyang", "backend=local", "learning.epochs=2", "data.limit=64", "network.steps=40",
+      "network.dt_ms=1.0", "progress=false")
+
+
+@pytest.fixture(scope="module")
+def eprop(tmp_path_factory):
+    """One e-prop epoch on 8 short cue trials: a host-written input, a non-spiking readout, learning signals."""
+    out = tmp_path_factory.mktemp("eprop")
+    run(composed("scenario=eprop_cue", "backend=local", "data.train_size=8", "data.test_size=4", "data.n_cues=1",
+                 "data.total_ms=400", "network.hidden=6", "learning.epochs=1", "learning.batch_size=4",
+                 "parallel.cores_per_population=2", "progress=false"), out, "eprop_cue")
     return out
 
 
@@ -119,14 +132,7 @@ def test_every_png_is_a_valid_non_trivial_image(fwd, ep):
 
 
 def test_every_figure_names_the_run_and_labels_its_axes(fwd, monkeypatch):
-    figs = []
-    original = plots.save_png
-
-    def keep(fig, path):
-        figs.append(fig)
-        return original(fig, path)
-
-    monkeypatch.setattr(plots, "save_png", keep)
+    figs = keep_figures(monkeypatch)
     report.build_report(fwd, html_file=False)
     assert len(figs) == len(FORWARD_PNGS)
     for fig in figs:
@@ -136,7 +142,8 @@ def test_every_figure_names_the_run_and_labels_its_axes(fwd, monkeypatch):
             if ax.get_label() == "<colorbar>":
                 assert ax.get_ylabel()
             elif ax.has_data():
-                assert ax.get_xlabel() and ax.get_ylabel(), titles
+                # stacked panels share their x axis: the bottom one names it
+                assert any(a.get_xlabel() for a in ax.get_shared_x_axes().get_siblings(ax)) and ax.get_ylabel(), titles
                 assert "(" in ax.get_ylabel() or ax.get_ylabel() == "bytes", ax.get_ylabel()   # a unit
 
 
@@ -144,9 +151,9 @@ def test_key_figures_are_the_numbers_of_metrics_json(fwd, ep):
     for out in (fwd, ep):
         m = json.loads((out / "metrics.json").read_text())
         tables = md_tables((out / "report.md").read_text())
-        rows = tables["Key figures"][1:]
+        rows = tables["All metrics.json keys"][1:]
         keys = set()
-        for key, value, _unit in rows:
+        for key, value, _unit, _readable in rows:
             key = key.strip("`")
             keys.add(key)
             assert same(value, get(m, key)), (key, value, get(m, key))
@@ -155,7 +162,7 @@ def test_key_figures_are_the_numbers_of_metrics_json(fwd, ep):
         for key, value in tables["Machine"][1:]:
             assert same(value, get(m, key.strip("`")))
     m = json.loads((ep / "metrics.json").read_text())
-    keys = {r[0].strip("`") for r in md_tables((ep / "report.md").read_text())["Key figures"]}
+    keys = {r[0].strip("`") for r in md_tables((ep / "report.md").read_text())["All metrics.json keys"]}
     assert {"test_accuracy", "best_test_accuracy", "train_samples_per_s"} <= keys
 
 
@@ -170,13 +177,15 @@ def test_learning_and_layer_tables_are_the_numbers_of_metrics_json(ep):
             assert same(cell, h[col]), (col, cell, h[col])
     header, *rows = tables["Events per sample against the dense equivalent"]
     checked = set()
-    for pop, phase, events, dense, ratio, source in rows:
+    for pop, phase, events, dense, dense_of, ratio, source in rows:
         ev_key = source.split("`")[1]                     # layers.P.key
-        assert ev_key.startswith(f"layers.{pop}.")
+        assert ev_key.startswith(f"layers.{pop}.") and dense_of == "T x N"
         assert same(events, get(m, ev_key)) and same(dense, m["layers"][pop]["dense_per_sample"])
-        assert math.isclose(float(ratio), get(m, ev_key) / m["layers"][pop]["dense_per_sample"], rel_tol=1e-5)
+        assert math.isclose(float(ratio.rstrip(" %")) / 100, get(m, ev_key) / m["layers"][pop]["dense_per_sample"],
+                            rel_tol=5e-3)                # a percentage to three significant digits
         checked.add((pop, phase))
-    assert {("hidden", "forward spikes"), ("hidden", "backward error events")} <= checked
+    # the input is a source (no errors come back to it); the output has no outgoing projections
+    assert checked == {("input", "forward spikes"), ("hidden", "forward spikes"), ("hidden", "backward error events")}
 
 
 def test_memory_routing_and_link_tables(fwd):
@@ -189,7 +198,7 @@ def test_memory_routing_and_link_tables(fwd):
     for r, c in zip(rows, cores):                       # categories from cores.json, per core
         assert r[1] == c["population"]
         for cat, v in c["memory"].items():
-            assert int(r[header.index(cat)]) == v
+            assert float(r[header.index(f"{cat} (KiB)")]) == round(v / 1024, 1)
     header, *rows = tables["Routing-table occupancy per chip"]
     assert {r[0]: int(r[1]) for r in rows} == m["mapping"]["routing_entries_per_chip"]
     assert all(int(r[2]) == m["machine"]["routing_entries_per_chip"] for r in rows)
@@ -308,3 +317,99 @@ def test_epochs_without_a_test_score_leave_blank_cells(ep, tmp_path):
     first, second = (dict(zip(header, r)) for r in rows)
     assert first["test_accuracy"] == first["test_loss"] == first["spikes_per_s"] == ""
     assert same(second["test_accuracy"], m["history"][1]["test_accuracy"]) and second["spikes_per_s"] == "12.5"
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _close3(shown: str, value: float) -> bool:
+    """A number the headline shows to three significant digits."""
+    return math.isclose(_number(shown), value, rel_tol=5e-3, abs_tol=1e-9)
+
+
+def test_headline_numbers_are_those_of_metrics_json(fwd, ep, eprop):
+    """The summary the report opens with, parsed back: every number equals metrics.json (or
+    config.json, cores.json and raster.npz for the network)."""
+    for out in (fwd, ep, eprop):
+        m = json.loads((out / "metrics.json").read_text())
+        cfg = json.loads((out / "config.json").read_text())
+        rows = {r[0]: r[1] for r in md_tables((out / "report.md").read_text())["Summary"][1:]}
+        t, mem = m["traffic"], m["memory"]
+        got = re.search(r"([\d,]+) sent = ([\d.]+) % of dense ([\d,]+) .*; ([\d,]+) deliveries to cores "
+                        r"\(([\d.]+) per spike sent\)", rows["spikes"])
+        sent, share, dense, delivered, fanout = got.groups()
+        assert (_number(sent), _number(dense), _number(delivered)) == \
+            (t["spike_events_sent"], t["dense_equivalent_events"], t["spike_events"])
+        assert _close3(share, 100 * t["spike_events_sent"] / t["dense_equivalent_events"])
+        assert _close3(fanout, t["spike_events"] / t["spike_events_sent"])
+        got = re.search(r"\(([\d,]+) bytes\) in ([\d,]+) packets", rows["bytes"])
+        assert (_number(got[1]), _number(got[2])) == (t["bytes"], t["packets"])
+        got = re.search(r"largest core ([\d.]+) (KiB|MiB) of its ([\d.]+) (KiB|MiB) budget \(([\d.]+) %\)",
+                        rows["memory"])
+        scale = {"KiB": 1024, "MiB": 1024 ** 2}
+        assert _close3(got[1], mem["per_core_max_bytes"] / scale[got[2]])
+        assert _close3(got[3], mem["budget_bytes_per_core"] / scale[got[4]])
+        assert _close3(got[5], 100 * mem["max_utilisation"])
+        assert _close3(re.search(r"wall ([\d.]+) (m?s)", rows["time"])[1],
+                       m["wall_s"] * (1000 if "ms" in rows["time"].split(";")[0] else 1))
+        # the network: each population's neurons and cores, counted from cores.json and the raster
+        cores = json.loads((out / "cores.json").read_text())
+        sizes = report.load_raster(out / runs.RASTER_FILE).sizes
+        found = re.findall(r"(\w+): ([\d,]+) [^;.]*? (on \d+ cores?|written by the host)", rows["network"])
+        assert [f[0] for f in found] == list(m["mapping"]["populations"]), rows["network"]
+        for name, n, where in found:
+            if name in sizes:
+                assert _number(n) == sizes[name]
+            ncores = sum(c["population"] == name for c in cores)
+            assert where == ("written by the host" if ncores == 0 else f"on {ncores} core{'s' * (ncores != 1)}")
+        assert f"{m['cores']} cores on 1 chip" in rows["network"]
+        if "test_accuracy" not in m:
+            assert "accuracy" not in rows and "error events" not in rows
+            assert rows["learning"] == f"none: a forward run of {m['samples']} samples x {m['steps']} steps of 1 ms"
+            assert rows["command"] == "not recorded (the run was not started by `run.py`)"
+            continue
+        assert _close3(re.search(r"test ([\d.]+) %", rows["accuracy"])[1], 100 * m["test_accuracy"])
+        assert _close3(re.search(r"chance ([\d.]+) %", rows["accuracy"])[1], 100 / len(m["classes"]))
+        got = re.search(r"([\d,]+) sent = ([\d.]+) % of the spikes sent; ([\d,]+) deliveries", rows["error events"])
+        assert (_number(got[1]), _number(got[3])) == (t["error_events_sent"], t["error_events"])
+        assert _close3(got[2], 100 * t["error_events_sent"] / t["spike_events_sent"])
+        learn = cfg["learning"]
+        assert rows["learning"].startswith(f"{learn['rule']}: {learn['epochs']} epoch")
+        assert f"mini-batch {learn['batch_size']}, Adam lr {learn['lr']:g}" in rows["learning"]
+    assert json.loads((ep / "config.json").read_text())["overrides"] == list(EP)
+    assert md_tables((ep / "report.md").read_text())["Summary"][1][1] == f"`python run.py {' '.join(EP)}`"
+
+
+def test_report_opens_with_the_answer_then_contents_and_ends_with_the_raw_keys(ep):
+    md = (ep / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[:2] == ["## Summary", "## Contents"] and headings[-1] == "## All metrics.json keys"
+    toc = re.findall(r"^- \[(.+)\]\(#([\w-]+)\)$", md, re.M)
+    assert [t for t, _ in toc] == [h[3:] for h in headings[2:]]
+    html = (ep / "report.html").read_text()
+    for _, anchor in toc:                             # every link of the contents has its heading in the HTML
+        assert f"id='{anchor}'" in html and f"href='#{anchor}'" in html
+
+
+def test_eprop_sample_and_learning_signals(eprop):
+    """The cue sample shows its input (host-written, so only in sample.npz) and the readout's traces; the
+    learning signals (one per hidden neuron per sample) are compared with N, not T x N; the non-spiking
+    readout gets a sentence, not a dense bar."""
+    m = json.loads((eprop / "metrics.json").read_text())
+    s = report.load_sample(eprop / runs.SAMPLE_FILE)
+    assert s.input_name == "input" and s.input.shape == (m["steps"], m["inputs"]) and s.classes == ["left", "right"]
+    assert set(s.readouts) == {"output"} and s.readouts["output"].shape == (m["steps"], 2)
+    assert s.loss_steps < m["steps"]                                     # the recall window
+    # e-prop predicts the readout with the larger mean over the loss window
+    assert s.pred == int(np.argmax(s.readouts["output"][-s.loss_steps:].mean(axis=0)))
+    header, *rows = md_tables((eprop / "report.md").read_text())["Events per sample against the dense equivalent"]
+    by = {(r[0], r[1]): r for r in rows}
+    assert set(by) == {("hidden", "forward spikes"), ("hidden", "learning signals")}
+    hidden = m["mapping"]["populations"]["hidden"]["neurons"]
+    signals = by[("hidden", "learning signals")]
+    assert same(signals[2], m["layers"]["hidden"]["learning_signals_per_sample"]) and int(signals[3]) == hidden
+    assert signals[4] == "N" and m["layers"]["hidden"]["learning_signals_per_sample"] == hidden
+    md = (eprop / "report.md").read_text()
+    assert "`output` (li, 2 neurons) is a non-spiking readout: it sends no spikes" in md
+    check_png(eprop / "raster.png")

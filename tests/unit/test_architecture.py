@@ -52,6 +52,7 @@ ALLOWED_IN_FUNCTIONS = {
     ("spinnray.report.plots", "matplotlib.backends.backend_agg"): "as matplotlib",
     ("spinnray.report.plots", "matplotlib.figure"): "as matplotlib",
     ("spinnray.report.plots", "matplotlib.colors"): "as matplotlib",
+    ("spinnray.report.plots", "matplotlib.ticker"): "as matplotlib",
     ("spinnray.report.runs", "yaml"):
         "import cost only, when a sweep's .hydra/overrides.yaml is read: PyYAML comes with hydra-core "
         "(omegaconf), a required dependency",

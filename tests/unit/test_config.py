@@ -100,8 +100,9 @@ def test_from_dict_builds_the_typed_sections():
 
 
 @pytest.mark.parametrize("cls, data, prefix, message", [
-    (RunConfig, {"sed": 1}, "", "sed: unknown key; allowed keys are ['kind', 'seed', "),
-    (RunConfig, {"machine": {"dtpye": "float64"}}, "", "machine.dtpye: unknown key; allowed keys are ["),
+    (RunConfig, {"sed": 1}, "", "sed: unknown key; did you mean seed? allowed keys are ['kind', 'seed', "),
+    (RunConfig, {"machine": {"dtpye": "float64"}}, "", "machine.dtpye: unknown key; did you mean dtype? allowed keys "
+                                                       "are ["),
     (ParallelConfig, {"cores": 2}, "parallel", "parallel.cores: unknown key"),
 ])
 def test_from_dict_names_an_unknown_key_and_the_allowed_ones(cls, data, prefix, message):

@@ -65,8 +65,31 @@ def test_unknown_keys_and_choices_suggest_the_nearest():
     with pytest.raises(ConfigError, match="scenario=eprop_kwz: .* did you mean eprop_kws"):
         check_overrides(["-m", "scenario=eprop_kws,eprop_kwz"], CONF)
     # keys added on purpose, Hydra's own and flags pass
-    check_overrides(["-m", "+machine.new=1", "hydra.job.chdir=true", "learning.lr=0.1", "data=cue,keywords",
+    check_overrides(["-m", "scenario=eprop_cue,bptt_cue", "+machine.new=1", "hydra.job.chdir=true", "learning.lr=0.1",
                      "data.n_cues=5", "machine.weight_ranges={a:1}"], CONF)
+
+
+@pytest.mark.parametrize("argv, message", [
+    # the scenario's own choice of network has no such key: Hydra would say "Key 'hidden' is not in struct"
+    (["scenario=forward", "network.hidden=10"],
+     "network.hidden: not a key of network=random (conf/network/random.yaml, chosen by scenario=forward); it is a key "
+     "of network=deep_alif or feedforward or recurrent_alif: choose one with network=NAME"),
+    (["learning.lr=0.1"], "learning.lr: not a key of learning=none (conf/learning/none.yaml, chosen by "
+                          "scenario=forward); it is a key of learning=bptt or eprop or eventprop or tlbptt"),
+    # every job of a sweep is checked: keywords has no n_cues
+    (["-m", "scenario=eprop_cue", "data=cue,keywords", "data.n_cues=3"],
+     "data.n_cues: not a key of data=keywords (conf/data/keywords.yaml, chosen by the command line, "
+     "scenario=eprop_cue); it is a key of data=cue"),
+    (["-m", "scenario=bptt_cue,eprop_cue", "network.w_ff_scale=3"],
+     "network.w_ff_scale: not a key of network=recurrent_alif (conf/network/recurrent_alif.yaml, chosen by "
+     "scenario=eprop_cue); it is a key of network=deep_alif"),
+])
+def test_a_key_of_another_group_choice_names_the_choices_that_have_it(argv, message):
+    with pytest.raises(ConfigError) as e:
+        check_overrides(argv, CONF)
+    assert message in str(e.value)
+    check_overrides(["network=feedforward", "network.hidden=3"], CONF)        # swapping the group makes it a key
+    check_overrides(["scenario=eprop_kws", "network.steps=100", "data.per_word=3"], CONF)
 
 
 def test_options_a_kind_of_run_does_not_use_are_refused():

@@ -27,7 +27,9 @@ from spinnray.experiments.checkpoint import (
     latest,
     load_checkpoint,
     main,
+    config_fingerprint,
     save_checkpoint,
+    settings,
     validate_state,
 )
 from spinnray.experiments.runner import run
@@ -291,3 +293,31 @@ def test_info_command(tmp_path, capsys):
                                                              "epoch": 0, "cores": {0: {}, 1: {}}})
     assert main(["info", str(p)]) == 0
     assert '"batches": 3, "cores": 2' in capsys.readouterr().out
+
+
+def test_a_refused_resume_names_each_differing_setting(tmp_path):
+    """Not two fingerprints: every setting that differs, with the checkpoint's value and this run's."""
+    saved = settings(learning={"lr": 0.01, "batch_size": 32}, seed=0, network={"hidden": 100})
+    p = save_checkpoint(tmp_path / "eprop-000000002.ckpt",
+                        {"kind": "eprop", "fingerprint": config_fingerprint(saved), "settings": saved})
+    now = settings(learning={"lr": 0.02, "batch_size": 32}, seed=0, network={"hidden": 100, "n_lif": 20})
+    with pytest.raises(DataError) as e:
+        load_checkpoint(p, "eprop", config_fingerprint(now), now)
+    msg = str(e.value)
+    assert "learning.lr: 0.01 in the checkpoint, 0.02 now" in msg
+    assert "network.n_lif: '(unset)' in the checkpoint, 20 now" in msg
+    assert "batch_size" not in msg and "fingerprint" not in msg
+
+
+def test_resume_from_a_run_directory_finds_its_checkpoints(tmp_path):
+    """resume=RUN_DIR: the newest checkpoint of RUN_DIR/checkpoints (where a run writes them)."""
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for batches in (2, 10, 4):
+        save_checkpoint(ckpts / f"eprop-{batches:09d}.ckpt", {"kind": "eprop", "batches": batches})
+    got = load_checkpoint(tmp_path / "run", "eprop")
+    assert got["batches"] == 10 and got["path"] == str(ckpts / "eprop-000000010.ckpt")
+    with pytest.raises(DataError, match="a checkpoint of a 'eprop' run; this run is 'eventprop'"):
+        load_checkpoint(tmp_path / "run", "eventprop")        # only another kind's: refused, naming both
+    with pytest.raises(DataError, match="no checkpoint"):
+        load_checkpoint(tmp_path, "eprop")                    # neither here nor in ./checkpoints

@@ -45,3 +45,23 @@ def test_bad_clip_norm_in_a_scenario_names_the_key(tmp_path, value, shown):
     cfg = _compose("scenario=tlbptt_cue", *TINY_CUE, f"learning.clip_norm={value}")
     with pytest.raises(ConfigError, match=rf"learning\.clip_norm = {shown}"):
         run(cfg, tmp_path, "tlbptt_cue")
+
+
+@pytest.mark.parametrize("scenario, extra, bars", [
+    ("eprop_cue", ("parallel.cores_per_population=2", "backend=local"), ("epoch 1/1", "testing")),
+    ("bptt_cue", ("learning.batch_size=4",), ("epoch 1/1", "testing")),
+    ("eventprop_yinyang", ("data.limit=8", "data.val_size=4", "network.steps=40", "network.dt_ms=1.0",
+                           "learning.batch_size=4", "backend=local"), ("epoch 1/1", "testing", "validation")),
+])
+def test_every_long_phase_has_a_progress_bar_and_progress_false_hides_them(tmp_path, capfd, scenario, extra, bars):
+    """Training, the test pass (e-prop's too) and validation each show a bar on stderr; progress=false none."""
+    from spinnray.experiments.runner import run
+
+    tiny = [o for o in TINY_CUE if not o.startswith("progress")] if "cue" in scenario else ["learning.epochs=1",
+                                                                                             "report=false"]
+    for shown in (True, False):
+        run(_compose(f"scenario={scenario}", *tiny, *extra, f"progress={str(shown).lower()}"),
+            tmp_path / str(shown), scenario)
+        err = capfd.readouterr().err
+        for bar in bars:
+            assert (f"{bar}: " in err) == shown, (bar, err[-500:])

@@ -47,6 +47,13 @@ def test_eprop_scenarios_batch_through_replicas_inside_one_chip(scenario, shape,
                     learning=run.rule.learning(net, run.learning, machine))
 
 
+def test_every_scenario_takes_network_steps():
+    """README: every scenario takes network.steps (where the data set has its own length, check_steps
+    holds the value to it when the run starts)."""
+    for name in sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml")):
+        assert resolve(composed(f"scenario={name}", "network.steps=100")).network.steps == 100, name
+
+
 # ------------------------------------------------------------ resolve
 @pytest.mark.parametrize("section, key, value, choices", [
     ("learning", "rule", "sgd", "['bptt', 'eprop', 'eventprop', 'none', 'tlbptt']"),
