@@ -57,7 +57,7 @@ def network_text(m: dict, config: dict | None) -> str:
     replicas = m.get("replicas", mp.get("replicas", 1)) or 1
     chips = mp.get("chips_used")
     return (f"{text}. {m['cores']} cores" + (f" on {chips} chip{'s' if chips != 1 else ''}" if chips else "")
-            + (f", {replicas} data-parallel replicas" if replicas > 1 else ""))
+            + (f", {replicas} data-parallel replicas (the cores above are those of one)" if replicas > 1 else ""))
 
 
 def learning_text(m: dict, config: dict | None) -> str:

@@ -49,7 +49,7 @@ def eprop(tmp_path_factory):
     out = tmp_path_factory.mktemp("eprop")
     run(composed("scenario=eprop_cue", "backend=local", "data.train_size=8", "data.test_size=4", "data.n_cues=1",
                  "data.total_ms=400", "network.hidden=6", "learning.epochs=1", "learning.batch_size=4",
-                 "parallel.cores_per_population=2", "progress=false"), out, "eprop_cue")
+                 "parallel.cores_per_population=2", "parallel.replicas=2", "progress=false"), out, "eprop_cue")
     return out
 
 
@@ -277,7 +277,8 @@ def test_a_sweep_over_rules_compares_training_memory(tmp_path):
     sweep = tmp_path / "multirun"
     tiny = ["backend=local", "data.train_size=8", "data.test_size=4", "data.n_cues=1", "data.total_ms=400",
             "network.hidden=6", "learning.epochs=1", "progress=false", "report=false"]
-    jobs = [("eprop_cue", ["parallel.cores_per_population=2"]), ("tlbptt_cue", ["learning.window=50"]),
+    jobs = [("eprop_cue", ["parallel.cores_per_population=2", "parallel.replicas=2"]),
+            ("tlbptt_cue", ["learning.window=50"]),
             ("tlbptt_cue", ["learning.window=50", "machine.weight_bits=4"])]
     for job, (scenario, extra) in enumerate(jobs):
         d = sweep / str(job)
@@ -361,7 +362,7 @@ def test_headline_numbers_are_those_of_metrics_json(fwd, ep, eprop):
         for name, n, where in found:
             if name in sizes:
                 assert _number(n) == sizes[name]
-            ncores = sum(c["population"] == name for c in cores)
+            ncores = sum(c["population"] == name for c in cores) // m["mapping"]["replicas"]     # per copy
             assert where == ("written by the host" if ncores == 0 else f"on {ncores} core{'s' * (ncores != 1)}")
         assert f"{m['cores']} cores on 1 chip" in rows["network"]
         if "test_accuracy" not in m:

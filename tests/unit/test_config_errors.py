@@ -73,7 +73,7 @@ def test_unknown_keys_and_choices_suggest_the_nearest():
     # the scenario's own choice of network has no such key: Hydra would say "Key 'hidden' is not in struct"
     (["scenario=forward", "network.hidden=10"],
      "network.hidden: not a key of network=random (conf/network/random.yaml, chosen by scenario=forward); it is a key "
-     "of network=deep_alif or feedforward or recurrent_alif: choose one with network=NAME"),
+     "of network=deep_alif or feedforward or recurrent_alif or recurrent_lif: choose one with network=NAME"),
     (["learning.lr=0.1"], "learning.lr: not a key of learning=none (conf/learning/none.yaml, chosen by "
                           "scenario=forward); it is a key of learning=bptt or eprop or eventprop or tlbptt"),
     # every job of a sweep is checked: keywords has no n_cues

@@ -48,7 +48,7 @@ def test_bad_clip_norm_in_a_scenario_names_the_key(tmp_path, value, shown):
 
 
 @pytest.mark.parametrize("scenario, extra, bars", [
-    ("eprop_cue", ("parallel.cores_per_population=2", "backend=local"), ("epoch 1/1", "testing")),
+    ("eprop_cue", ("parallel.cores_per_population=2", "parallel.replicas=2", "backend=local"), ("epoch 1/1", "testing")),
     ("bptt_cue", ("learning.batch_size=4",), ("epoch 1/1", "testing")),
     ("eventprop_yinyang", ("data.limit=8", "data.val_size=4", "network.steps=40", "network.dt_ms=1.0",
                            "learning.batch_size=4", "backend=local"), ("epoch 1/1", "testing", "validation")),
