@@ -43,9 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,7 +52,8 @@ from tqdm import tqdm
 
 from spinnray.config import opt
 from spinnray.data.base import Dataset, Timing, register
-from spinnray.data.keywords import DEFAULT_PER_WORD, MANIFEST as AUDIO_MANIFEST, ensure_keyword_dataset
+from spinnray.data.keywords import DEFAULT_PER_WORD, build_replacing, ensure_keyword_dataset
+from spinnray.data.keywords import MANIFEST as AUDIO_MANIFEST
 from spinnray.data.shd import SpikeSet, spike_dataset, write_spike_file
 from spinnray.data.speech import (CLASS_NAMES, SAMPLE_RATE, FeatureParams, clip_batches, log_mel, mel_filterbank,
                                   speech_commands_index)
@@ -246,16 +244,7 @@ def ensure_keyword_spikes(out, audio_root, params: EncoderParams | None = None, 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and _manifest(out) is None)):
         raise DataError(f"{out} exists and is not a spike set made by spinnray (no {MANIFEST}); expected a new, "
                         "empty or previously generated directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        m = generate_keyword_spikes(tmp, audio_root, params, progress)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    m = build_replacing(out, lambda tmp: generate_keyword_spikes(tmp, audio_root, params, progress))
     log.info("spiking keyword set (%d channels, %.0f spikes per training sample) written to %s in %.1f s",
              m["channels"], m["stats"]["train"]["spikes_per_sample"], out, m["generation_s"])
     return m
