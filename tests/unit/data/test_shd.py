@@ -185,8 +185,8 @@ def _ragged_set(name, values, dtype):
 @pytest.mark.parametrize("change, message", [
     (lambda f: f.__delitem__("labels"), "no labels"),
     (lambda f: f.__delitem__("spikes/times"), "no spikes/times"),
-    (lambda f: _replace(f, "labels", np.array([0.5, 1.0])), r"labels has shape \(2,\) and dtype float64; expected "
-                                                            "1-D integers"),
+    (lambda f: _replace(f, "labels", np.array([0.5, 1.0])),
+     r"labels has shape \(2,\) and dtype float64; expected 1-D integers"),
     (lambda f: _replace(f, "labels", np.zeros((2, 1), np.int64)), "labels has shape"),
     (lambda f: _replace(f, "labels", np.array([0, -3])), "labels hold -3"),
     (lambda f: _replace(f, "labels", np.zeros(3, np.int64)), r"spikes/times has shape \(2,\) .* expected \(3,\)"),
@@ -199,8 +199,8 @@ def _ragged_set(name, values, dtype):
     (_ragged_set("spikes/times", [0.1, 0.2], np.float32), "sample 0 has 2 spikes/times but 1 spikes/units"),
     (_ragged_set("spikes/times", [np.nan], np.float32), "spikes/times of sample 0 holds nan"),
     (_ragged_set("spikes/times", [-0.5], np.float32), r"spikes/times of sample 0 holds -0\.5"),
-    (_ragged_set("spikes/units", [700], np.uint16), r"spikes/units of sample 0 holds 700; expected channels in "
-                                                    r"\[0, 700\)"),
+    (_ragged_set("spikes/units", [700], np.uint16),
+     r"spikes/units of sample 0 holds 700; expected channels in \[0, 700\)"),
     (lambda f: f.__setitem__("extra/speaker", np.zeros(5, np.int64)), "extra/speaker has shape .* of length 2"),
     (lambda f: f.__setitem__("extra/speaker", np.zeros(2, np.float32)), "extra/speaker .* expected 1-D integers"),
     (lambda f: f.__setitem__("extra/keys", np.zeros(3)), "extra/keys has shape .* expected at most 100000 strings"),
