@@ -23,7 +23,8 @@ import numpy as np
 
 from spinnray.config import from_dict
 from spinnray.data.base import Timing, load_dataset
-from spinnray.data.keyword_spikes import MANIFEST, KeywordSpikesConfig
+from spinnray.data.keyword_spikes import MANIFEST, audio_path, spikes_path
+from spinnray.data.shd import SHDConfig
 from spinnray.data.speech import load_speech_commands
 
 
@@ -100,11 +101,11 @@ def main() -> None:
     opts = {k: v for k, v in (("root", args.root), ("audio_root", args.audio_root), ("bands", args.bands),
                               ("levels_db", args.levels_db), ("hysteresis_db", args.hysteresis_db),
                               ("smooth_ms", args.smooth_ms)) if v is not None}
-    cfg = from_dict(KeywordSpikesConfig, opts, "data")
+    cfg = from_dict(SHDConfig, {"name": "keyword_spikes", **opts}, "data")
     t0 = time.perf_counter()
     data = load_dataset(cfg, Timing(dt_ms=1.0))
     load_s = time.perf_counter() - t0
-    manifest = json.loads((cfg.spikes_path() / MANIFEST).read_text())
+    manifest = json.loads((spikes_path(cfg) / MANIFEST).read_text())
     print(f"keyword_spikes: {manifest['channels']} channels, encoder {manifest['encoder']}")
     print(f"generation {manifest['generation_s']} s (this load, generation included if it ran: {load_s:.1f} s)")
     for split, s in manifest["stats"].items():
@@ -119,7 +120,7 @@ def main() -> None:
         coarse[dt] = len(np.unique((sample * data.steps + step) * data.n_inputs + chan)) / len(data.train)
     print("  input events per training sample at dt = " + ", ".join(f"{dt} ms: {v:.1f}" for dt, v in coarse.items()))
     results = {"manifest": manifest, "iters": args.iters, "events_per_sample": coarse, "runs": []}
-    analog = [load_speech_commands(cfg.audio_path(), split) for split in ("training", "validation", "testing")] \
+    analog = [load_speech_commands(audio_path(cfg), split) for split in ("training", "validation", "testing")] \
         if args.analog else None
     for bins in args.bins:
         print(f"{bins} time bin(s):")

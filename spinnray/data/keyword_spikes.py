@@ -50,17 +50,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from spinnray.config import opt
 from spinnray.data.base import Dataset, Timing, register
-from spinnray.data.keywords import DEFAULT_PER_WORD, build_replacing, ensure_keyword_dataset
+from spinnray.data.keywords import build_replacing, ensure_keyword_dataset
 from spinnray.data.keywords import MANIFEST as AUDIO_MANIFEST
-from spinnray.data.shd import SpikeSet, spike_dataset, write_spike_file
+from spinnray.data.shd import SHDConfig, SpikeSet, spike_dataset, write_spike_file
 from spinnray.data.speech import (CLASS_NAMES, SAMPLE_RATE, FeatureParams, clip_batches, log_mel, mel_filterbank,
                                   speech_commands_index)
 from spinnray.errors import ConfigError, DataError
 
 __all__ = ["EncoderParams", "SPIKE_SET", "MANIFEST", "band_energies", "crossings", "encode", "generate_keyword_spikes",
-           "ensure_keyword_spikes", "KeywordSpikesConfig", "load"]
+           "ensure_keyword_spikes", "encoder_params", "audio_path", "spikes_path", "load"]
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +71,19 @@ _SPLITS = {"train": "training", "val": "validation", "test": "testing"}
 _DB = 10.0 / math.log(10.0)          # natural log of power -> dB
 
 
+_CONFIG = SHDConfig(name="keyword_spikes")      # the defaults of the front end's options
+
+
 @dataclass(frozen=True)
 class EncoderParams:
-    """The front end's parameters (module docstring)."""
+    """The front end's parameters (module docstring); the defaults are ``data.*``'s."""
 
-    bands: int = 32
+    bands: int = _CONFIG.bands
     fmin_hz: float = 100.0
     fmax_hz: float = 8000.0
-    levels_db: tuple[float, ...] = (-6.0, -12.0, -18.0, -24.0, -30.0, -36.0)
-    hysteresis_db: float = 3.0
-    smooth_ms: float = 10.0
+    levels_db: tuple[float, ...] = _CONFIG.levels_db
+    hysteresis_db: float = _CONFIG.hysteresis_db
+    smooth_ms: float = _CONFIG.smooth_ms
     win_length: int = 400
     hop_length: int = 80
 
@@ -250,46 +252,25 @@ def ensure_keyword_spikes(out, audio_root, params: EncoderParams | None = None, 
     return m
 
 
-@dataclass(frozen=True)
-class KeywordSpikesConfig:
-    """The offline keyword set as spike trains in the SHD layout (module docstring)."""
-
-    name: str = opt("keyword_spikes", "data set", choices=("keyword_spikes",))
-    root: str | None = opt(None, "where the spike files are (written on first use; null = "
-                                 "~/.cache/spinnray/keyword_spikes)", path=True)
-    audio_root: str | None = opt(None, "the espeak-ng keyword set they are encoded from (generated on first use; "
-                                       "null = ~/.cache/spinnray/keywords)", path=True)
-    per_word: int = opt(DEFAULT_PER_WORD, "keyword set: clips per word", min=1, max=100_000)
-    data_seed: int = opt(0, "keyword set: generator seed", min=0, max=2**32 - 1)
-    bands: int = opt(32, "front end: mel bands", min=1, max=256)
-    levels_db: tuple[float, ...] = opt(None, "front end: crossing levels, dB below the clip's loudest band-frame",
-                                       factory=lambda: EncoderParams().levels_db)
-    hysteresis_db: float = opt(3.0, "front end: a detector re-arms after falling (rising) this far past its level",
-                               min=0.0, max=60.0)
-    smooth_ms: float = opt(10.0, "front end: time constant of the band-energy low-pass (0 = none)", min=0.0,
-                           max=1000.0)
-    duration_ms: float = opt(1000.0, "sample length (the clips last 1 s); network.steps overrides it", min=1e-3,
-                             max=1e7)
-    limit: int | None = opt(None, "use only the first N samples of each split", min=1, max=10_000_000)
-
-    def __post_init__(self):
-        self.encoder()              # refuses bad front-end options now, not at the first load
-
-    def encoder(self) -> EncoderParams:
-        return EncoderParams(bands=self.bands, levels_db=tuple(self.levels_db), hysteresis_db=self.hysteresis_db,
-                             smooth_ms=self.smooth_ms)
-
-    def audio_path(self) -> Path:
-        return Path(self.audio_root or "~/.cache/spinnray/keywords").expanduser()
-
-    def spikes_path(self) -> Path:
-        return Path(self.root or "~/.cache/spinnray/keyword_spikes").expanduser()
+def encoder_params(cfg: SHDConfig) -> EncoderParams:
+    """The front end ``data.*`` asks for."""
+    return EncoderParams(bands=cfg.bands, levels_db=tuple(cfg.levels_db), hysteresis_db=cfg.hysteresis_db,
+                         smooth_ms=cfg.smooth_ms)
 
 
-@register("keyword_spikes", KeywordSpikesConfig)
-def load(cfg: KeywordSpikesConfig, timing: Timing) -> Dataset:
-    audio = ensure_keyword_dataset(cfg.audio_path(), per_word=cfg.per_word, seed=cfg.data_seed)
-    out = cfg.spikes_path()
-    m = ensure_keyword_spikes(out, audio, cfg.encoder())
+def audio_path(cfg: SHDConfig) -> Path:
+    return Path(cfg.audio_root or "~/.cache/spinnray/keywords").expanduser()
+
+
+def spikes_path(cfg: SHDConfig) -> Path:
+    return Path(cfg.root or "~/.cache/spinnray/keyword_spikes").expanduser()
+
+
+@register("keyword_spikes", SHDConfig)
+def load(cfg: SHDConfig, timing: Timing) -> Dataset:
+    params = encoder_params(cfg)                 # refuses bad front-end options before any work
+    audio = ensure_keyword_dataset(audio_path(cfg), per_word=cfg.per_word, seed=cfg.data_seed)
+    out = spikes_path(cfg)
+    m = ensure_keyword_spikes(out, audio, params)
     paths = {s: out / f for s, f in SPIKE_SET.files().items()}
     return spike_dataset(cfg.name, paths, m["channels"], timing, cfg.duration_ms, limit=cfg.limit)

@@ -44,6 +44,7 @@ Malformed files raise :class:`~spinnray.errors.DataError` naming the file and th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ import numpy as np
 
 from spinnray.config import opt
 from spinnray.data.base import Dataset, Split, Timing, register
+from spinnray.data.keywords import DEFAULT_PER_WORD
 from spinnray.errors import ConfigError, DataError
 
 try:                            # optional: pip install 'spinnray[shd]'
@@ -60,7 +62,7 @@ try:                            # optional: pip install 'spinnray[shd]'
 except ImportError:             # pragma: no cover - exercised only without the extra
     h5py = None
 
-__all__ = ["CHANNELS", "SETS", "SpikeSet", "SHDConfig", "EventSplit", "SpikeFile", "read_spike_file",
+__all__ = ["CHANNELS", "SETS", "KEYWORD_OPTIONS", "SpikeSet", "SHDConfig", "EventSplit", "SpikeFile", "read_spike_file",
            "spike_dataset", "write_spike_file", "load"]
 
 log = logging.getLogger(__name__)
@@ -96,19 +98,53 @@ SETS = {
 }
 
 
+#: the options only the spiking keyword set (:mod:`spinnray.data.keyword_spikes`) reads: how it is made
+KEYWORD_OPTIONS = ("audio_root", "per_word", "data_seed", "bands", "levels_db", "hysteresis_db", "smooth_ms")
+
+
 @dataclass(frozen=True)
 class SHDConfig:
-    """SHD or SSC from the published HDF5 files at ``root`` (module docstring)."""
+    """A data set in the SHD layout: SHD or SSC from the published files at ``root`` (module docstring),
+    or the spiking keyword set (:mod:`spinnray.data.keyword_spikes`).  One config for the three, so that
+    ``data.name`` switches between them on the command line; the keyword set's options are refused for
+    the published sets unless left at their defaults."""
 
-    name: str = opt("shd", "shd (Spiking Heidelberg Digits) | ssc (Spiking Speech Commands)", choices=tuple(SETS))
-    root: str | None = opt(None, "directory holding the decompressed files (shd_train.h5, shd_test.h5; "
-                                 "ssc_train.h5, ssc_valid.h5, ssc_test.h5)", path=True)
+    name: str = opt("shd", "shd (Spiking Heidelberg Digits) | ssc (Spiking Speech Commands) | keyword_spikes (the "
+                           "offline keyword set as spikes)", choices=(*SETS, "keyword_spikes"))
+    root: str | None = opt(None, "directory of the files (shd_train.h5, shd_test.h5; ssc_train.h5, ssc_valid.h5, "
+                                 "ssc_test.h5); keyword_spikes: where they are written (null = "
+                                 "~/.cache/spinnray/keyword_spikes)", path=True)
     duration_ms: float = opt(1000.0, "length of a sample: steps = ceil(duration_ms / network.dt_ms) (network.steps "
                                      "overrides it); later spikes are dropped", min=1e-3, max=1e7)
-    val_speakers: tuple[int, ...] | None = opt(None, "speakers of the training file held out as the validation "
+    val_speakers: tuple[int, ...] | None = opt(None, "SHD: speakers of the training file held out as the validation "
                                                      "split (SHD defines none: one fold of leave-one-speaker-out); "
-                                                     "null = no validation split (SSC: its ssc_valid.h5)")
+                                                     "null = none (SSC and keyword_spikes define theirs)")
     limit: int | None = opt(None, "use only the first N samples of each split", min=1, max=MAX_SAMPLES)
+    audio_root: str | None = opt(None, "keyword_spikes: the espeak-ng keyword set they are encoded from (generated "
+                                       "on first use; null = ~/.cache/spinnray/keywords)", path=True)
+    per_word: int = opt(DEFAULT_PER_WORD, "keyword_spikes: keyword set clips per word", min=1, max=100_000)
+    data_seed: int = opt(0, "keyword_spikes: keyword set generator seed", min=0, max=2**32 - 1)
+    bands: int = opt(32, "keyword_spikes front end: mel bands (100 Hz - 8 kHz)", min=1, max=256)
+    levels_db: tuple[float, ...] = opt(None, "keyword_spikes front end: crossing levels, dB below the clip's loudest "
+                                             "band-frame", factory=lambda: (-6.0, -12.0, -18.0, -24.0, -30.0, -36.0))
+    hysteresis_db: float = opt(3.0, "keyword_spikes front end: a detector re-arms after falling (rising) this far "
+                                    "past its level", min=0.0, max=60.0)
+    smooth_ms: float = opt(10.0, "keyword_spikes front end: time constant of the band-energy low-pass (0 = none)",
+                           min=0.0, max=1000.0)
+
+    def __post_init__(self):
+        if self.name in SETS:
+            for f in dataclasses.fields(self):
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                if f.name in KEYWORD_OPTIONS and getattr(self, f.name) != default:
+                    raise ConfigError(f"data.{f.name} = {getattr(self, f.name)!r}: an option of data.name="
+                                      f"keyword_spikes; data.name={self.name} reads the published files (expected "
+                                      f"{default!r})")
+        spec = SETS.get(self.name)
+        if self.val_speakers and (spec is None or spec.val is not None):
+            title, val = (spec.title, spec.val) if spec else ("the spiking keyword set", "keyword_spikes_valid.h5")
+            raise ConfigError(f"data.val_speakers = {list(self.val_speakers)}: {title} defines its validation "
+                              f"split ({val}); expected null")
 
 
 # --------------------------------------------------------------------------- #
@@ -241,7 +277,7 @@ def _bin_chunk(path: Path, first: int, times, units, steps: int, channels: int, 
         k = int(np.flatnonzero(bad)[0])
         raise DataError(f"{path}: spikes/units of sample {first + int(sample[k])} holds {int(u[k])}; expected "
                         f"channels in [0, {channels})")
-    step = np.floor(t * (1000.0 / dt_ms))
+    step = np.floor(t * 1000.0 / dt_ms)             # as documented: floor(t * 1000 / dt_ms)
     keep = step < steps
     key = (sample[keep] * steps + step[keep].astype(np.int64)) * channels + u[keep]
     distinct = np.unique(key)
@@ -374,9 +410,6 @@ def load(cfg: SHDConfig, timing: Timing) -> Dataset:
     if cfg.root is None:
         raise ConfigError(f"data.root = null: data.name={cfg.name} needs the directory of "
                           f"{', '.join(spec.files().values())} ({spec.title}, from {URL})")
-    if cfg.val_speakers and spec.val is not None:
-        raise ConfigError(f"data.val_speakers = {list(cfg.val_speakers)}: {spec.title} defines its validation "
-                          f"split ({spec.val}); expected null")
     _require_h5py()
     root = Path(cfg.root).expanduser()
     return spike_dataset(cfg.name, _files(spec, root), CHANNELS, timing, cfg.duration_ms, cfg.val_speakers, cfg.limit)

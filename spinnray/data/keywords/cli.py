@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 from spinnray.config import from_dict
-from spinnray.data.keyword_spikes import KeywordSpikesConfig, ensure_keyword_spikes
+from spinnray.data.keyword_spikes import audio_path, encoder_params, ensure_keyword_spikes, spikes_path
 from spinnray.data.keywords import (
     DEFAULT_PER_WORD,
     MANIFEST,
     is_complete,
     ensure_keyword_dataset,
 )
+from spinnray.data.shd import SHDConfig
 from spinnray.errors import ConfigError, DataError
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def spikes_main(argv: list[str]) -> int:
     """``python -m spinnray.data.keywords spikes``: the options of ``data.name=keyword_spikes``."""
-    d = KeywordSpikesConfig()
+    d = SHDConfig(name="keyword_spikes")
     parser = argparse.ArgumentParser(prog="python -m spinnray.data.keywords spikes",
                                      description="Encode the espeak-ng keyword set as spike trains in the SHD HDF5 "
                                                  "layout (generating the keyword set first if needed).")
@@ -67,16 +68,17 @@ def spikes_main(argv: list[str]) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        cfg = from_dict(KeywordSpikesConfig, {
-            "root": args.root, "audio_root": args.audio_root, "per_word": args.per_word, "data_seed": args.seed,
+        cfg = from_dict(SHDConfig, {
+            "name": "keyword_spikes", "root": args.root, "audio_root": args.audio_root, "per_word": args.per_word, "data_seed": args.seed,
             "bands": args.bands, "levels_db": args.levels_db, "hysteresis_db": args.hysteresis_db,
             "smooth_ms": args.smooth_ms}, "data")
-        audio = ensure_keyword_dataset(cfg.audio_path(), cfg.per_word, cfg.data_seed, progress=not args.no_progress)
-        m = ensure_keyword_spikes(cfg.spikes_path(), audio, cfg.encoder(), progress=not args.no_progress)
+        params = encoder_params(cfg)
+        audio = ensure_keyword_dataset(audio_path(cfg), cfg.per_word, cfg.data_seed, progress=not args.no_progress)
+        m = ensure_keyword_spikes(spikes_path(cfg), audio, params, progress=not args.no_progress)
     except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{cfg.spikes_path()}: {m['channels']} channels; generated in {m['generation_s']} s")
+    print(f"{spikes_path(cfg)}: {m['channels']} channels; generated in {m['generation_s']} s")
     for split, s in m["stats"].items():
         print(f"  {split}: {s['samples']} samples, {s['spikes_per_sample']:.1f} spikes per sample, "
               f"{100 * s['silent_channels']:.1f} % of channels silent over the split, "

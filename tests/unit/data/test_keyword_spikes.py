@@ -10,10 +10,11 @@ import pytest
 
 from spinnray.config import from_dict
 from spinnray.data.base import Timing, load_dataset
-from spinnray.data.keyword_spikes import (MANIFEST, SPIKE_SET, EncoderParams, KeywordSpikesConfig, band_energies,
-                                          crossings, encode, ensure_keyword_spikes)
+from spinnray.data.keyword_spikes import (MANIFEST, SPIKE_SET, EncoderParams, band_energies, crossings, encode,
+                                          encoder_params, ensure_keyword_spikes)
 from spinnray.data.keywords import MANIFEST as AUDIO_MANIFEST
 from spinnray.data.keywords.cli import main as keywords_main
+from spinnray.data.shd import SHDConfig
 from spinnray.data.speech import CLASS_NAMES, hz_to_mel, mel_to_hz, read_wav, speech_commands_index, write_wav
 from spinnray.errors import ConfigError, DataError
 
@@ -87,13 +88,19 @@ def test_a_tone_fires_its_band_at_onset_and_offset_at_any_level():
     assert e.shape == (2, 200, 32) and e.max() <= 0.0
 
 
+def _cfg(**kw):
+    return from_dict(SHDConfig, {"name": "keyword_spikes", **kw}, "data")
+
+
 def test_encoder_options_are_checked():
     with pytest.raises(ConfigError, match="levels_db = \\[\\]"):
         EncoderParams(levels_db=())
     with pytest.raises(ConfigError, match="distinct"):
-        from_dict(KeywordSpikesConfig, {"levels_db": [-6, -6]}, "data")
+        load_dataset(_cfg(levels_db=[-6, -6]), Timing(1.0))
     with pytest.raises(ConfigError, match="cover no FFT bin"):
-        from_dict(KeywordSpikesConfig, {"bands": 250}, "data")
+        encoder_params(_cfg(bands=250))
+    with pytest.raises(ConfigError, match=r"val_speakers = \[1\]: the spiking keyword set defines its validation"):
+        _cfg(val_speakers=[1])
 
 
 # ------------------------------------------------------------------ a tiny keyword set, end to end
@@ -126,8 +133,7 @@ def _keyword_set(root, per_word=4, seed=0):
 
 def test_written_in_the_shd_layout_and_read_back_by_the_shd_loader(tmp_path):
     audio = _keyword_set(tmp_path / "kw")
-    cfg = from_dict(KeywordSpikesConfig, {"root": str(tmp_path / "spk"), "audio_root": str(audio), "per_word": 4,
-                                          "bands": 16, "levels_db": [-6, -18, -30]}, "data")
+    cfg = _cfg(root=str(tmp_path / "spk"), audio_root=str(audio), per_word=4, bands=16, levels_db=[-6, -18, -30])
     d = load_dataset(cfg, Timing(1.0))
     assert (d.name, d.input_kind, d.n_inputs, d.steps, d.class_names) == ("keyword_spikes", "spikes", 96, 1000,
                                                                           list(CLASS_NAMES))
@@ -150,7 +156,7 @@ def test_written_in_the_shd_layout_and_read_back_by_the_shd_loader(tmp_path):
         assert manifest["stats"][split]["samples"] == len(clips)
     # a word clip's events are those of encoding its WAV directly
     i, clip = next((i, c) for i, c in enumerate(speech_commands_index(audio, "training")) if "nohash" in c.relpath)
-    t, u = encode(read_wav(audio / clip.relpath)[None], cfg.encoder())[0]
+    t, u = encode(read_wav(audio / clip.relpath)[None], encoder_params(cfg))[0]
     with h5py.File(tmp_path / "spk" / SPIKE_SET.train, "r") as f:
         np.testing.assert_array_equal(f["spikes/times"][i], t)
         np.testing.assert_array_equal(f["spikes/units"][i], u)
@@ -188,8 +194,13 @@ def test_command_line(tmp_path, capsys):
     assert "data.hysteresis_db = -1.0: expected >= 0.0" in capsys.readouterr().err
 
 
-def test_hydra_config_selects_the_set():
+def test_hydra_config_selects_the_set_and_data_name_switches_to_shd(tmp_path):
     cfg = composed("data=keyword_spikes", "data.bands=16", "data.levels_db=[-6,-20]")
-    typed = from_dict(KeywordSpikesConfig, cfg.data, "data")
-    assert typed.name == "keyword_spikes" and typed.encoder().channels == 64
-    assert from_dict(KeywordSpikesConfig, composed("data=keyword_spikes").data, "data").encoder() == EncoderParams()
+    typed = from_dict(SHDConfig, cfg.data, "data")
+    assert typed.name == "keyword_spikes" and encoder_params(typed).channels == 64
+    assert encoder_params(from_dict(SHDConfig, composed("data=keyword_spikes").data, "data")) == EncoderParams()
+    shd = from_dict(SHDConfig, composed("data=keyword_spikes", "data.name=shd", f"data.root={tmp_path}").data, "data")
+    assert (shd.name, shd.root) == ("shd", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"data.bands = 16: an option of data.name=keyword_spikes; data.name=shd "
+                                          r"reads the published files \(expected 32\)"):
+        from_dict(SHDConfig, composed("data=keyword_spikes", "data.name=shd", "data.bands=16").data, "data")
