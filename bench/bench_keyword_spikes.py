@@ -112,7 +112,7 @@ def main() -> None:
         print(f"  {split}: {s['samples']} samples, {s['spikes_per_sample']:.1f} spikes/sample (max "
               f"{s['spikes_per_sample_max']}), silent channels {s['silent_channels']:.3f} over the split, "
               f"{s['silent_channels_per_sample']:.3f} per sample")
-    events = data.train.spike_counts()
+    events = data.train.events_per_sample()
     keys, coarse = data.train.keys.astype(np.int64), {}
     sample = np.repeat(np.arange(len(data.train)), events)
     for dt in (1, 2, 5, 10):                  # input events per sample when the 1 ms steps are merged to dt ms

@@ -35,8 +35,9 @@ validation split itself (``ssc_valid.h5``; 75,466 / 9,981 / 20,382 samples): it 
 split, and ``val_speakers`` is refused.
 
 **Memory.**  A file is read a chunk of samples at a time and each sample is kept as its sorted,
-distinct ``step * channels + channel`` keys (int32, 4 bytes per spike kept); :meth:`EventSplit.batch`
-rasterises only the mini-batch asked for, ``(steps, batch, channels)`` bool.  Every size read from a
+distinct ``step * channels + channel`` keys (int32, 4 bytes per spike kept) in a
+:class:`~spinnray.data.base.EventSplit`, which rasterises only the mini-batch asked for,
+``(steps, batch, channels)`` bool.  Every size read from a
 file (samples, classes, spikes per chunk) is checked before anything of that size is allocated; the
 ragged arrays themselves are bounded by the file (HDF5 stores variable-length data uncompressed).
 Malformed files raise :class:`~spinnray.errors.DataError` naming the file and the field.
@@ -53,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from spinnray.config import opt
-from spinnray.data.base import Dataset, Split, Timing, register
+from spinnray.data.base import Dataset, EventSplit, Timing, register
 from spinnray.data.keywords import DEFAULT_PER_WORD
 from spinnray.errors import ConfigError, DataError
 
@@ -62,7 +63,7 @@ try:                            # optional: pip install 'spinnray[shd]'
 except ImportError:             # pragma: no cover - exercised only without the extra
     h5py = None
 
-__all__ = ["CHANNELS", "SETS", "KEYWORD_OPTIONS", "SpikeSet", "SHDConfig", "EventSplit", "SpikeFile", "read_spike_file",
+__all__ = ["CHANNELS", "SETS", "KEYWORD_OPTIONS", "SpikeSet", "SHDConfig", "SpikeFile", "read_spike_file",
            "spike_dataset", "write_spike_file", "load"]
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,9 @@ log = logging.getLogger(__name__)
 #: input channels of SHD and SSC (the cochlea model's 700 hair cells)
 CHANNELS = 700
 #: the most samples a file and the most classes a set may declare, the longest sample in steps, the most
-#: spikes one split may keep (int32 keys: 4 GiB), the most cells of one mini-batch raster (bytes)
+#: spikes one split may keep (int32 keys: 4 GiB)
 MAX_SAMPLES, MAX_CLASSES, MAX_STEPS = 10_000_000, 100_000, 1_000_000
-MAX_EVENTS, MAX_RASTER = 1 << 30, 4 << 30
+MAX_EVENTS = 1 << 30
 #: samples read from a file at a time
 CHUNK = 1024
 URL = "https://zenkelab.org/resources/spiking-heidelberg-datasets-shd/"
@@ -148,58 +149,16 @@ class SHDConfig:
 
 
 # --------------------------------------------------------------------------- #
-# the split: events per sample, rasterised per mini-batch
-# --------------------------------------------------------------------------- #
-class EventSplit(Split):
-    """Samples as sorted distinct ``step * channels + channel`` keys, ``keys[offsets[i]:offsets[i+1]]``
-    for sample i; :meth:`batch` rasterises the samples asked for, ``(steps, len(idx), channels)`` bool."""
-
-    def __init__(self, keys: np.ndarray, offsets: np.ndarray, labels: np.ndarray, steps: int, channels: int,
-                 speakers: np.ndarray | None = None):
-        self.keys, self.offsets = keys, offsets
-        self.labels = np.asarray(labels, np.int64)
-        self.steps, self.channels, self.speakers = steps, channels, speakers
-
-    def spike_counts(self) -> np.ndarray:
-        """Input events (distinct step-channel pairs) of each sample, (N,)."""
-        return np.diff(self.offsets)
-
-    def batch(self, idx) -> np.ndarray:
-        idx = np.asarray(idx, np.int64).reshape(-1)
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(self.labels)):
-            raise DataError(f"sample index {int(idx.max() if idx.max() >= 0 else idx.min())} outside "
-                            f"[0, {len(self.labels)})")
-        if self.steps * len(idx) * self.channels > MAX_RASTER:
-            raise DataError(f"a mini-batch of {len(idx)} samples x {self.steps} steps x {self.channels} channels "
-                            f"exceeds {MAX_RASTER} bytes as a raster; use a smaller batch or fewer steps")
-        out = np.zeros((self.steps, len(idx), self.channels), bool)
-        lo, hi = self.offsets[idx], self.offsets[idx + 1]
-        keys = np.concatenate([self.keys[a:b] for a, b in zip(lo, hi)]) if len(idx) else self.keys[:0]
-        col = np.repeat(np.arange(len(idx)), hi - lo)
-        out[keys // self.channels, col, keys % self.channels] = True
-        return out
-
-    def subset(self, rows: np.ndarray) -> EventSplit:
-        """The samples ``rows`` (indices, in that order) as a new split."""
-        rows = np.asarray(rows, np.int64)
-        lengths = self.offsets[rows + 1] - self.offsets[rows]
-        offsets = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        keys = (np.concatenate([self.keys[self.offsets[r]:self.offsets[r + 1]] for r in rows]) if len(rows)
-                else self.keys[:0])
-        return EventSplit(keys, offsets, self.labels[rows], self.steps, self.channels,
-                          None if self.speakers is None else self.speakers[rows])
-
-
-# --------------------------------------------------------------------------- #
 # reading one file
 # --------------------------------------------------------------------------- #
 @dataclass
 class SpikeFile:
-    """One file read and binned: the split, its class names (None: the file has no ``extra/keys``)
-    and the spikes it held, dropped (at or after the sample's end) and merged (same step and channel)."""
+    """One file read and binned: the split, each sample's speaker (None: no ``extra/speaker``), the
+    class names (None: no ``extra/keys``) and the spikes it held, dropped (at or after the sample's
+    end) and merged (same step and channel)."""
 
     split: EventSplit
+    speakers: np.ndarray | None
     keys: list[str] | None
     spikes: int
     dropped: int
@@ -336,7 +295,8 @@ def read_spike_file(path: Path, channels: int, dt_ms: float, steps: int, limit: 
     if n:
         np.cumsum(np.concatenate(counts), out=offsets[1:])
     keys = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    return SpikeFile(EventSplit(keys, offsets, labels, steps, channels, speakers), names, seen, dropped, merged)
+    return SpikeFile(EventSplit.from_keys(keys, offsets, labels, steps, channels), speakers, names, seen, dropped,
+                     merged)
 
 
 # --------------------------------------------------------------------------- #
@@ -363,7 +323,7 @@ def spike_dataset(name: str, paths: dict[str, Path], channels: int, timing: Timi
                      "(%g ms steps)", name, s, r.spikes, r.dropped, steps * timing.dt_ms, r.merged, timing.dt_ms)
     splits = {s: r.split for s, r in read.items()}
     if val_speakers:
-        splits["train"], splits["val"] = _hold_out(name, paths["train"], splits["train"], val_speakers)
+        splits["train"], splits["val"] = _hold_out(name, paths["train"], read["train"], val_speakers)
         if limit is not None:
             splits = {s: sp.subset(np.arange(min(limit, len(sp)))) for s, sp in splits.items()}
     names = [r.keys for r in read.values() if r.keys is not None]
@@ -378,7 +338,7 @@ def spike_dataset(name: str, paths: dict[str, Path], channels: int, timing: Timi
     return Dataset(name, "spikes", channels, steps, class_names, splits["train"], splits["test"], splits.get("val"))
 
 
-def _hold_out(name: str, path: Path, train: EventSplit, speakers: tuple[int, ...]):
+def _hold_out(name: str, path: Path, train: SpikeFile, speakers: tuple[int, ...]):
     if train.speakers is None:
         raise DataError(f"{path}: no extra/speaker; data.val_speakers needs the speaker of each sample")
     known = sorted(set(train.speakers.tolist()))
@@ -390,7 +350,7 @@ def _hold_out(name: str, path: Path, train: EventSplit, speakers: tuple[int, ...
     if held.all():
         raise ConfigError(f"data.val_speakers = {list(speakers)}: every training sample of {name} is theirs; "
                           "expected some speakers left to train on")
-    return train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held))
+    return train.split.subset(np.flatnonzero(~held)), train.split.subset(np.flatnonzero(held))
 
 
 def _files(spec: SpikeSet, root: Path) -> dict[str, Path]:
