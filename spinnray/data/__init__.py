@@ -1,7 +1,8 @@
 """Data sets -> arrays, one module each: Yin-Yang, cue accumulation, Speech Commands v1 and the
-offline espeak-ng keyword set, a user's files, Poisson trials.  Every module registers its typed
-config and loader (:mod:`spinnray.data.base`); importing this package imports them all, so a
-new data set is one module here (and its ``conf/data/NAME.yaml``).  May import: ``errors``,
+offline espeak-ng keyword set, SHD / SSC (HDF5 spike files) and the keyword set as spikes in that
+layout, a user's files, Poisson trials.  Every module registers its typed config and loader
+(:mod:`spinnray.data.base`); importing this package imports them all, so a new data set is one
+module here (and its ``conf/data/NAME.yaml``).  May import: ``errors``,
 ``checks``, ``config``."""
 
 import importlib

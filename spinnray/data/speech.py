@@ -103,6 +103,7 @@ __all__ = [
     "read_wav",
     "write_wav",
     "speech_commands_index",
+    "clip_batches",
     "feature_scale",
     "load_speech_commands",
 ]
@@ -541,23 +542,25 @@ def _clip_samples_of(root: Path, clip: Clip, noise_cache: dict, clip_samples: in
     return read_wav(root / clip.relpath)
 
 
+def clip_batches(root: Path, clips: list[Clip], clip_samples: int = SAMPLE_RATE, batch: int = 256):
+    """Yield ``(start, audio)`` for consecutive batches of ``clips``: float64 (b, clip_samples) samples
+    (int16 / 32768, zero-padded or cropped; silence clips cropped from their noise file)."""
+    noise_cache: dict[str, np.ndarray] = {}
+    for start in range(0, len(clips), batch):
+        yield start, np.stack([_fit_clip(_clip_samples_of(root, c, noise_cache, clip_samples), clip_samples)
+                               for c in clips[start : start + batch]])
+
+
 def _compute_features(root: Path, clips: list[Clip], params: FeatureParams, progress: bool, desc: str) -> np.ndarray:
     """Read every clip and compute its features, in batches; float32 (N, steps, 2 n_mels)."""
 
     bank = mel_filterbank(params)
     out = np.empty((len(clips), params.steps, params.n_features), dtype=np.float32)
-    noise_cache: dict[str, np.ndarray] = {}
-    batch = 256
     with tqdm(total=len(clips), desc=desc, unit="clip", disable=not progress, dynamic_ncols=True, leave=False) as bar:
-        for start in range(0, len(clips), batch):
-            part = clips[start : start + batch]
-            audio = np.stack(
-                [_fit_clip(_clip_samples_of(root, c, noise_cache, params.clip_samples), params.clip_samples)
-                 for c in part]
-            )
+        for start, audio in clip_batches(root, clips, params.clip_samples):
             mel = log_mel(audio, params, bank)
-            out[start : start + len(part)] = np.concatenate([mel, deltas(mel, params.delta_width)], axis=-1)
-            bar.update(len(part))
+            out[start : start + len(audio)] = np.concatenate([mel, deltas(mel, params.delta_width)], axis=-1)
+            bar.update(len(audio))
     return out
 
 

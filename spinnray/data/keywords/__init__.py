@@ -106,6 +106,7 @@ __all__ = [
     "synthesize",
     "render_clip",
     "generate_keyword_dataset",
+    "build_replacing",
     "ensure_keyword_dataset",
     "main",
 ]
@@ -473,6 +474,22 @@ def _ours(root: Path) -> bool:
         return False
 
 
+def build_replacing(root: Path, make):
+    """``make(tmp)`` into a new temporary sibling of ``root``, then move it to ``root``, replacing what was
+    there: a failure never leaves a half-written set at ``root``.  Returns what ``make`` returns."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        made = make(tmp)
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return made
+
+
 def ensure_keyword_dataset(root: str | os.PathLike, per_word: int = DEFAULT_PER_WORD, seed: int = 0, *,
                            progress: bool = True, workers: int | None = None) -> Path:
     """Return ``root`` holding a complete keyword set for ``(per_word, seed)``, generating it only if needed.
@@ -496,17 +513,9 @@ def ensure_keyword_dataset(root: str | os.PathLike, per_word: int = DEFAULT_PER_
         raise DataError(f"{root} exists and is not a keyword set made by spinnray (no {MANIFEST}); "
                         f"expected a new, empty or previously generated directory")
     _require_espeak()
-    root.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        generate_keyword_dataset(tmp, per_word, seed, progress=progress, workers=workers)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    build_replacing(root, lambda tmp: generate_keyword_dataset(tmp, per_word, seed, progress=progress,
+                                                               workers=workers))
     log.info("keyword set with %d clips per keyword written to %s in %.1f s", per_word, root,
              time.perf_counter() - start)
     return root

@@ -76,4 +76,10 @@ def test_events_become_the_raster_of_each_batch():
         np.testing.assert_array_equal(got, raster[:, np.asarray(idx, np.int64)])
     with pytest.raises(DataError, match=r"samples .*in \[0, 6\)"):
         split.batch([6])
-    assert split.step.nbytes + split.channel.nbytes == 8 * len(s)   # int32 step and channel per event
+    assert split.keys.nbytes == 4 * len(s)                           # one int32 key per event
+    np.testing.assert_array_equal(split.events_per_sample(), np.bincount(s, minlength=n))
+    sub = split.subset([4, 1, 4])
+    np.testing.assert_array_equal(sub.labels, [4, 1, 4])
+    np.testing.assert_array_equal(sub.batch([0, 1, 2]), raster[:, [4, 1, 4]])
+    with pytest.raises(DataError, match="exceeds .* bytes as a raster"):
+        split.batch(np.zeros(EventSplit.MAX_BATCH_BYTES // (steps * channels) + 1, np.int64))

@@ -58,7 +58,8 @@ def test_every_scenario_takes_network_steps():
 @pytest.mark.parametrize("section, key, value, choices", [
     ("learning", "rule", "sgd", "['bptt', 'eprop', 'eventprop', 'none', 'tlbptt']"),
     ("network", "name", "resnet", "['deep_alif', 'feedforward', 'nir', 'random', 'recurrent_alif', 'recurrent_lif']"),
-    ("data", "name", "mnist", "['cue', 'files', 'keywords', 'poisson', 'speech_commands', 'yinyang']"),
+    ("data", "name", "mnist", "['cue', 'files', 'keyword_spikes', 'keywords', 'poisson', 'shd', 'speech_commands', 'ssc', "
+                                 "'yinyang']"),
 ])
 def test_an_unknown_name_is_refused_naming_the_key_and_the_choices(section, key, value, choices):
     with pytest.raises(ConfigError) as e:
