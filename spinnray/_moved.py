@@ -1,7 +1,7 @@
 """Modules of the flat layout before 0.2 and where their contents live now.
 
 Importing an old name raises an ImportError that names the new module, instead of Python's
-bare "No module named ..." (README: "How it works" shows the tree).
+bare "No module named ..." (docs/design.md, "How it works", shows the tree).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         new = MOVED.get(fullname)
         if new is not None:
-            raise ImportError(f"{fullname} moved to {new} (spinnray 0.2 layout; see README 'How it works')",
+            raise ImportError(f"{fullname} moved to {new} (spinnray 0.2 layout; see docs/design.md)",
                               name=fullname)
         return None
 

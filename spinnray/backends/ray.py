@@ -44,7 +44,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, ship_
     ``address=None`` starts an embedded local instance; ``"auto"``,
     ``"host:port"`` or ``"ray://host:port"`` join an existing cluster (with
     Ray 2.60's token authentication the process needs ``RAY_AUTH_MODE=token``
-    and the cluster's token, see README).  ``ship_code``: upload this
+    and the cluster's token, see docs/cluster.md).  ``ship_code``: upload this
     process's ``spinnray`` package with the job (Ray ``runtime_env``
     ``py_modules``), so the other nodes need only the dependencies (numpy,
     msgpack, ray) and run exactly this code.

@@ -2,7 +2,9 @@
 
 Counters live on the cores and routers that do the work; the summary is
 built from them, never re-derived.  ``SCHEMA_VERSION`` changes whenever a
-key of ``metrics.json`` changes meaning.
+key of ``metrics.json`` changes meaning.  The users' reference of every key is
+``docs/metrics.md`` (``tests/unit/experiments/test_metrics_doc.py`` checks it
+against the keys that runs write).
 
 The files of a run directory (schema version 1)
 ===============================================

@@ -414,7 +414,7 @@ def readable(key: str, value) -> str:
 
 
 def unit_of(key: str) -> str:
-    """The unit of a metrics.json key, from its name (README's table)."""
+    """The unit of a metrics.json key, from its name (docs/metrics.md)."""
     last = key.rsplit(".", 1)[-1]
     if key.startswith("rates_hz."):
         return "Hz"

@@ -48,7 +48,7 @@ def test_eprop_scenarios_batch_through_replicas_inside_one_chip(scenario, shape,
 
 
 def test_every_scenario_takes_network_steps():
-    """README: every scenario takes network.steps (where the data set has its own length, check_steps
+    """docs/running.md: every scenario takes network.steps (where the data set has its own length, check_steps
     holds the value to it when the run starts)."""
     for name in sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml")):
         assert resolve(composed(f"scenario={name}", "network.steps=100")).network.steps == 100, name
