@@ -435,7 +435,7 @@ def _size(size: int, cfg: CueConfig) -> int:
 
 
 @register("cue", CueConfig)
-def load(cfg: CueConfig, timing: Timing) -> Dataset:
+def load(cfg: CueConfig, timing: Timing, progress: bool = True) -> Dataset:
     """Training and test trials, made per mini-batch (:class:`CueSplit`); the loss window is the
     recall period.  With ``resample`` the training split switches to the epoch's seed at the
     start of every epoch (its labels are refilled in place)."""

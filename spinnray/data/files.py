@@ -148,7 +148,7 @@ def _split(path: Path, dt_ms: float, steps: int | None, limit: int | None):
 
 
 @register("files", FilesConfig)
-def load(cfg: FilesConfig, timing: Timing) -> Dataset:
+def load(cfg: FilesConfig, timing: Timing, progress: bool = True) -> Dataset:
     if cfg.path is None:
         raise ConfigError("data.path = null: data.name=files needs the directory of train.npz and test.npz")
     root = Path(cfg.path).expanduser()

@@ -267,10 +267,10 @@ def spikes_path(cfg: SHDConfig) -> Path:
 
 
 @register("keyword_spikes", SHDConfig)
-def load(cfg: SHDConfig, timing: Timing) -> Dataset:
+def load(cfg: SHDConfig, timing: Timing, progress: bool = True) -> Dataset:
     params = encoder_params(cfg)                 # refuses bad front-end options before any work
-    audio = ensure_keyword_dataset(audio_path(cfg), per_word=cfg.per_word, seed=cfg.data_seed)
+    audio = ensure_keyword_dataset(audio_path(cfg), per_word=cfg.per_word, seed=cfg.data_seed, progress=progress)
     out = spikes_path(cfg)
-    m = ensure_keyword_spikes(out, audio, params)
+    m = ensure_keyword_spikes(out, audio, params, progress=progress)
     paths = {s: out / f for s, f in SPIKE_SET.files().items()}
     return spike_dataset(cfg.name, paths, m["channels"], timing, cfg.duration_ms, limit=cfg.limit)

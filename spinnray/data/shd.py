@@ -365,7 +365,7 @@ def _files(spec: SpikeSet, root: Path) -> dict[str, Path]:
 
 @register("shd", SHDConfig)
 @register("ssc", SHDConfig)
-def load(cfg: SHDConfig, timing: Timing) -> Dataset:
+def load(cfg: SHDConfig, timing: Timing, progress: bool = True) -> Dataset:
     spec = SETS[cfg.name]
     if cfg.root is None:
         raise ConfigError(f"data.root = null: data.name={cfg.name} needs the directory of "

@@ -779,18 +779,18 @@ class SpeechConfig:
     limit: int | None = opt(None, "use only the first N training and N test samples", min=1, max=10_000_000)
 
 
-def dataset_from_root(cfg: SpeechConfig, root: Path) -> Dataset:
+def dataset_from_root(cfg: SpeechConfig, root: Path, progress: bool = True) -> Dataset:
     """Training and test features of the Speech Commands layout at ``root`` (GSC v1 lists), read per
     mini-batch from the feature cache."""
-    train, test = (load_speech_commands(root, split, cache_dir=cfg.cache_dir, progress=True, resident=False)
+    train, test = (load_speech_commands(root, split, cache_dir=cfg.cache_dir, progress=progress, resident=False)
                    for split in ("training", "testing"))
     return Dataset(cfg.name, "analog", train.x.shape[2], train.x.shape[1], list(train.class_names),
                    train.split(cfg.limit), test.split(cfg.limit))
 
 
 @register("speech_commands", SpeechConfig)
-def load(cfg: SpeechConfig, timing: Timing) -> Dataset:
+def load(cfg: SpeechConfig, timing: Timing, progress: bool = True) -> Dataset:
     if cfg.root is None:
         raise ConfigError("data.root = null: data.name=speech_commands needs the path of the "
                           "speech_commands_v0.01 directory")
-    return dataset_from_root(cfg, Path(cfg.root).expanduser())
+    return dataset_from_root(cfg, Path(cfg.root).expanduser(), progress)

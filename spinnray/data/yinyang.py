@@ -457,7 +457,7 @@ def encode_inputs(samples: np.ndarray, data: YinYangConfig, steps: int, dt_ms: f
 
 
 @register("yinyang", YinYangConfig)
-def load(cfg: YinYangConfig, timing: Timing) -> Dataset:
+def load(cfg: YinYangConfig, timing: Timing, progress: bool = True) -> Dataset:
     """The encoded Yin-Yang splits: spike rasters of ``timing.steps`` steps (the network's
     ``network.steps``: the encoding needs the run's length)."""
     if timing.steps is None:

@@ -37,7 +37,7 @@ def run_dense(run: Run, out_dir, scenario: str) -> dict:
         raise ConfigError(f"learning.rule = bptt with learning.window = {learn.window} and learning.block_size = "
                           f"{learn.block_size}: full BPTT has neither; expected null, or learning.rule = tlbptt")
     t_start = time.perf_counter()
-    data = load_dataset(run.data, Timing(net_cfg.dt_ms, net_cfg.steps))
+    data = load_dataset(run.data, Timing(net_cfg.dt_ms, net_cfg.steps), cfg.progress)
     check_steps(net_cfg, data)
     if learn.window_steps is None and data.loss_window is not None:
         learn = replace(learn, window_steps=data.loss_window)

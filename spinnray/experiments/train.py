@@ -60,7 +60,7 @@ def _save_first_sample(out_dir: Path, tr: Trainer, net, data, learn) -> None:
 
 def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
     cfg, rule, net_cfg = run.config, run.rule, run.network
-    data = load_dataset(run.data, Timing(net_cfg.dt_ms, getattr(net_cfg, "steps", None)))
+    data = load_dataset(run.data, Timing(net_cfg.dt_ms, getattr(net_cfg, "steps", None)), cfg.progress)
     check_steps(net_cfg, data)
     learn = rule.adapt(run.learning, data) if rule.adapt is not None else run.learning
     if rule.check is not None:

@@ -522,8 +522,9 @@ def ensure_keyword_dataset(root: str | os.PathLike, per_word: int = DEFAULT_PER_
 
 
 @register("keywords", SpeechConfig)
-def load_keywords(cfg: SpeechConfig, timing: Timing) -> Dataset:
+def load_keywords(cfg: SpeechConfig, timing: Timing, progress: bool = True) -> Dataset:
     """The offline keyword set at ``data.root`` (default ``~/.cache/spinnray/keywords``), generated there on
     first use; the same features and layout as ``speech_commands``."""
     root = Path(cfg.root or "~/.cache/spinnray/keywords").expanduser()
-    return dataset_from_root(cfg, ensure_keyword_dataset(root, per_word=cfg.per_word, seed=cfg.data_seed))
+    return dataset_from_root(cfg, ensure_keyword_dataset(root, per_word=cfg.per_word, seed=cfg.data_seed,
+                                                         progress=progress), progress)

@@ -366,3 +366,18 @@ def test_missing_noise_folder_is_an_error_only_when_silence_is_wanted(dataset):
         speech_commands_index(root, "training")
     clips = speech_commands_index(root, "training", silence_fraction=0.0)
     assert 10 not in {c.label for c in clips}
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_feature_extraction_shows_a_bar_unless_the_run_says_progress_false(tmp_path, capfd, shown):
+    """load_dataset passes the run's ``progress`` to the loader: the feature extraction of each split
+    shows a bar on stderr, and none with progress=false."""
+    from spinnray.data.base import Timing, load_dataset
+    from spinnray.data.speech import SpeechConfig
+
+    root = tmp_path / "gsc"
+    make_dataset(root, n_speakers=5)
+    cfg = SpeechConfig(name="speech_commands", root=str(root), cache_dir=str(tmp_path / "cache"))
+    load_dataset(cfg, Timing(1.0), progress=shown)
+    err = capfd.readouterr().err
+    assert ("training: " in err) == shown and ("testing: " in err) == shown, err[-300:]
