@@ -156,6 +156,8 @@ def describe(cls) -> list[tuple[str, Any, str]]:
 #: the weight options of the learning cores (:mod:`spinnray.machine.quant`)
 BITS = (32, 16, 8, 4, 2)
 ROUNDINGS = ("nearest", "stochastic")
+#: the default range factor of a recurrent projection's digital grid (MachineConfig.weight_range_recurrent)
+RECURRENT_HEADROOM = 7.0
 TRANSFERS = ("round", "threshold")
 SYNAPSES = ("ideal", "pcm")
 
@@ -282,16 +284,23 @@ class MachineConfig:
     transfer: str = opt("round", "with accumulate: round (the stored weight is the high-precision weight rounded "
                                  "onto the grid with machine.rounding) | threshold (a level moves only once the "
                                  "pending update reaches it, as device pulses do)", choices=TRANSFERS)
-    weight_max: float | None = opt(None, "weight range +-weight_max of the grid / PCM pair; null = weight_range x max "
-                                         "|initial weight| (see weight_range_scope) (> 0)")
-    weight_range: float = opt(2.0, "with weight_max null: the grid spans +-weight_range x max |initial weight| "
-                                   "of each projection", min=1e-6)
+    weight_max: float | None = opt(None, "weight range +-weight_max of the grid / PCM pair; null = a factor x max "
+                                         "|initial weight| (weight_range, weight_range_recurrent, weight_ranges; "
+                                         "see weight_range_scope) (> 0)")
+    weight_range: float = opt(2.0, "with weight_max null: the grid of a feed-forward projection spans "
+                                   "+-weight_range x max |initial weight| (see weight_range_scope)", min=1e-6)
+    weight_range_recurrent: float | None = opt(None, "with weight_max null: the same factor for recurrent projections "
+                                                     "(pre is post), which start small and grow about 6-10x in "
+                                                     "training (bench/RESULTS.md); null = 7 for digital weights "
+                                                     "(weight_bits < 32), weight_range for PCM (> 0)")
     weight_ranges: dict | None = opt(None, "with weight_max null: per-projection range factors replacing weight_range, keyed "
                                     "by projection name, pre->post or pre_to_post (e.g. {hidden_to_hidden: 6}: "
                                     "recurrent weights that grow far past their initial peak); null = none", factory=dict)
-    weight_range_scope: str = opt("population", "with weight_max null, whose largest initial weight sets the range: "
-                                                "population (all projections into it share one grid) | projection",
-                                  choices=("population", "projection"))
+    weight_range_scope: str | None = opt(None, "with weight_max null, whose largest initial weight the factor "
+                                               "multiplies: projection (each projection its own grid) | population "
+                                               "(all projections into it: a core's input and recurrent weights "
+                                               "share the larger peak); null = projection for digital weights, "
+                                               "population for PCM", choices=("population", "projection"))
     synapse: str = opt("ideal", "ideal (digital store of weight_bits) | pcm (differential PCM pairs: programming "
                                 "and read noise, drift; needs weight_bits 32)", choices=SYNAPSES)
     pcm: PCMParams = opt(None, "PCM device parameters (machine.synapse = pcm)", factory=PCMParams)
@@ -310,15 +319,19 @@ class MachineConfig:
             raise ConfigError(f"machine.accumulate = {self.accumulate!r}: expected true or false")
         if self.transfer not in TRANSFERS:
             raise ConfigError(f"machine.transfer = {self.transfer!r}: expected one of {list(TRANSFERS)}")
-        if self.weight_range_scope not in ("population", "projection"):
-            raise ConfigError(f"machine.weight_range_scope = {self.weight_range_scope!r}: expected population or "
-                              "projection")
+        if self.weight_range_scope not in ("population", "projection", None):
+            raise ConfigError(f"machine.weight_range_scope = {self.weight_range_scope!r}: expected population, "
+                              "projection or null")
         wm = self.weight_max
         if wm is not None and (isinstance(wm, bool) or not isinstance(wm, (int, float))
                                or not math.isfinite(wm) or wm <= 0):
             raise ConfigError(f"machine.weight_max = {wm!r}: expected a finite number > 0 or null")
         if self.weight_ranges is None:
             object.__setattr__(self, "weight_ranges", {})
+        wrr = self.weight_range_recurrent
+        if wrr is not None and (isinstance(wrr, bool) or not isinstance(wrr, (int, float))
+                                or not math.isfinite(wrr) or wrr <= 0):
+            raise ConfigError(f"machine.weight_range_recurrent = {wrr!r}: expected a finite number > 0 or null")
         wr = self.weight_ranges
         if not isinstance(wr, dict):
             raise ConfigError(f"machine.weight_ranges = {wr!r}: expected a mapping of projection name to factor")
@@ -348,7 +361,27 @@ class MachineConfig:
         d = dataclasses.asdict(self)
         if not d["weight_ranges"]:
             d.pop("weight_ranges")
+        if d["weight_range_recurrent"] is None:
+            d.pop("weight_range_recurrent")
+        if self.float_weights:      # no grid: the scope means nothing; written as before its default became null
+            d["weight_range_scope"] = "population"
+        elif d["weight_range_scope"] is None:
+            d["weight_range_scope"] = self.range_scope
         return d
+
+    @property
+    def range_scope(self) -> str:
+        """``weight_range_scope`` resolved: null = projection for digital weights, population for PCM."""
+        if self.weight_range_scope is not None:
+            return self.weight_range_scope
+        return "population" if self.synapse == "pcm" else "projection"
+
+    @property
+    def range_recurrent(self) -> float:
+        """``weight_range_recurrent`` resolved: null = 7 for digital weights, weight_range for PCM."""
+        if self.weight_range_recurrent is not None:
+            return float(self.weight_range_recurrent)
+        return float(self.weight_range) if self.synapse == "pcm" else RECURRENT_HEADROOM
 
     @property
     def total_pes(self) -> int:

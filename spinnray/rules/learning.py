@@ -100,27 +100,37 @@ def weight_store_options(machine, network) -> WeightStoreSpec | None:
     """``learning["weight_store"]`` for the learning cores from ``machine`` (a MachineConfig).
 
     None when the machine stores float weights (``weight_bits = 32``, ``synapse = ideal``).
-    Otherwise a dict of the ``machine.*`` weight options in which ``weight_max`` maps every
-    projection name to its range: ``machine.weight_max``, or when that is null
-    ``machine.weight_range x`` the largest |initial weight| (1.0 if all are zero) of
+    Otherwise the ``machine.*`` weight options with ``ranges``, every projection name -> its
+    range: ``machine.weight_max``, or when that is null ``f x peak`` where
 
-    * ``weight_range_scope = population`` (default): all projections into the same population,
-      so a core's input and recurrent weights share one grid (one fixed-point format per PE);
-    * ``weight_range_scope = projection``: the projection alone.
+    * ``f`` (the headroom) is ``machine.weight_ranges[name]`` if given, else
+      ``machine.weight_range_recurrent`` for a recurrent projection (pre is post; null: 7 for
+      digital weights, ``weight_range`` for PCM), else ``machine.weight_range`` (2);
+    * ``peak`` is the largest |initial weight| (1.0 if all are zero) of the projection alone
+      (``weight_range_scope = projection``; null: the default for digital weights) or of all
+      projections into the same population (``population``, the default for PCM, whose
+      measured recipe predates this rule: a core's input and recurrent weights share one peak).
 
-    ``machine.weight_ranges`` (projection name -> factor) replaces ``weight_range`` for the
-    projections it names, written ``pre->post`` or, on the command line where Hydra takes no
-    ``->`` in keys, ``pre_to_post`` (an unknown name is a ConfigError listing the projections).
+    This default needs no calibration run: the headroom is where trained weights end up relative
+    to their initial peak (bench/RESULTS.md, issues 8 and 26).  Feed-forward weights start near
+    their working scale and grow 1-3x, so 2 x their peak keeps the grid fine (4 bits: step
+    ~0.3 x peak) and saturates only the few that grow most.  Recurrent weights start about 5-40x
+    smaller than the input weights (so that the initial network is not driven by itself) and
+    grow 6-10x on both the keyword and cue tasks; 7 x their own peak holds that growth.  One
+    range per population (the old default) put recurrent weights on the input weights' grid,
+    whose step exceeds most recurrent weights: they rounded to 0 (cue task) or trained 2-20
+    points behind float32.
 
-    The range covers the whole projection, so every core holding a slice uses the same grid.
-    A projection initialised much smaller than its neighbours (recurrent weights) grows during
-    training far past its own initial peak (about 10x on the keyword task, bench/RESULTS.md);
-    a per-projection range then saturates it.
+    ``machine.weight_ranges`` is written ``pre->post`` or, on the command line where Hydra takes
+    no ``->`` in keys, ``pre_to_post`` (an unknown name is a ConfigError listing the projections).
+    The range covers the whole projection, so every core and replica holding a slice uses the
+    same grid, computed once from the initial weights: identical on every backend.
     """
     if machine.float_weights:
         return None
     factor = float(machine.weight_range)
-    scope = machine.weight_range_scope
+    recurrent = machine.range_recurrent
+    scope = machine.range_scope
     peaks = {p.name: float(np.abs(p.weights).max()) if p.weights.size else 0.0 for p in network.projections}
     if scope == "population":
         into: dict[str, float] = {}
@@ -134,7 +144,8 @@ def weight_store_options(machine, network) -> WeightStoreSpec | None:
                           f"are {sorted(peaks)}")
     ranges = {}
     for p in network.projections:
-        peak, f = peaks[p.name], float(factors.get(p.name, factor))
+        peak = peaks[p.name]
+        f = float(factors.get(p.name, recurrent if p.pre.name == p.post.name else factor))
         ranges[p.name] = float(machine.weight_max) if machine.weight_max is not None else \
             (f * peak if peak > 0 else 1.0)
     return WeightStoreSpec(machine.weight_bits, machine.rounding, machine.accumulate, machine.transfer,

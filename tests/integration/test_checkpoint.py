@@ -174,10 +174,11 @@ def test_training_starts_from_the_weights_of_a_checkpoint(tmp_path, kind):
 
 def test_float_weights_move_onto_a_4_bit_grid_set_from_them(tmp_path):
     """A float32 checkpoint loaded at 4 bits: the grid's range follows the loaded weights (range 1 x
-    each population's peak), so every weight lands within half a level of its float value."""
+    each population's peak, set explicitly), so every weight lands within half a level of its float value."""
     run(_cfg(learning={"epochs": 1}), tmp_path / "a", "t")
     run(_cfg(learning={"epochs": 1}, init_from=str(tmp_path / "a" / "checkpoints"), checkpoint={"every": 1000},
-             machine={"weight_bits": 4, "weight_range": 1.0}), tmp_path / "q", "t")
+             machine={"weight_bits": 4, "weight_range": 1.0, "weight_range_recurrent": 1.0,
+                      "weight_range_scope": "population"}), tmp_path / "q", "t")
     a, q = _core_weights(tmp_path / "a"), _core_weights(tmp_path / "q")
     for pop_cores in ([c for c in a if len(a[c]) == 2], [c for c in a if len(a[c]) == 1]):   # hidden, output
         assert pop_cores

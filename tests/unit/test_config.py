@@ -138,3 +138,19 @@ def test_from_dict_refuses_a_non_finite_number(value):
     with pytest.raises(ConfigError) as e:                      # an optional number too (float | None)
         from_dict(RunConfig, {"machine": {"weight_max": value}})
     assert str(e.value).startswith(f"machine.weight_max = {value!r}: expected ")
+
+
+def test_machine_identity_keeps_old_fingerprints_and_resolves_the_range_defaults():
+    """The checkpoint fingerprint of a float or PCM machine is what it was before the range options'
+    defaults became null (old checkpoints resume); a digital store records the scope it resolved to,
+    so a checkpoint of the earlier population default is refused rather than continued on another grid."""
+    old_keys = {"weight_range": 2.0, "weight_range_scope": "population"}
+    for m in (MachineConfig(), MachineConfig(synapse="pcm")):
+        d = m.identity()
+        assert "weight_range_recurrent" not in d and {k: d[k] for k in old_keys} == old_keys
+    four = MachineConfig(weight_bits=4)
+    assert (four.range_scope, four.range_recurrent) == ("projection", 7.0)
+    assert four.identity()["weight_range_scope"] == "projection"
+    assert MachineConfig(synapse="pcm", weight_range=1.5).range_recurrent == 1.5
+    explicit = MachineConfig(weight_bits=4, weight_range_scope="population", weight_range_recurrent=3.0)
+    assert (explicit.range_scope, explicit.identity()["weight_range_recurrent"]) == ("population", 3.0)

@@ -24,14 +24,16 @@ def test_every_scenario_composes_and_validates():
         assert cfg.machine.sram_per_pe_bytes == 128 * 1024, name
 
 
+@pytest.mark.parametrize("bits", [32, 4])
 @pytest.mark.parametrize("scenario, shape, cores", [
     ("eprop_cue", DataShape(40, 2, "spikes"), 8 * (10 + 1)),
     ("eprop_kws", DataShape(80, 12, "analog"), 8 * (12 + 1)),
 ])
-def test_eprop_scenarios_batch_through_replicas_inside_one_chip(scenario, shape, cores):
+def test_eprop_scenarios_batch_through_replicas_inside_one_chip(scenario, shape, cores, bits):
     """The e-prop scenarios' mini-batches run on copies of the network, each core inside the
-    chip's 128 KB and all copies on one 152-PE chip (mapped as the Trainer maps them)."""
-    run = resolve(composed(f"scenario={scenario}"))
+    chip's 128 KB and all copies on one 152-PE chip (mapped as the Trainer maps them); with
+    machine.weight_bits=4 alone too (4-bit codes + float32 accumulator)."""
+    run = resolve(composed(f"scenario={scenario}", f"machine.weight_bits={bits}"))
     par, machine = run.config.parallel, run.config.machine
     assert par.replicas > 1 and run.learning.batch_size % par.replicas == 0
     net = run.builder.build(run.network, shape, 0)
