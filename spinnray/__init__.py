@@ -11,7 +11,6 @@ from spinnray.errors import (BudgetError, ConfigError, DataError, MappingError, 
                      RoutingError, SpinnrayError, TransportError)
 from spinnray.model.network import Network, Population, Projection
 from spinnray.model.neurons import ALIF, LI, LIF, AnalogSource, SpikeSource
-from spinnray.simulator import RunResult, Simulator, poisson_spikes
 
 __all__ = [
     "Network", "Population", "Projection", "LIF", "ALIF", "LI", "SpikeSource", "AnalogSource", "MachineConfig",
@@ -22,3 +21,19 @@ __all__ = [
 __version__ = "0.1.0"
 
 _moved.install()
+
+#: names the simulator defines, imported on first use (PEP 562): every core actor imports
+#: ``spinnray.machine.core``, which runs this file first, and needs neither the simulator nor the
+#: mapping and backends behind it (a lean actor starts sooner and holds less)
+_LAZY = frozenset({"Simulator", "RunResult", "poisson_spikes"})
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from spinnray import simulator
+        return getattr(simulator, name)
+    raise AttributeError(f"module 'spinnray' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)

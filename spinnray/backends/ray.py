@@ -15,9 +15,13 @@ After that the backend refuses to run again.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import secrets
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +29,8 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from spinnray.backends.base import check_strict, node_plan, with_nodes
+from spinnray.backends.base import check_strict, node_plan, process_memory, with_nodes
+from spinnray.backends.pool import ActorPool
 from spinnray.backends.transport import CoreLink, RouterServer
 from spinnray.errors import MappingError, SpinnrayError, TransportError
 from spinnray.machine.core import CoreSpec, build_core, invoke
@@ -33,7 +38,8 @@ from spinnray.machine.counters import bytes_by_link_class
 from spinnray.machine.router import Router, RoutingTable
 from spinnray.machine.schedule import TrainStep, backward_program, run_program
 
-__all__ = ["RayBackend", "ensure_ray", "cluster_nodes", "resolve_nodes", "surviving_cluster", "admit", "ACTOR_BYTES"]
+__all__ = ["RayBackend", "ensure_ray", "cluster_nodes", "resolve_nodes", "surviving_cluster", "admit", "ACTOR_BYTES",
+           "core_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +164,43 @@ def admit(node_of: dict[int, int], ray_node_ids: list[str]) -> None:
                 "backend=local")
 
 
-def _actor_classes():
+_CORE_ACTOR = None
+_POOL: ActorPool | None = None
+
+
+def _core_actor_class():
+    """The core actor's Ray class, made once per process (the pool's actors are all of it)."""
+    global _CORE_ACTOR
+    if _CORE_ACTOR is not None:
+        return _CORE_ACTOR
+
     @ray.remote(num_cpus=0)
     class CoreActor:
-        """One emulated PE in its own process."""
+        """One emulated PE in its own process.  Started blank (:mod:`spinnray.backends.pool`),
+        loaded with a spec and connected to its router by :meth:`load`, emptied by :meth:`reset`
+        when its backend closes cleanly, then loaded again by the next backend."""
 
-        def __init__(self, spec: CoreSpec):
-            self.core = build_core(spec)
+        def __init__(self):
+            self.core = None
             self.link: CoreLink | None = None
 
-        def connect(self, address, timeout_s: float, secret: bytes, router_node: int = 0) -> None:
+        def load(self, spec: CoreSpec, address, timeout_s: float, secret: bytes, router_node: int = 0) -> str:
+            """Build the core of ``spec`` and connect it to its router; returns the Ray node id."""
+            self.core = build_core(spec)
             self.link = CoreLink(self.core.id, tuple(address), timeout_s, secret=secret, router_node=router_node)
+            return ray.get_runtime_context().get_node_id()
+
+        def reset(self) -> None:
+            """Drop the core and close its stream: nothing of this run is left for the next."""
+            if self.link is not None:
+                self.link.close()
+            self.core = self.link = None
+            gc.collect()
+            _release_free_memory()
+
+        def held(self) -> list[str]:
+            """The names of what the actor holds (empty when blank or reset)."""
+            return sorted(k for k, v in vars(self).items() if v is not None)
 
         def run(self, steps, k, batch, inputs, record, layer=None, train=None):
             """A forward run; ``layer``: (level, number of levels) of the layered schedule;
@@ -195,7 +227,8 @@ def _actor_classes():
             return invoke(self.core, method, args)
 
         def report(self) -> dict:
-            return self.core.report()
+            """The core's report and this process's memory (``process``)."""
+            return {**self.core.report(), "process": process_memory()}
 
         def pid(self) -> int:
             return os.getpid()
@@ -203,6 +236,44 @@ def _actor_classes():
         def node(self) -> str:
             return ray.get_runtime_context().get_node_id()
 
+    _CORE_ACTOR = CoreActor
+    return CoreActor
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap back to the system (glibc's malloc_trim), so an idle actor's RSS shows what
+    it holds, not its last run's peak; a no-op on other C libraries."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def core_pool() -> ActorPool:
+    """This process's pool of core actors (made on first use)."""
+    global _POOL
+    if _POOL is None:
+        cls = _core_actor_class()
+        _POOL = ActorPool(lambda node_id: cls.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(), ray.kill)
+    return _POOL
+
+
+class StderrProgress:
+    """The default start-up progress: ``spinnray: cores up 37/152 (12 s)`` on stderr every 5 s once
+    start-up has taken 2 s (quick starts stay quiet), and the last count when it printed any."""
+
+    def __init__(self):
+        self.last = None
+
+    def __call__(self, done: int, total: int, elapsed_s: float) -> None:
+        due = elapsed_s >= 2.0 and (self.last is None or elapsed_s - self.last >= 5.0)
+        if due or (done == total and self.last is not None):
+            self.last = elapsed_s
+            print(f"spinnray: cores up {done}/{total} ({elapsed_s:.0f} s)", file=sys.stderr, flush=True)
+
+
+def _actor_classes():
     @ray.remote(num_cpus=0)
     class RouterActor:
         """The multicast router of one node; its TCP server thread runs the rounds."""
@@ -259,7 +330,7 @@ def _actor_classes():
             failure reports."""
             return self.server.error, self.server.where(self.server.rounds), self.server.late_core
 
-    return CoreActor, RouterActor
+    return RouterActor
 
 
 class RayBackend:
@@ -279,21 +350,23 @@ class RayBackend:
     def __init__(self, specs: list[CoreSpec], table: RoutingTable, strict: bool = True,
                  timeout_s: float = 120.0, *, node_of: dict[int, int] | None = None,
                  tables: dict[int, RoutingTable] | None = None, node_ids=None,
-                 placement_timeout_s: float = 120.0):
+                 placement_timeout_s: float = 120.0, progress=None):
         if not ray.is_initialized():
             raise SpinnrayError("backend 'ray' needs Ray started: call spinnray.backends.ensure_ray() "
                                 "or ray.init() first")
         self._ray = ray
-        CoreActor, RouterActor = _actor_classes()
+        RouterActor = _actor_classes()
         self.strict = strict
         self.timeout_s = timeout_s
         self.failed: str | None = None
+        self._busy = False              # a call to the cores is under way (close then kills, never pools)
         self.specs = {s.core_id: s for s in specs}
         self.core_ids = [s.core_id for s in specs]
         self._events: dict[int, int] = {}
         self.node_of, tables, self.n_nodes = node_plan(self.core_ids, table, node_of, tables)
         self.ray_node_ids = resolve_nodes(self.n_nodes, node_ids)
         admit(self.node_of, self.ray_node_ids)
+        self.pool = core_pool()
         self.actors: dict = {}
         self.routers: list = []
 
@@ -303,34 +376,87 @@ class RayBackend:
         # This run's key for the router streams (transport module docstring): it reaches the
         # actors only as call arguments, never a socket, file or environment variable.
         secret = secrets.token_bytes(32)
+        t0 = time.monotonic()
         try:
             self.routers = [RouterActor.options(scheduling_strategy=pin(n)).remote(
                 tables[n], [c for c in self.core_ids if self.node_of[c] == n], timeout_s, n, self.n_nodes,
                 self.node_of if self.n_nodes > 1 else None, secret) for n in range(self.n_nodes)]
             self.router = self.routers[0]
-            self.actors = {s.core_id: CoreActor.options(scheduling_strategy=pin(self.node_of[s.core_id])).remote(s)
-                           for s in specs}
+            # pooled core actors, else new blank ones, all requested at once (a process each: the slow part)
+            taken, self._reused = {}, set()
+            for n in range(self.n_nodes):
+                cids = [c for c in self.core_ids if self.node_of[c] == n]
+                actors, reused = self.pool.take(self.ray_node_ids[n], len(cids))
+                taken.update(zip(cids, actors))
+                self._reused.update(cids[:reused])
+            self.actors = {cid: taken[cid] for cid in self.core_ids}
+            deadline = t0 + placement_timeout_s
             addresses = self._place([r.address.remote() for r in self.routers], placement_timeout_s,
                                     "start the routers")
             if self.n_nodes > 1:
                 self._place([r.start.remote({m: addresses[m] for m in range(self.n_nodes) if m != n})
-                             for n, r in enumerate(self.routers)], placement_timeout_s, "start the routers")
-            self._place([a.connect.remote(addresses[self.node_of[cid]], timeout_s, secret, self.node_of[cid])
-                         for cid, a in self.actors.items()], placement_timeout_s, "start and connect the cores")
-            nodes = self._place([a.node.remote() for a in self.actors.values()]
-                                + [r.node.remote() for r in self.routers], placement_timeout_s, "locate the actors")
+                             for n, r in enumerate(self.routers)], max(0.0, deadline - time.monotonic()),
+                            "start the routers")
+            self.actual_nodes = self._load(addresses, secret, placement_timeout_s, t0,
+                                           StderrProgress() if progress is None else progress)
+            router_nodes = self._place([r.node.remote() for r in self.routers],
+                                       max(1.0, deadline - time.monotonic()), "locate the routers")
         except BaseException:
+            self.failed = self.failed or "start-up failed"
             self.close()
             raise
-        self.actual_nodes = dict(zip(self.actors, nodes))
+        self.startup_s = time.monotonic() - t0
         wrong = [f"core {cid} runs on Ray node {got}, not on its node {self.node_of[cid]} = "
                  f"{self.ray_node_ids[self.node_of[cid]]}" for cid, got in self.actual_nodes.items()
                  if got != self.ray_node_ids[self.node_of[cid]]]
         wrong += [f"router {n} runs on Ray node {got}, not on {self.ray_node_ids[n]}"
-                  for n, got in enumerate(nodes[len(self.actors):]) if got != self.ray_node_ids[n]]
+                  for n, got in enumerate(router_nodes) if got != self.ray_node_ids[n]]
         if wrong:       # hard node affinity makes this impossible; checked, not assumed
+            self.failed = wrong[0]
             self.close()
             raise MappingError(wrong[0])
+
+    def _load(self, addresses: list, secret: bytes, timeout_s: float, t0: float, progress) -> dict[int, str]:
+        """Load every core actor with its spec and connect it to its node's router, reporting
+        progress as they come up; the Ray node of each core.  A pooled actor that died while idle is
+        replaced by a new one, once; anything else, or ``timeout_s`` from ``t0``, is a MappingError."""
+        ray = self._ray
+        total = len(self.actors)
+
+        def load(cid):
+            n = self.node_of[cid]
+            return self.actors[cid].load.remote(self.specs[cid], addresses[n], self.timeout_s, secret, n)
+
+        refs = {load(cid): cid for cid in self.core_ids}
+        out: dict[int, str] = {}
+        replaced: set[int] = set()
+        pending = list(refs)
+        progress(0, total, time.monotonic() - t0)
+        while pending:
+            left = t0 + timeout_s - time.monotonic()
+            if left <= 0:
+                raise MappingError(
+                    f"only {len(out)} of {total} core actors were up and connected within "
+                    f"cluster.placement_timeout_s = {timeout_s} s on the nodes asked for ({self.n_nodes}: "
+                    f"{self.ray_node_ids}); alive: {_describe_nodes(cluster_nodes())}")
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=min(1.0, left))
+            for ref in done:
+                cid = refs.pop(ref)
+                try:
+                    out[cid] = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    if not isinstance(e, ray.exceptions.RayActorError) or cid not in self._reused or cid in replaced:
+                        raise self._start_error(e, "start and connect the cores") from None
+                    # an idle pooled actor died (its process was killed, or its node restarted): a new one
+                    replaced.add(cid)
+                    self._reused.discard(cid)
+                    self.pool.kill([self.actors[cid]])
+                    self.actors[cid] = self.pool.start_new(self.ray_node_ids[self.node_of[cid]])
+                    ref = load(cid)
+                    refs[ref] = cid
+                    pending.append(ref)
+            progress(len(out), total, time.monotonic() - t0)
+        return {cid: out[cid] for cid in self.core_ids}
 
     def _place(self, refs: list, timeout_s: float, what: str) -> list:
         """``ray.get`` during start-up: a failure or ``timeout_s`` becomes a MappingError."""
@@ -342,11 +468,16 @@ class RayBackend:
                 f"could not {what} within cluster.placement_timeout_s = {timeout_s} s on the nodes asked for "
                 f"({self.n_nodes}: {self.ray_node_ids}); alive: {_describe_nodes(cluster_nodes())}") from None
         except ray.exceptions.RayError as e:
-            cause = _unwrap(e)
-            if isinstance(cause, SpinnrayError):
-                raise cause from None
-            raise MappingError(f"could not {what} on the nodes asked for ({self.n_nodes}: {self.ray_node_ids}): "
-                               f"{_first_line(e)}; alive: {_describe_nodes(cluster_nodes())}") from None
+            raise self._start_error(e, what) from None
+
+    def _start_error(self, e: Exception, what: str) -> SpinnrayError:
+        """A failed start-up call: the spinnray error inside it (a core over its budget), else a
+        MappingError naming the nodes."""
+        cause = _unwrap(e)
+        if isinstance(cause, SpinnrayError):
+            return cause
+        return MappingError(f"could not {what} on the nodes asked for ({self.n_nodes}: {self.ray_node_ids}): "
+                            f"{_first_line(e)}; alive: {_describe_nodes(cluster_nodes())}")
 
     def _configure(self, k: int, batch: int, steps: int, backward: bool, layered: bool = False,
                    forward_rounds: int | None = None) -> None:
@@ -421,12 +552,14 @@ class RayBackend:
         """Results by core id; the first failure stops every router and is raised."""
         ray = self._ray
         out, pending = {}, list(refs)
+        self._busy = True
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:
                 out[refs[done[0]]] = ray.get(done[0])
             except ray.exceptions.RayError as e:
                 raise self._failure(refs, done[0], e, pending, what) from None
+        self._busy = False
         return out
 
     def _where(self, cid: int) -> str:
@@ -528,11 +661,22 @@ class RayBackend:
         return cores, routers
 
     def close(self) -> None:
-        for a in list(self.actors.values()) + list(self.routers):
+        """End the routers; the core actors go back to the pool emptied (:meth:`CoreActor.reset`
+        runs before any later load, as an actor runs its calls in order), or, when this backend
+        failed or a call was cut short, are killed."""
+        for r in self.routers:
             try:
-                self._ray.kill(a)
+                self._ray.kill(r)
             except Exception:   # an actor that died already is fine to skip
                 pass
+        if self.failed is None and not self._busy:
+            for n in range(self.n_nodes):
+                mine = [a for cid, a in self.actors.items() if self.node_of[cid] == n]
+                for a in mine:
+                    a.reset.remote()
+                self.pool.give_back(self.ray_node_ids[n], mine)
+        else:
+            self.pool.kill(self.actors.values())
         self.actors = {}
         self.routers = []
 
