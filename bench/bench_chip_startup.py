@@ -35,7 +35,7 @@ import yaml
 import spinnray
 from spinnray import MachineConfig
 from spinnray.backends import ensure_ray
-from spinnray.config import from_dict
+from spinnray.config import ClusterConfig, from_dict
 from spinnray.model.builders import BUILDERS
 from spinnray.simulator import Simulator
 
@@ -62,7 +62,8 @@ def cpu_s(pids) -> float:
 
 def up_to_first_round(net, sources, cores) -> tuple[Simulator, float, float]:
     t0 = time.perf_counter()
-    sim = Simulator(net, MachineConfig(), cores_per_population=cores, backend="ray", timeout_s=600.0)
+    sim = Simulator(net, MachineConfig(), cores_per_population=cores, backend="ray",
+                    cluster=ClusterConfig(placement_timeout_s=900.0, round_timeout_s=600.0))
     t_up = time.perf_counter() - t0
     sim.run(1, {k: v[:1] for k, v in sources.items()})
     return sim, t_up, time.perf_counter() - t0
@@ -80,12 +81,13 @@ def main(argv=None) -> int:
     net = spec.build(cfg, None, 0)
     sources = {p.name: np.random.default_rng(0).random((args.steps, p.size)) < 0.05
                for p in net.populations.values() if p.model.kind == "source"}
+    out_load = float(Path("/proc/loadavg").read_text().split()[0])
     t = time.perf_counter()
     ensure_ray(num_cpus=2)
     out = {"label": args.label, "code": str(Path(spinnray.__file__).parents[1]),
            "commit": subprocess.run(["git", "-C", str(Path(spinnray.__file__).parents[1]), "rev-parse", "--short",
                                      "HEAD"], capture_output=True, text=True).stdout.strip(),
-           "ray_init_s": time.perf_counter() - t}
+           "ray_init_s": time.perf_counter() - t, "loadavg_1min_start": out_load}
     sim, out["cold_up_s"], out["cold_first_round_s"] = up_to_first_round(net, sources, cores)
     try:
         out["cores"] = len(sim.backend.actors)
@@ -106,6 +108,7 @@ def main(argv=None) -> int:
         out["warm_same_processes"] = len(set(again) & set(pids))
     finally:
         sim.close()
+    out["loadavg_1min_end"] = float(Path("/proc/loadavg").read_text().split()[0])     # other jobs on the machine
     print(json.dumps(out))
     return 0
 

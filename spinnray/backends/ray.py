@@ -7,6 +7,14 @@ node's router actor (:mod:`spinnray.backends.transport`).  With several nodes, r
 inter-node events to each other once per round.  On ``ray`` every actor of node ``n`` is pinned
 to Ray node ``node_ids[n]`` (hard ``NodeAffinitySchedulingStrategy``).
 
+Start-up.  A new actor is a new worker process (~0.3 s of CPU; the raylet starts as many at once
+as the node has CPUs), so core actors come from this process's pool (:func:`core_pool`,
+:mod:`spinnray.backends.pool`): all requested at once, started blank, then each loaded with its
+spec and connected (progress on stderr when that takes a while); when the backend closes cleanly
+they are emptied and pooled for the next backend of the process, and a failed backend kills them.
+``core_pool().drain()`` ends the idle ones.  Before any actor starts, :func:`admit` refuses a
+mapping whose actors would not fit the node's memory.
+
 Failures.  A core that raises, dies or hangs stops the run: the routers close their streams at
 once, so every other core and router stops too, and the driver raises one error naming the
 core (its chip and node), the round and step, and the phase, within ``timeout_s`` of a hang.
