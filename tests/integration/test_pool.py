@@ -99,3 +99,32 @@ def test_a_failed_backend_kills_its_actors_and_the_pool_replaces_dead_ones(ray_s
     res = _forward()
     assert pool.started == started + 1 and len(res[3]) == 8
     _same(res[0], _forward("local")[0])
+
+
+LEAN_NOT = ("hydra", "omegaconf", "matplotlib", "spinnray.report", "spinnray.experiments", "spinnray.data",
+            "spinnray.simulator", "spinnray.nir")
+
+
+def _heavy(mods, names):
+    return sorted(m for m in mods if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_a_core_actor_loads_only_what_a_core_needs(ray_session):
+    """No Hydra, plotting, report, experiment, data, simulator or config module in a core actor's process (the
+    package root imports the simulator and the configs lazily); a forward core not the mapping nor the configs
+    either (a learning core does: its rule's package defines the mapping's Learning spec and its typed config)."""
+    pool = core_pool()
+    pool.drain()
+    _forward()
+    idle = list(pool.idle[ray_session.get_runtime_context().get_node_id()])
+
+    def modules():
+        return ray_session.get([a.__ray_call__.remote(lambda self: sorted(__import__("sys").modules)) for a in idle])
+
+    forward = modules()
+    assert all("spinnray.machine.core" in mods for mods in forward)
+    assert [_heavy(mods, LEAN_NOT + ("spinnray.mapping", "spinnray.config")) for mods in forward] == [[]] * len(idle)
+    _eprop_weights()
+    learned = modules()
+    assert any("spinnray.rules.eprop.core" in mods for mods in learned)          # an e-prop core was loaded
+    assert [_heavy(mods, LEAN_NOT) for mods in learned] == [[]] * len(idle)
