@@ -1,8 +1,8 @@
 """Core actors kept for reuse: one pool per process, a list of idle actors per Ray node.
 
-Starting a core actor means a new worker process (``import ray`` alone is ~830 modules): here
-about 0.3 s of CPU each, and the raylet starts at most as many at once as the node has CPUs, so
-152 cores took ~45 s to come up.  So actors start *blank* (no core, no stream) and all at once,
+Starting a core actor means a new worker process (``import ray`` alone is ~830 modules), and the
+raylet starts at most as many at once as the node has CPUs: 152 cores took about 60 s to come up
+on 2 CPUs, against 6 s when they were reused (bench/RESULTS.md, issue 25).  So actors start *blank* (no core, no stream) and all at once,
 are loaded with a :class:`~spinnray.machine.core.CoreSpec` by the backend, and when a backend
 closes cleanly each one drops its core and stream and goes back here, for the next backend of
 this process on the same node: the next run, epoch, restart or Hydra job (a sweep runs its jobs

@@ -7,8 +7,8 @@ node's router actor (:mod:`spinnray.backends.transport`).  With several nodes, r
 inter-node events to each other once per round.  On ``ray`` every actor of node ``n`` is pinned
 to Ray node ``node_ids[n]`` (hard ``NodeAffinitySchedulingStrategy``).
 
-Start-up.  A new actor is a new worker process (~0.3 s of CPU; the raylet starts as many at once
-as the node has CPUs), so core actors come from this process's pool (:func:`core_pool`,
+Start-up.  A new actor is a new worker process (the raylet starts as many at once as the node has
+CPUs: 152 took about 60 s on 2 CPUs, bench/RESULTS.md issue 25), so core actors come from this process's pool (:func:`core_pool`,
 :mod:`spinnray.backends.pool`): all requested at once, started blank, then each loaded with its
 spec and connected (progress on stderr when that takes a while); when the backend closes cleanly
 they are emptied and pooled for the next backend of the process, and a failed backend kills them.

@@ -128,3 +128,18 @@ def test_a_core_actor_loads_only_what_a_core_needs(ray_session):
     learned = modules()
     assert any("spinnray.rules.eprop.core" in mods for mods in learned)          # an e-prop core was loaded
     assert [_heavy(mods, LEAN_NOT) for mods in learned] == [[]] * len(idle)
+
+
+def test_a_placement_timeout_is_a_mapping_error_with_the_numbers_and_pools_nothing(ray_session):
+    """10 ms cannot start 8 new worker processes: the start-up stops with the timeout named, and the
+    actors it started are killed, not pooled."""
+    from spinnray.config import ClusterConfig
+    from spinnray.errors import MappingError
+
+    pool = core_pool()
+    pool.drain()
+    started = pool.started
+    with pytest.raises(MappingError, match=r"within cluster.placement_timeout_s = 0.01 s on the nodes asked for"):
+        Simulator(helpers.equivalence_network(), backend="ray", cores_per_population=2, batch_size=helpers.EQ_BATCH,
+                  cluster=ClusterConfig(placement_timeout_s=0.01))
+    assert pool.started == started + 8 and pool.idle_on(ray_session.get_runtime_context().get_node_id()) == 0
