@@ -364,7 +364,10 @@ class RayBackend:
     ``NodeAffinitySchedulingStrategy`` (actors take ``num_cpus=0``, so no
     resources need reserving).  Raises :class:`MappingError` when the cluster
     has too few alive nodes, a named node is not alive, or the actors are not
-    all up within ``placement_timeout_s``; never waits longer.
+    all up within ``placement_timeout_s``; never waits longer.  Core actors come
+    from :func:`core_pool` and go back to it on a clean :meth:`close`;
+    ``progress(done, total, elapsed_s)`` is called as they come up (default
+    :class:`StderrProgress`); ``startup_s`` is how long they took.
     """
 
     name = "ray"
