@@ -508,27 +508,27 @@ def test_hostile_frames_are_rejected_and_valid_frames_routed_unchanged():
 
 def test_hostile_frames_forwarded_by_a_router_are_rejected():
     table = RoutingTable([RoutingEntry(0x100, 0xFFFFFF00, (1,))])
-    r = Router(table, [1], max_offset=3, n_batch=2, router_id=1, node=1, node_of={2: 0, 1: 1})
+    r = Router(table, [1], max_offset=3, n_batch=2, router_id=1, node=1, router_of={2: 0, 1: 1})
     good = spike(2, [0x101], batch=[1])
     hostile = [h[1] for h in _hostile_frames()]
     out = r.deliver(r.route_forwarded({0: hostile[:4] + [good] + hostile[4:]}))
     assert out == {1: [good]}
     c = r.counters
     assert c.rejected == len(hostile) and c.from_routers_packets == len(hostile) + 1
-    assert c.from_routers_events == 1 and all("router of node 0" in x for x in r.reasons)
+    assert c.from_routers_events == 1 and all("from router 0" in x for x in r.reasons)
 
 
 def test_router_with_links_refuses_single_router_routing():
     table = RoutingTable([RoutingEntry(0x10, 0xFFFFFFF0, (), (1,))])
     frame = packet.encode(packet.Kind.SPIKE, 0, 0, np.array([0x11], np.uint32), np.zeros(1, np.uint16))
-    with pytest.raises(RoutingError, match="links to nodes"):
+    with pytest.raises(RoutingError, match="links to routers"):
         Router(table, [0], max_offset=0, n_batch=1).route({0: [frame]})
 
 
-def test_forwarded_frame_from_the_wrong_node_is_rejected():
+def test_forwarded_frame_from_the_wrong_router_is_rejected():
     table = RoutingTable([RoutingEntry(0x10, 0xFFFFFFF0, (1,))])
-    r = Router(table, [1], max_offset=0, n_batch=1, router_id=1, node=1, node_of={0: 0, 1: 1, 2: 2})
+    r = Router(table, [1], max_offset=0, n_batch=1, router_id=1, node=1, router_of={0: 0, 1: 1, 2: 2})
     frame = packet.encode(packet.Kind.SPIKE, 0, 0, np.array([0x11], np.uint32), np.zeros(1, np.uint16))
-    assert r.deliver(r.route_forwarded({2: [frame]})) == {1: []}      # core 0 is on node 0, not 2
-    assert r.counters.rejected == 1 and "forwarded by node 2" in r.reasons[0]
+    assert r.deliver(r.route_forwarded({2: [frame]})) == {1: []}      # core 0 is served by router 0, not 2
+    assert r.counters.rejected == 1 and "forwarded by router 2" in r.reasons[0]
     assert r.deliver(r.route_forwarded({0: [frame]})) == {1: [frame]}
