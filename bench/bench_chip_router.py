@@ -138,7 +138,8 @@ def block(cfg: RunConfig, unit: str, local: Machine, steps: int, repeats: int) -
                     want, l_traffic = res, per_step(before, m.traffic(), steps)
             same &= all(np.array_equal(got.spikes[p], want.spikes[p]) for p in want.spikes)
         return {"unit": unit, "setup_s": ray_m.setup_s, "routers": ray_m.sim.mapping.routers,
-                "ray_ms_per_step": statistics.median(times["ray"]), "local_ms_per_step": statistics.median(times["local"]),
+                "ray_ms_per_step": statistics.median(times["ray"]),
+                "local_ms_per_step": statistics.median(times["local"]),
                 "ray_ms_all": times["ray"], "local_ms_all": times["local"], "identical_to_local": bool(same),
                 "traffic_per_step": traffic, "local_traffic_per_step": l_traffic,
                 "hidden_rate_hz": float(got.spikes["hidden"].mean() * 1000.0 / local.net.dt_ms)}
@@ -241,8 +242,8 @@ def markdown(res: dict, command: str) -> str:
         for b in o["blocks"]:
             lc = b["traffic_per_step"]["by_link_class"]
             ic = b["traffic_per_step"]["inter_chip"]
-            out.append(f"| {b['block']} | {b['routers']} ({b['unit']}) | {b['setup_s']:.1f} | {b['ray_ms_per_step']:.2f} | "
-                       f"{b['local_ms_per_step']:.2f} | {b['ray_ms_per_step'] / b['local_ms_per_step']:.2f} | "
+            out.append(f"| {b['block']} | {b['routers']} ({b['unit']}) | {b['setup_s']:.1f} | "
+                       f"{b['ray_ms_per_step']:.2f} | {b['local_ms_per_step']:.2f} | {b['ray_ms_per_step'] / b['local_ms_per_step']:.2f} | "
                        f"{'yes' if b['identical_to_local'] else 'NO'} | "
                        + " / ".join(f"{lc[k]:.1f}" for k in LINK_CLASSES[:3])
                        + f" | {ic['packets']:.1f} / {ic['events']:.1f} / {ic['bytes']:.0f} |")

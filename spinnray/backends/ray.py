@@ -157,9 +157,9 @@ def admit(node_of: dict[int, int], ray_node_ids: list[str], router_node: list[in
                 f"the mapping puts {actors - routers} core actors and "
                 f"{'a router' if routers == 1 else f'{routers} routers'} on node {n} (Ray node {node_id[:12]}): at "
                 f"about {ACTOR_BYTES / 2**20:.0f} MB each they need {need / 2**30:.1f} GB, but Ray reports "
-                f"{have / 2**30:.1f} GB of memory there (about {int(have // ACTOR_BYTES) - routers} cores fit); use fewer "
-                "cores (parallel.cores_per_population, machine.neurons_per_core), more nodes (cluster.nodes) or "
-                "backend=local")
+                f"{have / 2**30:.1f} GB of memory there (about {int(have // ACTOR_BYTES) - routers} cores fit); "
+                "use fewer cores (parallel.cores_per_population, machine.neurons_per_core), more nodes "
+                "(cluster.nodes) or backend=local")
 
 
 def _actor_classes():

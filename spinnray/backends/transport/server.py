@@ -405,8 +405,8 @@ class RouterServer:
         if len(out.buf) < CHALLENGE.size:
             return
         if out.router_nonce is None:
-            hello, out.router_nonce, out.client_nonce = make_hello(self.secret, bytes(out.buf), ROLE_ROUTER, self.router,
-                                                               m, what)
+            hello, out.router_nonce, out.client_nonce = make_hello(self.secret, bytes(out.buf), ROLE_ROUTER,
+                                                                   self.router, m, what)
             out.buf = bytearray()
             try:
                 out.sock.settimeout(self.timeout_s)
