@@ -132,6 +132,7 @@ class Mapping:
         return [p for p in self.placements if p.slice.population == population and p.replica == replica]
 
     def summary(self) -> dict:
+        router_node = self.router_node()
         return {
             "cores": self.n_cores,
             "chips_used": len({p.chip for p in self.placements}),
@@ -147,10 +148,10 @@ class Mapping:
             "cores_per_node": [sum(1 for p in self.placements if p.node == n) for n in range(self.nodes)],
             "router_per": self.router_per,
             "routers": self.routers,
-            "node_of_router": self.router_node(),
+            "node_of_router": router_node,
             "routing_entries_per_router": {str(r): len(t) for r, t in sorted(self.router_tables().items())},
             "routing_entries_per_node": {str(n): sum(len(t) for r, t in self.router_tables().items()
-                                                     if self.router_node()[r] == n) for n in range(self.nodes)},
+                                                     if router_node[r] == n) for n in range(self.nodes)},
             "populations": self.populations(),
         }
 
