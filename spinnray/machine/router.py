@@ -26,7 +26,11 @@ then has two phases:
 2. :meth:`Router.route_forwarded`: the frames other routers forwarded here
    are looked up in this router's table and delivered to its cores only (one
    hop: the routers form a full mesh, so ``links`` of a forwarded frame are
-   ignored).
+   ignored).  The mesh is the emulator's choice: SpiNNaker2 chips relay
+   multicast packets through their neighbours on a 2-D grid, copying them
+   where a route branches; here each destination router gets its copy
+   directly, so ``forwarded_*`` counts one copy per source frame and
+   destination router, not per grid link.
 
 :meth:`Router.deliver` merges both into each core's frames in ascending
 source core (stable), which is exactly the order one router for the whole
