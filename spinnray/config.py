@@ -160,6 +160,7 @@ ROUNDINGS = ("nearest", "stochastic")
 RECURRENT_HEADROOM = 7.0
 TRANSFERS = ("round", "threshold")
 SYNAPSES = ("ideal", "pcm")
+ROUTER_UNITS = ("chip", "node")     # what one router serves (ClusterConfig.router_per)
 
 # g_max (uS) at which the program-and-verify polynomial was fitted (Joshi et al. 2020; aihwkit)
 _PV_G_REF_US = 25.0
@@ -410,8 +411,11 @@ class ClusterConfig:
     """Where Ray runs, and how the emulated chips are spread over its nodes.
 
     The chips in use go onto nodes in contiguous blocks; the cores of a chip
-    always share a node, and each node gets one router
-    (:func:`spinnray.mapping.place.assign_nodes`).  Both null: one node.
+    always share a node (:func:`spinnray.mapping.place.assign_nodes`).  Each
+    chip has its own router (``router_per``), as the hardware has, or each
+    node one for all its chips; routers exchange events over authenticated
+    router-to-router streams, between chips of one node as between nodes.
+    Both null: one node.
     ``chips_per_node = m``: chip c on node c // m.  ``nodes = N`` alone: the
     chips in N near-equal blocks.  Both: they must agree.
     """
@@ -420,10 +424,14 @@ class ClusterConfig:
     num_cpus: int | None = opt(None, "CPUs for the embedded local Ray instance (null = all)", min=1, max=4096)
     round_timeout_s: float = opt(120.0, "seconds a core or router waits for one exchange round before failing",
                                  min=0.001, max=86400.0)
-    nodes: int | None = opt(None, "cluster nodes the chips are spread over, one router each (null = 1, or as "
-                                  "chips_per_node implies)", min=1, max=65536)
+    nodes: int | None = opt(None, "cluster nodes the chips are spread over (null = 1, or as chips_per_node "
+                                  "implies)", min=1, max=65536)
     chips_per_node: int | None = opt(None, "chips on each node, in chip order (null = split the chips evenly "
                                            "over cluster.nodes)", min=1, max=2**20)
+    router_per: str = opt("chip", "what one router serves: 'chip' (every chip its own router, as SpiNNaker2 "
+                                  "has; inter-chip events go router to router) or 'node' (one router for all "
+                                  "the chips of a node); identical results, different router traffic",
+                          choices=ROUTER_UNITS)
     node_ids: tuple[str, ...] | None = opt(None, "Ray node ids (hex) of node 0, 1, ...; null = the alive nodes, "
                                                  "the driver's first, then by node id")
     placement_timeout_s: float = opt(120.0, "seconds to wait for the actors to start on their nodes before "

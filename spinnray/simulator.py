@@ -7,8 +7,9 @@
     sim.close()
 
 On a Ray cluster, ``cluster=ClusterConfig(nodes=3)`` (or ``chips_per_node``)
-spreads the chips over three nodes with one router each; the ``local``
-backend emulates the same routers, with identical results and counters.
+spreads the chips over three nodes; every chip has its own router
+(``cluster.router_per = "node"``: one per node); the ``local`` backend
+emulates the same routers, with identical results and counters.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class Simulator:
         ``{population: cores}`` dict or None (as few as the neuron cap and SRAM allow).
         ``learning`` (a rule's :class:`~spinnray.mapping.Learning`): the populations that learn,
         with their cores' typed specs, and those that receive error events.  ``cluster`` spreads
-        the chips over nodes (``nodes``, ``chips_per_node``, ``node_ids``; one router per node,
-        on either backend) and bounds the waits (``round_timeout_s``, ``placement_timeout_s``;
+        the chips over nodes (``nodes``, ``chips_per_node``, ``node_ids``) and gives them routers
+        (``router_per``: one per chip or per node, on either backend) and bounds the waits (``round_timeout_s``, ``placement_timeout_s``;
         ``timeout_s``, when given, overrides ``cluster.round_timeout_s``).  Raises
         :class:`MappingError` when the chips cannot be spread so, or the Ray cluster cannot
         hold them.
@@ -100,7 +101,8 @@ class Simulator:
         self.learning = learning
         mapping = map_network(network, self.machine, parallel.cores_per_population, parallel.batch_size,
                               parallel.replicas, learning)
-        self.mapping = assign_nodes(mapping, self.cluster.nodes, self.cluster.chips_per_node)
+        self.mapping = assign_nodes(mapping, self.cluster.nodes, self.cluster.chips_per_node,
+                                    self.cluster.router_per)
         specs = specs_from_mapping(self.mapping, parallel.batch_size, learning)
         self.levels = ({pl.core_id: pop_levels[pl.slice.population] for pl in self.mapping.placements}
                        if schedule == "layered" else None)
@@ -109,8 +111,8 @@ class Simulator:
         self.backend = make_backend(
             backend, specs, self.mapping.table, self.machine.strict,
             self.cluster.round_timeout_s if timeout_s is None else timeout_s,
-            node_of=self.mapping.node_of(), tables=self.mapping.node_tables(), node_ids=self.cluster.node_ids,
-            placement_timeout_s=self.cluster.placement_timeout_s)
+            node_of=self.mapping.node_of(), tables=self.mapping.router_tables(), node_ids=self.cluster.node_ids,
+            placement_timeout_s=self.cluster.placement_timeout_s, router_of=self.mapping.router_of())
         self.dense_equivalent_events = 0
         self.last_run = None
         self.steps_run = 0

@@ -248,19 +248,22 @@ def cluster_forward(backend: str, cluster: ClusterConfig | None, steps: int = CL
         return res, sim.reports(), sim.metrics(), sim.mapping
 
 
-def expected_link_classes(net: Network, mapping, spikes: dict) -> tuple[dict, int]:
+def expected_link_classes(net: Network, mapping, spikes: dict) -> tuple[dict, dict]:
     """Events per link class and router-to-router events, counted from the spikes.
 
     Independent of the routers: a spike of a neuron in source slice S is
     delivered once to every core holding a post-synaptic slice that some
     projection from S's population connects to (a masked block with no
-    synapse is not routed); it crosses to each other node holding such a core
-    once.
+    synapse is not routed); it is copied once to each other router (one per
+    chip, or per node: ``mapping.router_per``) serving such a core: an
+    ``inter_node`` copy if that router is on another node, else ``inter_chip``.
     """
     from spinnray.machine.counters import LINK_CLASSES
 
     counts = {k: 0 for k in LINK_CLASSES}
-    wire = 0
+    wire = {"inter_node": 0, "inter_chip": 0}
+    chips = sorted({p.chip for p in mapping.placements})
+    router = {p.core_id: (p.node if mapping.router_per == "node" else chips.index(p.chip)) for p in mapping.placements}
     for src in mapping.placements:
         pop = src.slice.population
         if pop not in spikes:
@@ -279,7 +282,9 @@ def expected_link_classes(net: Network, mapping, spikes: dict) -> tuple[dict, in
             cls = ("same_core" if dst.core_id == src.core_id else "across_nodes" if dst.node != src.node
                    else "same_chip" if dst.chip == src.chip else "same_node")
             counts[cls] += n_spikes
-        wire += n_spikes * len({d.node for d in dests} - {src.node})
+        for r, node in {router[d.core_id]: d.node for d in dests}.items():
+            if r != router[src.core_id]:
+                wire["inter_node" if node != src.node else "inter_chip"] += n_spikes
     return counts, wire
 
 

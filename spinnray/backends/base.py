@@ -1,15 +1,18 @@
-"""What the two backends share: the strictness check, node plans, the reports' node fields, and
+"""What the two backends share: the strictness check, router plans, the reports' node fields, and
 a process's own memory (each core actor's, in its report)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from spinnray.errors import PacketError, RoutingError, SpinnrayError
+from spinnray.machine.counters import bytes_by_link_class
 from spinnray.machine.router import RoutingTable
 
-__all__ = ["check_strict", "with_nodes", "node_plan", "process_memory", "parse_smaps_rollup"]
+__all__ = ["check_strict", "with_nodes", "with_links", "router_plan", "RouterPlan", "process_memory",
+           "parse_smaps_rollup"]
 
 
 def check_strict(core_reports: list[dict], router_reports: list[dict]) -> None:
@@ -35,18 +38,68 @@ def with_nodes(core_reports: list[dict], node_of: dict[int, int], ray_ids: list[
     return core_reports
 
 
-def node_plan(core_ids: list[int], table: RoutingTable, node_of: dict[int, int] | None,
-               tables: dict[int, RoutingTable] | None) -> tuple[dict[int, int], dict[int, RoutingTable], int]:
+@dataclass(frozen=True)
+class RouterPlan:
+    """Which router serves which core, and where the routers are: ``node_of`` core -> node,
+    ``router_of`` core -> router index, ``router_node`` router -> node, ``tables`` router ->
+    routing table, ``cores`` router -> the cores it serves (ascending)."""
+
+    node_of: dict[int, int]
+    router_of: dict[int, int]
+    router_node: list[int]
+    tables: dict[int, RoutingTable]
+    cores: list[list[int]]
+
+    @property
+    def n_routers(self) -> int:
+        return len(self.router_node)
+
+    @property
+    def n_nodes(self) -> int:
+        return max(self.router_node) + 1
+
+    def chips(self, chip_of: dict[int, int]) -> list[list[int]]:
+        """The chips each router serves (ascending)."""
+        return [sorted({chip_of[c] for c in cores}) for cores in self.cores]
+
+
+def with_links(routers: list[dict], cores: list[dict], chips: list[list[int]]) -> list[dict]:
+    """Router reports with ``chips`` (the chips each serves) and ``by_link_class`` (its links)."""
+    for rep in routers:
+        rep["chips"] = chips[rep["router_id"]]
+        rep["by_link_class"] = bytes_by_link_class([rep], cores)
+    return routers
+
+
+def router_plan(core_ids: list[int], table: RoutingTable, node_of: dict[int, int] | None,
+                tables: dict[int, RoutingTable] | None, router_of: dict[int, int] | None = None) -> RouterPlan:
+    """Check and complete how the cores are spread: ``node_of`` (None: one node), ``router_of``
+    (None: one router per node) and one routing table per router (``tables``;
+    :func:`spinnray.mapping.place.router_tables`; None with one router: ``table``)."""
     node_of = dict(node_of) if node_of is not None else {c: 0 for c in core_ids}
+    router_of = dict(router_of) if router_of is not None else dict(node_of)
     n_nodes = max(node_of.values(), default=0) + 1
-    tables = tables if tables is not None else ({0: table} if n_nodes == 1 else None)
-    if tables is None or sorted(tables) != list(range(n_nodes)):
-        raise SpinnrayError(f"{n_nodes} nodes need one routing table each (spinnray.mapping.place.node_tables); "
-                            f"got tables for nodes {sorted(tables or {})}")
+    n_routers = max(router_of.values(), default=0) + 1
+    tables = tables if tables is not None else ({0: table} if n_routers == 1 else None)
+    if tables is None or sorted(tables) != list(range(n_routers)):
+        raise SpinnrayError(f"{n_routers} routers need one routing table each (spinnray.mapping.place.router_tables); "
+                            f"got tables for routers {sorted(tables or {})}")
     empty = [n for n in range(n_nodes) if n not in set(node_of.values())]
     if empty:
         raise SpinnrayError(f"nodes {empty} hold no core; every node index in 0..{n_nodes - 1} needs a core")
-    return node_of, tables, n_nodes
+    cores: list[list[int]] = [[] for _ in range(n_routers)]
+    router_node: list[int | None] = [None] * n_routers
+    for c in sorted(core_ids):
+        r = router_of[c]
+        cores[r].append(c)
+        if router_node[r] not in (None, node_of[c]):
+            raise SpinnrayError(f"router {r} serves cores on nodes {router_node[r]} and {node_of[c]} (core {c}); "
+                                "a router serves the cores of one node only")
+        router_node[r] = node_of[c]
+    idle = [r for r, n in enumerate(router_node) if n is None]
+    if idle:
+        raise SpinnrayError(f"routers {idle} serve no core; every router index in 0..{n_routers - 1} needs a core")
+    return RouterPlan(node_of, router_of, router_node, tables, cores)
 
 
 def parse_smaps_rollup(text: str) -> dict[str, int | None]:

@@ -1,17 +1,16 @@
 """The ``local`` backend: every core and router in this process, stepped round by round.
 
 Each round collects every core's frames (:func:`spinnray.machine.schedule.drive_lockstep`),
-routes them through the routers of every node (one router per node, as the ``ray`` backend
-runs them, so results and counters are identical) and hands each core its frames.
+routes them through every router (one per chip or per node, as the ``ray`` backend runs them,
+so results and counters are identical) and hands each core its frames.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from spinnray.backends.base import check_strict, node_plan, with_nodes
+from spinnray.backends.base import check_strict, router_plan, with_links, with_nodes
 from spinnray.machine.core import CoreSpec, build_core, invoke
-from spinnray.machine.counters import bytes_by_link_class
 from spinnray.machine.router import Router, RoutingTable
 from spinnray.machine.schedule import TrainStep, backward_program, drive_lockstep, run_program
 
@@ -21,33 +20,38 @@ __all__ = ["LocalBackend"]
 class LocalBackend:
     """All cores and routers in this process.
 
-    ``node_of`` (core -> node index) and ``tables`` (node -> routing table,
-    :func:`spinnray.mapping.node_tables`) emulate one router per node exactly
-    as the ray backend runs them; by default everything is on one node.
+    ``node_of`` (core -> node index), ``router_of`` (core -> router index; None: one router
+    per node) and ``tables`` (router -> routing table, :func:`spinnray.mapping.router_tables`)
+    emulate the routers exactly as the ray backend runs them; by default everything is on one
+    node with one router.
     """
 
     name = "local"
 
     def __init__(self, specs: list[CoreSpec], table: RoutingTable, strict: bool = True, *,
-                 node_of: dict[int, int] | None = None, tables: dict[int, RoutingTable] | None = None):
+                 node_of: dict[int, int] | None = None, tables: dict[int, RoutingTable] | None = None,
+                 router_of: dict[int, int] | None = None):
         self.cores = [build_core(s) for s in specs]
         self.by_id = {c.id: c for c in self.cores}
-        self.node_of, tables, self.n_nodes = node_plan([s.core_id for s in specs], table, node_of, tables)
-        self.routers = [Router(tables[n], [c.id for c in self.cores if self.node_of[c.id] == n], max_offset=0,
-                               n_batch=1, router_id=n, node=n,
-                               node_of=self.node_of if self.n_nodes > 1 else None)
-                        for n in range(self.n_nodes)]
+        self.plan = plan = router_plan([s.core_id for s in specs], table, node_of, tables, router_of)
+        self.node_of, self.n_nodes = plan.node_of, plan.n_nodes
+        self.chips = plan.chips({s.core_id: s.chip for s in specs})
+        several = plan.n_routers > 1
+        self.routers = [Router(plan.tables[r], plan.cores[r], max_offset=0, n_batch=1, router_id=r,
+                               node=plan.router_node[r], router_of=plan.router_of if several else None,
+                               router_node=plan.router_node if several else None)
+                        for r in range(plan.n_routers)]
         self.router = self.routers[0]
         self.strict = strict
 
     def _route(self, inbox: dict[int, list[bytes]]) -> dict[int, list[bytes]]:
-        """One round through every node's router (two phases with several)."""
-        if self.n_nodes == 1:
+        """One round through every router (two phases with several)."""
+        if len(self.routers) == 1:
             return self.router.route(inbox)
         phase1 = [r.route_local({c: inbox[c] for c in r.cores}) for r in self.routers]
         out = {}
         for n, r in enumerate(self.routers):
-            forwarded = {m: phase1[m][1].get(n, []) for m in range(self.n_nodes) if m != n}
+            forwarded = {m: phase1[m][1][n] for m in range(len(self.routers)) if n in phase1[m][1]}
             out.update(r.deliver(phase1[n][0], r.route_forwarded(forwarded)))
         return out
 
@@ -103,9 +107,7 @@ class LocalBackend:
         cores = with_nodes([c.report() for c in self.cores], self.node_of)
         routers = [{"router_id": r.router_id, "node": r.node, "counters": r.counters.as_dict(),
                     "reasons": list(r.reasons)} for r in self.routers]
-        for rep in routers:
-            rep["by_link_class"] = bytes_by_link_class([rep], cores)
-        return cores, routers
+        return cores, with_links(routers, cores, self.chips)
 
     def close(self) -> None:
         pass

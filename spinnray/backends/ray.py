@@ -1,11 +1,13 @@
-"""The ``ray`` backend: every core a Ray actor, one router actor per node, rounds over TCP.
+"""The ``ray`` backend: every core a Ray actor, one router actor per chip (or per node), rounds over TCP.
 
 This is the only module that imports Ray.  A run is one Ray call per core (a Ray call costs
 about 0.7 ms here, a round must cost far less); inside it each core actor runs its program
 (:mod:`spinnray.machine.schedule`) and every round travels over a persistent TCP stream to its
-node's router actor (:mod:`spinnray.backends.transport`).  With several nodes, routers forward
-inter-node events to each other once per round.  On ``ray`` every actor of node ``n`` is pinned
-to Ray node ``node_ids[n]`` (hard ``NodeAffinitySchedulingStrategy``).
+router actor (:mod:`spinnray.backends.transport`): its chip's, or its node's with
+``cluster.router_per = node``.  With several routers, they forward inter-chip and inter-node
+events to each other once per round, over the same authenticated streams whether the peer router
+is on this Ray node or another.  Every actor of node ``n`` (cores and routers) is pinned to Ray
+node ``node_ids[n]`` (hard ``NodeAffinitySchedulingStrategy``).
 
 Start-up.  A new actor is a new worker process (the raylet starts as many at once as the node has
 CPUs: 152 took about 60 s on 2 CPUs, bench/RESULTS.md issue 25), so core actors come from this process's pool (:func:`core_pool`,
@@ -37,12 +39,11 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from spinnray.backends.base import check_strict, node_plan, process_memory, with_nodes
+from spinnray.backends.base import check_strict, process_memory, router_plan, with_links, with_nodes
 from spinnray.backends.pool import ActorPool
 from spinnray.backends.transport import CoreLink, RouterServer
 from spinnray.errors import MappingError, SpinnrayError, TransportError
 from spinnray.machine.core import CoreSpec, build_core, invoke
-from spinnray.machine.counters import bytes_by_link_class
 from spinnray.machine.router import Router, RoutingTable
 from spinnray.machine.schedule import TrainStep, backward_program, run_program
 
@@ -169,21 +170,24 @@ def _node_memory(node_id: str) -> float | None:
     return None
 
 
-def admit(node_of: dict[int, int], ray_node_ids: list[str]) -> None:
-    """Refuse, before any actor starts, a mapping whose core actors (and router) would not fit the
-    memory Ray reports for their node: MappingError with the numbers, instead of a placement
-    timeout or the machine running out of memory."""
+def admit(node_of: dict[int, int], ray_node_ids: list[str], router_node: list[int] | None = None) -> None:
+    """Refuse, before any actor starts, a mapping whose core actors (and routers: ``router_node``
+    gives each router's node; None: one per node) would not fit the memory Ray reports for their
+    node: MappingError with the numbers, instead of a placement timeout or the machine running out
+    of memory."""
     for n, node_id in enumerate(ray_node_ids):
-        actors = sum(1 for v in node_of.values() if v == n) + 1          # the cores and the node's router
+        routers = 1 if router_node is None else sum(1 for v in router_node if v == n)
+        actors = sum(1 for v in node_of.values() if v == n) + routers      # the cores and the node's routers
         have = _node_memory(node_id)
         need = actors * ACTOR_BYTES
         if have is not None and need > have:
             raise MappingError(
-                f"the mapping puts {actors - 1} core actors and a router on node {n} (Ray node {node_id[:12]}): at "
+                f"the mapping puts {actors - routers} core actors and "
+                f"{'a router' if routers == 1 else f'{routers} routers'} on node {n} (Ray node {node_id[:12]}): at "
                 f"about {ACTOR_BYTES / 2**20:.0f} MB each they need {need / 2**30:.1f} GB, but Ray reports "
-                f"{have / 2**30:.1f} GB of memory there (about {int(have // ACTOR_BYTES) - 1} cores fit); use fewer "
-                "cores (parallel.cores_per_population, machine.neurons_per_core), more nodes (cluster.nodes) or "
-                "backend=local")
+                f"{have / 2**30:.1f} GB of memory there (about {int(have // ACTOR_BYTES) - routers} cores fit); "
+                "use fewer cores (parallel.cores_per_population, machine.neurons_per_core), more nodes "
+                "(cluster.nodes) or backend=local")
 
 
 _CORE_ACTOR = None
@@ -206,10 +210,10 @@ def _core_actor_class():
             self.core = None
             self.link: CoreLink | None = None
 
-        def load(self, spec: CoreSpec, address, timeout_s: float, secret: bytes, router_node: int = 0) -> str:
+        def load(self, spec: CoreSpec, address, timeout_s: float, secret: bytes, router: int = 0) -> str:
             """Build the core of ``spec`` and connect it to its router; returns the Ray node id."""
             self.core = build_core(spec)
-            self.link = CoreLink(self.core.id, tuple(address), timeout_s, secret=secret, router_node=router_node)
+            self.link = CoreLink(self.core.id, tuple(address), timeout_s, secret=secret, router=router)
             return ray.get_runtime_context().get_node_id()
 
         def reset(self) -> None:
@@ -298,22 +302,24 @@ class StderrProgress:
 def _actor_classes():
     @ray.remote(num_cpus=0)
     class RouterActor:
-        """The multicast router of one node; its TCP server thread runs the rounds."""
+        """The multicast router of one chip (or node); its TCP server thread runs the rounds.
+        ``router_of`` (core -> router) and ``router_node`` (router -> node): None with one router."""
 
-        def __init__(self, table: RoutingTable, cores: list[int], timeout_s: float, node: int, nodes: int,
-                     node_of: dict[int, int] | None, secret: bytes):
-            self.router = r = Router(table, cores, max_offset=0, n_batch=1, router_id=node, node=node,
-                                     node_of=node_of)
+        def __init__(self, table: RoutingTable, cores: list[int], timeout_s: float, router: int, routers: int,
+                     router_of: dict[int, int] | None, router_node: list[int] | None, secret: bytes):
+            self.router = r = Router(table, cores, max_offset=0, n_batch=1, router_id=router,
+                                     node=router_node[router] if router_node else 0, router_of=router_of,
+                                     router_node=router_node)
             host = ray.util.get_node_ip_address()
 
             def rejected(reason: str) -> None:      # a stranger's connection: counted, never a problem
                 r.counters.rejected_connections += 1
 
-            if nodes == 1:
+            if routers == 1:
                 self.server = RouterServer(r.route, cores, host, timeout_s, secret=secret, on_reject=rejected)
             else:
-                self.server = RouterServer(r.route_local, cores, host, timeout_s, secret=secret, node=node,
-                                           nodes=nodes, on_reject=rejected,
+                self.server = RouterServer(r.route_local, cores, host, timeout_s, secret=secret, router=router,
+                                           routers=routers, router_node=router_node, on_reject=rejected,
                                            finish=lambda local, fwd: r.deliver(local, r.route_forwarded(fwd)))
 
         def address(self):
@@ -356,11 +362,11 @@ def _actor_classes():
 
 
 class RayBackend:
-    """Each core a Ray actor, one router actor per node, rounds over TCP.
+    """Each core a Ray actor, one router actor per chip (or per node), rounds over TCP.
 
-    ``node_of``/``tables`` as for :class:`LocalBackend`.  Node index ``n``
-    is the Ray node ``node_ids[n]`` (default: :func:`resolve_nodes`); every
-    actor of node ``n`` is pinned there with a hard
+    ``node_of``/``router_of``/``tables`` as for :class:`LocalBackend`.  Node
+    index ``n`` is the Ray node ``node_ids[n]`` (default: :func:`resolve_nodes`);
+    every actor of node ``n`` (its cores and routers) is pinned there with a hard
     ``NodeAffinitySchedulingStrategy`` (actors take ``num_cpus=0``, so no
     resources need reserving).  Raises :class:`MappingError` when the cluster
     has too few alive nodes, a named node is not alive, or the actors are not
@@ -375,7 +381,7 @@ class RayBackend:
     def __init__(self, specs: list[CoreSpec], table: RoutingTable, strict: bool = True,
                  timeout_s: float = 120.0, *, node_of: dict[int, int] | None = None,
                  tables: dict[int, RoutingTable] | None = None, node_ids=None,
-                 placement_timeout_s: float = 120.0, progress=None):
+                 placement_timeout_s: float = 120.0, router_of: dict[int, int] | None = None, progress=None):
         if not ray.is_initialized():
             raise SpinnrayError("backend 'ray' needs Ray started: call spinnray.backends.ensure_ray() "
                                 "or ray.init() first")
@@ -388,9 +394,11 @@ class RayBackend:
         self.specs = {s.core_id: s for s in specs}
         self.core_ids = [s.core_id for s in specs]
         self._events: dict[int, int] = {}
-        self.node_of, tables, self.n_nodes = node_plan(self.core_ids, table, node_of, tables)
+        self.plan = plan = router_plan(self.core_ids, table, node_of, tables, router_of)
+        self.node_of, self.n_nodes = plan.node_of, plan.n_nodes
+        self.chips = plan.chips({s.core_id: s.chip for s in specs})
         self.ray_node_ids = resolve_nodes(self.n_nodes, node_ids)
-        admit(self.node_of, self.ray_node_ids)
+        admit(self.node_of, self.ray_node_ids, plan.router_node)
         self.pool = core_pool()
         self.actors: dict = {}
         self.routers: list = []
@@ -403,9 +411,11 @@ class RayBackend:
         secret = secrets.token_bytes(32)
         t0 = time.monotonic()
         try:
-            self.routers = [RouterActor.options(scheduling_strategy=pin(n)).remote(
-                tables[n], [c for c in self.core_ids if self.node_of[c] == n], timeout_s, n, self.n_nodes,
-                self.node_of if self.n_nodes > 1 else None, secret) for n in range(self.n_nodes)]
+            several = plan.n_routers > 1
+            self.routers = [RouterActor.options(scheduling_strategy=pin(plan.router_node[r])).remote(
+                plan.tables[r], plan.cores[r], timeout_s, r, plan.n_routers,
+                plan.router_of if several else None, plan.router_node if several else None, secret)
+                for r in range(plan.n_routers)]
             self.router = self.routers[0]
             # pooled core actors, else new blank ones, all requested at once (a process each: the slow part)
             taken, self._reused = {}, set()
@@ -418,8 +428,8 @@ class RayBackend:
             deadline = t0 + placement_timeout_s
             addresses = self._place([r.address.remote() for r in self.routers], placement_timeout_s,
                                     "start the routers")
-            if self.n_nodes > 1:
-                self._place([r.start.remote({m: addresses[m] for m in range(self.n_nodes) if m != n})
+            if several:
+                self._place([r.start.remote({m: addresses[m] for m in range(plan.n_routers) if m != n})
                              for n, r in enumerate(self.routers)], max(0.0, deadline - time.monotonic()),
                             "start the routers")
             self.actual_nodes = self._load(addresses, secret, placement_timeout_s, t0,
@@ -434,23 +444,23 @@ class RayBackend:
         wrong = [f"core {cid} runs on Ray node {got}, not on its node {self.node_of[cid]} = "
                  f"{self.ray_node_ids[self.node_of[cid]]}" for cid, got in self.actual_nodes.items()
                  if got != self.ray_node_ids[self.node_of[cid]]]
-        wrong += [f"router {n} runs on Ray node {got}, not on {self.ray_node_ids[n]}"
-                  for n, got in enumerate(router_nodes) if got != self.ray_node_ids[n]]
+        wrong += [f"router {r} runs on Ray node {got}, not on {self.ray_node_ids[plan.router_node[r]]}"
+                  for r, got in enumerate(router_nodes) if got != self.ray_node_ids[plan.router_node[r]]]
         if wrong:       # hard node affinity makes this impossible; checked, not assumed
             self.failed = wrong[0]
             self.close()
             raise MappingError(wrong[0])
 
     def _load(self, addresses: list, secret: bytes, timeout_s: float, t0: float, progress) -> dict[int, str]:
-        """Load every core actor with its spec and connect it to its node's router, reporting
+        """Load every core actor with its spec and connect it to its router, reporting
         progress as they come up; the Ray node of each core.  A pooled actor that died while idle is
         replaced by a new one, once; anything else, or ``timeout_s`` from ``t0``, is a MappingError."""
         ray = self._ray
         total = len(self.actors)
 
         def load(cid):
-            n = self.node_of[cid]
-            return self.actors[cid].load.remote(self.specs[cid], addresses[n], self.timeout_s, secret, n)
+            r = self.plan.router_of[cid]
+            return self.actors[cid].load.remote(self.specs[cid], addresses[r], self.timeout_s, secret, r)
 
         refs = {load(cid): cid for cid in self.core_ids}
         out: dict[int, str] = {}
@@ -589,7 +599,8 @@ class RayBackend:
 
     def _where(self, cid: int) -> str:
         n = self.node_of[cid]
-        return f"chip {self.specs[cid].chip}, node {n} = Ray node {self.ray_node_ids[n][:12]}"
+        return (f"chip {self.specs[cid].chip}, router {self.plan.router_of[cid]}, node {n} = "
+                f"Ray node {self.ray_node_ids[n][:12]}")
 
     def _failure(self, refs: dict, first, error, pending: list, what: str) -> Exception:
         """The error to raise for a failed call, after stopping the machine.
@@ -628,7 +639,7 @@ class RayBackend:
         elif died:
             # the round its node's router was at (another router's if that one is gone too:
             # rounds run in lockstep, so they are at most one apart)
-            at = states[self.node_of[died[0]]][1] or next((a for _, a, _ in states if a), None)
+            at = states[self.plan.router_of[died[0]]][1] or next((a for _, a, _ in states if a), None)
             msg = (f"core {died[0]} ({self._where(died[0])}) died during the {what}"
                    f"{f', at {at}' if at else ''}"
                    f"{f' (cores {died[1:]} too)' if len(died) > 1 else ''}: {_first_line(errors[died[0]])}")
@@ -646,7 +657,7 @@ class RayBackend:
         # was aborted closed its streams, and its peers saw that as a lost router.
         aborted = [n for n, (e, _, _) in enumerate(states) if e and "aborted:" in e]
         for e, _, _ in states:
-            if e and "aborted:" not in e and not any(f"lost router {n} (node {n})" in e for n in aborted):
+            if e and "aborted:" not in e and not any(f"lost {self._router_name(n)}" in e for n in aborted):
                 msg += f"; {e}"
         self.failed = msg
         return TransportError(msg)
@@ -664,13 +675,16 @@ class RayBackend:
         out = []
         for n, ref in enumerate(refs):
             if ref not in done:
-                out.append((f"router {n} (node {n}) did not answer within 5 s", None, None))
+                out.append((f"{self._router_name(n)} did not answer within 5 s", None, None))
                 continue
             try:
                 out.append(tuple(ray.get(ref)))
             except ray.exceptions.RayError as e:
-                out.append((f"router {n} (node {n}) is dead: {_first_line(e)}", None, None))
+                out.append((f"{self._router_name(n)} is dead: {_first_line(e)}", None, None))
         return out
+
+    def _router_name(self, r: int) -> str:
+        return f"router {r} (node {self.plan.router_node[r]})"
 
     def _router_errors(self) -> list[str]:
         return [e for e, _, _ in self._router_states() if e]
@@ -681,9 +695,7 @@ class RayBackend:
         cores = with_nodes(ray.get([self.actors[c].report.remote() for c in self.core_ids]), self.node_of,
                             self.ray_node_ids, self.actual_nodes)
         routers = ray.get([r.report.remote() for r in self.routers])
-        for rep in routers:
-            rep["by_link_class"] = bytes_by_link_class([rep], cores)
-        return cores, routers
+        return cores, with_links(routers, cores, self.chips)
 
     def close(self) -> None:
         """End the routers; the core actors go back to the pool emptied (:meth:`CoreActor.reset`

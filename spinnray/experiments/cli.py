@@ -35,6 +35,8 @@ def _file_keys(conf_dir: Path, group: str, name: str) -> set[str]:
     keys: set[str] = set()
     body = _load(conf_dir / group / f"{name}.yaml")
     if group == "scenario":
+        for parent in _parents(body):           # a scenario built on another has that one's keys too
+            keys |= _file_keys(conf_dir, group, parent)
         for k, v in body.items():
             if k != "defaults":
                 _flatten(k, v, keys)
@@ -62,10 +64,19 @@ def known_keys(conf_dir: Path) -> tuple[set[str], dict[str, list[str]]]:
     return keys, choices
 
 
+def _parents(body: dict) -> list[str]:
+    """The scenarios a scenario's defaults list builds on (plain names: ``- eprop_cue``)."""
+    return [item for item in body.get("defaults", []) if isinstance(item, str) and item != "_self_"]
+
+
 def _defaults(path: Path) -> dict[str, str]:
-    """The group choices of a defaults list (``config.yaml``'s, or those a scenario overrides)."""
+    """The group choices of a defaults list (``config.yaml``'s, or those a scenario overrides, after
+    those of the scenarios it builds on)."""
+    body = _load(path)
     out = {}
-    for item in _load(path).get("defaults", []):
+    for parent in _parents(body) if path.parent.name in ("scenario", "scenarios") else []:
+        out.update(_defaults(path.parent / f"{parent}.yaml"))
+    for item in body.get("defaults", []):
         if isinstance(item, dict):
             for k, v in item.items():
                 g = k.split()[-1].strip("/")          # "override /network" -> network

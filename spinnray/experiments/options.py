@@ -153,6 +153,8 @@ def _scenario_groups(body: dict) -> list[str]:
     for item in body.get("defaults", []):
         if isinstance(item, dict):
             out += [f"`{k.split()[-1].strip('/')}={v}`" for k, v in item.items()]
+        elif isinstance(item, str) and item != "_self_":
+            out.append(f"those of `scenario={item}` (and its values, changed by the table below)")
     return out
 
 

@@ -34,8 +34,12 @@ Every run:
                                         :data:`LINK_CLASSES`: events delivered (per destination
                                         core) and their bytes, by how far they travelled
 ``traffic.inter_node``                  {"packets", "events", "bytes"}: copies the routers sent to
-                                        other nodes' routers (one per source frame and destination
-                                        node: the inter-node wire); all 0 on one node
+                                        routers on other nodes (one per source frame and destination
+                                        router: the inter-node wire); all 0 on one node
+``traffic.inter_chip``                  {"packets", "events", "bytes"}: copies the routers sent to
+                                        routers of other chips on their own node (one router per
+                                        chip, ``cluster.router_per = chip``); all 0 with one router
+                                        per node
 ``memory.per_core_bytes``               list[int]: bytes each core holds, in core order
 ``memory.per_core_max_bytes``           int: the largest of them; ``memory.total_bytes`` their sum
 ``memory.budget_bytes_per_core``        int: ``machine.sram_per_pe_bytes``
@@ -49,10 +53,15 @@ Every run:
 ``mapping.routing_entries_per_chip``    {chip id as str: int}: entries each chip's router holds
                                         (capacity: ``machine.routing_entries_per_chip``)
 ``mapping.replicas``, ``mapping.slices``  int; {population: [[lo, hi], ...]} of replica 0
-``mapping.nodes``                       int: cluster nodes the chips are spread over (one router each)
+``mapping.nodes``                       int: cluster nodes the chips are spread over
 ``mapping.node_of_chip``                {chip id as str: node index}
 ``mapping.cores_per_node``              list[int]: cores on each node, by node index
-``mapping.routing_entries_per_node``    {node as str: int}: entries of each node's router table
+``mapping.router_per``                  str: what one router serves, ``chip`` or ``node``
+``mapping.routers``                     int: routers of the machine (chips in use, or nodes)
+``mapping.node_of_router``              list[int]: the node index of each router
+``mapping.routing_entries_per_router``  {router as str: int}: entries of each router's table
+``mapping.routing_entries_per_node``    {node as str: int}: entries of the router tables of each node,
+                                        summed
 ``mapping.ray_node_ids``                list[str] (ray backend only): the Ray node id of each node index
 ``mapping.populations``                 {population: {"model": str, "neurons": int, "cores": int (per
                                         replica; 0 = written by the host), "spiking": bool, "sends_to":
@@ -100,13 +109,17 @@ holds), ``process`` (ray backend: the core actor's process, ``{"pid", "rss_bytes
 "uss_bytes"}``, :func:`spinnray.backends.base.process_memory`; None on ``local``, whose
 cores share the driver's process) and ``reasons`` (first notes of dropped or rejected traffic).
 
-``routers.json`` -- a list, one object per router (one per node):
-``router_id`` and ``node`` (the node index), ``ray_node_id`` (ray backend),
-``counters`` (:class:`RouterCounters`; ``links`` maps ``"src->dst"`` core ids
-to ``[events, bytes]`` this router delivered from core src's packets to core
-dst, which lives on this router's node; ``peers`` maps a destination node to
-``[events, bytes]`` forwarded to its router), ``by_link_class`` (this
-router's ``links`` grouped by :data:`LINK_CLASSES`) and ``reasons``.  On the ray
+``routers.json`` -- a list, one object per router (one per chip, or per node
+with ``cluster.router_per = node``): ``router_id`` (the router index),
+``node`` (its node index), ``chips`` (the chips it serves), ``ray_node_id``
+(ray backend), ``counters`` (:class:`RouterCounters`; ``links`` maps
+``"src->dst"`` core ids to ``[events, bytes]`` this router delivered from
+core src's packets to core dst, which this router serves; ``peers`` maps a
+destination router to ``[events, bytes]`` forwarded to it;
+``forwarded_by_class`` and ``from_routers_by_class`` split the copies sent to
+and received from other routers by :data:`ROUTER_LINK_CLASSES`, each
+``{"packets", "events", "bytes"}``), ``by_link_class`` (this router's
+``links`` grouped by :data:`LINK_CLASSES`) and ``reasons``.  On the ray
 backend also ``error`` and ``connection_reasons`` (why the first connections in
 ``rejected_connections`` were dropped: strangers on the router's port that did
 not authenticate; they never change a run, and are always 0 on ``local``).
@@ -123,9 +136,18 @@ from dataclasses import asdict, dataclass, field, fields
 from spinnray.errors import DataError
 
 __all__ = ["CoreCounters", "RouterCounters", "SCHEMA_VERSION", "traffic_summary", "memory_summary",
-           "LINK_CLASSES", "link_class", "bytes_by_link_class"]
+           "LINK_CLASSES", "ROUTER_LINK_CLASSES", "link_class", "bytes_by_link_class"]
 
 SCHEMA_VERSION = 1
+
+ROUTER_LINK_CLASSES = ("same_node", "across_nodes")
+"""How far a copy forwarded from one router to another travels: to the router
+of another chip on the same node (inter-chip), or to a router on another node
+(inter-node)."""
+
+
+def _by_class() -> dict:
+    return {k: {"packets": 0, "events": 0, "bytes": 0} for k in ROUTER_LINK_CLASSES}
 
 
 @dataclass
@@ -159,7 +181,8 @@ class RouterCounters:
     """What one router took in and multicast out; ``links`` is the traffic
     matrix ``(src core, dst core) -> [events, bytes]`` of what this router
     delivered to its cores; ``forwarded_*`` and ``peers`` what it sent on to
-    other nodes' routers, ``from_routers_*`` what they sent to it;
+    other routers, ``from_routers_*`` what they sent to it, both also split by
+    :data:`ROUTER_LINK_CLASSES` (``*_by_class``);
     ``rejected_connections`` the connections to its TCP port (ray backend)
     dropped because they did not authenticate."""
 
@@ -173,20 +196,40 @@ class RouterCounters:
     error_events_out: int = 0
     dropped: int = 0             # events with no matching entry
     rejected: int = 0            # frames that failed strict decode
-    forwarded_packets: int = 0   # copies sent to other nodes' routers (the inter-node wire)
+    forwarded_packets: int = 0   # copies sent to other routers (other chips' or other nodes')
     forwarded_events: int = 0
     forwarded_bytes: int = 0
-    from_routers_packets: int = 0  # frames other nodes' routers forwarded to this one
+    from_routers_packets: int = 0  # frames other routers forwarded to this one
     from_routers_events: int = 0
     from_routers_bytes: int = 0
     rejected_connections: int = 0  # connections to the router's port dropped before they authenticated
     links: dict = field(default_factory=dict)
-    peers: dict = field(default_factory=dict)   # dst node -> [events, bytes] forwarded to it
+    peers: dict = field(default_factory=dict)   # dst router -> [events, bytes] forwarded to it
+    forwarded_by_class: dict = field(default_factory=_by_class)     # the forwarded_* by ROUTER_LINK_CLASSES
+    from_routers_by_class: dict = field(default_factory=_by_class)  # the from_routers_* by ROUTER_LINK_CLASSES
 
-    def add_peer(self, node: int, events: int, nbytes: int) -> None:
-        cell = self.peers.setdefault(node, [0, 0])
+    def add_forwarded(self, router: int, cls: str, events: int, nbytes: int) -> None:
+        """One copy of ``events`` events in ``nbytes`` bytes sent to ``router``, a peer of class ``cls``."""
+        self.forwarded_packets += 1
+        self.forwarded_events += events
+        self.forwarded_bytes += nbytes
+        cell = self.peers.setdefault(router, [0, 0])
         cell[0] += events
         cell[1] += nbytes
+        by = self.forwarded_by_class[cls]
+        by["packets"] += 1
+        by["events"] += events
+        by["bytes"] += nbytes
+
+    def add_from_router(self, cls: str, packets: int, events: int, nbytes: int) -> None:
+        """Frames (``packets``), ``events`` and ``nbytes`` that a router of class ``cls`` forwarded here."""
+        self.from_routers_packets += packets
+        self.from_routers_events += events
+        self.from_routers_bytes += nbytes
+        by = self.from_routers_by_class[cls]
+        by["packets"] += packets
+        by["events"] += events
+        by["bytes"] += nbytes
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -218,11 +261,21 @@ def traffic_summary(routers: list[dict], cores: list[dict], dense_equivalent_eve
         "dropped": total("dropped", routers) + total("dropped", cores),
         "rejected": total("rejected", routers) + total("rejected", cores),
         "max_events_per_step": max((r["max_events_per_step"] for r in cores), default=0),
-        # router to router: one copy per source frame and destination node
-        "inter_node": {"packets": sum(r.get("forwarded_packets", 0) for r in routers),
-                       "events": sum(r.get("forwarded_events", 0) for r in routers),
-                       "bytes": sum(r.get("forwarded_bytes", 0) for r in routers)},
+        # router to router: one copy per source frame and destination router
+        "inter_node": _forwarded(routers, "across_nodes"),
+        "inter_chip": _forwarded(routers, "same_node"),
     }
+
+
+def _forwarded(routers: list[dict], cls: str) -> dict[str, int]:
+    """Copies of class ``cls`` the routers forwarded; reports written before the split (one router
+    per node) count every forwarded copy as inter-node."""
+    out = {"packets": 0, "events": 0, "bytes": 0}
+    for r in routers:
+        by = r.get("forwarded_by_class")
+        for k in out:
+            out[k] += by[cls][k] if by is not None else (r.get(f"forwarded_{k}", 0) if cls == "across_nodes" else 0)
+    return out
 
 
 def memory_summary(per_core: list[dict[str, int]], budget: int) -> dict:

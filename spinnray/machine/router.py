@@ -10,25 +10,34 @@ events go to the same place and re-encoding the subset otherwise.  It counts
 everything, and never raises on a bad frame: it counts and records the
 reason, and the backend reports it.
 
-Several nodes.  With the machine spread over cluster nodes there is one
-router per node, each with its own table (:func:`spinnray.mapping.place.node_tables`).
-An entry's ``destinations`` are the cores *of this node*; its ``links`` are
-the other nodes that hold destinations (SpiNNaker's link bits of a route).  A
-round then has two phases:
+Several routers.  As on SpiNNaker2, every chip has its own router by
+default (``cluster.router_per = "chip"``); a router may also serve a whole
+cluster node (``"node"``).  Each router has its own table
+(:func:`spinnray.mapping.place.router_tables`): an entry's ``destinations``
+are the cores *this router serves*; its ``links`` are the other routers that
+serve destinations (SpiNNaker's link bits of a route), on this node (another
+chip: inter-chip traffic) or on another node (inter-node traffic).  A round
+then has two phases:
 
-1. :meth:`Router.route_local`: the frames of this node's cores are looked up;
-   events for local cores are kept, and every node in ``links`` gets one copy
-   of the events bound for it (one frame per source frame and node, not per
-   destination core).
-2. :meth:`Router.route_forwarded`: the frames other routers forwarded here are
-   looked up in this node's table and delivered to its cores only (one hop:
-   the routers form a full mesh, so ``links`` of a forwarded frame are
-   ignored).
+1. :meth:`Router.route_local`: the frames of this router's cores are looked
+   up; events for its own cores are kept, and every router in ``links`` gets
+   one copy of the events bound for it (one frame per source frame and
+   router, not per destination core).
+2. :meth:`Router.route_forwarded`: the frames other routers forwarded here
+   are looked up in this router's table and delivered to its cores only (one
+   hop: the routers form a full mesh, so ``links`` of a forwarded frame are
+   ignored).  The mesh is the emulator's choice: SpiNNaker2 chips relay
+   multicast packets through their neighbours on a 2-D grid, copying them
+   where a route branches; here each destination router gets its copy
+   directly, so ``forwarded_*`` counts one copy per source frame and
+   destination router, not per grid link.
 
 :meth:`Router.deliver` merges both into each core's frames in ascending
 source core (stable), which is exactly the order one router for the whole
 machine gives, so results and per-core counters do not depend on the number
-of nodes.
+of routers or nodes.  The copies a router forwards are counted by the class
+of the peer (:data:`~spinnray.machine.counters.ROUTER_LINK_CLASSES`: a router
+of another chip on the same node, or one on another node).
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ _FRAME_CACHE_SIZE = 1 << 16   # masked keys remembered by RoutingTable.frame_ent
 @dataclass(frozen=True)
 class RoutingEntry:
     """``(key, mask) -> destinations`` (global core ids, ascending) and
-    ``links`` (node indices, ascending: other nodes' routers get a copy).
+    ``links`` (router indices, ascending: those other routers get a copy).
 
     At least one of ``destinations`` and ``links`` is non-empty.
     """
@@ -76,7 +85,7 @@ class RoutingEntry:
         if list(self.links) != sorted(set(self.links)) or any(
                 not isinstance(n, int) or n < 0 for n in self.links):
             raise RoutingError(f"RoutingEntry {self.key:#010x}: links {self.links!r}; "
-                               "expected an ascending tuple of distinct node indices >= 0")
+                               "expected an ascending tuple of distinct router indices >= 0")
 
 
 class RoutingTable:
@@ -152,21 +161,26 @@ class Router:
 
     ``max_offset``/``n_batch`` bound the fields of incoming frames (events of
     a round lie within K steps; batch indices within the batch).  ``cores``
-    are the cores this router serves (its node's); ``node`` is its node
-    index; ``node_of`` maps every core of the machine to its node (None: one
-    node), used to check that a forwarded frame's source lives on the node
-    that forwarded it.
+    are the cores this router serves (its chip's or its node's);
+    ``router_id`` is its router index and ``node`` its node index;
+    ``router_of`` maps every core of the machine to its router (None: one
+    router), used to check that a forwarded frame's source is served by the
+    router that forwarded it; ``router_node`` maps every router index to its
+    node (None: every router on a node of its own), which classes the peers.
 
     Counters: ``packets_in``/``bytes_in``/``*_events_in`` count frames from
-    this node's cores; ``packets_out``/``bytes_out``/``*_events_out`` and
+    this router's cores; ``packets_out``/``bytes_out``/``*_events_out`` and
     ``links`` count what this router delivers to its cores (so summed over
     the routers every delivery is counted once, whatever the number of
-    nodes); ``forwarded_*`` and ``peers`` count the copies sent to other
-    routers (the inter-node wire), ``from_routers_*`` what arrived from them.
+    routers); ``forwarded_*`` and ``peers`` count the copies sent to other
+    routers, ``forwarded_by_class`` splits them into inter-chip (same node)
+    and inter-node copies, ``from_routers_*`` and ``from_routers_by_class``
+    what arrived from other routers.
     """
 
     def __init__(self, table: RoutingTable, cores: list[int], *, max_offset: int, n_batch: int,
-                 router_id: int = 0, node: int = 0, node_of: dict[int, int] | None = None):
+                 router_id: int = 0, node: int = 0, router_of: dict[int, int] | None = None,
+                 router_node: list[int] | None = None):
         self.table = table
         self.cores = list(cores)
         self._served = set(self.cores)
@@ -174,7 +188,8 @@ class Router:
         self.n_batch = n_batch
         self.router_id = router_id
         self.node = node
-        self.node_of = node_of
+        self.router_of = router_of
+        self.router_node = router_node
         self.counters = RouterCounters()
         self.reasons: list[str] = []
 
@@ -198,17 +213,17 @@ class Router:
         return p
 
     def _groups(self, p, entry: np.ndarray, lost: np.ndarray, *, links: bool):
-        """``({dst core: event mask}, {node: event mask})`` of one frame."""
+        """``({dst core: event mask}, {router: event mask})`` of one frame."""
         entries = self.table.entries
         dests: dict[int, np.ndarray] = {}
-        nodes: dict[int, np.ndarray] = {}
+        peers: dict[int, np.ndarray] = {}
         if not lost.any() and entry[0] == entry[-1] and (entry == entry[0]).all():
             everything = np.ones(p.n, bool)           # the usual case: one entry for the frame
             e = entries[entry[0]]
             dests = {d: everything for d in e.destinations}
             if links:
-                nodes = {n: everything for n in e.links}
-            return dests, nodes
+                peers = {n: everything for n in e.links}
+            return dests, peers
         for i in np.unique(entry[~lost]):
             sel = entry == i
             e = entries[i]
@@ -216,14 +231,21 @@ class Router:
                 dests[d] = sel if d not in dests else (dests[d] | sel)
             if links:
                 for n in e.links:
-                    nodes[n] = sel if n not in nodes else (nodes[n] | sel)
-        return dests, nodes
+                    peers[n] = sel if n not in peers else (peers[n] | sel)
+        return dests, peers
+
+    def peer_class(self, router: int) -> str:
+        """The class of the link from this router to ``router``
+        (:data:`~spinnray.machine.counters.ROUTER_LINK_CLASSES`)."""
+        if self.router_node is None:
+            return "across_nodes"
+        return "same_node" if self.router_node[router] == self.node else "across_nodes"
 
     def route_local(self, inbox: dict[int, list[bytes]]):
-        """Phase 1: ``{src core: [frames]}`` from this node's cores ->
+        """Phase 1: ``{src core: [frames]}`` from this router's cores ->
         ``(local, remote)``: ``local`` is ``{dst core: [(src, frame, events,
-        is_error)]}`` for :meth:`deliver`, ``remote`` is ``{node: [frames]}``
-        to forward to other nodes' routers (only nodes with frames appear).
+        is_error)]}`` for :meth:`deliver`, ``remote`` is ``{router: [frames]}``
+        to forward to other routers (only routers with frames appear).
 
         Sources are processed in ascending core id.
         """
@@ -247,7 +269,7 @@ class Router:
                 one = self.table.frame_entry(p.keys)
                 if one is not None:             # the usual frame: every event to one entry's targets
                     e = self.table.entries[one]
-                    dests, nodes = dict.fromkeys(e.destinations), dict.fromkeys(e.links)   # None: all events
+                    dests, peers = dict.fromkeys(e.destinations), dict.fromkeys(e.links)   # None: all events
                 else:
                     entry = self.table.lookup_frame(p.keys)
                     lost = entry < 0
@@ -255,41 +277,39 @@ class Router:
                         c.dropped += int(lost.sum())
                         self._note(f"router {self.router_id}: dropped {int(lost.sum())} event(s) from core {src} "
                                    f"with no route, first key {int(p.keys[lost][0]):#010x}")
-                    dests, nodes = self._groups(p, entry, lost, links=True)
+                    dests, peers = self._groups(p, entry, lost, links=True)
                 self._keep(local, src, frame, p, dests, is_error)
-                for node, sel in sorted(nodes.items()):
-                    if node == self.node:
+                for router, sel in sorted(peers.items()):
+                    if router == self.router_id:
                         c.dropped += p.n if sel is None else int(sel.sum())
-                        self._note(f"router {self.router_id}: entry of core {src} links to its own node {node}")
+                        self._note(f"router {self.router_id}: entry of core {src} links to this router")
                         continue
                     data, n = (bytes(frame), p.n) if sel is None or sel.all() else \
                         (packet.encode_packet(packet.subset(p, sel)), int(sel.sum()))
-                    remote.setdefault(node, []).append(data)
-                    c.forwarded_packets += 1
-                    c.forwarded_events += n
-                    c.forwarded_bytes += len(data)
-                    c.add_peer(node, n, len(data))
+                    remote.setdefault(router, []).append(data)
+                    c.add_forwarded(router, self.peer_class(router), n, len(data))
         return local, remote
 
     def route_forwarded(self, forwarded: dict[int, list[bytes]]) -> dict[int, list]:
-        """Phase 2: ``{node: [frames]}`` forwarded by other routers ->
-        ``{dst core: [(src, frame, events, is_error)]}`` for this node's cores
+        """Phase 2: ``{router: [frames]}`` forwarded by other routers ->
+        ``{dst core: [(src, frame, events, is_error)]}`` for this router's cores
         (``links`` are not followed again)."""
         c = self.counters
         local: dict[int, list] = {}
-        for node in sorted(forwarded):
-            for frame in forwarded[node]:
-                c.from_routers_packets += 1
-                c.from_routers_bytes += packet.frame_nbytes(frame)
-                p = self._decode(frame, None, f"router of node {node}")
+        for router in sorted(forwarded):
+            cls = self.peer_class(router)
+            for frame in forwarded[router]:
+                nbytes = packet.frame_nbytes(frame)
+                c.add_from_router(cls, 1, 0, nbytes)
+                p = self._decode(frame, None, f"router {router}")
                 if p is None:
                     continue
-                if self.node_of is not None and self.node_of.get(p.src) != node:
+                if self.router_of is not None and self.router_of.get(p.src) != router:
                     c.rejected += 1
-                    self._note(f"router {self.router_id}: rejected frame of core {p.src} forwarded by node {node}; "
-                               f"core {p.src} is on node {self.node_of.get(p.src)}")
+                    self._note(f"router {self.router_id}: rejected frame of core {p.src} forwarded by router "
+                               f"{router}; core {p.src} is served by router {self.router_of.get(p.src)}")
                     continue
-                c.from_routers_events += p.n
+                c.add_from_router(cls, 0, p.n, 0)
                 if p.n == 0:
                     continue
                 entry = self.table.lookup_frame(p.keys)
@@ -301,7 +321,7 @@ class Router:
                 if not reached.all():
                     c.dropped += int((~reached).sum())
                     self._note(f"router {self.router_id}: dropped {int((~reached).sum())} event(s) of core {p.src} "
-                               f"forwarded by node {node} with no local destination, first key "
+                               f"forwarded by router {router} with no local destination, first key "
                                f"{int(p.keys[~reached][0]):#010x}")
                 self._keep(local, p.src, frame, p, dests, p.kind == packet.Kind.ERROR)
         return local
@@ -364,12 +384,12 @@ class Router:
 
         Sources are processed in ascending core id, so every destination sees
         its frames in the same order on every backend.  Raises
-        :class:`RoutingError` if the table links to other nodes (a router of
-        several nodes runs :meth:`route_local`, :meth:`route_forwarded` and
+        :class:`RoutingError` if the table links to other routers (one of
+        several routers runs :meth:`route_local`, :meth:`route_forwarded` and
         :meth:`deliver` instead).
         """
         local, remote = self.route_local(inbox)
         if remote:
-            raise RoutingError(f"router {self.router_id}: the table links to nodes {sorted(remote)}; "
+            raise RoutingError(f"router {self.router_id}: the table links to routers {sorted(remote)}; "
                                "a router with peers routes with route_local/route_forwarded/deliver")
         return self.deliver(local)

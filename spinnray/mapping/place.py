@@ -12,11 +12,14 @@
   cores holding a post-synaptic slice it really connects to (a masked
   projection with no synapse between two slices is not routed, as SpiNNaker
   prunes empty synaptic blocks).
-* **Nodes** (:func:`assign_nodes`): chips go onto cluster nodes in contiguous
-  blocks; the cores of a chip always share its node.  :func:`node_tables`
-  splits the routing table into one table per node (local destinations plus
-  links to the other nodes), and :func:`check_node_routes` checks that
-  routing through them reaches exactly the same cores.
+* **Nodes and routers** (:func:`assign_nodes`): chips go onto cluster nodes
+  in contiguous blocks; the cores of a chip always share its node.  Each
+  *routing unit* has a router of its own: a chip (``router_per="chip"``, the
+  default, as the hardware has) or a whole node (``router_per="node"``).
+  :func:`router_tables` splits the routing table into one table per router
+  (its own destinations plus links to the other routers), and
+  :func:`~spinnray.mapping.routes.check_router_routes` checks that routing
+  through them reaches exactly the same cores.
 
 :func:`check_routes` is the invariant the tests lean on: every key of every
 sending slice reaches exactly the cores that need it, and no other key
@@ -30,13 +33,14 @@ import math
 from dataclasses import dataclass, field
 
 
-from spinnray.config import MachineConfig
+from spinnray.config import ROUTER_UNITS, MachineConfig
 from spinnray.errors import BudgetError, MappingError
 from spinnray.model.network import Network, Projection
 from spinnray.machine.router import RoutingEntry, RoutingTable
 from spinnray.mapping.specs import Learning, estimate_core_memory, history_depth
 
-__all__ = ["Slice", "Placement", "Mapping", "map_network", "assign_nodes", "node_tables", "KEY_SPACE_BITS"]
+__all__ = ["Slice", "Placement", "Mapping", "map_network", "assign_nodes", "router_tables", "ROUTER_UNITS",
+           "KEY_SPACE_BITS"]
 
 KEY_SPACE_BITS = 32
 
@@ -87,7 +91,8 @@ class Mapping:
 
     replicas: int = 1
     nodes: int = 1                                 # cluster nodes the chips are spread over
-    _node_tables: dict | None = field(default=None, repr=False, compare=False)
+    router_per: str = "chip"                       # the routing unit: one router per chip or per node
+    _router_tables: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_cores(self) -> int:
@@ -97,16 +102,37 @@ class Mapping:
         """Core id -> node index."""
         return {p.core_id: p.node for p in self.placements}
 
-    def node_tables(self) -> dict[int, RoutingTable]:
-        """One routing table per node (:func:`node_tables`), built once."""
-        if self._node_tables is None:
-            self._node_tables = node_tables(self)
-        return self._node_tables
+    def router_of(self) -> dict[int, int]:
+        """Core id -> router index: the rank of its chip among the chips in use (``router_per``
+        "chip") or its node (``router_per`` "node").  The routers of a node are consecutive, as
+        chips go onto nodes in contiguous blocks."""
+        if self.router_per == "node":
+            return self.node_of()
+        rank = {c: i for i, c in enumerate(sorted({p.chip for p in self.placements}))}
+        return {p.core_id: rank[p.chip] for p in self.placements}
+
+    @property
+    def routers(self) -> int:
+        return max(self.router_of().values(), default=0) + 1
+
+    def router_node(self) -> list[int]:
+        """Router index -> node index."""
+        node, out = self.node_of(), {}
+        for cid, r in self.router_of().items():
+            out[r] = node[cid]
+        return [out[r] for r in range(len(out))]
+
+    def router_tables(self) -> dict[int, RoutingTable]:
+        """One routing table per router (:func:`router_tables`), built once."""
+        if self._router_tables is None:
+            self._router_tables = router_tables(self)
+        return self._router_tables
 
     def cores_of(self, population: str, replica: int = 0) -> list[Placement]:
         return [p for p in self.placements if p.slice.population == population and p.replica == replica]
 
     def summary(self) -> dict:
+        router_node = self.router_node()
         return {
             "cores": self.n_cores,
             "chips_used": len({p.chip for p in self.placements}),
@@ -120,7 +146,12 @@ class Mapping:
             "nodes": self.nodes,
             "node_of_chip": {str(c): n for c, n in sorted({p.chip: p.node for p in self.placements}.items())},
             "cores_per_node": [sum(1 for p in self.placements if p.node == n) for n in range(self.nodes)],
-            "routing_entries_per_node": {str(n): len(t) for n, t in sorted(self.node_tables().items())},
+            "router_per": self.router_per,
+            "routers": self.routers,
+            "node_of_router": router_node,
+            "routing_entries_per_router": {str(r): len(t) for r, t in sorted(self.router_tables().items())},
+            "routing_entries_per_node": {str(n): sum(len(t) for r, t in self.router_tables().items()
+                                                     if router_node[r] == n) for n in range(self.nodes)},
             "populations": self.populations(),
         }
 
@@ -299,8 +330,10 @@ def _connected(proj: Projection, pre: Slice, post: Slice) -> bool:
     return bool(proj.mask[pre.lo:pre.hi, post.lo:post.hi].any())
 
 
-def assign_nodes(mapping: Mapping, nodes: int | None = None, chips_per_node: int | None = None) -> Mapping:
-    """Spread the chips of ``mapping`` over cluster nodes; returns a new Mapping.
+def assign_nodes(mapping: Mapping, nodes: int | None = None, chips_per_node: int | None = None,
+                 router_per: str = "chip") -> Mapping:
+    """Spread the chips of ``mapping`` over cluster nodes and give each routing unit (``router_per``:
+    every chip, or every node) a router; returns a new Mapping.
 
     The ``C`` chips in use (in chip order, ranks ``0..C-1``) go onto nodes in
     contiguous blocks, and every core of a chip is on its chip's node:
@@ -311,10 +344,18 @@ def assign_nodes(mapping: Mapping, nodes: int | None = None, chips_per_node: int
     * ``nodes = N`` only: chip rank ``c`` on node ``(c * N) // C``: N blocks
       whose sizes differ by at most one chip; needs ``C >= N``.
 
+    ``router_per`` ("chip" or "node", :data:`ROUTER_UNITS`) is what one router
+    serves (:meth:`Mapping.router_of`): every chip its own router, as the
+    hardware has, or one router for all the chips of a node.  Either gives the
+    same results and per-core counters; they differ in the router-to-router
+    traffic and in how many routers share a round's work.
+
     Raises :class:`MappingError` naming the numbers when the chips cannot be
     spread that way (a chip never spans nodes), or when a value is not null or
-    an int >= 1.
+    an int >= 1, or ``router_per`` is neither unit.
     """
+    if router_per not in ROUTER_UNITS:
+        raise MappingError(f"cluster.router_per = {router_per!r}: expected one of {list(ROUTER_UNITS)}")
     for name, v in (("cluster.nodes", nodes), ("cluster.chips_per_node", chips_per_node)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise MappingError(f"{name} = {v!r}: expected null or an int >= 1")
@@ -341,7 +382,8 @@ def assign_nodes(mapping: Mapping, nodes: int | None = None, chips_per_node: int
         n_nodes = 1
         node_of_chip = {c: 0 for c in chips}
     placements = [dataclasses.replace(p, node=node_of_chip[p.chip]) for p in mapping.placements]
-    return dataclasses.replace(mapping, placements=placements, nodes=n_nodes, _node_tables=None)
+    return dataclasses.replace(mapping, placements=placements, nodes=n_nodes, router_per=router_per,
+                               _router_tables=None)
 
 
 def _entry_sources(mapping: Mapping, entry: RoutingEntry) -> set[int] | None:
@@ -355,29 +397,31 @@ def _entry_sources(mapping: Mapping, entry: RoutingEntry) -> set[int] | None:
     return None
 
 
-def node_tables(mapping: Mapping) -> dict[int, RoutingTable]:
-    """The routing table of each node's router, from the machine's table.
+def router_tables(mapping: Mapping) -> dict[int, RoutingTable]:
+    """The routing table of each router (one per chip or per node, :meth:`Mapping.router_of`),
+    from the machine's table.
 
-    For every entry ``(key, mask) -> D`` and node ``n``, node ``n``'s table
-    holds ``(key, mask) -> D on n, links`` where ``links`` are the other nodes
-    holding cores of ``D`` if a core of ``n`` may send the key (the owner of a
-    spike key block; any core for error keys), and none otherwise (then the
-    entry only serves frames forwarded to ``n``).  An entry with neither local
-    destinations nor links is left out.  Entry order is kept (first match
-    wins).  With one node this is the machine's table.
+    For every entry ``(key, mask) -> D`` and router ``r``, ``r``'s table
+    holds ``(key, mask) -> D served by r, links`` where ``links`` are the other
+    routers serving cores of ``D`` if a core of ``r`` may send the key (the
+    owner of a spike key block; any core for error keys), and none otherwise
+    (then the entry only serves frames forwarded to ``r``).  An entry with
+    neither local destinations nor links is left out.  Entry order is kept
+    (first match wins).  With one router this is the machine's table.
     """
-    node = mapping.node_of()
-    if mapping.nodes == 1:
+    router = mapping.router_of()
+    n_routers = max(router.values(), default=0) + 1
+    if n_routers == 1:
         return {0: mapping.table}
     tables = {}
-    for n in range(mapping.nodes):
+    for r in range(n_routers):
         entries = []
         for e in mapping.table.entries:
             sources = _entry_sources(mapping, e)
-            sends_here = sources is None or any(node[s] == n for s in sources)
-            local = tuple(d for d in e.destinations if node[d] == n)
-            links = tuple(sorted({node[d] for d in e.destinations} - {n})) if sends_here else ()
+            sends_here = sources is None or any(router[s] == r for s in sources)
+            local = tuple(d for d in e.destinations if router[d] == r)
+            links = tuple(sorted({router[d] for d in e.destinations} - {r})) if sends_here else ()
             if local or links:
                 entries.append(RoutingEntry(e.key, e.mask, local, links))
-        tables[n] = RoutingTable(entries)
+        tables[r] = RoutingTable(entries)
     return tables

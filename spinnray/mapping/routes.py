@@ -2,8 +2,9 @@
 
 :func:`check_routes` is what the tests lean on for the machine's table (every key of every
 sending slice reaches exactly the cores that hold a connected post-synaptic slice, no other key
-matches an entry); :func:`check_node_routes` checks that routing through the per-node tables
-(:func:`spinnray.mapping.place.node_tables`) reaches exactly the same cores.
+matches an entry); :func:`check_router_routes` checks that routing through the per-router tables
+(one router per chip or per node, :func:`spinnray.mapping.place.router_tables`) reaches exactly the
+same cores.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from spinnray.errors import RoutingError
 from spinnray.mapping.place import KEY_SPACE_BITS, Mapping, _connected, _entry_sources
 from spinnray.machine.router import RoutingTable
 
-__all__ = ["check_routes", "check_node_routes"]
+__all__ = ["check_routes", "check_router_routes"]
 
 
 def check_routes(mapping: Mapping) -> None:
@@ -65,38 +66,39 @@ def check_routes(mapping: Mapping) -> None:
             raise RoutingError(f"lookup of entry key {e.key:#010x} does not return its own entry")
 
 
-def check_node_routes(mapping: Mapping, tables: dict[int, RoutingTable] | None = None) -> None:
-    """Assert that the per-node tables deliver like the machine's table.
+def check_router_routes(mapping: Mapping, tables: dict[int, RoutingTable] | None = None) -> None:
+    """Assert that the per-router tables deliver like the machine's table.
 
-    For every entry of the machine's table and every node that may send its
-    keys, routing the entry's key through the sender's table (local
-    destinations, then one hop along each link into that node's table) reaches
-    exactly the entry's destinations, each once, every reached core on the node
-    whose table delivered it.  Raises :class:`RoutingError` naming the key.
+    For every entry of the machine's table and every router that may send its
+    keys, routing the entry's key through the sender's table (its own
+    destinations, then one hop along each link into that router's table)
+    reaches exactly the entry's destinations, each once, every reached core
+    served by the router whose table delivered it.  Raises
+    :class:`RoutingError` naming the key.
     """
-    tables = mapping.node_tables() if tables is None else tables
-    node = mapping.node_of()
+    tables = mapping.router_tables() if tables is None else tables
+    router = mapping.router_of()
     for i, e in enumerate(mapping.table.entries):
         key = np.array([e.key], np.uint32)
         if mapping.table.lookup(key)[0] != i:
             continue                    # shadowed by an earlier entry: never routes its own key
         sources = _entry_sources(mapping, e)
-        senders = {node[s] for s in sources} if sources is not None else set(range(mapping.nodes))
+        senders = {router[s] for s in sources} if sources is not None else set(tables)
         for n in sorted(senders):
             hit = tables[n].lookup(key)[0]
             if hit < 0:
-                raise RoutingError(f"key {e.key:#010x}: no entry on node {n}, which sends it")
+                raise RoutingError(f"key {e.key:#010x}: no entry on router {n}, which sends it")
             first = tables[n].entries[hit]
             reached = list(first.destinations)
             for link in first.links:
                 h = tables[link].lookup(key)[0]
                 if h < 0:
-                    raise RoutingError(f"key {e.key:#010x}: node {n} links to node {link}, which has no entry")
+                    raise RoutingError(f"key {e.key:#010x}: router {n} links to router {link}, which has no entry")
                 reached += list(tables[link].entries[h].destinations)
-                if any(node[d] != link for d in tables[link].entries[h].destinations):
-                    raise RoutingError(f"key {e.key:#010x}: node {link}'s entry names cores of other nodes")
-            if any(node[d] != n for d in first.destinations):
-                raise RoutingError(f"key {e.key:#010x}: node {n}'s entry names cores of other nodes")
+                if any(router[d] != link for d in tables[link].entries[h].destinations):
+                    raise RoutingError(f"key {e.key:#010x}: router {link}'s entry names cores of other routers")
+            if any(router[d] != n for d in first.destinations):
+                raise RoutingError(f"key {e.key:#010x}: router {n}'s entry names cores of other routers")
             if sorted(reached) != list(e.destinations):
-                raise RoutingError(f"key {e.key:#010x} sent from node {n} reaches cores {sorted(reached)}; "
+                raise RoutingError(f"key {e.key:#010x} sent from router {n} reaches cores {sorted(reached)}; "
                                    f"expected {list(e.destinations)}")

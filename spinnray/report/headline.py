@@ -133,6 +133,9 @@ def bytes_text(m: dict) -> str | None:
     text = f"{human_bytes(t['bytes'])} ({count(t['bytes'])} bytes) in {count(t.get('packets', 0))} packets"
     if events:
         text += f", {sig3(t['bytes'] / events)} bytes per event delivered"
+    chips = t.get("inter_chip", {}).get("bytes")
+    if chips:
+        text += f"; {human_bytes(chips)} between the chips' routers of a node"
     inter = t.get("inter_node", {}).get("bytes")
     if inter:
         text += f"; {human_bytes(inter)} between nodes"
@@ -193,7 +196,8 @@ def headline(m: dict, config: dict | None = None) -> list[tuple[str, str, str]]:
         rows.append(("error events", err, "`traffic.error_events_sent`, `traffic.error_events`"))
     b = bytes_text(m)
     if b:
-        rows.append(("bytes", b, "`traffic.bytes`, `traffic.packets`, `traffic.inter_node.bytes`"))
+        rows.append(("bytes", b, "`traffic.bytes`, `traffic.packets`, `traffic.inter_chip.bytes`, "
+                                       "`traffic.inter_node.bytes`"))
     rows.append(("memory", memory_text(m), "`memory.per_core_max_bytes`, `memory.budget_bytes_per_core`, "
                                            "`memory.total_bytes`, `training_state_bytes` / `training_memory_bytes`"))
     rows.append(("time", time_text(m), "`wall_s`, `setup_s`, `train_s` / `run_s`, `train_samples_per_s`, "

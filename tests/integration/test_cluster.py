@@ -1,16 +1,18 @@
-"""The machine spread over cluster nodes: one router per node (issue 6).
+"""The machine spread over cluster nodes, one router per chip (issue 6, issue 25).
 
 Without Ray (tests/unit/mapping/test_place.py, test_routes.py, tests/unit/backends/test_local.py,
-test_transport.py, tests/unit/machine/test_counters.py): chips go onto nodes as configured, the
-per-node routing tables deliver exactly like the machine's table, routers on several nodes give the
-same frames as one router, the link-class counters equal an independent count from the spikes.
+test_transport.py, test_chip_routers.py, tests/unit/machine/test_counters.py): chips go onto nodes as
+configured, the per-router tables (one per chip or per node) deliver exactly like the machine's table,
+routers on several chips and nodes give the same frames as one router, the link-class counters equal
+an independent count from the spikes.
 
 With Ray (``ray``, ``multinode``): a 3-node ``ray.cluster_utils.Cluster`` on this
 machine, started in a child process (the session-wide Ray of conftest.py
 lives in this one, and a process holds one Ray), which runs this file as a
 script and pickles what it saw; the tests compare that with the local
-backend here.  Results and counters equal local ones (also for data-parallel e-prop with one copy
-per node), cores run on the nodes configured, a killed core or a removed node is a prompt error naming the core,
+backend here.  Results and counters equal local ones (a network over 4 chips on 3 nodes, one router
+per chip or per node; also data-parallel e-prop with one copy per node), cores and routers run on the
+nodes configured, a killed core or a removed node is a prompt error naming the core,
 round and phase, and an impossible placement fails at once.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -68,7 +71,8 @@ def _child_main(out_path: str) -> None:
         w1, w2 = (w.node_id for w in workers)
         out["workers"] = [w1, w2]
 
-        # A: the forward network on 3 nodes in a non-default order; then a core is killed mid-run.
+        # A: the forward network (4 chips, a router each) on 3 nodes in a non-default order; then a
+        # core is killed mid-run.
         asked = (w2, out["head"], w1)
         cfg = ClusterConfig(nodes=3, node_ids=asked, round_timeout_s=300.0)
         t = time.monotonic()
@@ -83,6 +87,14 @@ def _child_main(out_path: str) -> None:
             out["kill"] = _kill_mid_run(ray, sim, victim=sim.mapping.cores_of("hid")[1].core_id)
         finally:
             sim.close()
+        # A2: the same with one router per node
+        t2 = time.monotonic()
+        with Simulator(make_network(), MACHINE, cores_per_population=CORES, batch_size=BATCH, backend="ray",
+                       cluster=ClusterConfig(nodes=3, node_ids=asked, router_per="node")) as sim:
+            setup_s = time.monotonic() - t2
+            res = sim.run(STEPS, make_inputs(), record=("spikes", "v"))
+            out["forward_node_routers"] = {"spikes": res.spikes, "v": res.v, "reports": sim.reports(),
+                                           "metrics": sim.metrics(), "setup_s": setup_s}
 
         out["phase_s"] = {"A": time.monotonic() - t}
         t = time.monotonic()
@@ -299,21 +311,26 @@ def child(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_node():
-    return forward("local", None)
+    """One router for the whole machine, on one node."""
+    return forward("local", ClusterConfig(router_per="node"))
 
 
 @pytest.mark.ray
 @pytest.mark.multinode
-def test_cluster_forward_equals_local_on_one_and_three_nodes(child, one_node):
-    got = child["forward"]
+@pytest.mark.parametrize("unit", ["chip", "node"])
+def test_cluster_forward_equals_local_on_one_and_three_nodes(child, one_node, unit):
+    """4 chips on 3 nodes, one router per chip (node 0 holds two) or per node: the spikes and
+    voltages of one router on one node, and every counter of the local backend's same routers."""
+    got = child["forward" if unit == "chip" else "forward_node_routers"]
     ref = one_node[0]
-    local3 = forward("local", ClusterConfig(nodes=3))
+    local3 = forward("local", ClusterConfig(nodes=3, router_per=unit))
     for name in ref.spikes:
         assert np.array_equal(got["spikes"][name], ref.spikes[name]), name
     for name in ref.v:
         assert np.array_equal(got["v"][name], ref.v[name]), name
     cores, routers = got["reports"]
     l_cores, l_routers = local3[1]
+    assert len(one_node[1][1]) == 1 and len(routers) == (4 if unit == "chip" else 3)
     assert [c["counters"] for c in cores] == [c["counters"] for c in l_cores] == \
         [c["counters"] for c in one_node[1][0]]
     assert [r["counters"] for r in routers] == [r["counters"] for r in l_routers]
@@ -331,8 +348,10 @@ def test_cluster_cores_and_routers_run_on_the_nodes_configured(child):
     for c, p in zip(cores, mapping.placements):
         assert c["node"] == p.node
         assert c["ray_node_id"] == got["actual"][p.core_id] == asked[p.node], c["core_id"]
-    assert got["routers_on"] == list(asked)
-    assert [r["ray_node_id"] for r in routers] == list(asked)
+    assert mapping.router_node() == [0, 0, 1, 2]            # a router per chip; node 0 holds chips 0 and 1
+    assert got["routers_on"] == [asked[n] for n in mapping.router_node()]
+    assert [r["ray_node_id"] for r in routers] == got["routers_on"]
+    assert [(r["node"], r["chips"]) for r in routers] == [(0, [0]), (0, [1]), (1, [2]), (2, [3])]
     assert got["metrics"]["mapping"]["ray_node_ids"] == list(asked)
     assert got["metrics"]["mapping"]["cores_per_node"] == [4, 2, 2]
     # default order: the driver's node (the head) first, then the others by node id
@@ -343,15 +362,24 @@ def test_cluster_cores_and_routers_run_on_the_nodes_configured(child):
 
 @pytest.mark.ray
 @pytest.mark.multinode
-def test_cluster_inter_node_traffic_counted(child):
-    got = child["forward"]
-    mapping = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=3)
+@pytest.mark.parametrize("unit", ["chip", "node"])
+def test_cluster_inter_node_traffic_counted(child, unit):
+    """Traffic per link class (and the routers' copies between chips and between nodes) equals a
+    count from the spikes; every class is present."""
+    got = child["forward" if unit == "chip" else "forward_node_routers"]
+    mapping = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=3, router_per=unit)
     want, wire = expected_link_classes(make_network(), mapping, got["spikes"])
     traffic = got["metrics"]["traffic"]
     assert {k: v["events"] for k, v in traffic["by_link_class"].items()} == want
-    assert want["across_nodes"] > 0 and want["same_node"] > 0 and want["same_chip"] > 0
-    assert traffic["inter_node"]["events"] == wire > 0
+    assert want["across_nodes"] > 0 and want["same_node"] > 0 and want["same_chip"] > 0 and want["same_core"] > 0
+    assert traffic["inter_node"]["events"] == wire["inter_node"] > 0
+    assert traffic["inter_chip"]["events"] == wire["inter_chip"]
+    assert (wire["inter_chip"] > 0) == (unit == "chip")
     assert traffic["inter_node"]["bytes"] > 0
+    _, routers = got["reports"]
+    for cls, key in (("across_nodes", "inter_node"), ("same_node", "inter_chip")):
+        assert sum(r["counters"]["forwarded_by_class"][cls]["events"] for r in routers) == \
+            sum(r["counters"]["from_routers_by_class"][cls]["events"] for r in routers) == wire[key]
 
 
 @pytest.mark.ray
@@ -387,7 +415,7 @@ def test_cluster_eprop_steps_equal_local(child):
     finally:
         tr.close()
     assert got["nodes"] == [0, 0, 1, 1]                  # 4 chips of one core, 2 chips per node
-    assert got["traffic"]["inter_node"]["events"] > 0
+    assert got["traffic"]["inter_node"]["events"] > 0 and got["traffic"]["inter_chip"]["events"] > 0
     for name, w in ref["weights"].items():
         np.testing.assert_array_equal(got["weights"][name], w, err_msg=name)
 
@@ -419,7 +447,8 @@ def test_cluster_eprop_replicas_one_copy_per_node(child):
 def test_cluster_dead_router_is_named_before_the_next_run(child):
     kind, message = child["dead_router"]
     assert kind == "TransportError"
-    assert "a router did not answer before the run" in message and "router 1 (node 1) is dead" in message
+    # routers[1] is chip 1's, on node 0 (2 chips per node)
+    assert "a router did not answer before the run" in message and "router 1 (node 0) is dead" in message
 
 
 @pytest.mark.ray
@@ -446,7 +475,8 @@ def test_cluster_removed_node_is_a_prompt_clear_error(child):
     assert r["fired"], "the run ended before the node was removed"
     kind, message = r["error"]
     assert kind == "TransportError"
-    assert "node 2" in message and ("died during the forward run" in message or "lost router 2" in message)
+    assert "node 2" in message and ("died during the forward run" in message
+                                    or re.search(r"lost router \d+ \(node 2\)", message))
     assert r["elapsed_s"] < r["timeout_s"]
     assert r["again"][0] == "TransportError" and "cannot run again" in r["again"][1]
     assert r["victim"] not in child["alive_after"]

@@ -90,6 +90,10 @@ def test_a_key_of_another_group_choice_names_the_choices_that_have_it(argv, mess
     assert message in str(e.value)
     check_overrides(["network=feedforward", "network.hidden=3"], CONF)        # swapping the group makes it a key
     check_overrides(["scenario=eprop_kws", "network.steps=100", "data.per_word=3"], CONF)
+    # a scenario built on another (eprop_cue_chip: "- eprop_cue") has that one's group choices and keys
+    check_overrides(["scenario=eprop_cue_chip", "data.train_size=160", "learning.eval_every=1"], CONF)
+    with pytest.raises(ConfigError, match="data.per_word: not a key of data=cue .*chosen by scenario=eprop_cue_chip"):
+        check_overrides(["scenario=eprop_cue_chip", "data.per_word=3"], CONF)
 
 
 def test_options_a_kind_of_run_does_not_use_are_refused():

@@ -2,16 +2,20 @@
 
 Ray is used to place and start the actors; the per-round traffic does not
 pay a Ray call (~0.7 ms here).  Each core actor keeps one TCP connection to
-its node's router actor, where a thread runs the rounds:
+its router actor (one router per chip by default, as SpiNNaker2 has, or one
+per node; see :mod:`spinnray.machine.router`), where a thread runs the rounds:
 
-    core c:  send envelope(round r, frames of c)  ->  router of c's node
+    core c:  send envelope(round r, frames of c)  ->  c's router
     router:  once every local core's envelope of round r is in, route them
-    router:  (several nodes) send envelope(round r, frames for node m) to
+    router:  (several routers) send envelope(round r, frames for router m) to
              every other router m, even if empty, and read theirs
     router:  send envelope(round r, frames for c)  ->  core c
 
 so every round is in lockstep over the whole machine: a router delivers
 round r only when all its cores and all other routers have sent round r.
+The routers of the chips of one node (several router actors pinned to one
+Ray node) talk over the same authenticated router-to-router streams as
+routers on different nodes: one code path, whatever the distance.
 Between two routers there are two streams, one per direction, used without
 blocking: a router sends and reads its peers' envelopes at the same time, so
 two routers sending big envelopes to each other never wait on each other.
@@ -30,7 +34,7 @@ pose as a router::
                                               HMAC-SHA256(secret, b"spinnray/1 router" Nr Nc role id router)
 
 ``role`` is ``ROLE_CORE`` (``id`` the core id) or ``ROLE_ROUTER`` (``id`` the
-node index), ``router`` the node index of the router connected to, and
+router index), ``router`` the index of the router connected to, and
 ``role id router`` packed ``'<III'``.  The router reads exactly the 76 bytes
 of a hello, without blocking on any one connection (a selector over all of
 them), each within ``min(AUTH_TIMEOUT_S, timeout_s)`` of its accept; a

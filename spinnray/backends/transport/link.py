@@ -1,4 +1,4 @@
-"""A core's end of its stream to its node's router: connect and authenticate, then one envelope out
+"""A core's end of its stream to its router (its chip's or its node's): connect and authenticate, then one envelope out
 and one back per round."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def core_wait_s(timeout_s: float) -> float:
 
 
 class CoreLink:
-    """A core's end of its stream to the router of node ``router_node``.
+    """A core's end of its stream to router ``router`` (the router index: its chip's or node's).
 
     Connecting authenticates both ways with the run's ``secret`` (module
     docstring): a router that cannot prove the secret is refused.  A core
@@ -37,7 +37,7 @@ class CoreLink:
     up to ``CORE_ATTEMPTS`` times within ``timeout_s``."""
 
     def __init__(self, core_id: int, address: tuple[str, int], timeout_s: float, *, secret: bytes,
-                 router_node: int = 0):
+                 router: int = 0):
         self.core_id = core_id
         self.timeout_s = timeout_s
         self.round = 0
@@ -50,7 +50,7 @@ class CoreLink:
                 raise TransportError(f"core {core_id}: cannot connect to router at {address}: {e}") from None
             try:
                 tune(sock)
-                self._authenticate(sock, secret, address, router_node)
+                self._authenticate(sock, secret, address, router)
             except Refused as e:
                 sock.close()
                 if attempt == CORE_ATTEMPTS or time.monotonic() >= deadline:
@@ -67,10 +67,10 @@ class CoreLink:
         # behind it, which then fail at once when the router closes their streams.
         sock.settimeout(core_wait_s(timeout_s))
 
-    def _authenticate(self, sock: socket.socket, secret: bytes, address, router_node: int) -> None:
+    def _authenticate(self, sock: socket.socket, secret: bytes, address, router: int) -> None:
         where = f"core {self.core_id}: router at {address}"
         challenge = recv_fixed(sock, CHALLENGE.size, "its challenge", where)
-        hello, router_nonce, client_nonce = make_hello(secret, challenge, ROLE_CORE, self.core_id, router_node, where)
+        hello, router_nonce, client_nonce = make_hello(secret, challenge, ROLE_CORE, self.core_id, router, where)
         try:
             sock.sendall(hello)
         except OSError as e:
@@ -79,7 +79,7 @@ class CoreLink:
             answer = recv_fixed(sock, ANSWER.size, "its answer", where)
         except Refused as e:
             raise Refused(f"{e}: the router refused this core") from None
-        if not answer_ok(secret, answer, router_nonce, client_nonce, ROLE_CORE, self.core_id, router_node):
+        if not answer_ok(secret, answer, router_nonce, client_nonce, ROLE_CORE, self.core_id, router):
             raise TransportError(f"{where} failed authentication: it cannot prove this run's secret "
                                  f"(not this run's router)")
 

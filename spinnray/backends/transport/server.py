@@ -50,8 +50,9 @@ class _PeerStream:
     envelope, validated like :func:`read_envelope`, or None.
     """
 
-    def __init__(self, node: int, sock: socket.socket):
-        self.node = node
+    def __init__(self, router: int, sock: socket.socket, name: str):
+        self.router = router
+        self.name = name              # "router m (node n)", for messages
         self.sock = sock
         self.buf = bytearray()
         sock.setblocking(False)
@@ -75,7 +76,7 @@ class _PeerStream:
 
     def take(self) -> tuple[int, int, list[bytes]] | None:
         buf = self.buf
-        whole = parse_envelope(buf, f"an envelope from router {self.node} (node {self.node})")
+        whole = parse_envelope(buf, f"an envelope from {self.name}")
         if whole is None:
             return None
         pos, rnd, sender, spans = whole
@@ -97,10 +98,10 @@ class _Pending:
 class _Outgoing:
     """This router's connection to another router, while it authenticates."""
 
-    __slots__ = ("node", "sock", "buf", "router_nonce", "client_nonce")
+    __slots__ = ("router", "sock", "buf", "router_nonce", "client_nonce")
 
-    def __init__(self, node: int, sock: socket.socket):
-        self.node, self.sock = node, sock
+    def __init__(self, router: int, sock: socket.socket):
+        self.router, self.sock = router, sock
         self.buf = bytearray()
         self.router_nonce: bytes | None = None
         self.client_nonce: bytes | None = None
@@ -110,7 +111,7 @@ class RouterServer:
     """A router's end: accepts one stream per local core (and per other
     router) and runs the rounds.
 
-    One node (``nodes == 1``): ``route`` maps ``{core: [frames]}`` to
+    One router (``routers == 1``): ``route`` maps ``{core: [frames]}`` to
     ``{core: [frames]}`` (a :meth:`spinnray.machine.router.Router.route`) and the
     serving thread starts at once.
 
@@ -120,9 +121,11 @@ class RouterServer:
     disturbs the run.  The listener closes once every local core and every
     other router is in, or the router fails.
 
-    Several nodes: ``route(inbox) -> (state, {node: [frames]})`` is the
-    first phase (:meth:`~spinnray.machine.router.Router.route_local`) and
-    ``finish(state, {node: [frames]}) -> {core: [frames]}`` the second (the
+    Several routers (one per chip or per node; this one is ``router`` of
+    ``routers``, and ``router_node[m]`` is the node of router ``m``, which
+    error messages name): ``route(inbox) -> (state, {router: [frames]})`` is
+    the first phase (:meth:`~spinnray.machine.router.Router.route_local`) and
+    ``finish(state, {router: [frames]}) -> {core: [frames]}`` the second (the
     frames other routers forwarded); the thread starts with :meth:`start`,
     given every other router's address, once all routers listen.
 
@@ -131,10 +134,10 @@ class RouterServer:
     and every other router must deliver within ``timeout_s``.
     """
 
-    def __init__(self, route, cores: list[int], host: str, timeout_s: float, *, secret: bytes, node: int = 0,
-                 nodes: int = 1, finish=None, on_reject=None):
-        if nodes > 1 and finish is None:
-            raise TransportError(f"router {node}: {nodes} nodes need a finish() phase")
+    def __init__(self, route, cores: list[int], host: str, timeout_s: float, *, secret: bytes, router: int = 0,
+                 routers: int = 1, router_node: list[int] | None = None, finish=None, on_reject=None):
+        if routers > 1 and finish is None:
+            raise TransportError(f"router {router}: {routers} routers need a finish() phase")
         self.secret = check_secret(secret)
         self.auth_timeout_s = min(AUTH_TIMEOUT_S, timeout_s)
         self.on_reject = on_reject        # called with each reason (under self.lock), e.g. to count it
@@ -144,10 +147,11 @@ class RouterServer:
         self.finish = finish
         self.cores = sorted(cores)
         self.timeout_s = timeout_s
-        self.node = node
-        self.nodes = nodes
-        self.peers = [m for m in range(nodes) if m != node]
-        self.name = "router" if nodes == 1 else f"router {node}"
+        self.router = router
+        self.routers = routers
+        self.router_node = list(router_node) if router_node is not None else list(range(routers))
+        self.peers = [m for m in range(routers) if m != router]
+        self.name = "router" if routers == 1 else f"router {router}"
         self.error: str | None = None
         self.late_core: int | None = None    # the core whose round it failed waiting for (a hang or a stop)
         self.rounds = 0
@@ -161,19 +165,23 @@ class RouterServer:
         self.streams: dict[int, _PeerStream] = {}
         self.closing = False
         self._wake_r, self._wake_w = socket.socketpair()   # close() wakes the idle thread through it
-        self.thread = threading.Thread(target=self._serve, name=f"spinnray-router-{node}", daemon=True)
+        self.thread = threading.Thread(target=self._serve, name=f"spinnray-router-{router}", daemon=True)
         self.peer_addresses: dict[int, tuple[str, int]] = {}
-        if nodes == 1:
+        if routers == 1:
             self.thread.start()
 
     def start(self, peers: dict[int, tuple[str, int]]) -> None:
-        """Start serving (several nodes): ``peers`` maps every other node to
-        its router's address."""
+        """Start serving (several routers): ``peers`` maps every other router
+        to its address."""
         missing = sorted(set(self.peers) - set(peers))
         if missing:
-            raise TransportError(f"{self.name}: no address for the routers of nodes {missing}")
+            raise TransportError(f"{self.name}: no address for routers {missing}")
         self.peer_addresses = {m: tuple(peers[m]) for m in self.peers}
         self.thread.start()
+
+    def _peer(self, m: int) -> str:
+        """Router ``m`` named with its node, for messages."""
+        return f"router {m} (node {self.router_node[m]})"
 
     def begin_run(self, k: int, steps: int, backward: bool = False, layered: bool = False,
                   forward_rounds: int | None = None) -> None:
@@ -257,7 +265,7 @@ class RouterServer:
                         self._accept_pending(sel, pending)
                     elif kind == "in" and item.sock in pending:
                         self._read_hello(sel, pending, item)
-                    elif kind == "out" and item.node not in self.peer_out:
+                    elif kind == "out" and item.router not in self.peer_out:
                         self._peer_handshake(sel, item)
                     elif kind == "wake":
                         try:
@@ -269,7 +277,7 @@ class RouterServer:
                     self._drop(sel, pending, p, f"no authentication within {self.auth_timeout_s:g} s")
                 if len(self.peer_out) < len(self.peers) and now >= peer_deadline:
                     m = min(set(self.peers) - set(self.peer_out))
-                    raise TransportError(f"router {m} (node {m}) at {self.peer_addresses[m]} did not authenticate "
+                    raise TransportError(f"{self._peer(m)} at {self.peer_addresses[m]} did not authenticate "
                                          f"within the timeout of {self.timeout_s} s")
         finally:
             # All in (or failed): no later connection is possible.
@@ -339,7 +347,7 @@ class RouterServer:
         if magic != MAGIC_HELLO or role not in ROLE_NAMES:
             self._drop(sel, pending, p, "malformed hello (not a spinnray hello)")
             return
-        if not hmac.compare_digest(mac, client_mac(self.secret, p.nonce, role, ident, self.node)):
+        if not hmac.compare_digest(mac, client_mac(self.secret, p.nonce, role, ident, self.router)):
             self._drop(sel, pending, p, f"failed authentication (wrong MAC) claiming {ROLE_NAMES[role]} {ident}")
             return
         # Authentic: from a holder of this run's secret, so one of ours.
@@ -354,7 +362,7 @@ class RouterServer:
             sock.close()
             raise TransportError(f"unexpected hello from sender {ident} (router "
                                  f"{'already connected' if ident in self.peer_in else 'not a peer'})")
-        answer = ANSWER.pack(MAGIC_ANSWER, router_mac(self.secret, p.nonce, client_nonce, role, ident, self.node))
+        answer = ANSWER.pack(MAGIC_ANSWER, router_mac(self.secret, p.nonce, client_nonce, role, ident, self.router))
         try:
             if sock.send(answer) != ANSWER.size:
                 raise OSError("the answer did not fit the send buffer")
@@ -374,16 +382,16 @@ class RouterServer:
         try:
             sock = socket.create_connection(addr, timeout=self.timeout_s)
         except OSError as e:
-            raise TransportError(f"cannot connect to router {m} (node {m}) at {addr}: {e}") from None
+            raise TransportError(f"cannot connect to {self._peer(m)} at {addr}: {e}") from None
         tune(sock)
         sock.setblocking(False)
         return _Outgoing(m, sock)
 
     def _peer_handshake(self, sel, out: _Outgoing) -> None:
-        """This router as the client of router ``out.node``: read its challenge, send the hello,
+        """This router as the client of router ``out.router``: read its challenge, send the hello,
         check its answer.  Any failure fails this router (it cannot run without that peer)."""
-        m = out.node
-        what = f"router {m} (node {m}) at {self.peer_addresses[m]}"
+        m = out.router
+        what = f"{self._peer(m)} at {self.peer_addresses[m]}"
         try:
             data = out.sock.recv(CHALLENGE.size - len(out.buf))      # the answer has the same size
         except (BlockingIOError, InterruptedError):
@@ -397,8 +405,8 @@ class RouterServer:
         if len(out.buf) < CHALLENGE.size:
             return
         if out.router_nonce is None:
-            hello, out.router_nonce, out.client_nonce = make_hello(self.secret, bytes(out.buf), ROLE_ROUTER, self.node,
-                                                               m, what)
+            hello, out.router_nonce, out.client_nonce = make_hello(self.secret, bytes(out.buf), ROLE_ROUTER,
+                                                                   self.router, m, what)
             out.buf = bytearray()
             try:
                 out.sock.settimeout(self.timeout_s)
@@ -407,7 +415,7 @@ class RouterServer:
             except OSError as e:
                 raise TransportError(f"lost {what} sending the hello: {e}") from None
             return
-        if not answer_ok(self.secret, bytes(out.buf), out.router_nonce, out.client_nonce, ROLE_ROUTER, self.node, m):
+        if not answer_ok(self.secret, bytes(out.buf), out.router_nonce, out.client_nonce, ROLE_ROUTER, self.router, m):
             raise TransportError(f"{what} failed authentication: it cannot prove this run's secret")
         sel.unregister(out.sock)
         out.sock.settimeout(self.timeout_s)
@@ -421,7 +429,7 @@ class RouterServer:
             return
         for m, sock in self.peer_out.items():
             sock.setblocking(False)
-        self.streams = {m: _PeerStream(m, sock) for m, sock in self.peer_in.items()}
+        self.streams = {m: _PeerStream(m, sock, self._peer(m)) for m, sock in self.peer_in.items()}
         sel = selectors.DefaultSelector()
         for core, sock in self.conns.items():
             sel.register(sock, selectors.EVENT_READ, ("core", core))
@@ -446,7 +454,7 @@ class RouterServer:
                         self.streams[who].fill()
                     except TransportError as e:
                         self._fail(f"{self.name}: idle before {self.where(self.rounds)}, phase peer-receive: "
-                                   f"lost router {who} (node {who}): {e}")
+                                   f"lost {self._peer(who)}: {e}")
                         return
                 else:
                     try:
@@ -477,7 +485,7 @@ class RouterServer:
         """Send this round's frames to every other router and read theirs, at
         the same time (non-blocking, so two routers sending big envelopes to
         each other never wait on each other); None once the router failed."""
-        out = {m: memoryview(encode_envelope(rnd, self.node, remote.get(m, []))) for m in self.peers}
+        out = {m: memoryview(encode_envelope(rnd, self.router, remote.get(m, []))) for m in self.peers}
         got: dict[int, list[bytes]] = {}
         by_sock = {self.peer_out[m]: m for m in self.peers}
         by_sock.update({self.streams[m].sock: m for m in self.peers})
@@ -489,7 +497,7 @@ class RouterServer:
                 try:
                     item = self.streams[m].take()
                 except TransportError as e:
-                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive from router {m} (node {m}): {e}")
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive from {self._peer(m)}: {e}")
                     return None
                 if item is not None:
                     r, sender, frames = item
@@ -504,11 +512,11 @@ class RouterServer:
             if remaining <= 0:
                 late = [m for m in self.peers if m not in got]
                 if late:
-                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: router {late[0]} "
-                               f"(node {late[0]}) sent nothing within the timeout of {self.timeout_s} s")
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: {self._peer(late[0])} "
+                               f"sent nothing within the timeout of {self.timeout_s} s")
                 else:
                     m = min(out)
-                    self._fail(f"{self.name}: {self.where(rnd)}, phase forward to router {m} (node {m}): "
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase forward to {self._peer(m)}: "
                                f"it took nothing within the timeout of {self.timeout_s} s")
                 return None
             readable = [self.streams[m].sock for m in self.peers if m not in got]
@@ -525,8 +533,8 @@ class RouterServer:
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as e:
-                    self._fail(f"{self.name}: {self.where(rnd)}, phase forward to router {m} (node {m}): "
-                               f"lost router {m} (node {m}): {e}")
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase forward to {self._peer(m)}: "
+                               f"lost {self._peer(m)}: {e}")
                     return None
                 out[m] = out[m][sent:]
                 if not len(out[m]):
@@ -536,7 +544,7 @@ class RouterServer:
                 try:
                     self.streams[m].fill()
                 except TransportError as e:
-                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: lost router {m} (node {m}): {e}")
+                    self._fail(f"{self.name}: {self.where(rnd)}, phase peer-receive: lost {self._peer(m)}: {e}")
                     return None
 
     def _round(self) -> bool:

@@ -1,5 +1,6 @@
 """spinnray.backends.local: the backend on its own (cores and routers of a mapping, run round by round,
-reports, calls, strictness), and one router per node in one process gives what one router gives."""
+reports, calls, strictness), and one router per chip or per node in one process gives what one router
+gives."""
 
 from __future__ import annotations
 
@@ -20,12 +21,18 @@ from helpers import cluster_forward as forward
 
 @pytest.fixture(scope="module")
 def one_node():
-    return forward("local", None)
+    """The 4-chip network with one router for the whole machine."""
+    return forward("local", ClusterConfig(router_per="node"))
 
 
-@pytest.mark.parametrize("cluster", [ClusterConfig(nodes=2), ClusterConfig(nodes=3), ClusterConfig(chips_per_node=1)])
-def test_local_nodes_identical_to_one_node(one_node, cluster):
+@pytest.mark.parametrize("cluster", [ClusterConfig(), ClusterConfig(nodes=2), ClusterConfig(nodes=3),
+                                     ClusterConfig(chips_per_node=1),
+                                     ClusterConfig(nodes=2, router_per="node"), ClusterConfig(nodes=3, router_per="node")])
+def test_local_routers_identical_to_one_router(one_node, cluster):
+    """4 chips, one router per chip (the default) or per node, on 1 to 4 nodes: the same spikes,
+    voltages and per-core counters as one router, and the routers' counters add up to its."""
     ref, (ref_cores, ref_routers), _, _ = one_node
+    assert len(ref_routers) == 1 and len({c["chip"] for c in ref_cores}) == 4
     assert 0.02 < ref.spikes["hid"].mean() < 0.6 and ref.spikes["out"].any()
     res, (cores, routers), metrics, mapping = forward("local", cluster)
     for name in ref.spikes:
@@ -33,16 +40,17 @@ def test_local_nodes_identical_to_one_node(one_node, cluster):
     for name in ref.v:
         assert np.array_equal(res.v[name], ref.v[name]), name
     assert [c["counters"] for c in cores] == [c["counters"] for c in ref_cores]
-    assert len(routers) == mapping.nodes > 1
+    assert len(routers) == mapping.routers == (4 if cluster.router_per == "chip" else mapping.nodes) > 1
     one = ref_routers[0]["counters"]
     for key in ("packets_in", "bytes_in", "spike_events_in", "packets_out", "bytes_out", "spike_events_out"):
         assert sum(r["counters"][key] for r in routers) == one[key], key
     merged = {}
-    for r in routers:                  # every link delivered once, by the router of its destination's node
+    router_of = mapping.router_of()
+    for r in routers:                  # every link delivered once, by the router of its destination
         for link, cell in r["counters"]["links"].items():
             assert link not in merged
             dst = int(link.split("->")[1])
-            assert mapping.node_of()[dst] == r["node"]
+            assert router_of[dst] == r["router_id"] and mapping.node_of()[dst] == r["node"]
             merged[link] = cell
     assert merged == one["links"]
     assert [c["node"] for c in cores] == [p.node for p in mapping.placements]

@@ -632,7 +632,7 @@ def test_secret_is_required(secret):
 
 
 def two_routers(timeout_s=5.0, secret1=SECRET):
-    servers = [RouterServer(lambda inbox, n=n: (None, {1 - n: inbox[n]}), [n], HOST, timeout_s, node=n, nodes=2,
+    servers = [RouterServer(lambda inbox, n=n: (None, {1 - n: inbox[n]}), [n], HOST, timeout_s, router=n, routers=2,
                             secret=SECRET if n == 0 else secret1,
                             finish=lambda state, fwd, n=n: {n: fwd[1 - n]}) for n in (0, 1)]
     return servers
@@ -655,7 +655,7 @@ def test_router_to_router_streams_are_authenticated():
         strangers.append(silent(servers[1].address))
         for n in (0, 1):
             servers[n].start({1 - n: servers[1 - n].address})
-        links = {n: CoreLink(n, servers[n].address, 5.0, secret=SECRET, router_node=n) for n in (0, 1)}
+        links = {n: CoreLink(n, servers[n].address, 5.0, secret=SECRET, router=n) for n in (0, 1)}
         def core(n, rnd, got):
             got[n] = links[n].exchange([b"%d@%d" % (n, rnd)], rnd)
 
@@ -774,19 +774,19 @@ def test_round_timeout_names_the_lowest_core_not_delivered(server_factory):
 
 
 def _tcp_machine(mapping, timeout_s):
-    """One RouterServer per node (threads) and a CoreLink per core."""
-    node_of = mapping.node_of()
+    """One RouterServer per router (threads; one per chip or per node) and a CoreLink per core."""
+    router_of, router_node = mapping.router_of(), mapping.router_node()
     servers = []
-    for n, table in sorted(mapping.node_tables().items()):
-        r = Router(table, [c for c in node_of if node_of[c] == n], max_offset=0, n_batch=BATCH, router_id=n,
-                   node=n, node_of=node_of)
-        servers.append((r, RouterServer(r.route_local, r.cores, HOST, timeout_s, secret=NODE_SECRET, node=n,
-                                        nodes=mapping.nodes,
+    for n, table in sorted(mapping.router_tables().items()):
+        r = Router(table, [c for c in router_of if router_of[c] == n], max_offset=0, n_batch=BATCH, router_id=n,
+                   node=router_node[n], router_of=router_of, router_node=router_node)
+        servers.append((r, RouterServer(r.route_local, r.cores, HOST, timeout_s, secret=NODE_SECRET, router=n,
+                                        routers=len(router_node), router_node=router_node,
                                         finish=lambda local, fwd, r=r: r.deliver(local, r.route_forwarded(fwd)))))
     for n, (_, s) in enumerate(servers):
         s.start({m: t.address for m, (_, t) in enumerate(servers) if m != n})
-    links = {c: CoreLink(c, servers[node_of[c]][1].address, timeout_s, secret=NODE_SECRET, router_node=node_of[c])
-             for c in sorted(node_of)}
+    links = {c: CoreLink(c, servers[router_of[c]][1].address, timeout_s, secret=NODE_SECRET, router=router_of[c])
+             for c in sorted(router_of)}
     return servers, links
 
 
@@ -810,8 +810,11 @@ def _close(servers, links):
         s.close()
 
 
-def test_routers_over_tcp_deliver_what_one_router_does():
-    mapping = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=3)
+@pytest.mark.parametrize("unit", ["node", "chip"])
+def test_routers_over_tcp_deliver_what_one_router_does(unit):
+    """3 routers (one per node) or 4 (one per chip; two of them on node 0, talking over the same
+    authenticated streams as routers of different nodes) deliver exactly one router's frames."""
+    mapping = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=3, router_per=unit)
     servers, links = _tcp_machine(mapping, 20.0)
     ref = Router(mapping.table, sorted(links), max_offset=0, n_batch=BATCH)
     rng = np.random.default_rng(0)
@@ -833,7 +836,11 @@ def test_routers_over_tcp_deliver_what_one_router_does():
                 t.join(30)
             assert not errors, errors
             assert got == ref.route(sent), f"round {rnd}"
-        assert sum(r.counters.forwarded_packets for r, _ in servers) > 0
+        assert len(servers) == (3 if unit == "node" else 4)
+        by_class = {k: sum(r.counters.forwarded_by_class[k]["packets"] for r, _ in servers)
+                    for k in ("same_node", "across_nodes")}
+        assert by_class["across_nodes"] > 0 and (by_class["same_node"] > 0) == (unit == "chip")
+        assert sum(r.counters.forwarded_packets for r, _ in servers) == sum(by_class.values())
         assert all(s.error is None for _, s in servers)
     finally:
         _close(servers, links)
@@ -846,10 +853,10 @@ def test_big_envelopes_both_ways_at_once_do_not_deadlock():
     servers = []
     for n in (0, 1):
         servers.append(RouterServer(lambda inbox, n=n: (None, {1 - n: [big[n]] + inbox[n]}), [n], HOST, 20.0,
-                                    secret=NODE_SECRET, node=n, nodes=2, finish=lambda state, fwd, n=n: {n: fwd[1 - n]}))
+                                    secret=NODE_SECRET, router=n, routers=2, finish=lambda state, fwd, n=n: {n: fwd[1 - n]}))
     for n in (0, 1):
         servers[n].start({1 - n: servers[1 - n].address})
-    links = {n: CoreLink(n, servers[n].address, 20.0, secret=NODE_SECRET, router_node=n) for n in (0, 1)}
+    links = {n: CoreLink(n, servers[n].address, 20.0, secret=NODE_SECRET, router=n) for n in (0, 1)}
     got = {}
     threads = [threading.Thread(target=lambda n=n: got.update({n: links[n].exchange([b"hello %d" % n], 0)}))
                for n in (0, 1)]
@@ -868,7 +875,8 @@ def test_big_envelopes_both_ways_at_once_do_not_deadlock():
 
 
 def _two_nodes(timeout_s):
-    mapping = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=2)
+    """Two routers on two nodes (one per node: the failure tests name router n on node n)."""
+    mapping = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=2, router_per="node")
     servers, links = _tcp_machine(mapping, timeout_s)
     return mapping, servers, links
 

@@ -31,6 +31,7 @@ PLACEHOLDERS = [(r"machine\..*", "machine.OPTION"), (r"rates_hz\.[^.]+", "rates_
                 (r"mapping\.slices\.[^.]+", "mapping.slices.POP"),
                 (r"mapping\.(routing_entries_per_chip|node_of_chip)\.[^.]+", r"mapping.\1.CHIP"),
                 (r"mapping\.routing_entries_per_node\.[^.]+", "mapping.routing_entries_per_node.NODE"),
+                (r"mapping\.routing_entries_per_router\.[^.]+", "mapping.routing_entries_per_router.ROUTER"),
                 (r"memory\.by_category_bytes\.[^.]+", "memory.by_category_bytes.CATEGORY"),
                 (r"training_memory\.[^.]+", "training_memory.CATEGORY"),
                 (r"traffic\.by_link_class\.[^.]+\.(\w+)", r"traffic.by_link_class.CLASS.\1")]

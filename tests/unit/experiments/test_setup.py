@@ -28,6 +28,7 @@ def test_every_scenario_composes_and_validates():
 @pytest.mark.parametrize("scenario, shape, cores", [
     ("eprop_cue", DataShape(40, 2, "spikes"), 8 * (10 + 1)),
     ("eprop_kws", DataShape(80, 12, "analog"), 8 * (12 + 1)),
+    ("eprop_cue_chip", DataShape(40, 2, "spikes"), 8 * (18 + 1)),      # all 152 PEs of the chip
 ])
 def test_eprop_scenarios_batch_through_replicas_inside_one_chip(scenario, shape, cores, bits):
     """The e-prop scenarios' mini-batches run on copies of the network, each core inside the

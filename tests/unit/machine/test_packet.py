@@ -1,7 +1,6 @@
 """Tests of the wire format: round trips, every rejection reason, and a fuzz."""
 
 import struct
-import time
 import tracemalloc
 
 import msgpack
@@ -541,21 +540,21 @@ def _reason(frame, **kwargs):
     return reason
 
 
-def _peak_ratio(frame, **kwargs):
-    """(peak bytes tracemalloc sees while decode rejects ``frame``, seconds); the frame
-    itself exists before tracing starts, so it is not counted."""
+def _peak(frame, **kwargs):
+    """Peak bytes tracemalloc sees while decode rejects ``frame`` (the frame itself exists
+    before tracing starts, so it is not counted).  Memory, not time, is asserted: a decoder
+    that never allocates what a header declares cannot spend time filling it either, and a
+    wall-clock bound in a unit test fails on a loaded machine (bench/bench_fuzz.py times it)."""
     tracemalloc.start()
     try:
-        t0 = time.perf_counter()
         try:
             decode(frame, **kwargs)
         except PacketError:
             pass
-        seconds = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    return peak, seconds
+    return peak
 
 
 def _header(kind=0, src=3, step=7, n=2):
@@ -606,8 +605,7 @@ def test_nested_frame_of_48_megabytes_is_rejected_at_once():
     count = 48_000_000
     frame = _header(n=2) + b"\xdd" + struct.pack(">I", count) + b"\x90" * count
     assert "keys must be bin, got list of 48000000 item(s) (type byte 0xdd)" == _reason(frame)
-    peak, seconds = _peak_ratio(frame)
-    assert peak < 64 * 1024 and seconds < 0.5
+    assert _peak(frame) < 64 * 1024
 
 
 @pytest.mark.parametrize("name, frame, match", [
@@ -627,9 +625,8 @@ def test_nested_frame_of_48_megabytes_is_rejected_at_once():
 ])
 def test_oversized_declared_lengths_are_rejected_without_allocating(name, frame, match):
     assert match in _reason(frame)
-    peak, seconds = _peak_ratio(frame)
+    peak = _peak(frame)
     assert peak < 4 * len(frame) + 64 * 1024, (name, peak, len(frame))
-    assert seconds < 0.1
 
 
 def test_memory_of_valid_and_invalid_frames_is_linear():
@@ -651,7 +648,7 @@ def test_memory_of_valid_and_invalid_frames_is_linear():
         bad[-1] ^= 0x80            # the last float's high byte: a NaN or a huge finite value
         bad[-1] |= 0x7F
         bad[-2] |= 0x80
-        peak, _ = _peak_ratio(bytes(bad))
+        peak = _peak(bytes(bad))
         assert "payload must be finite" in _reason(bytes(bad))
         assert peak < 4 * len(frame) + 64 * 1024
 

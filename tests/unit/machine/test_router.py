@@ -508,27 +508,52 @@ def test_hostile_frames_are_rejected_and_valid_frames_routed_unchanged():
 
 def test_hostile_frames_forwarded_by_a_router_are_rejected():
     table = RoutingTable([RoutingEntry(0x100, 0xFFFFFF00, (1,))])
-    r = Router(table, [1], max_offset=3, n_batch=2, router_id=1, node=1, node_of={2: 0, 1: 1})
+    r = Router(table, [1], max_offset=3, n_batch=2, router_id=1, node=1, router_of={2: 0, 1: 1})
     good = spike(2, [0x101], batch=[1])
     hostile = [h[1] for h in _hostile_frames()]
     out = r.deliver(r.route_forwarded({0: hostile[:4] + [good] + hostile[4:]}))
     assert out == {1: [good]}
     c = r.counters
     assert c.rejected == len(hostile) and c.from_routers_packets == len(hostile) + 1
-    assert c.from_routers_events == 1 and all("router of node 0" in x for x in r.reasons)
+    assert c.from_routers_events == 1 and all("from router 0" in x for x in r.reasons)
 
 
 def test_router_with_links_refuses_single_router_routing():
     table = RoutingTable([RoutingEntry(0x10, 0xFFFFFFF0, (), (1,))])
     frame = packet.encode(packet.Kind.SPIKE, 0, 0, np.array([0x11], np.uint32), np.zeros(1, np.uint16))
-    with pytest.raises(RoutingError, match="links to nodes"):
+    with pytest.raises(RoutingError, match="links to routers"):
         Router(table, [0], max_offset=0, n_batch=1).route({0: [frame]})
 
 
-def test_forwarded_frame_from_the_wrong_node_is_rejected():
+def test_forwarded_frame_from_the_wrong_router_is_rejected():
     table = RoutingTable([RoutingEntry(0x10, 0xFFFFFFF0, (1,))])
-    r = Router(table, [1], max_offset=0, n_batch=1, router_id=1, node=1, node_of={0: 0, 1: 1, 2: 2})
+    r = Router(table, [1], max_offset=0, n_batch=1, router_id=1, node=1, router_of={0: 0, 1: 1, 2: 2})
     frame = packet.encode(packet.Kind.SPIKE, 0, 0, np.array([0x11], np.uint32), np.zeros(1, np.uint16))
-    assert r.deliver(r.route_forwarded({2: [frame]})) == {1: []}      # core 0 is on node 0, not 2
-    assert r.counters.rejected == 1 and "forwarded by node 2" in r.reasons[0]
+    assert r.deliver(r.route_forwarded({2: [frame]})) == {1: []}      # core 0 is served by router 0, not 2
+    assert r.counters.rejected == 1 and "forwarded by router 2" in r.reasons[0]
     assert r.deliver(r.route_forwarded({0: [frame]})) == {1: [frame]}
+
+
+def test_forwarded_copies_are_counted_by_the_class_of_the_peer():
+    """Router 0 shares node 0 with router 1 (another chip) and sends to router 2 on node 1: one copy
+    each, counted as inter-chip (same_node) and inter-node (across_nodes); the receivers count alike."""
+    routers_node = [0, 0, 1]
+    router_of = {0: 0, 1: 1, 2: 2}
+    tables = [RoutingTable([RoutingEntry(0x10, 0xFFFFFFF0, (0,), (1, 2))]),
+              RoutingTable([RoutingEntry(0x10, 0xFFFFFFF0, (1,))]), RoutingTable([RoutingEntry(0x10, 0xFFFFFFF0, (2,))])]
+    rs = [Router(t, [n], max_offset=0, n_batch=1, router_id=n, node=routers_node[n], router_of=router_of,
+                 router_node=routers_node) for n, t in enumerate(tables)]
+    frame = packet.encode(packet.Kind.SPIKE, 0, 0, np.array([0x11, 0x12], np.uint32), np.zeros(2, np.uint16))
+    local, remote = rs[0].route_local({0: [frame]})
+    assert remote == {1: [frame], 2: [frame]}
+    c = rs[0].counters
+    size = len(frame)
+    assert c.forwarded_by_class == {"same_node": {"packets": 1, "events": 2, "bytes": size},
+                                    "across_nodes": {"packets": 1, "events": 2, "bytes": size}}
+    assert (c.forwarded_packets, c.forwarded_events, c.peers) == (2, 4, {1: [2, size], 2: [2, size]})
+    for n in (1, 2):
+        assert rs[n].deliver(rs[n].route_forwarded({0: remote[n]})) == {n: [frame]}
+    assert rs[1].counters.from_routers_by_class["same_node"] == {"packets": 1, "events": 2, "bytes": size}
+    assert rs[2].counters.from_routers_by_class["across_nodes"] == {"packets": 1, "events": 2, "bytes": size}
+    assert rs[1].counters.from_routers_by_class["across_nodes"]["packets"] == 0
+    assert rs[0].deliver(local) == {0: [frame]}

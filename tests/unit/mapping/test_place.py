@@ -11,7 +11,7 @@ import pytest
 from spinnray.config import ClusterConfig, MachineConfig
 from spinnray.errors import BudgetError, MappingError
 from spinnray.machine.router import RoutingTable
-from spinnray.mapping import Learning, assign_nodes, check_node_routes, check_routes, map_network, node_tables
+from spinnray.mapping import Learning, assign_nodes, check_router_routes, check_routes, map_network, router_tables
 from spinnray.model.network import Network
 from spinnray.model.neurons import ALIF, LI, LIF, SpikeSource
 from spinnray.simulator import Simulator
@@ -316,6 +316,15 @@ def test_chips_spread_over_nodes_as_configured():
     assert s["nodes"] == 3 and s["cores_per_node"] == [4, 2, 2]
     assert s["node_of_chip"] == {"0": 0, "1": 0, "2": 1, "3": 2}
     assert sum(s["routing_entries_per_node"].values()) >= s["routing_entries"]
+    # one router per chip by default, or one per node
+    assert s["router_per"] == "chip" and s["routers"] == 4 and s["node_of_router"] == [0, 0, 1, 2]
+    assert three.router_of() == {p.core_id: p.chip for p in three.placements}
+    assert sum(s["routing_entries_per_router"].values()) == sum(s["routing_entries_per_node"].values())
+    per_node = assign_nodes(m, nodes=3, router_per="node").summary()
+    assert per_node["routers"] == 3 and per_node["node_of_router"] == [0, 1, 2]
+    assert per_node["routing_entries_per_router"] == per_node["routing_entries_per_node"]
+    with pytest.raises(MappingError, match=r"cluster.router_per = 'board': expected one of \['chip', 'node'\]"):
+        assign_nodes(m, router_per="board")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -329,9 +338,9 @@ def test_placement_that_cannot_be_made_names_the_numbers(kwargs, message):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_node_tables_deliver_like_the_machine_table(seed):
-    """Random networks, replicas and error keys: routing through the node
-    tables reaches exactly the cores the machine's table names."""
+def test_router_tables_deliver_like_the_machine_table(seed):
+    """Random networks, replicas and error keys: routing through the router
+    tables (one router per chip, or per node) reaches exactly the cores the machine's table names."""
     rng = np.random.default_rng(seed)
     net = Network()
     sizes = rng.integers(3, 12, 4)
@@ -349,10 +358,14 @@ def test_node_tables_deliver_like_the_machine_table(seed):
     check_routes(m)
     chips = len({p.chip for p in m.placements})
     for nodes in range(1, min(chips, 4) + 1):
-        mm = assign_nodes(m, nodes=nodes)
-        check_node_routes(mm)
-        tables = node_tables(mm)
-        assert sorted(tables) == list(range(nodes))
-        for n, t in tables.items():      # a node's entries name only its own cores, and never link to itself
-            assert all(mm.node_of()[d] == n for e in t.entries for d in e.destinations)
-            assert all(n not in e.links for e in t.entries)
+        for unit in ("node", "chip"):
+            mm = assign_nodes(m, nodes=nodes, router_per=unit)
+            check_router_routes(mm)
+            tables = router_tables(mm)
+            router = mm.router_of()
+            assert sorted(tables) == list(range(nodes if unit == "node" else chips))
+            # every core of a router is on one node: the router's
+            assert all(mm.router_node()[router[p.core_id]] == p.node for p in mm.placements)
+            for n, t in tables.items():  # a router's entries name only its own cores, and never link to itself
+                assert all(router[d] == n for e in t.entries for d in e.destinations)
+                assert all(n not in e.links for e in t.entries)

@@ -1,4 +1,4 @@
-"""spinnray.mapping.routes: check_routes and check_node_routes catch every kind of wrong table."""
+"""spinnray.mapping.routes: check_routes and check_router_routes catch every kind of wrong table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from spinnray.errors import RoutingError
 from spinnray.machine.router import RoutingEntry, RoutingTable
-from spinnray.mapping import assign_nodes, check_node_routes, check_routes, map_network, node_tables
+from spinnray.mapping import assign_nodes, check_router_routes, check_routes, map_network, router_tables
 from spinnray.model.network import Network
 from spinnray.model.neurons import LI, LIF, SpikeSource
 
@@ -76,11 +76,13 @@ def test_check_routes_catches_a_key_matching_two_entries(small_mapping):
     assert "matches 2 entries" in str(info.value)
 
 
-def test_check_node_routes_catches_a_missing_link():
-    m = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=3)
-    tables = dict(node_tables(m))
+@pytest.mark.parametrize("unit", ["node", "chip"])
+def test_check_router_routes_catches_a_missing_link(unit):
+    m = assign_nodes(map_network(make_network(), MACHINE, CORES), nodes=3, router_per=unit)
+    tables = dict(router_tables(m))
+    r = next(r for r, t in tables.items() if any(e.links and e.destinations for e in t.entries))
     bad = [RoutingEntry(e.key, e.mask, e.destinations, ()) if e.links and e.destinations else e
-           for e in tables[0].entries]
-    tables[0] = RoutingTable([e for e in bad if e.destinations or e.links])
+           for e in tables[r].entries]
+    tables[r] = RoutingTable([e for e in bad if e.destinations or e.links])
     with pytest.raises(RoutingError, match="reaches cores"):
-        check_node_routes(m, tables)
+        check_router_routes(m, tables)

@@ -3,7 +3,7 @@
 import pytest
 
 from spinnray.report.document import Document, anchor
-from spinnray.report.headline import headline, memory_text, spikes_text, summary_line
+from spinnray.report.headline import bytes_text, headline, memory_text, spikes_text, summary_line
 from spinnray.report.runs import count, human_bytes, human_seconds, pct, readable
 
 
@@ -50,6 +50,9 @@ def test_the_headline_of_a_forward_run():
     assert rows["bytes"] == "2.12 MiB (2,218,516 bytes) in 91,112 packets, 16.1 bytes per event delivered"
     assert rows["memory"] == "largest core 70.1 KiB of its 128 KiB budget (54.7 %); all 12 cores 346 KiB"
     assert rows["time"].startswith("wall 1.92 s (setup 8.5 ms); emulation 1.89 s, 0.474 ms per step; 2.11 x real")
+    # over several chips and nodes the bytes between routers are told apart
+    multi = {**FORWARD, "traffic": {**FORWARD["traffic"], "inter_chip": {"bytes": 3072}, "inter_node": {"bytes": 1024}}}
+    assert bytes_text(multi).endswith("; 3.00 KiB between the chips' routers of a node; 1.00 KiB between nodes")
 
 
 def test_summary_line_and_headline_say_the_same():
