@@ -1,14 +1,18 @@
-"""What the two backends share: the strictness check, router plans, and the reports' node fields."""
+"""What the two backends share: the strictness check, router plans, the reports' node fields, and
+a process's own memory (each core actor's, in its report)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from spinnray.errors import PacketError, RoutingError, SpinnrayError
 from spinnray.machine.counters import bytes_by_link_class
 from spinnray.machine.router import RoutingTable
 
-__all__ = ["check_strict", "with_nodes", "with_links", "router_plan", "RouterPlan"]
+__all__ = ["check_strict", "with_nodes", "with_links", "router_plan", "RouterPlan", "process_memory",
+           "parse_smaps_rollup"]
 
 
 def check_strict(core_reports: list[dict], router_reports: list[dict]) -> None:
@@ -24,9 +28,11 @@ def check_strict(core_reports: list[dict], router_reports: list[dict]) -> None:
 
 def with_nodes(core_reports: list[dict], node_of: dict[int, int], ray_ids: list[str] | None = None,
                 actual: dict[int, str] | None = None) -> list[dict]:
-    """Core reports with ``node`` (index) and, on Ray, ``ray_node_id``."""
+    """Core reports with ``node`` (index), ``process`` (None where the report has none: on
+    ``local`` every core shares the driver's process) and, on Ray, ``ray_node_id``."""
     for rep in core_reports:
         rep["node"] = node_of[rep["core_id"]]
+        rep.setdefault("process", None)
         if actual is not None:
             rep["ray_node_id"] = actual.get(rep["core_id"], ray_ids[rep["node"]] if ray_ids else None)
     return core_reports
@@ -94,3 +100,34 @@ def router_plan(core_ids: list[int], table: RoutingTable, node_of: dict[int, int
     if idle:
         raise SpinnrayError(f"routers {idle} serve no core; every router index in 0..{n_routers - 1} needs a core")
     return RouterPlan(node_of, router_of, router_node, tables, cores)
+
+
+def parse_smaps_rollup(text: str) -> dict[str, int | None]:
+    """``rss_bytes`` and ``uss_bytes`` from the text of ``/proc/PID/smaps_rollup`` (kB lines)."""
+    kb = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+            kb[parts[0][:-1]] = int(parts[1])
+    if "Rss" not in kb:
+        return {"rss_bytes": None, "uss_bytes": None}
+    private = ("Private_Clean", "Private_Dirty")
+    uss = sum(kb[k] for k in private) * 1024 if all(k in kb for k in private) else None
+    return {"rss_bytes": kb["Rss"] * 1024, "uss_bytes": uss}
+
+
+def process_memory(proc: Path = Path("/proc/self")) -> dict:
+    """This process's memory: ``pid``, ``rss_bytes`` (resident, shared pages included) and
+    ``uss_bytes`` (its private pages: what the process adds to the machine), from
+    ``smaps_rollup`` (Linux 4.14+).  Where that is missing, RSS from ``statm`` and USS None;
+    with no ``/proc`` at all, both None."""
+    out = {"pid": os.getpid()}
+    try:
+        return {**out, **parse_smaps_rollup((proc / "smaps_rollup").read_text())}
+    except OSError:
+        pass
+    try:
+        pages = int((proc / "statm").read_text().split()[1])
+        return {**out, "rss_bytes": pages * os.sysconf("SC_PAGE_SIZE"), "uss_bytes": None}
+    except (OSError, ValueError, IndexError):
+        return {**out, "rss_bytes": None, "uss_bytes": None}

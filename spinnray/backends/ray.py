@@ -9,6 +9,14 @@ events to each other once per round, over the same authenticated streams whether
 is on this Ray node or another.  Every actor of node ``n`` (cores and routers) is pinned to Ray
 node ``node_ids[n]`` (hard ``NodeAffinitySchedulingStrategy``).
 
+Start-up.  A new actor is a new worker process (the raylet starts as many at once as the node has
+CPUs: 152 took about 60 s on 2 CPUs, bench/RESULTS.md issue 25), so core actors come from this process's pool (:func:`core_pool`,
+:mod:`spinnray.backends.pool`): all requested at once, started blank, then each loaded with its
+spec and connected (progress on stderr when that takes a while); when the backend closes cleanly
+they are emptied and pooled for the next backend of the process, and a failed backend kills them.
+``core_pool().drain()`` ends the idle ones.  Before any actor starts, :func:`admit` refuses a
+mapping whose actors would not fit the node's memory.
+
 Failures.  A core that raises, dies or hangs stops the run: the routers close their streams at
 once, so every other core and router stops too, and the driver raises one error naming the
 core (its chip and node), the round and step, and the phase, within ``timeout_s`` of a hang.
@@ -17,9 +25,13 @@ After that the backend refuses to run again.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import secrets
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,16 +39,28 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from spinnray.backends.base import check_strict, router_plan, with_links, with_nodes
+from spinnray.backends.base import check_strict, process_memory, router_plan, with_links, with_nodes
+from spinnray.backends.pool import ActorPool
 from spinnray.backends.transport import CoreLink, RouterServer
 from spinnray.errors import MappingError, SpinnrayError, TransportError
 from spinnray.machine.core import CoreSpec, build_core, invoke
 from spinnray.machine.router import Router, RoutingTable
 from spinnray.machine.schedule import TrainStep, backward_program, run_program
 
-__all__ = ["RayBackend", "ensure_ray", "cluster_nodes", "resolve_nodes", "surviving_cluster", "admit", "ACTOR_BYTES"]
+__all__ = ["RayBackend", "ensure_ray", "cluster_nodes", "resolve_nodes", "surviving_cluster", "admit", "ACTOR_BYTES",
+           "core_pool"]
 
 log = logging.getLogger(__name__)
+
+
+#: Ray's own periodic reporting, which spinnray never reads (metrics, task events, usage stats), off for
+#: the embedded local Ray only (a cluster keeps its operator's settings); a variable already set wins.
+#: With 152 idle core actors on 2 CPUs it cut their CPU from 57-65 % to 48-53 % of a core and each
+#: actor's USS by 0.35 MB in three interleaved pairs; start-up time did not change beyond the noise
+#: (bench/RESULTS.md, issue 25).
+QUIET_RAY = {"RAY_enable_metrics_collection": "0", "RAY_USAGE_STATS_ENABLED": "0",
+             "RAY_task_events_report_interval_ms": "0", "RAY_metrics_report_interval_ms": "600000",
+             "RAY_event_stats": "0"}
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, ship_code: bool = False) -> None:
@@ -48,11 +72,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, ship_
     and the cluster's token, see docs/cluster.md).  ``ship_code``: upload this
     process's ``spinnray`` package with the job (Ray ``runtime_env``
     ``py_modules``), so the other nodes need only the dependencies (numpy,
-    msgpack, ray) and run exactly this code.
+    msgpack, ray) and run exactly this code.  The embedded instance starts with
+    Ray's own reporting off (:data:`QUIET_RAY`).
     """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address is None:
+        for key, value in QUIET_RAY.items():        # the processes this starts inherit them
+            os.environ.setdefault(key, value)
     kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
     if ship_code:
         kwargs["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parents[1])]}   # this spinnray package
@@ -162,17 +190,43 @@ def admit(node_of: dict[int, int], ray_node_ids: list[str], router_node: list[in
                 "(cluster.nodes) or backend=local")
 
 
-def _actor_classes():
+_CORE_ACTOR = None
+_POOL: ActorPool | None = None
+
+
+def _core_actor_class():
+    """The core actor's Ray class, made once per process (the pool's actors are all of it)."""
+    global _CORE_ACTOR
+    if _CORE_ACTOR is not None:
+        return _CORE_ACTOR
+
     @ray.remote(num_cpus=0)
     class CoreActor:
-        """One emulated PE in its own process."""
+        """One emulated PE in its own process.  Started blank (:mod:`spinnray.backends.pool`),
+        loaded with a spec and connected to its router by :meth:`load`, emptied by :meth:`reset`
+        when its backend closes cleanly, then loaded again by the next backend."""
 
-        def __init__(self, spec: CoreSpec):
-            self.core = build_core(spec)
+        def __init__(self):
+            self.core = None
             self.link: CoreLink | None = None
 
-        def connect(self, address, timeout_s: float, secret: bytes, router: int = 0) -> None:
+        def load(self, spec: CoreSpec, address, timeout_s: float, secret: bytes, router: int = 0) -> str:
+            """Build the core of ``spec`` and connect it to its router; returns the Ray node id."""
+            self.core = build_core(spec)
             self.link = CoreLink(self.core.id, tuple(address), timeout_s, secret=secret, router=router)
+            return ray.get_runtime_context().get_node_id()
+
+        def reset(self) -> None:
+            """Drop the core and close its stream: nothing of this run is left for the next."""
+            if self.link is not None:
+                self.link.close()
+            self.core = self.link = None
+            gc.collect()
+            _release_free_memory()
+
+        def held(self) -> list[str]:
+            """The names of what the actor holds (empty when blank or reset)."""
+            return sorted(k for k, v in vars(self).items() if v is not None)
 
         def run(self, steps, k, batch, inputs, record, layer=None, train=None):
             """A forward run; ``layer``: (level, number of levels) of the layered schedule;
@@ -199,7 +253,8 @@ def _actor_classes():
             return invoke(self.core, method, args)
 
         def report(self) -> dict:
-            return self.core.report()
+            """The core's report and this process's memory (``process``)."""
+            return {**self.core.report(), "process": process_memory()}
 
         def pid(self) -> int:
             return os.getpid()
@@ -207,6 +262,44 @@ def _actor_classes():
         def node(self) -> str:
             return ray.get_runtime_context().get_node_id()
 
+    _CORE_ACTOR = CoreActor
+    return CoreActor
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap back to the system (glibc's malloc_trim), so an idle actor's RSS shows what
+    it holds, not its last run's peak; a no-op on other C libraries."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def core_pool() -> ActorPool:
+    """This process's pool of core actors (made on first use)."""
+    global _POOL
+    if _POOL is None:
+        cls = _core_actor_class()
+        _POOL = ActorPool(lambda node_id: cls.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(), ray.kill)
+    return _POOL
+
+
+class StderrProgress:
+    """The default start-up progress: ``spinnray: cores up 37/152 (12 s)`` on stderr every 5 s once
+    start-up has taken 2 s (quick starts stay quiet), and the last count when it printed any."""
+
+    def __init__(self):
+        self.last = None
+
+    def __call__(self, done: int, total: int, elapsed_s: float) -> None:
+        due = elapsed_s >= 2.0 and (self.last is None or elapsed_s - self.last >= 5.0)
+        if due or (done == total and self.last is not None):
+            self.last = elapsed_s
+            print(f"spinnray: cores up {done}/{total} ({elapsed_s:.0f} s)", file=sys.stderr, flush=True)
+
+
+def _actor_classes():
     @ray.remote(num_cpus=0)
     class RouterActor:
         """The multicast router of one chip (or node); its TCP server thread runs the rounds.
@@ -265,7 +358,7 @@ def _actor_classes():
             failure reports."""
             return self.server.error, self.server.where(self.server.rounds), self.server.late_core
 
-    return CoreActor, RouterActor
+    return RouterActor
 
 
 class RayBackend:
@@ -277,7 +370,10 @@ class RayBackend:
     ``NodeAffinitySchedulingStrategy`` (actors take ``num_cpus=0``, so no
     resources need reserving).  Raises :class:`MappingError` when the cluster
     has too few alive nodes, a named node is not alive, or the actors are not
-    all up within ``placement_timeout_s``; never waits longer.
+    all up within ``placement_timeout_s``; never waits longer.  Core actors come
+    from :func:`core_pool` and go back to it on a clean :meth:`close`;
+    ``progress(done, total, elapsed_s)`` is called as they come up (default
+    :class:`StderrProgress`); ``startup_s`` is how long they took.
     """
 
     name = "ray"
@@ -285,15 +381,16 @@ class RayBackend:
     def __init__(self, specs: list[CoreSpec], table: RoutingTable, strict: bool = True,
                  timeout_s: float = 120.0, *, node_of: dict[int, int] | None = None,
                  tables: dict[int, RoutingTable] | None = None, node_ids=None,
-                 placement_timeout_s: float = 120.0, router_of: dict[int, int] | None = None):
+                 placement_timeout_s: float = 120.0, router_of: dict[int, int] | None = None, progress=None):
         if not ray.is_initialized():
             raise SpinnrayError("backend 'ray' needs Ray started: call spinnray.backends.ensure_ray() "
                                 "or ray.init() first")
         self._ray = ray
-        CoreActor, RouterActor = _actor_classes()
+        RouterActor = _actor_classes()
         self.strict = strict
         self.timeout_s = timeout_s
         self.failed: str | None = None
+        self._busy = False              # a call to the cores is under way (close then kills, never pools)
         self.specs = {s.core_id: s for s in specs}
         self.core_ids = [s.core_id for s in specs]
         self._events: dict[int, int] = {}
@@ -302,6 +399,7 @@ class RayBackend:
         self.chips = plan.chips({s.core_id: s.chip for s in specs})
         self.ray_node_ids = resolve_nodes(self.n_nodes, node_ids)
         admit(self.node_of, self.ray_node_ids, plan.router_node)
+        self.pool = core_pool()
         self.actors: dict = {}
         self.routers: list = []
 
@@ -311,6 +409,7 @@ class RayBackend:
         # This run's key for the router streams (transport module docstring): it reaches the
         # actors only as call arguments, never a socket, file or environment variable.
         secret = secrets.token_bytes(32)
+        t0 = time.monotonic()
         try:
             several = plan.n_routers > 1
             self.routers = [RouterActor.options(scheduling_strategy=pin(plan.router_node[r])).remote(
@@ -318,29 +417,81 @@ class RayBackend:
                 plan.router_of if several else None, plan.router_node if several else None, secret)
                 for r in range(plan.n_routers)]
             self.router = self.routers[0]
-            self.actors = {s.core_id: CoreActor.options(scheduling_strategy=pin(self.node_of[s.core_id])).remote(s)
-                           for s in specs}
+            # pooled core actors, else new blank ones, all requested at once (a process each: the slow part)
+            taken, self._reused = {}, set()
+            for n in range(self.n_nodes):
+                cids = [c for c in self.core_ids if self.node_of[c] == n]
+                actors, reused = self.pool.take(self.ray_node_ids[n], len(cids))
+                taken.update(zip(cids, actors))
+                self._reused.update(cids[:reused])
+            self.actors = {cid: taken[cid] for cid in self.core_ids}
+            deadline = t0 + placement_timeout_s
             addresses = self._place([r.address.remote() for r in self.routers], placement_timeout_s,
                                     "start the routers")
             if several:
                 self._place([r.start.remote({m: addresses[m] for m in range(plan.n_routers) if m != n})
-                             for n, r in enumerate(self.routers)], placement_timeout_s, "start the routers")
-            self._place([a.connect.remote(addresses[plan.router_of[cid]], timeout_s, secret, plan.router_of[cid])
-                         for cid, a in self.actors.items()], placement_timeout_s, "start and connect the cores")
-            nodes = self._place([a.node.remote() for a in self.actors.values()]
-                                + [r.node.remote() for r in self.routers], placement_timeout_s, "locate the actors")
+                             for n, r in enumerate(self.routers)], max(0.0, deadline - time.monotonic()),
+                            "start the routers")
+            self.actual_nodes = self._load(addresses, secret, placement_timeout_s, t0,
+                                           StderrProgress() if progress is None else progress)
+            router_nodes = self._place([r.node.remote() for r in self.routers],
+                                       max(1.0, deadline - time.monotonic()), "locate the routers")
         except BaseException:
+            self.failed = self.failed or "start-up failed"
             self.close()
             raise
-        self.actual_nodes = dict(zip(self.actors, nodes))
+        self.startup_s = time.monotonic() - t0
         wrong = [f"core {cid} runs on Ray node {got}, not on its node {self.node_of[cid]} = "
                  f"{self.ray_node_ids[self.node_of[cid]]}" for cid, got in self.actual_nodes.items()
                  if got != self.ray_node_ids[self.node_of[cid]]]
         wrong += [f"router {r} runs on Ray node {got}, not on {self.ray_node_ids[plan.router_node[r]]}"
-                  for r, got in enumerate(nodes[len(self.actors):]) if got != self.ray_node_ids[plan.router_node[r]]]
+                  for r, got in enumerate(router_nodes) if got != self.ray_node_ids[plan.router_node[r]]]
         if wrong:       # hard node affinity makes this impossible; checked, not assumed
+            self.failed = wrong[0]
             self.close()
             raise MappingError(wrong[0])
+
+    def _load(self, addresses: list, secret: bytes, timeout_s: float, t0: float, progress) -> dict[int, str]:
+        """Load every core actor with its spec and connect it to its router, reporting
+        progress as they come up; the Ray node of each core.  A pooled actor that died while idle is
+        replaced by a new one, once; anything else, or ``timeout_s`` from ``t0``, is a MappingError."""
+        ray = self._ray
+        total = len(self.actors)
+
+        def load(cid):
+            r = self.plan.router_of[cid]
+            return self.actors[cid].load.remote(self.specs[cid], addresses[r], self.timeout_s, secret, r)
+
+        refs = {load(cid): cid for cid in self.core_ids}
+        out: dict[int, str] = {}
+        replaced: set[int] = set()
+        pending = list(refs)
+        progress(0, total, time.monotonic() - t0)
+        while pending:
+            left = t0 + timeout_s - time.monotonic()
+            if left <= 0:
+                raise MappingError(
+                    f"only {len(out)} of {total} core actors were up and connected within "
+                    f"cluster.placement_timeout_s = {timeout_s} s on the nodes asked for ({self.n_nodes}: "
+                    f"{self.ray_node_ids}); alive: {_describe_nodes(cluster_nodes())}")
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=min(1.0, left))
+            for ref in done:
+                cid = refs.pop(ref)
+                try:
+                    out[cid] = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    if not isinstance(e, ray.exceptions.RayActorError) or cid not in self._reused or cid in replaced:
+                        raise self._start_error(e, "start and connect the cores") from None
+                    # an idle pooled actor died (its process was killed, or its node restarted): a new one
+                    replaced.add(cid)
+                    self._reused.discard(cid)
+                    self.pool.kill([self.actors[cid]])
+                    self.actors[cid] = self.pool.start_new(self.ray_node_ids[self.node_of[cid]])
+                    ref = load(cid)
+                    refs[ref] = cid
+                    pending.append(ref)
+            progress(len(out), total, time.monotonic() - t0)
+        return {cid: out[cid] for cid in self.core_ids}
 
     def _place(self, refs: list, timeout_s: float, what: str) -> list:
         """``ray.get`` during start-up: a failure or ``timeout_s`` becomes a MappingError."""
@@ -352,11 +503,16 @@ class RayBackend:
                 f"could not {what} within cluster.placement_timeout_s = {timeout_s} s on the nodes asked for "
                 f"({self.n_nodes}: {self.ray_node_ids}); alive: {_describe_nodes(cluster_nodes())}") from None
         except ray.exceptions.RayError as e:
-            cause = _unwrap(e)
-            if isinstance(cause, SpinnrayError):
-                raise cause from None
-            raise MappingError(f"could not {what} on the nodes asked for ({self.n_nodes}: {self.ray_node_ids}): "
-                               f"{_first_line(e)}; alive: {_describe_nodes(cluster_nodes())}") from None
+            raise self._start_error(e, what) from None
+
+    def _start_error(self, e: Exception, what: str) -> SpinnrayError:
+        """A failed start-up call: the spinnray error inside it (a core over its budget), else a
+        MappingError naming the nodes."""
+        cause = _unwrap(e)
+        if isinstance(cause, SpinnrayError):
+            return cause
+        return MappingError(f"could not {what} on the nodes asked for ({self.n_nodes}: {self.ray_node_ids}): "
+                            f"{_first_line(e)}; alive: {_describe_nodes(cluster_nodes())}")
 
     def _configure(self, k: int, batch: int, steps: int, backward: bool, layered: bool = False,
                    forward_rounds: int | None = None) -> None:
@@ -431,12 +587,14 @@ class RayBackend:
         """Results by core id; the first failure stops every router and is raised."""
         ray = self._ray
         out, pending = {}, list(refs)
+        self._busy = True
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:
                 out[refs[done[0]]] = ray.get(done[0])
             except ray.exceptions.RayError as e:
                 raise self._failure(refs, done[0], e, pending, what) from None
+        self._busy = False
         return out
 
     def _where(self, cid: int) -> str:
@@ -540,11 +698,22 @@ class RayBackend:
         return cores, with_links(routers, cores, self.chips)
 
     def close(self) -> None:
-        for a in list(self.actors.values()) + list(self.routers):
+        """End the routers; the core actors go back to the pool emptied (:meth:`CoreActor.reset`
+        runs before any later load, as an actor runs its calls in order), or, when this backend
+        failed or a call was cut short, are killed."""
+        for r in self.routers:
             try:
-                self._ray.kill(a)
+                self._ray.kill(r)
             except Exception:   # an actor that died already is fine to skip
                 pass
+        if self.failed is None and not self._busy:
+            for n in range(self.n_nodes):
+                mine = [a for cid, a in self.actors.items() if self.node_of[cid] == n]
+                for a in mine:
+                    a.reset.remote()
+                self.pool.give_back(self.ray_node_ids[n], mine)
+        else:
+            self.pool.kill(self.actors.values())
         self.actors = {}
         self.routers = []
 

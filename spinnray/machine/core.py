@@ -32,7 +32,7 @@ mapping to check the budget before any core exists and by :meth:`Core.memory` fo
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ class IncomingSpec:
     name: str
     pre: str
     pre_size: int
-    weights: np.ndarray                # (pre_size, n_local); absent synapses hold 0
+    weights: np.ndarray | None         # (pre_size, n_local); absent synapses hold 0; None in a built core's spec
     delays: int | np.ndarray           # int, or (pre_size, n_local) uint8
     delay_values: tuple[int, ...]      # distinct delays, ascending
     mask: np.ndarray | None = None     # (pre_size, n_local) bool, kept only by learning cores
@@ -187,6 +187,8 @@ class Core:
         # The core owns its weights: a copy, never the network's array nor another
         # replica's (and writable even when the spec came read-only from Ray).
         self.weights = [np.array(inc.weights, order="C", copy=True) for inc in spec.incoming]
+        # ...and holds no second one: the spec it keeps drops the weights it was built from
+        self.spec = replace(spec, incoming=tuple(replace(inc, weights=None) for inc in spec.incoming))
         self.delays = [None if np.isscalar(inc.delays) else inc.delays for inc in spec.incoming]
         self.hist = {name: np.zeros((d, spec.batch, size), bool) for name, (d, size) in spec.history.items()}
         pre_names = list(spec.history)

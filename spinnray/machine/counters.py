@@ -105,7 +105,9 @@ sample against ``dense_per_sample``.
 chip is placed on; reports of older runs may lack it: the one node),
 ``ray_node_id`` (ray backend: the Ray node the actor runs on), ``counters``
 (:class:`CoreCounters`), ``memory`` ({category: bytes} of the arrays the core
-holds) and ``reasons`` (first notes of dropped or rejected traffic).
+holds), ``process`` (ray backend: the core actor's process, ``{"pid", "rss_bytes",
+"uss_bytes"}``, :func:`spinnray.backends.base.process_memory`; None on ``local``, whose
+cores share the driver's process) and ``reasons`` (first notes of dropped or rejected traffic).
 
 ``routers.json`` -- a list, one object per router (one per chip, or per node
 with ``cluster.router_per = node``): ``router_id`` (the router index),

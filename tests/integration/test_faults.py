@@ -71,7 +71,7 @@ def test_a_stopped_core_is_named_first_by_its_router(ray_session):
         os.kill(pid, signal.SIGCONT)
         sim.close()
     msg = str(e.value)
-    assert msg.startswith(f"core {victim} (chip 0, node 0") and "sent nothing to router 0 within" in msg
+    assert msg.startswith(f"core {victim} (chip 0, router 0, node 0") and "sent nothing to router 0 within" in msg
     assert "the core hangs or its process is stopped" in msg
 
 

@@ -42,6 +42,12 @@ ALLOWED_IN_FUNCTIONS = {
     ("spinnray.experiments.checkpoint.convert", "pickle"):
         "the one function that may unpickle (a user's own pre-0.2 checkpoint, on request): a module-level "
         "import would put pickle in reach of everything that imports the checkpoint package",
+    ("spinnray", "spinnray.simulator"):
+        "the root re-exports the simulator's names on first use (module __getattr__), so that a core actor, "
+        "which imports spinnray.machine.core and with it this root, does not load the simulator, mapping "
+        "and backends",
+    ("spinnray", "spinnray.config"): "as spinnray.simulator: MachineConfig on first use (the typed configs are the "
+                                     "largest module a core actor would otherwise load)",
     ("spinnray.model.nirgraph", "nir"):
         "an optional dependency (the extra nir): imported when a NIR graph is read, written or converted, so "
         "that spinnray imports and runs without it (the error then says how to install it)",

@@ -101,3 +101,21 @@ def test_spike_frame_beyond_the_run_is_rejected_by_a_layered_core():
         err = packet.encode(packet.Kind.ERROR, src.id, 0, keys=[0], offsets=[0], payload=[1.0])
         take_errors(h1, [err], 0, span=T)
         assert h1.counters.rejected == 2
+
+
+def test_a_core_holds_one_copy_of_its_weights():
+    """The core copies its weights from the spec and keeps the spec without them (on Ray the spec is
+    the actor's own copy: keeping both would hold every weight twice)."""
+    from spinnray.mapping import map_network, specs_from_mapping
+
+    net = Network()
+    net.population("inp", 8, SpikeSource())
+    net.population("hid", 6, LIF(v_th=0.3))
+    w = np.random.default_rng(0).uniform(0.2, 0.6, (8, 6))
+    net.connect("inp", "hid", w, delays=1)
+    spec = next(s for s in specs_from_mapping(map_network(net, MachineConfig(), 1, 1, 1, None), 1, None)
+                if s.population == "hid")
+    core = Core(spec)
+    assert np.array_equal(core.weights[0], w.astype(core.dtype)) and core.weights[0] is not spec.incoming[0].weights
+    assert [inc.weights for inc in core.spec.incoming] == [None]
+    assert core.spec.incoming[0].name == spec.incoming[0].name and core.spec.core_id == spec.core_id
