@@ -351,7 +351,7 @@ def _actor_classes():
                         "ray_node_id": ray.get_runtime_context().get_node_id(),
                         "counters": self.router.counters.as_dict(),
                         "reasons": list(self.router.reasons), "error": self.server.error,
-                        "connection_reasons": list(self.server.rejections)}
+                        "connection_reasons": list(self.server.rejections), "process": process_memory()}
 
         def state(self) -> tuple[str | None, str, int | None]:
             """(error or None, the round it is at, the core it failed waiting for or None): cheap, for
