@@ -153,14 +153,22 @@ def timed_run(cmd: list[str], **kwargs) -> dict:
 
 
 def run_nest(python: str, iterations: int, test_iterations: int, threads: int | None, workdir: Path) -> dict:
-    out = workdir / "nest.json"
-    cmd = ["nice", "-n", "10", python, str(Path(__file__).resolve()), "nest-child", "--out", str(out),
-           "--iterations", str(iterations), "--test-iterations", str(test_iterations)]
+    cmd = ["nice", "-n", "10", python, str(Path(__file__).resolve()), "nest-child", "--out",
+           str(workdir / "nest.json"), "--iterations", str(iterations), "--test-iterations", str(test_iterations)]
     if threads:
         cmd += ["--threads", str(threads)]
     print("+", " ".join(cmd), flush=True)
     ran = timed_run(cmd, cwd=workdir)
-    res = {**json.loads(out.read_text()), **ran}
+    (workdir / "nest_process.json").write_text(json.dumps({"command": " ".join(cmd), **ran}))
+    return nest_result(workdir)
+
+
+def nest_result(workdir: Path) -> dict:
+    """The NEST child's numbers (``nest.json``) with its training throughput."""
+    res = json.loads((workdir / "nest.json").read_text())
+    process = workdir / "nest_process.json"
+    if process.is_file():
+        res.update(json.loads(process.read_text()))
     train_s, sim_s = res["phase_s"].get("training", 0.0), res["simulate_s"].get("training", 0.0)
     trials = res["train_iterations"] * res["batch_size"]
     res["train_trials"] = trials
@@ -184,14 +192,24 @@ def run_spinnray(backend: str, trials: int, chunk: int, test: int, seed: int, wo
     print("+", " ".join(cmd), flush=True)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ran = timed_run(cmd, cwd=REPO, env=env)
+    (run_dir / "bench_process.json").write_text(json.dumps({"command": " ".join(cmd), **ran}))
+    return spinnray_result(run_dir)
+
+
+def spinnray_result(run_dir: Path) -> dict:
+    """A spinnray run's numbers from its ``metrics.json`` and ``config.json``."""
     m = json.loads((run_dir / "metrics.json").read_text())
+    cfg = json.loads((run_dir / "config.json").read_text())
+    chunk = int(cfg["data"]["train_size"])
+    process = run_dir / "bench_process.json"
     return {
-        "backend": backend, "command": " ".join(cmd), **ran,
-        "train_trials": trials, "train_s": m["train_s"], "train_samples_per_s": m["train_samples_per_s"],
-        "wall_s": m["wall_s"], "setup_s": m.get("setup_s"), "test_trials": test,
-        "test_accuracy": m["test_accuracy"], "test_loss": m["test_loss"], "cores": m["cores"],
-        "replicas": m.get("replicas"), "largest_core_bytes": m["memory.per_core_max_bytes"]
-        if "memory.per_core_max_bytes" in m else m["memory"]["per_core_max_bytes"],
+        "backend": m["backend"], "command": cfg["command"],
+        **(json.loads(process.read_text()) if process.is_file() else {}),
+        "train_trials": chunk * len(m["history"]), "train_s": m["train_s"],
+        "train_samples_per_s": m["train_samples_per_s"], "wall_s": m["wall_s"], "setup_s": m.get("setup_s"),
+        "test_trials": int(cfg["data"]["test_size"]), "test_accuracy": m["test_accuracy"],
+        "test_loss": m["test_loss"], "cores": m["cores"], "replicas": m.get("replicas"),
+        "largest_core_bytes": m["max_core_bytes"],
         "curve": [{"epoch": h["epoch"], "trials": h["epoch"] * chunk, "train_loss": h["train_loss"],
                    "train_accuracy": h["train_accuracy"], "train_s": h.get("train_s")} for h in m["history"]],
     }
@@ -208,13 +226,19 @@ def nest_python_ok(python: str) -> str | None:
 
 
 def table(nest: dict | None, rows: list[dict]) -> str:
-    lines = ["| run | training trials | train s | trials/s | vs NEST (phases / Simulate only) | test accuracy (trials) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    """Markdown: training trials/s (wall clock of training only) and test accuracy, spinnray against NEST."""
+    lines = ["| run | training trials | train s | trials/s | vs NEST (its phases / its Simulate only) "
+             "| test accuracy (trials) | load avg (start, end) |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def load(r):
+        return ", ".join(f"{x:.0f}" for x in r["load_avg"]) if "load_avg" in r else "-"
+
     if nest:
         lines.append(f"| NEST {nest['nest_version']}, {nest['threads']} thread(s) | {nest['train_trials']} | "
                      f"{nest['train_s']:.1f} (Simulate {nest['train_simulate_s']:.1f}) | "
                      f"{nest['train_samples_per_s']:.2f} ({nest['train_samples_per_s_simulate']:.2f}) | 1 | "
-                     f"{100 * nest['test_accuracy']:.1f} % ({nest['test_trials']}) |")
+                     f"{100 * nest['test_accuracy']:.1f} % ({nest['test_trials']}); the example's first 128: "
+                     f"{100 * nest['example_test_accuracy']:.1f} % | {load(nest)} |")
     for r in rows:
         vs = "-"
         if nest:
@@ -222,8 +246,25 @@ def table(nest: dict | None, rows: list[dict]) -> str:
                   f"{r['train_samples_per_s'] / nest['train_samples_per_s_simulate']:.2f}x")
         lines.append(f"| spinnray `{r['backend']}` ({r['cores']} cores, {r['replicas']} copies) | {r['train_trials']} | "
                      f"{r['train_s']:.1f} | {r['train_samples_per_s']:.2f} | {vs} | "
-                     f"{100 * r['test_accuracy']:.1f} % ({r['test_trials']}) |")
+                     f"{100 * r['test_accuracy']:.1f} % ({r['test_trials']}) | {load(r)} |")
     return "\n".join(lines)
+
+
+def curves(nest: dict | None, rows: list[dict], every: int = 10) -> str:
+    """Training loss and accuracy per ``every`` NEST iterations beside spinnray's per epoch (its chunk)."""
+    out = []
+    if nest:
+        tr = [c for c in nest["curve"] if c["phase"] == "training"]
+        for i in range(0, len(tr), every):
+            blk = tr[i:i + every]
+            out.append(f"NEST trials {32 * i + 1}-{32 * (i + len(blk))}: loss "
+                       f"{sum(c['loss'] for c in blk) / len(blk):.3f}, accuracy "
+                       f"{100 * sum(c['accuracy'] for c in blk) / len(blk):.1f} %")
+    for r in rows:
+        for c in r["curve"]:
+            out.append(f"spinnray {r['backend']} up to trial {c['trials']}: loss {c['train_loss']:.3f}, "
+                       f"accuracy {100 * c['train_accuracy']:.1f} %")
+    return "\n".join(out)
 
 
 def main(argv=None) -> None:
@@ -250,9 +291,20 @@ def main(argv=None) -> None:
     p.add_argument("--skip-nest", action="store_true", help="spinnray only (no comparison)")
     p.add_argument("--json", help="write every number here")
     p.add_argument("--workdir", help="keep the runs' outputs here (default: a temporary directory)")
+    p.add_argument("--collect", metavar="WORKDIR",
+                   help="run nothing: print the table of the runs a --workdir holds (nest.json, spinnray-*/)")
     p.add_argument("extra", nargs="*", help="further overrides for spinnray's run.py (key=value)")
     args = p.parse_args(argv)
 
+    if args.collect:
+        done = Path(args.collect)
+        nest = nest_result(done) if (done / "nest.json").is_file() else None
+        rows = [spinnray_result(d) for d in sorted(done.glob("spinnray-*")) if (d / "metrics.json").is_file()]
+        print(table(nest, rows))
+        print(curves(nest, rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"nest": nest, "spinnray": rows, "argv": argv}, indent=1))
+        return
     nest = None
     if not args.skip_nest:
         if not args.nest_python:
@@ -272,6 +324,7 @@ def main(argv=None) -> None:
         rows.append(run_spinnray(backend, args.trials, args.chunk, args.spinnray_test, args.seed, workdir, args.extra))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "curve"}, indent=1), flush=True)
     print(table(nest, rows))
+    print(curves(nest, rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"nest": nest, "spinnray": rows, "argv": argv}, indent=1))
 
