@@ -2,7 +2,8 @@
 example, then spinnray's ``eprop_cue`` on the same trial budget on ``local`` and on ``ray``.
 
     python bench/bench_nest_eprop.py --nest-python /tmp/nestvenv/bin/python [--trials 1600]
-        [--spinnray-test 2000] [--backends local ray] [--json out.json]
+        [--spinnray-test 2000] [--backends local ray] [--json out.json] [--workdir DIR]
+    python bench/bench_nest_eprop.py --collect DIR      # the table again, from a --workdir's runs
 
 NEST is an optional benchmark dependency, kept out of the project's environment.  Install it into its own
 virtual environment and pass that interpreter::
@@ -23,8 +24,8 @@ virtual process.
 
 **spinnray.** ``python run.py scenario=eprop_cue`` (the default scenario: 100 ALIF, 8 copies of 4 trials,
 every core inside 128 KB) with ``data.train_size=--chunk`` and ``learning.epochs=trials/chunk`` on fresh trials
-every epoch (``data.resample``, on in the scenario): the same 1,600 trials, one accuracy point per ``--chunk``
-trials (the learning curve), tested on ``--spinnray-test`` trials after the last epoch.  Batch 32, Adam lr
+every epoch (``data.resample``, on in the scenario): as many trials as NEST's (other draws of the same
+generator), one accuracy point per ``--chunk`` trials (the learning curve), tested on ``--spinnray-test`` trials after the last epoch.  Batch 32, Adam lr
 5e-3 and the cue timing are the scenario's and equal the example's; everything else the scenario's own
 (bench/RESULTS.md, "Issue 26: e-prop beside NEST 3.10", lists what differs).  Samples/s are training trials
 over ``train_s`` (training only, without testing or setup), as NEST's are over its training phases.
