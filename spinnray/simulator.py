@@ -38,7 +38,7 @@ class RunResult:
     batch: int
     spikes: dict[str, np.ndarray] = field(default_factory=dict)
     v: dict[str, np.ndarray] = field(default_factory=dict)
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)   # per sample: loss, pred, t_first_ms
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)   # per sample: loss (reg_loss included), pred, t_first_ms, reg_loss
     silent: dict[str, np.ndarray] = field(default_factory=dict)    # per sample: neurons that never fired (learning cores)
 
     def rates_hz(self, dt_ms: float) -> dict[str, float]:
@@ -253,6 +253,18 @@ class Simulator:
             parts = [recorded[pl.core_id][var] for pl in self.mapping.placements if var in recorded[pl.core_id]]
             if parts:
                 result.outputs[var] = np.concatenate(parts, axis=0)
+        # a regulariser's per-sample parts (EventProp's hidden spike counts): summed over a replica's
+        # cores, then part of each sample's loss
+        per_replica = []
+        for r in range(self.replicas):
+            parts = [recorded[pl.core_id]["reg_loss"] for pl in self.mapping.placements
+                     if pl.replica == r and "reg_loss" in recorded[pl.core_id]]
+            if parts:
+                per_replica.append(np.sum(parts, axis=0))
+        if per_replica:
+            result.outputs["reg_loss"] = np.concatenate(per_replica)
+            if "loss" in result.outputs:
+                result.outputs["loss"] = result.outputs["loss"] + result.outputs["reg_loss"]
         return result
 
     def backward(self, scale: float, rounds: int | None = None) -> None:

@@ -12,6 +12,7 @@ from oracle.eventprop_cases import Case, data, reference, relative_errors, run_m
 @pytest.mark.parametrize("case, cores, replicas, k", [
     (Case(d_in=2, d_rec=(2, 3), d_out=2), 3, 2, 2),
     (Case(loss="wunderlich", d_in=2, d_rec=2, d_out=(2, 3)), 2, 3, 2),
+    (Case(d_in=2, d_rec=2, d_out=2, reg=(0.002, 0.001, 2.0)), 3, 2, 2),     # the hidden spike-count regulariser
 ])
 def test_ray_gradient_equals_reference_and_local(ray_session, case, cores, replicas, k):
     x, y = data()

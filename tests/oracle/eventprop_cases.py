@@ -29,7 +29,7 @@ VOLTAGE = ("mean_voltage", "sum_voltage", "max_voltage")
 class Case:
     """A network: its loss, delays (an int, or a (low, high) range of per-synapse delays drawn
     from a fixed seed), recurrence, LIF parameters of hidden and output, and the TTFS silent
-    surrogate."""
+    surrogate; ``reg``: the hidden spike-count regulariser's (lambda_upper, lambda_lower, nu), or () for none."""
 
     loss: str = "mean_voltage"
     d_in: object = 1
@@ -40,6 +40,7 @@ class Case:
     out: dict = field(default_factory=dict)
     silent_ms: float = 0.0
     seed: int = 0
+    reg: tuple = ()
 
     @property
     def voltage(self) -> bool:
@@ -85,23 +86,26 @@ def reference(case: Case, x, y, dt: float = DT):
     steps, batch = x.shape[:2]
     scale = 1.0 / batch
     out = recs["out"]
+    reg_loss, inject = np.zeros(batch), {}
+    if case.reg:
+        reg_loss, inject["hid"] = ref.count_regulariser(recs["hid"], *case.reg, scale)
     if case.voltage:
         _, loss, dv = ref.voltage(out, y, case.loss)
         grads = ref.adjoint(layers, cs, recs, dt, GUARD, None,
-                            {"out": ref.voltage_inject(dv, TAU_MEM, TAU_SYN, dt, scale)})
-        return recs, loss, grads
+                            {**inject, "out": ref.voltage_inject(dv, TAU_MEM, TAU_SYN, dt, scale)})
+        return recs, loss + reg_loss, grads
     v_th = case.out.get("v_th", 1.0)
     if case.silent_ms:
         _, fired, first, loss, g, g_sil, peak = ref.ttfs_silent(out, y, steps, dt, *REF_TTFS, case.silent_ms)
-        inject = {"out": ref.silent_inject(g_sil, peak, steps, case.silent_ms, TAU_MEM, TAU_SYN, dt, scale)}
+        inject["out"] = ref.silent_inject(g_sil, peak, steps, case.silent_ms, TAU_MEM, TAU_SYN, dt, scale)
     else:
         if case.loss == "bena":
             _, fired, first, loss, g = ref.bena(out, y, steps, dt, v_th=v_th)
         else:
             _, fired, first, loss, g = ref.ttfs(out, y, steps, dt, *REF_TTFS, v_th=v_th)
-        inject = None
-    grads = ref.adjoint(layers, cs, recs, dt, GUARD, {"out": ref.ttfs_err(out, first, fired, g, scale)}, inject)
-    return recs, loss, grads
+    grads = ref.adjoint(layers, cs, recs, dt, GUARD, {"out": ref.ttfs_err(out, first, fired, g, scale)},
+                        inject or None)
+    return recs, loss + reg_loss, grads
 
 
 def network(case: Case, dt: float = DT) -> Network:
@@ -124,8 +128,9 @@ def simulator(case: Case, cores: int, replicas: int, k: int = 1, backend: str = 
               batch: int = B, dt: float = DT):
     net = network(case, dt)
     machine = MachineConfig(dtype="float64")
+    reg = dict(zip(("reg_lambda_upper", "reg_lambda_lower", "reg_nu_upper"), case.reg))
     learning = eventprop_learning(net, machine, loss=case.loss, guard=GUARD, lr=1e-3, silent_ms=case.silent_ms,
-                                  **TTFS)
+                                  **TTFS, **reg)
     sim = Simulator(net, machine, cores_per_population={"inp": 1, "hid": cores, "out": 1},
                     batch_size=-(-batch // replicas), replicas=replicas, exchange_interval=k, backend=backend,
                     learning=learning, schedule=schedule)

@@ -258,6 +258,26 @@ def silent_inject(g_silent, peak, T, silent_ms, tau_mem, tau_syn, dt, scale):
     return inj
 
 
+def count_regulariser(rec, lam_upper, lam_lower, nu, scale):
+    """The hidden spike-count regulariser of docs/rules.md on one LIF population's records:
+    per sample R = sum_k lam/2 (N - nu)^2 (lam = lam_upper where N > nu, else lam_lower; N the
+    neuron's spikes in the sample), and its lamV additions (T, B, n) for :func:`adjoint`: at
+    step i, -scale lam (N - nu) for every neuron that spiked at i + 1 (a spike at step 0 has no
+    reverse step after it)."""
+    s = rec["s"]
+    T, B, n = s.shape
+    counts = s.sum(axis=0).astype(float)
+    loss, slope = np.zeros(B), np.zeros((B, n))
+    for bb in range(B):
+        for k in range(n):
+            lam = lam_upper if counts[bb, k] > nu else lam_lower
+            loss[bb] += lam / 2 * (counts[bb, k] - nu) ** 2
+            slope[bb, k] = lam * (counts[bb, k] - nu)
+    inject = np.zeros((T, B, n))
+    inject[:-1] = -scale * slope[None] * s[1:]
+    return loss, inject
+
+
 # ------------------------------------------------- the feed-forward chain of the first tests
 def _chain(weights, tau_mem, tau_syn):
     layers = [Layer("x", weights[0].shape[0], "source")]

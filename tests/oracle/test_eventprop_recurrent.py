@@ -247,3 +247,68 @@ def test_recurrent_gradient_approaches_finite_differences_as_dt_shrinks(fd_error
     values = [errors[dt] for dt in FD_DTS]
     assert all(b < a for a, b in zip(values, values[1:])), errors          # falls with every halving of dt
     assert errors[FD_DTS[-1]] < 0.25 * errors[FD_DTS[0]], errors
+
+
+# ------------------------------------------------------------------ hidden spike-count regulariser
+REG = (0.002, 0.001, 2.0)            # lambda_upper, lambda_lower, nu: neurons both above and below the target
+
+
+@pytest.mark.parametrize("cores, replicas", [(1, 1), (3, 1), (1, 2), (3, 2)])
+@pytest.mark.parametrize("loss, k", [("mean_voltage", 1), ("wunderlich", 2)])
+def test_count_regulariser_equals_dense_reference(loss, k, cores, replicas):
+    """The regulariser's slope enters lamV at the hidden spikes on the cores and reaches every
+    projection through the usual error events: gradient and per-sample loss (regulariser
+    included) equal the reference's, and the term changes the gradient."""
+    case = Case(loss=loss, d_in=k, d_rec=k, d_out=k, reg=REG)
+    x, y = data()
+    recs, _, _ = reference(case, x, y)
+    counts = recs["hid"]["s"].sum(axis=0)
+    assert (counts > REG[2]).any() and ((counts > 0) & (counts < REG[2])).any()      # both sides of nu
+    check(case, cores, replicas, k)
+    _, _, plain = reference(Case(loss=loss, d_in=k, d_rec=k, d_out=k), x, y)
+    _, _, regd = reference(case, x, y)
+    change = relative_errors(plain, regd)
+    assert min(change[:-1]) > 1e-2 and change[-1] == 0, change     # the hidden projections move, the readout not
+
+
+def test_count_regulariser_loss_and_layered_schedule():
+    """The loss the machine reports holds the regulariser (per sample, every hidden core's part);
+    a feed-forward network under the layered schedule gets the reference's gradient too."""
+    case = Case(loss="wunderlich", recurrent=False, d_in=2, d_out=(1, 3), reg=REG)
+    x, y = data()
+    recs, loss, grads = reference(case, x, y)
+    res, got, _, _ = run_machine(case, x, y, 3, 2, 1, schedule="layered")
+    reg_loss, _ = ref.count_regulariser(recs["hid"], *REG, 1.0 / len(y))
+    assert (reg_loss > 0).all()
+    np.testing.assert_allclose(res.outputs["reg_loss"], reg_loss, rtol=1e-12)
+    np.testing.assert_allclose(res.outputs["loss"], loss, rtol=1e-12)
+    assert max(relative_errors(got, grads)) <= TOL
+
+
+def test_count_regulariser_off_is_bit_identical():
+    """Strengths 0 (the default) build no regulariser: the same gradients bit for bit."""
+    x, y = data()
+    _, a, _, _ = run_machine(Case(), x, y, 2, 1)
+    _, b, _, _ = run_machine(Case(reg=(0.0, 0.0, 5.0)), x, y, 2, 1)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def test_count_regulariser_gradient_is_a_descent_direction():
+    """The spike count is piecewise constant in the weights (no finite-difference gradient to
+    compare with); what its EventProp slope must do is lower it: a step against the
+    regulariser's part of the gradient lowers R and the hidden spikes (dense reference)."""
+    x, y = data()
+    case = Case(reg=REG)
+    _, _, with_reg = reference(case, x, y)
+    _, _, plain = reference(Case(), x, y)
+    layers, cs = conns(case)
+
+    def regulariser(step):
+        moved = [ref.Conn(c.pre, c.post, c.W - step * (g - g0), c.D) for c, g, g0 in zip(cs, with_reg, plain)]
+        hid = ref.run(layers, moved, x, 1.0)["hid"]
+        return ref.count_regulariser(hid, *REG, 1.0 / len(y))[0].mean(), int(hid["s"].sum())
+
+    r0, n0 = regulariser(0.0)
+    for step in (0.5, 1.0):
+        r, n = regulariser(step)
+        assert r < 0.8 * r0 and n < n0, (step, r, r0, n, n0)

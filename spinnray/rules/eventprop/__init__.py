@@ -21,7 +21,7 @@ from spinnray.config import opt
 from spinnray.errors import ConfigError
 from spinnray.mapping import Learning
 from spinnray.rules.eventprop.core import EventPropCore, EventPropCoreSpec, model_problem
-from spinnray.rules.eventprop.numerics import VOLTAGE_LOSSES, TTFSLoss, VoltageLoss
+from spinnray.rules.eventprop.numerics import VOLTAGE_LOSSES, CountRegulariser, TTFSLoss, VoltageLoss
 from spinnray.rules.learning import weight_store_options
 from spinnray.rules.optim import AdamSpec
 from spinnray.rules.registry import Rule, register
@@ -66,6 +66,16 @@ class EventPropConfig:
                                 "firing at T + silent_ms * (v_th - its peak voltage), which gives it a gradient; "
                                 "0 = off (silent outputs sit at T with no gradient); a voltage loss gives every "
                                 "output a gradient and ignores it", min=0.0, max=1e6)
+    reg_lambda_upper: float = opt(0.0, "hidden spike-count regulariser (as mlGeNN's): strength above the target; "
+                                       "each sample's loss gains sum over hidden neurons of lambda/2 (N - "
+                                       "reg_nu_upper)^2, N the neuron's spikes in the sample, and every spike of a "
+                                       "neuron jumps its lamV by -lambda (N - reg_nu_upper) / batch (docs/rules.md); "
+                                       "0 (and reg_lambda_lower 0) = off", min=0.0, max=1e6)
+    reg_lambda_lower: float = opt(0.0, "hidden spike-count regulariser: strength below the target (raises the "
+                                       "activity of neurons that spike, but fewer than reg_nu_upper times; a "
+                                       "silent neuron has no spike to carry it)", min=0.0, max=1e6)
+    reg_nu_upper: float = opt(0.0, "hidden spike-count regulariser: target spikes per hidden neuron and sample",
+                              min=0.0, max=1e6)
 
 
 def _layers(network) -> tuple[list[str], str]:
@@ -97,7 +107,10 @@ def learning(network, cfg: EventPropConfig, machine) -> Learning:
                               f"{' (the output)' if name == output else ''}: {problem}")
     common = dict(adam=AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps), guard=cfg.guard,
                   interpolate=cfg.interpolate, weight_store=weight_store_options(machine, network))
-    specs = {name: EventPropCoreSpec(**common, tau_syn_ms=network[name].model.tau_syn_ms) for name in learners}
+    reg = CountRegulariser(cfg.reg_lambda_upper, cfg.reg_lambda_lower, cfg.reg_nu_upper)
+    reg = reg if reg.active else None
+    specs = {name: EventPropCoreSpec(**common, tau_syn_ms=network[name].model.tau_syn_ms, regulariser=reg)
+             for name in learners}
     specs[output] = EventPropCoreSpec(**common, tau_syn_ms=network[output].model.tau_syn_ms, loss=loss,
                                       silent_ms=0.0 if isinstance(loss, VoltageLoss) else cfg.silent_ms)
     return Learning(specs, frozenset(name for name in learners if name != output))

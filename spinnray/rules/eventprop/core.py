@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from spinnray.errors import BudgetError, NetworkError, SpinnrayError
 from spinnray.machine.core import CoreShape, CoreSpec, forward_memory
 from spinnray.model.neurons import LI, LIF
-from spinnray.rules.eventprop.numerics import (TTFSLoss, VoltageLoss, adjoint_step, predict, predict_voltage,
+from spinnray.rules.eventprop.numerics import (CountRegulariser, TTFSLoss, VoltageLoss, adjoint_step, predict, predict_voltage,
                                                reset_jump, silent_injection_factor, silent_times, spike_times,
                                                ttfs_loss, voltage_injection_factor, voltage_logits, voltage_loss)
 from spinnray.rules.learning import LearningCore, WeightStoreSpec, learning_memory
@@ -120,7 +120,8 @@ class EventPropCoreSpec:
     times inside the step; ``silent_ms``: the silent-neuron surrogate of
     :func:`~spinnray.rules.eventprop.numerics.silent_times` (TTFS only; 0 = off);
     ``spikes_per_neuron``: the mapper's estimate of the spike records (checked after every
-    forward run against what the core really holds)."""
+    forward run against what the core really holds); ``regulariser``: the hidden spike-count
+    term (:class:`~spinnray.rules.eventprop.numerics.CountRegulariser`; hidden cores only, None = off)."""
 
     adam: AdamSpec
     tau_syn_ms: float
@@ -130,6 +131,7 @@ class EventPropCoreSpec:
     silent_ms: float = 0.0
     weight_store: WeightStoreSpec | None = None
     spikes_per_neuron: float = 2.0
+    regulariser: CountRegulariser | None = None
 
     @property
     def core_class(self):
@@ -141,6 +143,8 @@ class EventPropCoreSpec:
         mem.setdefault("masks", 0)
         mem.setdefault("error_keys", 0)
         mem["adjoint"] = 3 * shape.batch * shape.n * shape.itemsize
+        if self.regulariser is not None:
+            mem["regulariser"] = shape.batch * shape.n * shape.itemsize     # the lamV jump per sample and neuron
         return mem
 
     def memory(self, shape: CoreShape) -> dict[str, int]:
@@ -160,7 +164,10 @@ class EventPropCore(LearningCore):
     ``c * dL/dt~`` (:func:`spinnray.rules.eventprop.numerics.silent_injection_factor`) to
     ``lamV`` of every neuron that stayed silent.  An LI output adds ``c dL/dV[i]``
     (:func:`~spinnray.rules.eventprop.numerics.voltage_injection_factor`) at every step
-    (mean and sum of the voltage) or at the step of the maximum.
+    (mean and sum of the voltage) or at the step of the maximum.  A hidden core with a
+    ``regulariser`` counts each neuron's spikes per sample after the forward run, records its
+    part of the regulariser's loss (``reg_loss``, per sample) and adds the slope's jump to
+    ``lamV`` at each of its spikes in the reverse pass (local: no extra events).
     """
 
     def __init__(self, spec: CoreSpec):
@@ -183,6 +190,8 @@ class EventPropCore(LearningCore):
         self.guard = float(L.guard)
         self.interpolate = bool(L.interpolate)
         self.silent_ms = float(L.silent_ms)
+        reg = getattr(L, "regulariser", None)
+        self.regulariser = reg if reg is not None and reg.active and self.spiking and L.loss is None else None
         if not self.silent_ms >= 0:
             raise SpinnrayError(f"core {self.id}: silent_ms = {self.silent_ms!r}; expected >= 0")
         self.error_keys = [inc.error_keys for inc in spec.incoming]
@@ -211,6 +220,8 @@ class EventPropCore(LearningCore):
         self.loss_grad = None
         self.silent_grad = None
         self.v_grad = None
+        self.reg_slope = None
+        self._reg_jump = None
 
     def memory(self) -> dict[str, int]:
         """The static arrays of :class:`EventPropCoreSpec` and what the current run holds: spike
@@ -230,6 +241,8 @@ class EventPropCore(LearningCore):
             if a is not None:
                 records += a.nbytes
         mem["spike_records"] = records
+        if self.regulariser is not None:
+            mem["regulariser"] = self.spec.batch * self.spec.n * self.dtype.itemsize
         return mem
 
     # ---------------------------------------------------------------- forward
@@ -308,6 +321,10 @@ class EventPropCore(LearningCore):
             fired = np.zeros((self.batch, self.spec.n), bool)
             fired[self.own_events[1].astype(np.int64), self.own_events[2].astype(np.int64)] = True
             self.recorded["silent"] = (~fired).sum(axis=1)      # (batch,) neurons of this core that never fired
+            if self.regulariser is not None:
+                counts = np.zeros((self.batch, self.spec.n), np.int64)
+                np.add.at(counts, (self.own_events[1].astype(np.int64), self.own_events[2].astype(np.int64)), 1)
+                self.recorded["reg_loss"], self.reg_slope = self.regulariser.loss_and_slope(counts)
         self._own, self._pre = [], {name: [] for name in self.hist}
         used = sum(self.memory().values())
         if used > self.spec.budget_bytes:
@@ -390,6 +407,8 @@ class EventPropCore(LearningCore):
             fac = silent_injection_factor(self.silent_ms, self.tau_syn_ms, c["a"], c["b"]) * scale
             self._inject_at = self._by_step(self.v_max_step, self.silent_grad != 0,
                                             (fac * self.silent_grad).astype(self.dtype))
+        if self.reg_slope is not None:
+            self._reg_jump = (-scale * self.reg_slope).astype(self.dtype)
         if self.v_grad is not None:
             inj = (voltage_injection_factor(self.tau_syn_ms, c["a"], c["b"]) * scale * self.v_grad).astype(self.dtype)
             if self.voltage_loss.kind == "max_voltage":
@@ -465,12 +484,12 @@ class EventPropCore(LearningCore):
         self._pull(i + 1)
         if self._lam_zero:
             # Until the first error reaches this core the adjoint stays exactly 0 (0 decays to 0,
-            # a spike's jump is err / denom = 0): nothing to send, a zero gradient; only the
-            # guard still counts this core's spikes at i+1.  Event-driven, and bit for bit the
+            # a spike's jump is err / denom = 0; a regulariser's jump ends it): nothing to send, a zero
+            # gradient; only the guard still counts this core's spikes at i+1.  Event-driven, and bit for bit the
             # arithmetic below would give.
+            lo, hi = self._own_at.get(i + 1, (0, 0))
             if not self._err_dirty and i not in self._err_at and i not in self._inject_at \
-                    and self._inject_all is None:
-                lo, hi = self._own_at.get(i + 1, (0, 0))
+                    and self._inject_all is None and (self._reg_jump is None or hi == lo):
                 if hi > lo:
                     low = int((self.own_events[3][lo:hi] < self.guard).sum())
                     self.guarded += low
@@ -525,6 +544,8 @@ class EventPropCore(LearningCore):
                 err[eb, ek] += ev
             new_v, new_i, low = adjoint_step(lam_v, lam_i, spiked, denom, err, c["a"], c["b"], self.guard,
                                              self.jump)
+            if self._reg_jump is not None:         # the count regulariser's slope, after the spike's jump
+                new_v[b, idx] += self._reg_jump[b, idx]
         if i in self._inject_at:                   # the surrogate's term at the silent neurons' V_max step
             jb, jk, jv = self._inject_at[i]
             new_v[jb, jk] += jv

@@ -41,7 +41,7 @@ import numpy as np
 from spinnray.errors import ConfigError
 from spinnray.rules.losses import softmax_cross_entropy
 
-__all__ = ["TTFSLoss", "VoltageLoss", "VOLTAGE_LOSSES", "spike_times", "silent_times", "silent_injection_factor",
+__all__ = ["TTFSLoss", "VoltageLoss", "VOLTAGE_LOSSES", "CountRegulariser", "spike_times", "silent_times", "silent_injection_factor",
            "voltage_injection_factor", "ttfs_loss", "voltage_logits", "voltage_loss", "predict", "predict_voltage",
            "adjoint_step",
            "reset_jump"]
@@ -103,6 +103,46 @@ class VoltageLoss:
         if self.kind not in VOLTAGE_LOSSES:
             raise ConfigError(f"learning.loss = {self.kind!r}: expected one of {list(VOLTAGE_LOSSES)} for a "
                               "leaky-integrator output")
+
+
+@dataclass(frozen=True)
+class CountRegulariser:
+    """Hidden spike-count regulariser (after mlGeNN's EventProp compiler; docs/rules.md has the
+    definition).  With ``N[b, k]`` the spikes of hidden neuron k in sample b and target ``nu``::
+
+        R[b] = sum_k lam(N[b, k]) / 2 * (N[b, k] - nu)^2,  lam = lambda_upper if N > nu else lambda_lower
+
+    added to sample b's loss.  ``N`` is a whole number, piecewise constant in the weights, so its
+    gradient is zero almost everywhere; as mlGeNN does, its slope ``g = lam (N - nu)`` enters the
+    adjoint instead: at every spike of neuron k in sample b (step m >= 1), ``lamV[m-1] -= scale g[b, k]``
+    after the spike's jump (``scale`` the loss scale, 1 / global batch).  Reverse-time EventProp then
+    carries it to the weights like any other error: a neuron above ``nu`` has its pre-spike voltage
+    pushed down (fewer spikes), one below ``nu`` (with ``lambda_lower > 0``) pushed up.  mlGeNN
+    counts over the mini-batch (its sum against ``nu`` times the batch); here per sample, so a
+    core needs only its own spikes (no reduction across replicas before the reverse pass) and the
+    per-sample spike records the 128 KB budget limits are what is held down."""
+
+    lambda_upper: float = 0.0
+    lambda_lower: float = 0.0
+    nu: float = 0.0
+
+    def __post_init__(self):
+        for name in ("lambda_upper", "lambda_lower", "nu"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
+                raise ConfigError(f"learning.reg_{name if name != 'nu' else 'nu_upper'} = {v!r}: "
+                                  "expected a finite number >= 0")
+
+    @property
+    def active(self) -> bool:
+        return self.lambda_upper > 0 or self.lambda_lower > 0
+
+    def loss_and_slope(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample ``R`` ``(batch,)`` and the slope ``g`` ``(batch, n)`` of the spike counts
+        ``(batch, n)`` (float64)."""
+        excess = np.asarray(counts, np.float64) - self.nu
+        lam = np.where(excess > 0, self.lambda_upper, self.lambda_lower)
+        return (0.5 * lam * excess ** 2).sum(axis=1), lam * excess
 
 
 def voltage_logits(loss: VoltageLoss, v_sum: np.ndarray, v_max: np.ndarray, steps: int) -> np.ndarray:
