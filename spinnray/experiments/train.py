@@ -140,6 +140,7 @@ def _epochs(run: Run, data, learn, net, box: dict, make_trainer, ck: Checkpointe
             if data.val is not None:
                 row["val_accuracy"], row["val_loss"] = tr.evaluate(data.val, B, show_progress=cfg.progress,
                                                                    desc="validation")
+                pos.tested_samples += len(data.val)        # forward passes too: per-sample figures divide by them
         pos.history.append(row)
         log.info("epoch %d: train loss %.4f acc %.4f | test %s%s | %.1f s, %.3g events/s", epoch + 1,
                  row["train_loss"], row["train_accuracy"],
