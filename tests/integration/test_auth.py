@@ -108,10 +108,17 @@ def test_strangers_during_setup_take_no_slot_and_change_nothing(undisturbed, mon
     strangers = []
     real = RayBackend._place
 
+    started = []
+
     def place(self, refs, timeout_s, what):
         out = real(self, refs, timeout_s, what)
-        if what == "start the routers" and not strangers:      # the cores are not connected yet
-            address = tuple(out[0])
+        if what == "start the routers":
+            started.append(out)
+        # router 0 serves once it has its address (one router) or its peers too (one router per chip: 3 here);
+        # the cores are not connected yet
+        serving = len(started) == (2 if self.plan.n_routers > 1 else 1)
+        if what == "start the routers" and serving and not strangers:
+            address = tuple(started[0][0])
             strangers.extend([silent(address), claim_core_0(address), garbage(address)])
             deadline = time.monotonic() + 10
             while (ray.get(self.router.report.remote())["counters"]["rejected_connections"] < 2

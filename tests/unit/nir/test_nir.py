@@ -21,7 +21,8 @@ from spinnray.nir.cli import main  # noqa: E402
 from helpers import ROOT, EPropConfig, FeedForwardConfig, eprop_trainer, raises_naming, yinyang_net  # noqa: E402
 
 QUIET = ("backend=local", "progress=false", "report=false")
-TINY_YINYANG = ("scenario=eventprop_yinyang", "data.train_size=8", "data.test_size=4", "learning.epochs=1",
+TINY_YINYANG = ("scenario=eventprop_yinyang", "data.train_size=8", "data.test_size=4", "data.val_size=4",
+                "learning.epochs=1",
                 "learning.batch_size=4", "parallel.cores_per_population=1", *QUIET)
 
 
@@ -78,7 +79,7 @@ def test_eventprop_trains_an_imported_network_and_the_trained_weights_go_back_ou
     run_dir = tmp_path / "run"
     m = _hydra_run(run_dir, *TINY_YINYANG, "network=nir", f"network.path={path}", "network.dt_ms=0.25",
                    "network.steps=160", "checkpoint.every=1")
-    assert m["rule"] == "eventprop" and m["samples"] == 12 and np.isfinite(m["test_loss"])
+    assert m["rule"] == "eventprop" and m["samples"] == 8 + 4 + 4 and np.isfinite(m["test_loss"])
     graph = snir.export(run_dir, tmp_path / "trained.nir")
     cores = load_checkpoint(latest(run_dir / "checkpoints", "eventprop"), "eventprop")["cores"]
     by_shape = {tuple(np.shape(c["weights"][0])): np.asarray(c["weights"][0]) for c in cores.values() if c.get("weights")}
