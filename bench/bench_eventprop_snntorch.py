@@ -35,13 +35,16 @@ spike count is the sum of the surrogate spikes, so BPTT differentiates it throug
 injects mlGeNN's slope at the spikes instead).  One training step is ``zero_grad``, the forward loop,
 the loss, ``backward`` and ``Adam.step``.  Before training, both forward the first batch with the initial
 weights and the bench prints how many hidden spikes and readout logits differ (float32 on both: a few
-threshold crossings may round apart).
+threshold crossings may round apart).  Sanity of the training: each system's loss on a held-out batch of 16
+clips before and after the timed batches (untimed), beside the loss of every batch.
 
 **spinnray**: :class:`~spinnray.experiments.trainer.Trainer` with the scenario's typed config: ``local`` with
 the scenario's 8 copies of 8 + 8 + 1 cores (136 PEs, every core inside 128 KB), ``local1`` with one copy of
 17 cores (``parallel.replicas=1``; its cores hold the records of 16 clips, so ``machine.sram_per_pe_bytes`` is
-raised to 4 MiB for it), ``ray2`` with 2 copies (34 Ray actors, started under the big-job lock
-``--lock``, default /tmp/spinnray_big.lock).
+raised to 4 MiB for it), ``ray2`` with 2 copies of 16 input + 8 hidden + 1 readout cores (50 Ray actors,
+every core inside 128 KB: with 8 clips per copy, 8 input cores would hold 192,000 B each), ``ray2_17`` (not
+run by default) 2 copies of the scenario's 17 cores on 4 MiB PEs (34 actors).  Ray runs start under the
+big-job lock ``--lock`` (default /tmp/spinnray_big.lock), held until they end.
 
 **Timing.**  Every system first trains one untimed warm-up batch (batch 0), then ``--batches`` timed batches
 1..N, interleaved batch by batch (the order rotates every batch) so that the shared machine's load falls on
@@ -150,6 +153,13 @@ class SnnTorchBPTT:
         return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "loss": float(loss.detach()),
                 "ce": float(ce.detach()), "hidden_spikes_per_clip": float(count.sum()) / len(labels)}
 
+    def evaluate(self, x: np.ndarray, labels: np.ndarray) -> dict:
+        """The loss (with the regulariser) of ``x`` under the current weights, no update."""
+        with self.torch.no_grad():
+            logits, count, _ = self.forward(x)
+            loss, _ = self.loss(logits, count, self.torch.from_numpy(np.asarray(labels, np.int64)))
+        return {"loss": float(loss)}
+
     def probe(self, x: np.ndarray) -> dict:
         """The initial weights' forward of ``x``: logits and hidden spikes (no gradient)."""
         with self.torch.no_grad():
@@ -170,7 +180,8 @@ def torch_worker(npz: str, threads: int, surrogate: str) -> None:
         if cmd == "quit":
             return
         i = int(arg[0])
-        out = model.train_batch(d["x"][i], d["y"][i]) if cmd == "train" else model.probe(d["x"][i])
+        out = (model.train_batch(d["x"][i], d["y"][i]) if cmd == "train" else
+               model.evaluate(d["x"][i], d["y"][i]) if cmd == "eval" else model.probe(d["x"][i]))
         print(json.dumps(out), flush=True)
 
 
@@ -201,7 +212,8 @@ class TorchChild:
     def ask(self, cmd: str, i: int) -> dict:
         if self.proc is None:
             x, y = self.data["x"][i], self.data["y"][i]
-            return self.model.train_batch(x, y) if cmd == "train" else self.model.probe(x)
+            return (self.model.train_batch(x, y) if cmd == "train" else self.model.evaluate(x, y) if cmd == "eval"
+                    else self.model.probe(x))
         self.proc.stdin.write(f"{cmd} {i}\n")
         self.proc.stdin.flush()
         return self._read()
@@ -271,40 +283,44 @@ def scenario(extra: list[str]):
 
 
 def clips(run, source: str, batches: int, seed: int):
-    """(x (batches + 1, T, B, n_in) bool, labels (batches + 1, B), n_classes, description)."""
+    """(x (batches + 2, T, B, n_in) bool, labels (batches + 2, B), n_classes, description): the warm-up
+    batch, the timed batches and a held-out batch (the loss before and after training)."""
     from spinnray.data.base import Timing, load_dataset
 
     B = run.learning.batch_size
     rng = np.random.default_rng(seed)
     if source == "keyword_spikes":
         data = load_dataset(run.data, Timing(run.network.dt_ms, run.network.steps), False)
-        need = (batches + 1) * B
+        need = (batches + 2) * B
         if need > len(data.train):
             raise SystemExit(f"--batches {batches}: needs {need} clips, the training set has {len(data.train)}")
-        idx = rng.permutation(len(data.train))[:need].reshape(batches + 1, B)
+        idx = rng.permutation(len(data.train))[:need].reshape(batches + 2, B)
         x = np.stack([data.train.batch(i) for i in idx])
         return x, data.train.labels[idx], data.n_classes, f"keyword_spikes training clips ({len(data.train)} in all)"
     T = int(round(run.data.duration_ms / run.network.dt_ms))
     n_in, n_classes = 2 * run.data.bands * len(run.data.levels_db), 12
     p = POISSON_SPIKES / (T * n_in)
-    x = rng.random((batches + 1, T, B, n_in)) < p
-    return x, rng.integers(0, n_classes, (batches + 1, B)), n_classes, f"Poisson, p = {p:.3g} per channel and step"
+    x = rng.random((batches + 2, T, B, n_in)) < p
+    return x, rng.integers(0, n_classes, (batches + 2, B)), n_classes, f"Poisson, p = {p:.3g} per channel and step"
 
 
-def spinnray_trainer(run, net, backend: str, replicas: int, sram: int | None):
+def spinnray_trainer(run, net, backend: str, replicas: int, sram: int | None, cores: dict | None = None):
     from spinnray.experiments.trainer import Trainer
 
     cfg = run.config
     machine = cfg.machine if sram is None else replace(cfg.machine, sram_per_pe_bytes=sram)
-    return Trainer(net, run.rule, run.learning, machine=machine, parallel=replace(cfg.parallel, replicas=replicas),
-                   backend=backend, cluster=cfg.cluster)
+    parallel = replace(cfg.parallel, replicas=replicas)
+    if cores is not None:
+        parallel = replace(parallel, cores_per_population=cores)
+    return Trainer(net, run.rule, run.learning, machine=machine, parallel=parallel, backend=backend,
+                   cluster=cfg.cluster)
 
 
 class SpinnrayRun:
-    def __init__(self, name: str, run, net, backend: str, replicas: int, sram: int | None):
+    def __init__(self, name: str, run, net, backend: str, replicas: int, sram: int | None, cores: dict | None):
         self.name, self.backend, self.replicas = name, backend, replicas
         t0 = time.perf_counter()
-        self.tr = spinnray_trainer(run, net, backend, replicas, sram)
+        self.tr = spinnray_trainer(run, net, backend, replicas, sram, cores)
         self.setup_s = time.perf_counter() - t0
         self.cores = self.tr.sim.mapping.n_cores
 
@@ -315,6 +331,9 @@ class SpinnrayRun:
         wall = time.perf_counter() - t0
         cpu = (tree_cpu_s(os.getpid()) if ray else time.process_time()) - c0
         return {"wall_s": wall, "cpu_s": cpu, "loss": float(np.mean(res.outputs["loss"]))}
+
+    def evaluate(self, x, y) -> dict:
+        return {"loss": float(np.mean(self.tr.forward(x, y).outputs["loss"]))}
 
     def close(self) -> None:
         self.tr.close()
@@ -338,7 +357,11 @@ def big_lock(path: str | None):
 
 # --------------------------------------------------------------------------------------------------- the driver
 
-RUNS = {"local": ("local", None, None), "local1": ("local", 1, 1 << 22), "ray2": ("ray", 2, None)}
+# name: (backend, replicas (None: the scenario's 8), PE bytes (None: 128 KB), cores per population (None: the
+# scenario's 8)).  With 2 copies each input core holds the input spikes of 8 clips: 16 input cores keep each
+# inside 128 KB (8 would hold 192,000 B); ray2_17 keeps the scenario's 17 cores per copy on 4 MiB PEs instead.
+RUNS = {"local": ("local", None, None, None), "local1": ("local", 1, 1 << 22, None),
+        "ray2": ("ray", 2, None, {"input": 16, "hidden": 8}), "ray2_17": ("ray", 2, 1 << 22, None)}
 
 
 def summarise(name: str, rows: list[dict], batch: int) -> dict:
@@ -459,13 +482,20 @@ def main(argv=None) -> None:
                 ensure_ray(None, num_cpus=2)
             for name in args.runs:
                 if name in RUNS:
-                    backend, replicas, sram = RUNS[name]
+                    backend, replicas, sram, cores = RUNS[name]
                     s = systems[name] = SpinnrayRun(name, run, net, backend, replicas or run.config.parallel.replicas,
-                                                    sram)
+                                                    sram, cores)
                     labels[name] = (f"spinnray `{backend}`, {s.replicas} cop{'y' if s.replicas == 1 else 'ies'}, "
                                     f"{s.cores} cores" + (" (4 MiB PEs)" if sram else ""))
                     print(f"# {name}: {s.cores} cores, set-up {s.setup_s:.1f} s", flush=True)
             names = list(systems)
+            held = args.batches + 1                    # never trained on: the loss before and after, a sanity check
+
+            def held_loss(name):
+                return (systems[name].ask("eval", held) if name == "snntorch"
+                        else systems[name].evaluate(x[held], y[held]))["loss"]
+
+            before = {name: held_loss(name) for name in names}
             for i in range(args.batches + 1):
                 order = names[i % len(names):] + names[:i % len(names)]        # rotate: noise falls on all
                 for name in order:
@@ -475,6 +505,7 @@ def main(argv=None) -> None:
                         per.setdefault(name, []).append(r)
                     print(f"batch {i}{' (warm-up)' if not i else ''} {name}: {r['wall_s']:.3f} s, "
                           f"cpu {r['cpu_s']:.3f} s, loss {r['loss']:.4f}", flush=True)
+            after = {name: held_loss(name) for name in names}
             for name in names:
                 if name != "snntorch":
                     systems[name].tr.check_replicas()
@@ -483,13 +514,16 @@ def main(argv=None) -> None:
             sysm.close()
     load1 = os.getloadavg()
     res = {name: summarise(name, per[name], B) for name in args.runs if name in per}
+    for name, r in res.items():
+        r["held_out_loss"] = [before[name], after[name]]
     print()
     print(table(res, labels))
     print()
     for name, r in res.items():
         ls = r["losses"]
         print(f"{name} loss per timed batch: " + ", ".join(f"{v:.3f}" for v in ls)
-              + f"  (first 3 mean {np.mean(ls[:3]):.3f} -> last 3 mean {np.mean(ls[-3:]):.3f})")
+              + f"  (first 3 mean {np.mean(ls[:3]):.3f} -> last 3 mean {np.mean(ls[-3:]):.3f}); held-out batch "
+              f"loss {r['held_out_loss'][0]:.3f} before -> {r['held_out_loss'][1]:.3f} after")
     print(f"load average: {load0} at the start, {load1} at the end")
     if args.json:
         Path(args.json).write_text(json.dumps({"argv": argv, "data": args.data, "data_desc": data_desc,
