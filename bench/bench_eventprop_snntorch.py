@@ -2,7 +2,7 @@
 snnTorch: training clips per second of ``eventprop_keywords`` on ``local`` and ``ray``, in one run.
 
     python bench/bench_eventprop_snntorch.py --torch-python /tmp/torchvenv/bin/python [--batches 10]
-        [--data keyword_spikes|poisson] [--runs snntorch local local1 ray2] [--torch-threads 1] [--json OUT]
+        [--data keyword_spikes|poisson] [--blocks snntorch,local,local1 snntorch,ray2] [--torch-threads 1] [--json OUT]
 
 snnTorch (and torch) is an optional benchmark dependency, kept out of the project's environment.  Install it
 into its own virtual environment and pass that interpreter (or run this bench with an interpreter that
@@ -46,9 +46,11 @@ every core inside 128 KB: with 8 clips per copy, 8 input cores would hold 192,00
 run by default) 2 copies of the scenario's 17 cores on 4 MiB PEs (34 actors).  Ray runs start under the
 big-job lock ``--lock`` (default /tmp/spinnray_big.lock), held until they end.
 
-**Timing.**  Every system first trains one untimed warm-up batch (batch 0), then ``--batches`` timed batches
-1..N, interleaved batch by batch (the order rotates every batch) so that the shared machine's load falls on
-all of them alike.  Clips/s = 16 x N / the summed wall time of the N training steps (no set-up, no data
+**Timing.**  The systems run in blocks (``--blocks``; default: snnTorch, ``local`` and ``local1``, then snnTorch
+again and ``ray2``: Ray's processes poll while idle, and with them alive the others ran up to 1.5x slower).
+In a block every system starts from the initial weights, trains one untimed warm-up batch (batch 0), then
+``--batches`` timed batches 1..N, interleaved batch by batch (the order rotates every batch) so that the shared
+machine's load falls on all of them alike; each ratio is against the snnTorch of the same block.  Clips/s = 16 x N / the summed wall time of the N training steps (no set-up, no data
 loading).  CPU s: snnTorch's process time (all its threads); ``local``'s this process's time; ``ray2``'s the
 CPU of this process and every process under it (Ray's raylet, GCS and core actors, from /proc), so on Ray
 it includes the idle polling of those processes while the other systems train.
@@ -412,8 +414,10 @@ def main(argv=None) -> None:
     p.add_argument("--surrogate", choices=("fast_sigmoid", "atan"), default="fast_sigmoid")
     p.add_argument("--batches", type=int, default=10, help="timed mini-batches of 16 per system (default 10)")
     p.add_argument("--data", choices=("keyword_spikes", "poisson"), default="keyword_spikes")
-    p.add_argument("--runs", nargs="+", default=["snntorch", "local", "local1", "ray2"],
-                   choices=["snntorch", *RUNS])
+    p.add_argument("--blocks", nargs="+", default=["snntorch,local,local1", "snntorch,ray2"],
+                   help="blocks run one after the other, each a comma-separated list of systems interleaved batch "
+                        f"by batch from the initial weights: snntorch, {', '.join(RUNS)} (default: Ray apart, so its "
+                        "idle processes do not load the others)")
     p.add_argument("--seed", type=int, default=0, help="network seed (the scenario's) and clip order")
     p.add_argument("--lock", default="/tmp/spinnray_big.lock", help="flock held while Ray runs ('' = none)")
     p.add_argument("--no-probe", action="store_true", help="skip the forward comparison before training")
@@ -421,8 +425,12 @@ def main(argv=None) -> None:
     p.add_argument("extra", nargs="*", help="further overrides of the scenario (key=value)")
     args = p.parse_args(argv)
 
+    blocks = [b.split(",") for b in args.blocks]
+    for name in sum(blocks, []):
+        if name != "snntorch" and name not in RUNS:
+            raise SystemExit(f"--blocks: unknown system {name!r}; expected snntorch or one of {sorted(RUNS)}")
     torch_python = None
-    if "snntorch" in args.runs:
+    if any("snntorch" in b for b in blocks):
         if args.torch_python:
             why = torch_python_ok(args.torch_python)
             if why:
@@ -449,46 +457,77 @@ def main(argv=None) -> None:
           f"batch {B}, loss {learn.loss}, lr {learn.lr}; data: {args.data} ({data_desc}), "
           f"{x[1:].sum() / (args.batches * B):.1f} input spikes per timed clip; load {load0}", flush=True)
 
+    spec = {"dt_ms": net_cfg.dt_ms, "tau_mem_ms": net_cfg.tau_mem_ms, "tau_syn_ms": net_cfg.tau_syn_ms,
+            "v_th": net_cfg.v_th, "tau_out_ms": net_cfg.tau_out_ms, "tau_out_syn_ms": net_cfg.tau_out_syn_ms,
+            "lr": learn.lr, "betas": [learn.beta1, learn.beta2], "eps": learn.eps,
+            "reg_lambda_upper": learn.reg_lambda_upper, "reg_nu_upper": learn.reg_nu_upper}
+    npz = Path(tempfile.mkdtemp(prefix="bench_eventprop_snntorch_")) / "clips.npz"
+    np.savez(npz, x=x, y=y, w_in=w_in, w_rec=w_rec, w_out=w_out, spec=json.dumps(spec))
+    ctx = {"run": run, "net": net, "x": x, "y": y, "npz": npz, "torch_python": torch_python, "args": args}
+    probe = None
+    if not args.no_probe and any("snntorch" in b for b in blocks):
+        child = TorchChild(torch_python, npz, args.torch_threads, args.surrogate)
+        try:
+            theirs = child.ask("probe", 0)
+        finally:
+            child.close()
+        ours = probe_spinnray(run, net, x[0], y[0])
+        diff = np.setxor1d(np.asarray(theirs["spikes"], np.int64), ours["spikes"])
+        probe = {"hidden_spikes_spinnray": int(len(ours["spikes"])), "hidden_spikes_snntorch": len(theirs["spikes"]),
+                 "hidden_spikes_differing": int(len(diff)),
+                 "logits_max_abs_diff": float(np.abs(np.asarray(theirs["logits"]) - ours["logits"]).max()),
+                 "logits_max_abs": float(np.abs(ours["logits"]).max())}
+        print(f"# forward check, initial weights, batch 0: {probe}", flush=True)
+    done = []
+    for k, names in enumerate(blocks):
+        print(f"# block {k + 1}: {' '.join(names)}", flush=True)
+        done.append(run_block(names, ctx))
+    print()
+    for k, (names, b) in enumerate(zip(blocks, done)):
+        print(f"block {k + 1} ({' '.join(names)}; load average {b['load'][0][0]:.1f} at its start, "
+              f"{b['load'][1][0]:.1f} at its end):\n")
+        print(table(b["results"], b["labels"]))
+        print()
+        for name, r in b["results"].items():
+            ls = r["losses"]
+            print(f"{name} loss per timed batch: " + ", ".join(f"{v:.3f}" for v in ls)
+                  + f"  (first 3 mean {np.mean(ls[:3]):.3f} -> last 3 mean {np.mean(ls[-3:]):.3f}); held-out "
+                  f"batch loss {r['held_out_loss'][0]:.3f} before -> {r['held_out_loss'][1]:.3f} after")
+        print()
+    print(f"load average: {load0} at the start, {os.getloadavg()} at the end")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"argv": argv, "data": args.data, "data_desc": data_desc,
+                                               "probe": probe, "blocks": done, "load0": load0}, indent=1))
+
+
+def run_block(names: list[str], ctx: dict) -> dict:
+    """Fresh systems ``names`` from the initial weights, interleaved batch by batch: their results."""
+    args, run, net, x, y = ctx["args"], ctx["run"], ctx["net"], ctx["x"], ctx["y"]
+    B = x.shape[2]
     systems: dict[str, object] = {}
     labels: dict[str, str] = {}
     per: dict[str, list[dict]] = {}
-    work = Path(tempfile.mkdtemp(prefix="bench_eventprop_snntorch_"))
-    probe = None
+    load0 = os.getloadavg()
+    ray_runs = [n for n in names if n in RUNS and RUNS[n][0] == "ray"]
     try:
-        if "snntorch" in args.runs:
-            spec = {"dt_ms": net_cfg.dt_ms, "tau_mem_ms": net_cfg.tau_mem_ms, "tau_syn_ms": net_cfg.tau_syn_ms,
-                    "v_th": net_cfg.v_th, "tau_out_ms": net_cfg.tau_out_ms, "tau_out_syn_ms": net_cfg.tau_out_syn_ms,
-                    "lr": learn.lr, "betas": [learn.beta1, learn.beta2], "eps": learn.eps,
-                    "reg_lambda_upper": learn.reg_lambda_upper, "reg_nu_upper": learn.reg_nu_upper}
-            npz = work / "clips.npz"
-            np.savez(npz, x=x, y=y, w_in=w_in, w_rec=w_rec, w_out=w_out, spec=json.dumps(spec))
-            child = systems["snntorch"] = TorchChild(torch_python, npz, args.torch_threads, args.surrogate)
-            info = child.info
-            labels["snntorch"] = (f"snnTorch {info['snntorch']} BPTT (torch {info['torch']}, {info['threads']} "
-                                  f"thread(s), {args.surrogate})")
-            if not args.no_probe:
-                theirs = child.ask("probe", 0)
-                ours = probe_spinnray(run, net, x[0], y[0])
-                diff = np.setxor1d(np.asarray(theirs["spikes"], np.int64), ours["spikes"])
-                probe = {"hidden_spikes_spinnray": int(len(ours["spikes"])),
-                         "hidden_spikes_snntorch": len(theirs["spikes"]), "hidden_spikes_differing": int(len(diff)),
-                         "logits_max_abs_diff": float(np.abs(np.asarray(theirs["logits"]) - ours["logits"]).max()),
-                         "logits_max_abs": float(np.abs(ours["logits"]).max())}
-                print(f"# forward check, initial weights, batch 0: {probe}", flush=True)
-        ray_runs = [n for n in args.runs if n in RUNS and RUNS[n][0] == "ray"]
         with big_lock(args.lock if ray_runs else None):
-            if ray_runs:
-                from spinnray.backends import ensure_ray
-                ensure_ray(None, num_cpus=2)
-            for name in args.runs:
-                if name in RUNS:
-                    backend, replicas, sram, cores = RUNS[name]
-                    s = systems[name] = SpinnrayRun(name, run, net, backend, replicas or run.config.parallel.replicas,
-                                                    sram, cores)
-                    labels[name] = (f"spinnray `{backend}`, {s.replicas} cop{'y' if s.replicas == 1 else 'ies'}, "
-                                    f"{s.cores} cores" + (" (4 MiB PEs)" if sram else ""))
-                    print(f"# {name}: {s.cores} cores, set-up {s.setup_s:.1f} s", flush=True)
-            names = list(systems)
+            for name in names:
+                if name == "snntorch":
+                    child = systems[name] = TorchChild(ctx["torch_python"], ctx["npz"], args.torch_threads,
+                                                       args.surrogate)
+                    info = child.info
+                    labels[name] = (f"snnTorch {info['snntorch']} BPTT (torch {info['torch']}, {info['threads']} "
+                                    f"thread(s), {args.surrogate})")
+                    continue
+                backend, replicas, sram, cores = RUNS[name]
+                if backend == "ray":
+                    from spinnray.backends import ensure_ray
+                    ensure_ray(None, num_cpus=2)
+                s = systems[name] = SpinnrayRun(name, run, net, backend, replicas or run.config.parallel.replicas,
+                                                sram, cores)
+                labels[name] = (f"spinnray `{backend}`, {s.replicas} cop{'y' if s.replicas == 1 else 'ies'}, "
+                                f"{s.cores} cores" + (" (4 MiB PEs)" if sram else ""))
+                print(f"# {name}: {s.cores} cores, set-up {s.setup_s:.1f} s", flush=True)
             held = args.batches + 1                    # never trained on: the loss before and after, a sanity check
 
             def held_loss(name):
@@ -512,24 +551,10 @@ def main(argv=None) -> None:
     finally:
         for sysm in systems.values():
             sysm.close()
-    load1 = os.getloadavg()
-    res = {name: summarise(name, per[name], B) for name in args.runs if name in per}
+    res = {name: summarise(name, per[name], B) for name in names}
     for name, r in res.items():
         r["held_out_loss"] = [before[name], after[name]]
-    print()
-    print(table(res, labels))
-    print()
-    for name, r in res.items():
-        ls = r["losses"]
-        print(f"{name} loss per timed batch: " + ", ".join(f"{v:.3f}" for v in ls)
-              + f"  (first 3 mean {np.mean(ls[:3]):.3f} -> last 3 mean {np.mean(ls[-3:]):.3f}); held-out batch "
-              f"loss {r['held_out_loss'][0]:.3f} before -> {r['held_out_loss'][1]:.3f} after")
-    print(f"load average: {load0} at the start, {load1} at the end")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": argv, "data": args.data, "data_desc": data_desc,
-                                               "labels": labels, "results": res, "batches": per, "probe": probe,
-                                               "load": [load0, load1]}, indent=1))
-
+    return {"names": names, "labels": labels, "results": res, "batches": per, "load": [load0, os.getloadavg()]}
 
 if __name__ == "__main__":
     main()
