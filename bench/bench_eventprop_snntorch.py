@@ -153,7 +153,7 @@ class SnnTorchBPTT:
         loss.backward()
         self.opt.step()
         return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "loss": float(loss.detach()),
-                "ce": float(ce.detach()), "hidden_spikes_per_clip": float(count.sum()) / len(labels)}
+                "ce": float(ce.detach()), "hidden_spikes_per_clip": float(count.detach().sum()) / len(labels)}
 
     def evaluate(self, x: np.ndarray, labels: np.ndarray) -> dict:
         """The loss (with the regulariser) of ``x`` under the current weights, no update."""
