@@ -113,10 +113,13 @@ class SnnTorchBPTT:
         self.gain, self.gain_out = 1.0 - b, 1.0 - bo
         self.w = {k: torch.nn.Parameter(torch.tensor(np.asarray(v), dtype=torch.float32)) for k, v in weights.items()}
         self.opt = torch.optim.Adam(self.w.values(), lr=spec["lr"], betas=tuple(spec["betas"]), eps=spec["eps"])
-        self.reg_lambda, self.reg_nu = spec["reg_lambda_upper"], spec["reg_nu_upper"]
+        self.reg_upper, self.reg_lower, self.reg_nu = (spec["reg_lambda_upper"], spec["reg_lambda_lower"],
+                                                       spec["reg_nu_upper"])
+        self.mean = spec["loss"] == "mean_voltage"
 
     def forward(self, x: np.ndarray):
-        """Logits (B, n_out), hidden spike counts (B, n) and hidden spikes (T, B, n) of ``x`` (T, B, n_in)."""
+        """Logits (B, n_out: the readouts' voltage summed, or averaged, over the clip), hidden spike counts
+        (B, n) and hidden spikes (T, B, n) of ``x`` (T, B, n_in)."""
         torch, w = self.torch, self.w
         xs = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32)
         T, B, n_in = xs.shape
@@ -136,13 +139,14 @@ class SnnTorchBPTT:
             v_sum = v_sum + mem_o
             count = count + spk
             spikes.append(spk)
-        return v_sum, count, torch.stack(spikes)
+        return (v_sum / T if self.mean else v_sum), count, torch.stack(spikes)
 
     def loss(self, logits, count, labels):
         torch = self.torch
         ce = torch.nn.functional.cross_entropy(logits, labels)                 # mean over the batch
-        excess = torch.clamp(count - self.reg_nu, min=0.0)
-        return ce + (0.5 * self.reg_lambda * excess ** 2).sum(dim=1).mean(), ce
+        excess = count - self.reg_nu                       # spinnray's CountRegulariser, per sample
+        lam = torch.where(excess > 0, self.reg_upper, self.reg_lower)
+        return ce + (0.5 * lam * excess ** 2).sum(dim=1).mean(), ce
 
     def train_batch(self, x: np.ndarray, labels: np.ndarray) -> dict:
         torch = self.torch
@@ -422,7 +426,8 @@ def main(argv=None) -> None:
     p.add_argument("--lock", default="/tmp/spinnray_big.lock", help="flock held while Ray runs ('' = none)")
     p.add_argument("--no-probe", action="store_true", help="skip the forward comparison before training")
     p.add_argument("--json", help="write every number here")
-    p.add_argument("extra", nargs="*", help="further overrides of the scenario (key=value)")
+    p.add_argument("extra", nargs="*", help="further overrides of the scenario (key=value; before --blocks, or "
+                                            "after --)")
     args = p.parse_args(argv)
 
     blocks = [b.split(",") for b in args.blocks]
@@ -447,6 +452,12 @@ def main(argv=None) -> None:
 
     run = scenario([f"seed={args.seed}", *args.extra])
     net_cfg, learn = run.network, run.learning
+    if learn.loss not in ("sum_voltage", "mean_voltage"):
+        raise SystemExit(f"learning.loss = {learn.loss}: the snnTorch side has sum_voltage and mean_voltage only")
+    if not net_cfg.recurrent or net_cfg.delay != 1 or net_cfg.rec_delay_max is not None:
+        raise SystemExit(f"network.recurrent = {net_cfg.recurrent}, delay = {net_cfg.delay}, rec_delay_max = "
+                         f"{net_cfg.rec_delay_max}: the snnTorch side has the scenario's recurrent network with "
+                         "delays of 1 step only (true, 1, null)")
     x, y, n_classes, data_desc = clips(run, args.data, args.batches, args.seed)
     _, T, B, n_in = x.shape
     net = run.builder.build(net_cfg, DataShape(n_in, n_classes, "spikes"), run.config.seed)
@@ -460,7 +471,8 @@ def main(argv=None) -> None:
     spec = {"dt_ms": net_cfg.dt_ms, "tau_mem_ms": net_cfg.tau_mem_ms, "tau_syn_ms": net_cfg.tau_syn_ms,
             "v_th": net_cfg.v_th, "tau_out_ms": net_cfg.tau_out_ms, "tau_out_syn_ms": net_cfg.tau_out_syn_ms,
             "lr": learn.lr, "betas": [learn.beta1, learn.beta2], "eps": learn.eps,
-            "reg_lambda_upper": learn.reg_lambda_upper, "reg_nu_upper": learn.reg_nu_upper}
+            "reg_lambda_upper": learn.reg_lambda_upper, "reg_lambda_lower": learn.reg_lambda_lower,
+            "reg_nu_upper": learn.reg_nu_upper, "loss": learn.loss}
     npz = Path(tempfile.mkdtemp(prefix="bench_eventprop_snntorch_")) / "clips.npz"
     np.savez(npz, x=x, y=y, w_in=w_in, w_rec=w_rec, w_out=w_out, spec=json.dumps(spec))
     ctx = {"run": run, "net": net, "x": x, "y": y, "npz": npz, "torch_python": torch_python, "args": args}
