@@ -63,9 +63,13 @@ def edit_once(source: str, pattern: str, replacement: str) -> str:
     return re.sub(pattern, replacement, source, flags=re.M)
 
 
-def example_source(path: Path, iterations: int, test_iterations: int, threads: int | None) -> tuple[str, str]:
-    """The example's code split where training starts: (setup, training and read-out), plotting removed."""
+def example_source(path: Path, iterations: int, test_iterations: int, threads: int | None,
+                   seed: int | None = None) -> tuple[str, str]:
+    """The example's code split where training starts: (setup, training and read-out), plotting removed;
+    ``seed`` replaces its numpy seed (1), which draws its initial weights and every trial."""
     src = path.read_text()
+    if seed is not None:
+        src = edit_once(src, r"^rng_seed = \d+", f"rng_seed = {seed}")
     src = edit_once(src, r"^n_iter_train = \d+", f"n_iter_train = {iterations}")
     src = edit_once(src, r"^n_iter_test = \d+", f"n_iter_test = {test_iterations}")
     if threads:
@@ -93,7 +97,7 @@ def nest_child(args) -> None:
     path = Path(nest.__file__).parent / "doc" / "examples" / "pynest" / "eprop_plasticity" / EXAMPLE
     if not path.is_file():
         raise SystemExit(f"NEST {nest.__version__}: the example {EXAMPLE} is not at {path}")
-    setup, run = example_source(path, args.iterations, args.test_iterations, args.threads)
+    setup, run = example_source(path, args.iterations, args.test_iterations, args.threads, args.seed)
     clock = {"phase": "setup", "sim": {}, "phase_s": {}, "phase_cpu_s": {}, "phases": {}}
 
     ns = {"__name__": "nest_example"}
@@ -153,11 +157,14 @@ def timed_run(cmd: list[str], **kwargs) -> dict:
             "load_avg": [load0, os.getloadavg()[0]]}
 
 
-def run_nest(python: str, iterations: int, test_iterations: int, threads: int | None, workdir: Path) -> dict:
+def run_nest(python: str, iterations: int, test_iterations: int, threads: int | None, workdir: Path,
+             seed: int | None = None) -> dict:
     cmd = ["nice", "-n", "10", python, str(Path(__file__).resolve()), "nest-child", "--out",
            str(workdir / "nest.json"), "--iterations", str(iterations), "--test-iterations", str(test_iterations)]
     if threads:
         cmd += ["--threads", str(threads)]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
     print("+", " ".join(cmd), flush=True)
     ran = timed_run(cmd, cwd=workdir)
     (workdir / "nest_process.json").write_text(json.dumps({"command": " ".join(cmd), **ran}))
@@ -277,6 +284,7 @@ def main(argv=None) -> None:
         p.add_argument("--iterations", type=int, required=True)
         p.add_argument("--test-iterations", type=int, required=True)
         p.add_argument("--threads", type=int)
+        p.add_argument("--seed", type=int)
         nest_child(p.parse_args(argv[1:]))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -285,6 +293,7 @@ def main(argv=None) -> None:
     p.add_argument("--trials", type=int, default=1600, help="training trials (NEST: iterations of 32)")
     p.add_argument("--nest-test-iters", type=int, default=4, help="NEST test batches of 32 (the example: 4)")
     p.add_argument("--nest-threads", type=int, default=None, help="NEST virtual processes (the example: 1)")
+    p.add_argument("--nest-seed", type=int, default=None, help="NEST example's numpy seed (the example: 1)")
     p.add_argument("--chunk", type=int, default=320, help="spinnray trials per epoch (one curve point each)")
     p.add_argument("--spinnray-test", type=int, default=2000, help="spinnray test trials")
     p.add_argument("--seed", type=int, default=0)
@@ -318,7 +327,8 @@ def main(argv=None) -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_nest_eprop_"))
     workdir.mkdir(parents=True, exist_ok=True)
     if not args.skip_nest:
-        nest = run_nest(args.nest_python, args.trials // 32, args.nest_test_iters, args.nest_threads, workdir)
+        nest = run_nest(args.nest_python, args.trials // 32, args.nest_test_iters, args.nest_threads, workdir,
+                        args.nest_seed)
         print(json.dumps({k: v for k, v in nest.items() if k != "curve"}, indent=1), flush=True)
     rows = []
     for backend in args.backends:
