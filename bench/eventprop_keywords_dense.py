@@ -36,6 +36,9 @@ def main(argv=None):
     a("--batch", type=int, default=16)
     a("--lr", type=float, default=5e-3)
     a("--lr-decay", type=float, default=0.95)
+    a("--lr-scale", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("IN", "REC", "OUT"),
+      help="per-projection factors on --lr (input, recurrent, readout): Adam steps by about lr whatever the "
+           "weights' scale, and these weights span a 30x range of scales")
     a("--hidden", type=int, default=64)
     a("--dt", type=float, default=2.0)
     a("--tau-mem", type=float, default=20.0)
@@ -66,7 +69,7 @@ def main(argv=None):
     conns = [ref.Conn("inp", "hid", rng.normal(args.w_in_mean, args.w_in_std, (n_in, h))),
              ref.Conn("hid", "hid", rng.normal(args.w_rec_mean, args.w_rec_std, (h, h))),
              ref.Conn("hid", "out", rng.normal(args.w_out_mean, args.w_out_std, (h, n_out)))]
-    adams = [Adam(c.W.shape, np.float64, args.lr) for c in conns]
+    adams = [Adam(c.W.shape, np.float64, args.lr * f) for c, f in zip(conns, args.lr_scale)]
     reg = (args.reg_upper, args.reg_lower, args.nu)
 
     def step(x, y, learn):

@@ -54,6 +54,7 @@ with is not counted: a PE multiplies by the codes.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 
@@ -66,7 +67,13 @@ from spinnray.config import PCMParams
 from spinnray.machine.quant import make_weight_store
 from spinnray.rules.optim import Adam
 
-__all__ = ["PCM_BYTES_PER_WEIGHT", "WeightStoreSpec", "weight_store_options", "LearningCore", "learning_memory"]
+__all__ = ["PCM_BYTES_PER_WEIGHT", "WeightStoreSpec", "weight_store_options", "LearningCore", "learning_memory",
+           "lr_scales", "check_lr_scale", "LR_SCALE_HELP"]
+
+#: the help of ``learning.lr_scale`` (the same option in every rule that learns on the cores)
+LR_SCALE_HELP = ("per-projection factors on lr, keyed by projection name, pre->post or pre_to_post (e.g. "
+                 "{input_to_hidden: 5}): Adam moves every weight by about lr per step whatever its scale, so "
+                 "weights 30x apart in scale learn at 30x different relative speeds under one lr; null = 1 for all")
 
 #: bytes per weight of the PCM model's device state: two devices x (G, t_p, nu), float32 each
 PCM_BYTES_PER_WEIGHT = 24
@@ -153,6 +160,35 @@ def weight_store_options(machine, network) -> WeightStoreSpec | None:
 
 
 
+def lr_scales(lr_scale: dict | None, network) -> tuple[tuple[str, float], ...]:
+    """``learning.lr_scale`` resolved against ``network``: ``(projection name, factor)`` pairs in
+    the network's projection order.  Keys are written ``pre->post`` or, on the command line
+    (Hydra takes no ``->`` in keys), ``pre_to_post``; an unknown name is a ConfigError listing
+    the projections.  Adam moves a weight by about its rate per step whatever the weight's
+    scale, so projections whose weights differ in scale by 10x or more learn at very different
+    relative speeds under one rate; a factor per projection evens that out."""
+    factors = {k.replace("_to_", "->"): float(v) for k, v in (lr_scale or {}).items()}
+    names = [p.name for p in network.projections]
+    unknown = sorted(set(factors) - set(names))
+    if unknown:
+        raise ConfigError(f"learning.lr_scale: no projection named {unknown[0]!r}; this network's projections "
+                          f"are {sorted(names)}")
+    return tuple((n, factors[n]) for n in names if n in factors)
+
+
+def check_lr_scale(value) -> None:
+    """ConfigError unless ``learning.lr_scale`` is null or maps names to finite factors > 0."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ConfigError(f"learning.lr_scale = {value!r}: expected a mapping of projection name to factor")
+    for name, f in value.items():
+        if not isinstance(name, str) or isinstance(f, bool) or not isinstance(f, (int, float)) \
+                or not math.isfinite(f) or f <= 0:
+            raise ConfigError(f"learning.lr_scale[{name!r}] = {f!r}: expected a projection name and a finite "
+                              "factor > 0")
+
+
 def learning_memory(shape: CoreShape, store: WeightStoreSpec | None) -> dict[str, int]:
     """What every learning core holds beyond the forward arrays: the weight stores (replacing the
     float ``weights``), gradients, Adam's two moments, masks and the error keys of pre neurons."""
@@ -183,7 +219,8 @@ class LearningCore(Core):
         super().__init__(spec)
         L = spec.learning
         self.grads = [np.zeros_like(w) for w in self.weights]
-        self.opts = [Adam.of(L.adam, w.shape, w.dtype) for w in self.weights]
+        self.lr_factors = [L.adam.factor(inc.name) for inc in spec.incoming]
+        self.opts = [Adam.of(L.adam, w.shape, w.dtype, f) for w, f in zip(self.weights, self.lr_factors)]
         self.masks = [inc.mask for inc in spec.incoming]
         self._init_stores(L.weight_store)
 
@@ -340,12 +377,13 @@ class LearningCore(Core):
 
     def _adam_step(self, j: int, g: np.ndarray, lr: float | None = None) -> None:
         """One Adam step of projection ``j`` with gradient ``g`` (its weights' shape and dtype);
-        ``lr`` (None: unchanged) becomes the optimiser's rate first.  Float weights are stepped in
+        ``lr`` (None: unchanged) times the projection's ``lr_scale`` factor becomes the optimiser's
+        rate first.  Float weights are stepped in
         place and masked; with a store the step ``delta = -lr m_hat / (sqrt(v_hat) + eps)`` is
         computed into a zero array and given to :meth:`_update_weights`."""
         w, m, opt = self.weights[j], self.masks[j], self.opts[j]
         if lr is not None:
-            opt.lr = lr
+            opt.lr = lr * self.lr_factors[j]
         if self.stores is None:
             opt.step(w, g)
             if m is not None:

@@ -13,12 +13,19 @@ __all__ = ["AdamSpec", "Adam"]
 
 @dataclass(frozen=True)
 class AdamSpec:
-    """Adam's constants (the typed ``learning.lr``, ``beta1``, ``beta2``, ``eps``)."""
+    """Adam's constants (the typed ``learning.lr``, ``beta1``, ``beta2``, ``eps``) and
+    ``lr_scale``: ``(projection name, factor)`` pairs, each projection's rate being ``lr`` times
+    its factor (1 where none is given; :func:`spinnray.rules.learning.lr_scales`)."""
 
     lr: float
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    lr_scale: tuple[tuple[str, float], ...] = ()
+
+    def factor(self, projection: str) -> float:
+        """The factor on ``lr`` of ``projection`` (1.0 if it has none)."""
+        return dict(self.lr_scale).get(projection, 1.0)
 
 
 class Adam:
@@ -31,8 +38,9 @@ class Adam:
         self.t = 0
 
     @classmethod
-    def of(cls, spec: AdamSpec, shape, dtype) -> "Adam":
-        return cls(shape, dtype, spec.lr, (spec.beta1, spec.beta2), spec.eps)
+    def of(cls, spec: AdamSpec, shape, dtype, factor: float = 1.0) -> "Adam":
+        """Adam with ``spec``'s constants at ``factor`` times its rate (a projection's lr_scale)."""
+        return cls(shape, dtype, spec.lr * factor, (spec.beta1, spec.beta2), spec.eps)
 
     @property
     def nbytes(self) -> int:

@@ -61,7 +61,10 @@ def trajectory(learn) -> dict:
     that many epochs would (the epoch orders come from the checkpointed RNG), so training can be
     extended from a checkpoint.
     """
-    return {k: v for k, v in asdict(learn).items() if k != "epochs"}
+    out = {k: v for k, v in asdict(learn).items() if k != "epochs"}
+    if not out.get("lr_scale", True):
+        out.pop("lr_scale")         # added later: while unset, checkpoints written before it still resume
+    return out
 
 
 def training_data(data) -> dict:

@@ -55,7 +55,7 @@ from spinnray.model.builders import hidden_populations
 from spinnray.model.network import Network
 from spinnray.rules.eprop.core import EPropHiddenSpec, EPropReadoutSpec
 from spinnray.rules.losses import SurrogateSpec
-from spinnray.rules.learning import weight_store_options
+from spinnray.rules.learning import LR_SCALE_HELP, check_lr_scale, lr_scales, weight_store_options
 from spinnray.rules.optim import AdamSpec
 from spinnray.rules.registry import Rule, register
 
@@ -83,6 +83,7 @@ class EPropConfig:
     beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
     beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
     eps: float = opt(1e-5, "Adam epsilon (Rostami et al.: 1e-5)", min=0.0, max=1.0)
+    lr_scale: dict | None = opt(None, LR_SCALE_HELP, factory=dict)
     weight_decay: float = opt(0.0, "L2 coefficient added to every gradient", min=0.0, max=1000.0)
     surrogate: str = opt("multi_gaussian", "pseudo-derivative", choices=SURROGATES)
     gamma: float = opt(0.5, "pseudo-derivative scale (triangle: 0.3, multi_gaussian: 0.5)", min=1e-9, max=100.0)
@@ -94,6 +95,11 @@ class EPropConfig:
     rate_reg: float = opt(0.0, "firing-rate regulariser c (Bellec et al.'s reg_f, their value 1): the loss "
                                "gains c sum_j (r_j - r*)^2, rates in spikes per ms; 0 = off", min=0.0, max=1e6)
     rate_target_hz: float = opt(10.0, "the regulariser's target rate r* (Hz; Bellec et al.: 10)", min=0.0, max=1e6)
+
+    def __post_init__(self):
+        check_lr_scale(self.lr_scale)
+        if self.lr_scale is None:
+            object.__setattr__(self, "lr_scale", {})
 
 
 def learning(network, cfg: EPropConfig, machine) -> Learning:
@@ -107,7 +113,7 @@ def learning(network, cfg: EPropConfig, machine) -> Learning:
             if not np.isscalar(proj.delays):
                 raise ConfigError(f"e-prop: projection {proj.name!r} has per-synapse delays; expected one delay "
                                   "per projection (the traces of a core follow each projection's one delay)")
-    adam = AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps)
+    adam = AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, lr_scales(cfg.lr_scale, network))
     ws = weight_store_options(machine, network)
     spec = EPropHiddenSpec(adam, tau_out_ms=network["output"].model.tau_mem_ms,
                            surrogate=SurrogateSpec(cfg.surrogate, cfg.gamma), weight_decay=cfg.weight_decay,

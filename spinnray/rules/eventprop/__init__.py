@@ -22,7 +22,7 @@ from spinnray.errors import ConfigError
 from spinnray.mapping import Learning
 from spinnray.rules.eventprop.core import EventPropCore, EventPropCoreSpec, model_problem
 from spinnray.rules.eventprop.numerics import VOLTAGE_LOSSES, CountRegulariser, TTFSLoss, VoltageLoss
-from spinnray.rules.learning import weight_store_options
+from spinnray.rules.learning import LR_SCALE_HELP, check_lr_scale, lr_scales, weight_store_options
 from spinnray.rules.optim import AdamSpec
 from spinnray.rules.registry import Rule, register
 
@@ -43,6 +43,7 @@ class EventPropConfig:
     beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
     beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
     eps: float = opt(1e-8, "Adam epsilon", min=0.0, max=1.0)
+    lr_scale: dict | None = opt(None, LR_SCALE_HELP, factory=dict)
     loss: str = opt("wunderlich", "the loss the output population computes: on LIF outputs a time-to-first-spike "
                                   "cross-entropy, wunderlich (tau0, tau1, alpha) or bena (xi, alpha, beta in steps); "
                                   "on a leaky-integrator (li) output a cross-entropy of its voltage, mean_voltage "
@@ -77,6 +78,11 @@ class EventPropConfig:
     reg_nu_upper: float = opt(0.0, "hidden spike-count regulariser: target spikes per hidden neuron and sample",
                               min=0.0, max=1e6)
 
+    def __post_init__(self):
+        check_lr_scale(self.lr_scale)
+        if self.lr_scale is None:
+            object.__setattr__(self, "lr_scale", {})
+
 
 def _layers(network) -> tuple[list[str], str]:
     """The populations that learn and the output population (the one that sends nothing)."""
@@ -105,7 +111,7 @@ def learning(network, cfg: EventPropConfig, machine) -> Learning:
         if problem:
             raise ConfigError(f"EventProp cannot train population {name!r}"
                               f"{' (the output)' if name == output else ''}: {problem}")
-    common = dict(adam=AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps), guard=cfg.guard,
+    common = dict(adam=AdamSpec(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, lr_scales(cfg.lr_scale, network)), guard=cfg.guard,
                   interpolate=cfg.interpolate, weight_store=weight_store_options(machine, network))
     reg = CountRegulariser(cfg.reg_lambda_upper, cfg.reg_lambda_lower, cfg.reg_nu_upper)
     reg = reg if reg.active else None

@@ -1,14 +1,15 @@
 """spinnray.rules.learning: the weight-store options of the learning cores (ranges per population or
-projection, none on a float32 machine)."""
+projection, none on a float32 machine) and the per-projection learning-rate factors."""
 
 import numpy as np
 import pytest
 
 from spinnray import MachineConfig
 from spinnray.errors import ConfigError
-from spinnray.rules.learning import weight_store_options
+from spinnray.config import from_dict
+from spinnray.rules.learning import lr_scales, weight_store_options
 
-from helpers import RecurrentALIFConfig, eprop_net
+from helpers import EPropConfig, EventPropConfig, RecurrentALIFConfig, eprop_learning, eprop_net, eprop_trainer
 
 T, N_IN = 30, 5
 
@@ -95,3 +96,48 @@ def test_float32_machine_gives_the_cores_no_store():
         assert half[p.name] == pytest.approx(0.5 * np.abs(p.weights).max())
     ws = weight_store_options(MachineConfig(weight_bits=8, weight_max=0.5), _net())
     assert set(ws.ranges.values()) == {0.5}
+
+
+def test_lr_scale_names_projections_and_refuses_unknown_ones():
+    """learning.lr_scale: pre->post or pre_to_post keys, resolved in the network's projection order; a
+    projection that does not exist, or a factor that is not a finite number > 0, is named."""
+    net = _net()
+    assert lr_scales({"input_to_hidden": 5, "hidden->output": 0.5}, net) == (("input->hidden", 5.0),
+                                                                              ("hidden->output", 0.5))
+    assert lr_scales(None, net) == lr_scales({}, net) == ()
+    with pytest.raises(ConfigError, match=r"learning.lr_scale: no projection named 'input->out'; this network's "
+                                          r"projections are \['hidden->hidden', "):
+        eprop_learning(net, MachineConfig(), lr_scale={"input_to_out": 2.0})
+    for bad in (0, -1.0, float("inf"), True, "2"):
+        with pytest.raises(ConfigError, match=r"learning.lr_scale\['hidden->hidden'\] = .*: expected a projection "
+                                              r"name and a finite factor > 0"):
+            from_dict(EPropConfig, {"lr_scale": {"hidden->hidden": bad}}, "learning")
+    with pytest.raises(ConfigError, match=r"learning.lr_scale = \[1\]: expected"):
+        from_dict(EventPropConfig, {"lr_scale": [1]}, "learning")
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_lr_scale_multiplies_each_projections_step(replicas):
+    """One e-prop update with lr_scale equals the update without it times each projection's factor
+    (Adam's step is linear in its rate; float64), on every copy; unnamed projections keep lr."""
+    net = _net()
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(0, 1, (T, 4, N_IN)), rng.integers(0, 3, 4)
+    scale = {"input_to_hidden": 4.0, "hidden->output": 0.25}
+    deltas = []
+    for lr_scale in ({}, scale):
+        learn = EPropConfig(batch_size=4, lr=0.01, surrogate="triangle", gamma=0.3, lr_scale=lr_scale)
+        tr = eprop_trainer(net, learn, machine=MachineConfig(dtype="float64"), hidden_cores=2, replicas=replicas)
+        try:
+            w0 = tr.weights()
+            tr.train_batch(x, y)
+            tr.check_replicas()
+            deltas.append({k: w - w0[k] for k, w in tr.weights().items()})
+        finally:
+            tr.close()
+    base, scaled = deltas
+    factor = {"input->hidden": 4.0, "hidden->hidden": 1.0, "hidden->output": 0.25}
+    assert set(base) == set(factor)
+    for name, f in factor.items():
+        assert np.abs(base[name]).max() > 0
+        np.testing.assert_allclose(scaled[name], f * base[name], rtol=1e-12, atol=1e-15 * np.abs(base[name]).max())
