@@ -26,6 +26,7 @@ from spinnray.experiments.trainer import Trainer
 from spinnray.machine.counters import SCHEMA_VERSION
 from spinnray.model.builders import DataShape
 from spinnray.report import save_raster, save_sample
+from spinnray.rules.learning import store_summary
 
 __all__ = ["run_training", "val_selection"]
 
@@ -178,6 +179,7 @@ def _epochs(run: Run, data, learn, net, box: dict, make_trainer, ck: Checkpointe
         "samples": samples + pos.tested_samples,
         "weights_crc32": crc, "restarts": ck.restarts,
         **(rule.metrics(trainer, cores) if rule.metrics is not None else {}),
+        **({"weight_store": stores} if (stores := store_summary(cores)) else {}),
         "layers": layer_traffic(cores, net, data.steps, samples + pos.tested_samples, samples, rule.errors_to_owner),
         "traffic": m["traffic"], "memory": m["memory"], "mapping": m["mapping"],
         "machine": asdict(cfg.machine),

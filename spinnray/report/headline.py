@@ -165,6 +165,19 @@ def memory_text(m: dict, brief: bool = False) -> str:
     return text
 
 
+def store_text(m: dict, brief: bool = False) -> str:
+    """Low-precision weights at the grid's limit, per projection ('' without a digital grid)."""
+    parts = []
+    for name, st in (m.get("weight_store") or {}).items():
+        if "at_limit_fraction" not in st:
+            continue
+        text = f"{name} {pct(st['at_limit_fraction'])}"
+        if not brief and st.get("dropped_abs"):
+            text += f" (updates refused there: {sig3(st['dropped_abs'])} in weight units)"
+        parts.append(text)
+    return ("weights at the grid's limit: " + ", ".join(parts)) if parts else ""
+
+
 def time_text(m: dict) -> str:
     text = f"wall {human_seconds(m['wall_s'])}"
     if m.get("setup_s"):
@@ -200,6 +213,10 @@ def headline(m: dict, config: dict | None = None) -> list[tuple[str, str, str]]:
                                        "`traffic.inter_node.bytes`"))
     rows.append(("memory", memory_text(m), "`memory.per_core_max_bytes`, `memory.budget_bytes_per_core`, "
                                            "`memory.total_bytes`, `training_state_bytes` / `training_memory_bytes`"))
+    st = store_text(m)
+    if st:
+        rows.append(("weight store", st, "`weight_store` (per projection: `at_limit`, `at_limit_fraction`, "
+                                         "`levels_moved`, `dropped_abs`), `cores.json` `weight_store`"))
     rows.append(("time", time_text(m), "`wall_s`, `setup_s`, `train_s` / `run_s`, `train_samples_per_s`, "
                                        "`ms_per_step`, `realtime_factor`"))
     return rows
@@ -216,6 +233,8 @@ def summary_line(scenario: str, m: dict) -> str:
     if "test_accuracy" in m:
         parts.append(f"test accuracy {pct(m['test_accuracy'])}")
     parts.append(memory_text(m, brief=True))
+    if store_text(m, brief=True):
+        parts.append(store_text(m, brief=True))
     if m.get("train_samples_per_s"):
         parts.append(f"{sig3(m['train_samples_per_s'])} training samples/s")
     return "; ".join(parts)

@@ -68,7 +68,7 @@ from spinnray.machine.quant import make_weight_store
 from spinnray.rules.optim import Adam
 
 __all__ = ["PCM_BYTES_PER_WEIGHT", "WeightStoreSpec", "weight_store_options", "LearningCore", "learning_memory",
-           "lr_scales", "check_lr_scale", "LR_SCALE_HELP"]
+           "lr_scales", "check_lr_scale", "LR_SCALE_HELP", "store_summary"]
 
 #: the help of ``learning.lr_scale`` (the same option in every rule that learns on the cores)
 LR_SCALE_HELP = ("per-projection factors on lr, keyed by projection name, pre->post or pre_to_post (e.g. "
@@ -189,6 +189,29 @@ def check_lr_scale(value) -> None:
                               "factor > 0")
 
 
+def store_summary(cores: list[dict]) -> dict | None:
+    """Per projection, what the weight stores of ``cores`` (their reports) did, over one copy of
+    the network (data-parallel copies hold identical stores, so each slice is counted once):
+    weights, ``at_limit`` and its ``at_limit_fraction`` (digital grids), ``updates`` (per store) and the
+    summed counters
+    (``levels_moved``, ``dropped_abs``: update refused at the limit, in weight units; PCM: pulses,
+    ``saturated``).  None when no core has a store."""
+    seen, out = set(), {}
+    for rep in cores:
+        key = (rep.get("population"), tuple(rep.get("slice") or ()))
+        if "weight_store" not in rep or key in seen:
+            continue
+        seen.add(key)
+        for name, c in rep["weight_store"].items():
+            tot = out.setdefault(name, {})
+            for k, v in c.items():      # a store updates once per step: its count is not summed
+                tot[k] = max(tot.get(k, 0), v) if k == "updates" else tot.get(k, 0) + v
+    for tot in out.values():
+        if "at_limit" in tot:
+            tot["at_limit_fraction"] = tot["at_limit"] / tot["weights"] if tot["weights"] else 0.0
+    return out or None
+
+
 def learning_memory(shape: CoreShape, store: WeightStoreSpec | None) -> dict[str, int]:
     """What every learning core holds beyond the forward arrays: the weight stores (replacing the
     float ``weights``), gradients, Adam's two moments, masks and the error keys of pre neurons."""
@@ -257,6 +280,17 @@ class LearningCore(Core):
         mem = super().memory()
         mem.update(self.spec.learning.static_memory(self.spec.shape))
         return mem
+
+    def report(self) -> dict:
+        """The core's report with, for a weight store, ``weight_store``: per incoming projection its
+        counters, weights held and (digital grids) how many sit at the grid's limit."""
+        rep = super().report()
+        if self.stores is not None:
+            rep["weight_store"] = {
+                inc.name: {"weights": int(np.prod(st.shape)), **st.counters,
+                           **({"at_limit": st.at_limit()} if hasattr(st, "at_limit") else {})}
+                for inc, st in zip(self.spec.incoming, self.stores)}
+        return rep
 
     # ------------------------------------------------------------ error events
     def _error_frames(self, i: int, keys: list, batch_idx: list, payload: list,

@@ -214,6 +214,13 @@ class MixedPrecisionWeights:
         """Packed bytes of the stored weights (``Quantizer.stored_bytes``)."""
         return self.q.stored_bytes(self.shape)
 
+    def at_limit(self) -> int:
+        """Stored weights at the grid's limit, ``+-w_max`` (0 for the float32 passthrough): where an
+        update further out is refused (``counters["dropped_abs"]``)."""
+        if self.q.passthrough:
+            return 0
+        return int(np.count_nonzero(np.abs(self._codes.astype(np.int16)) == self.q.levels))
+
     @property
     def accumulator_bytes(self) -> int:
         """Bytes of the float32 accumulator (0 without one)."""

@@ -10,7 +10,7 @@ import pytest
 
 from spinnray import MachineConfig
 from spinnray.machine.quant import PCMParams
-from spinnray.rules.learning import weight_store_options
+from spinnray.rules.learning import store_summary, weight_store_options
 
 from helpers import EPropConfig, RecurrentALIFConfig, eprop_net, eprop_trainer
 
@@ -164,3 +164,34 @@ def test_learning_state_round_trip_continues_identically():
         tr.close()
     for name in want:
         np.testing.assert_array_equal(want[name], got[name])
+
+
+def test_weights_at_the_grid_limit_are_reported_once_per_copy():
+    """A grid narrower than the weights saturates: each core reports, per projection, the stored
+    weights at +-w_max (counted here from the weights themselves) and the updates refused there;
+    the run's summary counts each slice once, whatever the number of data-parallel copies."""
+    m = MachineConfig(dtype="float64", weight_bits=4, weight_max=0.5)
+    rng = np.random.default_rng(7)
+    learn = EPropConfig(batch_size=4, lr=0.5, surrogate="triangle", gamma=0.3)
+    tr = eprop_trainer(_net(), learn, machine=m, hidden_cores=3, replicas=2)
+    try:
+        for _ in range(3):
+            tr.train_batch(rng.normal(0, 1, (T, 4, N_IN)), rng.integers(0, 3, 4))
+        w = tr.weights()
+        cores, _ = tr.sim.reports()
+    finally:
+        tr.close()
+    summary = store_summary(cores)
+    assert set(summary) == set(w)
+    for name, weights in w.items():
+        st = summary[name]
+        limit = int(np.count_nonzero(np.isclose(np.abs(weights), 0.5)))
+        assert st["weights"] == weights.size and st["at_limit"] == limit
+        assert st["at_limit_fraction"] == pytest.approx(limit / weights.size)
+        assert st["updates"] == 3
+    assert sum(st["at_limit"] for st in summary.values()) > 0
+    assert sum(st["dropped_abs"] for st in summary.values()) > 0
+    per_core = sum(c["weight_store"]["input->hidden"]["at_limit"] for c in cores if "weight_store" in c
+                   and "input->hidden" in c["weight_store"])
+    assert per_core == 2 * summary["input->hidden"]["at_limit"]       # two identical copies
+    assert store_summary([{k: v for k, v in c.items() if k != "weight_store"} for c in cores]) is None
