@@ -21,6 +21,8 @@ RUNS = {
                           "network.steps=40", "network.dt_ms=1.0", "learning.batch_size=4", "learning.epochs=1", *QUIET),
     "eprop_cue": ("scenario=eprop_cue", "backend=local", "parallel.cores_per_population=2", "parallel.replicas=2",
                   *TINY_CUE),
+    "eprop_cue_4bit": ("scenario=eprop_cue", "backend=local", "parallel.cores_per_population=2",
+                       "parallel.replicas=2", "machine.weight_bits=4", *TINY_CUE),
     "bptt_cue": ("scenario=bptt_cue", *TINY_CUE),
     "tlbptt_cue": ("scenario=tlbptt_cue", *TINY_CUE),
 }
@@ -34,6 +36,7 @@ PLACEHOLDERS = [(r"machine\..*", "machine.OPTION"), (r"rates_hz\.[^.]+", "rates_
                 (r"mapping\.routing_entries_per_router\.[^.]+", "mapping.routing_entries_per_router.ROUTER"),
                 (r"memory\.by_category_bytes\.[^.]+", "memory.by_category_bytes.CATEGORY"),
                 (r"training_memory\.[^.]+", "training_memory.CATEGORY"),
+                (r"weight_store\.[^.]+\.(\w+)", r"weight_store.PROJ.\1"),
                 (r"traffic\.by_link_class\.[^.]+\.(\w+)", r"traffic.by_link_class.CLASS.\1")]
 
 
