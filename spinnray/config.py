@@ -143,6 +143,19 @@ def check_path(key: str, value: str) -> str:
     return value
 
 
+def check_projection_factors(key: str, value) -> None:
+    """ConfigError naming ``key`` unless ``value`` is null or maps projection names to finite
+    factors > 0 (``machine.weight_ranges``, ``learning.lr_scale``)."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} = {value!r}: expected a mapping of projection name to factor")
+    for name, f in value.items():
+        if not isinstance(name, str) or isinstance(f, bool) or not isinstance(f, (int, float)) \
+                or not math.isfinite(f) or f <= 0:
+            raise ConfigError(f"{key}[{name!r}] = {f!r}: expected a projection name and a finite factor > 0")
+
+
 def describe(cls) -> list[tuple[str, Any, str]]:
     """(name, default, help) of every field: used to document the options."""
     out = []
@@ -333,14 +346,7 @@ class MachineConfig:
         if wrr is not None and (isinstance(wrr, bool) or not isinstance(wrr, (int, float))
                                 or not math.isfinite(wrr) or wrr <= 0):
             raise ConfigError(f"machine.weight_range_recurrent = {wrr!r}: expected a finite number > 0 or null")
-        wr = self.weight_ranges
-        if not isinstance(wr, dict):
-            raise ConfigError(f"machine.weight_ranges = {wr!r}: expected a mapping of projection name to factor")
-        for name, f in wr.items():
-            if not isinstance(name, str) or isinstance(f, bool) or not isinstance(f, (int, float)) \
-                    or not math.isfinite(f) or f <= 0:
-                raise ConfigError(f"machine.weight_ranges[{name!r}] = {f!r}: expected a projection name and a "
-                                  "finite factor > 0")
+        check_projection_factors("machine.weight_ranges", self.weight_ranges)
         if self.synapse == "pcm" and self.weight_bits != 32:
             raise ConfigError(f"machine.weight_bits = {self.weight_bits} with machine.synapse = pcm: expected 32 "
                               "(the PCM pulse granularity, machine.pcm.dg_pulse_us, sets the resolution)")

@@ -54,7 +54,6 @@ with is not counted: a PE multiplies by the codes.
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass, field
 
@@ -63,7 +62,7 @@ import numpy as np
 from spinnray.errors import ConfigError, DataError, PacketError
 from spinnray.machine import packet
 from spinnray.machine.core import Core, CoreShape, CoreSpec
-from spinnray.config import PCMParams
+from spinnray.config import PCMParams, check_projection_factors
 from spinnray.machine.quant import make_weight_store
 from spinnray.rules.optim import Adam
 
@@ -178,15 +177,7 @@ def lr_scales(lr_scale: dict | None, network) -> tuple[tuple[str, float], ...]:
 
 def check_lr_scale(value) -> None:
     """ConfigError unless ``learning.lr_scale`` is null or maps names to finite factors > 0."""
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        raise ConfigError(f"learning.lr_scale = {value!r}: expected a mapping of projection name to factor")
-    for name, f in value.items():
-        if not isinstance(name, str) or isinstance(f, bool) or not isinstance(f, (int, float)) \
-                or not math.isfinite(f) or f <= 0:
-            raise ConfigError(f"learning.lr_scale[{name!r}] = {f!r}: expected a projection name and a finite "
-                              "factor > 0")
+    check_projection_factors("learning.lr_scale", value)
 
 
 def store_summary(cores: list[dict]) -> dict | None:
