@@ -172,8 +172,20 @@ ROUNDINGS = ("nearest", "stochastic")
 #: the default range factor of a recurrent projection's digital grid (MachineConfig.weight_range_recurrent)
 RECURRENT_HEADROOM = 7.0
 TRANSFERS = ("round", "threshold")
+#: the default of MachineConfig.weight_range_growth for digital grids with an accumulator
+RANGE_GROWTH = 16.0
 SYNAPSES = ("ideal", "pcm")
 ROUTER_UNITS = ("chip", "node")     # what one router serves (ClusterConfig.router_per)
+
+def check_growth(growth) -> float:
+    """``machine.weight_range_growth`` as a float: a power of 2 from 1 to 2**7 (ConfigError otherwise)."""
+    ok = isinstance(growth, (int, float)) and not isinstance(growth, bool) and math.isfinite(growth) \
+        and 1 <= growth <= 128 and float(growth) == 2.0 ** round(math.log2(growth))
+    if not ok:
+        raise ConfigError(f"machine.weight_range_growth = {growth!r}: expected a power of 2 from 1 to 128 "
+                          "(1 = a fixed grid)")
+    return float(growth)
+
 
 # g_max (uS) at which the program-and-verify polynomial was fitted (Joshi et al. 2020; aihwkit)
 _PV_G_REF_US = 25.0
@@ -315,6 +327,10 @@ class MachineConfig:
                                                "(all projections into it: a core's input and recurrent weights "
                                                "share the larger peak); null = projection for digital weights, "
                                                "population for PCM", choices=("population", "projection"))
+    weight_range_growth: float | None = opt(None, "how far each post neuron's digital grid may widen in training: its "
+                                                  "step doubles whenever an update would move one of its weights "
+                                                  "past the limit, up to this factor of the initial range (a power "
+                                                  "of 2, 1 = a fixed grid; needs accumulate); null = 1")
     synapse: str = opt("ideal", "ideal (digital store of weight_bits) | pcm (differential PCM pairs: programming "
                                 "and read noise, drift; needs weight_bits 32)", choices=SYNAPSES)
     pcm: PCMParams = opt(None, "PCM device parameters (machine.synapse = pcm)", factory=PCMParams)
@@ -347,6 +363,15 @@ class MachineConfig:
                                 or not math.isfinite(wrr) or wrr <= 0):
             raise ConfigError(f"machine.weight_range_recurrent = {wrr!r}: expected a finite number > 0 or null")
         check_projection_factors("machine.weight_ranges", self.weight_ranges)
+        if self.weight_range_growth is not None:
+            check_growth(self.weight_range_growth)
+            if self.weight_range_growth > 1 and self.synapse == "pcm":
+                raise ConfigError(f"machine.weight_range_growth = {self.weight_range_growth!r} with machine.synapse "
+                                  "= pcm: expected 1 or null (a PCM pair's range is its devices' conductance)")
+            if self.weight_range_growth > 1 and not self.accumulate:
+                raise ConfigError(f"machine.weight_range_growth = {self.weight_range_growth!r} with "
+                                  "machine.accumulate = false: expected 1 or null (a grid that widens keeps the "
+                                  "part of a weight below its new step in the accumulator)")
         if self.synapse == "pcm" and self.weight_bits != 32:
             raise ConfigError(f"machine.weight_bits = {self.weight_bits} with machine.synapse = pcm: expected 32 "
                               "(the PCM pulse granularity, machine.pcm.dg_pulse_us, sets the resolution)")
@@ -370,6 +395,9 @@ class MachineConfig:
             d.pop("weight_ranges")
         if d["weight_range_recurrent"] is None:
             d.pop("weight_range_recurrent")
+        d.pop("weight_range_growth")
+        if self.range_growth != 1:
+            d["weight_range_growth"] = self.range_growth
         if self.float_weights:      # no grid: the scope means nothing; written as before its default became null
             d["weight_range_scope"] = "population"
         elif d["weight_range_scope"] is None:
@@ -389,6 +417,13 @@ class MachineConfig:
         if self.weight_range_recurrent is not None:
             return float(self.weight_range_recurrent)
         return float(self.weight_range) if self.synapse == "pcm" else RECURRENT_HEADROOM
+
+    @property
+    def range_growth(self) -> float:
+        """``weight_range_growth`` resolved: 1 (a fixed grid) for float weights and PCM; null = 1."""
+        if self.float_weights or self.synapse == "pcm" or self.weight_range_growth is None:
+            return 1.0
+        return float(self.weight_range_growth)
 
     @property
     def total_pes(self) -> int:

@@ -18,14 +18,15 @@ and by trainers through ``Simulator.call(LearningCore.method, ...)``:
 Weight storage (``spec.learning.weight_store``, the :class:`WeightStoreSpec` of
 :func:`weight_store_options`, from ``machine.weight_bits``, ``rounding``,
 ``accumulate``, ``transfer``, ``weight_max``, ``weight_range``,
-``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``).  Absent (or
+``weight_range_scope``, ``weight_range_growth``, ``synapse``, ``pcm``, ``weight_seed``).  Absent (or
 None) the core keeps float weights and Adam updates them in place.  Given, each
 incoming projection's slice lives in a :mod:`spinnray.machine.quant` store:
 
 * ``synapse = ideal``: :class:`~spinnray.machine.quant.MixedPrecisionWeights` with
   ``weight_bits`` per weight on the grid ``k weight_max / (2^(bits-1) - 1)``,
   saturating at ``+-weight_max``; with ``accumulate`` a float32 accumulator keeps
-  the updates not yet worth a level;
+  the updates not yet worth a level; with ``weight_range_growth > 1`` each post
+  neuron's grid doubles its step when an update would pass its limit (up to that factor);
 * ``synapse = pcm``: :class:`~spinnray.machine.quant.PCMWeights`, differential PCM pairs.
 
 The forward (and reverse) pass uses the *effective* weights, read from the
@@ -81,7 +82,8 @@ PCM_BYTES_PER_WEIGHT = 24
 @dataclass(frozen=True)
 class WeightStoreSpec:
     """How a learning core stores its weights (from the ``machine.*`` weight options):
-    ``ranges`` maps every projection name to its grid's range ``w_max``."""
+    ``ranges`` maps every projection name to its grid's initial range ``w_max``; ``growth`` is how
+    far each post neuron's grid may widen (``machine.weight_range_growth`` resolved)."""
 
     weight_bits: int
     rounding: str
@@ -91,14 +93,19 @@ class WeightStoreSpec:
     pcm: PCMParams
     seed: int
     ranges: dict = field(default_factory=dict)
+    growth: float = 1.0
 
-    def bytes(self, weights: int) -> dict[str, int]:
-        """``weights`` and ``weight_accumulator`` bytes of a store of ``weights`` weights."""
+    def bytes(self, weights: int, columns: int = 0) -> dict[str, int]:
+        """``weights`` and ``weight_accumulator`` bytes of a store of ``weights`` weights in
+        ``columns`` post neurons (a grid that widens keeps one shift byte per post neuron:
+        ``weight_shifts``)."""
         if self.synapse == "pcm":
             return {"weights": PCM_BYTES_PER_WEIGHT * weights, "weight_accumulator": 4 * weights}
         out = {"weights": -(-weights * self.weight_bits // 8)}
         if self.accumulate and self.weight_bits < 32:
             out["weight_accumulator"] = 4 * weights
+        if self.growth > 1 and self.weight_bits < 32:
+            out["weight_shifts"] = columns
         return out
 
 
@@ -155,7 +162,7 @@ def weight_store_options(machine, network) -> WeightStoreSpec | None:
         ranges[p.name] = float(machine.weight_max) if machine.weight_max is not None else \
             (f * peak if peak > 0 else 1.0)
     return WeightStoreSpec(machine.weight_bits, machine.rounding, machine.accumulate, machine.transfer,
-                           machine.synapse, machine.pcm, machine.weight_seed, ranges)
+                           machine.synapse, machine.pcm, machine.weight_seed, ranges, machine.range_growth)
 
 
 
@@ -185,8 +192,9 @@ def store_summary(cores: list[dict]) -> dict | None:
     the network (data-parallel copies hold identical stores, so each slice is counted once):
     weights, ``at_limit`` and its ``at_limit_fraction`` (digital grids), ``updates`` (per store) and the
     summed counters
-    (``levels_moved``, ``dropped_abs``: update refused at the limit, in weight units; PCM: pulses,
-    ``saturated``).  None when no core has a store."""
+    (``levels_moved``, ``dropped_abs``: update refused at the limit, in weight units; ``widened``:
+    post neurons' grid doublings; PCM: pulses, ``saturated``) and the largest ``growth_reached`` of a
+    grid that widens.  None when no core has a store."""
     seen, out = set(), {}
     for rep in cores:
         key = (rep.get("population"), tuple(rep.get("slice") or ()))
@@ -196,7 +204,7 @@ def store_summary(cores: list[dict]) -> dict | None:
         for name, c in rep["weight_store"].items():
             tot = out.setdefault(name, {})
             for k, v in c.items():      # a store updates once per step: its count is not summed
-                tot[k] = max(tot.get(k, 0), v) if k == "updates" else tot.get(k, 0) + v
+                tot[k] = max(tot.get(k, 0), v) if k in ("updates", "growth_reached") else tot.get(k, 0) + v
     for tot in out.values():
         if "at_limit" in tot:
             tot["at_limit_fraction"] = tot["at_limit"] / tot["weights"] if tot["weights"] else 0.0
@@ -210,7 +218,7 @@ def learning_memory(shape: CoreShape, store: WeightStoreSpec | None) -> dict[str
     mem: dict[str, int] = {}
     if store is not None:
         for s in shape.incoming:
-            for k, v in store.bytes(s.pre_size * shape.n).items():
+            for k, v in store.bytes(s.pre_size * shape.n, shape.n).items():
                 mem[k] = mem.get(k, 0) + v
     w = shape.synapses
     mem["gradients"] = w * item
@@ -279,7 +287,8 @@ class LearningCore(Core):
         if self.stores is not None:
             rep["weight_store"] = {
                 inc.name: {"weights": int(np.prod(st.shape)), **st.counters,
-                           **({"at_limit": st.at_limit()} if hasattr(st, "at_limit") else {})}
+                           **({"at_limit": st.at_limit()} if hasattr(st, "at_limit") else {}),
+                           **({"growth_reached": st.growth_reached()} if getattr(st, "max_shift", 0) else {})}
                 for inc, st in zip(self.spec.incoming, self.stores)}
         return rep
 
@@ -362,7 +371,7 @@ class LearningCore(Core):
             self.stores.append(make_weight_store(
                 w.astype(np.float64), weight_bits=ws.weight_bits, rounding=ws.rounding, synapse=ws.synapse,
                 w_max=ws.ranges[inc.name], accumulate=ws.accumulate, transfer=ws.transfer,
-                pcm=ws.pcm, seed=seed, t_s=0.0, columns=cols))
+                pcm=ws.pcm, seed=seed, t_s=0.0, columns=cols, growth=ws.growth))
             self.weights[j][...] = self._stored(j)
 
     def _is_pcm(self, j: int) -> bool:
@@ -440,7 +449,8 @@ class LearningCore(Core):
             return super().checksum()
         crc = 0
         for j, st in enumerate(self.stores):
-            arrs = (st.conductances(self.elapsed_s), st.accumulator) if self._is_pcm(j) else (st.codes, st.accumulator)
+            arrs = (st.conductances(self.elapsed_s), st.accumulator) if self._is_pcm(j) else \
+                (st.codes, st.accumulator) + ((st.shifts,) if st.shifts is not None else ())
             for a in arrs:
                 crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
         return crc

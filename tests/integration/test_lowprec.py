@@ -10,8 +10,11 @@ from unit.rules.eprop.test_core_lowprec import T, _train
 
 
 @pytest.mark.ray
-def test_stochastic_4bit_ray_equals_local(ray_session):
-    m = MachineConfig(dtype="float64", weight_bits=4, rounding="stochastic", accumulate=False)
+@pytest.mark.parametrize("m", [
+    MachineConfig(dtype="float64", weight_bits=4, rounding="stochastic", accumulate=False),
+    MachineConfig(dtype="float64", weight_bits=4, rounding="stochastic", weight_range=0.25,
+                  weight_range_recurrent=0.25, weight_range_growth=16)], ids=["direct", "widening"])
+def test_stochastic_4bit_ray_equals_local(ray_session, m):
     a, ca = _train(m, cores=3, backend="local", steps=2)
     b, cb = _train(m, cores=3, backend="ray", steps=2)
     for name in a:

@@ -36,7 +36,8 @@ __all__ = ["BITS", "ROUNDINGS", "SYNAPSES", "TRANSFERS", "Noise", "Quantizer", "
 
 def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest", synapse: str = "ideal",
                       w_max: float | None = None, headroom: float = 2.0, accumulate: bool = True,
-                      transfer: str = "round", pcm: PCMParams | None = None, seed=0, t_s: float = 0.0, columns=None):
+                      transfer: str = "round", pcm: PCMParams | None = None, seed=0, t_s: float = 0.0, columns=None,
+                      growth: float = 1.0):
     """Build a projection's weight store from the machine options.
 
     Args:
@@ -53,6 +54,8 @@ def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest
         t_s: time of the initial programming (PCM).
         columns: global ids of the last axis: one random stream per column (:class:`Noise`), so
             that splitting a projection's columns over cores draws the same numbers per column.
+        growth: ``machine.weight_range_growth`` resolved: how far each column's grid may widen
+            (ideal synapse with an accumulator; 1 = a fixed grid).
 
     Returns an object with ``read(t_s)``, ``apply(delta, t_s)``, ``stored_bytes``,
     ``accumulator_bytes``, ``granularity``, ``counters`` and ``shape``.
@@ -82,4 +85,4 @@ def make_weight_store(w_init, *, weight_bits: int = 32, rounding: str = "nearest
                               "(the device granularity machine.pcm.dg_pulse_us sets the resolution); expected 32")
         return PCMWeights(w.shape, pcm, seed, w_max=w_max, w_init=w, t_s=t_s, columns=columns)
     return MixedPrecisionWeights(w, Quantizer(weight_bits, w_max, rounding, seed, columns), accumulate=accumulate,
-                                 transfer=transfer)
+                                 transfer=transfer, growth=growth)

@@ -43,7 +43,7 @@ replicas by the trainer, and applied by each core's own Adam.
 Weight storage (``spec.learning.weight_store``, the
 :class:`~spinnray.rules.learning.WeightStoreSpec` from ``machine.weight_bits``,
 ``rounding``, ``accumulate``, ``transfer``, ``weight_max``, ``weight_range``,
-``weight_range_scope``, ``synapse``, ``pcm``, ``weight_seed``): absent (or
+``weight_range_scope``, ``weight_range_growth``, ``synapse``, ``pcm``, ``weight_seed``): absent (or
 None) the core keeps float weights and Adam updates them in place; given, each
 incoming projection's slice lives in a :mod:`spinnray.machine.quant` store, built,
 seeded, read, updated and counted as :mod:`spinnray.rules.learning` describes,

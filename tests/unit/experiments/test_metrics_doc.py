@@ -22,7 +22,7 @@ RUNS = {
     "eprop_cue": ("scenario=eprop_cue", "backend=local", "parallel.cores_per_population=2", "parallel.replicas=2",
                   *TINY_CUE),
     "eprop_cue_4bit": ("scenario=eprop_cue", "backend=local", "parallel.cores_per_population=2",
-                       "parallel.replicas=2", "machine.weight_bits=4", *TINY_CUE),
+                       "parallel.replicas=2", "machine.weight_bits=4", "machine.weight_range_growth=16", *TINY_CUE),
     "bptt_cue": ("scenario=bptt_cue", *TINY_CUE),
     "tlbptt_cue": ("scenario=tlbptt_cue", *TINY_CUE),
 }

@@ -586,6 +586,8 @@ def _stores():
             2, 1.0, "stochastic", s), accumulate=False)),
         ("8bit-nearest-threshold", lambda s: MixedPrecisionWeights(np.linspace(-1, 1, 20).reshape(4, 5), Quantizer(
             8, 1.0, "nearest", s, cols), transfer="threshold")),
+        ("4bit-nearest-widening", lambda s: MixedPrecisionWeights(np.linspace(-1, 1, 20).reshape(4, 5), Quantizer(
+            4, 0.5, "nearest", s, cols), growth=8)),
         ("float32", lambda s: MixedPrecisionWeights(np.linspace(-1, 1, 20).reshape(4, 5), Quantizer(32, 1.0, seed=s))),
         ("pcm", lambda s: PCMWeights((4, 5), PCMParams(), s, w_max=1.0, w_init=np.linspace(-1, 1, 20).reshape(4, 5),
                                      columns=cols)),

@@ -102,6 +102,25 @@ def test_stochastic_4bit_is_identical_for_any_split():
     assert any(not np.array_equal(a[k], c[k]) for k in a)                 # the seed matters
 
 
+def test_widening_grids_are_identical_for_any_split():
+    """Each post neuron's grid widens on its own (machine.weight_range_growth): 1 and 3 cores widen the
+    same columns at the same steps; a grid that starts too narrow widens instead of refusing updates."""
+    m = MachineConfig(dtype="float64", weight_bits=4, rounding="stochastic", weight_range=0.25,
+                      weight_range_recurrent=0.25, weight_range_growth=16)
+    a, ca = _train(m, cores=1, lr=0.5)
+    b, cb = _train(m, cores=3, lr=0.5)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    grown, fixed = store_summary(cb), store_summary(_train(
+        MachineConfig(dtype="float64", weight_bits=4, rounding="stochastic", weight_range=0.25,
+                      weight_range_recurrent=0.25), cores=3, lr=0.5)[1])
+    assert store_summary(ca) == grown
+    assert all(grown[p]["widened"] > 0 and grown[p]["growth_reached"] >= 2 for p in grown), grown
+    assert sum(g["dropped_abs"] for g in grown.values()) < sum(f["dropped_abs"] for f in fixed.values())
+    hidden = [c for c in cb if c["population"] == "hidden"]        # input and recurrent: a byte per neuron each
+    assert [c["memory"]["weight_shifts"] for c in hidden] == [2 * (c["slice"][1] - c["slice"][0]) for c in hidden]
+
+
 def test_pcm_is_deterministic_under_its_seed_and_split():
     m = MachineConfig(dtype="float64", synapse="pcm")
     a, _ = _train(m, cores=3)

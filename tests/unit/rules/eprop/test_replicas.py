@@ -14,7 +14,7 @@ from spinnray.errors import SpinnrayError
 from spinnray.machine.core import Core
 from spinnray.machine.schedule import TrainStep
 from spinnray.rules.eprop import RULE
-from spinnray.rules.learning import LearningCore
+from spinnray.rules.learning import LearningCore, store_summary
 
 from helpers import EPropConfig, RecurrentALIFConfig, eprop_net, eprop_trainer
 
@@ -149,7 +149,9 @@ def test_regulariser_needs_the_whole_batch_rate():
 
 
 @pytest.mark.parametrize("machine", [MachineConfig(), MachineConfig(weight_bits=4, rounding="stochastic"),
-                                     MachineConfig(synapse="pcm")], ids=["float32", "4bit", "pcm"])
+                                     MachineConfig(weight_bits=8, weight_range=0.25, weight_range_recurrent=0.25,
+                                                   weight_range_growth=16),
+                                     MachineConfig(synapse="pcm")], ids=["float32", "4bit", "4bit-widening", "pcm"])
 def test_replicas_never_diverge(machine):
     """Float32, 4-bit stochastic rounding and PCM (noise, drift on the device clock): 3 copies with
     shards 2 + 2 + 1 and a short last mini-batch hold identical weights after every mini-batch."""
@@ -162,6 +164,8 @@ def test_replicas_never_diverge(machine):
             tr.check_replicas()
             assert all(len(crcs) == 3 for crcs in tr.checksums().values())
         assert not np.array_equal(tr.weights()["input->hidden"], w0["input->hidden"])
+        if machine.range_growth > 1:                # the grids widened during training, on every copy alike
+            assert sum(s["widened"] for s in store_summary(tr.sim.reports()[0]).values()) > 0
         # and the check can fail: one copy's core given other weights
         core = next(pl for pl in tr.learners if pl.replica == 2)
         w = tr.sim.call(Core.get_weights, cores=[core.core_id])[core.core_id]
