@@ -173,7 +173,9 @@ ROUNDINGS = ("nearest", "stochastic")
 RECURRENT_HEADROOM = 7.0
 TRANSFERS = ("round", "threshold")
 #: the default of MachineConfig.weight_range_growth for digital grids with an accumulator
-RANGE_GROWTH = 16.0
+RANGE_GROWTH = 64.0
+#: the default range factors (MachineConfig.weight_range) of a fixed grid or PCM, and of a grid that widens
+FIXED_HEADROOM, WIDENING_HEADROOM = 2.0, 1.0
 SYNAPSES = ("ideal", "pcm")
 ROUTER_UNITS = ("chip", "node")     # what one router serves (ClusterConfig.router_per)
 
@@ -313,12 +315,14 @@ class MachineConfig:
     weight_max: float | None = opt(None, "weight range +-weight_max of the grid / PCM pair; null = a factor x max "
                                          "|initial weight| (weight_range, weight_range_recurrent, weight_ranges; "
                                          "see weight_range_scope) (> 0)")
-    weight_range: float = opt(2.0, "with weight_max null: the grid of a feed-forward projection spans "
-                                   "+-weight_range x max |initial weight| (see weight_range_scope)", min=1e-6)
+    weight_range: float | None = opt(None, "with weight_max null: the grid of a feed-forward projection starts at "
+                                           "+-weight_range x max |initial weight| (see weight_range_scope); "
+                                           "null = 1 for digital grids that widen (weight_range_growth), 2 for "
+                                           "fixed grids and PCM (> 0)")
     weight_range_recurrent: float | None = opt(None, "with weight_max null: the same factor for recurrent projections "
                                                      "(pre is post), which start small and grow about 6-10x in "
-                                                     "training (bench/RESULTS.md); null = 7 for digital weights "
-                                                     "(weight_bits < 32), weight_range for PCM (> 0)")
+                                                     "training (bench/RESULTS.md); null = 7 for fixed digital grids, "
+                                                     "weight_range for grids that widen and for PCM (> 0)")
     weight_ranges: dict | None = opt(None, "with weight_max null: per-projection range factors replacing weight_range, keyed "
                                     "by projection name, pre->post or pre_to_post (e.g. {hidden_to_hidden: 6}: "
                                     "recurrent weights that grow far past their initial peak); null = none", factory=dict)
@@ -330,7 +334,8 @@ class MachineConfig:
     weight_range_growth: float | None = opt(None, "how far each post neuron's digital grid may widen in training: its "
                                                   "step doubles whenever an update would move one of its weights "
                                                   "past the limit, up to this factor of the initial range (a power "
-                                                  "of 2, 1 = a fixed grid; needs accumulate); null = 1")
+                                                  "of 2, 1 = a fixed grid; needs accumulate); null = 64 for digital "
+                                                  "weights with accumulate, else 1")
     synapse: str = opt("ideal", "ideal (digital store of weight_bits) | pcm (differential PCM pairs: programming "
                                 "and read noise, drift; needs weight_bits 32)", choices=SYNAPSES)
     pcm: PCMParams = opt(None, "PCM device parameters (machine.synapse = pcm)", factory=PCMParams)
@@ -358,6 +363,10 @@ class MachineConfig:
             raise ConfigError(f"machine.weight_max = {wm!r}: expected a finite number > 0 or null")
         if self.weight_ranges is None:
             object.__setattr__(self, "weight_ranges", {})
+        wr = self.weight_range
+        if wr is not None and (isinstance(wr, bool) or not isinstance(wr, (int, float))
+                               or not math.isfinite(wr) or wr <= 0):
+            raise ConfigError(f"machine.weight_range = {wr!r}: expected a finite number > 0 or null")
         wrr = self.weight_range_recurrent
         if wrr is not None and (isinstance(wrr, bool) or not isinstance(wrr, (int, float))
                                 or not math.isfinite(wrr) or wrr <= 0):
@@ -398,6 +407,7 @@ class MachineConfig:
         d.pop("weight_range_growth")
         if self.range_growth != 1:
             d["weight_range_growth"] = self.range_growth
+        d["weight_range"] = self.range_factor
         if self.float_weights:      # no grid: the scope means nothing; written as before its default became null
             d["weight_range_scope"] = "population"
         elif d["weight_range_scope"] is None:
@@ -412,17 +422,28 @@ class MachineConfig:
         return "population" if self.synapse == "pcm" else "projection"
 
     @property
+    def range_factor(self) -> float:
+        """``weight_range`` resolved: null = 1 for a digital grid that widens, 2 otherwise."""
+        if self.weight_range is not None:
+            return float(self.weight_range)
+        return WIDENING_HEADROOM if self.range_growth > 1 else FIXED_HEADROOM
+
+    @property
     def range_recurrent(self) -> float:
-        """``weight_range_recurrent`` resolved: null = 7 for digital weights, weight_range for PCM."""
+        """``weight_range_recurrent`` resolved: null = 7 for a fixed digital grid, ``range_factor`` for a
+        grid that widens and for PCM."""
         if self.weight_range_recurrent is not None:
             return float(self.weight_range_recurrent)
-        return float(self.weight_range) if self.synapse == "pcm" else RECURRENT_HEADROOM
+        return self.range_factor if self.synapse == "pcm" or self.range_growth > 1 else RECURRENT_HEADROOM
 
     @property
     def range_growth(self) -> float:
-        """``weight_range_growth`` resolved: 1 (a fixed grid) for float weights and PCM; null = 1."""
-        if self.float_weights or self.synapse == "pcm" or self.weight_range_growth is None:
+        """``weight_range_growth`` resolved: 1 (a fixed grid) for float weights, PCM and without the
+        accumulator; null = 64 for the other digital grids."""
+        if self.float_weights or self.synapse == "pcm":
             return 1.0
+        if self.weight_range_growth is None:
+            return RANGE_GROWTH if self.accumulate else 1.0
         return float(self.weight_range_growth)
 
     @property

@@ -117,22 +117,22 @@ def weight_store_options(machine, network) -> WeightStoreSpec | None:
     range: ``machine.weight_max``, or when that is null ``f x peak`` where
 
     * ``f`` (the headroom) is ``machine.weight_ranges[name]`` if given, else
-      ``machine.weight_range_recurrent`` for a recurrent projection (pre is post; null: 7 for
-      digital weights, ``weight_range`` for PCM), else ``machine.weight_range`` (2);
+      ``machine.weight_range_recurrent`` for a recurrent projection (pre is post), else
+      ``machine.weight_range`` (both resolved by :class:`~spinnray.config.MachineConfig`);
     * ``peak`` is the largest |initial weight| (1.0 if all are zero) of the projection alone
       (``weight_range_scope = projection``; null: the default for digital weights) or of all
       projections into the same population (``population``, the default for PCM, whose
       measured recipe predates this rule: a core's input and recurrent weights share one peak).
 
-    This default needs no calibration run: the headroom is where trained weights end up relative
-    to their initial peak (bench/RESULTS.md, issues 8 and 26).  Feed-forward weights start near
-    their working scale and grow 1-3x, so 2 x their peak keeps the grid fine (4 bits: step
-    ~0.3 x peak) and saturates only the few that grow most.  Recurrent weights start about 5-40x
-    smaller than the input weights (so that the initial network is not driven by itself) and
-    grow 6-10x on both the keyword and cue tasks; 7 x their own peak holds that growth.  One
-    range per population (the old default) put recurrent weights on the input weights' grid,
-    whose step exceeds most recurrent weights: they rounded to 0 (cue task) or trained 2-20
-    points behind float32.
+    The default needs no calibration run.  A digital grid with an accumulator widens per post
+    neuron when its weights outgrow it (``machine.weight_range_growth``, 64), so it starts at
+    1 x the initial peak for every projection: as fine as the initial weights allow (4 bits: a
+    step of 1/7 of the peak).  A fixed grid (``weight_range_growth = 1``) must hold the trained
+    weights from the start: 2 x the peak for feed-forward weights (they grow 1-3x) and 7 x for
+    recurrent ones (they start 5-40x smaller than the input weights and grow 6-10x).  That rule
+    left the small recurrent weights of the cue network below one level, where no update moved
+    them, and 1 x the peak saturated 35 % of the keyword network's recurrent weights
+    (bench/RESULTS.md, issue 26 part 4): no single fixed factor served both tasks.
 
     ``machine.weight_ranges`` is written ``pre->post`` or, on the command line where Hydra takes
     no ``->`` in keys, ``pre_to_post`` (an unknown name is a ConfigError listing the projections).
@@ -141,7 +141,7 @@ def weight_store_options(machine, network) -> WeightStoreSpec | None:
     """
     if machine.float_weights:
         return None
-    factor = float(machine.weight_range)
+    factor = machine.range_factor
     recurrent = machine.range_recurrent
     scope = machine.range_scope
     peaks = {p.name: float(np.abs(p.weights).max()) if p.weights.size else 0.0 for p in network.projections}

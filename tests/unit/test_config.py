@@ -148,9 +148,15 @@ def test_machine_identity_keeps_old_fingerprints_and_resolves_the_range_defaults
     for m in (MachineConfig(), MachineConfig(synapse="pcm")):
         d = m.identity()
         assert "weight_range_recurrent" not in d and {k: d[k] for k in old_keys} == old_keys
-    four = MachineConfig(weight_bits=4)
-    assert (four.range_scope, four.range_recurrent) == ("projection", 7.0)
-    assert four.identity()["weight_range_scope"] == "projection"
+    four = MachineConfig(weight_bits=4, weight_range_growth=1)
+    assert (four.range_scope, four.range_factor, four.range_recurrent) == ("projection", 2.0, 7.0)
+    assert four.identity()["weight_range_scope"] == "projection" and four.identity()["weight_range"] == 2.0
+    # the default digital grid widens and starts at 1 x the peak: its fingerprint says so (an old 4-bit
+    # checkpoint of the fixed 2 x / 7 x grid is refused, not continued on another grid)
+    wide = MachineConfig(weight_bits=4)
+    assert (wide.range_growth, wide.range_factor, wide.range_recurrent) == (64.0, 1.0, 1.0)
+    assert {k: wide.identity()[k] for k in ("weight_range", "weight_range_growth")} == \
+        {"weight_range": 1.0, "weight_range_growth": 64.0}
     assert MachineConfig(synapse="pcm", weight_range=1.5).range_recurrent == 1.5
     explicit = MachineConfig(weight_bits=4, weight_range_scope="population", weight_range_recurrent=3.0)
     assert (explicit.range_scope, explicit.identity()["weight_range_recurrent"]) == ("population", 3.0)

@@ -28,21 +28,30 @@ def _peaks(net):
 
 
 def test_default_rule_needs_no_calibration():
-    """machine.weight_bits alone: each projection its own grid, 2 x its largest initial weight, 7 x for the
-    recurrent one (it starts small and grows in training), computed from the initial weights alone."""
+    """machine.weight_bits alone: each projection its own grid, starting at its largest initial weight and
+    widening per post neuron up to 64x.  A fixed grid (weight_range_growth=1): 2 x the largest initial
+    weight, 7 x for the recurrent one (it starts small and grows in training).  Both from the initial
+    weights alone."""
     net = _net()
     peak = {p.name: float(np.abs(p.weights).max()) for p in net.projections}
-    ws = weight_store_options(MachineConfig(weight_bits=4), net)
+    wide = weight_store_options(MachineConfig(weight_bits=4), net)
+    assert wide.growth == 64.0 and wide.ranges == pytest.approx(peak)
+    assert weight_store_options(MachineConfig(weight_bits=4, weight_range_recurrent=3.0), net).ranges == \
+        pytest.approx({**peak, "hidden->hidden": 3.0 * peak["hidden->hidden"]})
+    assert weight_store_options(MachineConfig(weight_bits=4, accumulate=False), net).growth == 1.0
+    ws = weight_store_options(MachineConfig(weight_bits=4, weight_range_growth=1), net)
+    assert ws.growth == 1.0
     assert ws.ranges == pytest.approx({"input->hidden": 2.0 * peak["input->hidden"],
                                        "hidden->hidden": 7.0 * peak["hidden->hidden"],
                                        "hidden->output": 2.0 * peak["hidden->output"]})
     # the rule reads the initial weights: another seed's network gets its own ranges by the same formula
     other = eprop_net(RecurrentALIFConfig(hidden=12, v_th=0.6, w_in_scale=3.0, w_out_scale=5.0), N_IN, 3, seed=5)
-    r2 = weight_store_options(MachineConfig(weight_bits=4), other).ranges
+    r2 = weight_store_options(MachineConfig(weight_bits=4, weight_range_growth=1), other).ranges
     assert r2["hidden->hidden"] == pytest.approx(7.0 * _peaks(other)["hidden->hidden"])
     assert r2 != ws.ranges
     # explicit settings win: weight_ranges over the recurrent default, weight_max over everything
-    mixed = weight_store_options(MachineConfig(weight_bits=4, weight_ranges={"hidden_to_hidden": 3.0}), net).ranges
+    mixed = weight_store_options(MachineConfig(weight_bits=4, weight_range_growth=1,
+                                               weight_ranges={"hidden_to_hidden": 3.0}), net).ranges
     assert mixed == pytest.approx({**ws.ranges, "hidden->hidden": 3.0 * peak["hidden->hidden"]})
     flat = weight_store_options(MachineConfig(weight_bits=4, weight_range=1.5, weight_range_recurrent=1.5), net)
     assert flat.ranges == pytest.approx({k: 1.5 * v for k, v in peak.items()})
@@ -55,6 +64,8 @@ def test_default_rule_needs_no_calibration():
         with pytest.raises(ConfigError, match=r"machine.weight_range_recurrent = .*: expected a finite number > 0 "
                                               r"or null"):
             MachineConfig(weight_bits=4, weight_range_recurrent=bad)
+        with pytest.raises(ConfigError, match=r"machine.weight_range = .*: expected a finite number > 0 or null"):
+            MachineConfig(weight_bits=4, weight_range=bad)
 
 
 def test_range_scope_population_or_projection():
@@ -69,7 +80,8 @@ def test_range_scope_population_or_projection():
     assert pop["hidden->hidden"] == pop["input->hidden"] == pytest.approx(1.5 * peak["input->hidden"])
     assert pop["hidden->output"] == pytest.approx(1.5 * peak["hidden->output"])
     # population scope with the recurrent headroom: the factor multiplies the population's peak
-    pop7 = weight_store_options(MachineConfig(weight_bits=4, weight_range_scope="population"), net).ranges
+    pop7 = weight_store_options(MachineConfig(weight_bits=4, weight_range_scope="population", weight_range_growth=1),
+                                net).ranges
     assert pop7["hidden->hidden"] == pytest.approx(7.0 * peak["input->hidden"])
     with pytest.raises(ConfigError, match="machine.weight_range_scope = 'core': expected population, projection or "
                                           "null"):

@@ -44,7 +44,7 @@ def _train(machine, cores=3, backend="local", steps=3, batch=4, lr=0.05, net=Non
                                                        (2, "nearest", 1.0, 1.0)])
 def test_stored_weights_lie_on_the_grid(bits, rounding, lr, w_max):
     # (at 2 bits the default range 2 max|w0| rounds every initial weight to 0: the range is set)
-    m = MachineConfig(dtype="float64", weight_bits=bits, rounding=rounding, weight_max=w_max)
+    m = MachineConfig(dtype="float64", weight_bits=bits, rounding=rounding, weight_max=w_max, weight_range_growth=1)
     net = _net()
     ranges = weight_store_options(m, net).ranges
     w0 = {p.name: p.weights for p in net.projections}
@@ -113,7 +113,7 @@ def test_widening_grids_are_identical_for_any_split():
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     grown, fixed = store_summary(cb), store_summary(_train(
         MachineConfig(dtype="float64", weight_bits=4, rounding="stochastic", weight_range=0.25,
-                      weight_range_recurrent=0.25), cores=3, lr=0.5)[1])
+                      weight_range_recurrent=0.25, weight_range_growth=1), cores=3, lr=0.5)[1])
     assert store_summary(ca) == grown
     assert all(grown[p]["widened"] > 0 and grown[p]["growth_reached"] >= 2 for p in grown), grown
     assert sum(g["dropped_abs"] for g in grown.values()) < sum(f["dropped_abs"] for f in fixed.values())
@@ -189,7 +189,7 @@ def test_weights_at_the_grid_limit_are_reported_once_per_copy():
     """A grid narrower than the weights saturates: each core reports, per projection, the stored
     weights at +-w_max (counted here from the weights themselves) and the updates refused there;
     the run's summary counts each slice once, whatever the number of data-parallel copies."""
-    m = MachineConfig(dtype="float64", weight_bits=4, weight_max=0.5)
+    m = MachineConfig(dtype="float64", weight_bits=4, weight_max=0.5, weight_range_growth=1)
     rng = np.random.default_rng(7)
     learn = EPropConfig(batch_size=4, lr=0.5, surrogate="triangle", gamma=0.3)
     tr = eprop_trainer(_net(), learn, machine=m, hidden_cores=3, replicas=2)

@@ -54,7 +54,7 @@ def test_first_update_is_adams_step_rounded_onto_the_grid(bits, lr):
     clip(k0 + rint(delta / D), -L, L) D with Adam's first step delta = -lr g / (|g| + eps),
     written out here from the cores' gradients (nearest rounding, accumulator, transfer round)."""
     w_max, L = 3.0, 2 ** (bits - 1) - 1
-    m = MachineConfig(dtype="float64", weight_bits=bits, weight_max=w_max)
+    m = MachineConfig(dtype="float64", weight_bits=bits, weight_max=w_max, weight_range_growth=1)
     net = yinyang_net(NET, seed=0)
     x, y = data(24, 42)
     tr = trainer(m, lr=lr, bump=0.0, net=net)
@@ -88,7 +88,7 @@ def test_trained_weights_stay_on_the_grid_and_saturate(bits, rounding):
     """A few mini-batches with a narrow range (weight_range 0.75 x max |w0|): every stored weight is
     a whole level within +-w_max, some sit at the bound, and the default ranges are 0.75 x the largest
     initial weight into each population."""
-    m = MachineConfig(dtype="float64", weight_bits=bits, rounding=rounding, weight_range=0.75)
+    m = MachineConfig(dtype="float64", weight_bits=bits, rounding=rounding, weight_range=0.75, weight_range_growth=1)
     net = yinyang_net(NET, seed=0)
     ranges = weight_store_options(m, net).ranges
     w, crcs, _ = train(m, lr=0.05, net=net)
@@ -128,7 +128,7 @@ def test_bump_goes_through_the_store():
     moves their codes by one (saturated codes stay), the other columns keep theirs."""
     bits, w_max = 4, 3.0
     D = w_max / 7
-    tr = trainer(MachineConfig(dtype="float64", weight_bits=bits, weight_max=w_max))
+    tr = trainer(MachineConfig(dtype="float64", weight_bits=bits, weight_max=w_max, weight_range_growth=1))
     try:
         out = [pl.core_id for pl in tr.learners if pl.slice.population == "output"]
         before = levels(tr.weights()["hidden->output"], w_max, bits)
