@@ -267,8 +267,9 @@ def test_a_trusted_format_1_checkpoint_converts(tmp_path, monkeypatch):
     """A format-1 file of a low-precision run (live store objects inside, pickled under the module
     name of before the package's layers) becomes a format-2 file holding the stores' plain states,
     and resumes as the format-2 checkpoint of the same run would."""
-    cfg = _cfg(learning={"epochs": 1}, machine={"weight_bits": 4, "rounding": "stochastic"})
-    full = run(_cfg(machine={"weight_bits": 4, "rounding": "stochastic"}), tmp_path / "full", "t")
+    fixed = {"weight_bits": 4, "rounding": "stochastic", "weight_range_growth": 1}     # format 1 knew no other grid
+    cfg = _cfg(learning={"epochs": 1}, machine=fixed)
+    full = run(_cfg(machine=fixed), tmp_path / "full", "t")
     run(cfg, tmp_path / "a", "t")
     new = load_checkpoint(tmp_path / "a" / "checkpoints")
     # the same state as format 1 wrote it: stores as objects, rebuilt from their states
@@ -280,6 +281,8 @@ def test_a_trusted_format_1_checkpoint_converts(tmp_path, monkeypatch):
         s = MixedPrecisionWeights(np.zeros(st["shape"]), q, accumulate=st["accumulate"], transfer=st["transfer"])
         s.load_state(st)
         assert isinstance(s.q.rng, Noise)
+        for attr in ("growth", "max_shift", "_shift"):       # a format-1 store had no widening grid
+            del s.__dict__[attr]
         return s
 
     old = {k: v for k, v in new.items() if k != "path"}
@@ -300,7 +303,7 @@ def test_a_trusted_format_1_checkpoint_converts(tmp_path, monkeypatch):
         load_checkpoint(v1)
     out = tmp_path / "conv" / "eprop-000000006.ckpt"
     assert main(["convert", "--trust", str(v1), str(out)]) == 0
-    resumed = run(_cfg(machine={"weight_bits": 4, "rounding": "stochastic"}, resume=str(out)), tmp_path / "r", "t")
+    resumed = run(_cfg(machine=fixed, resume=str(out)), tmp_path / "r", "t")
     assert resumed["weights_crc32"] == full["weights_crc32"]
 
 

@@ -198,6 +198,10 @@ class MixedPrecisionWeights:
         DataError: ``w_init`` or a ``delta`` is not finite, or a ``delta`` has the wrong shape.
     """
 
+    # a fixed grid; class-level so that a store unpickled from a format-1 checkpoint (before grids
+    # widened) has them (spinnray.experiments.checkpoint.convert)
+    growth, max_shift, _shift = 1.0, 0, None
+
     def __init__(self, w_init, quantizer: Quantizer, accumulate: bool = True, transfer: str = "round",
                  growth: float = 1.0):
         if not isinstance(quantizer, Quantizer):
