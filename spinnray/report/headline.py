@@ -172,6 +172,8 @@ def store_text(m: dict, brief: bool = False) -> str:
         if "at_limit_fraction" not in st:
             continue
         text = f"{name} {pct(st['at_limit_fraction'])}"
+        if st.get("growth_reached", 1) > 1:     # a grid that widens: how far its neurons' grids had to
+            text += f" (grids widened up to {sig3(st['growth_reached'])}x)"
         if not brief and st.get("dropped_abs"):
             text += f" (updates refused there: {sig3(st['dropped_abs'])} in weight units)"
         parts.append(text)
@@ -216,7 +218,8 @@ def headline(m: dict, config: dict | None = None) -> list[tuple[str, str, str]]:
     st = store_text(m)
     if st:
         rows.append(("weight store", st, "`weight_store` (per projection: `at_limit`, `at_limit_fraction`, "
-                                         "`levels_moved`, `dropped_abs`), `cores.json` `weight_store`"))
+                                         "`levels_moved`, `dropped_abs`, `widened`, `growth_reached`), "
+                                         "`cores.json` `weight_store`"))
     rows.append(("time", time_text(m), "`wall_s`, `setup_s`, `train_s` / `run_s`, `train_samples_per_s`, "
                                        "`ms_per_step`, `realtime_factor`"))
     return rows

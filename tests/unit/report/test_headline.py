@@ -3,7 +3,7 @@
 import pytest
 
 from spinnray.report.document import Document, anchor
-from spinnray.report.headline import bytes_text, headline, memory_text, spikes_text, summary_line
+from spinnray.report.headline import bytes_text, headline, memory_text, spikes_text, store_text, summary_line
 from spinnray.report.runs import count, human_bytes, human_seconds, pct, readable
 
 
@@ -78,3 +78,15 @@ def test_contents_link_every_later_heading_in_markdown_and_html(tmp_path):
     assert "<h2 id='routing-table-occupancy-per-chip'>" in html and "href='#all-metricsjson-keys'" in html
     assert "<a href='#all-metricsjson-keys'>the keys</a>" in html
     assert anchor("Events per sample against the dense equivalent") == "events-per-sample-against-the-dense-equivalent"
+
+
+def test_the_weight_store_line_names_saturation_widening_and_refused_updates():
+    m = {"weight_store": {
+        "input->hidden": {"at_limit_fraction": 0.0, "growth_reached": 2.0, "dropped_abs": 0.0},
+        "hidden->hidden": {"at_limit_fraction": 0.125, "growth_reached": 64.0, "dropped_abs": 0.5},
+        "hidden->output": {"at_limit_fraction": 0.01, "growth_reached": 1.0},
+        "pcm->out": {"set_pulses": 3}}}                     # no digital grid: not named
+    assert store_text(m) == ("weights at the grid's limit: input->hidden 0 % (grids widened up to 2x), "
+                             "hidden->hidden 12.5 % (grids widened up to 64x) (updates refused there: 0.5 in "
+                             "weight units), hidden->output 1 %")
+    assert "refused" not in store_text(m, brief=True) and store_text({"weight_store": None}) == ""
