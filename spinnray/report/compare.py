@@ -179,6 +179,43 @@ def _plot_sweep(title: str, rows: list[dict], param: str, metric: str, swept: li
     return save_png(fig, path)
 
 
+def _plot_curves(title: str, rows: list[dict], metrics_by_job: dict, swept: list[str], path: Path) -> Path | None:
+    """Test accuracy against epoch, one line per run: runs that differ only in a repeat parameter
+    (``seed``) share a colour and one legend entry (with their count), so float32 against 4-bit over
+    three seeds reads as two bundles.  None when no run was tested after two or more epochs."""
+    curves = []
+    for r in rows:
+        hist = metrics_by_job.get(r["job"], {}).get("history")
+        pts = [(h["epoch"], h["test_accuracy"]) for h in hist or [] if isinstance(h, dict)
+               and _number(h.get("epoch")) and _number(h.get("test_accuracy"))]
+        if pts:
+            curves.append((r, sorted(pts)))
+    if not any(len(pts) >= 2 for _, pts in curves):
+        return None
+    others = [p for p in swept if p not in REPEATS]
+    groups: dict[tuple, list] = {}
+    for r, pts in curves:
+        groups.setdefault(tuple(fmt(r.get(o)) for o in others), []).append((r, pts))
+    fig = figure(7, 4.5)
+    ax = fig.subplots()
+    colours = [f"C{i % 10}" for i in range(len(groups))]
+    for colour, (g, members) in zip(colours, groups.items()):
+        name = ", ".join(f"{o}={v}" for o, v in zip(others, g)) or "runs"
+        for i, (r, pts) in enumerate(members):
+            ax.plot([e for e, _ in pts], [100 * a for _, a in pts], "o-", color=colour, ms=3, lw=1.2, alpha=0.85,
+                    label=(f"{name} ({len(members)} runs)" if len(members) > 1 else name) if i == 0 else None)
+            last_epoch, last = pts[-1]
+            ax.annotate(f"{100 * last:.1f}", (last_epoch, 100 * last), fontsize=7, color=colour, xytext=(3, 0),
+                        textcoords="offset points", va="center")
+    integer_ticks(ax.xaxis)
+    ax.margins(x=0.08)                      # room for the last values
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(f"{title}\ntest accuracy per epoch (last value written at each line's end)", fontsize=10)
+    return save_png(fig, path)
+
+
 def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None) -> dict[str, Path]:
     """Write ``comparison.csv``, ``comparison.md`` and comparison plots of the
     runs ``run_dirs`` into ``out_dir``; return ``{file name: path}``.
@@ -189,7 +226,8 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
     such a run is also logged as a warning).  A parameter is *swept* when its
     column takes more than one value; each ``plot_metrics`` entry (a column
     name or a dotted metrics.json key; default: those of :data:`DEFAULT_PLOTS`
-    that some run has) is plotted against each swept parameter.
+    that some run has) is plotted against each swept parameter, and the runs tested after two or more
+    epochs get their learning curves in one plot (``comparison_curves_test_accuracy.png``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +301,11 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
                 written[name] = p
                 doc.img(name, f"{metric} against {param}")
     if not swept:
-        doc.p("No parameter takes more than one value, so there is nothing to plot.")
+        doc.p("No parameter takes more than one value, so there is nothing to plot against one.")
+    curves = _plot_curves(title, rows, metrics_by_job, swept, out_dir / "comparison_curves_test_accuracy.png")
+    if curves is not None:
+        written[curves.name] = curves
+        doc.img(curves.name, "test accuracy per epoch, one line per run")
     (out_dir / "comparison.md").write_text(doc.markdown())
     written["comparison.md"] = out_dir / "comparison.md"
     return written

@@ -101,3 +101,38 @@ def test_sweep_plots_average_seeds_with_error_bars_from_zero_on_whole_ticks(tmp_
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "16"]
     assert "mean \u00b1 s.d. of up to 3 runs (seed)" in ax.texts[0].get_text()
     assert acc.axes[0].get_ylabel() == "test_accuracy (%)" and np.allclose(acc.axes[0].lines[0].get_ydata(), 81)
+
+
+def test_learning_curves_bundle_seeds_by_the_other_swept_parameters(tmp_path, figures):
+    """float32 against 4-bit over two seeds: two colours, one legend entry each naming its run count,
+    every run's epochs on the x axis and its last accuracy written at its end; a run never tested
+    after two epochs alone draws no curves plot."""
+    jobs = []
+    for i, (bits, seed) in enumerate((b, s) for b in (32, 4) for s in (0, 1)):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / ".hydra").mkdir()
+        (d / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- machine.weight_bits={bits}\n")
+        hist = [{"epoch": e, "train_loss": 1.0, "test_accuracy": 0.5 + 0.1 * e + 0.01 * seed - 0.05 * (bits == 4)}
+                for e in (2, 4)]
+        (d / "metrics.json").write_text(json.dumps({"schema_version": 1, "scenario": "s", "test_accuracy":
+                                                    hist[-1]["test_accuracy"], "history": hist,
+                                                    "traffic": {"bytes": 1}, "memory": {}}))
+        jobs.append(d)
+    files = compare.compare_runs(jobs, tmp_path / "cmp", ["test_accuracy"])
+    assert "comparison_curves_test_accuracy.png" in files
+    assert "comparison_curves_test_accuracy.png" in (tmp_path / "cmp" / "comparison.md").read_text()
+    ax = figures[-1].axes[0]
+    assert len(ax.lines) == 4 and {tuple(line.get_xdata()) for line in ax.lines} == {(2, 4)}
+    colours = [line.get_color() for line in ax.lines]
+    assert colours[0] == colours[1] != colours[2] == colours[3]
+    assert np.allclose(ax.lines[1].get_ydata(), [71, 91]) and np.allclose(ax.lines[2].get_ydata(), [65, 85])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["machine.weight_bits=32 (2 runs)",
+                                                                  "machine.weight_bits=4 (2 runs)"]
+    assert sorted(t.get_text() for t in ax.texts) == ["85.0", "86.0", "90.0", "91.0"]
+    one = tmp_path / "one" / "0"
+    one.mkdir(parents=True)
+    (one / "metrics.json").write_text(json.dumps({"schema_version": 1, "scenario": "s", "test_accuracy": 0.5,
+                                                  "history": [{"epoch": 1, "test_accuracy": 0.5}],
+                                                  "traffic": {"bytes": 1}, "memory": {}}))
+    assert "comparison_curves_test_accuracy.png" not in compare.compare_runs([one], tmp_path / "one")
