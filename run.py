@@ -58,7 +58,7 @@ def main(cfg: DictConfig):
     JOBS["run"] += 1
     try:
         typed = from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
-        if typed.backend == "ray" and resolve(typed).rule.runner != "dense":   # dense BPTT runs no cores
+        if typed.backend == "ray" and not typed.plan and resolve(typed).rule.runner != "dense":   # dense: no cores
             ensure_ray(typed.cluster.address, typed.cluster.num_cpus,      # once per process
                        ship_code=typed.cluster.ship_code)
         metrics = run(typed, hc.runtime.output_dir, scenario, command=command(hc.overrides.task),
@@ -72,6 +72,8 @@ def main(cfg: DictConfig):
             JOBS["failed"].append(hc.runtime.output_dir)
             return None
         sys.exit(2)
+    if typed.plan:
+        return None
     log.info("%s", summary(scenario, metrics))
     return metrics.get("test_accuracy", metrics["wall_s"])
 

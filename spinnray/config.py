@@ -542,3 +542,5 @@ class RunConfig:
                                       "the newest) of the same network; optimizer, data order and schedule "
                                       "start fresh (fine-tuning, moving to another weight precision)")
     report: bool = opt(True, "after the run, write report.md, report.html and PNG plots (spinnray.report)")
+    plan: bool = opt(False, "only map the run onto the chip and report its cores, copies, chips and every core's "
+                            "memory against the budget (plan.json and the log); nothing runs, no Ray starts")

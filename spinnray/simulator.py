@@ -23,11 +23,11 @@ from spinnray.config import ClusterConfig, MachineConfig, ParallelConfig, from_d
 from spinnray.errors import ConfigError, NetworkError, SpinnrayError
 from spinnray.machine.counters import bytes_by_link_class, memory_summary, traffic_summary
 from spinnray.machine.schedule import TrainStep
-from spinnray.mapping import Learning, assign_nodes, map_network, specs_from_mapping
+from spinnray.mapping import Learning, Mapping, assign_nodes, map_network, specs_from_mapping
 from spinnray.model.network import Network
 from spinnray.model.neurons import AnalogSource, SpikeSource
 
-__all__ = ["Simulator", "RunResult", "poisson_spikes"]
+__all__ = ["Simulator", "RunResult", "poisson_spikes", "place"]
 
 
 @dataclass
@@ -50,6 +50,16 @@ def poisson_spikes(rate_hz: float, steps: int, batch: int, n: int, dt_ms: float,
                    rng: np.random.Generator) -> np.ndarray:
     """Bernoulli approximation of Poisson spike trains: (steps, batch, n) bool."""
     return rng.random((steps, batch, n)) < rate_hz * dt_ms / 1000.0
+
+
+def place(network: Network, machine: MachineConfig, parallel: ParallelConfig, cluster: ClusterConfig,
+          learning: Learning | None = None) -> Mapping:
+    """Where ``network`` goes on the machine: sliced, placed on chips (``parallel``), keys and routes,
+    every core's memory checked against its budget, chips spread over ``cluster``'s nodes; what a
+    :class:`Simulator` runs on, and what ``plan=true`` reports without running."""
+    mapping = map_network(network, machine, parallel.cores_per_population, parallel.batch_size,
+                          parallel.replicas, learning)
+    return assign_nodes(mapping, cluster.nodes, cluster.chips_per_node, cluster.router_per)
 
 
 class Simulator:
@@ -99,10 +109,7 @@ class Simulator:
         self.batch_size = parallel.batch_size
         self.replicas = parallel.replicas
         self.learning = learning
-        mapping = map_network(network, self.machine, parallel.cores_per_population, parallel.batch_size,
-                              parallel.replicas, learning)
-        self.mapping = assign_nodes(mapping, self.cluster.nodes, self.cluster.chips_per_node,
-                                    self.cluster.router_per)
+        self.mapping = place(network, self.machine, parallel, self.cluster, learning)
         specs = specs_from_mapping(self.mapping, parallel.batch_size, learning)
         self.levels = ({pl.core_id: pop_levels[pl.slice.population] for pl in self.mapping.placements}
                        if schedule == "layered" else None)

@@ -18,19 +18,25 @@ from spinnray.model.builders import source_rates
 from spinnray.report import save_raster
 from spinnray.simulator import Simulator
 
-__all__ = ["run_forward"]
+__all__ = ["run_forward", "forward_network"]
 
 log = logging.getLogger("spinnray")
 
 
-def run_forward(run: Run, out_dir: Path, scenario: str) -> dict:
-    cfg, net_cfg, data, learning = run.config, run.network, run.data, run.learning
+def forward_network(run: Run):
+    """The network of a forward run (its builder needs no data set; ``network.steps`` is required)."""
+    net_cfg = run.network
     if run.builder.build is None:
         raise ConfigError(f"network.name = {net_cfg.name!r}: a forward run needs a network of cores")
     if getattr(net_cfg, "steps", None) is None:
         raise ConfigError(f"network.steps = null: a forward run of network.name = {net_cfg.name} needs the steps "
                           "per trial; set network.steps")
-    net = run.builder.build(net_cfg, None, cfg.seed)
+    return run.builder.build(net_cfg, None, run.config.seed)
+
+
+def run_forward(run: Run, out_dir: Path, scenario: str) -> dict:
+    cfg, net_cfg, data, learning = run.config, run.network, run.data, run.learning
+    net = forward_network(run)
     rates = source_rates(net_cfg, net)
     trials = min(data.trials, data.limit or data.trials)
     batch = cfg.parallel.batch_size * cfg.parallel.replicas      # trials per run, shared by the replicas

@@ -17,6 +17,7 @@ from spinnray.config import RunConfig
 from spinnray.errors import ConfigError
 from spinnray.experiments.dense import run_dense
 from spinnray.experiments.forward import run_forward
+from spinnray.experiments.plan import run_plan
 from spinnray.experiments.setup import Run, check_parallel, resolve
 from spinnray.experiments.summary import write_json
 from spinnray.experiments.train import run_training
@@ -53,13 +54,19 @@ def typed_config(run: Run, command: str | None = None, overrides=()) -> dict:
 
 def run(cfg: RunConfig, out_dir: Path, scenario: str, command: str | None = None, overrides=()) -> dict:
     """Run ``cfg`` and write ``metrics.json``, ``config.json`` (and the reports) into ``out_dir``;
-    ``command`` and ``overrides``: how ``run.py`` was called, for the report's headline."""
+    ``command`` and ``overrides``: how ``run.py`` was called, for the report's headline.  With
+    ``cfg.plan``, only map it (:mod:`~spinnray.experiments.plan`): ``plan.json`` instead of a run."""
     typed = resolve(cfg)
     check_weight_store_kind(typed)
     check_parallel(typed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", typed_config(typed, command, overrides))
+    if cfg.plan:
+        plan = run_plan(typed, out_dir, scenario)
+        write_json(out_dir / "plan.json", plan)
+        log.info("wrote %s (plan=true: nothing ran)", out_dir / "plan.json")
+        return plan
     metrics = RUNNERS[typed.rule.runner](typed, out_dir, scenario)
     write_json(out_dir / "metrics.json", metrics)
     log.info("wrote %s", out_dir / "metrics.json")

@@ -28,7 +28,7 @@ from spinnray.model.builders import DataShape
 from spinnray.report import save_raster, save_sample
 from spinnray.rules.learning import store_summary
 
-__all__ = ["run_training", "val_selection"]
+__all__ = ["run_training", "val_selection", "prepare"]
 
 log = logging.getLogger("spinnray")
 
@@ -59,7 +59,10 @@ def _save_first_sample(out_dir: Path, tr: Trainer, net, data, learn) -> None:
                 loss_steps=getattr(learn, "window_steps", None) or data.loss_window or data.steps)
 
 
-def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
+def prepare(run: Run):
+    """The data set, the learning config as the data adapts it (e.g. the cue task's loss window),
+    checked against the parallel layout, and the network built for the data's shape:
+    ``(data, learn, net)``."""
     cfg, rule, net_cfg = run.config, run.rule, run.network
     data = load_dataset(run.data, Timing(net_cfg.dt_ms, getattr(net_cfg, "steps", None)), cfg.progress)
     check_steps(net_cfg, data)
@@ -67,6 +70,12 @@ def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
     if rule.check is not None:
         rule.check(learn, cfg.parallel, net_cfg, data)
     net = run.builder.build(net_cfg, DataShape(data.n_inputs, data.n_classes, data.input_kind), cfg.seed)
+    return data, learn, net
+
+
+def run_training(run: Run, out_dir: Path, scenario: str) -> dict:
+    cfg, rule, net_cfg = run.config, run.rule, run.network
+    data, learn, net = prepare(run)
     t_start = time.perf_counter()
 
     def make_trainer(cluster=cfg.cluster):

@@ -23,12 +23,23 @@ from spinnray.errors import SpinnrayError
 from spinnray.machine.core import Core
 from spinnray.experiments.summary import progress
 from spinnray.machine.schedule import TrainStep
+from spinnray.mapping import Learning
 from spinnray.model.network import Network
 from spinnray.rules.learning import LearningCore
 from spinnray.rules.registry import Rule
 from spinnray.simulator import RunResult, Simulator
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "layout"]
+
+
+def layout(network: Network, rule: Rule, learn, machine: MachineConfig,
+           parallel: ParallelConfig) -> tuple[Learning, ParallelConfig]:
+    """How ``rule`` trains ``network`` on the cores: its cores' specs (:class:`Learning`) and the
+    parallel layout the simulator maps: the rule's cores per population, and each replica's shard
+    of the mini-batch (``learn.batch_size`` over ``parallel.replicas``, rounded up)."""
+    per_replica = -(-learn.batch_size // parallel.replicas)
+    return rule.learning(network, learn, machine), replace(
+        parallel, cores_per_population=rule.cores(network, parallel.cores_per_population), batch_size=per_replica)
 
 
 class Trainer:
@@ -37,14 +48,11 @@ class Trainer:
     def __init__(self, network: Network, rule: Rule, learn, *, machine: MachineConfig, parallel: ParallelConfig,
                  backend: str, cluster: ClusterConfig):
         self.rule, self.learn = rule, learn
-        self.learning = rule.learning(network, learn, machine)
+        self.learning, mapped = layout(network, rule, learn, machine, parallel)
         self.replicas = parallel.replicas
-        self.per_replica = -(-learn.batch_size // self.replicas)
-        cores = rule.cores(network, parallel.cores_per_population)
-        self.sim = Simulator(network, machine, parallel=replace(parallel, cores_per_population=cores,
-                                                                batch_size=self.per_replica),
-                             backend=backend, cluster=cluster, learning=self.learning,
-                             timeout_s=cluster.round_timeout_s)
+        self.per_replica = mapped.batch_size
+        self.sim = Simulator(network, machine, parallel=mapped, backend=backend, cluster=cluster,
+                             learning=self.learning, timeout_s=cluster.round_timeout_s)
         self.learners = [pl for pl in self.sim.mapping.placements if pl.slice.population in self.learning.specs]
         sources = [p for p in network.populations.values() if not network.incoming(p)]
         if len(sources) != 1:
