@@ -103,6 +103,7 @@ def describe(mapping, scenario: str, run: Run, batch: int, memory: list[dict[str
         "routing_entries_per_chip_max": entries, "routing_entries_per_chip_limit": machine.routing_entries_per_chip,
         "populations": populations,
         "memory": memory_summary(memory, budget),
+        "mapping": mapping.summary(),        # as in metrics.json: a sweep of plans compares like one of runs
     }
 
 

@@ -18,6 +18,7 @@ from spinnray.report.plots import byte_unit, figure, integer_ticks, save_png
 from spinnray.report.runs import (
     fmt,
     load_metrics,
+    load_plan,
     lookup,
     read_overrides,
     run_label,
@@ -35,6 +36,7 @@ COMPARE_COLUMNS = (
     ("train_samples_per_s", "train_samples_per_s", "samples/s"),
     ("wall_s", "wall_s", "s"),
     ("cores", "cores", "cores"),
+    ("mapping.chips_used", "mapping.chips_used", "chips"),
     ("spike_events_per_sample", None, "events per sample"),
     ("error_events_per_sample", None, "events per training sample"),
     ("traffic.spike_events_sent", "traffic.spike_events_sent", "events"),
@@ -220,7 +222,8 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
     """Write ``comparison.csv``, ``comparison.md`` and comparison plots of the
     runs ``run_dirs`` into ``out_dir``; return ``{file name: path}``.
 
-    One row per run: ``job`` (directory name), each override of
+    One row per run (its ``metrics.json``, or the ``plan.json`` of a ``plan=true`` run, whose
+    columns are then the cores, chips and memory): ``job`` (directory name), each override of
     ``.hydra/overrides.yaml`` as a column, the :data:`COMPARE_COLUMNS` any run
     has, and ``status`` (``ok``, or why the run has no usable ``metrics.json``;
     such a run is also logged as a warning).  A parameter is *swept* when its
@@ -236,7 +239,8 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
         row = {"job": d.name}
         try:
             row.update(read_overrides(d))
-            m = load_metrics(d / "metrics.json")
+            planned = not (d / "metrics.json").exists() and (d / "plan.json").exists()
+            m = load_plan(d / "plan.json") if planned else load_metrics(d / "metrics.json")
         except DataError as e:
             log.warning("comparison: %s", e)
             err = d / "error.txt"                  # written by run.py when a sweep job failed
@@ -281,8 +285,8 @@ def compare_runs(run_dirs, out_dir, plot_metrics=None, title: str | None = None)
     doc.h(1, f"Comparison: {title}")
     doc.p(f"{len(rows)} runs in `{out_dir.resolve()}`; swept parameters: "
           + (", ".join(f"`{s}`" for s in swept) or "none") + ". Values are read from each run's `metrics.json` "
-          "(column = dotted key) and `.hydra/overrides.yaml`; floats to 6 significant digits (full precision in "
-          "`comparison.csv`); empty = the run has no such key.")
+          "(or `plan.json` of a `plan=true` run; column = dotted key) and `.hydra/overrides.yaml`; floats to 6 "
+          "significant digits (full precision in `comparison.csv`); empty = the run has no such key.")
     failed = [r["job"] for r in rows if r["status"] != "ok"]
     if failed:
         doc.p(f"**{len(failed)} of {len(rows)} runs failed** (jobs {', '.join(failed)}; the status column says why); "

@@ -254,9 +254,19 @@ def load_metrics(path) -> dict:
     return m
 
 
+def load_plan(path) -> dict:
+    """``plan.json`` of a ``plan=true`` run as a dict; :class:`DataError` naming ``path`` if it is
+    missing, not JSON or not a plan (an object with ``plan`` true and a ``memory`` object)."""
+    path = Path(path)
+    m = _read_json(path, "plan.json")
+    if not isinstance(m, dict) or m.get("plan") is not True or not isinstance(m.get("memory"), dict):
+        raise DataError(f"{path}: not a spinnray plan.json (expected an object with plan: true and memory)")
+    return m
+
+
 def read_overrides(run_dir) -> dict:
-    """``{key: value}`` from ``RUN_DIR/.hydra/overrides.yaml`` (values parsed as
-    YAML scalars; ``+``/``++``/``~`` prefixes dropped); ``{}`` if absent."""
+    """``{key: value}`` from ``RUN_DIR/.hydra/overrides.yaml`` (values parsed as Hydra parses
+    them on the command line; ``+``/``++``/``~`` prefixes dropped); ``{}`` if absent."""
     import yaml
 
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
@@ -268,15 +278,18 @@ def read_overrides(run_dir) -> dict:
         raise DataError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a YAML list of key=value strings, got {type(items).__name__}")
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
     out = {}
     for item in items:
         if not isinstance(item, str) or "=" not in item:
             raise DataError(f"{path}: override {item!r} is not key=value")
         key, value = item.split("=", 1)
         key = key.lstrip("+~")
-        try:
-            out[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
+        try:                                # Hydra's own grammar: {input:4,hidden:32} is the dict the run got
+            out[key] = parser.parse_override(item).value() if value else ""
+        except Exception:                   # noqa: BLE001 - any parser failure: keep the text as written
             out[key] = value
     return out
 

@@ -62,6 +62,8 @@ ALLOWED_IN_FUNCTIONS = {
     ("spinnray.report.runs", "yaml"):
         "import cost only, when a sweep's .hydra/overrides.yaml is read: PyYAML comes with hydra-core "
         "(omegaconf), a required dependency",
+    ("spinnray.report.runs", "hydra.core.override_parser.overrides_parser"):
+        "as yaml: Hydra's override grammar (a dict like {input:4,hidden:32} is not YAML), when overrides are read",
     ("spinnray.report.compare", "hydra.experimental.callback"):
         "import cost only (~0.1 s), when run.py builds the sweep callback: hydra-core is a required dependency",
 }

@@ -1,5 +1,6 @@
 """plan=true: a run mapped as it would run, reported, and nothing started."""
 
+import csv
 import json
 
 import pytest
@@ -66,3 +67,27 @@ def test_input_spikes_count_on_the_source_cores_and_a_dense_rule_has_nothing_to_
         run(composed("scenario=forward", "plan=true", "network.steps=400000"), tmp_path, "forward")
     with pytest.raises(ConfigError, match="plan=true with learning.rule = bptt: it trains in one process"):
         run(composed("scenario=bptt_cue", "plan=true"), tmp_path, "bptt_cue")
+
+
+def test_a_sweep_of_plans_compares_cores_chips_and_memory(tmp_path):
+    """Jobs that only planned are compared like runs (their plan.json); a dict override such as
+    {hidden:4,output:1} is read as the dict the run got (Hydra's grammar, not YAML)."""
+    from spinnray.report.compare import compare_runs
+
+    jobs = []
+    for i, hidden in enumerate((100, 110)):
+        d = tmp_path / str(i)
+        (d / ".hydra").mkdir(parents=True)
+        over = [f"network.hidden={hidden}", "parallel.cores_per_population={hidden:10,output:1}"]
+        (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in over))
+        run(composed("scenario=eprop_cue", "plan=true", *over), d, "eprop_cue")
+        jobs.append(d)
+    compare_runs(jobs, tmp_path)
+    with open(tmp_path / "comparison.csv", newline="") as f:
+        values = list(csv.DictReader(f))
+    head = list(values[0])
+    assert head[:3] == ["job", "network.hidden", "parallel.cores_per_population"]
+    assert "cores" in head and "mapping.chips_used" in head and "memory.per_core_max_bytes" in head
+    assert [v["cores"] for v in values] == ["88", "88"] and [v["status"] for v in values] == ["ok", "ok"]
+    assert int(values[1]["memory.per_core_max_bytes"]) > int(values[0]["memory.per_core_max_bytes"])
+    assert '{"hidden": 10, "output": 1}' in (tmp_path / "comparison.md").read_text()
