@@ -7,8 +7,9 @@ copies, chips and nodes, each population's slices, and every core's memory by ca
 holds once they arrive).  Nothing starts (no Ray, no core, no training); the data set is
 loaded only for its shape.  A recipe that does not fit stops with the mapper's BudgetError, which
 names the slice, its bytes by category and what to change.  ``plan.json`` holds the figures, the
-log a table.  EventProp's spike records grow with the spikes during a run; the plan holds the
-mapper's estimate of them (a core checks the real records after every run).
+log a table.  What grows with the data during a run is the mapper's allowance or missing: EventProp's
+spike records (the plan holds the mapper's allowance; a core checks its real records after every
+run) and a layered run's input events (not in the plan; a core checks them when they arrive).
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def describe(mapping, scenario: str, run: Run, batch: int, memory: list[dict[str
     populations = {}
     for name, info in mapping.populations().items():
         mine = [i for i, p in enumerate(mapping.placements) if p.slice.population == name]
-        if not mine:
-            populations[name] = {**info, "cores": 0}
+        if not mine:                       # written by the host: no core
+            populations[name] = info
             continue
         top = max(mine, key=lambda i: per_core[i])
         sizes = [mapping.placements[i].slice.n for i in mine if mapping.placements[i].replica == 0]
