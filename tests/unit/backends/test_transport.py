@@ -642,12 +642,19 @@ def test_router_to_router_streams_are_authenticated():
     """Strangers posing as router 1 (and as a core) before the routers start are dropped and counted;
     the routers then connect and authenticate each other, and rounds cross as usual."""
     servers = two_routers()
-    strangers = []
+    strangers, posers = [], []
+
+    def answer(s, secret, router):
+        try:
+            s.sendall(hello(secret, challenge(s), 2, 1, router))
+        except OSError:                      # the router reset the stranger's stream: what it should do
+            pass
 
     def pose(address, secret, router):       # waits for the challenge (router 0 is not serving yet)
         s = socket.create_connection(address, timeout=5)
         strangers.append(s)
-        threading.Thread(target=lambda: s.sendall(hello(secret, challenge(s), 2, 1, router)), daemon=True).start()
+        posers.append(threading.Thread(target=answer, args=(s, secret, router), daemon=True))
+        posers[-1].start()
 
     try:
         pose(servers[0].address, b"guessed secret, guessed secret!!", 0)    # claims router 1
@@ -674,6 +681,8 @@ def test_router_to_router_streams_are_authenticated():
         for link in links.values():
             link.close()
     finally:
+        for t in posers:                     # done before their sockets close under them
+            t.join(10)
         for s in strangers:
             s.close()
         for s in servers:
