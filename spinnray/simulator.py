@@ -27,7 +27,7 @@ from spinnray.mapping import Learning, Mapping, assign_nodes, map_network, specs
 from spinnray.model.network import Network
 from spinnray.model.neurons import AnalogSource, SpikeSource
 
-__all__ = ["Simulator", "RunResult", "poisson_spikes", "place"]
+__all__ = ["Simulator", "RunResult", "poisson_spikes", "place", "check_exchange_interval", "schedule_levels"]
 
 
 @dataclass
@@ -56,10 +56,37 @@ def place(network: Network, machine: MachineConfig, parallel: ParallelConfig, cl
           learning: Learning | None = None) -> Mapping:
     """Where ``network`` goes on the machine: sliced, placed on chips (``parallel``), keys and routes,
     every core's memory checked against its budget, chips spread over ``cluster``'s nodes; what a
-    :class:`Simulator` runs on, and what ``plan=true`` reports without running."""
+    :class:`Simulator` runs on, and what ``plan=true`` reports without running.  The schedule and
+    the exchange interval are checked first (:func:`schedule_levels`, :func:`check_exchange_interval`):
+    a plan refuses what a run would."""
+    schedule_levels(network, parallel.schedule)
+    check_exchange_interval(network, parallel.exchange_interval)
     mapping = map_network(network, machine, parallel.cores_per_population, parallel.batch_size,
                           parallel.replicas, learning)
     return assign_nodes(mapping, cluster.nodes, cluster.chips_per_node, cluster.router_per)
+
+
+def check_exchange_interval(network: Network, k) -> None:
+    """ConfigError unless the exchange interval ``k`` is an int in [1, the network's minimum delay]."""
+    min_delay = network.min_delay
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"parallel.exchange_interval = {k!r}: expected an int >= 1")
+    if k > min_delay:
+        raise ConfigError(
+            f"parallel.exchange_interval = {k} exceeds the minimum synaptic delay of {min_delay} steps; "
+            f"expected K <= {min_delay} (a spike must never be needed before the round that carries it ends)")
+
+
+def schedule_levels(network: Network, schedule: str) -> dict[str, int] | None:
+    """The layered schedule's level of every population (None for lockstep); ConfigError when the
+    network is not feed-forward."""
+    if schedule != "layered":
+        return None
+    try:
+        return network.levels()
+    except NetworkError as e:
+        raise ConfigError(f"parallel.schedule = 'layered' needs a feed-forward network: {e}; "
+                          "use parallel.schedule=lockstep") from None
 
 
 class Simulator:
@@ -94,15 +121,9 @@ class Simulator:
         self.parallel = parallel
         schedule = parallel.schedule
         self.schedule = schedule
-        if schedule == "layered":
-            try:
-                pop_levels = network.levels()
-            except NetworkError as e:
-                raise ConfigError(f"parallel.schedule = 'layered' needs a feed-forward network: {e}; "
-                                  "use parallel.schedule=lockstep") from None
+        pop_levels = schedule_levels(network, schedule)
         self.machine = machine or MachineConfig()
         self.cluster = cluster if cluster is not None else ClusterConfig()
-        self._check_k(parallel.exchange_interval)
         if backend not in ("local", "ray"):
             raise ConfigError(f"backend = {backend!r}: expected 'local' or 'ray'")
         self.k = parallel.exchange_interval
@@ -112,7 +133,7 @@ class Simulator:
         self.mapping = place(network, self.machine, parallel, self.cluster, learning)
         specs = specs_from_mapping(self.mapping, parallel.batch_size, learning)
         self.levels = ({pl.core_id: pop_levels[pl.slice.population] for pl in self.mapping.placements}
-                       if schedule == "layered" else None)
+                       if pop_levels is not None else None)
         if backend == "ray":
             ensure_ray()
         self.backend = make_backend(
@@ -124,15 +145,6 @@ class Simulator:
         self.last_run = None
         self.steps_run = 0
         self.samples_run = 0
-
-    def _check_k(self, k) -> None:
-        min_delay = self.network.min_delay
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ConfigError(f"parallel.exchange_interval = {k!r}: expected an int >= 1")
-        if k > min_delay:
-            raise ConfigError(
-                f"parallel.exchange_interval = {k} exceeds the minimum synaptic delay of {min_delay} steps; "
-                f"expected K <= {min_delay} (a spike must never be needed before the round that carries it ends)")
 
     @property
     def backend_name(self) -> str:
@@ -154,7 +166,7 @@ class Simulator:
         is one Ray call per core and one router set-up.
         """
         k = self.k if exchange_interval is None else exchange_interval
-        self._check_k(k)
+        check_exchange_interval(self.network, k)
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"network.steps = {steps!r}: expected an int >= 1")
         unknown = set(record) - {"spikes", "v"}

@@ -91,3 +91,15 @@ def test_a_sweep_of_plans_compares_cores_chips_and_memory(tmp_path):
     assert [v["cores"] for v in values] == ["88", "88"] and [v["status"] for v in values] == ["ok", "ok"]
     assert int(values[1]["memory.per_core_max_bytes"]) > int(values[0]["memory.per_core_max_bytes"])
     assert '{"hidden": 10, "output": 1}' in (tmp_path / "comparison.md").read_text()
+
+
+def test_a_plan_refuses_an_exchange_interval_or_schedule_that_a_run_would_refuse(tmp_path):
+    """K above the smallest delay and the layered schedule on a recurrent network are refused by the
+    plan with the run's own errors (the plan used to map them and say nothing)."""
+    with pytest.raises(ConfigError, match=r"parallel.exchange_interval = 2 exceeds the minimum synaptic delay of 1"):
+        run(composed("scenario=eprop_cue", "plan=true", "parallel.exchange_interval=2"), tmp_path, "eprop_cue")
+    with pytest.raises(ConfigError, match=r"parallel.schedule = 'layered' needs a feed-forward network"):
+        run(composed("scenario=forward", "plan=true", "parallel.schedule=layered"), tmp_path, "forward")
+    plan = run(composed("scenario=eprop_cue", "plan=true", "parallel.exchange_interval=2", "network.rec_delay=2",
+                        "network.out_delay=2"), tmp_path, "eprop_cue")
+    assert plan["cores"] == 88
