@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from spinnray.backends.base import check_strict, router_plan, with_links, with_nodes
+from spinnray.errors import SpinnrayError
+from spinnray.machine.copies import fuse_copies, join_rows, split_rows
 from spinnray.machine.core import CoreSpec, build_core, invoke
 from spinnray.machine.router import Router, RoutingTable
 from spinnray.machine.schedule import TrainStep, backward_program, drive_lockstep, run_program
@@ -30,10 +32,14 @@ class LocalBackend:
 
     def __init__(self, specs: list[CoreSpec], table: RoutingTable, strict: bool = True, *,
                  node_of: dict[int, int] | None = None, tables: dict[int, RoutingTable] | None = None,
-                 router_of: dict[int, int] | None = None):
-        self.cores = [build_core(s) for s in specs]
-        self.by_id = {c.id: c for c in self.cores}
-        self.plan = plan = router_plan([s.core_id for s in specs], table, node_of, tables, router_of)
+                 router_of: dict[int, int] | None = None, copies: bool = True):
+        self.order = [s.core_id for s in specs]
+        # the copies engine (spinnray.machine.copies): forward cores of a replicated, lockstep mapping
+        fuse = copies and all(s.learning is None for s in specs) and any(s.replicas > 1 for s in specs)
+        self.cores = [build_core(s) for s in (fuse_copies(specs) if fuse else specs)]
+        self.by_id = {p.copy.core_id: c for c in self.cores for p in c.ports}
+        self.ports = {c.id: [p.copy.core_id for p in c.ports] for c in self.cores if len(c.ports) > 1}
+        self.plan = plan = router_plan(self.order, table, node_of, tables, router_of)
         self.node_of, self.n_nodes = plan.node_of, plan.n_nodes
         self.chips = plan.chips({s.core_id: s.chip for s in specs})
         several = plan.n_routers > 1
@@ -70,19 +76,36 @@ class LocalBackend:
         ``batch`` gives each core's number of samples; ``levels`` (core -> level): the layered
         schedule; ``train``: then the reverse pass and the optimizer step."""
         n_levels = max(levels.values()) + 1 if levels is not None else 0
+        if self.ports and (levels is not None or train is not None):
+            raise SpinnrayError("the copies engine steps lockstep forward runs only (build LocalBackend with "
+                                "copies=False)")
         self._configure((steps if levels is not None else k) - 1, max(batch.values()))
-        programs = {c.id: run_program(c, steps, k, batch[c.id], inputs.get(c.id), record,
-                                      (levels[c.id], n_levels) if levels is not None else None, train)
-                    for c in self.cores}
-        results = drive_lockstep(programs, self._route, self._flush)
+        programs = {}
+        for c in self.cores:
+            ids = self.ports.get(c.id)
+            b = batch[c.id] if ids is None else tuple(batch[i] for i in ids)
+            x = inputs.get(c.id) if ids is None else join_rows([inputs.get(i) for i in ids])
+            programs[c.id] = run_program(c, steps, k, b, x, record,
+                                         (levels[c.id], n_levels) if levels is not None else None, train)
+        results = drive_lockstep(programs, self._route, self._flush, self.ports)
         if self.strict:
             check_strict(*self.reports())
-        return {cid: rec for cid, (rec, _, _) in results.items()}
+        out = {}
+        for cid, (rec, _, _) in results.items():
+            core = self.by_id[cid]
+            for p in core.ports if cid in self.ports else ():
+                out[p.copy.core_id] = split_rows(rec, p.lo, p.n)
+            if cid not in self.ports:
+                out[cid] = rec
+        return out
 
     def run_backward(self, steps: int, batch: int, scale: float, levels: dict[int, int] | None = None,
                      k: int = 1) -> None:
         """The reverse pass of the last run (:func:`spinnray.machine.schedule.backward_program`),
         lockstep in rounds of ``k`` steps."""
+        if self.ports:
+            raise SpinnrayError("the copies engine steps lockstep forward runs only (build LocalBackend with "
+                                "copies=False)")
         n_levels = max(levels.values()) + 1 if levels is not None else 0
         self._configure(steps - 1 if levels is not None else k - 1, batch)
         programs = {c.id: backward_program(c, steps, scale, (levels[c.id], n_levels) if levels is not None else None,
@@ -99,12 +122,13 @@ class LocalBackend:
     def call(self, method, args: dict[int, tuple] | None = None, cores=None) -> dict:
         """``method(core, *args[core])`` on each core (all, or ``cores``): results by core id.
         ``method`` is a function of the core's class, e.g. ``LearningCore.gradients``."""
-        ids = [c.id for c in self.cores] if cores is None else list(cores)
+        ids = self.order if cores is None else list(cores)
         return {cid: invoke(self.by_id[cid], method, (args or {}).get(cid, ())) for cid in ids}
 
     def reports(self) -> tuple[list[dict], list[dict]]:
         """Per-core reports (with ``node``) and one report per router."""
-        cores = with_nodes([c.report() for c in self.cores], self.node_of)
+        by_id = {rep["core_id"]: rep for c in self.cores for rep in c.port_reports()}
+        cores = with_nodes([by_id[cid] for cid in self.order], self.node_of)
         routers = [{"router_id": r.router_id, "node": r.node, "counters": r.counters.as_dict(),
                     "reasons": list(r.reasons)} for r in self.routers]
         return cores, with_links(routers, cores, self.chips)

@@ -43,7 +43,7 @@ from spinnray.machine.counters import CoreCounters
 from spinnray.machine.synapses import ANALOG_BLOCK_ELEMENTS, accumulate_events, analog_input_block
 from spinnray.model.neurons import NeuronModel, SpikeSource
 
-__all__ = ["IncomingSpec", "CoreSpec", "CoreShape", "Core", "build_core", "forward_memory", "invoke"]
+__all__ = ["IncomingSpec", "CopySpec", "Port", "CoreSpec", "CoreShape", "Core", "build_core", "forward_memory", "invoke"]
 
 _MAX_REASONS = 20
 
@@ -114,6 +114,39 @@ def forward_memory(shape: CoreShape, state_batch: int | None = None) -> dict[str
 
 
 @dataclass(frozen=True, eq=False)
+class CopySpec:
+    """One PE among data-parallel copies of a slice that one core object steps together (the
+    ``local`` backend's copies engine): what differs between the copies.  Their weights, model
+    and incoming projections are the same at every step; their samples, keys and counters are not."""
+
+    core_id: int
+    chip: int
+    pe: int
+    replica: int
+    key_base: int | None
+    error_key_base: int | None
+    sources: tuple[tuple[int, str, int, int], ...]
+    batch: int                                           # the copy's mapped batch
+
+    @classmethod
+    def of(cls, spec: "CoreSpec") -> "CopySpec":
+        return cls(spec.core_id, spec.chip, spec.pe, spec.replica, spec.key_base, spec.error_key_base,
+                   spec.sources, spec.batch)
+
+
+class Port:
+    """A core object's face as one PE: its copy, counters, notes and rows of the run's batch."""
+
+    __slots__ = ("copy", "counters", "reasons", "lo", "n")
+
+    def __init__(self, copy: CopySpec):
+        self.copy = copy
+        self.counters = CoreCounters()
+        self.reasons: list[str] = []
+        self.lo, self.n = 0, copy.batch
+
+
+@dataclass(frozen=True, eq=False)
 class CoreSpec:
     """Everything needed to build one core (picklable: sent to a Ray actor).
 
@@ -140,6 +173,7 @@ class CoreSpec:
     replicas: int = 1                                    # data-parallel copies of the network
     error_key_base: int | None = None                    # error events about this slice's neurons
     learning: Any = None                                 # a rule's typed core spec, or None
+    copies: tuple[CopySpec, ...] = ()                    # () = one PE; else the copies stepped together
 
     @property
     def n(self) -> int:
@@ -192,10 +226,13 @@ class Core:
         self.delays = [None if np.isscalar(inc.delays) else inc.delays for inc in spec.incoming]
         self.hist = {name: np.zeros((d, spec.batch, size), bool) for name, (d, size) in spec.history.items()}
         pre_names = list(spec.history)
-        src = sorted(spec.sources)
+        # one port per PE this object stands for: itself, or each copy it steps (CopySpec)
+        self.ports = [Port(c) for c in (spec.copies or (CopySpec.of(spec),))]
+        src = sorted((*s, r) for r, port in enumerate(self.ports) for s in port.copy.sources)
         self._src_prefix = np.array([s[0] for s in src], np.int64)
         self._src_pre = np.array([pre_names.index(s[1]) for s in src], np.int64)
         self._src_lo = np.array([s[2] for s in src], np.int64)
+        self._src_port = np.array([s[4] for s in src], np.int64)
         self._pre_names = pre_names
         self._src_n = np.array([s[3] - s[2] for s in src], np.int64)
         self.state = spec.model.init_state(spec.batch, spec.n, self.dtype)
@@ -203,8 +240,8 @@ class Core:
         self.analog_pres = tuple(inc.pre for inc in spec.incoming if inc.analog)
         self.analog: dict[str, np.ndarray] = {}  # pre -> (steps, batch, pre_size) host-written input
         self.batch = spec.batch
-        self.counters = CoreCounters()
-        self.reasons: list[str] = []
+        self.counters = self.ports[0].counters      # a single PE's (with copies: use each port's)
+        self.reasons = self.ports[0].reasons
         self.record_vars: tuple[str, ...] = ("spikes",)
         self.recorded: dict[str, np.ndarray] = {}
         self.layered = False                     # the schedule of the current run (reset)
@@ -214,12 +251,13 @@ class Core:
         self._events_peak = 0                    # layered: bytes of this run's input events once indexed
 
     def check_budget(self, what: str) -> None:
-        """BudgetError when what this core holds now exceeds its PE's SRAM."""
-        used = sum(self.memory().values())
-        if used > self.spec.budget_bytes:
-            spec = self.spec
-            raise BudgetError(f"core {self.id} ({spec.population}[{spec.lo}, {spec.hi})) {what} {used} bytes; "
-                              f"the budget is {spec.budget_bytes} bytes")
+        """BudgetError when what this core (or a copy it steps) holds now exceeds its PE's SRAM."""
+        spec = self.spec
+        for r, port in enumerate(self.ports):
+            used = sum(self.port_memory(r).values())
+            if used > spec.budget_bytes:
+                raise BudgetError(f"core {port.copy.core_id} ({spec.population}[{spec.lo}, {spec.hi})) {what} "
+                                  f"{used} bytes; the budget is {spec.budget_bytes} bytes")
 
     # ------------------------------------------------------------ extensions
     def _after_step(self, t: int, spikes: np.ndarray | None, before: tuple, fired: tuple | None) -> None:
@@ -262,8 +300,8 @@ class Core:
             setattr(self.counters, k, v)
 
     def events_sent(self) -> int:
-        """Spike and error events this core has sent since it was built."""
-        return self.counters.spike_events_sent + self.counters.error_events_sent
+        """Spike and error events this core (every copy it steps) has sent since it was built."""
+        return sum(p.counters.spike_events_sent + p.counters.error_events_sent for p in self.ports)
 
     # ------------------------------------------------------------------ memory
     def memory(self) -> dict[str, int]:
@@ -276,14 +314,23 @@ class Core:
             mem["input_events"] = max(self._event_bytes(), self._events_peak)
         return mem
 
+    def port_memory(self, r: int) -> dict[str, int]:
+        """Bytes by category that copy ``r`` would hold as a PE of its own (a single core: :meth:`memory`)."""
+        if len(self.ports) == 1:
+            return self.memory()
+        port = self.ports[r]
+        mem = forward_memory(replace(self.spec.shape, batch=port.copy.batch), state_batch=port.n)
+        if self.inputs is not None:
+            mem["input_spikes"] = self.inputs.shape[0] * port.n * self.spec.n
+        return mem
+
     # ------------------------------------------------------------------- setup
     def reset(self, steps: int, batch: int | None = None, inputs: np.ndarray | None = None,
               record: tuple[str, ...] = ("spikes",), layered: bool = False) -> None:
         """Zero state and history for a new run of ``steps`` steps of ``batch`` samples;
-        ``layered``: the run follows the layered schedule (module docstring)."""
-        batch = self.spec.batch if batch is None else batch
-        if not 0 <= batch <= self.spec.batch:
-            raise SpinnrayError(f"core {self.id}: batch {batch} outside [0, {self.spec.batch}] (the mapped batch)")
+        ``layered``: the run follows the layered schedule (module docstring).  A core stepping
+        copies takes one batch per copy (a tuple): their rows follow each other in copy order."""
+        batch = self._set_rows(self.spec.batch if batch is None else batch)
         self.layered = layered
         self.batch = batch
         self._no_input = np.zeros((batch, self.spec.n), self.dtype)
@@ -322,6 +369,24 @@ class Core:
             self.recorded["spikes"] = np.zeros((steps, batch, self.spec.n), bool)
         if "v" in record and not isinstance(self.model, SpikeSource):
             self.recorded["v"] = np.zeros((steps, batch, self.spec.n), self.dtype)
+
+    def _set_rows(self, batch) -> int:
+        """Each port's rows of the run (its samples, in copy order); the total."""
+        sizes = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+        if len(sizes) != len(self.ports):
+            raise SpinnrayError(f"core {self.id}: {len(sizes)} batch size(s) for {len(self.ports)} PE(s)")
+        lo = 0
+        for port, n in zip(self.ports, sizes):
+            if not isinstance(n, (int, np.integer)) or not 0 <= n <= port.copy.batch:
+                raise SpinnrayError(f"core {port.copy.core_id}: batch {n} outside [0, {port.copy.batch}] "
+                                    "(the mapped batch)")
+            port.lo, port.n = lo, int(n)
+            lo += int(n)
+        return lo
+
+    def _port_of_rows(self) -> np.ndarray:
+        """The port of every row of the run's batch."""
+        return np.repeat(np.arange(len(self.ports)), [p.n for p in self.ports])
 
     # -------------------------------------------------------------------- tick
     def synaptic_input(self, t: int) -> np.ndarray:
@@ -425,8 +490,9 @@ class Core:
                     out_t.append(t.astype(np.uint16))
                     out_b.append(b)
                     out_i.append(i)
-                    per_step = int(np.bincount(t).max())
-                    self.counters.max_events_per_step = max(self.counters.max_events_per_step, per_step)
+                    if len(self.ports) == 1:
+                        per_step = int(np.bincount(t).max())
+                        self.counters.max_events_per_step = max(self.counters.max_events_per_step, per_step)
             k_steps = range(0)
         else:
             k_steps = range(t0, t0 + k)
@@ -447,10 +513,14 @@ class Core:
                     out_t.append(np.full(len(b), t - t0, np.uint16))
                     out_b.append(b)
                     out_i.append(i)
-                    self.counters.max_events_per_step = max(self.counters.max_events_per_step, len(b))
+                    if len(self.ports) == 1:
+                        self.counters.max_events_per_step = max(self.counters.max_events_per_step, len(b))
             if record_v:
                 self.recorded["v"][t] = self.model.voltage(self.state)
-        self.counters.steps += k
+        for port in self.ports:
+            port.counters.steps += k
+        if len(self.ports) > 1:
+            return self._copies_frames(t0, out_t, out_b, out_i)
         if not out_i:
             return []
         i = np.concatenate(out_i)
@@ -465,9 +535,33 @@ class Core:
         self.counters.bytes_sent += len(frame)
         return [frame]
 
-    def deliver(self, frames: list[bytes], t0: int, k: int) -> None:
+    def _copies_frames(self, t0: int, out_t: list, out_b: list, out_i: list) -> dict[int, list[bytes]]:
+        """A round's spike frames of every copy: each copy's events (in the order one PE would send
+        them), with its keys and its own sample indices; counted per copy."""
+        out: dict[int, list[bytes]] = {p.copy.core_id: [] for p in self.ports}
+        if not out_i:
+            return out
+        t, b, i = np.concatenate(out_t), np.concatenate(out_b), np.concatenate(out_i)
+        port_of = self._port_of_rows()[b]
+        for r, port in enumerate(self.ports):
+            sel = np.flatnonzero(port_of == r)
+            if not len(sel):
+                continue
+            c, copy = port.counters, port.copy
+            steps = t[sel]
+            c.max_events_per_step = max(c.max_events_per_step, int(np.bincount(steps).max()))
+            frame = packet.encode(packet.Kind.SPIKE, copy.core_id, t0, keys=(copy.key_base + i[sel]).astype(np.uint32),
+                                  offsets=steps, batch=(b[sel] - port.lo).astype(np.uint16) if copy.batch > 1 else None)
+            c.packets_sent += 1
+            c.spike_events_sent += len(sel)
+            c.bytes_sent += len(frame)
+            out[copy.core_id] = [frame]
+        return out
+
+    def deliver(self, frames, t0: int, k: int) -> None:
         """Receive the frames of the round that covered steps ``t0 .. t0+k-1``
-        (layered: of the run, ``t0 = 0``, ``k = T``: kept as input events)."""
+        (layered: of the run, ``t0 = 0``, ``k = T``: kept as input events).  A core stepping
+        copies takes ``{copy's core id: frames}``."""
         for ring in () if self.layered else self.hist.values():
             depth = len(ring)
             if k >= depth:
@@ -476,72 +570,85 @@ class Core:
                 ring[t0 % depth] = False
             else:
                 ring[(t0 + np.arange(k)) % depth] = False
-        c = self.counters
-        fast = packet.spike_round(frames, step=t0, max_offset=k - 1, n_batch=self.batch) if frames else None
+        by_port = [frames] if len(self.ports) == 1 else [frames.get(p.copy.core_id, []) for p in self.ports]
+        parts = [ev for r, f in enumerate(by_port) if f for ev in [self._take_spikes(r, f, t0, k)] if ev is not None]
+        if not parts:
+            return
+        if len(parts) == 1:
+            self._store_events(*parts[0], t0)
+        else:
+            self._store_events(*(np.concatenate(x) for x in zip(*parts)), t0)
+
+    def _take_spikes(self, r: int, frames: list[bytes], t0: int, k: int):
+        """Port ``r``'s frames of the round, counted on it: ``(int64 keys, step offsets, rows of
+        the batch, port of each event)`` of the accepted events, or None."""
+        port = self.ports[r]
+        c = port.counters
+        fast = packet.spike_round(frames, step=t0, max_offset=k - 1, n_batch=port.n)
         if fast is not None:                    # the usual round: every frame valid, decoded at once
             keys, offsets, bat, counts = fast
             c.packets_received += len(frames)
             c.bytes_received += sum(len(f) for f in frames)
             c.spike_events_received += len(keys)
-            if len(keys):
-                self._store_events(keys.astype(np.int64), offsets, bat, t0)
-            return
+            if not len(keys):
+                return None
+            return keys.astype(np.int64), offsets, bat.astype(np.int64) + port.lo, np.full(len(keys), r)
         keys_l, offs_l, b_l = [], [], []
         for frame in frames:
             c.packets_received += 1
             c.bytes_received += packet.frame_nbytes(frame)
             try:
-                p = packet.decode(frame, max_offset=k - 1, n_batch=self.batch)
+                p = packet.decode(frame, max_offset=k - 1, n_batch=port.n)
                 if p.step != t0:
                     raise PacketError(f"packet of step {p.step} arrived in the round of step {t0}")
                 if p.kind != packet.Kind.SPIKE:
-                    raise PacketError(f"core {self.id} takes no error events (kind {int(p.kind)})")
+                    raise PacketError(f"core {port.copy.core_id} takes no error events (kind {int(p.kind)})")
             except PacketError as e:
                 c.rejected += 1
-                self._note(f"core {self.id}: rejected frame: {e.reason}")
+                self._note(f"core {port.copy.core_id}: rejected frame: {e.reason}", r)
                 continue
             c.spike_events_received += p.n
             keys_l.append(p.keys)
             offs_l.append(p.offsets)
             b_l.append(p.batch if p.batch is not None else np.zeros(p.n, np.uint16))
         if not keys_l:
-            return
+            return None
         # All frames of the round at once: one key lookup and one ring write per
         # pre population (frames are kept in arrival order, as before).
-        one = len(keys_l) == 1
-        keys = (keys_l[0] if one else np.concatenate(keys_l)).astype(np.int64)
-        offsets = offs_l[0] if one else np.concatenate(offs_l)
-        bat = b_l[0] if one else np.concatenate(b_l)
-        self._store_events(keys, offsets, bat, t0)
+        keys = np.concatenate(keys_l).astype(np.int64)
+        return keys, np.concatenate(offs_l), np.concatenate(b_l).astype(np.int64) + port.lo, np.full(len(keys), r)
 
-    def _store_events(self, keys: np.ndarray, offsets: np.ndarray, bat: np.ndarray, t0: int) -> None:
-        """The accepted events of a round (int64 keys, their step offsets from ``t0`` and
-        sample indices): looked up by key and stored per pre population."""
-        c = self.counters
+    def _store_events(self, keys: np.ndarray, offsets: np.ndarray, rows: np.ndarray, ports: np.ndarray,
+                      t0: int) -> None:
+        """The accepted events of a round (int64 keys, their step offsets from ``t0``, rows of the
+        batch and the port each came in by): looked up by key and stored per pre population.  A
+        key must come from a source of the port's own copy."""
         mask = (1 << self.spec.key_bits) - 1
         prefix, local = keys >> self.spec.key_bits, keys & mask
         if len(self._src_prefix) and len(prefix):
             j = np.minimum(np.searchsorted(self._src_prefix, prefix), len(self._src_prefix) - 1)
-            ok = (self._src_prefix[j] == prefix) & (local < self._src_n[j])
+            ok = (self._src_prefix[j] == prefix) & (local < self._src_n[j]) & (self._src_port[j] == ports)
         else:
             j, ok = np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
         if not ok.all():
-            c.dropped += int((~ok).sum())
-            self._note(f"core {self.id}: {int((~ok).sum())} event(s) with unknown key, "
-                       f"first {int(keys[~ok][0]):#010x}")
-            j, local, offsets, bat = j[ok], local[ok], offsets[ok], bat[ok]
+            bad = ~ok
+            for r in np.unique(ports[bad]):
+                mine = bad & (ports == r)
+                self.ports[r].counters.dropped += int(mine.sum())
+                self._note(f"core {self.ports[r].copy.core_id}: {int(mine.sum())} event(s) with unknown key, "
+                           f"first {int(keys[mine][0]):#010x}", int(r))
+            j, local, offsets, rows = j[ok], local[ok], offsets[ok], rows[ok]
         if not len(j):
             return
         steps = t0 + offsets.astype(np.int64)
-        b = bat.astype(np.int64)
         pre = self._src_lo[j] + local
         which = self._src_pre[j]
         if len(self._pre_names) == 1:
-            self._store(self._pre_names[0], steps, b, pre)
+            self._store(self._pre_names[0], steps, rows, pre)
             return
         for w in np.unique(which):
             sel = which == w
-            self._store(self._pre_names[w], steps[sel], b[sel], pre[sel])
+            self._store(self._pre_names[w], steps[sel], rows[sel], pre[sel])
 
     def _store(self, name: str, steps: np.ndarray, b: np.ndarray, pre: np.ndarray) -> None:
         """Delivered spikes of pre population ``name``: into its ring, or (layered) the input events."""
@@ -556,11 +663,21 @@ class Core:
         """Frames rejected and events dropped at this core so far."""
         return self.counters.rejected + self.counters.dropped
 
-    def _note(self, reason: str) -> None:
-        if len(self.reasons) < _MAX_REASONS:
-            self.reasons.append(reason)
+    def _note(self, reason: str, port: int = 0) -> None:
+        reasons = self.ports[port].reasons
+        if len(reasons) < _MAX_REASONS:
+            reasons.append(reason)
 
     # ----------------------------------------------------------------- readout
+    def port_reports(self) -> list[dict]:
+        """One report per PE this object stands for, in copy order (a single core: :meth:`report`)."""
+        if len(self.ports) == 1:
+            return [self.report()]
+        spec = self.spec
+        return [{"core_id": p.copy.core_id, "chip": p.copy.chip, "pe": p.copy.pe, "population": spec.population,
+                 "slice": [spec.lo, spec.hi], "counters": p.counters.as_dict(), "memory": self.port_memory(r),
+                 "reasons": list(p.reasons)} for r, p in enumerate(self.ports)]
+
     def report(self) -> dict:
         """Counters, memory and notes of this core (plain data)."""
         return {"core_id": self.id, "chip": self.spec.chip, "pe": self.spec.pe,

@@ -109,19 +109,33 @@ def take_errors(core, frames: list[bytes], i: int, span: int) -> None:
         core._note(f"core {core.id}: error frame at reverse step {i} for a core that does not learn")
 
 
-def drive_lockstep(programs: dict[int, Program], route, flush=None) -> dict[int, tuple]:
+def drive_lockstep(programs: dict[int, Program], route, flush=None,
+                   ports: dict[int, list[int]] | None = None) -> dict[int, tuple]:
     """Run every program round by round in this process: collect each core's frames, route the
     round (``route({core: frames}) -> {core: frames}``), hand each core its frames.  ``flush(ids)``
-    is called between collecting and routing.  Returns each program's result by core id."""
+    is called between collecting and routing.  Returns each program's result by core id.
+    ``ports``: program -> the core ids of the copies it steps (:class:`~spinnray.machine.core.CopySpec`);
+    such a program yields and is sent ``{copy's core id: frames}``."""
+    ports = ports or {}
     out: dict[int, list[bytes]] = {cid: next(p)[0] for cid, p in programs.items()}
     results: dict[int, tuple] = {}
     while out:
         if flush is not None:
             flush(list(out))
-        routed = route(out)
+        inbox: dict[int, list[bytes]] = {}
+        for cid, frames in out.items():
+            if cid in ports:
+                inbox.update(frames)
+            else:
+                inbox[cid] = frames
+        routed = route(inbox)
         nxt = {}
-        for cid, frames in routed.items():
-            if cid not in out:
+        for cid in out:
+            if cid in ports:
+                frames = {c: routed.get(c, []) for c in ports[cid]}
+            elif cid in routed:
+                frames = routed[cid]
+            else:
                 continue
             try:
                 nxt[cid] = programs[cid].send(frames)[0]
