@@ -140,7 +140,8 @@ class Simulator:
             backend, specs, self.mapping.table, self.machine.strict,
             self.cluster.round_timeout_s if timeout_s is None else timeout_s,
             node_of=self.mapping.node_of(), tables=self.mapping.router_tables(), node_ids=self.cluster.node_ids,
-            placement_timeout_s=self.cluster.placement_timeout_s, router_of=self.mapping.router_of())
+            placement_timeout_s=self.cluster.placement_timeout_s, router_of=self.mapping.router_of(),
+            copies=schedule == "lockstep")
         self.dense_equivalent_events = 0
         self.last_run = None
         self.steps_run = 0

@@ -19,11 +19,14 @@ __all__ = ["LocalBackend", "RayBackend", "make_backend", "ensure_ray", "cluster_
 def make_backend(name: str, specs: list[CoreSpec], table: RoutingTable, strict: bool = True,
                  timeout_s: float = 120.0, *, node_of: dict[int, int] | None = None,
                  tables: dict[int, RoutingTable] | None = None, node_ids=None,
-                 placement_timeout_s: float = 120.0, router_of: dict[int, int] | None = None):
+                 placement_timeout_s: float = 120.0, router_of: dict[int, int] | None = None,
+                 copies: bool = True):
     """The ``local`` or ``ray`` backend for ``specs``; ``node_of`` spreads the cores over nodes,
-    ``router_of``/``tables`` give them routers (default: one node, one router per node)."""
+    ``router_of``/``tables`` give them routers (default: one node, one router per node); ``copies``:
+    ``local`` may step the copies of a slice together (lockstep runs: :mod:`spinnray.machine.copies`)."""
     if name == "local":
-        return LocalBackend(specs, table, strict, node_of=node_of, tables=tables, router_of=router_of)
+        return LocalBackend(specs, table, strict, node_of=node_of, tables=tables, router_of=router_of,
+                            copies=copies)
     if name == "ray":
         return RayBackend(specs, table, strict, timeout_s, node_of=node_of, tables=tables, node_ids=node_ids,
                           placement_timeout_s=placement_timeout_s, router_of=router_of)

@@ -570,14 +570,45 @@ class Core:
                 ring[t0 % depth] = False
             else:
                 ring[(t0 + np.arange(k)) % depth] = False
-        by_port = [frames] if len(self.ports) == 1 else [frames.get(p.copy.core_id, []) for p in self.ports]
-        parts = [ev for r, f in enumerate(by_port) if f for ev in [self._take_spikes(r, f, t0, k)] if ev is not None]
+        if len(self.ports) == 1:
+            parts = [self._take_spikes(0, frames, t0, k)] if frames else []
+        else:
+            by_port = [frames.get(p.copy.core_id, []) for p in self.ports]
+            parts = self._take_copies_spikes(by_port, t0, k)
+        parts = [ev for ev in parts if ev is not None]
         if not parts:
             return
         if len(parts) == 1:
             self._store_events(*parts[0], t0)
         else:
             self._store_events(*(np.concatenate(x) for x in zip(*parts)), t0)
+
+    def _take_copies_spikes(self, by_port: list[list[bytes]], t0: int, k: int) -> list:
+        """Every copy's frames of the round decoded at once when all are valid (each sample index
+        below its own copy's batch), counted per copy; else copy by copy (:meth:`_take_spikes`
+        names what is wrong)."""
+        flat = [f for fs in by_port for f in fs]
+        if not flat:
+            return []
+        fast = packet.spike_round(flat, step=t0, max_offset=k - 1, n_batch=max(p.n for p in self.ports))
+        if fast is not None:
+            keys, offsets, bat, counts = fast
+            frames_of = [len(fs) for fs in by_port]
+            port_of = np.repeat(np.repeat(np.arange(len(self.ports)), frames_of), counts)
+            if np.all(bat < np.array([p.n for p in self.ports])[port_of]):
+                done = 0
+                for port, fs in zip(self.ports, by_port):
+                    c = port.counters
+                    n = sum(counts[done:done + len(fs)])
+                    done += len(fs)
+                    c.packets_received += len(fs)
+                    c.bytes_received += sum(len(f) for f in fs)
+                    c.spike_events_received += n
+                if not len(keys):
+                    return []
+                lo = np.array([p.lo for p in self.ports])
+                return [(keys.astype(np.int64), offsets, bat.astype(np.int64) + lo[port_of], port_of)]
+        return [self._take_spikes(r, fs, t0, k) for r, fs in enumerate(by_port) if fs]
 
     def _take_spikes(self, r: int, frames: list[bytes], t0: int, k: int):
         """Port ``r``'s frames of the round, counted on it: ``(int64 keys, step offsets, rows of
