@@ -466,6 +466,9 @@ class ParallelConfig:
     schedule: str = opt("lockstep", "lockstep: rounds of K steps, every core stepping together; layered: one "
                                     "round per level of a feed-forward network (same results, far fewer rounds)",
                         choices=("lockstep", "layered"))
+    copies: bool = opt(True, "backend=local: one core object steps every data-parallel copy of a slice (each "
+                             "copy still sends, routes and counts its own packets; same results and counters, "
+                             "faster); false: each copy apart, as backend=ray runs them")
 
 
 @dataclass(frozen=True)

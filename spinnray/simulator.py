@@ -141,7 +141,7 @@ class Simulator:
             self.cluster.round_timeout_s if timeout_s is None else timeout_s,
             node_of=self.mapping.node_of(), tables=self.mapping.router_tables(), node_ids=self.cluster.node_ids,
             placement_timeout_s=self.cluster.placement_timeout_s, router_of=self.mapping.router_of(),
-            copies=schedule == "lockstep")
+            copies=parallel.copies and schedule == "lockstep")
         self.dense_equivalent_events = 0
         self.last_run = None
         self.steps_run = 0

@@ -35,6 +35,17 @@ KWS = ("data.name=speech_commands", "data.root={gsc}", "learning.epochs=2", "net
        "parallel.cores_per_population=3", "parallel.replicas=1", "learning.batch_size=1", "learning.lr=0.01")
 DENSE = ("learning.epochs=2", "network.hidden=12")
 
+
+def _with(base: tuple[str, ...], *changes: str) -> tuple[str, ...]:
+    """``base`` with the keys of ``changes`` set to their new values."""
+    keys = {c.split("=")[0] for c in changes}
+    return tuple(o for o in base if o.split("=")[0] not in keys) + changes
+
+
+# data-parallel copies, uneven shards (2 + 2 + 1): local steps them together, ray apart
+CUE_COPIES = _with(CUE, "parallel.replicas=3", "learning.batch_size=5", "data.train_size=10")
+LIF = ("network.n_lif=20", "network.refractory_steps=2", "learning.rate_reg=1.0", "learning.feedback=random")
+
 # name -> (scenario, overrides, backend); {gsc} is the synthetic Speech Commands directory
 CASES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "forward-local": ("forward", ("network.steps=60", "data.limit=3"), "local"),
@@ -55,6 +66,11 @@ CASES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "eprop-cue-lif-local": ("eprop_cue", CUE + ("network.n_lif=20", "network.refractory_steps=2",
                                                 "learning.rate_reg=1.0", "learning.feedback=random",
                                                 "data.resample=true"), "local"),
+    "eprop-cue-copies-local": ("eprop_cue", CUE_COPIES, "local"),
+    "eprop-cue-copies-ray": ("eprop_cue", CUE_COPIES, "ray"),
+    "eprop-cue-lif-copies-local": ("eprop_cue", CUE_COPIES + LIF, "local"),
+    "eprop-cue-pcm-copies-local": ("eprop_cue", CUE_COPIES + ("machine.synapse=pcm",), "local"),
+    "eprop-kws-copies-local": ("eprop_kws", _with(KWS, "parallel.replicas=2", "learning.batch_size=3"), "local"),
     "eprop-kws-local": ("eprop_kws", KWS, "local"),
     "eprop-kws-ray": ("eprop_kws", KWS, "ray"),
     "eprop-kws-4bit-local": ("eprop_kws", KWS + ("machine.weight_bits=4", "machine.rounding=stochastic",

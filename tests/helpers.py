@@ -56,13 +56,13 @@ def eventprop_trainer(net, learn: EventPropConfig, *, machine, cores_per_populat
 
 
 def eprop_trainer(net, learn: EPropConfig, *, machine, hidden_cores, backend: str = "local", timeout_s: float = 120.0,
-                  batch_size: int | None = None, cluster=None, replicas: int = 1):
+                  batch_size: int | None = None, cluster=None, replicas: int = 1, copies: bool = True):
     if batch_size is not None:
         learn = replace(learn, batch_size=batch_size)
     cluster = replace(cluster or ClusterConfig(), round_timeout_s=timeout_s)
     return Trainer(net, rule("eprop"), learn, machine=machine,
-                   parallel=ParallelConfig(cores_per_population=hidden_cores, replicas=replicas), backend=backend,
-                   cluster=cluster)
+                   parallel=ParallelConfig(cores_per_population=hidden_cores, replicas=replicas, copies=copies),
+                   backend=backend, cluster=cluster)
 
 
 def spikes_split(raster: np.ndarray, labels) -> RasterSplit:

@@ -12,7 +12,7 @@ import numpy as np
 from spinnray.backends.base import check_strict, router_plan, with_links, with_nodes
 from spinnray.errors import SpinnrayError
 from spinnray.machine.copies import fuse_copies, join_rows, split_rows
-from spinnray.machine.core import CoreSpec, build_core, invoke
+from spinnray.machine.core import Core, CoreSpec, build_core, invoke
 from spinnray.machine.router import Router, RoutingTable
 from spinnray.machine.schedule import TrainStep, backward_program, drive_lockstep, run_program
 
@@ -35,10 +35,12 @@ class LocalBackend:
                  router_of: dict[int, int] | None = None, copies: bool = True):
         self.order = [s.core_id for s in specs]
         # the copies engine (spinnray.machine.copies): forward cores of a replicated, lockstep mapping
-        fuse = copies and all(s.learning is None for s in specs) and any(s.replicas > 1 for s in specs)
+        fuse = copies and any(s.replicas > 1 for s in specs) and all(
+            (Core if s.learning is None else s.learning.core_class).steps_copies for s in specs)
         self.cores = [build_core(s) for s in (fuse_copies(specs) if fuse else specs)]
         self.by_id = {p.copy.core_id: c for c in self.cores for p in c.ports}
         self.ports = {c.id: [p.copy.core_id for p in c.ports] for c in self.cores if len(c.ports) > 1}
+        self.port_index = {p.copy.core_id: r for c in self.cores for r, p in enumerate(c.ports)}
         self.plan = plan = router_plan(self.order, table, node_of, tables, router_of)
         self.node_of, self.n_nodes = plan.node_of, plan.n_nodes
         self.chips = plan.chips({s.core_id: s.chip for s in specs})
@@ -76,9 +78,8 @@ class LocalBackend:
         ``batch`` gives each core's number of samples; ``levels`` (core -> level): the layered
         schedule; ``train``: then the reverse pass and the optimizer step."""
         n_levels = max(levels.values()) + 1 if levels is not None else 0
-        if self.ports and (levels is not None or train is not None):
-            raise SpinnrayError("the copies engine steps lockstep forward runs only (build LocalBackend with "
-                                "copies=False)")
+        if self.ports and levels is not None:
+            raise SpinnrayError("the copies engine steps lockstep runs only (build LocalBackend with copies=False)")
         self._configure((steps if levels is not None else k) - 1, max(batch.values()))
         programs = {}
         for c in self.cores:
@@ -103,15 +104,14 @@ class LocalBackend:
                      k: int = 1) -> None:
         """The reverse pass of the last run (:func:`spinnray.machine.schedule.backward_program`),
         lockstep in rounds of ``k`` steps."""
-        if self.ports:
-            raise SpinnrayError("the copies engine steps lockstep forward runs only (build LocalBackend with "
-                                "copies=False)")
+        if self.ports and levels is not None:
+            raise SpinnrayError("the copies engine steps lockstep runs only (build LocalBackend with copies=False)")
         n_levels = max(levels.values()) + 1 if levels is not None else 0
         self._configure(steps - 1 if levels is not None else k - 1, batch)
         programs = {c.id: backward_program(c, steps, scale, (levels[c.id], n_levels) if levels is not None else None,
                                            k)
                     for c in self.cores}
-        drive_lockstep(programs, self._route)
+        drive_lockstep(programs, self._route, ports=self.ports)
         if self.strict:
             check_strict(*self.reports())
 
@@ -123,7 +123,12 @@ class LocalBackend:
         """``method(core, *args[core])`` on each core (all, or ``cores``): results by core id.
         ``method`` is a function of the core's class, e.g. ``LearningCore.gradients``."""
         ids = self.order if cores is None else list(cores)
-        return {cid: invoke(self.by_id[cid], method, (args or {}).get(cid, ())) for cid in ids}
+        out = {}
+        for cid in ids:
+            core = self.by_id[cid]
+            core.port = self.port_index[cid]
+            out[cid] = invoke(core, method, (args or {}).get(cid, ()))
+        return out
 
     def reports(self) -> tuple[list[dict], list[dict]]:
         """Per-core reports (with ``node``) and one report per router."""

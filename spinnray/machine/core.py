@@ -127,11 +127,12 @@ class CopySpec:
     error_key_base: int | None
     sources: tuple[tuple[int, str, int, int], ...]
     batch: int                                           # the copy's mapped batch
+    error_keys: tuple = ()                               # per incoming projection: its pre neurons' error keys
 
     @classmethod
     def of(cls, spec: "CoreSpec") -> "CopySpec":
         return cls(spec.core_id, spec.chip, spec.pe, spec.replica, spec.key_base, spec.error_key_base,
-                   spec.sources, spec.batch)
+                   spec.sources, spec.batch, tuple(inc.error_keys for inc in spec.incoming))
 
 
 class Port:
@@ -210,6 +211,7 @@ class Core:
     """The behaviour of one PE; see the module docstring for the phases."""
 
     learns = False          # takes part in reverse passes (the learning cores of spinnray.rules)
+    steps_copies = True     # may step data-parallel copies together (spinnray.machine.copies)
 
     def __init__(self, spec: CoreSpec):
         self.spec = spec
@@ -240,6 +242,7 @@ class Core:
         self.analog_pres = tuple(inc.pre for inc in spec.incoming if inc.analog)
         self.analog: dict[str, np.ndarray] = {}  # pre -> (steps, batch, pre_size) host-written input
         self.batch = spec.batch
+        self.port = 0                               # the copy a backend's call addresses (LocalBackend.call)
         self.counters = self.ports[0].counters      # a single PE's (with copies: use each port's)
         self.reasons = self.ports[0].reasons
         self.record_vars: tuple[str, ...] = ("spikes",)
@@ -293,11 +296,11 @@ class Core:
 
     def learning_state(self) -> dict:
         """What a checkpoint keeps of a core: its counters (a learning core adds its own)."""
-        return {"counters": self.counters.as_dict()}
+        return {"counters": self.ports[self.port].counters.as_dict()}
 
     def load_learning_state(self, state: dict) -> None:
         for k, v in state.get("counters", {}).items():
-            setattr(self.counters, k, v)
+            setattr(self.ports[self.port].counters, k, v)
 
     def events_sent(self) -> int:
         """Spike and error events this core (every copy it steps) has sent since it was built."""
@@ -702,12 +705,12 @@ class Core:
     # ----------------------------------------------------------------- readout
     def port_reports(self) -> list[dict]:
         """One report per PE this object stands for, in copy order (a single core: :meth:`report`)."""
+        shared = self.report()                  # what the copies share (a learning core's weight stores)
         if len(self.ports) == 1:
-            return [self.report()]
-        spec = self.spec
-        return [{"core_id": p.copy.core_id, "chip": p.copy.chip, "pe": p.copy.pe, "population": spec.population,
-                 "slice": [spec.lo, spec.hi], "counters": p.counters.as_dict(), "memory": self.port_memory(r),
-                 "reasons": list(p.reasons)} for r, p in enumerate(self.ports)]
+            return [shared]
+        return [{**shared, "core_id": p.copy.core_id, "chip": p.copy.chip, "pe": p.copy.pe,
+                 "counters": p.counters.as_dict(), "memory": self.port_memory(r), "reasons": list(p.reasons)}
+                for r, p in enumerate(self.ports)]
 
     def report(self) -> dict:
         """Counters, memory and notes of this core (plain data)."""

@@ -101,12 +101,14 @@ def take_errors(core, frames: list[bytes], i: int, span: int) -> None:
     if core.learns:
         core.deliver_errors(frames, i, span)
         return
-    for frame in frames:
-        c = core.counters
-        c.packets_received += 1
-        c.bytes_received += packet.frame_nbytes(frame)
-        c.rejected += 1
-        core._note(f"core {core.id}: error frame at reverse step {i} for a core that does not learn")
+    by_port = [frames] if len(core.ports) == 1 else [frames.get(p.copy.core_id, []) for p in core.ports]
+    for r, (port, fs) in enumerate(zip(core.ports, by_port)):
+        for frame in fs:
+            c = port.counters
+            c.packets_received += 1
+            c.bytes_received += packet.frame_nbytes(frame)
+            c.rejected += 1
+            core._note(f"core {port.copy.core_id}: error frame at reverse step {i} for a core that does not learn", r)
 
 
 def drive_lockstep(programs: dict[int, Program], route, flush=None,
@@ -124,8 +126,9 @@ def drive_lockstep(programs: dict[int, Program], route, flush=None,
             flush(list(out))
         inbox: dict[int, list[bytes]] = {}
         for cid, frames in out.items():
-            if cid in ports:
-                inbox.update(frames)
+            if cid in ports:                    # [] from a copies core that sends nothing this round
+                for c in ports[cid]:
+                    inbox[c] = frames.get(c, []) if frames else []
             else:
                 inbox[cid] = frames
         routed = route(inbox)

@@ -56,11 +56,11 @@ with is not counted: a PE multiplies by the codes.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from spinnray.errors import ConfigError, DataError, PacketError
+from spinnray.errors import ConfigError, DataError, PacketError, SpinnrayError
 from spinnray.machine import packet
 from spinnray.machine.core import Core, CoreShape, CoreSpec
 from spinnray.config import PCMParams, check_projection_factors
@@ -236,11 +236,16 @@ class LearningCore(Core):
     """A core that learns (module docstring).  Subclasses implement the reverse pass."""
 
     learns = True
+    steps_copies = False        # a rule's cores that keep their sums per copy say so
 
     def __init__(self, spec: CoreSpec):
         super().__init__(spec)
         L = spec.learning
         self.grads = [np.zeros_like(w) for w in self.weights]
+        # with copies (spinnray.machine.copies): each copy's gradients, summed over its own samples
+        self.port_grads = [self.grads] + [[np.zeros_like(w) for w in self.weights] for _ in self.ports[1:]]
+        self._to_apply: set[int] = set()        # copies not yet told this step's update
+        self._applied: list | None = None        # the update's sums, for the copies told after the first
         self.lr_factors = [L.adam.factor(inc.name) for inc in spec.incoming]
         self.opts = [Adam.of(L.adam, w.shape, w.dtype, f) for w, f in zip(self.weights, self.lr_factors)]
         self.masks = [inc.mask for inc in spec.incoming]
@@ -261,12 +266,42 @@ class LearningCore(Core):
 
     def reduction_terms(self) -> list[np.ndarray]:
         """What data-parallel replicas sum elementwise (in replica order) before :meth:`apply`: the
-        gradients, each a sum over this core's samples."""
-        return self.gradients()
+        gradients, each a sum over this core's samples (with copies: the addressed copy's)."""
+        return [g if m is None else g * m for g, m in zip(self.port_grads[self.port], self.masks)]
+
+    def _later_copy(self, grads) -> bool:
+        """Whether this :meth:`apply` is a copy's after the first of the same update (stepping
+        copies): the update is taken once, and every copy must be given the same sums."""
+        if len(self.ports) == 1:
+            self._to_apply.clear()
+            return False
+        r = self.port
+        if r not in self._to_apply:
+            raise SpinnrayError(f"core {self.ports[r].copy.core_id}: apply twice for one update, or before a backward round")
+        first = len(self._to_apply) == len(self.ports)
+        self._to_apply.discard(r)
+        if first:
+            self._applied = None if grads is None else [np.array(g, copy=True) for g in grads]
+            return False
+        same = (grads is None) == (self._applied is None) and (grads is None or all(
+            np.array_equal(a, np.asarray(g)) for a, g in zip(self._applied, grads)))
+        if not same:
+            raise SpinnrayError(f"core {self.ports[r].copy.core_id}: copies of one slice were given different "
+                                "sums to apply; they would diverge")
+        return True
+
+    def _begin_update(self) -> None:
+        """A backward round starts: every copy's gradients from zero, every copy to be told the update."""
+        for grads in self.port_grads:
+            for g in grads:
+                g[:] = 0
+        self._to_apply = set(range(len(self.ports)))
 
     def apply(self, grads: list[np.ndarray] | None = None, lr: float | None = None) -> None:
         """One Adam step of every incoming projection with ``grads``, the replicas' sums of
         :meth:`reduction_terms` (None: this core's own gradient)."""
+        if self._later_copy(grads):
+            return
         if grads is None:
             grads = self.gradients()
         for j, (w, g) in enumerate(zip(self.weights, grads)):
@@ -278,6 +313,15 @@ class LearningCore(Core):
         the current run holds."""
         mem = super().memory()
         mem.update(self.spec.learning.static_memory(self.spec.shape))
+        return mem
+
+    def port_memory(self, r: int) -> dict[str, int]:
+        """Copy ``r``'s memory as a PE of its own: the forward part and the rule's static part at
+        the copy's batch (a rule whose cores hold run-dependent arrays adds them)."""
+        if len(self.ports) == 1:
+            return self.memory()
+        mem = super().port_memory(r)
+        mem.update(self.spec.learning.static_memory(replace(self.spec.shape, batch=self.ports[r].copy.batch)))
         return mem
 
     def report(self) -> dict:
@@ -293,24 +337,52 @@ class LearningCore(Core):
         return rep
 
     # ------------------------------------------------------------ error events
-    def _error_frames(self, i: int, keys: list, batch_idx: list, payload: list,
-                      offsets: list | None = None) -> list[bytes]:
-        """One error frame of reverse step ``i`` from lists of key, batch-index and payload arrays
-        (counted as sent); none when there is no event.  ``offsets``: per event, its step
-        minus ``i`` (the layered schedule's frame of the whole run); None = all 0."""
-        if not keys or not sum(len(k) for k in keys):
-            return []
-        k = np.concatenate(keys)
-        off = np.zeros(len(k), np.uint16) if offsets is None else np.concatenate(offsets).astype(np.uint16)
-        frame = packet.encode(packet.Kind.ERROR, self.id, i, keys=k, offsets=off,
-                              batch=np.concatenate(batch_idx).astype(np.uint16) if self.spec.batch > 1 else None,
-                              payload=np.concatenate(payload).astype(np.float32))
-        c = self.counters
+    def _error_frames(self, i: int, about: list, batch_idx: list, payload: list,
+                      offsets: list | None = None):
+        """One error frame of reverse step ``i`` (counted as sent; none when there is no event)
+        from lists of ``(projection, pre neurons)``, batch-index and payload arrays: each event
+        goes to the error key of its pre neuron.  ``offsets``: per event, its step minus ``i``
+        (the layered schedule's frame of the whole run); None = all 0.  Stepping copies: one
+        frame per copy, ``{copy's core id: frames}``, with the copy's keys and sample indices."""
+        if not about or not sum(len(pre) for _, pre in about):
+            return [] if len(self.ports) == 1 else {}
+        j = np.concatenate([np.full(len(pre), jj) for jj, pre in about])
+        pre = np.concatenate([pre for _, pre in about])
+        b = np.concatenate(batch_idx).astype(np.int64)
+        off = np.zeros(len(pre), np.uint16) if offsets is None else np.concatenate(offsets).astype(np.uint16)
+        val = np.concatenate(payload).astype(np.float32)
+        if len(self.ports) == 1:
+            keys = self._error_keys_of([inc.error_keys for inc in self.spec.incoming], j, pre)
+            return self._error_frame(0, i, keys, off, b, val, offsets is None)
+        port_of = self._port_of_rows()[b]
+        out = {}
+        for r, port in enumerate(self.ports):
+            sel = np.flatnonzero(port_of == r)
+            out[port.copy.core_id] = [] if not len(sel) else self._error_frame(
+                r, i, self._error_keys_of(port.copy.error_keys, j[sel], pre[sel]), off[sel], b[sel] - port.lo,
+                val[sel], offsets is None)
+        return out
+
+    @staticmethod
+    def _error_keys_of(error_keys, j: np.ndarray, pre: np.ndarray) -> np.ndarray:
+        """The error key of each (projection, pre neuron)."""
+        keys = np.zeros(len(pre), np.uint32)
+        for jj in np.unique(j):
+            sel = j == jj
+            keys[sel] = error_keys[int(jj)][pre[sel]]
+        return keys
+
+    def _error_frame(self, r: int, i: int, keys, off, b, val, one_step: bool) -> list[bytes]:
+        """Copy ``r``'s error frame (the core itself for a single core), counted on it."""
+        port = self.ports[r]
+        frame = packet.encode(packet.Kind.ERROR, port.copy.core_id, i, keys=keys, offsets=off,
+                              batch=b.astype(np.uint16) if port.copy.batch > 1 else None, payload=val)
+        c = port.counters
         c.packets_sent += 1
-        c.error_events_sent += len(k)
+        c.error_events_sent += len(keys)
         c.bytes_sent += len(frame)
         # per step, not per frame: a layered frame carries every step of the reverse pass
-        per_step = len(k) if offsets is None else int(np.bincount(off).max())
+        per_step = len(keys) if one_step else int(np.bincount(off).max())
         c.max_events_per_step = max(c.max_events_per_step, per_step)
         return [frame]
 
@@ -327,13 +399,26 @@ class LearningCore(Core):
         is set is rejected; events whose keys are not this core's are dropped; both are counted
         and noted.  ``what`` names the events in the notes ("error events", "learning signals").
         """
-        c = self.counters
-        base = self.spec.error_key_base
+        if len(self.ports) == 1:
+            yield from self._copy_error_events(0, frames, i, what, refuse, span, latest)
+            return
+        for r, port in enumerate(self.ports):
+            for b, local, value, step, src in self._copy_error_events(r, frames.get(port.copy.core_id, []), i, what,
+                                                                      refuse, span, latest):
+                yield b + port.lo, local, value, step, src
+
+    def _copy_error_events(self, r: int, frames: list[bytes], i: int, what: str, refuse: str | None, span: int,
+                           latest: int | None):
+        """:meth:`_error_events` of copy ``r``'s frames (sample indices its own), counted on it."""
+        port = self.ports[r]
+        c = port.counters
+        base = port.copy.error_key_base
+        cid = port.copy.core_id
         for frame in frames:
             c.packets_received += 1
             c.bytes_received += packet.frame_nbytes(frame)
             try:
-                p = packet.decode(frame, max_offset=span - 1, n_batch=self.batch)
+                p = packet.decode(frame, max_offset=span - 1, n_batch=port.n)
                 if p.kind != packet.Kind.ERROR:
                     raise PacketError(f"expected {what} of reverse step {i}, got kind {int(p.kind)} step {p.step}")
                 if latest is None and p.step != i:
@@ -345,14 +430,14 @@ class LearningCore(Core):
                     raise PacketError(refuse)
             except PacketError as e:
                 c.rejected += 1
-                self._note(f"core {self.id}: rejected frame: {e.reason}")
+                self._note(f"core {cid}: rejected frame: {e.reason}", r)
                 continue
             c.error_events_received += p.n
             local = p.keys.astype(np.int64) - (base if base is not None else 0)
             ok = (base is not None) & (local >= 0) & (local < self.spec.n)
             if not np.all(ok):
                 c.dropped += int((~ok).sum())
-                self._note(f"core {self.id}: {int((~ok).sum())} {what} with foreign keys")
+                self._note(f"core {cid}: {int((~ok).sum())} {what} with foreign keys", r)
             b = p.batch[ok].astype(np.int64) if p.batch is not None else np.zeros(int(ok.sum()), np.int64)
             yield b, local[ok], p.payload[ok].astype(self.dtype), p.step + p.offsets[ok].astype(np.int64), p.src
 

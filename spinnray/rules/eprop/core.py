@@ -168,6 +168,8 @@ class EPropCore(LearningCore):
     """What the hidden and the readout cores share: the loss window, L2, Adam on their own
     gradients, and the deferred trace update of a round's last step."""
 
+    steps_copies = True         # every sum over samples is kept per copy (port_grads, port_ereg)
+
     def __init__(self, spec: CoreSpec):
         for inc in spec.incoming:
             if not np.isscalar(inc.delays):
@@ -196,7 +198,7 @@ class EPropCore(LearningCore):
         self.window = w
         # this run's effective weights; the clock advances by B T dt, or with replicas (copies side
         # by side) by the mapped batch whatever the shard, so uneven shards age every copy alike
-        self._read_stores(self.batch if self.spec.replicas == 1 else self.spec.batch, steps)
+        self._read_stores(self.batch if self.spec.replicas == 1 else self.ports[0].copy.batch, steps)
         self.has_grads = False
 
     def _pre_activity(self, t: int) -> np.ndarray:
@@ -235,12 +237,13 @@ class EPropCore(LearningCore):
         :meth:`reduction_terms` (data parallel), or None: this core's own gradient."""
         if not self.has_grads:
             raise SpinnrayError(f"core {self.id}: apply before a backward round")
-        grads = self.gradients() if grads is None else self._reduced(grads)
-        for j, (w, g) in enumerate(zip(self.weights, grads)):
-            if self.weight_decay:
-                g = g + self.weight_decay * w
-            self._adam_step(j, g, lr)
-        self.has_grads = False
+        if not self._later_copy(grads):
+            grads = self.gradients() if grads is None else self._reduced(grads)
+            for j, (w, g) in enumerate(zip(self.weights, grads)):
+                if self.weight_decay:
+                    g = g + self.weight_decay * w
+                self._adam_step(j, g, lr)
+        self.has_grads = bool(self._to_apply)       # stepping copies: until every copy was told
 
     def _reduced(self, terms) -> list[np.ndarray]:
         """The gradients from the replicas' sums of :meth:`reduction_terms` (checked against this
@@ -284,16 +287,18 @@ class EPropHiddenCore(EPropCore):
         self.signal = np.zeros((B, n), dt)       # learning signals received
         self.rate_reg = float(L.rate_reg)
         self.rate_target = float(L.rate_target_hz) / 1000.0    # spikes per ms
-        self.ereg = np.zeros((n, P) if self.rate_reg else (0, 0), dt)       # sum_{b,t} e[t]
-        self.zcount = np.zeros(n if self.rate_reg else 0, np.int64)         # spikes per neuron
+        # per copy (one for a single core): sum_{b,t} e[t] and spikes per neuron over its samples
+        self.port_ereg = [np.zeros((n, P) if self.rate_reg else (0, 0), dt) for _ in self.ports]
+        self.port_zcount = [np.zeros(n if self.rate_reg else 0, np.int64) for _ in self.ports]
+        self.ereg, self.zcount = self.port_ereg[0], self.port_zcount[0]
 
     def reset(self, steps, batch=None, inputs=None, record=("spikes",), layered=False) -> None:
         super().reset(steps, batch, inputs, record, layered)
         B = self.batch
         for a in (self.eps_v, self.d, self.acc, self.psi, self.signal):
             a[:B] = 0
-        self.ereg[:] = 0
-        self.zcount[:] = 0
+        for a in (*self.port_ereg, *self.port_zcount):
+            a[:] = 0
         # sum_{s in window} ebar[s] = sum_t c_t e[t], with ebar lagging e by the readout delay d
         # (ebar[t] = kappa ebar[t-1] + (1 - kappa) e[t-d]): c_t = 0 for t > T-1-d, and
         # c_t = kappa c_{t+1} + (1 - kappa) [t + d in window] below
@@ -331,9 +336,11 @@ class EPropHiddenCore(EPropCore):
             psi *= before.r[:B] == 0            # a refractory neuron cannot spike: dz/dv = 0
         w = self.c_read[t]
         if self.rate_reg:
-            self.zcount += np.count_nonzero(s[:B], axis=0)
             e = np.multiply(d, psi[:, :, None], out=self._tmp[:B])                   # e[t]
-            self.ereg += e.sum(axis=0)          # rows added in sample order: any core split agrees
+            for port, ereg, zcount in zip(self.ports, self.port_ereg, self.port_zcount):
+                rows = slice(port.lo, port.lo + port.n)
+                zcount += np.count_nonzero(s[rows], axis=0)
+                ereg += e[rows].sum(axis=0)     # rows added in sample order: any core split agrees
             if w > self.c_skip:
                 e *= w
                 self.acc[:B] += e                                                    # c_t e[t]
@@ -342,8 +349,7 @@ class EPropHiddenCore(EPropCore):
 
     def begin_backward(self, steps: int, scale: float) -> None:
         self.loss_scale = float(scale)
-        for g in self.grads:
-            g[:] = 0
+        self._begin_update()
         self.signal[:] = 0
 
     def backward_block(self, i: int, k: int = 1) -> list[bytes]:
@@ -354,10 +360,10 @@ class EPropHiddenCore(EPropCore):
         traces (the regulariser's part is added by :meth:`gradients` or, reduced, by :meth:`apply`)."""
         for b, local, value, _, _ in self._error_events(frames, i, "learning signals", None, span):
             np.add.at(self.signal, (b, local), value)
-        B = self.batch
-        for g, (a, b) in zip(self.grads, zip(self.offsets[:-1], self.offsets[1:])):
-            for s in range(B):
-                g += self.signal[s][None, :] * self.acc[s, :, a:b].T
+        for port, grads in zip(self.ports, self.port_grads):     # each copy sums its own samples
+            for g, (a, b) in zip(grads, zip(self.offsets[:-1], self.offsets[1:])):
+                for s in range(port.lo, port.lo + port.n):
+                    g += self.signal[s][None, :] * self.acc[s, :, a:b].T
         self.has_grads = True
 
     def _with_regulariser(self, grads, ereg: np.ndarray, zcount: np.ndarray) -> list[np.ndarray]:
@@ -380,8 +386,9 @@ class EPropHiddenCore(EPropCore):
         """The learning signals' part of the gradients (masked) and, with the regulariser, its
         summed traces ``ereg`` (n, P) and spike counts (n,): replicas sum these, and :meth:`apply`
         forms the regulariser's part from the whole batch's rate."""
-        own = [g if m is None else g * m for g, m in zip(self.grads, self.masks)]
-        return own + [self.ereg, self.zcount] if self.rate_reg else own
+        r = self.port
+        own = [g if m is None else g * m for g, m in zip(self.port_grads[r], self.masks)]
+        return own + [self.port_ereg[r], self.port_zcount[r]] if self.rate_reg else own
 
     def _from_terms(self, terms: list) -> list[np.ndarray]:
         k = len(self.weights)
@@ -464,15 +471,14 @@ class EPropReadoutCore(EPropCore):
     def begin_backward(self, steps: int, scale: float) -> None:
         """Its own gradient and the learning signals; ``scale`` = 1 / total batch."""
         self.loss_scale = float(scale)
-        for g in self.grads:
-            g[:] = 0
         if self.err is None:
             raise SpinnrayError(f"core {self.id}: e-prop backward needs a forward run with labels")
+        self._begin_update()
         err = self.err * self.dtype.type(self.loss_scale)
-        B = self.batch
-        for g, inc, (a, b) in zip(self.grads, self.spec.incoming, zip(self.offsets[:-1], self.offsets[1:])):
-            for s in range(B):                   # summed over samples in order (any batch split agrees)
-                g += self.acc_z[s, a:b, None] * err[s][None, :]
+        for port, grads in zip(self.ports, self.port_grads):     # each copy sums its own samples
+            for g, (a, b) in zip(grads, zip(self.offsets[:-1], self.offsets[1:])):
+                for s in range(port.lo, port.lo + port.n):       # in order (any batch split agrees)
+                    g += self.acc_z[s, a:b, None] * err[s][None, :]
         self.err_scaled = err
         self.has_grads = True
 
@@ -484,9 +490,11 @@ class EPropReadoutCore(EPropCore):
             if inc.error_keys is None:
                 continue
             fb = self.weights[j] if self.feedback is None else self.feedback[j]   # (pre, n_out)
-            sig = err @ fb.T                                                     # (B, pre)
+            # (B, pre); per copy, as its own PE would multiply (a product's rows can depend on its height)
+            sig = np.concatenate([err[p.lo:p.lo + p.n] @ fb.T for p in self.ports]) if len(self.ports) > 1 \
+                else err @ fb.T
             b, pre = np.nonzero(sig)
-            keys.append(inc.error_keys[pre])
+            keys.append((j, pre))
             payload.append(sig[b, pre])
             bidx.append(b)
         return self._error_frames(i, keys, bidx, payload)

@@ -433,7 +433,7 @@ class EventPropCore(LearningCore):
             keys, bidx, payload, steps = groups[dmin]
             first = min(steps)
             frames += self._error_frames(first, keys, bidx, payload,
-                                         [np.full(len(x), s - first, np.uint16) for x, s in zip(keys, steps)])
+                                         [np.full(len(x[1]), s - first, np.uint16) for x, s in zip(keys, steps)])
         if self._buffer_peak:
             self._check_buffers()
         return frames
@@ -467,7 +467,7 @@ class EventPropCore(LearningCore):
                 keys.append(k)
                 bidx.append(bi)
                 payload.append(p)
-                offsets.append(np.full(len(k), s, np.uint16))
+                offsets.append(np.full(len(k[1]), s, np.uint16))
         if self._buffer_peak:
             self._check_buffers()
         return self._error_frames(0, keys, bidx, payload, offsets)
@@ -525,7 +525,7 @@ class EventPropCore(LearningCore):
                     if e is None:
                         continue
                 nz = e != 0                                # zero sums are not sent
-                sends.append((dmin, ekeys[pre[nz]], b[nz], e[nz], s))
+                sends.append((dmin, (j, pre[nz]), b[nz], e[nz], s))  # errors to the pre neurons' keys
         # Adjoint step with this core's spikes at i+1 and their errors.
         c = self.consts
         lo, hi = self._own_at.get(i + 1, (0, 0))
