@@ -25,7 +25,8 @@ class LocalBackend:
     ``node_of`` (core -> node index), ``router_of`` (core -> router index; None: one router
     per node) and ``tables`` (router -> routing table, :func:`spinnray.mapping.router_tables`)
     emulate the routers exactly as the ray backend runs them; by default everything is on one
-    node with one router.
+    node with one router.  ``copies``: one core object steps every data-parallel copy of a slice
+    (:mod:`spinnray.machine.copies`; lockstep runs; same results and reports as the copies apart).
     """
 
     name = "local"
@@ -34,7 +35,8 @@ class LocalBackend:
                  node_of: dict[int, int] | None = None, tables: dict[int, RoutingTable] | None = None,
                  router_of: dict[int, int] | None = None, copies: bool = True):
         self.order = [s.core_id for s in specs]
-        # the copies engine (spinnray.machine.copies): forward cores of a replicated, lockstep mapping
+        # the copies engine (spinnray.machine.copies): a replicated mapping whose every core class steps copies
+        # (forward and e-prop cores; EventProp's step each copy apart)
         fuse = copies and any(s.replicas > 1 for s in specs) and all(
             (Core if s.learning is None else s.learning.core_class).steps_copies for s in specs)
         self.cores = [build_core(s) for s in (fuse_copies(specs) if fuse else specs)]
