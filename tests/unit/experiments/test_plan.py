@@ -16,7 +16,7 @@ from helpers import composed
 
 
 def test_the_plan_of_eprop_cue_is_the_mapping_its_training_gets(tmp_path, caplog):
-    """88 cores = 8 copies of 10 + 1, every figure equal to mapping the trainer's layout directly; the
+    """96 cores = 16 copies of 5 + 1, every figure equal to mapping the trainer's layout directly; the
     log names the largest core and its categories; no metrics.json, no Ray (backend=ray is the default)."""
     import ray
 
@@ -31,15 +31,15 @@ def test_the_plan_of_eprop_cue_is_the_mapping_its_training_gets(tmp_path, caplog
     learning, parallel = layout(net, r.rule, r.learning, cfg.machine, cfg.parallel)
     mapping = map_network(net, cfg.machine, parallel.cores_per_population, parallel.batch_size, parallel.replicas,
                           learning)
-    assert (plan["cores"], plan["replicas"], plan["cores_per_replica"], plan["samples_per_core"]) == (88, 8, 11, 4)
+    assert (plan["cores"], plan["replicas"], plan["cores_per_replica"], plan["samples_per_core"]) == (96, 16, 6, 2)
     biggest = max(sum(m.values()) for m in mapping.memory)
     assert plan["largest_core"]["bytes"] == biggest == plan["memory"]["per_core_max_bytes"]
     assert plan["largest_core"]["population"] == "hidden" and plan["chip_budget"]
     hidden = plan["populations"]["hidden"]
-    assert (hidden["cores"], hidden["neurons_per_core"]) == (10, [10, 10])
+    assert (hidden["cores"], hidden["neurons_per_core"]) == (5, [20, 20])
     assert plan["populations"]["input"]["cores"] == 0          # analog input: written by the host
     text = caplog.text
-    assert "88 cores = 8 copies x 11 cores on 1 chip(s)" in text and "largest core: hidden[0, 10)" in text
+    assert "96 cores = 16 copies x 6 cores on 1 chip(s)" in text and "largest core: hidden[0, 20)" in text
     assert "traces" in text and "beyond SpiNNaker2" not in text
 
 
@@ -80,7 +80,7 @@ def test_a_sweep_of_plans_compares_cores_chips_and_memory(tmp_path):
         (d / ".hydra").mkdir(parents=True)
         over = [f"network.hidden={hidden}", "parallel.cores_per_population={hidden:10,output:1}"]
         (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in over))
-        run(composed("scenario=eprop_cue", "plan=true", *over), d, "eprop_cue")
+        run(composed("scenario=eprop_cue", "plan=true", "parallel.replicas=8", *over), d, "eprop_cue")
         jobs.append(d)
     compare_runs(jobs, tmp_path)
     with open(tmp_path / "comparison.csv", newline="") as f:
@@ -102,4 +102,4 @@ def test_a_plan_refuses_an_exchange_interval_or_schedule_that_a_run_would_refuse
         run(composed("scenario=forward", "plan=true", "parallel.schedule=layered"), tmp_path, "forward")
     plan = run(composed("scenario=eprop_cue", "plan=true", "parallel.exchange_interval=2", "network.rec_delay=2",
                         "network.out_delay=2"), tmp_path, "eprop_cue")
-    assert plan["cores"] == 88
+    assert plan["cores"] == 96

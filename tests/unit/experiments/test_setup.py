@@ -26,7 +26,7 @@ def test_every_scenario_composes_and_validates():
 
 @pytest.mark.parametrize("bits", [32, 4])
 @pytest.mark.parametrize("scenario, shape, cores", [
-    ("eprop_cue", DataShape(40, 2, "spikes"), 8 * (10 + 1)),
+    ("eprop_cue", DataShape(40, 2, "spikes"), 16 * (5 + 1)),
     ("eprop_kws", DataShape(80, 12, "analog"), 8 * (12 + 1)),
     ("eprop_cue_chip", DataShape(40, 2, "spikes"), 8 * (18 + 1)),      # all 152 PEs of the chip
 ])
