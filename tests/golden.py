@@ -46,6 +46,16 @@ def _with(base: tuple[str, ...], *changes: str) -> tuple[str, ...]:
 CUE_COPIES = _with(CUE, "parallel.replicas=3", "learning.batch_size=5", "data.train_size=10")
 LIF = ("network.n_lif=20", "network.refractory_steps=2", "learning.rate_reg=1.0", "learning.feedback=random")
 
+# EventProp's copies (lockstep, uneven shards 3 + 3 + 2): TTFS with the silent surrogate, guard and bumps; a
+# recurrent network with delays 2-3 at K = 2, the voltage loss and the spike-count regulariser; and with 4-bit stores
+EP_COPIES = YINYANG + ("parallel.schedule=lockstep", "parallel.replicas=3", "parallel.cores_per_population=2",
+                       "learning.loss=bena", "learning.silent_ms=20", "learning.guard=0.05", "learning.quiet_hidden=0.3")
+EP_RECURRENT = _with(YINYANG, "network.hidden=16") + (
+    "network=recurrent_lif", "network.delay=2", "network.rec_delay_max=3", "network.w_in_mean=3.0",
+    "network.w_in_std=1.0", "network.w_rec_std=0.3", "network.w_out_std=0.1", "parallel.exchange_interval=2",
+    "parallel.schedule=lockstep", "learning.loss=sum_voltage", "learning.reg_lambda_upper=0.001",
+    "learning.reg_nu_upper=2", "parallel.replicas=3", "parallel.cores_per_population=2")
+
 # name -> (scenario, overrides, backend); {gsc} is the synthetic Speech Commands directory
 CASES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "forward-local": ("forward", ("network.steps=60", "data.limit=3"), "local"),
@@ -61,6 +71,11 @@ CASES: dict[str, tuple[str, tuple[str, ...], str]] = {
                                                                       "learning.bump=0.005"), "local"),
     "eventprop-replicas-local": ("eventprop_yinyang", YINYANG + ("parallel.replicas=3", "learning.loss=bena",
                                                                  "learning.silent_ms=20"), "local"),
+    "eventprop-copies-local": ("eventprop_yinyang", EP_COPIES, "local"),
+    "eventprop-recurrent-copies-local": ("eventprop_yinyang", EP_RECURRENT, "local"),
+    "eventprop-recurrent-copies-4bit-local": ("eventprop_yinyang", EP_RECURRENT + ("machine.weight_bits=4",
+                                                                                  "machine.rounding=stochastic"),
+                                              "local"),
     "eprop-cue-local": ("eprop_cue", CUE, "local"),
     "eprop-cue-ray": ("eprop_cue", CUE, "ray"),
     "eprop-cue-lif-local": ("eprop_cue", CUE + ("network.n_lif=20", "network.refractory_steps=2",
