@@ -246,6 +246,7 @@ class LearningCore(Core):
         self.port_grads = [self.grads] + [[np.zeros_like(w) for w in self.weights] for _ in self.ports[1:]]
         self._to_apply: set[int] = set()        # copies not yet told this step's update
         self._applied: list | None = None        # the update's sums, for the copies told after the first
+        self._told: dict[str, tuple] = {}         # what -> (copies not yet told, its arguments)
         self.lr_factors = [L.adam.factor(inc.name) for inc in spec.incoming]
         self.opts = [Adam.of(L.adam, w.shape, w.dtype, f) for w, f in zip(self.weights, self.lr_factors)]
         self.masks = [inc.mask for inc in spec.incoming]
@@ -288,6 +289,31 @@ class LearningCore(Core):
         if not same:
             raise SpinnrayError(f"core {self.ports[r].copy.core_id}: copies of one slice were given different "
                                 "sums to apply; they would diverge")
+        return True
+
+    def _later_call(self, what: str, args: tuple) -> bool:
+        """Whether this call of ``what`` (e.g. a weight bump) is a later copy's of one the first copy
+        already made (stepping copies: it acts once on the weights they share).  Every copy must make
+        it once, with the same ``args``, before the next one starts."""
+        if len(self.ports) == 1:
+            return False
+        r, cid = self.port, self.ports[self.port].copy.core_id
+        round_ = self._told.get(what)
+        if round_ is None:
+            self._told[what] = (set(range(len(self.ports))) - {r}, args)
+            return False
+        left, first = round_
+        if r not in left:
+            raise SpinnrayError(f"core {cid}: {what} twice before every copy of the slice was given it")
+        same = len(args) == len(first) and all(
+            (a is None) == (b is None) and (a is None or np.array_equal(np.asarray(a), np.asarray(b)))
+            for a, b in zip(args, first))
+        if not same:
+            raise SpinnrayError(f"core {cid}: copies of one slice were given different {what} arguments; "
+                                "they would diverge")
+        left.discard(r)
+        if not left:
+            del self._told[what]
         return True
 
     def _begin_update(self) -> None:
@@ -482,8 +508,8 @@ class LearningCore(Core):
 
     # --------------------------------------------------------------- updates
     def gradients(self) -> list[np.ndarray]:
-        """dL/dW of each incoming projection, (pre_size, n_local), masked."""
-        return [g if m is None else g * m for g, m in zip(self.grads, self.masks)]
+        """dL/dW of each incoming projection, (pre_size, n_local), masked (with copies: the addressed copy's)."""
+        return [g if m is None else g * m for g, m in zip(self.port_grads[self.port], self.masks)]
 
     def _update_weights(self, j: int, delta: np.ndarray) -> None:
         """Give projection ``j``'s store the update ``delta`` (masked here, in place) at the device clock."""

@@ -125,7 +125,7 @@ def network(case: Case, dt: float = DT) -> Network:
 
 
 def simulator(case: Case, cores: int, replicas: int, k: int = 1, backend: str = "local", schedule="lockstep",
-              batch: int = B, dt: float = DT):
+              batch: int = B, dt: float = DT, copies: bool = True):
     net = network(case, dt)
     machine = MachineConfig(dtype="float64")
     reg = dict(zip(("reg_lambda_upper", "reg_lambda_lower", "reg_nu_upper"), case.reg))
@@ -133,7 +133,7 @@ def simulator(case: Case, cores: int, replicas: int, k: int = 1, backend: str = 
                                   **TTFS, **reg)
     sim = Simulator(net, machine, cores_per_population={"inp": 1, "hid": cores, "out": 1},
                     batch_size=-(-batch // replicas), replicas=replicas, exchange_interval=k, backend=backend,
-                    learning=learning, schedule=schedule)
+                    learning=learning, schedule=schedule, copies=copies)
     return net, sim
 
 

@@ -38,7 +38,11 @@ reverse steps in one go (:meth:`EventPropCore.backward_layer`), the error events
 every step having arrived before, each carrying its step.
 
 Weights never leave the core; gradients are read out, reduced across
-replicas by the trainer, and applied by each core's own Adam.
+replicas by the trainer, and applied by each core's own Adam.  Stepping
+data-parallel copies (:mod:`spinnray.machine.copies`), a core keeps per copy
+what the copy would keep alone: its gradients, the moment its adjoint stops
+being zero (a copy wakes on its own rows' errors and loss terms), its error
+buffers and guarded spikes, and the first step stamped on its error frames.
 
 Weight storage (``spec.learning.weight_store``, the
 :class:`~spinnray.rules.learning.WeightStoreSpec` from ``machine.weight_bits``,
@@ -170,6 +174,8 @@ class EventPropCore(LearningCore):
     ``lamV`` at each of its spikes in the reverse pass (local: no extra events).
     """
 
+    steps_copies = True         # every sum over samples and every count is kept per copy (port_grads, guarded, buffers)
+
     def __init__(self, spec: CoreSpec):
         L = spec.learning
         problem = model_problem(spec.model, L.loss)
@@ -199,14 +205,19 @@ class EventPropCore(LearningCore):
         self.lam_v = np.zeros((spec.batch, n), self.dtype)
         self.lam_i = np.zeros((spec.batch, n), self.dtype)
         self.err_in = np.zeros((spec.batch, n), self.dtype)
-        self.guarded = 0
-        self.guarded_total = 0
+        R = len(self.ports)                      # stepping copies: every count below is kept per copy
+        self.guarded = np.zeros(R, np.int64)     # this reverse pass's guarded spikes
+        self.guarded_total = np.zeros(R, np.int64)
         self._received = self._no_errors()
         self._received_peak = 0
-        self._pending: dict[int, list] = {}      # lockstep: spike step -> chunks of (sample, neuron, value)
-        self._partial: dict[tuple, np.ndarray] = {}   # (projection, spike step) -> partial error sums
-        self._buffer_bytes = self._buffer_peak = 0
+        self._pending: dict[int, list] = {}      # lockstep: spike step -> chunks of (copy, sample, neuron, value)
+        self._partial: dict[tuple, tuple] = {}   # (projection, spike step) -> (partial error sums, bytes per copy)
+        self._buffer_bytes = np.zeros(R, np.int64)
+        self._buffer_peak = np.zeros(R, np.int64)
         self._err_dirty = False
+        self._err_ports = np.zeros(R, bool)      # the copies whose err_in holds errors
+        self._port_zero = np.ones(R, bool)       # the copies whose adjoint is still exactly zero
+        self._row_port = np.zeros(spec.batch, np.int64)   # the copy of every row of the run
         self._clear_records()
 
     def _clear_records(self) -> None:
@@ -231,8 +242,8 @@ class EventPropCore(LearningCore):
         mem = super().memory()
         if self.layered:
             mem["error_events"] = max(sum(a.nbytes for a in self._received), self._received_peak)
-        elif self._buffer_peak:
-            mem["error_buffers"] = self._buffer_peak
+        elif self._buffer_peak.any():
+            mem["error_buffers"] = int(self._buffer_peak.sum())
         records = 0
         if self.own_events is not None:
             records += sum(a.nbytes for a in self.own_events)
@@ -245,6 +256,39 @@ class EventPropCore(LearningCore):
             mem["regulariser"] = self.spec.batch * self.spec.n * self.dtype.itemsize
         return mem
 
+    def port_memory(self, r: int) -> dict[str, int]:
+        """Copy ``r``'s memory as a PE of its own: what :meth:`memory` counts, of its rows only."""
+        if len(self.ports) == 1:
+            return self.memory()
+        mem = super().port_memory(r)
+        if self._buffer_peak[r]:
+            mem["error_buffers"] = int(self._buffer_peak[r])
+        n = self.ports[r].n
+        records = 0
+        if self.own_events is not None:
+            for ev in (self.own_events, *self.pre_events.values()):
+                records += self._events_in(ev[1], r) * sum(a.itemsize for a in ev)
+        for a in (self.first_step, self.v_before, self.v_at, self.v_max, self.v_max_step, self.v_sum):
+            if a is not None:
+                records += a.itemsize * int(np.prod(a.shape[1:])) * n
+        mem["spike_records"] = records
+        return mem
+
+    def _events_in(self, rows: np.ndarray, r: int) -> int:
+        """How many of the events at ``rows`` (rows of the run's batch) are copy ``r``'s."""
+        return int(np.count_nonzero(self._row_port[rows] == r)) if len(rows) else 0
+
+    def _bytes_per_port(self, rows: np.ndarray, per_event: int) -> np.ndarray:
+        """Bytes per copy of events at ``rows`` of ``per_event`` bytes each."""
+        return np.bincount(self._row_port[rows], minlength=len(self.ports)) * per_event
+
+    def _check_budget(self, why) -> None:
+        """BudgetError naming the copy (a PE) whose memory now exceeds its SRAM; ``why(r, used)`` the reason."""
+        for r, port in enumerate(self.ports):
+            used = sum(self.port_memory(r).values())
+            if used > self.spec.budget_bytes:
+                raise BudgetError(why(r, used))
+
     # ---------------------------------------------------------------- forward
     def reset(self, steps, batch=None, inputs=None, record=("spikes",), layered=False) -> None:
         """``inputs`` of an output core are the labels ``(batch,)`` of the run (or None).
@@ -256,7 +300,8 @@ class EventPropCore(LearningCore):
         super().reset(steps, batch, None, record, layered)
         self._clear_records()
         self.steps = steps
-        self._read_stores(self.spec.batch, steps)
+        self._row_port = self._port_of_rows()
+        self._read_stores(self.ports[0].copy.batch, steps)      # the mapped batch of a copy (module docstring)
         if self.loss is None and self.voltage_loss is None:
             return
         shape = (self.batch, self.spec.n)
@@ -326,12 +371,12 @@ class EventPropCore(LearningCore):
                 np.add.at(counts, (self.own_events[1].astype(np.int64), self.own_events[2].astype(np.int64)), 1)
                 self.recorded["reg_loss"], self.reg_slope = self.regulariser.loss_and_slope(counts)
         self._own, self._pre = [], {name: [] for name in self.hist}
-        used = sum(self.memory().values())
-        if used > self.spec.budget_bytes:
-            raise BudgetError(f"core {self.id} ({self.spec.population}): spike records of {self.steps} steps x "
-                              f"{self.batch} samples make {used} bytes; the budget is machine.sram_per_pe_bytes = "
-                              f"{self.spec.budget_bytes}: use a smaller learning.batch_size, more "
-                              "parallel.cores_per_population, or more parallel.replicas (each takes a share of the batch)")
+        one = len(self.ports) == 1
+        self._check_budget(lambda r, used: (
+            f"core {self.ports[r].copy.core_id} ({self.spec.population}): spike records of {self.steps} steps x "
+            f"{self.batch if one else self.ports[r].n} samples make {used} bytes; the budget is "
+            f"machine.sram_per_pe_bytes = {self.spec.budget_bytes}: use a smaller learning.batch_size, more "
+            "parallel.cores_per_population, or more parallel.replicas (each takes a share of the batch)"))
         if self.voltage_loss is not None:
             logits = voltage_logits(self.voltage_loss, self.v_sum, self.v_max, self.steps)
             self.recorded["logits"] = logits
@@ -387,14 +432,16 @@ class EventPropCore(LearningCore):
         self.lam_i[:] = 0
         self.err_in[:] = 0
         self._err_dirty = False                 # err_in holds received errors (zeroed after each reverse step)
+        self._err_ports[:] = False
         self._lam_zero = True                   # the adjoint is still exactly zero (nothing arrived yet)
+        self._port_zero[:] = True
         self._received = self._no_errors()      # layered: (step, source, sample, neuron, value) of the error events
         self._received_peak = 0
         self._pending, self._partial = {}, {}
-        self._buffer_bytes = self._buffer_peak = 0
-        for g in self.grads:
-            g[:] = 0
-        self.guarded = 0
+        self._buffer_bytes[:] = 0
+        self._buffer_peak[:] = 0
+        self._begin_update()                    # every copy's gradients from zero
+        self.guarded[:] = 0
         self.loss_scale = scale
         # Output core: dL/dt at each first spike, the surrogate's lamV term at each silent
         # neuron's V_max step, an LI output's c dL/dV: grouped by the reverse step that uses them.
@@ -422,21 +469,55 @@ class EventPropCore(LearningCore):
         events' spike steps within ``k`` of each other (offsets from the frame's step)."""
         groups: dict[int, list] = {}
         for j in reversed(range(i, i + k)):
-            for dmin, keys, bidx, payload, s in self._reverse_step(j):
-                g = groups.setdefault(dmin, ([], [], [], []))
+            for dmin, keys, bidx, payload, s, present in self._reverse_step(j):
+                g = groups.setdefault(dmin, ([], [], [], [], []))
                 g[0].append(keys)
                 g[1].append(bidx)
                 g[2].append(payload)
                 g[3].append(s)
-        frames = []
-        for dmin in sorted(groups):
-            keys, bidx, payload, steps = groups[dmin]
-            first = min(steps)
-            frames += self._error_frames(first, keys, bidx, payload,
-                                         [np.full(len(x[1]), s - first, np.uint16) for x, s in zip(keys, steps)])
-        if self._buffer_peak:
+                g[4].append(present)
+        if len(self.ports) > 1:
+            frames = self._copies_error_frames(groups)
+        else:
+            frames = []
+            for dmin in sorted(groups):
+                keys, bidx, payload, steps, _ = groups[dmin]
+                first = min(steps)
+                frames += self._error_frames(first, keys, bidx, payload,
+                                             [np.full(len(x[1]), s - first, np.uint16) for x, s in zip(keys, steps)])
+        if self._buffer_peak.any():
             self._check_buffers()
         return frames
+
+    def _copies_error_frames(self, groups: dict) -> dict[int, list[bytes]]:
+        """Stepping copies: each copy's error frames of the round, as it would send them alone: per
+        group of projections one frame, stamped with the first spike step among the copy's own
+        records (``present``), its events in the same order."""
+        out: dict[int, list[bytes]] = {p.copy.core_id: [] for p in self.ports}
+        for dmin in sorted(groups):
+            keys, bidx, payload, steps, present = groups[dmin]
+            for r, port in enumerate(self.ports):
+                mine = [c for c, pr in enumerate(present) if pr[r]]
+                if not mine:
+                    continue
+                first = min(steps[c] for c in mine)
+                js, pres, bs, vals, offs = [], [], [], [], []
+                for c in mine:
+                    sel = self._row_port[bidx[c]] == r
+                    j, pre = keys[c]
+                    js.append(np.full(int(sel.sum()), j))
+                    pres.append(pre[sel])
+                    bs.append(bidx[c][sel])
+                    vals.append(payload[c][sel])
+                    offs.append(np.full(int(sel.sum()), steps[c] - first, np.uint16))
+                pre = np.concatenate(pres)
+                if not len(pre):
+                    continue
+                b = np.concatenate(bs).astype(np.int64)
+                out[port.copy.core_id] += self._error_frame(
+                    r, first, self._error_keys_of(port.copy.error_keys, np.concatenate(js), pre),
+                    np.concatenate(offs), b - port.lo, np.concatenate(vals).astype(np.float32), False)
+        return out
 
     def backward_layer(self, steps: int) -> list[bytes]:
         """The layered schedule's reverse pass: every step ``steps-1 .. 0`` in turn,
@@ -445,11 +526,10 @@ class EventPropCore(LearningCore):
         One frame; each event's offset is the step of the spike it is about.  BudgetError
         when the error events received do not fit the core's SRAM."""
         self._received_peak = sum(a.nbytes for a in self._received)
-        used = sum(self.memory().values())
-        if used > self.spec.budget_bytes:
-            raise BudgetError(f"core {self.id} ({self.spec.population}): the error events of a layered reverse "
-                              f"pass of {steps} steps make {used} bytes; the budget is {self.spec.budget_bytes} "
-                              f"(use parallel.schedule=lockstep, fewer samples per core or more cores)")
+        self._check_budget(lambda r, used: (
+            f"core {self.ports[r].copy.core_id} ({self.spec.population}): the error events of a layered reverse "
+            f"pass of {steps} steps make {used} bytes; the budget is {self.spec.budget_bytes} "
+            f"(use parallel.schedule=lockstep, fewer samples per core or more cores)"))
         t, src, b, local, value = self._received
         if len(t):
             # by step, then source core (the order the router delivers a round's frames in), then as sent
@@ -463,12 +543,12 @@ class EventPropCore(LearningCore):
             if hi > lo:
                 np.add.at(self.err_in, (b[lo:hi], local[lo:hi]), value[lo:hi])
                 self._err_dirty = True
-            for _, k, bi, p, s in self._reverse_step(i):
+            for _, k, bi, p, s, _ in self._reverse_step(i):
                 keys.append(k)
                 bidx.append(bi)
                 payload.append(p)
                 offsets.append(np.full(len(k[1]), s, np.uint16))
-        if self._buffer_peak:
+        if self._buffer_peak.any():
             self._check_buffers()
         return self._error_frames(0, keys, bidx, payload, offsets)
 
@@ -479,23 +559,28 @@ class EventPropCore(LearningCore):
     def _reverse_step(self, i: int) -> list[tuple]:
         """Reverse step ``i`` on this core: the error events it sends, per incoming projection
         and delay ``(smallest delay of the projection, keys, batch indices, payloads, spike
-        step)``; the adjoint and gradient updated."""
+        step, the copies that computed sums for them)``; the adjoint and gradient updated."""
         B = self.batch
+        one = len(self.ports) == 1
         self._pull(i + 1)
         if self._lam_zero:
             # Until the first error reaches this core the adjoint stays exactly 0 (0 decays to 0,
             # a spike's jump is err / denom = 0; a regulariser's jump ends it): nothing to send, a zero
             # gradient; only the guard still counts this core's spikes at i+1.  Event-driven, and bit for bit the
-            # arithmetic below would give.
+            # arithmetic below would give.  Stepping copies, each copy wakes on its own rows' events.
             lo, hi = self._own_at.get(i + 1, (0, 0))
-            if not self._err_dirty and i not in self._err_at and i not in self._inject_at \
-                    and self._inject_all is None and (self._reg_jump is None or hi == lo):
+            if one:
+                asleep = not self._err_dirty and i not in self._err_at and i not in self._inject_at \
+                    and self._inject_all is None and (self._reg_jump is None or hi == lo)
+            else:
+                self._port_zero &= ~self._woken(i, lo, hi)
+                asleep = bool(self._port_zero.all())
+            if asleep:
                 if hi > lo:
-                    low = int((self.own_events[3][lo:hi] < self.guard).sum())
-                    self.guarded += low
-                    self.guarded_total += low
+                    self._count_guarded(lo, hi)
                 return []
-            self._lam_zero = False
+            self._lam_zero = not one and bool(self._port_zero.any())
+        awake = None if one else ~self._port_zero
         lam_v, lam_i = self.lam_v[:B], self.lam_i[:B]
         sends = []
         pre_at = []                                        # (projection, sample, pre, delay mask or None)
@@ -521,11 +606,15 @@ class EventPropCore(LearningCore):
                     diff = lam_v - lam_i                   # at i+1
                 e = np.einsum("ej,ej->e", w[pre] if sel is None else w[pre] * sel, diff[b])
                 if several:                                # a sum over delays: complete at the smallest
-                    e = self._partial_sum(j, s, e, last=d == dmin)
+                    e = self._partial_sum(j, s, e, b, awake, last=d == dmin)
                     if e is None:
                         continue
+                present = None
+                if awake is not None:                      # the copies these records are of (a copy still
+                    present = np.zeros(len(self.ports), bool)   # asleep has only zeros here, and its chunks come
+                    present[self._row_port[b]] = True           # at later spike steps than its first awake one)
                 nz = e != 0                                # zero sums are not sent
-                sends.append((dmin, (j, pre[nz]), b[nz], e[nz], s))  # errors to the pre neurons' keys
+                sends.append((dmin, (j, pre[nz]), b[nz], e[nz], s, present))  # errors to the pre neurons' keys
         # Adjoint step with this core's spikes at i+1 and their errors.
         c = self.consts
         lo, hi = self._own_at.get(i + 1, (0, 0))
@@ -551,8 +640,11 @@ class EventPropCore(LearningCore):
             new_v[jb, jk] += jv
         if self._inject_all is not None:           # an LI output's mean or sum of the voltage: every step
             new_v += self._inject_all[:B]
-        self.guarded += low
-        self.guarded_total += low
+        if one:
+            self.guarded[0] += low
+            self.guarded_total[0] += low
+        elif hi > lo:
+            self._count_guarded(lo, hi)
         if B == self.spec.batch:                   # fresh arrays: keep them instead of copying
             self.lam_v, self.lam_i = new_v, new_i
         else:
@@ -560,28 +652,63 @@ class EventPropCore(LearningCore):
         if self._err_dirty:
             self.err_in[:B] = 0
             self._err_dirty = False
-        # Gradient at the pre spikes that arrived at i+1.
+            self._err_ports[:] = False
+        # Gradient at the pre spikes that arrived at i+1 (stepping copies: into each copy's own sums;
+        # a copy still asleep adds zeros, which change nothing).
         for j, b, pre, sel in pre_at:
-            if sel is None:
-                np.add.at(self.grads[j], pre, -self.tau_syn_ms * new_i[b])
-            else:
-                np.add.at(self.grads[j], pre, -self.tau_syn_ms * new_i[b] * sel)
+            g = -self.tau_syn_ms * new_i[b]
+            if sel is not None:
+                g = g * sel
+            if one:
+                np.add.at(self.grads[j], pre, g)
+                continue
+            rows = self._row_port[b]
+            for r in np.unique(rows).tolist():
+                mine = rows == r
+                np.add.at(self.port_grads[r][j], pre[mine], g[mine])
         return sends
 
+    def _woken(self, i: int, lo: int, hi: int) -> np.ndarray:
+        """Stepping copies: the copies whose adjoint stops being zero at reverse step ``i`` (errors
+        received, a loss term at ``i``, a regulariser's jump at their spikes at ``i+1``)."""
+        w = self._err_ports.copy() if self._err_dirty else np.zeros(len(self.ports), bool)
+        if self._inject_all is not None:
+            w[:] = True
+        for at in (self._err_at, self._inject_at):
+            if i in at:
+                w[self._row_port[at[i][0]]] = True
+        if self._reg_jump is not None and hi > lo:
+            w[self._row_port[self.own_events[1][lo:hi].astype(np.int64)]] = True
+        return w
+
+    def _count_guarded(self, lo: int, hi: int) -> None:
+        """Count the spikes at own records ``lo:hi`` (one step's) whose denominator the guard raises, per copy."""
+        low = self.own_events[3][lo:hi] < self.guard
+        if len(self.ports) == 1:
+            n = np.array([int(low.sum())])
+        else:
+            n = np.bincount(self._row_port[self.own_events[1][lo:hi][low].astype(np.int64)],
+                            minlength=len(self.ports))
+        self.guarded += n
+        self.guarded_total += n
+
     # ------------------------------------------------------------ error buffers
-    def _partial_sum(self, j: int, s: int, e: np.ndarray, last: bool) -> np.ndarray | None:
+    def _partial_sum(self, j: int, s: int, e: np.ndarray, b: np.ndarray, awake: np.ndarray | None,
+                     last: bool) -> np.ndarray | None:
         """Per-synapse delays: the partial error sums of projection ``j``'s spikes at ``s`` (the
-        same records every time) add up over its delays, largest first; the smallest delay
-        (``last``) completes and returns them, the others keep them (None)."""
+        same records every time, at rows ``b``) add up over its delays, largest first; the smallest
+        delay (``last``) completes and returns them, the others keep them (None).  Counted per copy:
+        a copy still asleep (``awake``) would hold none."""
         held = self._partial.pop((j, s), None)
         if held is not None:
-            e = held + e
-            self._buffer_bytes -= held.nbytes
+            e = held[0] + e
+            self._buffer_bytes -= held[1]
         if last:
             return e
-        self._partial[(j, s)] = e
-        self._buffer_bytes += e.nbytes
-        self._buffer_peak = max(self._buffer_peak, self._buffer_bytes)
+        nbytes = np.array([e.nbytes]) if awake is None else self._bytes_per_port(b, e.itemsize) * awake
+        self._partial[(j, s)] = (e, nbytes)
+        self._buffer_bytes += nbytes
+        np.maximum(self._buffer_peak, self._buffer_bytes, out=self._buffer_peak)
         return None
 
     def _pull(self, s: int) -> None:
@@ -590,24 +717,24 @@ class EventPropCore(LearningCore):
         chunks = self._pending.pop(s, None)
         if chunks is None:
             return
-        for b, local, value in chunks:
+        for r, b, local, value in chunks:
             np.add.at(self.err_in, (b, local), value)
-            self._buffer_bytes -= b.nbytes + local.nbytes + value.nbytes
+            self._buffer_bytes[r] -= b.nbytes + local.nbytes + value.nbytes
+            self._err_ports[r] = True
         self._err_dirty = True
 
     def _check_buffers(self) -> None:
-        used = sum(self.memory().values())
-        if used > self.spec.budget_bytes:
-            raise BudgetError(f"core {self.id} ({self.spec.population}): the error buffers of the reverse pass "
-                              f"(errors waiting for their step, sums over several delays) make {used} bytes; the "
-                              f"budget is {self.spec.budget_bytes} (fewer samples per core or more cores)")
+        self._check_budget(lambda r, used: (
+            f"core {self.ports[r].copy.core_id} ({self.spec.population}): the error buffers of the reverse pass "
+            f"(errors waiting for their step, sums over several delays) make {used} bytes; the "
+            f"budget is {self.spec.budget_bytes} (fewer samples per core or more cores)"))
 
     def deliver_errors(self, frames: list[bytes], i: int, span: int = 1) -> None:
         """Error events about this core's spikes; lockstep, after reverse steps ``i+span-1 .. i``:
         those about step ``i`` (the next step needs them) go into ``err_in``, later ones wait in
         a buffer; layered (frames of the whole run), kept with their steps until
         :meth:`backward_layer`."""
-        if self.layered:
+        if self.layered:                               # (never stepping copies: LocalBackend)
             got = list(self._error_events(frames, i, "error events", span=span))
             if got:
                 parts = [self._received] + [(steps, np.full(len(b), src), b, local, value)
@@ -616,24 +743,35 @@ class EventPropCore(LearningCore):
                                        for c, r in zip(zip(*parts), self._received))
             return
         self._pull(i)                                  # what arrived earlier comes first
-        for b, local, value, steps, _ in self._error_events(frames, i, "error events", span=span, latest=i):
-            now = steps == i
-            if not now.all():
-                later = ~now
-                for s in np.unique(steps[later]).tolist():
-                    sel = steps == s
-                    chunk = (b[sel].astype(np.int32), local[sel].astype(np.int32), value[sel])
-                    self._pending.setdefault(s, []).append(chunk)
-                    self._buffer_bytes += sum(a.nbytes for a in chunk)
-                self._buffer_peak = max(self._buffer_peak, self._buffer_bytes)
-                b, local, value = b[now], local[now], value[now]
-            np.add.at(self.err_in, (b, local), value)
-            self._err_dirty = True
+        for r, port in enumerate(self.ports):          # copy by copy: each copy's errors wake it
+            got = frames if len(self.ports) == 1 else frames.get(port.copy.core_id, [])
+            for b, local, value, steps, _ in self._copy_error_events(r, got, i, "error events", None, span, i):
+                b = b + port.lo
+                now = steps == i
+                if not now.all():
+                    later = ~now
+                    for s in np.unique(steps[later]).tolist():
+                        sel = steps == s
+                        chunk = (b[sel].astype(np.int32), local[sel].astype(np.int32), value[sel])
+                        self._pending.setdefault(s, []).append((r, *chunk))
+                        self._buffer_bytes[r] += sum(a.nbytes for a in chunk)
+                    self._buffer_peak[r] = max(self._buffer_peak[r], self._buffer_bytes[r])
+                    b, local, value = b[now], local[now], value[now]
+                np.add.at(self.err_in, (b, local), value)
+                self._err_dirty = True
+                self._err_ports[r] = True
 
     def report(self) -> dict:
         rep = super().report()
-        rep["guarded_spikes"] = self.guarded_total
+        rep["guarded_spikes"] = int(self.guarded_total.sum())
         return rep
+
+    def port_reports(self) -> list[dict]:
+        reps = super().port_reports()
+        if len(self.ports) > 1:
+            for rep, n in zip(reps, self.guarded_total.tolist()):
+                rep["guarded_spikes"] = n
+        return reps
 
     # ------------------------------------------------------------ parameters
     def bump(self, amount: float, columns=None) -> None:
@@ -644,6 +782,8 @@ class EventPropCore(LearningCore):
         trainer passes the labels that stayed silent in the whole mini-batch,
         the same on every replica); None = all.  With weight stores the bump
         is an update given to the store (it may wait in the accumulator)."""
+        if self._later_call("bump", (amount, columns)):
+            return
         cols = slice(None) if columns is None else np.asarray(columns, np.int64)
         if columns is not None and len(cols) == 0:
             return
@@ -657,8 +797,8 @@ class EventPropCore(LearningCore):
 
     def learning_state(self) -> dict:
         """The learning state of :class:`~spinnray.rules.learning.LearningCore` and the guard count."""
-        return {**super().learning_state(), "guarded_total": self.guarded_total}
+        return {**super().learning_state(), "guarded_total": int(self.guarded_total[self.port])}
 
     def load_learning_state(self, state: dict) -> None:
         super().load_learning_state(state)      # weights or stores, Adam, counters
-        self.guarded_total = int(state.get("guarded_total", self.guarded_total))
+        self.guarded_total[self.port] = int(state.get("guarded_total", self.guarded_total[self.port]))

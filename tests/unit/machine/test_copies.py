@@ -144,3 +144,72 @@ def test_copies_refuse_an_update_they_were_not_all_given_alike():
             tr.sim.call(LearningCore.apply, {hidden[0]: (total, 0.01)}, cores=hidden[:1])
     finally:
         tr.close()
+
+
+def eventprop_pass(case, cores: int, replicas: int, k: int, batch: int, copies: bool, bump: bool = False):
+    """One forward and reverse pass of an EventProp case (tests/oracle/eventprop_cases.py): each copy's
+    gradients, every core's and router's report, and (``bump``) the weights after a bump of every copy."""
+    from oracle.eventprop_cases import T as STEPS_EP, data, simulator
+    from spinnray.rules.eventprop.core import EventPropCore
+
+    x, y = data(batch=batch)
+    net, sim = simulator(case, cores, replicas, k, batch=batch, copies=copies)
+    with sim:
+        sim.run(STEPS_EP, {"inp": x}, targets={"out": y})
+        sim.backward(scale=1.0 / batch)
+        ids = sorted(pl.core_id for pl in sim.mapping.placements if pl.slice.population in ("hid", "out"))
+        grads = sim.call(LearningCore.gradients, cores=ids)
+        if bump:
+            sim.call(EventPropCore.bump, {i: (0.01, np.array([0, 2])) for i in ids}, cores=ids)
+        weights = sim.call(Core.get_weights, cores=ids)
+        return grads, weights, sim.reports()
+
+
+@pytest.mark.parametrize("what, k, replicas, batch", [
+    ("delays", 2, 3, 5),            # per-synapse delays 2-3: partial sums and errors buffered ahead
+    ("ttfs", 1, 3, 5),              # time-to-first-spike loss with the silent surrogate
+    ("ttfs-delays", 2, 3, 5),       # copies woken at their own first spikes, sums over delays held per copy
+    ("regulariser", 2, 2, 4),       # the hidden spike-count regulariser wakes copies at their own spikes
+    ("empty-shard", 1, 3, 2),       # batch 2 on 3 copies: one copy runs no sample
+])
+def test_eventprop_copies_keep_their_sums_apart(what, k, replicas, batch):
+    """EventProp's copies stepped together: each copy's gradient, every core's counters, memory (spike
+    records, error buffers) and guarded spikes, every router's counters, identical to the copies apart."""
+    from oracle.eventprop_cases import Case
+
+    case = {"delays": Case(d_in=2, d_rec=(2, 3), d_out=(2, 3)),
+            "ttfs": Case(loss="wunderlich", silent_ms=10.0),
+            "ttfs-delays": Case(loss="wunderlich", d_in=2, d_rec=(2, 3), d_out=(2, 3)),
+            "regulariser": Case(d_in=2, d_rec=2, d_out=2, reg=(0.002, 0.001, 2.0)),
+            "empty-shard": Case()}[what]
+    got = {copies: eventprop_pass(case, 3, replicas, k, batch, copies) for copies in (True, False)}
+    (ga, wa, (ca, ra)), (gb, wb, (cb, rb)) = got[True], got[False]
+    assert ga.keys() == gb.keys()
+    for cid in gb:
+        assert all(np.array_equal(p, q) for p, q in zip(ga[cid], gb[cid])), cid
+    assert any(np.any(g != 0) for gs in gb.values() for g in gs)
+    assert ca == cb and ra == rb
+    assert sum(c["counters"]["error_events_sent"] for c in cb) > 0
+    if what in ("delays", "ttfs-delays"):
+        assert any(c["memory"].get("error_buffers", 0) > 0 for c in cb)
+
+
+def test_eventprop_copies_bump_once_and_alike():
+    """A weight bump given to every copy of a slice acts once on the weights they share (as on each copy
+    apart); a copy given another bump, or the same copy twice, is an error (apart they would diverge)."""
+    from oracle.eventprop_cases import Case, data, simulator
+    from spinnray.rules.eventprop.core import EventPropCore
+
+    a = eventprop_pass(Case(), 2, 3, 1, 5, True, bump=True)
+    b = eventprop_pass(Case(), 2, 3, 1, 5, False, bump=True)
+    assert all(np.array_equal(p, q) for cid in b[1] for p, q in zip(a[1][cid], b[1][cid]))
+    x, y = data(batch=4)
+    net, sim = simulator(Case(), 1, 2, 1, batch=4)
+    with sim:
+        sim.run(x.shape[0], {"inp": x}, targets={"out": y})
+        out = [pl.core_id for pl in sim.mapping.placements if pl.slice.population == "out"]
+        sim.call(EventPropCore.bump, {out[0]: (0.01, np.array([1]))}, cores=out[:1])
+        with pytest.raises(SpinnrayError, match="different bump arguments"):
+            sim.call(EventPropCore.bump, {out[1]: (0.01, np.array([2]))}, cores=out[1:])
+        with pytest.raises(SpinnrayError, match="bump twice"):
+            sim.call(EventPropCore.bump, {out[0]: (0.01, np.array([1]))}, cores=out[:1])
