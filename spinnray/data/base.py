@@ -39,7 +39,7 @@ import numpy as np
 from spinnray.errors import ConfigError, DataError
 from spinnray.registry import Registry
 
-__all__ = ["Timing", "Split", "check_indices", "NpzRows", "ArraySplit", "EventSplit", "RasterSplit", "Dataset",
+__all__ = ["Timing", "Split", "check_indices", "make_dir", "NpzRows", "ArraySplit", "EventSplit", "RasterSplit", "Dataset",
            "register", "dataset_entry", "dataset_names", "load_dataset"]
 
 
@@ -50,6 +50,20 @@ class Timing:
 
     dt_ms: float
     steps: int | None = None
+
+
+def make_dir(path: Path, what: str) -> None:
+    """Create directory ``path`` (and its parents) for ``what`` (e.g. "data.root"); a DataError naming the
+    path when it cannot be: a component is a file, a broken symbolic link, or not writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        where = Path(e.filename) if e.filename else path
+        why = f"a broken symbolic link to {os.readlink(where)}" if where.is_symlink() and not where.exists() \
+            else "a file, not a directory"
+        raise DataError(f"{what}: cannot create the directory {path}: {where} is {why}") from None
+    except PermissionError:
+        raise DataError(f"{what}: cannot create the directory {path}: permission denied") from None
 
 
 def check_indices(idx, n: int, what: str) -> np.ndarray:

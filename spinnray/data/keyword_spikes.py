@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from spinnray.data.base import Dataset, Timing, register
+from spinnray.data.base import Dataset, Timing, make_dir, register
 from spinnray.data.keywords import build_replacing, ensure_keyword_dataset
 from spinnray.data.keywords import MANIFEST as AUDIO_MANIFEST
 from spinnray.data.shd import SHDConfig, SpikeSet, spike_dataset, write_spike_file
@@ -174,7 +174,7 @@ def _speaker(relpath: str) -> int:
 def generate_keyword_spikes(out: Path, audio_root: Path, params: EncoderParams, progress: bool = True) -> dict:
     """Encode the keyword set at ``audio_root`` into ``out`` (new or empty); returns the manifest."""
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "data.root (the keyword spike files)")
     stats = {}
     for split, list_name in _SPLITS.items():
         clips = speech_commands_index(audio_root, list_name)

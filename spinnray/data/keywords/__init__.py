@@ -74,7 +74,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spinnray.checks import check_int
-from spinnray.data.base import Dataset, Timing, register
+from spinnray.data.base import Dataset, Timing, make_dir, register
 from spinnray.data.speech import (
     BACKGROUND_DIR,
     KEYWORDS,
@@ -430,7 +430,7 @@ def generate_keyword_dataset(root: str | os.PathLike, per_word: int = DEFAULT_PE
     workers = check_int("workers", workers, 1) if workers is not None else max(1, min(2, os.cpu_count() or 1))
     if root.exists() and any(root.iterdir()):
         raise DataError(f"{root} is not empty; expected a new or empty directory for the keyword data set")
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root, "data.root (the keyword set)")
 
     rng = np.random.default_rng([seed, 1])  # the noise files, apart from the clips' stream
     (root / BACKGROUND_DIR).mkdir()
@@ -477,7 +477,7 @@ def _ours(root: Path) -> bool:
 def build_replacing(root: Path, make):
     """``make(tmp)`` into a new temporary sibling of ``root``, then move it to ``root``, replacing what was
     there: a failure never leaves a half-written set at ``root``.  Returns what ``make`` returns."""
-    root.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(root.parent, "data.root (the keyword set)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         made = make(tmp)

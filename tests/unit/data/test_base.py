@@ -83,3 +83,19 @@ def test_events_become_the_raster_of_each_batch():
     np.testing.assert_array_equal(sub.batch([0, 1, 2]), raster[:, [4, 1, 4]])
     with pytest.raises(DataError, match="exceeds .* bytes as a raster"):
         split.batch(np.zeros(EventSplit.MAX_BATCH_BYTES // (steps * channels) + 1, np.int64))
+
+
+def test_a_data_directory_that_cannot_be_made_is_named(tmp_path):
+    """A broken symbolic link or a file where a data directory must go: a DataError naming it."""
+    from spinnray.data.base import make_dir
+    from spinnray.errors import DataError
+
+    link = tmp_path / "cache"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(DataError, match=r"data.root: cannot create the directory .*cache.* broken symbolic link to"):
+        make_dir(link / "keywords", "data.root")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is a file, not a directory"):
+        make_dir(tmp_path / "file" / "sub", "data.root")
+    make_dir(tmp_path / "new" / "dir", "data.root")
+    assert (tmp_path / "new" / "dir").is_dir()
