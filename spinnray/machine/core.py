@@ -243,6 +243,7 @@ class Core:
         self.analog: dict[str, np.ndarray] = {}  # pre -> (steps, batch, pre_size) host-written input
         self.batch = spec.batch
         self.port = 0                               # the copy a backend's call addresses (LocalBackend.call)
+        self.row_port = np.zeros(0, np.int64)       # the port of every row of the run (reset)
         self.counters = self.ports[0].counters      # a single PE's (with copies: use each port's)
         self.reasons = self.ports[0].reasons
         self.record_vars: tuple[str, ...] = ("spikes",)
@@ -385,11 +386,10 @@ class Core:
                                     "(the mapped batch)")
             port.lo, port.n = lo, int(n)
             lo += int(n)
+        self.row_port = np.repeat(np.arange(len(self.ports)), [p.n for p in self.ports])   # the port of every row
+        self._port_n = np.array([p.n for p in self.ports], np.int64)
+        self._port_lo = np.array([p.lo for p in self.ports], np.int64)
         return lo
-
-    def _port_of_rows(self) -> np.ndarray:
-        """The port of every row of the run's batch."""
-        return np.repeat(np.arange(len(self.ports)), [p.n for p in self.ports])
 
     # -------------------------------------------------------------------- tick
     def synaptic_input(self, t: int) -> np.ndarray:
@@ -545,18 +545,24 @@ class Core:
         if not out_i:
             return out
         t, b, i = np.concatenate(out_t), np.concatenate(out_b), np.concatenate(out_i)
-        port_of = self._port_of_rows()[b]
+        port_of = self.row_port[b]
+        one_step = len(out_t) == 1 and not isinstance(self.model, SpikeSource)
+        if not one_step:                         # one step's events come by row, so by copy, already
+            order = np.argsort(port_of, kind="stable")
+            t, b, i, port_of = t[order], b[order], i[order], port_of[order]
+        bounds = np.searchsorted(port_of, np.arange(len(self.ports) + 1)).tolist()
         for r, port in enumerate(self.ports):
-            sel = np.flatnonzero(port_of == r)
-            if not len(sel):
+            lo, hi = bounds[r], bounds[r + 1]
+            if hi == lo:
                 continue
             c, copy = port.counters, port.copy
-            steps = t[sel]
-            c.max_events_per_step = max(c.max_events_per_step, int(np.bincount(steps).max()))
-            frame = packet.encode(packet.Kind.SPIKE, copy.core_id, t0, keys=(copy.key_base + i[sel]).astype(np.uint32),
-                                  offsets=steps, batch=(b[sel] - port.lo).astype(np.uint16) if copy.batch > 1 else None)
+            steps = t[lo:hi]
+            c.max_events_per_step = max(c.max_events_per_step, hi - lo if one_step else int(np.bincount(steps).max()))
+            frame = packet.encode(packet.Kind.SPIKE, copy.core_id, t0, keys=(copy.key_base + i[lo:hi]).astype(np.uint32),
+                                  offsets=steps,
+                                  batch=(b[lo:hi] - port.lo).astype(np.uint16) if copy.batch > 1 else None)
             c.packets_sent += 1
-            c.spike_events_sent += len(sel)
+            c.spike_events_sent += hi - lo
             c.bytes_sent += len(frame)
             out[copy.core_id] = [frame]
         return out
@@ -593,24 +599,22 @@ class Core:
         flat = [f for fs in by_port for f in fs]
         if not flat:
             return []
-        fast = packet.spike_round(flat, step=t0, max_offset=k - 1, n_batch=max(p.n for p in self.ports))
+        fast = packet.spike_round(flat, step=t0, max_offset=k - 1, n_batch=int(self._port_n.max()))
         if fast is not None:
             keys, offsets, bat, counts = fast
-            frames_of = [len(fs) for fs in by_port]
-            port_of = np.repeat(np.repeat(np.arange(len(self.ports)), frames_of), counts)
-            if np.all(bat < np.array([p.n for p in self.ports])[port_of]):
-                done = 0
-                for port, fs in zip(self.ports, by_port):
-                    c = port.counters
-                    n = sum(counts[done:done + len(fs)])
-                    done += len(fs)
-                    c.packets_received += len(fs)
-                    c.bytes_received += sum(len(f) for f in fs)
-                    c.spike_events_received += n
+            frame_port = np.repeat(np.arange(len(self.ports)), [len(fs) for fs in by_port])
+            port_of = np.repeat(frame_port, counts)
+            if np.all(bat < self._port_n[port_of]):
+                events = np.bincount(frame_port, weights=counts, minlength=len(self.ports)).astype(np.int64).tolist()
+                for port, fs, n in zip(self.ports, by_port, events):
+                    if fs:
+                        c = port.counters
+                        c.packets_received += len(fs)
+                        c.bytes_received += sum(map(len, fs))
+                        c.spike_events_received += n
                 if not len(keys):
                     return []
-                lo = np.array([p.lo for p in self.ports])
-                return [(keys.astype(np.int64), offsets, bat.astype(np.int64) + lo[port_of], port_of)]
+                return [(keys.astype(np.int64), offsets, bat.astype(np.int64) + self._port_lo[port_of], port_of)]
         return [self._take_spikes(r, fs, t0, k) for r, fs in enumerate(by_port) if fs]
 
     def _take_spikes(self, r: int, frames: list[bytes], t0: int, k: int):

@@ -380,7 +380,7 @@ class LearningCore(Core):
         if len(self.ports) == 1:
             keys = self._error_keys_of([inc.error_keys for inc in self.spec.incoming], j, pre)
             return self._error_frame(0, i, keys, off, b, val, offsets is None)
-        port_of = self._port_of_rows()[b]
+        port_of = self.row_port[b]
         out = {}
         for r, port in enumerate(self.ports):
             sel = np.flatnonzero(port_of == r)

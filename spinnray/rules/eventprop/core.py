@@ -217,7 +217,6 @@ class EventPropCore(LearningCore):
         self._err_dirty = False
         self._err_ports = np.zeros(R, bool)      # the copies whose err_in holds errors
         self._port_zero = np.ones(R, bool)       # the copies whose adjoint is still exactly zero
-        self._row_port = np.zeros(spec.batch, np.int64)   # the copy of every row of the run
         self._clear_records()
 
     def _clear_records(self) -> None:
@@ -276,11 +275,11 @@ class EventPropCore(LearningCore):
 
     def _events_in(self, rows: np.ndarray, r: int) -> int:
         """How many of the events at ``rows`` (rows of the run's batch) are copy ``r``'s."""
-        return int(np.count_nonzero(self._row_port[rows] == r)) if len(rows) else 0
+        return int(np.count_nonzero(self.row_port[rows] == r)) if len(rows) else 0
 
     def _bytes_per_port(self, rows: np.ndarray, per_event: int) -> np.ndarray:
         """Bytes per copy of events at ``rows`` of ``per_event`` bytes each."""
-        return np.bincount(self._row_port[rows], minlength=len(self.ports)) * per_event
+        return np.bincount(self.row_port[rows], minlength=len(self.ports)) * per_event
 
     def _check_budget(self, why) -> None:
         """BudgetError naming the copy (a PE) whose memory now exceeds its SRAM; ``why(r, used)`` the reason."""
@@ -300,7 +299,6 @@ class EventPropCore(LearningCore):
         super().reset(steps, batch, None, record, layered)
         self._clear_records()
         self.steps = steps
-        self._row_port = self._port_of_rows()
         self._read_stores(self.ports[0].copy.batch, steps)      # the mapped batch of a copy (module docstring)
         if self.loss is None and self.voltage_loss is None:
             return
@@ -503,7 +501,7 @@ class EventPropCore(LearningCore):
                 first = min(steps[c] for c in mine)
                 js, pres, bs, vals, offs = [], [], [], [], []
                 for c in mine:
-                    sel = self._row_port[bidx[c]] == r
+                    sel = self.row_port[bidx[c]] == r
                     j, pre = keys[c]
                     js.append(np.full(int(sel.sum()), j))
                     pres.append(pre[sel])
@@ -612,7 +610,7 @@ class EventPropCore(LearningCore):
                 present = None
                 if awake is not None:                      # the copies these records are of (a copy still
                     present = np.zeros(len(self.ports), bool)   # asleep has only zeros here, and its chunks come
-                    present[self._row_port[b]] = True           # at later spike steps than its first awake one)
+                    present[self.row_port[b]] = True           # at later spike steps than its first awake one)
                 nz = e != 0                                # zero sums are not sent
                 sends.append((dmin, (j, pre[nz]), b[nz], e[nz], s, present))  # errors to the pre neurons' keys
         # Adjoint step with this core's spikes at i+1 and their errors.
@@ -662,7 +660,7 @@ class EventPropCore(LearningCore):
             if one:
                 np.add.at(self.grads[j], pre, g)
                 continue
-            rows = self._row_port[b]
+            rows = self.row_port[b]
             for r in np.unique(rows).tolist():
                 mine = rows == r
                 np.add.at(self.port_grads[r][j], pre[mine], g[mine])
@@ -676,9 +674,9 @@ class EventPropCore(LearningCore):
             w[:] = True
         for at in (self._err_at, self._inject_at):
             if i in at:
-                w[self._row_port[at[i][0]]] = True
+                w[self.row_port[at[i][0]]] = True
         if self._reg_jump is not None and hi > lo:
-            w[self._row_port[self.own_events[1][lo:hi].astype(np.int64)]] = True
+            w[self.row_port[self.own_events[1][lo:hi].astype(np.int64)]] = True
         return w
 
     def _count_guarded(self, lo: int, hi: int) -> None:
@@ -687,7 +685,7 @@ class EventPropCore(LearningCore):
         if len(self.ports) == 1:
             n = np.array([int(low.sum())])
         else:
-            n = np.bincount(self._row_port[self.own_events[1][lo:hi][low].astype(np.int64)],
+            n = np.bincount(self.row_port[self.own_events[1][lo:hi][low].astype(np.int64)],
                             minlength=len(self.ports))
         self.guarded += n
         self.guarded_total += n
