@@ -22,7 +22,7 @@ which reads the whole multimeter history every iteration) and, inside it, the ti
 it reports the loss and accuracy of every batch by phase.  ``--nest-threads`` overrides the example's one
 virtual process.
 
-**spinnray.** ``python run.py scenario=eprop_cue`` (the default scenario: 100 ALIF, 8 copies of 4 trials,
+**spinnray.** ``python run.py scenario=eprop_cue`` (the default scenario: 100 ALIF, 16 copies of 2 trials,
 every core inside 128 KB) with ``data.train_size=--chunk`` and ``learning.epochs=trials/chunk`` on fresh trials
 every epoch (``data.resample``, on in the scenario): as many trials as NEST's (other draws of the same
 generator), one accuracy point per ``--chunk`` trials (the learning curve), tested on ``--spinnray-test`` trials after the last epoch.  Batch 32, Adam lr
