@@ -254,13 +254,15 @@ class Core:
         self._events: dict[str, tuple] | None = None   # layered: pre -> (sample, pre, bounds by step), sorted
         self._events_peak = 0                    # layered: bytes of this run's input events once indexed
 
-    def check_budget(self, what: str) -> None:
-        """BudgetError when what this core (or a copy it steps) holds now exceeds its PE's SRAM."""
+    def check_budget(self, what: str = "", why=None) -> None:
+        """BudgetError when what this core (or a copy it steps) holds now exceeds its PE's SRAM: "core
+        ... {what} {used} bytes; the budget is ...", or ``why(copy index, used bytes)`` when given."""
         spec = self.spec
         for r, port in enumerate(self.ports):
             used = sum(self.port_memory(r).values())
             if used > spec.budget_bytes:
-                raise BudgetError(f"core {port.copy.core_id} ({spec.population}[{spec.lo}, {spec.hi})) {what} "
+                raise BudgetError(why(r, used) if why is not None else
+                                  f"core {port.copy.core_id} ({spec.population}[{spec.lo}, {spec.hi})) {what} "
                                   f"{used} bytes; the budget is {spec.budget_bytes} bytes")
 
     # ------------------------------------------------------------ extensions

@@ -68,7 +68,7 @@ from __future__ import annotations
 import numpy as np
 from dataclasses import dataclass
 
-from spinnray.errors import BudgetError, NetworkError, SpinnrayError
+from spinnray.errors import NetworkError, SpinnrayError
 from spinnray.machine.core import CoreShape, CoreSpec, forward_memory
 from spinnray.model.neurons import LI, LIF
 from spinnray.rules.eventprop.numerics import (CountRegulariser, TTFSLoss, VoltageLoss, adjoint_step, predict, predict_voltage,
@@ -281,13 +281,6 @@ class EventPropCore(LearningCore):
         """Bytes per copy of events at ``rows`` of ``per_event`` bytes each."""
         return np.bincount(self.row_port[rows], minlength=len(self.ports)) * per_event
 
-    def _check_budget(self, why) -> None:
-        """BudgetError naming the copy (a PE) whose memory now exceeds its SRAM; ``why(r, used)`` the reason."""
-        for r, port in enumerate(self.ports):
-            used = sum(self.port_memory(r).values())
-            if used > self.spec.budget_bytes:
-                raise BudgetError(why(r, used))
-
     # ---------------------------------------------------------------- forward
     def reset(self, steps, batch=None, inputs=None, record=("spikes",), layered=False) -> None:
         """``inputs`` of an output core are the labels ``(batch,)`` of the run (or None).
@@ -370,7 +363,7 @@ class EventPropCore(LearningCore):
                 self.recorded["reg_loss"], self.reg_slope = self.regulariser.loss_and_slope(counts)
         self._own, self._pre = [], {name: [] for name in self.hist}
         one = len(self.ports) == 1
-        self._check_budget(lambda r, used: (
+        self.check_budget(why=lambda r, used: (
             f"core {self.ports[r].copy.core_id} ({self.spec.population}): spike records of {self.steps} steps x "
             f"{self.batch if one else self.ports[r].n} samples make {used} bytes; the budget is "
             f"machine.sram_per_pe_bytes = {self.spec.budget_bytes}: use a smaller learning.batch_size, more "
@@ -524,7 +517,7 @@ class EventPropCore(LearningCore):
         One frame; each event's offset is the step of the spike it is about.  BudgetError
         when the error events received do not fit the core's SRAM."""
         self._received_peak = sum(a.nbytes for a in self._received)
-        self._check_budget(lambda r, used: (
+        self.check_budget(why=lambda r, used: (
             f"core {self.ports[r].copy.core_id} ({self.spec.population}): the error events of a layered reverse "
             f"pass of {steps} steps make {used} bytes; the budget is {self.spec.budget_bytes} "
             f"(use parallel.schedule=lockstep, fewer samples per core or more cores)"))
@@ -722,7 +715,7 @@ class EventPropCore(LearningCore):
         self._err_dirty = True
 
     def _check_buffers(self) -> None:
-        self._check_budget(lambda r, used: (
+        self.check_budget(why=lambda r, used: (
             f"core {self.ports[r].copy.core_id} ({self.spec.population}): the error buffers of the reverse pass "
             f"(errors waiting for their step, sums over several delays) make {used} bytes; the "
             f"budget is {self.spec.budget_bytes} (fewer samples per core or more cores)"))
